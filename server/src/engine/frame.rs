@@ -1,0 +1,136 @@
+//! The engine's output records: timed frames and segment records. Everything
+//! downstream (gRPC frames, muxers, playlists) reads these and never recomputes
+//! what they already say.
+
+use bytes::Bytes;
+
+/// The MPEG timescale every media time in the engine uses.
+pub const TIMESCALE: u64 = 90_000;
+
+/// One NAL unit inside [`Frame::data`]: `data[start..end]` is the NAL unit
+/// (header byte first, emulation-prevention bytes kept), without start code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NalSpan {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl NalSpan {
+    /// The NAL unit's bytes; empty if the span does not fit `data` (spans
+    /// are made by the engine and always fit the frame they belong to).
+    pub fn bytes<'a>(&self, data: &'a [u8]) -> &'a [u8] {
+        data.get(self.start as usize..self.end as usize)
+            .unwrap_or(&[])
+    }
+    /// `nal_unit_type` (the low five bits of the header byte).
+    pub fn nal_type(&self, data: &[u8]) -> u8 {
+        data.get(self.start as usize).map_or(0, |h| h & 0x1f)
+    }
+}
+
+/// One accepted, timed access unit (a picture), in decode order.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// Index among the session's accepted frames, in decode order.
+    pub index: u64,
+    /// The access unit as an Annex B byte stream. Keyframes carry SPS and PPS
+    /// in front, so any decoder can start at one. Usually a zero-copy slice of
+    /// what the publisher sent.
+    pub data: Bytes,
+    /// Where each NAL unit of `data` lies, in order.
+    pub nals: Vec<NalSpan>,
+    /// Presentation time, 90 kHz, on the session timeline.
+    pub pts: u64,
+    /// Decode time, 90 kHz; strictly increasing, never above `pts`.
+    pub dts: u64,
+    /// Nominal time to the next frame in decode order, 90 kHz. Muxers use
+    /// DTS differences instead, which are exact.
+    pub duration: u32,
+    /// An IDR picture.
+    pub is_keyframe: bool,
+    /// An IDR, or an I picture with a recovery-point SEI.
+    pub random_access: bool,
+    /// `nal_ref_idc != 0`: later frames may refer to it.
+    pub is_reference: bool,
+    /// Media sequence number of the segment the frame belongs to.
+    pub segment: u64,
+    /// Which [`CodecConfig`] (SPS/PPS generation) the frame was coded with.
+    pub config_id: u32,
+    /// The publisher's capture time, if it sent one.
+    pub capture_time_ns: Option<u64>,
+    /// Wall-clock time the frame was accepted (Unix ns), passed in by the caller.
+    pub ingest_time_ns: u64,
+}
+
+impl Frame {
+    /// The NAL units of the frame as byte slices, in order.
+    pub fn nal_units(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.nals.iter().map(|n| n.bytes(&self.data))
+    }
+}
+
+/// The parameter sets and derived facts a stream was coded with; one per
+/// SPS/PPS generation of a session (a new one when they change mid-stream).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodecConfig {
+    /// Increases by one each time the parameter sets change.
+    pub id: u32,
+    /// The SPS NAL unit (header byte first, as sent).
+    pub sps: Bytes,
+    /// The PPS NAL units (header byte first, as sent).
+    pub pps: Vec<Bytes>,
+    pub width: u32,
+    pub height: u32,
+    /// `profile_idc`, `constraint_set` flags and `level_idc` (SPS bytes 1-3).
+    pub profile_idc: u8,
+    pub profile_compat: u8,
+    pub level_idc: u8,
+    /// For High profiles: `chroma_format_idc`, `bit_depth_luma_minus8`,
+    /// `bit_depth_chroma_minus8` (avcC needs them).
+    pub chroma_format_idc: u8,
+    pub bit_depth_luma_minus8: u8,
+    pub bit_depth_chroma_minus8: u8,
+    /// Frame rate as a fraction (frames per `frame_rate_den` seconds).
+    pub frame_rate_num: u32,
+    pub frame_rate_den: u32,
+}
+
+impl CodecConfig {
+    /// RFC 6381 codec string, e.g. `avc1.64001f`.
+    pub fn codec_string(&self) -> String {
+        format!(
+            "avc1.{:02x}{:02x}{:02x}",
+            self.profile_idc, self.profile_compat, self.level_idc
+        )
+    }
+}
+
+/// One segment: the single record every manifest and muxer renders from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentRecord {
+    /// Media sequence number, from 0.
+    pub sequence: u64,
+    /// Decode time of the first frame, 90 kHz.
+    pub start: u64,
+    /// Exact duration, 90 kHz: the next segment's start minus this start
+    /// (for the last segment, its last frame's end).
+    pub duration: u64,
+    pub frame_count: u32,
+    pub first_frame_index: u64,
+    /// Starts with a keyframe.
+    pub keyframe_aligned: bool,
+    /// Follows a publisher reconnect or a timing discontinuity.
+    pub discontinuity: bool,
+    /// Discontinuity sequence this segment is in.
+    pub discontinuity_sequence: u64,
+    /// Wall-clock time (Unix ms) of the first frame's presentation.
+    pub program_date_time_ms: u64,
+    /// Total Annex B bytes of its frames.
+    pub byte_size: u64,
+    /// Which [`CodecConfig`] its frames use.
+    pub config_id: u32,
+    /// PTS - DTS of the stream's first keyframe (the reorder delay): muxers
+    /// shift composition times by it so a segment's first presented frame is
+    /// at its decode start.
+    pub composition_shift: u32,
+}

@@ -1,0 +1,18 @@
+//! The pure engine: bytes and times in, events out. Nothing here reads a
+//! clock, opens a socket or spawns a task; the modules follow the data flow.
+
+pub mod access_unit;
+pub mod annexb;
+pub mod filter;
+pub mod frame;
+pub mod mux;
+pub mod params;
+pub mod pipeline;
+pub mod playlist;
+pub mod poc;
+pub mod segment;
+pub mod timing;
+
+pub use filter::DropReason;
+pub use frame::{CodecConfig, Frame, NalSpan, SegmentRecord, TIMESCALE};
+pub use pipeline::{Event, PipelineOptions, SessionPipeline};

@@ -1,0 +1,4 @@
+//! Segment muxers: CMAF (fMP4) for HLS and DASH, MPEG-TS for legacy HLS.
+
+pub mod cmaf;
+pub mod ts;

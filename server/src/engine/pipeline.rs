@@ -1,0 +1,577 @@
+//! `SessionPipeline`: one publisher's bytes in, events out.
+//!
+//! Wires the engine stages in data-flow order — Annex B splitter, access-unit
+//! assembler, frame filter, picture order count, `PtsAligner`, `Segmenter`,
+//! manifests — and owns nothing else: no clock (the caller passes `now`), no
+//! I/O, no tasks. The session layer stores and fans out the events.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use h264_reader::nal::sps::{PicOrderCntType, SeqParameterSet};
+
+use super::access_unit::{AccessUnit, AccessUnitAssembler, AssemblerLimits, AssemblerNote};
+use super::annexb::{AnnexBSplitter, Split, SplitIssue};
+use super::filter::{DropReason, FrameFilter, Verdict};
+use super::frame::{CodecConfig, Frame, SegmentRecord, TIMESCALE};
+use super::params::{sps_frame_rate, sps_reorder_frames};
+use super::playlist::{ManifestUpdate, Manifests, PlaylistOptions};
+use super::poc::PocState;
+use super::segment::{FramePlacement, Segmenter, SegmenterOptions};
+use super::timing::{FrameRate, PtsAligner, TimingInput, TimingOptions};
+
+/// Session options the engine needs.
+#[derive(Clone, Debug)]
+pub struct PipelineOptions {
+    /// Frame rate when the SPS has no timing info and the publisher gave none.
+    pub default_rate: FrameRate,
+    /// The publisher's `target_fps`, if it gave one.
+    pub target_rate: Option<FrameRate>,
+    pub segment_target_ms: u32,
+    pub window: usize,
+    pub max_nal_bytes: usize,
+    pub max_au_bytes: usize,
+    pub timing: TimingOptions,
+    /// For DASH `<UTCTiming>`.
+    pub utc_timing_url: String,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            default_rate: FrameRate::new(30, 1),
+            target_rate: None,
+            segment_target_ms: 2000,
+            window: 6,
+            max_nal_bytes: 8 << 20,
+            max_au_bytes: 16 << 20,
+            timing: TimingOptions::default(),
+            utc_timing_url: "/time".into(),
+        }
+    }
+}
+
+/// Fatal stream errors: the publisher's stream is rejected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("unsupported codec: {0}")]
+    UnsupportedCodec(String),
+}
+
+/// Frames dropped for one reason during one `push`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DropReport {
+    pub reason: DropReason,
+    /// Frames (for `NotH264`: runs of bytes) dropped in this report.
+    pub count: u32,
+    /// Since the session started.
+    pub total: u64,
+    /// The first occurrence, in words.
+    pub detail: String,
+    /// Stream offset of the first occurrence.
+    pub offset: u64,
+}
+
+/// A closed segment and the manifest update it caused.
+#[derive(Clone, Debug)]
+pub struct SegmentEvent {
+    pub record: SegmentRecord,
+    pub manifest: ManifestUpdate,
+}
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// An accepted, timed frame.
+    Frame(Arc<Frame>),
+    /// First or changed parameter sets (a new init segment).
+    Config(Arc<CodecConfig>),
+    /// A segment is complete.
+    Segment(Arc<SegmentEvent>),
+    Dropped(DropReport),
+    /// The stream ended; the manifests are final.
+    Ended(Arc<ManifestUpdate>),
+    /// The stream cannot be processed; nothing more will be accepted.
+    Fatal(EngineError),
+}
+
+/// Frames and bytes counted so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    pub bytes_in: u64,
+    pub frames: u64,
+    pub segments: u64,
+    pub dropped: [u64; DropReason::ALL.len()],
+}
+
+/// The whole engine for one session; see the module docs.
+pub struct SessionPipeline {
+    opts: PipelineOptions,
+    splitter: AnnexBSplitter,
+    assembler: AccessUnitAssembler,
+    filter: FrameFilter,
+    poc: PocState,
+    aligner: Option<PtsAligner>,
+    segmenter: Option<Segmenter>,
+    manifests: Option<Manifests>,
+    config: Option<Arc<CodecConfig>>,
+    next_config_id: u32,
+    /// Capture times waiting for the access unit that starts at or after
+    /// their message's first byte: (stream offset, ns).
+    capture_marks: VecDeque<(u64, u64)>,
+    /// After resyncing at a recovery point: pictures shown before it (lower
+    /// POC) reference pictures we never had.
+    leading_floor: Option<i64>,
+    stats: PipelineStats,
+    pending_drops: Vec<DropReport>,
+    fatal: bool,
+    ended: bool,
+    availability_start_ms: Option<u64>,
+    // Scratch buffers reused across pushes.
+    splits: Vec<Split>,
+    aus: Vec<AccessUnit>,
+    notes: Vec<AssemblerNote>,
+}
+
+const MAX_CAPTURE_MARKS: usize = 4096;
+
+impl SessionPipeline {
+    pub fn new(opts: PipelineOptions) -> Self {
+        let limits = AssemblerLimits {
+            max_au_bytes: opts.max_au_bytes,
+            max_au_nals: 4096,
+        };
+        Self {
+            splitter: AnnexBSplitter::new(opts.max_nal_bytes),
+            assembler: AccessUnitAssembler::new(limits),
+            filter: FrameFilter::new(),
+            poc: PocState::new(),
+            aligner: None,
+            segmenter: None,
+            manifests: None,
+            config: None,
+            next_config_id: 0,
+            capture_marks: VecDeque::new(),
+            leading_floor: None,
+            stats: PipelineStats::default(),
+            pending_drops: Vec::new(),
+            fatal: false,
+            ended: false,
+            availability_start_ms: None,
+            splits: Vec::new(),
+            aus: Vec::new(),
+            notes: Vec::new(),
+            opts,
+        }
+    }
+
+    pub fn options(&self) -> &PipelineOptions {
+        &self.opts
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        self.stats
+    }
+
+    pub fn config(&self) -> Option<&Arc<CodecConfig>> {
+        self.config.as_ref()
+    }
+
+    pub fn manifests(&self) -> Option<&Manifests> {
+        self.manifests.as_ref()
+    }
+
+    /// The frame rate timestamps are on (once the first keyframe arrived).
+    pub fn frame_rate(&self) -> Option<FrameRate> {
+        self.aligner.as_ref().map(PtsAligner::rate)
+    }
+
+    /// Wall clock (Unix ms) of timeline time 0, once known.
+    pub fn availability_start_ms(&self) -> Option<u64> {
+        self.availability_start_ms
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Bytes held for incomplete NAL and access units.
+    pub fn buffered(&self) -> usize {
+        self.splitter.buffered() + self.assembler.buffered()
+    }
+
+    /// Feeds publisher bytes. `capture_ns` is the capture time of the first
+    /// access unit starting in `chunk`; `now_ns` the wall clock (Unix ns);
+    /// `end_of_access_unit` that `chunk` ends exactly at an access unit
+    /// boundary, so it can be emitted now.
+    pub fn push(
+        &mut self,
+        chunk: Bytes,
+        capture_ns: Option<u64>,
+        now_ns: u64,
+        end_of_access_unit: bool,
+        out: &mut Vec<Event>,
+    ) {
+        if self.fatal || self.ended {
+            return;
+        }
+        self.stats.bytes_in += chunk.len() as u64;
+        if let Some(c) = capture_ns {
+            if self.capture_marks.len() == MAX_CAPTURE_MARKS {
+                self.capture_marks.pop_front();
+            }
+            self.capture_marks
+                .push_back((self.splitter.stream_offset(), c));
+        }
+        let mut splits = std::mem::take(&mut self.splits);
+        self.splitter.push(chunk, &mut splits);
+        if end_of_access_unit {
+            self.splitter.finish(&mut splits);
+        }
+        self.consume_splits(&mut splits, out);
+        self.splits = splits;
+        if end_of_access_unit {
+            let mut aus = std::mem::take(&mut self.aus);
+            self.assembler.flush(&mut aus, false, true);
+            self.aus = aus;
+        }
+        self.process_aus(now_ns, out);
+        self.flush_drops(out);
+    }
+
+    /// The publisher's stream ended cleanly: flush the last frame and
+    /// segment, and close the manifests.
+    pub fn finish(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        if self.ended {
+            return;
+        }
+        if !self.fatal {
+            let mut splits = std::mem::take(&mut self.splits);
+            self.splitter.finish(&mut splits);
+            self.consume_splits(&mut splits, out);
+            self.splits = splits;
+            let mut aus = std::mem::take(&mut self.aus);
+            self.assembler.flush(&mut aus, true, false);
+            self.aus = aus;
+            self.process_aus(now_ns, out);
+            self.flush_drops(out);
+        }
+        self.ended = true;
+        let now_ms = now_ns / 1_000_000;
+        if let Some(rec) = self.segmenter.as_mut().and_then(Segmenter::finish) {
+            self.emit_segment(rec, now_ms, out);
+        }
+        if let Some(m) = self.manifests.as_mut() {
+            out.push(Event::Ended(Arc::new(m.end(now_ms))));
+        }
+    }
+
+    /// A new publisher continues this session (after the previous one
+    /// vanished): its bytes start a fresh stream, which must begin with a
+    /// keyframe, and the timeline continues with a discontinuity.
+    pub fn reconnect(&mut self) {
+        self.splitter = AnnexBSplitter::new(self.opts.max_nal_bytes);
+        self.assembler = AccessUnitAssembler::new(AssemblerLimits {
+            max_au_bytes: self.opts.max_au_bytes,
+            max_au_nals: 4096,
+        });
+        self.filter.restart();
+        self.poc = PocState::new();
+        self.capture_marks.clear();
+        self.leading_floor = None;
+        if let Some(a) = self.aligner.as_mut() {
+            a.restart();
+        }
+        if let Some(s) = self.segmenter.as_mut() {
+            s.mark_discontinuity();
+        }
+        self.fatal = false;
+    }
+
+    fn consume_splits(&mut self, splits: &mut Vec<Split>, out: &mut Vec<Event>) {
+        let mut aus = std::mem::take(&mut self.aus);
+        let mut notes = std::mem::take(&mut self.notes);
+        for s in splits.drain(..) {
+            match s {
+                Split::Nal(n) => self.assembler.push(n, &mut aus, &mut notes),
+                Split::Issue(SplitIssue::Garbage { offset, len }) => self.note_drop(
+                    DropReason::NotH264,
+                    offset,
+                    format!("{len} bytes at byte {offset} are not H.264 NAL units"),
+                ),
+                Split::Issue(SplitIssue::TooLarge { offset, limit }) => self.note_drop(
+                    DropReason::TooLarge,
+                    offset,
+                    format!("NAL unit at byte {offset} is larger than {limit} bytes"),
+                ),
+            }
+        }
+        for n in notes.drain(..) {
+            match n {
+                AssemblerNote::LooksLikeHevc { offset } => {
+                    self.fatal = true;
+                    out.push(Event::Fatal(EngineError::UnsupportedCodec(format!(
+                        "the stream looks like H.265/HEVC (NAL headers at byte {offset}); only H.264 is supported"
+                    ))));
+                }
+                AssemblerNote::ParamSetRejected(e) => {
+                    tracing::warn!(error = %e, "parameter set rejected");
+                }
+            }
+        }
+        self.aus = aus;
+        self.notes = notes;
+    }
+
+    fn process_aus(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        let mut aus = std::mem::take(&mut self.aus);
+        for au in aus.drain(..) {
+            if self.fatal {
+                break;
+            }
+            let capture = self.take_capture(au.offset);
+            self.process_au(au, capture, now_ns, out);
+        }
+        self.aus = aus;
+    }
+
+    fn take_capture(&mut self, au_offset: u64) -> Option<u64> {
+        let mut found = None;
+        while let Some(&(off, c)) = self.capture_marks.front() {
+            if off > au_offset {
+                break;
+            }
+            found = Some(c);
+            self.capture_marks.pop_front();
+        }
+        found
+    }
+
+    fn process_au(
+        &mut self,
+        au: AccessUnit,
+        capture: Option<u64>,
+        now_ns: u64,
+        out: &mut Vec<Event>,
+    ) {
+        let sps_id = au.slice.as_ref().map(|s| s.sps_id);
+        let sps: Option<SeqParameterSet> =
+            sps_id.and_then(|id| self.assembler.params().sps(id).cloned());
+        let verdict = self.filter.judge(&au, sps.as_ref());
+        let resync = match verdict {
+            Verdict::Drop(reason, detail) => {
+                self.note_drop(reason, au.offset, detail);
+                // A dropped picture keeps its place on the timeline, and so
+                // do pictures a frame_num gap shows were lost upstream.
+                let missing = self.filter.take_missing();
+                if au.slices > 0 {
+                    if let Some(a) = self.aligner.as_mut() {
+                        a.note_dropped(1 + missing);
+                    }
+                }
+                return;
+            }
+            Verdict::Accept {
+                resync_at_recovery_point,
+            } => resync_at_recovery_point,
+        };
+        let (Some(slice), Some(sps)) = (au.slice.as_ref(), sps.as_ref()) else {
+            return; // the filter never accepts these
+        };
+        let keyframe = slice.idr;
+        let random_access = keyframe || (au.recovery_point && slice.is_intra);
+
+        // New parameter sets take effect at a keyframe.
+        if keyframe || resync || self.config.is_none() {
+            let Some(cfg) = self
+                .assembler
+                .params()
+                .codec_config(slice.pps_id, self.next_config_id)
+            else {
+                self.note_drop(
+                    DropReason::UnknownParameterSet,
+                    au.offset,
+                    format!("keyframe at byte {} has no usable SPS/PPS", au.offset),
+                );
+                return;
+            };
+            let changed = match &self.config {
+                Some(cur) => !same_config(cur, &cfg),
+                None => true,
+            };
+            if changed {
+                self.next_config_id += 1;
+                let cfg = Arc::new(cfg);
+                self.on_new_config(&cfg, sps, now_ns);
+                self.config = Some(cfg.clone());
+                out.push(Event::Config(cfg));
+            }
+        }
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+
+        let poc = self.poc.next(sps, slice);
+        if poc.resets {
+            self.leading_floor = None;
+        }
+        if resync {
+            self.leading_floor = Some(poc.value);
+        } else if let Some(floor) = self.leading_floor {
+            if poc.value < floor {
+                if let Some(a) = self.aligner.as_mut() {
+                    a.note_dropped(1);
+                }
+                self.note_drop(
+                    DropReason::DependsOnDropped,
+                    au.offset,
+                    format!(
+                        "picture at byte {} precedes the recovery point it follows (open-GOP leading picture)",
+                        au.offset
+                    ),
+                );
+                return;
+            }
+        }
+        let Some(aligner) = self.aligner.as_mut() else {
+            return;
+        };
+        let times = aligner.next(TimingInput {
+            poc: poc.value,
+            poc_resets: poc.resets,
+            order_by_poc: !matches!(sps.pic_order_cnt, PicOrderCntType::TypeTwo),
+            capture_ns: capture,
+        });
+
+        let prefix: Vec<Bytes> = if keyframe && !(au.has_sps && au.has_pps) {
+            let mut p = Vec::with_capacity(1 + config.pps.len());
+            p.push(config.sps.clone());
+            p.extend(config.pps.iter().cloned());
+            p
+        } else {
+            Vec::new()
+        };
+        let (data, nals) = au.annexb(&prefix);
+        let index = self.stats.frames;
+        let now_ms = now_ns / 1_000_000;
+        let Some(segmenter) = self.segmenter.as_mut() else {
+            return;
+        };
+        let (segment, closed) = segmenter.place(FramePlacement {
+            index,
+            pts: times.pts,
+            dts: times.dts,
+            duration: times.duration,
+            is_keyframe: keyframe,
+            config_id: config.id,
+            bytes: data.len() as u64,
+        });
+        if let Some(rec) = closed {
+            self.emit_segment(rec, now_ms, out);
+        }
+        self.stats.frames += 1;
+        out.push(Event::Frame(Arc::new(Frame {
+            index,
+            data,
+            nals,
+            pts: times.pts,
+            dts: times.dts,
+            duration: times.duration,
+            is_keyframe: keyframe,
+            random_access,
+            is_reference: slice.nal_ref_idc != 0,
+            segment,
+            config_id: config.id,
+            capture_time_ns: capture,
+            ingest_time_ns: now_ns,
+        })));
+    }
+
+    fn on_new_config(&mut self, cfg: &CodecConfig, sps: &SeqParameterSet, now_ns: u64) {
+        let rate = sps_frame_rate(sps)
+            .map(|(n, d)| FrameRate::new(n, d))
+            .or(self.opts.target_rate)
+            .unwrap_or(self.opts.default_rate);
+        match self.aligner.as_mut() {
+            Some(a) => a.set_rate(rate),
+            None => {
+                let reorder = sps_reorder_frames(sps).unwrap_or_else(|| default_reorder(cfg, sps));
+                self.aligner = Some(PtsAligner::new(rate, reorder, self.opts.timing));
+                // Timeline time 0 is the first frame's decode time, now.
+                let start_ms = now_ns / 1_000_000;
+                self.availability_start_ms = Some(start_ms);
+                self.segmenter = Some(Segmenter::new(
+                    SegmenterOptions::with_target_ms(self.opts.segment_target_ms),
+                    start_ms,
+                ));
+                self.manifests = Some(Manifests::new(
+                    PlaylistOptions {
+                        target_segment_ms: self.opts.segment_target_ms,
+                        window: self.opts.window.max(1),
+                        utc_timing_url: self.opts.utc_timing_url.clone(),
+                    },
+                    start_ms,
+                ));
+            }
+        }
+    }
+
+    fn emit_segment(&mut self, rec: SegmentRecord, now_ms: u64, out: &mut Vec<Event>) {
+        let (Some(m), Some(cfg)) = (self.manifests.as_mut(), self.config.as_ref()) else {
+            return;
+        };
+        self.stats.segments += 1;
+        let manifest = m.push(rec.clone(), cfg, now_ms);
+        out.push(Event::Segment(Arc::new(SegmentEvent {
+            record: rec,
+            manifest,
+        })));
+    }
+
+    fn note_drop(&mut self, reason: DropReason, offset: u64, detail: String) {
+        let i = reason_index(reason);
+        self.stats.dropped[i] += 1;
+        match self.pending_drops.iter_mut().find(|d| d.reason == reason) {
+            Some(d) => d.count += 1,
+            None => self.pending_drops.push(DropReport {
+                reason,
+                count: 1,
+                total: 0,
+                detail,
+                offset,
+            }),
+        }
+    }
+
+    fn flush_drops(&mut self, out: &mut Vec<Event>) {
+        for mut d in self.pending_drops.drain(..) {
+            d.total = self.stats.dropped[reason_index(d.reason)];
+            out.push(Event::Dropped(d));
+        }
+    }
+}
+
+fn reason_index(r: DropReason) -> usize {
+    DropReason::ALL.iter().position(|x| *x == r).unwrap_or(0)
+}
+
+fn same_config(a: &CodecConfig, b: &CodecConfig) -> bool {
+    a.sps == b.sps && a.pps == b.pps
+}
+
+/// Reorder depth when the VUI does not say: none for Baseline (no B-frames)
+/// or POC type 2 (display order is decode order), else 2, which covers
+/// x264's B-pyramid and most hardware encoders; deeper reordering is
+/// detected and repaired by the aligner.
+fn default_reorder(cfg: &CodecConfig, sps: &SeqParameterSet) -> u32 {
+    if cfg.profile_idc == 66 || matches!(sps.pic_order_cnt, PicOrderCntType::TypeTwo) {
+        0
+    } else {
+        2
+    }
+}
+
+/// Nanoseconds on the session timeline for 90 kHz `ticks`.
+pub fn ticks_to_ns(ticks: u64) -> u64 {
+    (ticks as u128 * 1_000_000_000 / TIMESCALE as u128) as u64
+}

@@ -1,0 +1,307 @@
+//! HLS media playlists (RFC 8216), CMAF and MPEG-TS flavours.
+//!
+//! Head: `#EXTM3U` .. `#EXT-X-MAP` (everything that changes as the window
+//! slides). Entries: one per segment, its tags and URI. Tail:
+//! `#EXT-X-ENDLIST` once ended.
+//!
+//! `EXT-X-TARGETDURATION` is `max(ceil(target), rounded EXTINF of every
+//! segment pushed so far)`. RFC 8216 says it must not change, but segments
+//! are cut at keyframes, so a publisher with sparse keyframes produces
+//! segments longer than the target. We report those honestly and raise the
+//! target duration the first time such a segment appears, and never lower
+//! it again: a stale value would break the stronger rule (every rounded
+//! EXTINF <= target duration) that players actually enforce, and hls.js and
+//! AVPlayer re-read it on every reload.
+
+use std::fmt::Write;
+
+use super::time::{write_extinf_seconds, write_iso8601_ms};
+use super::{ManifestState, Manifests};
+use crate::engine::frame::SegmentRecord;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Flavour {
+    /// fMP4 segments (`seg-N.m4s`) with `EXT-X-MAP` init segments; version 7.
+    Cmaf,
+    /// MPEG-TS segments (`seg-N.ts`), self-initializing; version 3 (decimal
+    /// EXTINF).
+    Ts,
+}
+
+/// URI of the init segment of a config; the CMAF muxer serves this name.
+fn write_map(out: &mut String, config_id: u32) {
+    let _ = writeln!(out, "#EXT-X-MAP:URI=\"init-{config_id}.mp4\"");
+}
+
+/// One segment's lines. `config_changed`: its config differs from the
+/// previous segment's, so (CMAF only) a new `EXT-X-MAP` precedes it. The
+/// entry is rendered once and never changes, so when this segment becomes
+/// the first in the window its MAP repeats the head's: harmless, the URI is
+/// the same.
+pub(super) fn entry(rec: &SegmentRecord, flavour: Flavour, config_changed: bool) -> String {
+    let mut s = String::with_capacity(112);
+    if rec.discontinuity {
+        s.push_str("#EXT-X-DISCONTINUITY\n");
+    }
+    if flavour == Flavour::Cmaf && config_changed {
+        write_map(&mut s, rec.config_id);
+    }
+    s.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+    write_iso8601_ms(&mut s, rec.program_date_time_ms);
+    s.push_str("\n#EXTINF:");
+    write_extinf_seconds(&mut s, rec.duration);
+    let ext = match flavour {
+        Flavour::Cmaf => "m4s",
+        Flavour::Ts => "ts",
+    };
+    let _ = write!(s, ",\nseg-{}.{ext}\n", rec.sequence);
+    s
+}
+
+impl Manifests {
+    pub(super) fn hls_head(&self, flavour: Flavour) -> String {
+        let mut s = String::with_capacity(224);
+        let version = match flavour {
+            Flavour::Cmaf => 7,
+            Flavour::Ts => 3,
+        };
+        let first = self.window.front().map(|w| &w.rec);
+        // RFC 8216 numbers a segment's discontinuity as this value plus the
+        // EXT-X-DISCONTINUITY tags before it in the playlist. The record of a
+        // discontinuity segment already carries the new sequence, and its
+        // (cached) entry still has the tag while it is first in the window,
+        // so subtract it: the value then grows exactly when a discontinuity
+        // segment leaves the window, as the RFC requires.
+        let discontinuity_sequence = first.map_or(0, |r| {
+            r.discontinuity_sequence
+                .saturating_sub(u64::from(r.discontinuity))
+        });
+        let _ = write!(
+            s,
+            "#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-TARGETDURATION:{}\n\
+             #EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}\n",
+            self.target_duration,
+            self.media_sequence(),
+        );
+        if !self.window.is_empty() && self.window.iter().all(|w| w.rec.keyframe_aligned) {
+            s.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+        }
+        if let (Flavour::Cmaf, Some(first)) = (flavour, first) {
+            write_map(&mut s, first.config_id);
+        }
+        s
+    }
+
+    pub(super) fn hls_tail(&self) -> String {
+        if self.ended {
+            "#EXT-X-ENDLIST\n".to_owned()
+        } else {
+            String::new()
+        }
+    }
+
+    pub(super) fn hls_state(&self, flavour: Flavour) -> ManifestState {
+        ManifestState {
+            head: self.hls_head(flavour),
+            entries: self
+                .window
+                .iter()
+                .map(|w| match flavour {
+                    Flavour::Cmaf => w.hls_cmaf.clone(),
+                    Flavour::Ts => w.hls_ts.clone(),
+                })
+                .collect(),
+            tail: self.hls_tail(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{cfg, rec};
+    use super::super::{Manifests, PlaylistOptions};
+
+    fn opts(target_ms: u32, window: usize) -> PlaylistOptions {
+        PlaylistOptions {
+            target_segment_ms: target_ms,
+            window,
+            utc_timing_url: "/time".into(),
+        }
+    }
+
+    fn header_value(text: &str, tag: &str) -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(tag)?.strip_prefix(':'))
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn exact_playlist_text() {
+        let mut m = Manifests::new(opts(2000, 3), 0);
+        let c = cfg(0);
+        m.push(rec(0, 0, 180_180), &c, 0);
+        m.push(rec(1, 180_180, 180_180), &c, 0);
+        assert_eq!(
+            m.hls_cmaf().render(),
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+             #EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+             #EXT-X-MAP:URI=\"init-0.mp4\"\n\
+             #EXT-X-PROGRAM-DATE-TIME:2026-11-25T12:00:00.000Z\n#EXTINF:2.002000,\nseg-0.m4s\n\
+             #EXT-X-PROGRAM-DATE-TIME:2026-11-25T12:00:02.002Z\n#EXTINF:2.002000,\nseg-1.m4s\n"
+        );
+        m.end(0);
+        assert_eq!(
+            m.hls_ts().render(),
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+             #EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+             #EXT-X-PROGRAM-DATE-TIME:2026-11-25T12:00:00.000Z\n#EXTINF:2.002000,\nseg-0.ts\n\
+             #EXT-X-PROGRAM-DATE-TIME:2026-11-25T12:00:02.002Z\n#EXTINF:2.002000,\nseg-1.ts\n\
+             #EXT-X-ENDLIST\n"
+        );
+    }
+
+    #[test]
+    fn target_duration_covers_long_segments_and_never_decreases() {
+        let mut m = Manifests::new(opts(2000, 2), 0);
+        let c = cfg(0);
+        let mut t = 0;
+        let mut seen = Vec::new();
+        // 2.4999 s rounds to 2; 2.5 s rounds to 3; then 7.9 s -> 8; then short.
+        for (i, d) in [
+            180_180u64, 224_999, 225_000, 711_000, 90_000, 90_000, 90_000,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            m.push(rec(i as u64, t, d), &c, 0);
+            t += d;
+            seen.push(header_value(&m.hls_ts().render(), "#EXT-X-TARGETDURATION").unwrap());
+        }
+        assert_eq!(seen, [2, 2, 3, 8, 8, 8, 8]);
+        // Target rounds up: 2.5 s configured -> 3.
+        let m = Manifests::new(opts(2500, 2), 0);
+        assert_eq!(
+            header_value(&m.hls_ts().render(), "#EXT-X-TARGETDURATION"),
+            Some(3)
+        );
+        // A zero target must still be a usable value.
+        let m = Manifests::new(opts(0, 2), 0);
+        assert_eq!(
+            header_value(&m.hls_ts().render(), "#EXT-X-TARGETDURATION"),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn media_sequence_window_and_discontinuity_sequence() {
+        let mut m = Manifests::new(opts(2000, 3), 0);
+        let c = cfg(0);
+        // Segment 2 follows a reconnect: discontinuity, sequence 1.
+        let mut dseq = 0;
+        let mut expect_ms = Vec::new();
+        let mut expect_ds = Vec::new();
+        for i in 0..8u64 {
+            let mut r = rec(i, i * 180_180, 180_180);
+            if i == 2 || i == 6 {
+                r.discontinuity = true;
+                dseq += 1;
+            }
+            r.discontinuity_sequence = dseq;
+            let u = m.push(r, &c, 0);
+            assert!(m.segments().count() <= 3);
+            assert_eq!(u.removed, u32::from(i >= 3));
+            let text = m.hls_cmaf().render();
+            expect_ms.push(header_value(&text, "#EXT-X-MEDIA-SEQUENCE").unwrap());
+            expect_ds.push(header_value(&text, "#EXT-X-DISCONTINUITY-SEQUENCE").unwrap());
+            assert_eq!(u.media_sequence, m.media_sequence());
+        }
+        assert_eq!(expect_ms, [0, 0, 0, 1, 2, 3, 4, 5]);
+        // Window after each push: [0..=i] clipped to 3. The value grows when
+        // segment 2 (after pushing 5) and segment 6 (never) leave the window.
+        assert_eq!(expect_ds, [0, 0, 0, 0, 0, 1, 1, 1]);
+    }
+
+    #[test]
+    fn endlist_only_after_end() {
+        let mut m = Manifests::new(opts(2000, 3), 0);
+        let c = cfg(0);
+        for i in 0..4 {
+            m.push(rec(i, i * 180_180, 180_180), &c, 0);
+            assert!(!m.hls_cmaf().render().contains("#EXT-X-ENDLIST"));
+            assert!(!m.hls_ts().render().contains("#EXT-X-ENDLIST"));
+        }
+        let u = m.end(0);
+        assert!(u.ended && m.is_ended());
+        assert_eq!(u.hls_cmaf.tail, "#EXT-X-ENDLIST\n");
+        assert!(m
+            .hls_cmaf()
+            .render()
+            .ends_with("seg-3.m4s\n#EXT-X-ENDLIST\n"));
+        assert!(m.hls_ts().render().ends_with("seg-3.ts\n#EXT-X-ENDLIST\n"));
+        // Pushing after the end changes nothing.
+        let before = m.hls_cmaf();
+        let u = m.push(rec(4, 4 * 180_180, 180_180), &c, 0);
+        assert_eq!((u.removed, u.ended), (0, true));
+        assert_eq!(m.hls_cmaf(), before);
+    }
+
+    #[test]
+    fn independent_segments_only_when_all_aligned() {
+        let mut m = Manifests::new(opts(2000, 2), 0);
+        let c = cfg(0);
+        let tag = "#EXT-X-INDEPENDENT-SEGMENTS\n";
+        assert!(!m.hls_cmaf().render().contains(tag), "empty playlist");
+        m.push(rec(0, 0, 180_180), &c, 0);
+        assert!(m.hls_cmaf().render().contains(tag));
+        let mut r = rec(1, 180_180, 180_180);
+        r.keyframe_aligned = false;
+        m.push(r, &c, 0);
+        assert!(!m.hls_cmaf().render().contains(tag));
+        m.push(rec(2, 360_360, 180_180), &c, 0);
+        assert!(
+            !m.hls_ts().render().contains(tag),
+            "unaligned 1 still in window"
+        );
+        m.push(rec(3, 540_540, 180_180), &c, 0);
+        assert!(m.hls_ts().render().contains(tag));
+    }
+
+    #[test]
+    fn ext_x_map_on_config_change() {
+        let mut m = Manifests::new(opts(2000, 3), 0);
+        m.push(rec(0, 0, 180_180), &cfg(0), 0);
+        let mut r = rec(1, 180_180, 180_180);
+        r.config_id = 1;
+        m.push(r, &cfg(1), 0);
+        let mut r = rec(2, 360_360, 180_180);
+        r.config_id = 1;
+        m.push(r, &cfg(1), 0);
+        let text = m.hls_cmaf().render();
+        let lines: Vec<&str> = text.lines().collect();
+        let map0 = lines
+            .iter()
+            .position(|l| *l == "#EXT-X-MAP:URI=\"init-0.mp4\"");
+        let map1 = lines
+            .iter()
+            .position(|l| *l == "#EXT-X-MAP:URI=\"init-1.mp4\"");
+        let seg0 = lines.iter().position(|l| *l == "seg-0.m4s");
+        let seg1 = lines.iter().position(|l| *l == "seg-1.m4s");
+        let (map0, map1, seg0, seg1) = (map0.unwrap(), map1.unwrap(), seg0.unwrap(), seg1.unwrap());
+        assert!(map0 < seg0 && seg0 < map1 && map1 < seg1);
+        assert_eq!(
+            text.matches("#EXT-X-MAP").count(),
+            2,
+            "no MAP for segment 2"
+        );
+        assert!(!m.hls_ts().render().contains("#EXT-X-MAP"));
+        // Config 0 leaves the window: the head names init-1 (and the first
+        // entry repeats it, which is valid).
+        let mut r = rec(3, 540_540, 180_180);
+        r.config_id = 1;
+        m.push(r, &cfg(1), 0);
+        let text = m.hls_cmaf().render();
+        assert!(!text.contains("init-0.mp4"));
+        let head = m.hls_cmaf().head;
+        assert!(head.ends_with("#EXT-X-MAP:URI=\"init-1.mp4\"\n"));
+    }
+}

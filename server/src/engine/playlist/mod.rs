@@ -1,0 +1,373 @@
+//! Live manifests: HLS media playlists (CMAF and MPEG-TS flavours) and a
+//! DASH MPD, all rendered from the same window of [`SegmentRecord`]s, plus
+//! the edit (delta) model that lets a client keep its own copy current.
+//!
+//! A manifest is modelled as `head + entries + tail`
+//! ([`ManifestState`]). Entries are the per-segment parts that only ever
+//! leave at the front and arrive at the back; everything that changes in
+//! place (media sequence, target duration, publish time, ...) lives in the
+//! head or tail, which every [`ManifestEdit`] replaces whole. Entries are
+//! rendered once, when their segment arrives, and cached; each update
+//! re-renders only the head and tail.
+//!
+//! The invariant (tested below over randomized streams): a copy taken from
+//! [`Manifests::hls_cmaf`] (etc.) at any point, with each later update's edit
+//! applied, equals the freshly rendered manifest, entry for entry.
+//!
+//! Everything here is pure and synchronous: no I/O and no clock reads, the
+//! caller passes wall-clock times in.
+
+mod dash;
+mod hls;
+mod time;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::engine::frame::{CodecConfig, SegmentRecord};
+
+pub use time::iso8601_ms;
+
+/// What the manifests are configured with (per session).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlaylistOptions {
+    /// Configured segment target, e.g. 2000.
+    pub target_segment_ms: u32,
+    /// Segments kept in the live window, e.g. 6. 0 is treated as 1.
+    pub window: usize,
+    /// URL of the origin's clock for DASH `<UTCTiming>`, e.g. `/time`.
+    pub utc_timing_url: String,
+}
+
+impl Default for PlaylistOptions {
+    /// The server defaults (2 s segments, 6 in the window).
+    fn default() -> Self {
+        Self {
+            target_segment_ms: 2000,
+            window: 6,
+            utc_timing_url: "/time".to_owned(),
+        }
+    }
+}
+
+/// A manifest as `head + entries + tail`; [`render`](Self::render)
+/// concatenates them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ManifestState {
+    pub head: String,
+    pub entries: VecDeque<String>,
+    pub tail: String,
+}
+
+impl ManifestState {
+    /// Applies an edit: drop the first `remove_entries` entries (all of them
+    /// if there are fewer: an edit from the network must not panic), append
+    /// `append_entries`, replace head and tail.
+    pub fn apply(&mut self, edit: &ManifestEdit) {
+        let remove = usize::try_from(edit.remove_entries)
+            .unwrap_or(usize::MAX)
+            .min(self.entries.len());
+        self.entries.drain(..remove);
+        self.entries.extend(edit.append_entries.iter().cloned());
+        self.head.clone_from(&edit.head);
+        self.tail.clone_from(&edit.tail);
+    }
+
+    /// The manifest text.
+    pub fn render(&self) -> String {
+        let len =
+            self.head.len() + self.entries.iter().map(String::len).sum::<usize>() + self.tail.len();
+        let mut out = String::with_capacity(len);
+        out.push_str(&self.head);
+        for e in &self.entries {
+            out.push_str(e);
+        }
+        out.push_str(&self.tail);
+        out
+    }
+}
+
+/// How to turn the previous manifest into the next one (mirrors the proto's
+/// `ManifestEdit`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ManifestEdit {
+    pub head: String,
+    pub remove_entries: u32,
+    pub append_entries: Vec<String>,
+    pub tail: String,
+}
+
+/// One change to all three manifests (mirrors the proto's `ManifestDelta`,
+/// which carries one HLS flavour; the gRPC layer picks).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ManifestUpdate {
+    /// Sequence of the first segment now in the window.
+    pub media_sequence: u64,
+    /// Segments that slid out of the window with this update.
+    pub removed: u32,
+    /// The segment that caused the update (`None` for [`Manifests::end`]).
+    pub segment_sequence: Option<u64>,
+    pub ended: bool,
+    pub hls_cmaf: ManifestEdit,
+    pub hls_ts: ManifestEdit,
+    pub dash: ManifestEdit,
+}
+
+/// A segment in the live window with its cached, rendered entries.
+#[derive(Clone, Debug)]
+struct WindowSegment {
+    rec: SegmentRecord,
+    /// Id of the DASH period it belongs to.
+    period: u64,
+    hls_cmaf: String,
+    hls_ts: String,
+    dash_s: String,
+}
+
+/// A DASH period: a run of segments with one codec config and no
+/// discontinuity inside.
+#[derive(Clone, Debug)]
+struct Period {
+    id: u64,
+    /// Media time (90 kHz) of its first segment, even after that segment
+    /// left the window: a dynamic MPD's period must not move.
+    start: u64,
+    config_id: u32,
+}
+
+/// The live window of segment records and everything rendered from it.
+#[derive(Clone, Debug)]
+pub struct Manifests {
+    opts: PlaylistOptions,
+    availability_start_ms: u64,
+    window: VecDeque<WindowSegment>,
+    /// The periods that still have segments in the window, in order.
+    periods: VecDeque<Period>,
+    /// The configs referenced by the window (by `SegmentRecord::config_id`).
+    configs: BTreeMap<u32, CodecConfig>,
+    next_period_id: u64,
+    /// `EXT-X-TARGETDURATION`, seconds; only ever raised.
+    target_duration: u64,
+    /// Longest segment pushed so far, 90 kHz (DASH `maxSegmentDuration`).
+    max_segment_duration: Option<u64>,
+    ended: bool,
+}
+
+impl Manifests {
+    pub fn new(opts: PlaylistOptions, availability_start_ms: u64) -> Self {
+        // ceil(target / 1 s), and at least 1: a zero target duration would
+        // make every segment violate the EXTINF rule.
+        let target_duration = u64::from(opts.target_segment_ms).div_ceil(1000).max(1);
+        let cap = opts.window.clamp(1, 64) + 1;
+        Self {
+            opts,
+            availability_start_ms,
+            window: VecDeque::with_capacity(cap),
+            periods: VecDeque::new(),
+            configs: BTreeMap::new(),
+            next_period_id: 0,
+            target_duration,
+            max_segment_duration: None,
+            ended: false,
+        }
+    }
+
+    /// Window length actually used: a window of 0 would leave nothing to
+    /// play (and no previous segment to compare configs with), so it is 1.
+    fn window_len(&self) -> usize {
+        self.opts.window.max(1)
+    }
+
+    /// Adds a completed segment; `cfg` is the config its frames use (stored
+    /// under `rec.config_id`, which is what the URIs name). Returns the edits
+    /// that bring every manifest up to date.
+    ///
+    /// Records that cannot extend the stream are ignored and get an update
+    /// that changes nothing but the DASH publish time: one whose sequence
+    /// is not above the last one (a replay; HLS forbids the media sequence
+    /// going back), and anything after [`end`](Self::end).
+    pub fn push(&mut self, rec: SegmentRecord, cfg: &CodecConfig, now_ms: u64) -> ManifestUpdate {
+        let segment_sequence = Some(rec.sequence);
+        let prev = self
+            .window
+            .back()
+            .map(|s| (s.rec.sequence, s.rec.config_id));
+        if self.ended || prev.is_some_and(|(seq, _)| rec.sequence <= seq) {
+            return self.unchanged_update(segment_sequence, now_ms);
+        }
+
+        let old_last_period = self.periods.back().map(|p| p.id);
+        let old_last_entries = self.entries_in_last_period();
+
+        // A new DASH period at the first segment, at a config change (new
+        // init segment and Representation) and at a discontinuity (timing
+        // may restart). A gap in the sequence numbers also starts one, since
+        // `$Number$` addressing counts up from startNumber without gaps.
+        let new_period = match prev {
+            None => true,
+            Some((seq, config_id)) => {
+                rec.discontinuity
+                    || rec.config_id != config_id
+                    || seq.checked_add(1) != Some(rec.sequence)
+            }
+        };
+        if new_period {
+            self.periods.push_back(Period {
+                id: self.next_period_id,
+                start: rec.start,
+                config_id: rec.config_id,
+            });
+            self.next_period_id = self.next_period_id.wrapping_add(1);
+        }
+        let period = self.periods.back().map_or(0, |p| p.id);
+
+        let config_changed = prev.is_some_and(|(_, c)| c != rec.config_id);
+        let seg = WindowSegment {
+            hls_cmaf: hls::entry(&rec, hls::Flavour::Cmaf, config_changed),
+            hls_ts: hls::entry(&rec, hls::Flavour::Ts, config_changed),
+            dash_s: dash::s_entry(&rec),
+            period,
+            rec,
+        };
+        self.target_duration = self
+            .target_duration
+            .max(time::extinf_rounded_secs(seg.rec.duration));
+        self.max_segment_duration = Some(
+            self.max_segment_duration
+                .map_or(seg.rec.duration, |m| m.max(seg.rec.duration)),
+        );
+        self.configs.insert(seg.rec.config_id, cfg.clone());
+        let appended_hls_cmaf = seg.hls_cmaf.clone();
+        let appended_hls_ts = seg.hls_ts.clone();
+        let appended_dash = seg.dash_s.clone();
+        self.window.push_back(seg);
+
+        let mut removed: u32 = 0;
+        let mut removed_from_old_last: u32 = 0;
+        while self.window.len() > self.window_len() {
+            if let Some(gone) = self.window.pop_front() {
+                removed = removed.saturating_add(1);
+                if Some(gone.period) == old_last_period {
+                    removed_from_old_last = removed_from_old_last.saturating_add(1);
+                }
+            }
+        }
+        // Periods whose segments all slid out disappear from the MPD.
+        while let (Some(p), Some(first)) = (self.periods.front(), self.window.front()) {
+            if p.id == first.period {
+                break;
+            }
+            self.periods.pop_front();
+        }
+        let window = &self.window;
+        self.configs
+            .retain(|id, _| window.iter().any(|s| s.rec.config_id == *id));
+
+        // DASH entries are the S lines of the last period only. When a new
+        // period starts, the old last period (whatever is left of it) moves
+        // into the head, so all of the client's entries go; otherwise only
+        // the ones that slid out of the (still) last period do.
+        let dash_remove = if new_period {
+            old_last_entries
+        } else {
+            removed_from_old_last
+        };
+
+        ManifestUpdate {
+            media_sequence: self.media_sequence(),
+            removed,
+            segment_sequence,
+            ended: false,
+            hls_cmaf: ManifestEdit {
+                head: self.hls_head(hls::Flavour::Cmaf),
+                remove_entries: removed,
+                append_entries: vec![appended_hls_cmaf],
+                tail: self.hls_tail(),
+            },
+            hls_ts: ManifestEdit {
+                head: self.hls_head(hls::Flavour::Ts),
+                remove_entries: removed,
+                append_entries: vec![appended_hls_ts],
+                tail: self.hls_tail(),
+            },
+            dash: ManifestEdit {
+                head: self.dash_head(now_ms),
+                remove_entries: dash_remove,
+                append_entries: vec![appended_dash],
+                tail: self.dash_tail(),
+            },
+        }
+    }
+
+    /// The stream ended: HLS gets `#EXT-X-ENDLIST`, the MPD becomes static.
+    /// Idempotent.
+    pub fn end(&mut self, now_ms: u64) -> ManifestUpdate {
+        self.ended = true;
+        self.unchanged_update(None, now_ms)
+    }
+
+    /// An update that keeps every entry and re-renders heads and tails.
+    fn unchanged_update(&self, segment_sequence: Option<u64>, now_ms: u64) -> ManifestUpdate {
+        let rewrap = |head: String, tail: String| ManifestEdit {
+            head,
+            remove_entries: 0,
+            append_entries: Vec::new(),
+            tail,
+        };
+        ManifestUpdate {
+            media_sequence: self.media_sequence(),
+            removed: 0,
+            segment_sequence,
+            ended: self.ended,
+            hls_cmaf: rewrap(self.hls_head(hls::Flavour::Cmaf), self.hls_tail()),
+            hls_ts: rewrap(self.hls_head(hls::Flavour::Ts), self.hls_tail()),
+            dash: rewrap(self.dash_head(now_ms), self.dash_tail()),
+        }
+    }
+
+    /// How many window segments belong to the last period (the DASH
+    /// entries).
+    fn entries_in_last_period(&self) -> u32 {
+        let Some(last) = self.periods.back() else {
+            return 0;
+        };
+        let n = self
+            .window
+            .iter()
+            .rev()
+            .take_while(|s| s.period == last.id)
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// The CMAF (fMP4) HLS media playlist.
+    pub fn hls_cmaf(&self) -> ManifestState {
+        self.hls_state(hls::Flavour::Cmaf)
+    }
+
+    /// The MPEG-TS HLS media playlist.
+    pub fn hls_ts(&self) -> ManifestState {
+        self.hls_state(hls::Flavour::Ts)
+    }
+
+    /// The DASH MPD, with `publishTime` = `now_ms`.
+    pub fn dash(&self, now_ms: u64) -> ManifestState {
+        self.dash_state(now_ms)
+    }
+
+    /// Sequence of the first segment in the window (0 before the first).
+    pub fn media_sequence(&self) -> u64 {
+        self.window.front().map_or(0, |s| s.rec.sequence)
+    }
+
+    /// The segments in the window, oldest first.
+    pub fn segments(&self) -> impl Iterator<Item = &SegmentRecord> {
+        self.window.iter().map(|s| &s.rec)
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+}
+
+#[cfg(test)]
+mod tests;

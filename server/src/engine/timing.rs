@@ -1,0 +1,644 @@
+//! `PtsAligner`: gives every frame a clean PTS and DTS in 90 kHz.
+//!
+//! Raw Annex B carries no time, so times come from three places, in order of
+//! trust: picture order count for the order of pictures (and so B-frame
+//! presentation), the frame rate (SPS VUI timing info when present, else the
+//! publisher's `target_fps`, else a default) for the spacing, and the
+//! publisher's capture times, when sent, for where the frames really sit on
+//! the clock.
+//!
+//! Each frame gets a presentation *slot* on a frame grid: within a POC epoch
+//! (from one IDR or mmco5 to the next) slot = epoch base + (POC − base POC) /
+//! POC step, and a new epoch starts right after the highest slot used so far.
+//! A slot maps to time exactly with integer arithmetic, `anchor + (k − anchor_k)
+//! × ticks_num / ticks_den`, so 29.97 fps (3003 ticks) or 23.976 fps (3753.75
+//! ticks) never drift, however long the stream.
+//!
+//! Capture times are repaired, not trusted: jitter within a few frames is
+//! snapped to the grid; a jump ahead of several frames (frames lost upstream)
+//! skips grid slots; a clock that goes back or jumps further than the gap
+//! limit is re-anchored; and a steady drift between the declared and the real
+//! rate moves the grid's period toward the real one, so the offset is
+//! followed instead of accumulated.
+//!
+//! DTS is the PTS sequence sorted and delayed by the reorder depth R (the
+//! `max_num_reorder_frames` the SPS declares, else a profile default): the
+//! n-th DTS is the smallest PTS not yet used once n ≥ R frames have arrived.
+//! That keeps DTS strictly increasing and never above PTS without holding
+//! frames back, so a frame leaves the engine the moment it is complete.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use super::frame::TIMESCALE;
+
+/// A frame rate as a fraction: `num / den` frames per second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameRate {
+    pub num: u32,
+    pub den: u32,
+}
+
+impl FrameRate {
+    pub const fn new(num: u32, den: u32) -> Self {
+        Self { num, den }
+    }
+    /// Ticks (90 kHz) per frame, rounded.
+    pub fn ticks(self) -> u64 {
+        let (n, d) = self.ticks_fraction();
+        (n + d / 2) / d.max(1)
+    }
+    /// Ticks per frame as a fraction.
+    fn ticks_fraction(self) -> (u64, u64) {
+        (TIMESCALE * self.den.max(1) as u64, self.num.max(1) as u64)
+    }
+}
+
+/// How times are repaired; limits of what is believed.
+#[derive(Clone, Copy, Debug)]
+pub struct TimingOptions {
+    /// A capture time further than this from the grid (either way) is a clock
+    /// jump, not a gap, and is re-anchored. 90 kHz ticks.
+    pub gap_limit: u64,
+}
+
+impl Default for TimingOptions {
+    fn default() -> Self {
+        Self {
+            gap_limit: 10 * TIMESCALE,
+        }
+    }
+}
+
+/// The times given to one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameTimes {
+    pub pts: u64,
+    pub dts: u64,
+    /// Nominal frame duration at this point.
+    pub duration: u32,
+}
+
+/// What a frame brings for timing.
+#[derive(Clone, Copy, Debug)]
+pub struct TimingInput {
+    pub poc: i64,
+    /// IDR or mmco5: display order restarts.
+    pub poc_resets: bool,
+    /// Whether POC orders display (false for POC type 2, where display order
+    /// is decode order).
+    pub order_by_poc: bool,
+    /// Publisher's capture time, ns on its clock.
+    pub capture_ns: Option<u64>,
+}
+
+/// Counts of repairs, for reporting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimingRepairs {
+    /// Capture times snapped because they jittered off the grid.
+    pub snapped: u64,
+    /// Gaps in capture time that skipped grid slots.
+    pub gaps: u64,
+    /// Capture clock went back or jumped: re-anchored.
+    pub reanchored: u64,
+    /// Grid period adjustments to follow a rate drift.
+    pub drift_adjustments: u64,
+    /// POC collisions or reorder deeper than declared.
+    pub order_repairs: u64,
+}
+
+#[derive(Debug)]
+pub struct PtsAligner {
+    opts: TimingOptions,
+    rate: FrameRate,
+    /// Grid period as a fraction of ticks.
+    period_num: u64,
+    period_den: u64,
+    anchor_slot: i64,
+    anchor_time: i64,
+    // Slot assignment.
+    epoch_base_slot: i64,
+    epoch_base_poc: i64,
+    max_slot: i64,
+    /// Frames counted into the current epoch: accepted and dropped (dropped
+    /// pictures keep their time, so the timeline shows the hole).
+    epoch_frames: i64,
+    /// Dropped pictures not yet given a slot (decode-order timing).
+    dropped_pending: i64,
+    poc_gcd: i64,
+    poc_offsets_seen: u32,
+    recent_slots: VecDeque<i64>,
+    // Capture mapping: capture ns `c0` sits at timeline time `t0`.
+    capture_anchor: Option<(u64, i64)>,
+    phase_error: f64,
+    /// Recent (slot, capture time) pairs at the frontier, for the real rate.
+    samples: VecDeque<(i64, i64)>,
+    /// Following a drift: the period is being steered.
+    tracking: bool,
+    // DTS.
+    reorder: usize,
+    pending: BinaryHeap<Reverse<u64>>,
+    last_dts: Option<u64>,
+    frames: u64,
+    repairs: TimingRepairs,
+}
+
+const RECENT_SLOTS: usize = 64;
+const DRIFT_SAMPLES: usize = 128;
+
+impl PtsAligner {
+    /// `reorder` is the number of frames a picture may be decoded ahead of
+    /// its display (R).
+    pub fn new(rate: FrameRate, reorder: u32, opts: TimingOptions) -> Self {
+        let (period_num, period_den) = rate.ticks_fraction();
+        let reorder = reorder.min(16) as usize;
+        let mut s = Self {
+            opts,
+            rate,
+            period_num,
+            period_den,
+            anchor_slot: 0,
+            anchor_time: 0,
+            epoch_base_slot: 0,
+            epoch_base_poc: 0,
+            max_slot: -1,
+            epoch_frames: 0,
+            dropped_pending: 0,
+            poc_gcd: 0,
+            poc_offsets_seen: 0,
+            recent_slots: VecDeque::with_capacity(RECENT_SLOTS),
+            capture_anchor: None,
+            phase_error: 0.0,
+            samples: VecDeque::with_capacity(DRIFT_SAMPLES),
+            tracking: false,
+            reorder,
+            pending: BinaryHeap::with_capacity(reorder + 2),
+            last_dts: None,
+            frames: 0,
+            repairs: TimingRepairs::default(),
+        };
+        // Presentation starts R frames after decoding, so the first DTS is 0.
+        s.anchor_time = s.span(reorder as i64);
+        s
+    }
+
+    pub fn rate(&self) -> FrameRate {
+        self.rate
+    }
+
+    pub fn reorder(&self) -> usize {
+        self.reorder
+    }
+
+    pub fn repairs(&self) -> TimingRepairs {
+        self.repairs
+    }
+
+    /// Switches the nominal rate (a new SPS with other timing). Takes effect
+    /// from the next slot; times already given stay.
+    pub fn set_rate(&mut self, rate: FrameRate) {
+        if rate == self.rate {
+            return;
+        }
+        let next = self.max_slot + 1;
+        self.anchor_time = self.slot_time(next);
+        self.anchor_slot = next;
+        self.rate = rate;
+        (self.period_num, self.period_den) = rate.ticks_fraction();
+    }
+
+    /// Continues the timeline after a publisher reconnect: the next frame is
+    /// presented right after the last one, and the new publisher's capture
+    /// clock is learned afresh.
+    pub fn restart(&mut self) {
+        self.capture_anchor = None;
+        self.reset_drift();
+    }
+
+    fn reset_drift(&mut self) {
+        self.phase_error = 0.0;
+        self.samples.clear();
+        self.tracking = false;
+    }
+
+    /// Nominal frame duration in ticks.
+    pub fn period(&self) -> u64 {
+        (self.period_num + self.period_den / 2) / self.period_den.max(1)
+    }
+
+    /// Time of `k` slots after the anchor, exactly.
+    fn span(&self, k: i64) -> i64 {
+        let v = k as i128 * self.period_num as i128 / self.period_den.max(1) as i128;
+        v.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+    }
+
+    fn slot_time(&self, slot: i64) -> i64 {
+        self.anchor_time
+            .saturating_add(self.span(slot - self.anchor_slot))
+    }
+
+    /// Gives the next frame in decode order its times.
+    pub fn next(&mut self, input: TimingInput) -> FrameTimes {
+        let first = self.frames == 0;
+        let mut slot = self.assign_slot(&input, first);
+        let frontier = slot > self.max_slot;
+        if let Some(c) = input.capture_ns {
+            if frontier {
+                slot = self.apply_capture(c, slot);
+            }
+        }
+        if self.recent_slots.len() == RECENT_SLOTS {
+            self.recent_slots.pop_front();
+        }
+        self.recent_slots.push_back(slot);
+        self.max_slot = self.max_slot.max(slot);
+
+        let mut pts = self.slot_time(slot).max(0) as u64;
+        // DTS: the smallest pending PTS once R frames are ahead.
+        self.pending.push(Reverse(pts));
+        let mut dts = if self.pending.len() > self.reorder {
+            self.pending.pop().map_or(pts, |Reverse(v)| v)
+        } else {
+            // Stream start: decode on the grid from 0.
+            self.span(self.frames as i64).max(0) as u64
+        };
+        if let Some(last) = self.last_dts {
+            if dts <= last {
+                // Reordered deeper than declared: decode one frame later
+                // from now on.
+                self.repairs.order_repairs += 1;
+                if self.pending.len() >= self.reorder {
+                    self.reorder = (self.reorder + 1).min(16);
+                }
+                dts = last + 1;
+            }
+        }
+        if dts > pts {
+            self.repairs.order_repairs += 1;
+            pts = dts;
+        }
+        self.last_dts = Some(dts);
+        self.frames += 1;
+        FrameTimes {
+            pts,
+            dts,
+            duration: self.period().min(u32::MAX as u64) as u32,
+        }
+    }
+
+    /// `n` pictures were dropped (damaged, or missing upstream as a
+    /// `frame_num` gap shows): they keep their place on the timeline.
+    pub fn note_dropped(&mut self, n: u32) {
+        if self.frames > 0 {
+            self.epoch_frames += n as i64;
+            self.dropped_pending += n as i64;
+        }
+    }
+
+    fn assign_slot(&mut self, input: &TimingInput, first: bool) -> i64 {
+        if first || input.poc_resets {
+            // The new epoch starts after every picture of the last one,
+            // including dropped pictures at its end.
+            let after_epoch = if first {
+                0
+            } else {
+                self.epoch_base_slot + self.epoch_frames
+            };
+            self.epoch_base_slot = (self.max_slot + 1).max(after_epoch);
+            self.epoch_base_poc = input.poc;
+            self.epoch_frames = 0;
+            self.dropped_pending = 0;
+        }
+        self.epoch_frames += 1;
+        let slot = if input.order_by_poc {
+            let off = input.poc - self.epoch_base_poc;
+            if off != 0 {
+                self.poc_gcd = gcd_i64(self.poc_gcd, off.abs());
+                self.poc_offsets_seen = self.poc_offsets_seen.saturating_add(1);
+            }
+            // Most encoders step POC by 2 per frame; trust a larger common
+            // step only after many frames, and a step of 1 at once.
+            let step = match self.poc_gcd {
+                0 => 2,
+                1 => 1,
+                g if self.poc_offsets_seen >= 16 => g,
+                _ => 2,
+            };
+            self.epoch_base_slot + off.div_euclid(step)
+        } else {
+            let s = (self.max_slot + 1 + std::mem::take(&mut self.dropped_pending))
+                .max(self.epoch_base_slot);
+            s
+        };
+        if !first && self.recent_slots.contains(&slot) {
+            self.repairs.order_repairs += 1;
+            return self.max_slot + 1;
+        }
+        slot
+    }
+
+    /// Repairs the slot of a frame at the presentation frontier with its
+    /// capture time; may shift later slots (gaps) or the grid (drift).
+    fn apply_capture(&mut self, capture_ns: u64, slot: i64) -> i64 {
+        let grid = self.slot_time(slot);
+        let Some((c0, t0)) = self.capture_anchor else {
+            self.capture_anchor = Some((capture_ns, grid));
+            return slot;
+        };
+        let delta_ticks = (capture_ns as i128 - c0 as i128) * TIMESCALE as i128 / 1_000_000_000;
+        let c = (t0 as i128 + delta_ticks).clamp(i64::MIN as i128 / 2, i64::MAX as i128 / 2) as i64;
+        let e = c - grid;
+        let period = self.period().max(1) as i64;
+        let limit = self.opts.gap_limit as i64;
+        if e > 3 * period && e <= limit {
+            // Frames missing upstream: skip their slots.
+            let skip = (e + period / 2) / period;
+            self.epoch_base_slot += skip;
+            self.repairs.gaps += 1;
+            self.reset_drift();
+            return slot + skip;
+        }
+        if e.abs() > limit || e < -3 * period {
+            self.capture_anchor = Some((capture_ns, grid));
+            self.repairs.reanchored += 1;
+            self.reset_drift();
+            return slot;
+        }
+        if e != 0 {
+            self.repairs.snapped += 1;
+        }
+        if self.samples.len() == DRIFT_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((slot, c));
+        // Jitter averages out of the smoothed phase error; a drift does not.
+        self.phase_error += (e as f64 - self.phase_error) / 32.0;
+        let quarter = period as f64 / 4.0;
+        if !self.tracking && self.phase_error.abs() > quarter && self.samples.len() >= 16 {
+            self.tracking = true;
+        }
+        if self.tracking {
+            if let Some(real) = slope(&self.samples) {
+                let (n, d) = self.rate.ticks_fraction();
+                let nominal = n as f64 / d as f64;
+                // Steer: the real period, plus a pull that removes the phase
+                // error over about 32 frames; settle on the real period once
+                // the error is small.
+                let settled = self.phase_error.abs() < quarter / 4.0;
+                let wanted = if settled {
+                    real
+                } else {
+                    real + self.phase_error / 32.0
+                };
+                let wanted = wanted.clamp(nominal * 0.5, nominal * 2.0);
+                self.anchor_time = grid;
+                self.anchor_slot = slot;
+                self.period_den = 1 << 16;
+                self.period_num = (wanted * self.period_den as f64).round().max(1.0) as u64;
+                self.repairs.drift_adjustments += 1;
+                if settled {
+                    self.tracking = false;
+                }
+            }
+        }
+        slot
+    }
+}
+
+/// Least-squares slope of capture time over slot: the real frame period.
+fn slope(samples: &VecDeque<(i64, i64)>) -> Option<f64> {
+    let n = samples.len() as f64;
+    if n < 2.0 {
+        return None;
+    }
+    let (sx, sy) = samples
+        .iter()
+        .fold((0.0, 0.0), |(a, b), &(x, y)| (a + x as f64, b + y as f64));
+    let (mx, my) = (sx / n, sy / n);
+    let (mut num, mut den) = (0.0, 0.0);
+    for &(x, y) in samples {
+        let dx = x as f64 - mx;
+        num += dx * (y as f64 - my);
+        den += dx * dx;
+    }
+    (den > 0.0).then(|| num / den)
+}
+
+fn gcd_i64(a: i64, b: i64) -> i64 {
+    let (mut a, mut b) = (a.abs(), b.abs());
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(poc: i64, resets: bool) -> TimingInput {
+        TimingInput {
+            poc,
+            poc_resets: resets,
+            order_by_poc: true,
+            capture_ns: None,
+        }
+    }
+
+    #[test]
+    fn ntsc_rate_does_not_drift_over_an_hour() {
+        let mut a = PtsAligner::new(FrameRate::new(30000, 1001), 0, TimingOptions::default());
+        let frames = 30000 * 3600 / 1001; // ~107892
+        let mut last = None;
+        for i in 0..frames as i64 {
+            let t = a.next(input((i % 60) * 2, i % 60 == 0));
+            assert_eq!(t.pts, i as u64 * 3003);
+            assert_eq!(t.dts, t.pts);
+            last = Some(t);
+        }
+        assert_eq!(last.unwrap().pts, (frames as u64 - 1) * 3003);
+    }
+
+    #[test]
+    fn fractional_period_is_exact() {
+        // 23.976 fps: 3753.75 ticks per frame.
+        let mut a = PtsAligner::new(FrameRate::new(24000, 1001), 0, TimingOptions::default());
+        for i in 0..100_000i64 {
+            let t = a.next(input(i * 2, i == 0));
+            assert_eq!(t.pts as i64, i * 90000 * 1001 / 24000);
+        }
+    }
+
+    #[test]
+    fn b_frames_get_pts_from_poc_and_dts_in_decode_order() {
+        // I0 P3 B1 B2 P6 B4 B5 (display slots), POC = 2 × slot, reorder 1.
+        let mut a = PtsAligner::new(FrameRate::new(30, 1), 1, TimingOptions::default());
+        let pocs = [
+            (0, true),
+            (6, false),
+            (2, false),
+            (4, false),
+            (12, false),
+            (8, false),
+            (10, false),
+        ];
+        let got: Vec<_> = pocs.iter().map(|&(p, r)| a.next(input(p, r))).collect();
+        let pts: Vec<u64> = got.iter().map(|t| t.pts).collect();
+        let dts: Vec<u64> = got.iter().map(|t| t.dts).collect();
+        assert_eq!(pts, vec![3000, 12000, 6000, 9000, 21000, 15000, 18000]);
+        assert_eq!(dts, vec![0, 3000, 6000, 9000, 12000, 15000, 18000]);
+        for t in &got {
+            assert!(t.pts >= t.dts);
+        }
+    }
+
+    #[test]
+    fn idr_epochs_continue_the_timeline() {
+        let mut a = PtsAligner::new(FrameRate::new(25, 1), 0, TimingOptions::default());
+        let mut pts = Vec::new();
+        for gop in 0..3 {
+            for i in 0..5 {
+                pts.push(a.next(input(i * 2, i == 0)).pts);
+            }
+            let _ = gop;
+        }
+        let want: Vec<u64> = (0..15).map(|i| i * 3600).collect();
+        assert_eq!(pts, want);
+    }
+
+    #[test]
+    fn dropped_pictures_keep_their_place() {
+        // Decode-order timing: 3 frames, 2 dropped, then 2 more, then an IDR
+        // after 5 more drops at the end of the GOP.
+        let mut a = PtsAligner::new(FrameRate::new(30, 1), 0, TimingOptions::default());
+        let decode_order = |poc, resets| TimingInput {
+            poc,
+            poc_resets: resets,
+            order_by_poc: false,
+            capture_ns: None,
+        };
+        let mut pts = vec![a.next(decode_order(0, true)).pts];
+        pts.push(a.next(decode_order(2, false)).pts);
+        a.note_dropped(2);
+        pts.push(a.next(decode_order(8, false)).pts);
+        a.note_dropped(5);
+        pts.push(a.next(decode_order(0, true)).pts);
+        assert_eq!(pts, vec![0, 3000, 12000, 30000]);
+        // POC timing: the POCs already show the hole; drops at the end of an
+        // epoch still move the next IDR.
+        let mut a = PtsAligner::new(FrameRate::new(30, 1), 0, TimingOptions::default());
+        let mut pts = vec![a.next(input(0, true)).pts, a.next(input(2, false)).pts];
+        a.note_dropped(1);
+        pts.push(a.next(input(6, false)).pts);
+        a.note_dropped(3);
+        pts.push(a.next(input(0, true)).pts);
+        assert_eq!(pts, vec![0, 3000, 9000, 21000]);
+    }
+
+    #[test]
+    fn deeper_reorder_than_declared_is_repaired() {
+        let mut a = PtsAligner::new(FrameRate::new(30, 1), 0, TimingOptions::default());
+        let pocs = [
+            (0, true),
+            (6, false),
+            (2, false),
+            (4, false),
+            (12, false),
+            (8, false),
+            (10, false),
+        ];
+        let mut last_dts = None;
+        for &(p, r) in &pocs {
+            let t = a.next(input(p, r));
+            assert!(t.pts >= t.dts);
+            if let Some(l) = last_dts {
+                assert!(t.dts > l);
+            }
+            last_dts = Some(t.dts);
+        }
+        assert!(a.repairs().order_repairs > 0);
+        assert!(a.reorder() >= 1);
+    }
+
+    fn with_capture(a: &mut PtsAligner, i: i64, capture_ns: u64) -> FrameTimes {
+        a.next(TimingInput {
+            poc: i * 2,
+            poc_resets: i == 0,
+            order_by_poc: true,
+            capture_ns: Some(capture_ns),
+        })
+    }
+
+    #[test]
+    fn jittery_capture_times_snap_to_the_grid() {
+        let mut a = PtsAligner::new(FrameRate::new(30, 1), 0, TimingOptions::default());
+        let mut x: u64 = 12345;
+        let base = 1_700_000_000_000_000_000u64;
+        for i in 0..10_000i64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // ±10 ms of jitter around the 30 fps grid.
+            let jitter = (x % 20_000_001) as i64 - 10_000_000;
+            let c = (base as i64 + i * 33_333_333 + jitter) as u64;
+            let t = with_capture(&mut a, i, c);
+            assert_eq!(t.pts, i as u64 * 3000, "frame {i}");
+        }
+        assert_eq!(a.repairs().drift_adjustments, 0);
+    }
+
+    #[test]
+    fn gaps_skip_slots_and_backward_clocks_are_ignored() {
+        let mut a = PtsAligner::new(FrameRate::new(30, 1), 0, TimingOptions::default());
+        let ns = |slot: u64| 500_000_000_000 + slot * 1_000_000_000 / 30;
+        let mut pts = Vec::new();
+        for i in 0..10 {
+            pts.push(with_capture(&mut a, i, ns(i as u64)).pts);
+        }
+        // 20 frames lost upstream.
+        for i in 10..15 {
+            pts.push(with_capture(&mut a, i, ns(i as u64 + 20)).pts);
+        }
+        assert_eq!(pts[9], 9 * 3000);
+        assert_eq!(pts[10], 30 * 3000);
+        assert_eq!(pts[14], 34 * 3000);
+        // The capture clock goes back a minute: re-anchored, no jump back.
+        let t = with_capture(&mut a, 15, ns(35) - 60_000_000_000);
+        assert_eq!(t.pts, 35 * 3000);
+        let t = with_capture(&mut a, 16, ns(36) - 60_000_000_000);
+        assert_eq!(t.pts, 36 * 3000);
+        // Hours ahead: re-anchored too.
+        let t = with_capture(&mut a, 17, ns(37) + 3 * 3600 * 1_000_000_000);
+        assert_eq!(t.pts, 37 * 3000);
+        assert!(a.repairs().reanchored >= 2);
+        assert_eq!(a.repairs().gaps, 1);
+    }
+
+    #[test]
+    fn rate_drift_is_followed_not_accumulated() {
+        // Declared 30 fps, the camera really runs at 29.5 fps, for an hour.
+        let mut a = PtsAligner::new(FrameRate::new(30, 1), 0, TimingOptions::default());
+        let frames = 29.5f64 as i64 * 3600 + 1800;
+        let real_period_ns = 1e9 / 29.5;
+        let mut last: Option<FrameTimes> = None;
+        let mut max_err = 0i64;
+        for i in 0..frames {
+            let c = (i as f64 * real_period_ns) as u64 + 1_000;
+            let t = with_capture(&mut a, i, c);
+            if let Some(l) = last {
+                assert!(t.pts > l.pts);
+                let d = t.pts - l.pts;
+                assert!((2700..=3400).contains(&d), "frame {i}: duration {d}");
+            }
+            let c_ticks = (c as i128 * 90_000 / 1_000_000_000) as i64;
+            if i > 600 {
+                max_err = max_err.max((t.pts as i64 - c_ticks).abs());
+            }
+            last = Some(t);
+        }
+        // Within one frame of the real clock after an hour (uncorrected it
+        // would be a minute off).
+        assert!(max_err < 3051, "max error {max_err} ticks");
+        assert!(a.repairs().drift_adjustments > 0);
+    }
+}

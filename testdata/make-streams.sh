@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Makes the committed test streams in this folder. Needs ffmpeg/ffprobe with
+# libx264 (Debian: apt-get install -y ffmpeg) and python3. The outputs are
+# committed, so tests never run this; rerun it only to change the streams.
+#
+# Each clean stream is encoded into MP4 first (90 kHz track timescale), so that
+# ffprobe reports its true decode and presentation times, and then copied out
+# as raw Annex B. `NAME.packets.csv` holds ffprobe's packets in decode order:
+# `pts,dts,flags` (K = keyframe) in 90 kHz ticks: the expected values our
+# engine must reproduce (up to a constant offset) from the raw bytes alone.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+SRC="testsrc2=size=320x180"
+enc() { # name rate seconds ffmpeg-args...
+  local name=$1 rate=$2 secs=$3; shift 3
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "$SRC:rate=$rate" -t "$secs" \
+    -pix_fmt yuv420p -c:v libx264 -preset veryfast "$@" \
+    -video_track_timescale 90000 "$name.mp4"
+  ffmpeg -hide_banner -loglevel error -y -i "$name.mp4" -c copy -bsf:v h264_mp4toannexb -f h264 "$name.h264"
+  ffprobe -v error -select_streams v:0 -show_entries packet=pts,dts,flags -of csv=p=0 "$name.mp4" \
+    | sed 's/,$//' > "$name.packets.csv"
+  rm -f "$name.mp4"
+}
+
+# Baseline profile, no B-frames, no AUD, 1 s GOP, SPS/PPS before every IDR.
+enc baseline_30 30 6 -profile:v baseline -g 30 -keyint_min 30 -sc_threshold 0
+# High profile, 3 B-frames with pyramid, AUDs, 2 s GOP.
+enc high_bframes_30 30 6 -profile:v high -bf 3 -b_strategy 0 -g 60 -keyint_min 60 -sc_threshold 0 \
+  -x264-params aud=1:b-pyramid=normal
+# Main profile, 4 slices per frame, 2 B-frames, no AUD, 1 s GOP.
+enc main_slices4_30 30 4 -profile:v main -bf 2 -b_strategy 0 -g 30 -keyint_min 30 -sc_threshold 0 \
+  -x264-params slices=4:b-pyramid=none
+# 29.97 fps, High, 2 B-frames, AUDs, 2 s GOP; SPS/PPS only at the very start
+# (stripped from later IDRs) so the server must put them back.
+enc high_2997 30000/1001 6 -profile:v high -bf 2 -b_strategy 0 -g 60 -keyint_min 60 -sc_threshold 0 \
+  -x264-params aud=1
+
+python3 - <<'PY'
+import random, re
+
+def nal_spans(d):
+    """(start_code_pos, nal_start, nal_end) for each NAL unit."""
+    starts = [m.start() for m in re.finditer(b'\x00\x00\x01', d)]
+    out = []
+    for i, s in enumerate(starts):
+        sc = s - 1 if s > 0 and d[s - 1] == 0 else s
+        end = starts[i + 1] if i + 1 < len(starts) else len(d)
+        if i + 1 < len(starts) and d[end - 1] == 0:
+            end -= 1
+        out.append((sc, s + 3, end))
+    return out
+
+def vcl_frames(d):
+    """Frame k -> list of VCL NAL spans (first_mb_in_slice == 0 starts a frame)."""
+    frames = []
+    for sc, a, b in nal_spans(d):
+        t = d[a] & 0x1f
+        if t in (1, 5):
+            if d[a + 1] & 0x80:  # ue(v) first_mb_in_slice == 0 is a single 1 bit
+                frames.append([])
+            frames[-1].append((sc, a, b))
+    return frames
+
+# SPS/PPS only at the start of high_2997.
+d = open('high_2997.h264', 'rb').read()
+out, seen = bytearray(), 0
+for sc, a, b in nal_spans(d):
+    t = d[a] & 0x1f
+    if t in (7, 8):
+        seen += 1
+        if seen > 2:
+            continue
+    out += b'\x00\x00\x00\x01' + d[a:b]
+open('high_2997.h264', 'wb').write(out)
+
+base = open('baseline_30.h264', 'rb').read()
+hb = open('high_bframes_30.h264', 'rb').read()
+
+# Garbage in front: 1000 random bytes with no start code in them.
+rnd = random.Random(7)
+g = bytes(rnd.choice(range(2, 256)) for _ in range(1000))
+open('damaged_garbage_prefix.h264', 'wb').write(g + base)
+
+# A reference frame cut out: baseline frame 45 (a P-frame mid-GOP).
+f = vcl_frames(base)
+s, e = f[45][0][0], f[46][0][0]
+open('damaged_cut_ref.h264', 'wb').write(base[:s] + base[e:])
+
+# Bytes flipped: frame 100 of high_bframes gets forbidden_zero_bit set, and
+# 200 bytes in the middle of frame 130's slice data are inverted.
+f = vcl_frames(hb)
+b = bytearray(hb)
+b[f[100][0][1]] |= 0x80
+sc, a, e = f[130][0]
+mid = (a + e) // 2
+for i in range(mid, min(mid + 200, e - 1)):
+    b[i] ^= 0xFF
+open('damaged_flipped.h264', 'wb').write(bytes(b))
+PY
+ls -l
