@@ -1,7 +1,14 @@
 //! liveslice: a live H.264 slicing server.
 //!
 //! [`engine`] is the pure core (Annex B bytes in; timed frames, segments and
-//! manifests out). The session registry, gRPC service and HTTP origin live at
-//! the edges and only move what the engine produced.
+//! manifests out). [`session`] keeps each session's state and fans it out;
+//! [`grpc`] is `SliceService`; [`app`] starts it all. The engine never
+//! imports the layers around it.
 
+pub mod app;
+pub mod config;
+pub mod demo;
 pub mod engine;
+pub mod grpc;
+pub mod http;
+pub mod session;

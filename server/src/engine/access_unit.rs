@@ -263,11 +263,7 @@ impl AccessUnitAssembler {
                         Ok(_) => self.cur.has_pps = true,
                         Err(e) => notes.push(AssemblerNote::ParamSetRejected(e)),
                     },
-                    6 => {
-                        if sei_has_recovery_point(&nal.data) {
-                            self.cur.recovery_point = true;
-                        }
-                    }
+                    6 if sei_has_recovery_point(&nal.data) => self.cur.recovery_point = true,
                     _ => {}
                 }
                 self.add(nal);

@@ -267,9 +267,21 @@ impl SessionPipeline {
     }
 
     /// A new publisher continues this session (after the previous one
-    /// vanished): its bytes start a fresh stream, which must begin with a
-    /// keyframe, and the timeline continues with a discontinuity.
-    pub fn reconnect(&mut self) {
+    /// vanished): what the old stream left pending is flushed as its end,
+    /// the new bytes start a fresh stream, which must begin with a keyframe,
+    /// and the timeline continues with a discontinuity.
+    pub fn reconnect(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        if !self.fatal && !self.ended {
+            let mut splits = std::mem::take(&mut self.splits);
+            self.splitter.finish(&mut splits);
+            self.consume_splits(&mut splits, out);
+            self.splits = splits;
+            let mut aus = std::mem::take(&mut self.aus);
+            self.assembler.flush(&mut aus, true, false);
+            self.aus = aus;
+            self.process_aus(now_ns, out);
+            self.flush_drops(out);
+        }
         self.splitter = AnnexBSplitter::new(self.opts.max_nal_bytes);
         self.assembler = AccessUnitAssembler::new(AssemblerLimits {
             max_au_bytes: self.opts.max_au_bytes,

@@ -195,7 +195,7 @@ mod tests {
             pts: i * 3000,
             dts: i * 3000,
             duration: 3000,
-            is_keyframe: i % key_every == 0,
+            is_keyframe: i.is_multiple_of(key_every),
             config_id: 0,
             bytes: 100,
         }

@@ -326,9 +326,8 @@ impl PtsAligner {
             };
             self.epoch_base_slot + off.div_euclid(step)
         } else {
-            let s = (self.max_slot + 1 + std::mem::take(&mut self.dropped_pending))
-                .max(self.epoch_base_slot);
-            s
+            (self.max_slot + 1 + std::mem::take(&mut self.dropped_pending))
+                .max(self.epoch_base_slot)
         };
         if !first && self.recent_slots.contains(&slot) {
             self.repairs.order_repairs += 1;

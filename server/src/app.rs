@@ -1,0 +1,165 @@
+//! Starts the listeners on a configuration and stops them cleanly. Used by
+//! the binary and by integration tests (which bind port 0).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use liveslice_proto::v1::slice_service_server::SliceServiceServer;
+use std::future::IntoFuture;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::Config;
+use crate::grpc::SliceServiceImpl;
+use crate::session::Registry;
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reflection service: {0}")]
+    Reflection(String),
+}
+
+/// A running server.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub registry: Arc<Registry>,
+    shutdown_timeout: Duration,
+    grpc_stop: Option<oneshot::Sender<()>>,
+    grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    http_stop: Option<oneshot::Sender<()>>,
+    http_task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Binds the listeners and starts serving.
+pub async fn start(config: &Config) -> Result<Running, StartError> {
+    config.validate()?;
+    let registry = Registry::new(config.session_defaults());
+
+    let listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.grpc_addr,
+            source,
+        })?;
+    let grpc_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.grpc_addr,
+        source,
+    })?;
+
+    let service =
+        SliceServiceServer::new(SliceServiceImpl::new(registry.clone(), config.service()))
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(usize::MAX);
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<SliceServiceServer<SliceServiceImpl>>()
+        .await;
+    // grpcurl 1.8 asks for v1alpha, newer clients for v1; health's
+    // descriptors are registered too so `grpc.health.v1.Health` resolves.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(liveslice_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+
+    let (grpc_stop, stop_rx) = oneshot::channel::<()>();
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            }),
+    );
+    tracing::info!(%grpc_addr, "gRPC listening (liveslice.v1.SliceService, health, reflection)");
+
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
+    let (http_stop, http_stop_rx) = oneshot::channel::<()>();
+    let http_task = tokio::spawn(
+        axum::serve(http_listener, crate::http::router(registry.clone()))
+            .with_graceful_shutdown(async {
+                let _ = http_stop_rx.await;
+            })
+            .into_future(),
+    );
+    tracing::info!(%http_addr, "HTTP origin listening (HLS, DASH, player)");
+    if let Some(id) = &config.demo {
+        crate::grpc::validate_session_id(id).map_err(|reason| crate::config::ConfigError {
+            key: "demo",
+            reason,
+        })?;
+        crate::demo::spawn(registry.clone(), config.pipeline(), id.clone());
+    }
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        http_stop: Some(http_stop),
+        http_task,
+        registry,
+        shutdown_timeout: config.shutdown_timeout,
+        grpc_stop: Some(grpc_stop),
+        grpc_task,
+    })
+}
+
+impl Running {
+    /// Ends every session (final segments, closed playlists, SessionEnded to
+    /// subscribers), then stops the listeners, waiting at most the shutdown
+    /// timeout for streams to finish.
+    pub async fn shutdown(mut self) {
+        self.registry.shutdown();
+        if let Some(stop) = self.grpc_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(stop) = self.http_stop.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(self.shutdown_timeout, &mut self.grpc_task).await {
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!("streams did not finish within the shutdown timeout; closing them");
+                self.grpc_task.abort();
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(1), &mut self.http_task)
+            .await
+            .is_err()
+        {
+            self.http_task.abort();
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Command-line flags (each also settable as a `LIVESLICE_*` environment
+//! variable) and their validation into the service's configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::engine::timing::FrameRate;
+use crate::engine::PipelineOptions;
+use crate::grpc::ServiceConfig;
+use crate::session::SessionDefaults;
+
+/// liveslice: a live H.264 slicing server. Publishers push Annex B over gRPC
+/// (`liveslice.v1.SliceService/StreamSlices`); viewers subscribe over the same
+/// RPC or play HLS/DASH over HTTP.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "liveslice-server", version, about, long_about = None)]
+pub struct Config {
+    /// gRPC listen address (health and reflection are served there too).
+    #[arg(long, env = "LIVESLICE_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// HTTP origin listen address (HLS, DASH, player pages, metrics).
+    #[arg(long, env = "LIVESLICE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Segment target duration (segments are cut at the first keyframe at or
+    /// after it), e.g. 2s, 1500ms.
+    #[arg(long, env = "LIVESLICE_SEGMENT_DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub segment_duration: Duration,
+    /// Segments in the live playlist window.
+    #[arg(long, env = "LIVESLICE_WINDOW", default_value_t = 6)]
+    pub window: usize,
+    /// Frame rate for streams that carry no timing and whose publisher gives
+    /// no target_fps.
+    #[arg(long, env = "LIVESLICE_DEFAULT_FPS", default_value_t = 30)]
+    pub default_fps: u32,
+    /// Most live sessions at once (RESOURCE_EXHAUSTED beyond).
+    #[arg(long, env = "LIVESLICE_MAX_SESSIONS", default_value_t = 1000)]
+    pub max_sessions: usize,
+    /// Most subscribers per session (RESOURCE_EXHAUSTED beyond).
+    #[arg(long, env = "LIVESLICE_MAX_SUBSCRIBERS", default_value_t = 1000)]
+    pub max_subscribers: usize,
+    /// Largest gRPC message accepted, in bytes (a publisher chunk must fit).
+    #[arg(long, env = "LIVESLICE_MAX_MESSAGE_BYTES", default_value_t = 4 << 20)]
+    pub max_message_bytes: usize,
+    /// Largest NAL unit accepted, in bytes.
+    #[arg(long, env = "LIVESLICE_MAX_NAL_BYTES", default_value_t = 8 << 20)]
+    pub max_nal_bytes: usize,
+    /// Bytes of recent frames each session keeps for late joiners and
+    /// segment requests.
+    #[arg(long, env = "LIVESLICE_RING_BYTES", default_value_t = 64 << 20)]
+    pub ring_bytes: usize,
+    /// Items a subscriber may fall behind before it is skipped forward to
+    /// the next keyframe.
+    #[arg(long, env = "LIVESLICE_SUBSCRIBER_BUFFER", default_value_t = 512)]
+    pub subscriber_buffer: usize,
+    /// How long a vanished publisher may take to reconnect and continue.
+    #[arg(long, env = "LIVESLICE_PUBLISHER_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub publisher_grace: Duration,
+    /// How long a subscriber waits for a session that does not exist yet.
+    #[arg(long, env = "LIVESLICE_SUBSCRIBE_WAIT", default_value = "10s", value_parser = parse_duration)]
+    pub subscribe_wait: Duration,
+    /// How long an ended session's last window stays served over HTTP.
+    #[arg(long, env = "LIVESLICE_LINGER", default_value = "60s", value_parser = parse_duration)]
+    pub linger: Duration,
+    /// Also publish a built-in looping test stream into this session (e.g.
+    /// `--demo demo`), so there is something live to play right away.
+    #[arg(long, env = "LIVESLICE_DEMO", value_name = "SESSION_ID")]
+    pub demo: Option<String>,
+    /// How long shutdown waits for streams to finish.
+    #[arg(long, env = "LIVESLICE_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::parse_from(["liveslice-server"])
+    }
+}
+
+/// "2s", "1500ms", "1.5s", "1m", or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 2s or 500ms)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {key}: {reason}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+impl Config {
+    /// Checks ranges and names the bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key, reason: &str| {
+            Err(ConfigError {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        let seg = self.segment_duration.as_millis();
+        if !(100..=60_000).contains(&seg) {
+            return err("segment-duration", "must be between 100ms and 60s");
+        }
+        if !(1..=1000).contains(&self.window) {
+            return err("window", "must be between 1 and 1000 segments");
+        }
+        if !(1..=1000).contains(&self.default_fps) {
+            return err("default-fps", "must be between 1 and 1000");
+        }
+        if self.max_sessions == 0 {
+            return err("max-sessions", "must be at least 1");
+        }
+        if self.max_subscribers == 0 {
+            return err("max-subscribers", "must be at least 1");
+        }
+        if self.max_message_bytes < 1024 {
+            return err("max-message-bytes", "must be at least 1024");
+        }
+        if self.max_nal_bytes < 1024 {
+            return err("max-nal-bytes", "must be at least 1024");
+        }
+        if self.subscriber_buffer < 16 {
+            return err("subscriber-buffer", "must be at least 16");
+        }
+        Ok(())
+    }
+
+    pub fn pipeline(&self) -> PipelineOptions {
+        PipelineOptions {
+            default_rate: FrameRate::new(self.default_fps, 1),
+            target_rate: None,
+            segment_target_ms: self.segment_duration.as_millis() as u32,
+            window: self.window,
+            max_nal_bytes: self.max_nal_bytes,
+            max_au_bytes: self.max_nal_bytes.saturating_mul(2),
+            timing: Default::default(),
+            utc_timing_url: "/time".into(),
+        }
+    }
+
+    pub fn session_defaults(&self) -> SessionDefaults {
+        SessionDefaults {
+            max_sessions: self.max_sessions,
+            max_subscribers_per_session: self.max_subscribers,
+            broadcast_capacity: self.subscriber_buffer,
+            ring_max_bytes: self.ring_bytes,
+            publisher_grace: self.publisher_grace,
+            linger: self.linger,
+        }
+    }
+
+    pub fn service(&self) -> ServiceConfig {
+        ServiceConfig {
+            pipeline: self.pipeline(),
+            subscribe_wait: self.subscribe_wait,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("2 weeks").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_name_their_key() {
+        Config::default().validate().unwrap();
+        let c = Config {
+            window: 0,
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "window");
+        let c = Config::try_parse_from(["x", "--segment-duration", "10ms"]).unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "segment-duration");
+    }
+}

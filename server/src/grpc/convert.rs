@@ -1,0 +1,180 @@
+//! Engine and session records → protobuf messages. Only renders; every value
+//! comes from the records.
+
+use liveslice_proto::v1 as pb;
+use pb::slice_response::Event as PbEvent;
+
+use crate::engine::pipeline::{ticks_to_ns, DropReport, SegmentEvent};
+use crate::engine::playlist::{ManifestEdit, ManifestState, ManifestUpdate};
+use crate::engine::{DropReason, Frame, SegmentRecord};
+use crate::session::{EndReason, SessionEnd, Snapshot};
+
+fn event(e: PbEvent) -> pb::SliceResponse {
+    pb::SliceResponse {
+        event: Some(e),
+        ..Default::default()
+    }
+}
+
+pub fn frame(f: &Frame) -> pb::SliceResponse {
+    pb::SliceResponse {
+        data: f.data.clone(),
+        timestamp_ns: ticks_to_ns(f.pts),
+        is_keyframe: f.is_keyframe,
+        event: Some(PbEvent::Frame(pb::FrameInfo {
+            index: f.index,
+            pts_90k: f.pts,
+            dts_90k: f.dts,
+            duration_90k: f.duration,
+            dts_ns: ticks_to_ns(f.dts),
+            segment_sequence: f.segment,
+            random_access: f.random_access,
+            capture_time_ns: f.capture_time_ns,
+            ingest_time_ns: f.ingest_time_ns,
+            is_reference: f.is_reference,
+        })),
+    }
+}
+
+fn edit(e: &ManifestEdit) -> pb::ManifestEdit {
+    pb::ManifestEdit {
+        head: e.head.clone(),
+        remove_entries: e.remove_entries,
+        append_entries: e.append_entries.clone(),
+        tail: e.tail.clone(),
+    }
+}
+
+/// A whole manifest as an edit of an empty one.
+fn state(s: &ManifestState) -> pb::ManifestEdit {
+    pb::ManifestEdit {
+        head: s.head.clone(),
+        remove_entries: 0,
+        append_entries: s.entries.iter().cloned().collect(),
+        tail: s.tail.clone(),
+    }
+}
+
+pub fn session_info(id: &str, s: &Snapshot, changed: bool) -> pb::SliceResponse {
+    let (codec, width, height) = match &s.config {
+        Some(c) => (c.codec_string(), c.width, c.height),
+        None => (String::new(), 0, 0),
+    };
+    let (num, den) = s.frame_rate.unwrap_or((0, 1));
+    event(PbEvent::SessionInfo(pb::SessionInfo {
+        session_id: id.to_string(),
+        codec,
+        width,
+        height,
+        frame_rate_num: num,
+        frame_rate_den: den,
+        hls_playlist: s.hls_cmaf.render(),
+        dash_manifest: s.dash.render(),
+        media_sequence: s.media_sequence,
+        segment_target_ms: s.segment_target_ms,
+        window_segments: s.window,
+        availability_start_ms: s.availability_start_ms,
+        changed,
+        hls_state: Some(state(&s.hls_cmaf)),
+        hls_ts_state: Some(state(&s.hls_ts)),
+        dash_state: Some(state(&s.dash)),
+        hls_ts_playlist: s.hls_ts.render(),
+        start_frame_index: s.frames.first().map_or(0, |f| f.index),
+    }))
+}
+
+pub fn segment_uri_cmaf(sequence: u64) -> String {
+    format!("seg-{sequence}.m4s")
+}
+
+pub fn segment_uri_ts(sequence: u64) -> String {
+    format!("ts/seg-{sequence}.ts")
+}
+
+pub fn segment_ready(r: &SegmentRecord) -> pb::SliceResponse {
+    event(PbEvent::SegmentReady(pb::SegmentReady {
+        sequence: r.sequence,
+        start_90k: r.start,
+        duration_90k: r.duration,
+        frame_count: r.frame_count,
+        keyframe_aligned: r.keyframe_aligned,
+        discontinuity: r.discontinuity,
+        uri_cmaf: segment_uri_cmaf(r.sequence),
+        uri_ts: segment_uri_ts(r.sequence),
+        byte_size: r.byte_size,
+        program_date_time_ms: r.program_date_time_ms,
+        first_frame_index: r.first_frame_index,
+    }))
+}
+
+pub fn manifest_delta(u: &ManifestUpdate) -> pb::SliceResponse {
+    event(PbEvent::ManifestDelta(pb::ManifestDelta {
+        media_sequence: u.media_sequence,
+        removed: u.removed,
+        hls: Some(edit(&u.hls_cmaf)),
+        dash: Some(edit(&u.dash)),
+        segment_sequence: u.segment_sequence.unwrap_or(0),
+        ended: u.ended,
+        hls_ts: Some(edit(&u.hls_ts)),
+    }))
+}
+
+pub fn segment(s: &SegmentEvent) -> [pb::SliceResponse; 2] {
+    [segment_ready(&s.record), manifest_delta(&s.manifest)]
+}
+
+pub fn drop_reason(r: DropReason) -> pb::DropReason {
+    match r {
+        DropReason::ForbiddenBit => pb::DropReason::ForbiddenBit,
+        DropReason::UnknownParameterSet => pb::DropReason::UnknownParameterSet,
+        DropReason::BadSliceHeader => pb::DropReason::BadSliceHeader,
+        DropReason::Truncated => pb::DropReason::Truncated,
+        DropReason::BeforeKeyframe => pb::DropReason::BeforeKeyframe,
+        DropReason::ReferenceLost => pb::DropReason::ReferenceLost,
+        DropReason::DependsOnDropped => pb::DropReason::DependsOnDropped,
+        DropReason::NotH264 => pb::DropReason::NotH264,
+        DropReason::TooLarge => pb::DropReason::TooLarge,
+    }
+}
+
+pub fn dropped(d: &DropReport) -> pb::SliceResponse {
+    event(PbEvent::FrameDropped(pb::FrameDropped {
+        reason: drop_reason(d.reason) as i32,
+        count: d.count,
+        total: d.total,
+        detail: d.detail.clone(),
+        stream_offset: d.offset,
+    }))
+}
+
+pub fn lagged(skipped: u64, resume_index: u64) -> pb::SliceResponse {
+    event(PbEvent::Lagged(pb::Lagged {
+        skipped_frames: skipped,
+        resume_frame_index: resume_index,
+    }))
+}
+
+pub fn ended(e: &SessionEnd) -> pb::SliceResponse {
+    use pb::session_ended::Reason;
+    let reason = match e.reason {
+        EndReason::EndOfStream => Reason::EndOfStream,
+        EndReason::PublisherGone => Reason::PublisherGone,
+        EndReason::ServerShutdown => Reason::ServerShutdown,
+        EndReason::Error => Reason::Error,
+    };
+    event(PbEvent::SessionEnded(pb::SessionEnded {
+        reason: reason as i32,
+        frames: e.frames,
+        segments: e.segments,
+        detail: e.detail.clone(),
+    }))
+}
+
+pub fn publish_ack(id: &str, resumed: bool, segment_ms: u32, window: u32) -> pb::SliceResponse {
+    event(PbEvent::PublishAck(pb::PublishAck {
+        session_id: id.to_string(),
+        resumed,
+        segment_target_ms: segment_ms,
+        window_segments: window,
+    }))
+}

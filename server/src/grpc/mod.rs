@@ -1,0 +1,459 @@
+//! `SliceService.StreamSlices`: proto in, session calls, proto out.
+//!
+//! The first message decides the role. A publisher's messages are pushed
+//! into its session by a task that owns the request stream; its responses
+//! (an ack, then the session's events, and frames if it asked for an echo)
+//! come from a subscriber task like any viewer's. A subscriber's task reads
+//! the session's broadcast and writes into a small bounded channel that
+//! tonic drains as the client reads, so a slow client makes only its own
+//! task wait, and then lag.
+
+pub mod convert;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use liveslice_proto::v1 as pb;
+use pb::slice_service_server::SliceService;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use crate::engine::timing::FrameRate;
+use crate::engine::PipelineOptions;
+use crate::session::subscriber::{Delivery, SubscriberFilter, SubscriberOptions};
+use crate::session::{
+    EndReason, PushError, Registry, RegistryError, Session, SessionItem, SessionOptions, Snapshot,
+    SubscriberGuard,
+};
+
+/// Limits and defaults of the gRPC side.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    pub pipeline: PipelineOptions,
+    pub first_message_timeout: Duration,
+    pub subscribe_wait: Duration,
+    /// Responses buffered per stream before the stream's task waits.
+    pub response_buffer: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            pipeline: PipelineOptions::default(),
+            first_message_timeout: Duration::from_secs(10),
+            subscribe_wait: Duration::from_secs(10),
+            response_buffer: 32,
+        }
+    }
+}
+
+pub const MAX_SESSION_ID_LEN: usize = 128;
+pub const MAX_TARGET_FPS: i32 = 1000;
+
+/// Checks a session id: it ends up in URLs and file names.
+pub fn validate_session_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("session_id is required".into());
+    }
+    if id.len() > MAX_SESSION_ID_LEN {
+        return Err(format!(
+            "session_id is {} bytes; at most {MAX_SESSION_ID_LEN} are allowed",
+            id.len()
+        ));
+    }
+    if id.starts_with('.') {
+        return Err("session_id must not start with '.'".into());
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "session_id may only contain A-Z, a-z, 0-9, '.', '_' and '-' (found {c:?})"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_fps(fps: i32) -> Result<Option<u32>, Status> {
+    match fps {
+        0 => Ok(None),
+        1..=MAX_TARGET_FPS => Ok(Some(fps as u32)),
+        _ => Err(Status::invalid_argument(format!(
+            "target_fps must be between 0 (default) and {MAX_TARGET_FPS}, got {fps}"
+        ))),
+    }
+}
+
+fn registry_status(e: RegistryError, id: &str) -> Status {
+    match e {
+        RegistryError::AlreadyPublishing => {
+            Status::already_exists(format!("session {id:?} already has a publisher"))
+        }
+        RegistryError::TooManySessions(_) | RegistryError::TooManySubscribers(_) => {
+            Status::resource_exhausted(e.to_string())
+        }
+        RegistryError::NotFound => Status::not_found(format!(
+            "session {id:?} is not live (no publisher appeared within the wait time)"
+        )),
+        RegistryError::Ended => Status::not_found(format!("session {id:?} has ended")),
+        RegistryError::ShuttingDown => Status::unavailable(e.to_string()),
+    }
+}
+
+pub struct SliceServiceImpl {
+    registry: Arc<Registry>,
+    config: ServiceConfig,
+}
+
+impl SliceServiceImpl {
+    pub fn new(registry: Arc<Registry>, config: ServiceConfig) -> Self {
+        Self { registry, config }
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::SliceResponse, Status>> + Send>>;
+type Out = mpsc::Sender<Result<pb::SliceResponse, Status>>;
+
+#[tonic::async_trait]
+impl SliceService for SliceServiceImpl {
+    type StreamSlicesStream = ResponseStream;
+
+    async fn stream_slices(
+        &self,
+        request: Request<Streaming<pb::SliceRequest>>,
+    ) -> Result<Response<Self::StreamSlicesStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = match tokio::time::timeout(self.config.first_message_timeout, inbound.message())
+            .await
+        {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(
+                    "no first message arrived on the request stream",
+                ))
+            }
+            Ok(Err(status)) => return Err(status),
+            Ok(Ok(None)) => {
+                return Err(Status::invalid_argument(
+                    "the request stream ended before its first message",
+                ))
+            }
+            Ok(Ok(Some(m))) => m,
+        };
+        validate_session_id(&first.session_id).map_err(Status::invalid_argument)?;
+        let fps = validate_fps(first.target_fps)?;
+        let role = pb::Role::try_from(first.role).unwrap_or(pb::Role::Unspecified);
+        let publish = match role {
+            pb::Role::Publish => true,
+            pb::Role::Subscribe => false,
+            pb::Role::Unspecified => {
+                !first.data.is_empty() || first.publish.is_some() || first.end_of_stream
+            }
+        };
+        let span = tracing::info_span!("stream", session_id = %first.session_id, role = if publish { "publish" } else { "subscribe" });
+        if publish {
+            self.publish(first, fps, inbound).instrument(span).await
+        } else {
+            self.subscribe(first, fps, inbound).instrument(span).await
+        }
+    }
+}
+
+impl SliceServiceImpl {
+    async fn publish(
+        &self,
+        first: pb::SliceRequest,
+        fps: Option<u32>,
+        inbound: Streaming<pb::SliceRequest>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let id = first.session_id.clone();
+        let p = first.publish.unwrap_or_default();
+        let mut pipeline = self.config.pipeline.clone();
+        if p.segment_duration_ms != 0 {
+            if !(100..=60_000).contains(&p.segment_duration_ms) {
+                return Err(Status::invalid_argument(format!(
+                    "publish.segment_duration_ms must be 100..=60000, got {}",
+                    p.segment_duration_ms
+                )));
+            }
+            pipeline.segment_target_ms = p.segment_duration_ms;
+        }
+        if p.window_segments != 0 {
+            if !(1..=1000).contains(&p.window_segments) {
+                return Err(Status::invalid_argument(format!(
+                    "publish.window_segments must be 1..=1000, got {}",
+                    p.window_segments
+                )));
+            }
+            pipeline.window = p.window_segments as usize;
+        }
+        pipeline.target_rate = fps.map(|f| FrameRate::new(f, 1));
+        let options = SessionOptions {
+            pipeline,
+            echo_frames: p.echo_frames,
+        };
+        let grant = self
+            .registry
+            .publish(&id, options)
+            .map_err(|e| registry_status(e, &id))?;
+        let session = grant.session.clone();
+        tracing::info!(resumed = grant.resumed, "publisher attached");
+
+        let (tx, rx) = mpsc::channel(self.config.response_buffer);
+        let opts = &session.options;
+        let ack = convert::publish_ack(
+            &id,
+            grant.resumed,
+            opts.pipeline.segment_target_ms,
+            opts.pipeline.window as u32,
+        );
+        let _ = tx.try_send(Ok(ack));
+        // The publisher hears the session's events (and frames if echoed)
+        // from now on, without a replay of the window.
+        let (mut snapshot, brx, guard) = session.join();
+        snapshot.frames.clear();
+        let sub_opts = SubscriberOptions {
+            frames: opts.echo_frames,
+            events: true,
+            max_fps: None,
+        };
+        tokio::spawn(
+            run_subscriber(
+                session.clone(),
+                snapshot,
+                brx,
+                guard,
+                sub_opts,
+                tx.clone(),
+                false,
+            )
+            .in_current_span(),
+        );
+        let registry = self.registry.clone();
+        tokio::spawn(
+            run_publisher(
+                registry,
+                grant.session,
+                grant.generation,
+                first,
+                inbound,
+                tx,
+            )
+            .in_current_span(),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn subscribe(
+        &self,
+        first: pb::SliceRequest,
+        fps: Option<u32>,
+        inbound: Streaming<pb::SliceRequest>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let id = first.session_id.clone();
+        let sub = first.subscribe.unwrap_or_default();
+        let wait = if sub.wait_ms == 0 {
+            self.config.subscribe_wait
+        } else {
+            Duration::from_millis(sub.wait_ms as u64).min(Duration::from_secs(3600))
+        };
+        let session = self
+            .registry
+            .wait_for(&id, wait)
+            .await
+            .map_err(|e| registry_status(e, &id))?;
+        let (snapshot, brx, guard) = session.join();
+        tracing::info!(
+            start_frame = snapshot.frames.first().map(|f| f.index),
+            "subscriber joined"
+        );
+        let (tx, rx) = mpsc::channel(self.config.response_buffer);
+        let opts = SubscriberOptions {
+            frames: !sub.no_frames,
+            events: sub.events,
+            max_fps: fps,
+        };
+        tokio::spawn(
+            async move {
+                run_subscriber(session, snapshot, brx, guard, opts, tx, true).await;
+                // The subscriber's request stream is kept open until its
+                // response stream is done; it has nothing more to say.
+                drop(inbound);
+            }
+            .in_current_span(),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Reads a publisher's request stream into its session until end of
+/// stream, error or a fatal problem with the data.
+async fn run_publisher(
+    registry: Arc<Registry>,
+    session: Arc<Session>,
+    generation: u64,
+    first: pb::SliceRequest,
+    mut inbound: Streaming<pb::SliceRequest>,
+    tx: Out,
+) {
+    let id = session.id.clone();
+    let mut msg = first;
+    loop {
+        if !msg.session_id.is_empty() && msg.session_id != id {
+            let _ = tx
+                .send(Err(Status::invalid_argument(format!(
+                    "session_id changed from {id:?} to {:?} mid-stream",
+                    msg.session_id
+                ))))
+                .await;
+            registry.publisher_vanished(&session, generation);
+            return;
+        }
+        let eos = msg.end_of_stream;
+        if !msg.data.is_empty() || msg.end_of_access_unit {
+            match session.push(
+                generation,
+                msg.data,
+                msg.capture_time_ns,
+                msg.end_of_access_unit,
+            ) {
+                Ok(()) => {}
+                Err(PushError::Fatal(e)) => {
+                    tracing::warn!(error = %e, "publisher stream rejected");
+                    let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;
+                    registry.end(&session, EndReason::Error, e.to_string());
+                    return;
+                }
+                Err(PushError::NotPublisher) | Err(PushError::Ended) => {
+                    let _ = tx
+                        .send(Err(Status::aborted(
+                            "this stream no longer publishes the session (it ended or another publisher took over)",
+                        )))
+                        .await;
+                    return;
+                }
+            }
+        }
+        if eos {
+            registry.end(&session, EndReason::EndOfStream, "end_of_stream".into());
+            return;
+        }
+        let next = tokio::select! {
+            m = inbound.message() => m,
+            // Ended elsewhere (server shutdown): stop reading.
+            _ = session.wait_ended() => return,
+        };
+        msg = match next {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                // A clean half-close (grpcurl at the end of its input).
+                registry.end(
+                    &session,
+                    EndReason::EndOfStream,
+                    "request stream closed".into(),
+                );
+                return;
+            }
+            Err(status) => {
+                tracing::info!(%status, "publisher stream broke");
+                registry.publisher_vanished(&session, generation);
+                return;
+            }
+        };
+    }
+}
+
+/// Sends a session to one client: session info, the snapshot's frames, then
+/// live items, skipping forward when the client falls behind.
+async fn run_subscriber(
+    session: Arc<Session>,
+    snapshot: Snapshot,
+    mut rx: broadcast::Receiver<SessionItem>,
+    _guard: SubscriberGuard,
+    opts: SubscriberOptions,
+    tx: Out,
+    send_info: bool,
+) {
+    let mut filter = SubscriberFilter::new(opts);
+    if send_info
+        && opts.events
+        && tx
+            .send(Ok(convert::session_info(&session.id, &snapshot, false)))
+            .await
+            .is_err()
+    {
+        return;
+    }
+    let mut out = Vec::new();
+    if let Some(end) = &snapshot.ended {
+        filter.on_item(SessionItem::Ended(end.clone()), &mut out);
+    } else {
+        for f in snapshot.frames.iter().cloned() {
+            filter.on_item(SessionItem::Frame(f), &mut out);
+        }
+    }
+    let mut last_snapshot = snapshot;
+    loop {
+        for d in out.drain(..) {
+            let done = matches!(d, Delivery::End(_));
+            for resp in deliveries(&session, d, &mut last_snapshot, opts) {
+                if tx.send(Ok(resp)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+            if done {
+                return;
+            }
+        }
+        match rx.recv().await {
+            Ok(item) => filter.on_item(item, &mut out),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::debug!(
+                    skipped = n,
+                    "subscriber lagged; skipping to the next keyframe"
+                );
+                filter.lagged(n);
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+fn deliveries(
+    session: &Session,
+    d: Delivery,
+    snapshot: &mut Snapshot,
+    opts: SubscriberOptions,
+) -> Vec<pb::SliceResponse> {
+    match d {
+        Delivery::Frame(f) => vec![convert::frame(&f)],
+        Delivery::Lagged {
+            skipped,
+            resume_index,
+        } => vec![convert::lagged(skipped, resume_index)],
+        Delivery::End(e) => {
+            if opts.events {
+                vec![convert::ended(&e)]
+            } else {
+                Vec::new()
+            }
+        }
+        Delivery::Event(item) => match item {
+            SessionItem::Segment(s) => convert::segment(&s).into(),
+            SessionItem::Final(u) => vec![convert::manifest_delta(&u)],
+            SessionItem::Dropped(d) => vec![convert::dropped(&d)],
+            SessionItem::Config(_) => {
+                // Parameter sets arrived or changed: tell the subscriber what
+                // it now plays, with the current manifests.
+                let changed = snapshot.config.is_some();
+                *snapshot = session.info();
+                vec![convert::session_info(&session.id, snapshot, changed)]
+            }
+            SessionItem::Frame(_) | SessionItem::Ended(_) => Vec::new(),
+        },
+    }
+}

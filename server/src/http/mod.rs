@@ -1,0 +1,179 @@
+//! The HTTP origin: HLS (over CMAF and over MPEG-TS) and DASH for every
+//! session, the segments they name, a session list with a built-in player
+//! page, and `/time` for DASH clock sync. Everything served is rendered by
+//! the engine from the session's segment records; this module only looks
+//! sessions up and sets headers.
+
+mod pages;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use tower_http::cors::CorsLayer;
+
+use crate::engine::playlist::iso8601_ms;
+use crate::grpc::validate_session_id;
+use crate::session::mux_cache::MuxError;
+use crate::session::{now_unix_ns, ManifestKind, Registry, Session};
+
+const HLS: &str = "application/vnd.apple.mpegurl";
+const DASH: &str = "application/dash+xml";
+const MP4: &str = "video/mp4";
+const M4S: &str = "video/iso.segment";
+const TS: &str = "video/mp2t";
+/// Manifests change every segment: players must refetch them.
+const MANIFEST_CACHE: &str = "no-cache, max-age=0";
+/// A segment never changes once listed; one minute covers its life in the
+/// window without outliving a session that reuses the id.
+const SEGMENT_CACHE: &str = "public, max-age=60";
+
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/", get(pages::index))
+        .route("/player/{session}", get(pages::player))
+        .route("/assets/hls.min.js", get(pages::hls_js))
+        .route("/assets/dash.mediaplayer.min.js", get(pages::dash_js))
+        .route("/time", get(time))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/live/{session}/index.m3u8", get(hls_cmaf))
+        .route("/live/{session}/manifest.mpd", get(dash))
+        .route("/live/{session}/ts/index.m3u8", get(hls_ts))
+        .route("/live/{session}/ts/{file}", get(ts_file))
+        .route("/live/{session}/{file}", get(cmaf_file))
+        .layer(CorsLayer::permissive())
+        .with_state(registry)
+}
+
+fn not_found(what: impl Into<String>) -> Response {
+    (StatusCode::NOT_FOUND, what.into()).into_response()
+}
+
+fn body(content_type: &'static str, cache: &'static str, bytes: impl Into<Bytes>) -> Response {
+    let mut r = bytes.into().into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    r
+}
+
+/// The session (live, or ended and lingering) for a URL's id.
+fn session(registry: &Registry, id: &str) -> Option<Arc<Session>> {
+    validate_session_id(id).ok()?;
+    registry.get(id)
+}
+
+fn no_session(id: &str) -> Response {
+    not_found(format!("no session {id:?}\n"))
+}
+
+async fn manifest(registry: &Registry, id: &str, kind: ManifestKind, ct: &'static str) -> Response {
+    let Some(s) = session(registry, id) else {
+        return no_session(id);
+    };
+    match s.manifest(kind) {
+        Some(text) => body(ct, MANIFEST_CACHE, text),
+        None => not_found(format!("session {id:?} has no complete segment yet\n")),
+    }
+}
+
+async fn hls_cmaf(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Response {
+    manifest(&r, &id, ManifestKind::HlsCmaf, HLS).await
+}
+
+async fn hls_ts(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Response {
+    manifest(&r, &id, ManifestKind::HlsTs, HLS).await
+}
+
+async fn dash(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Response {
+    manifest(&r, &id, ManifestKind::Dash, DASH).await
+}
+
+fn mux_response(result: Result<Bytes, MuxError>, ct: &'static str) -> Response {
+    match result {
+        Ok(b) => body(ct, SEGMENT_CACHE, b),
+        Err(e @ (MuxError::NotAvailable(_) | MuxError::NoConfig(_))) => not_found(format!("{e}\n")),
+        Err(e) => {
+            tracing::error!(error = %e, "muxing failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
+        }
+    }
+}
+
+/// `{prefix}{number}{suffix}` → number.
+fn numbered(file: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    let n = file.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    if n.is_empty() || n.len() > 20 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+async fn cmaf_file(
+    State(r): State<Arc<Registry>>,
+    Path((id, file)): Path<(String, String)>,
+) -> Response {
+    let Some(s) = session(&r, &id) else {
+        return no_session(&id);
+    };
+    if let Some(seq) = numbered(&file, "seg-", ".m4s") {
+        let s2 = s.clone();
+        let res = tokio::task::spawn_blocking(move || s2.cmaf_segment(seq)).await;
+        return match res {
+            Ok(r) => mux_response(r, M4S),
+            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "muxing task failed\n").into_response(),
+        };
+    }
+    if let Some(id) = numbered(&file, "init-", ".mp4").and_then(|n| u32::try_from(n).ok()) {
+        return mux_response(s.init_segment(id), MP4);
+    }
+    not_found("no such file\n")
+}
+
+async fn ts_file(
+    State(r): State<Arc<Registry>>,
+    Path((id, file)): Path<(String, String)>,
+) -> Response {
+    let Some(s) = session(&r, &id) else {
+        return no_session(&id);
+    };
+    let Some(seq) = numbered(&file, "seg-", ".ts") else {
+        return not_found("no such file\n");
+    };
+    let res = tokio::task::spawn_blocking(move || s.ts_segment(seq)).await;
+    match res {
+        Ok(r) => mux_response(r, TS),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "muxing task failed\n").into_response(),
+    }
+}
+
+/// DASH `<UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-iso:2014">`.
+async fn time() -> Response {
+    body(
+        "text/plain; charset=utf-8",
+        "no-store",
+        iso8601_ms(now_unix_ns() / 1_000_000),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered;
+
+    #[test]
+    fn segment_names() {
+        assert_eq!(numbered("seg-12.m4s", "seg-", ".m4s"), Some(12));
+        assert_eq!(numbered("seg-.m4s", "seg-", ".m4s"), None);
+        assert_eq!(numbered("seg--1.m4s", "seg-", ".m4s"), None);
+        assert_eq!(numbered("seg-1.m4s.m4s", "seg-", ".m4s"), None);
+        assert_eq!(
+            numbered("seg-99999999999999999999999.m4s", "seg-", ".m4s"),
+            None
+        );
+        assert_eq!(numbered("init-0.mp4", "init-", ".mp4"), Some(0));
+    }
+}

@@ -1,0 +1,163 @@
+//! The session list and the built-in player page (hls.js and dash.js served
+//! from this server, no CDN).
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::grpc::validate_session_id;
+use crate::session::Registry;
+
+static HLS_JS: &[u8] = include_bytes!("../../assets/vendor/hls.min.js");
+static DASH_JS: &[u8] = include_bytes!("../../assets/vendor/dash.mediaplayer.min.js");
+
+fn js(bytes: &'static [u8]) -> Response {
+    let mut r = bytes.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
+    r
+}
+
+pub async fn hls_js() -> Response {
+    js(HLS_JS)
+}
+
+pub async fn dash_js() -> Response {
+    js(DASH_JS)
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+pub async fn index(State(registry): State<Arc<Registry>>) -> Html<String> {
+    let mut rows = String::new();
+    for s in registry.sessions() {
+        let info = s.info();
+        let id = escape(&s.id);
+        let (codec, size) = match &info.config {
+            Some(c) => (c.codec_string(), format!("{}x{}", c.width, c.height)),
+            None => ("-".into(), "-".into()),
+        };
+        let state = if info.ended.is_some() {
+            "ended"
+        } else {
+            "live"
+        };
+        let _ = writeln!(
+            rows,
+            "<tr><td>{id}</td><td>{state}</td><td>{codec}</td><td>{size}</td><td>{frames}</td>\
+             <td><a href=\"/player/{id}?mode=hls\">HLS player</a> · <a href=\"/player/{id}?mode=dash\">DASH player</a></td>\
+             <td><a href=\"/live/{id}/index.m3u8\">index.m3u8</a> · <a href=\"/live/{id}/ts/index.m3u8\">ts/index.m3u8</a> · \
+             <a href=\"/live/{id}/manifest.mpd\">manifest.mpd</a></td></tr>",
+            frames = s.frames(),
+        );
+    }
+    if rows.is_empty() {
+        rows = "<tr><td colspan=7>No sessions yet. Publish one over gRPC \
+                (liveslice.v1.SliceService/StreamSlices), or start the server with --demo demo.</td></tr>"
+            .into();
+    }
+    Html(format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>liveslice</title>\
+         <meta http-equiv=refresh content=5>\
+         <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.3em .8em;text-align:left}}</style></head>\
+         <body><h1>liveslice</h1><table><tr><th>session</th><th>state</th><th>codec</th><th>size</th>\
+         <th>frames</th><th>play</th><th>manifests</th></tr>\n{rows}</table></body></html>"
+    ))
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct PlayerQuery {
+    mode: Option<String>,
+}
+
+pub async fn player(Path(id): Path<String>, Query(q): Query<PlayerQuery>) -> Response {
+    if validate_session_id(&id).is_err() {
+        return (axum::http::StatusCode::NOT_FOUND, "no such session\n").into_response();
+    }
+    let mode = match q.mode.as_deref() {
+        Some("dash") => "dash",
+        Some("native") => "native",
+        _ => "hls",
+    };
+    Html(
+        PLAYER
+            .replace("{{SESSION}}", &escape(&id))
+            .replace("{{MODE}}", mode),
+    )
+    .into_response()
+}
+
+/// The player: waits for the first segment, then plays with hls.js (or
+/// natively where the browser plays HLS) or dash.js. `window.liveslice`
+/// exposes its state for automated checks.
+const PLAYER: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>liveslice · {{SESSION}}</title>
+<style>body{font-family:sans-serif;margin:1em;background:#111;color:#eee}video{width:100%;max-width:960px;background:#000}a{color:#9cf}</style>
+<script src="/assets/hls.min.js"></script>
+<script src="/assets/dash.mediaplayer.min.js"></script>
+</head><body>
+<h2>{{SESSION}} <small>(<a href="?mode=hls">HLS</a> · <a href="?mode=dash">DASH</a> · <a href="?mode=native">native HLS</a> · <a href="/">all sessions</a>)</small></h2>
+<video id="v" controls autoplay muted playsinline></video>
+<pre id="status">waiting for the first segment…</pre>
+<script>
+const session = "{{SESSION}}", mode = "{{MODE}}";
+const base = "/live/" + encodeURIComponent(session);
+const video = document.getElementById("v");
+const state = window.liveslice = { mode, errors: [], started: false };
+function fail(what) { state.errors.push(String(what)); console.error(what); }
+async function ready(url) {
+  for (;;) {
+    try { const r = await fetch(url, { cache: "no-store" }); if (r.ok) return; } catch (e) {}
+    await new Promise(r => setTimeout(r, 500));
+  }
+}
+async function start() {
+  if (mode === "dash") {
+    const url = base + "/manifest.mpd";
+    await ready(url);
+    const p = dashjs.MediaPlayer().create();
+    p.on(dashjs.MediaPlayer.events.ERROR, e => fail("dash.js: " + JSON.stringify(e.error || e)));
+    p.initialize(video, url, true);
+    state.player = p;
+  } else {
+    const url = base + "/index.m3u8";
+    await ready(url);
+    if (mode === "hls" && window.Hls && Hls.isSupported()) {
+      const h = new Hls({ liveSyncDurationCount: 3 });
+      h.on(Hls.Events.ERROR, (_, d) => { if (d.fatal) fail("hls.js: " + d.type + " " + d.details); });
+      h.loadSource(url);
+      h.attachMedia(video);
+      state.player = h;
+    } else {
+      video.src = url;
+    }
+  }
+  state.started = true;
+  video.play().catch(e => fail("play: " + e));
+}
+video.addEventListener("error", () => fail("video: " + (video.error && video.error.message)));
+setInterval(() => {
+  const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : {};
+  state.currentTime = video.currentTime;
+  state.decodedFrames = q.totalVideoFrames || 0;
+  document.getElementById("status").textContent =
+    "mode " + mode + " · t=" + video.currentTime.toFixed(2) + "s · frames " + state.decodedFrames +
+    (state.errors.length ? " · errors: " + state.errors.join("; ") : "");
+}, 500);
+start().catch(fail);
+</script></body></html>
+"#;

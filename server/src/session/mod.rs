@@ -1,0 +1,445 @@
+//! Sessions: one engine pipeline per `session_id`, its ring buffer of recent
+//! frames and segments, and the fan-out to subscribers.
+//!
+//! The publisher's task drives the pipeline under the session lock and
+//! broadcasts every event while still holding it, so a subscriber that joins
+//! (also under the lock) gets a snapshot and a receiver with nothing missing
+//! and nothing twice. Fan-out is a bounded `tokio::sync::broadcast`: the
+//! publisher never waits for a subscriber, and a subscriber that falls behind
+//! finds it has lagged and skips forward to the next keyframe (see
+//! [`subscriber`]).
+
+pub mod mux_cache;
+pub mod registry;
+pub mod ring;
+pub mod subscriber;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, watch};
+
+use crate::engine::pipeline::{DropReport, EngineError, Event, SegmentEvent};
+use crate::engine::playlist::{ManifestState, ManifestUpdate};
+use crate::engine::{CodecConfig, Frame, PipelineOptions, SessionPipeline};
+use mux_cache::{MuxCache, MuxError};
+use ring::Ring;
+
+pub use registry::{Registry, RegistryError, SessionDefaults};
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    EndOfStream,
+    PublisherGone,
+    ServerShutdown,
+    Error,
+}
+
+/// The last word on a session.
+#[derive(Clone, Debug)]
+pub struct SessionEnd {
+    pub reason: EndReason,
+    pub frames: u64,
+    pub segments: u64,
+    pub detail: String,
+}
+
+/// What the session broadcasts to its subscribers.
+#[derive(Clone, Debug)]
+pub enum SessionItem {
+    Frame(Arc<Frame>),
+    Config(Arc<CodecConfig>),
+    Segment(Arc<SegmentEvent>),
+    Dropped(Arc<DropReport>),
+    /// The manifests became final.
+    Final(Arc<ManifestUpdate>),
+    Ended(Arc<SessionEnd>),
+}
+
+/// Per-session options chosen by the publisher's first message.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    pub pipeline: PipelineOptions,
+    pub echo_frames: bool,
+}
+
+/// What a joining subscriber starts from.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub config: Option<Arc<CodecConfig>>,
+    pub frame_rate: Option<(u32, u32)>,
+    pub hls_cmaf: ManifestState,
+    pub hls_ts: ManifestState,
+    pub dash: ManifestState,
+    pub media_sequence: u64,
+    pub availability_start_ms: u64,
+    pub segment_target_ms: u32,
+    pub window: u32,
+    /// Frames from the newest keyframe in the ring on.
+    pub frames: Vec<Arc<Frame>>,
+    pub ended: Option<Arc<SessionEnd>>,
+}
+
+/// Who publishes into the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Publisher {
+    Active(u64),
+    /// Vanished; may come back within the grace period.
+    Gone(u64),
+    None,
+}
+
+struct SessionState {
+    pipeline: SessionPipeline,
+    ring: Ring,
+    publisher: Publisher,
+    generation: u64,
+    ended: Option<Arc<SessionEnd>>,
+    events: Vec<Event>,
+    mux: MuxCache,
+}
+
+/// One live session.
+pub struct Session {
+    pub id: String,
+    pub options: SessionOptions,
+    state: Mutex<SessionState>,
+    tx: broadcast::Sender<SessionItem>,
+    subscribers: AtomicUsize,
+    /// Flips to true when the session ends, for tasks that must stop then.
+    ended_tx: watch::Sender<bool>,
+}
+
+/// Why a push was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("{0}")]
+    Fatal(EngineError),
+    #[error("this stream is no longer the session's publisher")]
+    NotPublisher,
+    #[error("the session has ended")]
+    Ended,
+}
+
+pub fn now_unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Session {
+    fn new(
+        id: String,
+        options: SessionOptions,
+        broadcast_capacity: usize,
+        ring_max_bytes: usize,
+    ) -> Self {
+        let (tx, _) = broadcast::channel(broadcast_capacity.max(16));
+        let window = options.pipeline.window;
+        Self {
+            state: Mutex::new(SessionState {
+                pipeline: SessionPipeline::new(options.pipeline.clone()),
+                ring: Ring::new(window, ring_max_bytes),
+                publisher: Publisher::None,
+                generation: 0,
+                ended: None,
+                events: Vec::new(),
+                mux: MuxCache::new(window),
+            }),
+            id,
+            options,
+            tx,
+            subscribers: AtomicUsize::new(0),
+            ended_tx: watch::channel(false).0,
+        }
+    }
+
+    /// Resolves once the session has ended.
+    pub async fn wait_ended(&self) {
+        let mut rx = self.ended_tx.subscribe();
+        let _ = rx.wait_for(|ended| *ended).await;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SessionState> {
+        // A panic while holding the lock would be a bug; the state is still
+        // consistent enough to end the session, so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.lock().ended.is_some()
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.subscribers.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the session holds (ring and incomplete units), for limits and
+    /// metrics.
+    pub fn buffered_bytes(&self) -> usize {
+        let st = self.lock();
+        st.ring.bytes() + st.pipeline.buffered()
+    }
+
+    /// Frames accepted so far.
+    pub fn frames(&self) -> u64 {
+        self.lock().pipeline.stats().frames
+    }
+
+    /// Attaches a publisher: a fresh one, or one continuing after the
+    /// previous vanished (then `Ok(true)`).
+    fn attach_publisher(&self) -> Result<(u64, bool), RegistryError> {
+        let mut st = self.lock();
+        if st.ended.is_some() {
+            return Err(RegistryError::Ended);
+        }
+        let resumed = match st.publisher {
+            Publisher::Active(_) => return Err(RegistryError::AlreadyPublishing),
+            Publisher::Gone(_) => {
+                let mut events = std::mem::take(&mut st.events);
+                st.pipeline.reconnect(now_unix_ns(), &mut events);
+                let _ = self.distribute(&mut st, &mut events);
+                st.events = events;
+                true
+            }
+            Publisher::None => false,
+        };
+        st.generation += 1;
+        let gen = st.generation;
+        st.publisher = Publisher::Active(gen);
+        Ok((gen, resumed))
+    }
+
+    /// Feeds publisher bytes and fans out what the engine made of them.
+    pub fn push(
+        &self,
+        generation: u64,
+        data: Bytes,
+        capture_ns: Option<u64>,
+        end_of_access_unit: bool,
+    ) -> Result<(), PushError> {
+        let mut st = self.lock();
+        if st.ended.is_some() {
+            return Err(PushError::Ended);
+        }
+        if st.publisher != Publisher::Active(generation) {
+            return Err(PushError::NotPublisher);
+        }
+        let mut events = std::mem::take(&mut st.events);
+        st.pipeline.push(
+            data,
+            capture_ns,
+            now_unix_ns(),
+            end_of_access_unit,
+            &mut events,
+        );
+        let fatal = self.distribute(&mut st, &mut events);
+        st.events = events;
+        match fatal {
+            Some(e) => Err(PushError::Fatal(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the session: flushes the last frames into a final segment,
+    /// closes the manifests and tells every subscriber. Returns false if it
+    /// had already ended.
+    pub fn end(&self, reason: EndReason, detail: String) -> bool {
+        let mut st = self.lock();
+        if st.ended.is_some() {
+            return false;
+        }
+        let mut events = std::mem::take(&mut st.events);
+        st.pipeline.finish(now_unix_ns(), &mut events);
+        let _ = self.distribute(&mut st, &mut events);
+        st.events = events;
+        let stats = st.pipeline.stats();
+        let end = Arc::new(SessionEnd {
+            reason,
+            frames: stats.frames,
+            segments: stats.segments,
+            detail,
+        });
+        st.ended = Some(end.clone());
+        st.publisher = Publisher::None;
+        let _ = self.tx.send(SessionItem::Ended(end));
+        self.ended_tx.send_replace(true);
+        tracing::info!(session_id = %self.id, ?reason, frames = stats.frames, segments = stats.segments, "session ended");
+        true
+    }
+
+    /// The publisher's stream broke. Returns true if it was the current
+    /// publisher (so a grace timer should start).
+    pub fn publisher_vanished(&self, generation: u64) -> bool {
+        let mut st = self.lock();
+        if st.ended.is_none() && st.publisher == Publisher::Active(generation) {
+            st.publisher = Publisher::Gone(generation);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The grace period after `generation` vanished is over: end the session
+    /// unless a publisher came back.
+    pub fn grace_expired(&self, generation: u64) -> bool {
+        let gone = self.lock().publisher == Publisher::Gone(generation);
+        gone && self.end(
+            EndReason::PublisherGone,
+            "the publisher disconnected and did not come back within the grace period".into(),
+        )
+    }
+
+    /// Joins as a subscriber: the snapshot to start from and a receiver for
+    /// everything after it.
+    pub fn join(self: &Arc<Self>) -> (Snapshot, broadcast::Receiver<SessionItem>, SubscriberGuard) {
+        let st = self.lock();
+        let rx = self.tx.subscribe();
+        let snapshot = self.snapshot(&st, true);
+        drop(st);
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        (
+            snapshot,
+            rx,
+            SubscriberGuard {
+                session: self.clone(),
+            },
+        )
+    }
+
+    /// The session's current description and manifests (no frames).
+    pub fn info(&self) -> Snapshot {
+        let st = self.lock();
+        self.snapshot(&st, false)
+    }
+
+    fn snapshot(&self, st: &SessionState, with_frames: bool) -> Snapshot {
+        let now_ms = now_unix_ns() / 1_000_000;
+        let (hls_cmaf, hls_ts, dash, media_sequence) = match st.pipeline.manifests() {
+            Some(m) => (m.hls_cmaf(), m.hls_ts(), m.dash(now_ms), m.media_sequence()),
+            None => Default::default(),
+        };
+        Snapshot {
+            config: st.pipeline.config().cloned(),
+            frame_rate: st.pipeline.frame_rate().map(|r| (r.num, r.den)),
+            hls_cmaf,
+            hls_ts,
+            dash,
+            media_sequence,
+            availability_start_ms: st.pipeline.availability_start_ms().unwrap_or(0),
+            segment_target_ms: self.options.pipeline.segment_target_ms,
+            window: self.options.pipeline.window as u32,
+            frames: if with_frames {
+                st.ring.from_newest_keyframe()
+            } else {
+                Vec::new()
+            },
+            ended: st.ended.clone(),
+        }
+    }
+
+    /// Moves engine events into the ring and out to subscribers; returns a
+    /// fatal error if the engine reported one.
+    fn distribute(&self, st: &mut SessionState, events: &mut Vec<Event>) -> Option<EngineError> {
+        let mut fatal = None;
+        for e in events.drain(..) {
+            let item = match e {
+                Event::Frame(f) => {
+                    st.ring.push_frame(f.clone());
+                    SessionItem::Frame(f)
+                }
+                Event::Segment(s) => {
+                    st.ring.push_segment(s.clone());
+                    st.mux.segment_closed(s.manifest.media_sequence);
+                    tracing::debug!(session_id = %self.id, sequence = s.record.sequence,
+                        frames = s.record.frame_count, duration = s.record.duration, "segment");
+                    SessionItem::Segment(s)
+                }
+                Event::Config(c) => {
+                    st.mux.add_config(c.clone());
+                    SessionItem::Config(c)
+                }
+                Event::Dropped(d) => {
+                    tracing::debug!(session_id = %self.id, reason = d.reason.as_str(), count = d.count, detail = %d.detail, "frames dropped");
+                    SessionItem::Dropped(Arc::new(d))
+                }
+                Event::Ended(u) => SessionItem::Final(u),
+                Event::Fatal(e) => {
+                    fatal = Some(e);
+                    continue;
+                }
+            };
+            // No receivers is fine: nobody is watching yet.
+            let _ = self.tx.send(item);
+        }
+        fatal
+    }
+}
+
+/// Which rendering of the manifests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManifestKind {
+    HlsCmaf,
+    HlsTs,
+    Dash,
+}
+
+impl Session {
+    /// The manifest as of now; `None` before the first segment (a playlist
+    /// must list at least one segment, an MPD one period).
+    pub fn manifest(&self, kind: ManifestKind) -> Option<String> {
+        let st = self.lock();
+        let m = st.pipeline.manifests()?;
+        m.segments().next()?;
+        Some(match kind {
+            ManifestKind::HlsCmaf => m.hls_cmaf().render(),
+            ManifestKind::HlsTs => m.hls_ts().render(),
+            ManifestKind::Dash => m.dash(now_unix_ns() / 1_000_000).render(),
+        })
+    }
+
+    /// The CMAF init segment for parameter-set generation `config_id`.
+    pub fn init_segment(&self, config_id: u32) -> Result<Bytes, MuxError> {
+        self.lock().mux.init(config_id)
+    }
+
+    /// The CMAF media segment `sequence`, muxed on first request.
+    pub fn cmaf_segment(&self, sequence: u64) -> Result<Bytes, MuxError> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        st.mux.cmaf(sequence, &st.ring)
+    }
+
+    /// The MPEG-TS segment `sequence`, muxed on first request (in order, so
+    /// continuity counters run on across segments).
+    pub fn ts_segment(&self, sequence: u64) -> Result<Bytes, MuxError> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        st.mux.ts(sequence, &st.ring)
+    }
+
+    /// The codec configuration generation a segment uses.
+    pub fn segment_config(&self, sequence: u64) -> Option<u32> {
+        let st = self.lock();
+        let cfg = st
+            .ring
+            .segments()
+            .find(|s| s.record.sequence == sequence)
+            .map(|s| s.record.config_id);
+        cfg
+    }
+}
+
+/// Counts a subscriber for as long as it lives.
+pub struct SubscriberGuard {
+    session: Arc<Session>,
+}
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.session.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}

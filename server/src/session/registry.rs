@@ -1,0 +1,239 @@
+//! The session registry: one publisher per `session_id`, bounded numbers of
+//! sessions and subscribers, subscribers that wait for a session to appear,
+//! grace periods for vanished publishers, and a linger time during which an
+//! ended session's last window is still served.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{EndReason, Session, SessionOptions};
+
+/// Defaults and limits the registry enforces.
+#[derive(Clone, Debug)]
+pub struct SessionDefaults {
+    pub max_sessions: usize,
+    pub max_subscribers_per_session: usize,
+    /// Items a subscriber may fall behind before it is skipped forward.
+    pub broadcast_capacity: usize,
+    /// Bytes of frames a session's ring may hold.
+    pub ring_max_bytes: usize,
+    /// How long a vanished publisher may take to come back.
+    pub publisher_grace: Duration,
+    /// How long an ended session's last window stays served.
+    pub linger: Duration,
+}
+
+impl Default for SessionDefaults {
+    fn default() -> Self {
+        Self {
+            max_sessions: 1000,
+            max_subscribers_per_session: 1000,
+            broadcast_capacity: 512,
+            ring_max_bytes: 64 << 20,
+            publisher_grace: Duration::from_secs(10),
+            linger: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("session already has a publisher")]
+    AlreadyPublishing,
+    #[error("too many sessions (limit {0})")]
+    TooManySessions(usize),
+    #[error("too many subscribers for this session (limit {0})")]
+    TooManySubscribers(usize),
+    #[error("session is not live")]
+    NotFound,
+    #[error("session has ended")]
+    Ended,
+    #[error("server is shutting down")]
+    ShuttingDown,
+}
+
+/// A publisher's claim on a session.
+pub struct PublishGrant {
+    pub session: Arc<Session>,
+    pub generation: u64,
+    /// Continues a session whose publisher vanished within the grace period.
+    pub resumed: bool,
+}
+
+pub struct Registry {
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Woken whenever a session is created, so waiting subscribers re-check.
+    changed: Notify,
+    defaults: SessionDefaults,
+    shutting_down: AtomicBool,
+}
+
+impl Registry {
+    pub fn new(defaults: SessionDefaults) -> Arc<Self> {
+        Arc::new(Self {
+            sessions: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            defaults,
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    pub fn defaults(&self) -> &SessionDefaults {
+        &self.defaults
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claims `id` for a publisher, creating the session or continuing one
+    /// whose publisher vanished.
+    pub fn publish(
+        &self,
+        id: &str,
+        options: SessionOptions,
+    ) -> Result<PublishGrant, RegistryError> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(RegistryError::ShuttingDown);
+        }
+        let mut map = self.map();
+        if let Some(existing) = map.get(id) {
+            if !existing.is_ended() {
+                let (generation, resumed) = existing.attach_publisher()?;
+                return Ok(PublishGrant {
+                    session: existing.clone(),
+                    generation,
+                    resumed,
+                });
+            }
+        }
+        let live = map.values().filter(|s| !s.is_ended()).count();
+        if live >= self.defaults.max_sessions {
+            return Err(RegistryError::TooManySessions(self.defaults.max_sessions));
+        }
+        let session = Arc::new(Session::new(
+            id.to_string(),
+            options,
+            self.defaults.broadcast_capacity,
+            self.defaults.ring_max_bytes,
+        ));
+        let (generation, resumed) = session.attach_publisher()?;
+        // An ended session of the same id is replaced: its window stops being
+        // served, the new stream starts over.
+        map.insert(id.to_string(), session.clone());
+        drop(map);
+        self.changed.notify_waiters();
+        tracing::info!(session_id = %id, "session created");
+        Ok(PublishGrant {
+            session,
+            generation,
+            resumed,
+        })
+    }
+
+    /// The live session `id`, waiting up to `wait` for it to appear.
+    pub async fn wait_for(&self, id: &str, wait: Duration) -> Result<Arc<Session>, RegistryError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.shutting_down.load(Ordering::Relaxed) {
+                return Err(RegistryError::ShuttingDown);
+            }
+            if let Some(s) = self.live(id) {
+                if s.subscriber_count() >= self.defaults.max_subscribers_per_session {
+                    return Err(RegistryError::TooManySubscribers(
+                        self.defaults.max_subscribers_per_session,
+                    ));
+                }
+                return Ok(s);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(RegistryError::NotFound);
+            }
+        }
+    }
+
+    /// The session `id` if it is live.
+    pub fn live(&self, id: &str) -> Option<Arc<Session>> {
+        self.map().get(id).filter(|s| !s.is_ended()).cloned()
+    }
+
+    /// The session `id`, live or ended but still lingering.
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.map().get(id).cloned()
+    }
+
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        let mut v: Vec<_> = self.map().values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
+
+    /// Ends `session` and removes it once its linger time is over.
+    pub fn end(self: &Arc<Self>, session: &Arc<Session>, reason: EndReason, detail: String) {
+        if session.end(reason, detail) {
+            self.schedule_removal(session);
+        }
+    }
+
+    /// The publisher `generation` of `session` vanished: give it the grace
+    /// period to come back, then end the session.
+    pub fn publisher_vanished(self: &Arc<Self>, session: &Arc<Session>, generation: u64) {
+        if !session.publisher_vanished(generation) {
+            return;
+        }
+        tracing::info!(session_id = %session.id, grace = ?self.defaults.publisher_grace, "publisher vanished; waiting for it to come back");
+        let reg = self.clone();
+        let session = session.clone();
+        let grace = self.defaults.publisher_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if session.grace_expired(generation) {
+                reg.schedule_removal(&session);
+            }
+        });
+    }
+
+    fn schedule_removal(self: &Arc<Self>, session: &Arc<Session>) {
+        let reg = self.clone();
+        let session = session.clone();
+        let linger = self.defaults.linger;
+        tokio::spawn(async move {
+            tokio::time::sleep(linger).await;
+            let mut map = reg.map();
+            if map
+                .get(&session.id)
+                .is_some_and(|s| Arc::ptr_eq(s, &session))
+            {
+                map.remove(&session.id);
+            }
+        });
+    }
+
+    /// Ends every session (server shutdown): playlists are closed and
+    /// subscribers told.
+    pub fn shutdown(self: &Arc<Self>) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        self.changed.notify_waiters();
+        for s in self.sessions() {
+            s.end(
+                EndReason::ServerShutdown,
+                "the server is shutting down".into(),
+            );
+        }
+    }
+}
