@@ -36,6 +36,13 @@ enc main_slices4_30 30 4 -profile:v main -bf 2 -b_strategy 0 -g 30 -keyint_min 3
 enc high_2997 30000/1001 6 -profile:v high -bf 2 -b_strategy 0 -g 60 -keyint_min 60 -sc_threshold 0 \
   -x264-params aud=1
 
+# A resolution change mid-stream: 2 s at 320x180, then 2 s at 256x144 (new
+# SPS/PPS with the same ids), High with B-frames. 120 frames.
+SRC="testsrc2=size=320x180" enc res_a 30 2 -profile:v high -bf 2 -b_strategy 0 -g 30 -keyint_min 30 -sc_threshold 0
+SRC="testsrc2=size=256x144" enc res_b 30 2 -profile:v high -bf 2 -b_strategy 0 -g 30 -keyint_min 30 -sc_threshold 0
+cat res_a.h264 res_b.h264 > res_change.h264
+rm res_a.h264 res_b.h264 res_a.packets.csv res_b.packets.csv
+
 python3 - <<'PY'
 import random, re
 

@@ -400,3 +400,52 @@ fn capture_times_are_used_for_gaps() {
     // end_of_access_unit: each frame leaves the engine with its own message.
     assert_eq!(frames[0].capture_time_ns, Some(base));
 }
+
+#[test]
+fn a_resolution_change_starts_a_new_config_and_segment() {
+    let data = testdata("res_change.h264");
+    let mut p = SessionPipeline::new(PipelineOptions::default());
+    let mut events = Vec::new();
+    p.push(Bytes::from(data), None, 0, false, &mut events);
+    p.finish(0, &mut events);
+    let configs: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Config(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(configs.len(), 2);
+    assert_eq!(
+        (configs[0].width, configs[0].height, configs[0].id),
+        (320, 180, 0)
+    );
+    assert_eq!(
+        (configs[1].width, configs[1].height, configs[1].id),
+        (256, 144, 1)
+    );
+    let frames: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Frame(f) => Some(f.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames.len(), 120);
+    assert!(frames[..60].iter().all(|f| f.config_id == 0));
+    assert!(frames[60..].iter().all(|f| f.config_id == 1));
+    for w in frames.windows(2) {
+        assert!(w[1].dts > w[0].dts);
+    }
+    let segs: Vec<SegmentRecord> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Segment(s) => Some(s.record.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(segs.len(), 2);
+    assert_eq!(segs[1].first_frame_index, 60);
+    assert_eq!(segs[1].config_id, 1);
+    assert!(segs[1].discontinuity);
+}

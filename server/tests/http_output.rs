@@ -438,3 +438,139 @@ fn access_units(data: &[u8]) -> Vec<(bytes::Bytes, u64)> {
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolution_change_gets_a_new_init_segment_and_plays_through() {
+    let server = start(test_config()).await;
+    let base = format!("http://{}", server.http_addr);
+    let segs = publish_whole(&server, "res", &testdata("res_change.h264")).await;
+    assert_eq!(segs.len(), 2);
+    assert_eq!((segs[0].config_id, segs[1].config_id), (0, 1));
+    assert!(segs[1].discontinuity);
+
+    let (_, _, hls) = get(&format!("{base}/live/res/index.m3u8")).await;
+    let hls = String::from_utf8(hls).unwrap();
+    assert!(hls.contains("#EXT-X-MAP:URI=\"init-0.mp4\""), "{hls}");
+    assert!(
+        hls.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\""),
+        "{hls}"
+    );
+    let (_, _, ts) = get(&format!("{base}/live/res/ts/index.m3u8")).await;
+    assert!(String::from_utf8(ts)
+        .unwrap()
+        .contains("#EXT-X-DISCONTINUITY\n"));
+    let (_, _, mpd) = get(&format!("{base}/live/res/manifest.mpd")).await;
+    let mpd = String::from_utf8(mpd).unwrap();
+    assert_eq!(mpd.matches("<Period ").count(), 2, "{mpd}");
+    assert!(mpd.contains("width=\"256\" height=\"144\""), "{mpd}");
+    for init in ["init-0.mp4", "init-1.mp4"] {
+        assert_eq!(get(&format!("{base}/live/res/{init}")).await.0, 200);
+    }
+    if have_ffmpeg("a resolution change decoded by ffmpeg") {
+        for path in ["index.m3u8", "ts/index.m3u8"] {
+            let url = format!("{base}/live/res/{path}");
+            let (frames, errors) = tokio::task::spawn_blocking(move || ffmpeg_frames(&url))
+                .await
+                .unwrap();
+            assert_eq!((frames, errors.as_str()), (120, ""), "{path}");
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_bytes_over_grpc_equal_http_and_play_from_disk() {
+    let server = start(test_config()).await;
+    let base = format!("http://{}", server.http_addr);
+    let mut c = client(&server).await;
+    let p = publish(&mut c, "bytes", Default::default()).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(pb::SliceRequest {
+        session_id: "bytes".into(),
+        role: pb::Role::Subscribe as i32,
+        subscribe: Some(pb::SubscribeOptions {
+            no_frames: true,
+            segments_cmaf: true,
+            segments_ts: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut sub = c
+        .stream_slices(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let task = tokio::spawn(async move { collect(&mut sub, Duration::from_secs(30)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    p.send_chunked(&testdata("high_bframes_30.h264"), &[30_000])
+        .await;
+    p.end().await;
+    let (responses, status) = task.await.unwrap();
+    drop(tx);
+    assert!(status.is_none(), "{status:?}");
+    assert!(frames(&responses).is_empty(), "no_frames");
+
+    // Write the tree a client would: init, segments, and the playlist kept
+    // from SessionInfo + ManifestDelta edits.
+    let dir = tempdir();
+    std::fs::create_dir_all(dir.join("ts")).unwrap();
+    let (mut head, mut entries, mut tail) = (
+        String::new(),
+        std::collections::VecDeque::new(),
+        String::new(),
+    );
+    let mut segs = 0;
+    for r in &responses {
+        match &r.event {
+            Some(Event::SessionInfo(i)) => {
+                let st = i.hls_state.as_ref().unwrap();
+                head = st.head.clone();
+                entries = st.append_entries.iter().cloned().collect();
+                tail = st.tail.clone();
+            }
+            Some(Event::SegmentReady(s)) => {
+                segs += 1;
+                if s.sequence == 0 {
+                    assert!(
+                        !s.cmaf_init.is_empty(),
+                        "the init segment comes with the first segment"
+                    );
+                    std::fs::write(dir.join("init-0.mp4"), &s.cmaf_init).unwrap();
+                } else {
+                    assert!(s.cmaf_init.is_empty(), "init only when it changes");
+                }
+                std::fs::write(dir.join(format!("seg-{}.m4s", s.sequence)), &s.cmaf).unwrap();
+                std::fs::write(dir.join(format!("ts/seg-{}.ts", s.sequence)), &s.ts).unwrap();
+                let (_, _, http_cmaf) =
+                    get(&format!("{base}/live/bytes/seg-{}.m4s", s.sequence)).await;
+                assert_eq!(http_cmaf, s.cmaf.to_vec());
+                let (_, _, http_ts) =
+                    get(&format!("{base}/live/bytes/ts/seg-{}.ts", s.sequence)).await;
+                assert_eq!(http_ts, s.ts.to_vec());
+            }
+            Some(Event::ManifestDelta(d)) => {
+                let e = d.hls.as_ref().unwrap();
+                for _ in 0..e.remove_entries {
+                    entries.pop_front();
+                }
+                entries.extend(e.append_entries.iter().cloned());
+                head = e.head.clone();
+                tail = e.tail.clone();
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(segs, 3);
+    let playlist: String = head + &entries.into_iter().collect::<String>() + &tail;
+    std::fs::write(dir.join("index.m3u8"), &playlist).unwrap();
+    if have_ffmpeg("a tree written from gRPC segment bytes") {
+        let path = dir.join("index.m3u8").to_str().unwrap().to_string();
+        let (frames, errors) = ffmpeg_frames(&path);
+        assert_eq!((frames, errors.as_str()), (180, ""));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    server.shutdown().await;
+}

@@ -12,11 +12,14 @@
 //! their first slices, have slices out of order, or end mid-picture at end of
 //! stream, are marked with a [`DropReason`] for the filter to act on.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
+use h264_reader::nal::sps::SeqParameterSet;
 
 use super::annexb::NalUnit;
 use super::filter::DropReason;
-use super::frame::NalSpan;
+use super::frame::{CodecConfig, NalSpan};
 use super::params::{sei_has_recovery_point, ParamError, ParamSets, SliceError, SliceInfo};
 
 /// One coded picture and the NAL units that came with it.
@@ -41,6 +44,12 @@ pub struct AccessUnit {
     pub has_pps: bool,
     /// Total NAL unit bytes.
     pub bytes: usize,
+    /// The SPS its slices were coded with, as it was when the picture
+    /// ended (a later SPS with the same id does not change it).
+    pub sps: Option<Arc<SeqParameterSet>>,
+    /// For pictures where decoding can start (IDR, recovery point): the
+    /// parameter sets in effect, with `id` 0 (the pipeline numbers them).
+    pub config: Option<CodecConfig>,
 }
 
 impl AccessUnit {
@@ -400,7 +409,15 @@ impl AccessUnitAssembler {
     }
 
     fn finish(&mut self, out: &mut Vec<AccessUnit>) {
-        let au = std::mem::take(&mut self.cur);
+        let mut au = std::mem::take(&mut self.cur);
+        // Capture the parameter sets now: the NAL unit that ended this
+        // picture may be a new SPS/PPS for the next one.
+        if let Some(s) = &au.slice {
+            au.sps = self.params.sps_shared(s.sps_id);
+            if s.idr || (au.recovery_point && s.is_intra) {
+                au.config = self.params.codec_config(s.pps_id, 0);
+            }
+        }
         self.last_slice = None;
         self.last_first_mb = None;
         if au.problem.is_none() && au.slices > 0 {

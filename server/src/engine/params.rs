@@ -11,6 +11,7 @@
 //! unit, not a session.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use h264_reader::nal::pps::PicParameterSet;
@@ -90,6 +91,10 @@ pub enum ParamError {
 /// The parameter sets seen so far in a stream.
 pub struct ParamSets {
     ctx: Context,
+    /// The parsed SPS per id, shared with the access units that use it (an
+    /// access unit keeps the SPS it was coded with even if a new one with
+    /// the same id arrives right after it).
+    sps_parsed: Vec<Option<Arc<SeqParameterSet>>>,
     sps_raw: Vec<Option<Bytes>>,
     pps_raw: Vec<Option<Bytes>>,
     /// Ids whose latest SPS/PPS did not parse: slices using them are dropped.
@@ -118,6 +123,7 @@ impl ParamSets {
     pub fn new() -> Self {
         Self {
             ctx: Context::new(),
+            sps_parsed: vec![None; 32],
             sps_raw: vec![None; 32],
             pps_raw: vec![None; 256],
             sps_bad: [false; 32],
@@ -167,6 +173,7 @@ impl ParamSets {
                 reason,
             });
         }
+        self.sps_parsed[id as usize] = Some(Arc::new(sps.clone()));
         self.ctx.put_seq_param_set(sps);
         self.sps_raw[id as usize] = Some(nal.clone());
         self.sps_bad[id as usize] = false;
@@ -207,6 +214,14 @@ impl ParamSets {
         }
         self.ctx
             .sps_by_id(h264_reader::nal::sps::SeqParamSetId::from_u32(id as u32).ok()?)
+    }
+
+    /// The SPS `id` as a shared handle, if it is usable.
+    pub fn sps_shared(&self, id: u8) -> Option<Arc<SeqParameterSet>> {
+        if self.sps_bad.get(id as usize).copied().unwrap_or(true) {
+            return None;
+        }
+        self.sps_parsed.get(id as usize)?.clone()
     }
 
     pub fn sps_raw(&self, id: u8) -> Option<&Bytes> {

@@ -366,10 +366,8 @@ impl SessionPipeline {
         now_ns: u64,
         out: &mut Vec<Event>,
     ) {
-        let sps_id = au.slice.as_ref().map(|s| s.sps_id);
-        let sps: Option<SeqParameterSet> =
-            sps_id.and_then(|id| self.assembler.params().sps(id).cloned());
-        let verdict = self.filter.judge(&au, sps.as_ref());
+        let sps = au.sps.clone();
+        let verdict = self.filter.judge(&au, sps.as_deref());
         let resync = match verdict {
             Verdict::Drop(reason, detail) => {
                 self.note_drop(reason, au.offset, detail);
@@ -395,11 +393,7 @@ impl SessionPipeline {
 
         // New parameter sets take effect at a keyframe.
         if keyframe || resync || self.config.is_none() {
-            let Some(cfg) = self
-                .assembler
-                .params()
-                .codec_config(slice.pps_id, self.next_config_id)
-            else {
+            let Some(mut cfg) = au.config.clone() else {
                 self.note_drop(
                     DropReason::UnknownParameterSet,
                     au.offset,
@@ -407,6 +401,7 @@ impl SessionPipeline {
                 );
                 return;
             };
+            cfg.id = self.next_config_id;
             let changed = match &self.config {
                 Some(cur) => !same_config(cur, &cfg),
                 None => true,

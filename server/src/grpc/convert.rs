@@ -104,6 +104,8 @@ pub fn segment_ready(r: &SegmentRecord) -> pb::SliceResponse {
         byte_size: r.byte_size,
         program_date_time_ms: r.program_date_time_ms,
         first_frame_index: r.first_frame_index,
+        config_id: r.config_id,
+        ..Default::default()
     }))
 }
 

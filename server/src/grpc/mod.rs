@@ -220,6 +220,8 @@ impl SliceServiceImpl {
             frames: opts.echo_frames,
             events: true,
             max_fps: None,
+            segments_cmaf: false,
+            segments_ts: false,
         };
         tokio::spawn(
             run_subscriber(
@@ -274,8 +276,10 @@ impl SliceServiceImpl {
         let (tx, rx) = mpsc::channel(self.config.response_buffer);
         let opts = SubscriberOptions {
             frames: !sub.no_frames,
-            events: sub.events,
+            events: sub.events || sub.segments_cmaf || sub.segments_ts,
             max_fps: fps,
+            segments_cmaf: sub.segments_cmaf,
+            segments_ts: sub.segments_ts,
         };
         tokio::spawn(
             async move {
@@ -397,10 +401,11 @@ async fn run_subscriber(
         }
     }
     let mut last_snapshot = snapshot;
+    let mut last_init: Option<u32> = None;
     loop {
         for d in out.drain(..) {
             let done = matches!(d, Delivery::End(_));
-            for resp in deliveries(&session, d, &mut last_snapshot, opts) {
+            for resp in deliveries(&session, d, &mut last_snapshot, opts, &mut last_init) {
                 if tx.send(Ok(resp)).await.is_err() {
                     return; // the client went away
                 }
@@ -428,6 +433,7 @@ fn deliveries(
     d: Delivery,
     snapshot: &mut Snapshot,
     opts: SubscriberOptions,
+    last_init: &mut Option<u32>,
 ) -> Vec<pb::SliceResponse> {
     match d {
         Delivery::Frame(f) => vec![convert::frame(&f)],
@@ -443,7 +449,13 @@ fn deliveries(
             }
         }
         Delivery::Event(item) => match item {
-            SessionItem::Segment(s) => convert::segment(&s).into(),
+            SessionItem::Segment(s) => {
+                let [mut ready, delta] = convert::segment(&s);
+                if opts.segments_cmaf || opts.segments_ts {
+                    attach_segment_bytes(session, &s.record, &mut ready, opts, last_init);
+                }
+                vec![ready, delta]
+            }
             SessionItem::Final(u) => vec![convert::manifest_delta(&u)],
             SessionItem::Dropped(d) => vec![convert::dropped(&d)],
             SessionItem::Config(_) => {
@@ -455,5 +467,41 @@ fn deliveries(
             }
             SessionItem::Frame(_) | SessionItem::Ended(_) => Vec::new(),
         },
+    }
+}
+
+/// Puts the segment's bytes (and the init segment when it changed) into a
+/// SegmentReady. A segment that cannot be muxed (it left the ring before
+/// this subscriber got to it) goes out without bytes, and says so in the log.
+fn attach_segment_bytes(
+    session: &Session,
+    record: &crate::engine::SegmentRecord,
+    ready: &mut pb::SliceResponse,
+    opts: SubscriberOptions,
+    last_init: &mut Option<u32>,
+) {
+    let Some(pb::slice_response::Event::SegmentReady(r)) = ready.event.as_mut() else {
+        return;
+    };
+    if opts.segments_cmaf {
+        if *last_init != Some(record.config_id) {
+            match session.init_segment(record.config_id) {
+                Ok(b) => {
+                    r.cmaf_init = b;
+                    *last_init = Some(record.config_id);
+                }
+                Err(e) => tracing::warn!(error = %e, "init segment for a subscriber"),
+            }
+        }
+        match session.cmaf_segment(record.sequence) {
+            Ok(b) => r.cmaf = b,
+            Err(e) => tracing::warn!(error = %e, "CMAF segment for a subscriber"),
+        }
+    }
+    if opts.segments_ts {
+        match session.ts_segment(record.sequence) {
+            Ok(b) => r.ts = b,
+            Err(e) => tracing::warn!(error = %e, "TS segment for a subscriber"),
+        }
     }
 }

@@ -14,6 +14,9 @@ pub struct SubscriberOptions {
     pub events: bool,
     /// Deliver at most this many frames per second (None: all).
     pub max_fps: Option<u32>,
+    /// Attach CMAF / MPEG-TS segment bytes to segment events.
+    pub segments_cmaf: bool,
+    pub segments_ts: bool,
 }
 
 /// One thing to send to the subscriber.
@@ -209,6 +212,8 @@ mod tests {
             frames: true,
             events: true,
             max_fps,
+            segments_cmaf: false,
+            segments_ts: false,
         }
     }
 
@@ -280,6 +285,8 @@ mod tests {
             frames: true,
             events: false,
             max_fps: None,
+            segments_cmaf: false,
+            segments_ts: false,
         });
         let mut out = Vec::new();
         f.on_item(

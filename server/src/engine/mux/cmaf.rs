@@ -21,10 +21,14 @@
 //!   on the segment's decode start without an edit list. Edit lists are
 //!   handled unevenly by MSE implementations, and a live stream cannot know
 //!   its total duration for one anyway.
-//! * Parameter sets live in `avcC` (`avc1`), so SPS/PPS NAL units are dropped
-//!   from samples, as are AUDs and filler data, which only cost bytes in a
-//!   length-prefixed container. Everything else (SEI, slices) is kept as sent,
-//!   with its emulation-prevention bytes.
+//! * Parameter sets live in `avcC` (`avc1`), and the SPS/PPS the engine puts
+//!   in front of every keyframe stay in the keyframe's sample as well. A
+//!   decoder that keeps its first `avcC` across an `EXT-X-MAP` change (ffmpeg's
+//!   HLS demuxer does) then still switches to the new resolution at the first
+//!   keyframe; MSE, AVFoundation and ffmpeg all accept in-band repeats. AUDs
+//!   and filler data are dropped: in a length-prefixed container they only
+//!   cost bytes. Everything else (SEI, slices) is kept as sent, with its
+//!   emulation-prevention bytes.
 //! * Every sample carries its own duration, size, flags and composition
 //!   offset. Durations come from decode-time differences, which are exact,
 //!   so the next segment's `tfdt` equals this one's plus the sum of its
@@ -60,9 +64,9 @@ const TRUN_FLAGS: u32 = 0x00_0001 | 0x00_0100 | 0x00_0200 | 0x00_0400 | 0x00_080
 /// `tkhd` flags: track enabled, in movie, in preview.
 const TKHD_FLAGS: u32 = 0x7;
 
-/// NAL unit types left out of samples: SPS, PPS, AUD, filler data.
+/// NAL unit types left out of samples: AUD, filler data.
 const fn is_dropped_nal(nal_type: u8) -> bool {
-    matches!(nal_type, 7 | 8 | 9 | 12)
+    matches!(nal_type, 9 | 12)
 }
 
 /// `profile_idc` values whose `avcC` carries chroma format and bit depths
@@ -861,8 +865,14 @@ mod tests {
         assert_eq!(presented, [0, 12_000, 6000, 3000, 9000]);
 
         // The mdat is the samples back to back, each NAL length-prefixed,
-        // without AUD, SPS, PPS and filler data.
-        let want: [&[&[u8]]; 5] = [&[SEI, IDR], &[SLICE], &[B_SLICE], &[B_SLICE], &[B_SLICE]];
+        // without AUD and filler data; the keyframe keeps its SPS and PPS.
+        let want: [&[&[u8]]; 5] = [
+            &[SEI, HIGH_SPS, HIGH_PPS, IDR],
+            &[SLICE],
+            &[B_SLICE],
+            &[B_SLICE],
+            &[B_SLICE],
+        ];
         let mut rest = mdat;
         for (entry, nals) in entries.iter().zip(want) {
             let size = entry.size.unwrap() as usize;
