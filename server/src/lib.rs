@@ -11,4 +11,5 @@ pub mod demo;
 pub mod engine;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod session;

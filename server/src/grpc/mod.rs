@@ -144,8 +144,14 @@ impl SliceService for SliceServiceImpl {
             }
             Ok(Ok(Some(m))) => m,
         };
-        validate_session_id(&first.session_id).map_err(Status::invalid_argument)?;
-        let fps = validate_fps(first.target_fps)?;
+        let rejected = |s: Status| {
+            crate::metrics::grpc_call("unknown", s.code());
+            s
+        };
+        validate_session_id(&first.session_id)
+            .map_err(Status::invalid_argument)
+            .map_err(rejected)?;
+        let fps = validate_fps(first.target_fps).map_err(rejected)?;
         let role = pb::Role::try_from(first.role).unwrap_or(pb::Role::Unspecified);
         let publish = match role {
             pb::Role::Publish => true,
@@ -154,12 +160,20 @@ impl SliceService for SliceServiceImpl {
                 !first.data.is_empty() || first.publish.is_some() || first.end_of_stream
             }
         };
-        let span = tracing::info_span!("stream", session_id = %first.session_id, role = if publish { "publish" } else { "subscribe" });
-        if publish {
+        let role = if publish { "publish" } else { "subscribe" };
+        let span = tracing::info_span!("stream", session_id = %first.session_id, role);
+        let result = if publish {
             self.publish(first, fps, inbound).instrument(span).await
         } else {
             self.subscribe(first, fps, inbound).instrument(span).await
-        }
+        };
+        crate::metrics::grpc_call(
+            role,
+            result
+                .as_ref()
+                .map_or_else(|s| s.code(), |_| tonic::Code::Ok),
+        );
+        result
     }
 }
 
@@ -402,13 +416,27 @@ async fn run_subscriber(
     }
     let mut last_snapshot = snapshot;
     let mut last_init: Option<u32> = None;
+    let frames_out = ::metrics::counter!(crate::metrics::FRAMES_OUT);
+    let bytes_out = ::metrics::counter!(crate::metrics::BYTES_OUT);
+    let latency = ::metrics::histogram!(crate::metrics::PUBLISH_TO_SEND);
+    let lag_skips = ::metrics::counter!(crate::metrics::LAG_SKIPS);
     loop {
         for d in out.drain(..) {
             let done = matches!(d, Delivery::End(_));
+            let ingest = match &d {
+                Delivery::Frame(f) => Some((f.ingest_time_ns, f.data.len())),
+                _ => None,
+            };
             for resp in deliveries(&session, d, &mut last_snapshot, opts, &mut last_init) {
                 if tx.send(Ok(resp)).await.is_err() {
                     return; // the client went away
                 }
+            }
+            if let Some((ingest_ns, len)) = ingest {
+                frames_out.increment(1);
+                bytes_out.increment(len as u64);
+                let now = crate::session::now_unix_ns();
+                latency.record(now.saturating_sub(ingest_ns) as f64 / 1e9);
             }
             if done {
                 return;
@@ -417,6 +445,7 @@ async fn run_subscriber(
         match rx.recv().await {
             Ok(item) => filter.on_item(item, &mut out),
             Err(broadcast::error::RecvError::Lagged(n)) => {
+                lag_skips.increment(1);
                 tracing::debug!(
                     skipped = n,
                     "subscriber lagged; skipping to the next keyframe"

@@ -32,7 +32,21 @@ const MANIFEST_CACHE: &str = "no-cache, max-age=0";
 /// window without outliving a session that reuses the id.
 const SEGMENT_CACHE: &str = "public, max-age=60";
 
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct HttpState {
+    pub registry: Arc<Registry>,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
 pub fn router(registry: Arc<Registry>) -> Router {
+    let state = HttpState {
+        registry: registry.clone(),
+        metrics: crate::metrics::install(),
+    };
+    let metrics_route = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state);
     Router::new()
         .route("/", get(pages::index))
         .route("/player/{session}", get(pages::player))
@@ -45,8 +59,45 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/live/{session}/ts/index.m3u8", get(hls_ts))
         .route("/live/{session}/ts/{file}", get(ts_file))
         .route("/live/{session}/{file}", get(cmaf_file))
-        .layer(CorsLayer::permissive())
         .with_state(registry)
+        .merge(metrics_route)
+        .layer(axum::middleware::from_fn(count_requests))
+        .layer(CorsLayer::permissive())
+}
+
+async fn count_requests(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path();
+    let kind = if path.ends_with(".m3u8") || path.ends_with(".mpd") {
+        "manifest"
+    } else if path.ends_with(".m4s") || path.ends_with(".ts") || path.ends_with(".mp4") {
+        "segment"
+    } else {
+        "other"
+    };
+    let resp = next.run(req).await;
+    ::metrics::counter!(
+        crate::metrics::HTTP_REQUESTS,
+        "kind" => kind,
+        "status" => resp.status().as_u16().to_string()
+    )
+    .increment(1);
+    resp
+}
+
+/// Prometheus text format.
+async fn metrics(State(s): State<HttpState>) -> Response {
+    match &s.metrics {
+        Some(h) => body(
+            "text/plain; version=0.0.4; charset=utf-8",
+            "no-store",
+            crate::metrics::render(h, &s.registry),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed\n",
+        )
+            .into_response(),
+    }
 }
 
 fn not_found(what: impl Into<String>) -> Response {

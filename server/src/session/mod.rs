@@ -173,6 +173,11 @@ impl Session {
         self.lock().ended.is_some()
     }
 
+    /// Whether a publisher is attached right now.
+    pub fn has_publisher(&self) -> bool {
+        matches!(self.lock().publisher, Publisher::Active(_))
+    }
+
     pub fn subscriber_count(&self) -> usize {
         self.subscribers.load(Ordering::Relaxed)
     }
@@ -229,6 +234,7 @@ impl Session {
             return Err(PushError::NotPublisher);
         }
         let mut events = std::mem::take(&mut st.events);
+        ::metrics::counter!(crate::metrics::BYTES_IN).increment(data.len() as u64);
         st.pipeline.push(
             data,
             capture_ns,
@@ -345,15 +351,18 @@ impl Session {
     /// fatal error if the engine reported one.
     fn distribute(&self, st: &mut SessionState, events: &mut Vec<Event>) -> Option<EngineError> {
         let mut fatal = None;
+        let mut frames = 0u64;
         for e in events.drain(..) {
             let item = match e {
                 Event::Frame(f) => {
+                    frames += 1;
                     st.ring.push_frame(f.clone());
                     SessionItem::Frame(f)
                 }
                 Event::Segment(s) => {
                     st.ring.push_segment(s.clone());
                     st.mux.segment_closed(s.manifest.media_sequence);
+                    crate::metrics::segment(s.record.duration);
                     tracing::debug!(session_id = %self.id, sequence = s.record.sequence,
                         frames = s.record.frame_count, duration = s.record.duration, "segment");
                     SessionItem::Segment(s)
@@ -363,6 +372,7 @@ impl Session {
                     SessionItem::Config(c)
                 }
                 Event::Dropped(d) => {
+                    crate::metrics::dropped(d.reason, d.count as u64);
                     tracing::debug!(session_id = %self.id, reason = d.reason.as_str(), count = d.count, detail = %d.detail, "frames dropped");
                     SessionItem::Dropped(Arc::new(d))
                 }
@@ -374,6 +384,9 @@ impl Session {
             };
             // No receivers is fine: nobody is watching yet.
             let _ = self.tx.send(item);
+        }
+        if frames > 0 {
+            ::metrics::counter!(crate::metrics::FRAMES_IN).increment(frames);
         }
         fatal
     }

@@ -1,0 +1,132 @@
+//! Prometheus metrics, rendered at `/metrics` on the HTTP port.
+//!
+//! `metrics` records; `metrics-exporter-prometheus` (without its own HTTP
+//! listener) renders. Counters on the per-frame path are fetched once per
+//! batch, not per frame. Gauges for sessions and subscribers are read from
+//! the registry at scrape time rather than kept in step by hand.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::engine::DropReason;
+use crate::session::Registry;
+
+pub const FRAMES_IN: &str = "liveslice_frames_in_total";
+pub const BYTES_IN: &str = "liveslice_bytes_in_total";
+pub const FRAMES_OUT: &str = "liveslice_frames_out_total";
+pub const BYTES_OUT: &str = "liveslice_bytes_out_total";
+pub const FRAMES_DROPPED: &str = "liveslice_frames_dropped_total";
+pub const SEGMENTS: &str = "liveslice_segments_total";
+pub const SEGMENT_DURATION: &str = "liveslice_segment_duration_seconds";
+pub const PUBLISH_TO_SEND: &str = "liveslice_publish_to_send_seconds";
+pub const LAG_SKIPS: &str = "liveslice_subscriber_lag_skips_total";
+pub const GRPC_CALLS: &str = "liveslice_grpc_calls_total";
+pub const HTTP_REQUESTS: &str = "liveslice_http_requests_total";
+pub const SESSIONS: &str = "liveslice_sessions";
+pub const PUBLISHERS: &str = "liveslice_publishers";
+pub const SUBSCRIBERS: &str = "liveslice_subscribers";
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; later calls share it). `None`
+/// if another recorder was installed first.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(SEGMENT_DURATION.into()),
+                    &[0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0, 30.0],
+                )
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full(PUBLISH_TO_SEND.into()),
+                    &[
+                        0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                        1.0,
+                    ],
+                )
+                .ok()?;
+            let handle = builder.install_recorder().ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(FRAMES_IN, "Frames accepted from publishers");
+    describe_counter!(BYTES_IN, Unit::Bytes, "Bytes received from publishers");
+    describe_counter!(FRAMES_OUT, "Frames sent to subscribers");
+    describe_counter!(BYTES_OUT, Unit::Bytes, "Frame bytes sent to subscribers");
+    describe_counter!(FRAMES_DROPPED, "Frames dropped, by reason");
+    describe_counter!(SEGMENTS, "Segments cut");
+    describe_histogram!(SEGMENT_DURATION, Unit::Seconds, "Segment durations");
+    describe_histogram!(
+        PUBLISH_TO_SEND,
+        Unit::Seconds,
+        "Time from a frame's arrival to its hand-off to a subscriber's stream"
+    );
+    describe_counter!(LAG_SKIPS, "Times a slow subscriber was skipped forward");
+    describe_counter!(GRPC_CALLS, "StreamSlices calls, by role and final status");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests, by kind and status");
+    describe_gauge!(SESSIONS, "Sessions held (live and lingering), by state");
+    describe_gauge!(PUBLISHERS, "Sessions with an attached publisher");
+    describe_gauge!(
+        SUBSCRIBERS,
+        "Attached subscribers (including publishers' event streams)"
+    );
+}
+
+/// Renders the scrape, refreshing the gauges from the registry first.
+pub fn render(handle: &PrometheusHandle, registry: &Registry) -> String {
+    let sessions = registry.sessions();
+    let live = sessions.iter().filter(|s| !s.is_ended()).count();
+    gauge!(SESSIONS, "state" => "live").set(live as f64);
+    gauge!(SESSIONS, "state" => "ended").set((sessions.len() - live) as f64);
+    let publishers = sessions.iter().filter(|s| s.has_publisher()).count();
+    gauge!(PUBLISHERS).set(publishers as f64);
+    let subscribers: usize = sessions.iter().map(|s| s.subscriber_count()).sum();
+    gauge!(SUBSCRIBERS).set(subscribers as f64);
+    handle.run_upkeep();
+    handle.render()
+}
+
+pub fn dropped(reason: DropReason, n: u64) {
+    counter!(FRAMES_DROPPED, "reason" => reason.as_str()).increment(n);
+}
+
+pub fn segment(duration_ticks: u64) {
+    counter!(SEGMENTS).increment(1);
+    histogram!(SEGMENT_DURATION).record(duration_ticks as f64 / 90_000.0);
+}
+
+pub fn grpc_call(role: &'static str, code: tonic::Code) {
+    counter!(GRPC_CALLS, "role" => role, "code" => code_name(code)).increment(1);
+}
+
+fn code_name(c: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match c {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
