@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
+use std::ffi::OsString;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::engine::timing::FrameRate;
 use crate::engine::PipelineOptions;
@@ -15,8 +17,19 @@ use crate::session::SessionDefaults;
 /// (`liveslice.v1.SliceService/StreamSlices`); viewers subscribe over the same
 /// RPC or play HLS/DASH over HTTP.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "liveslice-server", version, about, long_about = None)]
+#[command(name = "liveslice-server", version)]
 pub struct Config {
+    /// A TOML file of settings, keyed like the flags (`segment-duration =
+    /// "2s"`, `window = 6`, ...). Flags win over environment variables,
+    /// which win over the file, which wins over the defaults.
+    #[arg(long, env = "LIVESLICE_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the effective configuration (as TOML) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(long, env = "LIVESLICE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     /// gRPC listen address (health and reflection are served there too).
     #[arg(long, env = "LIVESLICE_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
@@ -102,7 +115,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Keys that make no sense in a config file.
+const NOT_IN_FILE: &[&str] = &["config", "print-config", "help", "version"];
+
 /// A configuration value that cannot work.
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {key}: {reason}")]
 pub struct ConfigError {
@@ -111,6 +128,61 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// Reads flags, environment variables and the `--config` file, in that
+    /// order of precedence, then validates.
+    pub fn load<I, T>(args: I) -> Result<Config, LoadError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let cmd = Config::command().args_override_self(true);
+        let first = cmd.clone().try_get_matches_from(&args)?;
+        let mut full = args.clone();
+        if let Some(path) = first.get_one::<std::path::PathBuf>("config") {
+            let from_file = file_args(&cmd, path)?;
+            // File settings go first, so flags given on the command line
+            // override them (clap keeps the last occurrence).
+            full.splice(1.min(full.len())..1.min(full.len()), from_file);
+        }
+        let matches = cmd.try_get_matches_from(&full)?;
+        let config = Config::from_arg_matches(&matches)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The effective configuration as TOML, loadable with `--config`.
+    pub fn to_toml(&self) -> String {
+        let d = |d: &Duration| format!("\"{}ms\"", d.as_millis());
+        let mut s = String::new();
+        let mut kv = |k: &str, v: String| {
+            s.push_str(k);
+            s.push_str(" = ");
+            s.push_str(&v);
+            s.push('\n');
+        };
+        kv("grpc-addr", format!("\"{}\"", self.grpc_addr));
+        kv("http-addr", format!("\"{}\"", self.http_addr));
+        kv("segment-duration", d(&self.segment_duration));
+        kv("window", self.window.to_string());
+        kv("default-fps", self.default_fps.to_string());
+        kv("max-sessions", self.max_sessions.to_string());
+        kv("max-subscribers", self.max_subscribers.to_string());
+        kv("max-message-bytes", self.max_message_bytes.to_string());
+        kv("max-nal-bytes", self.max_nal_bytes.to_string());
+        kv("ring-bytes", self.ring_bytes.to_string());
+        kv("subscriber-buffer", self.subscriber_buffer.to_string());
+        kv("publisher-grace", d(&self.publisher_grace));
+        kv("subscribe-wait", d(&self.subscribe_wait));
+        kv("linger", d(&self.linger));
+        kv("shutdown-timeout", d(&self.shutdown_timeout));
+        kv("log-format", format!("\"{}\"", self.log_format));
+        if let Some(demo) = &self.demo {
+            kv("demo", format!("\"{demo}\""));
+        }
+        s
+    }
+
     /// Checks ranges and names the bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |key, reason: &str| {
@@ -205,5 +277,110 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().key, "window");
         let c = Config::try_parse_from(["x", "--segment-duration", "10ms"]).unwrap();
         assert_eq!(c.validate().unwrap_err().key, "segment-duration");
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Bad flags, or `--help`/`--version` (`exit()` prints and exits right).
+    #[error(transparent)]
+    Flags(#[from] clap::Error),
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+/// The config file's settings as `--key value` arguments, skipping keys
+/// whose environment variable is set (the environment wins over the file).
+fn file_args(cmd: &clap::Command, path: &std::path::Path) -> Result<Vec<OsString>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        key: "config",
+        reason: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+        key: "config",
+        reason: format!("{} is not valid TOML: {}", path.display(), e.message()),
+    })?;
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let long = key.replace('_', "-");
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()) && !NOT_IN_FILE.contains(&long.as_str()))
+            .ok_or_else(|| ConfigError {
+                key: Box::leak(key.clone().into_boxed_str()),
+                reason: format!("unknown setting in {}", path.display()),
+            })?;
+        if arg
+            .get_env()
+            .is_some_and(|env| std::env::var_os(env).is_some())
+        {
+            continue;
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(ConfigError {
+                    key: Box::leak(key.into_boxed_str()),
+                    reason: format!("expected a string, number or boolean, got {other}"),
+                })
+            }
+        };
+        out.push(format!("--{long}").into());
+        out.push(value.into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "liveslice-config-{}-{name}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let p = write(
+            "a",
+            "window = 9\nsegment-duration = \"4s\"\nmax_sessions = 7\n",
+        );
+        let c = Config::load(["x", "--config", p.to_str().unwrap(), "--window", "3"]).unwrap();
+        assert_eq!(c.window, 3, "the flag wins over the file");
+        assert_eq!(c.segment_duration, Duration::from_secs(4));
+        assert_eq!(c.max_sessions, 7, "snake_case keys work too");
+        // The printed configuration loads back to the same settings.
+        let again = write("b", &c.to_toml());
+        let c2 = Config::load(["x", "--config", again.to_str().unwrap()]).unwrap();
+        assert_eq!(c2.to_toml(), c.to_toml());
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_named() {
+        let key = |text: &str| match Config::load([
+            "x",
+            "--config",
+            write("k", text).to_str().unwrap(),
+        ]) {
+            Err(LoadError::Invalid(e)) => e.key.to_string(),
+            Err(LoadError::Flags(e)) => e.to_string(),
+            Ok(_) => "ok".into(),
+        };
+        assert_eq!(key("windw = 9\n"), "windw");
+        assert_eq!(key("window = 0\n"), "window");
+        assert!(key("segment-duration = \"soon\"\n").contains("--segment-duration"));
+        match Config::load(["x", "--config", "/nonexistent.toml"]) {
+            Err(LoadError::Invalid(e)) => assert_eq!(e.key, "config"),
+            other => panic!("{other:?}"),
+        }
     }
 }

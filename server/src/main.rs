@@ -1,26 +1,67 @@
 //! `liveslice-server`: see `--help`.
 
 use anyhow::Context;
-use clap::Parser;
-use liveslice_server::{app, config::Config};
+use liveslice_server::app;
+use liveslice_server::config::{Config, LoadError};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let config = match Config::load(std::env::args_os()) {
+        Ok(c) => c,
+        // Prints usage, --help or --version with the right exit code.
+        Err(LoadError::Flags(e)) => e.exit(),
+        Err(LoadError::Invalid(e)) => {
+            eprintln!("liveslice-server: {e}");
+            std::process::exit(2);
+        }
+    };
+    if config.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if config.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    if !config.grpc_addr.ip().is_loopback() || !config.http_addr.ip().is_loopback() {
+        tracing::warn!(
+            "listening on a non-loopback address without authentication: anyone who can reach it can publish and play"
+        );
+    }
     let running = app::start(&config)
         .await
         .context("starting liveslice-server")?;
-    println!("liveslice-server: gRPC on {}", running.grpc_addr);
-    println!("  publish:   any client of liveslice.v1.SliceService/StreamSlices (see README)");
+    let http = running.http_addr;
     println!(
-        "  check:     grpcurl -plaintext {} grpc.health.v1.Health/Check",
+        "liveslice-server: gRPC on {}, HTTP on http://{http}/",
         running.grpc_addr
     );
+    println!("  sessions and players: http://{http}/");
+    if let Some(id) = &config.demo {
+        println!("  demo session {id:?} (a looping test stream):");
+        println!("    play in a browser: http://{http}/player/{id}");
+        println!("    HLS (CMAF):        http://{http}/live/{id}/index.m3u8");
+        println!("    HLS (MPEG-TS):     http://{http}/live/{id}/ts/index.m3u8");
+        println!("    DASH:              http://{http}/live/{id}/manifest.mpd");
+        println!("    ffplay:            ffplay http://{http}/live/{id}/index.m3u8");
+        println!(
+            "    gRPC:              grpcurl -plaintext -d '{{\"session_id\":\"{id}\",\"target_fps\":30}}' {} liveslice.v1.SliceService/StreamSlices",
+            running.grpc_addr
+        );
+    }
+    println!(
+        "  health:  grpcurl -plaintext {} grpc.health.v1.Health/Check",
+        running.grpc_addr
+    );
+    println!("  metrics: http://{http}/metrics");
     wait_for_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
