@@ -70,6 +70,10 @@ pub struct Config {
     /// How long a vanished publisher may take to reconnect and continue.
     #[arg(long, env = "LIVESLICE_PUBLISHER_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub publisher_grace: Duration,
+    /// A publisher that sends nothing for this long is treated as gone (its
+    /// stream ends with DEADLINE_EXCEEDED and the grace period starts).
+    #[arg(long, env = "LIVESLICE_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// How long a subscriber waits for a session that does not exist yet.
     #[arg(long, env = "LIVESLICE_SUBSCRIBE_WAIT", default_value = "10s", value_parser = parse_duration)]
     pub subscribe_wait: Duration,
@@ -174,6 +178,7 @@ impl Config {
         kv("subscriber-buffer", self.subscriber_buffer.to_string());
         kv("publisher-grace", d(&self.publisher_grace));
         kv("subscribe-wait", d(&self.subscribe_wait));
+        kv("idle-timeout", d(&self.idle_timeout));
         kv("linger", d(&self.linger));
         kv("shutdown-timeout", d(&self.shutdown_timeout));
         kv("log-format", format!("\"{}\"", self.log_format));
@@ -247,6 +252,7 @@ impl Config {
         ServiceConfig {
             pipeline: self.pipeline(),
             subscribe_wait: self.subscribe_wait,
+            idle_timeout: self.idle_timeout,
             ..Default::default()
         }
     }

@@ -36,6 +36,8 @@ pub struct ServiceConfig {
     pub pipeline: PipelineOptions,
     pub first_message_timeout: Duration,
     pub subscribe_wait: Duration,
+    /// A publisher silent for this long is treated as gone.
+    pub idle_timeout: Duration,
     /// Responses buffered per stream before the stream's task waits.
     pub response_buffer: usize,
 }
@@ -46,6 +48,7 @@ impl Default for ServiceConfig {
             pipeline: PipelineOptions::default(),
             first_message_timeout: Duration::from_secs(10),
             subscribe_wait: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
             response_buffer: 32,
         }
     }
@@ -258,6 +261,7 @@ impl SliceServiceImpl {
                 first,
                 inbound,
                 tx,
+                self.config.idle_timeout,
             )
             .in_current_span(),
         );
@@ -317,6 +321,7 @@ async fn run_publisher(
     first: pb::SliceRequest,
     mut inbound: Streaming<pb::SliceRequest>,
     tx: Out,
+    idle_timeout: Duration,
 ) {
     let id = session.id.clone();
     let mut msg = first;
@@ -361,7 +366,19 @@ async fn run_publisher(
             return;
         }
         let next = tokio::select! {
-            m = inbound.message() => m,
+            m = tokio::time::timeout(idle_timeout, inbound.message()) => match m {
+                Ok(m) => m,
+                Err(_) => {
+                    let _ = tx
+                        .send(Err(Status::deadline_exceeded(format!(
+                            "the publisher sent nothing for {idle_timeout:?}"
+                        ))))
+                        .await;
+                    tracing::info!(?idle_timeout, "publisher idle");
+                    registry.publisher_vanished(&session, generation);
+                    return;
+                }
+            },
             // Ended elsewhere (server shutdown): stop reading.
             _ = session.wait_ended() => return,
         };
@@ -378,6 +395,10 @@ async fn run_publisher(
             }
             Err(status) => {
                 tracing::info!(%status, "publisher stream broke");
+                // A message the server refused to decode (too large,
+                // malformed) is named to the publisher; after a lost
+                // connection nobody hears it, which is harmless.
+                let _ = tx.try_send(Err(explain_inbound_error(status)));
                 registry.publisher_vanished(&session, generation);
                 return;
             }
@@ -532,5 +553,19 @@ fn attach_segment_bytes(
             Ok(b) => r.ts = b,
             Err(e) => tracing::warn!(error = %e, "TS segment for a subscriber"),
         }
+    }
+}
+
+/// tonic reports an over-limit message as OUT_OF_RANGE; gRPC's convention
+/// (and what a publisher should look for) is RESOURCE_EXHAUSTED, naming the
+/// limit to change.
+fn explain_inbound_error(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
+        Status::resource_exhausted(format!(
+            "a message is larger than the server accepts (--max-message-bytes); send smaller chunks: {}",
+            status.message()
+        ))
+    } else {
+        status
     }
 }
