@@ -47,6 +47,13 @@ pub struct Running {
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     config.validate()?;
     let registry = Registry::new(config.session_defaults());
+    let auth = config
+        .auth()
+        .map_err(|reason| crate::config::ConfigError {
+            key: "auth-token",
+            reason,
+        })?
+        .map(Arc::new);
 
     let listener = TcpListener::bind(config.grpc_addr)
         .await
@@ -59,10 +66,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         source,
     })?;
 
-    let service =
-        SliceServiceServer::new(SliceServiceImpl::new(registry.clone(), config.service()))
-            .max_decoding_message_size(config.max_message_bytes)
-            .max_encoding_message_size(usize::MAX);
+    let service = SliceServiceServer::new(SliceServiceImpl::new(
+        registry.clone(),
+        config.service(),
+        auth.clone(),
+    ))
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(usize::MAX);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<SliceServiceServer<SliceServiceImpl>>()
@@ -110,11 +120,14 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         })?;
     let (http_stop, http_stop_rx) = oneshot::channel::<()>();
     let http_task = tokio::spawn(
-        axum::serve(http_listener, crate::http::router(registry.clone()))
-            .with_graceful_shutdown(async {
-                let _ = http_stop_rx.await;
-            })
-            .into_future(),
+        axum::serve(
+            http_listener,
+            crate::http::router(registry.clone(), auth.clone()),
+        )
+        .with_graceful_shutdown(async {
+            let _ = http_stop_rx.await;
+        })
+        .into_future(),
     );
     tracing::info!(%http_addr, "HTTP origin listening (HLS, DASH, player)");
     if let Some(id) = &config.demo {

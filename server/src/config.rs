@@ -24,6 +24,44 @@ pub struct Config {
     /// which win over the file, which wins over the defaults.
     #[arg(long, env = "LIVESLICE_CONFIG", value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
+    /// A static bearer token, as ROLE:SESSION:TOKEN (ROLE publish, play or
+    /// any; SESSION an id or `*`). Repeatable. Turns auth on.
+    #[arg(
+        long = "auth-token",
+        env = "LIVESLICE_AUTH_TOKENS",
+        value_delimiter = ',',
+        value_name = "ROLE:SESSION:TOKEN"
+    )]
+    pub auth_tokens: Vec<String>,
+    /// Secret for HMAC-signed tokens (`lsv1:ROLE:SESSION:EXPIRY:MAC`; see
+    /// --mint-token). Turns auth on.
+    #[arg(
+        long,
+        env = "LIVESLICE_AUTH_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub auth_secret: Option<String>,
+    /// Print a signed token for ROLE:SESSION:TTL (e.g. play:cam1:1h) made
+    /// with --auth-secret, and exit.
+    #[arg(long, value_name = "ROLE:SESSION:TTL")]
+    pub mint_token: Option<String>,
+    /// TLS certificate chain (PEM) for gRPC and HTTP; with --tls-key.
+    #[arg(
+        long,
+        env = "LIVESLICE_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// TLS private key (PEM); with --tls-cert.
+    #[arg(
+        long,
+        env = "LIVESLICE_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Print the effective configuration (as TOML) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -120,7 +158,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Keys that make no sense in a config file.
-const NOT_IN_FILE: &[&str] = &["config", "print-config", "help", "version"];
+const NOT_IN_FILE: &[&str] = &["config", "print-config", "mint-token", "help", "version"];
 
 /// A configuration value that cannot work.
 
@@ -185,6 +223,29 @@ impl Config {
         if let Some(demo) = &self.demo {
             kv("demo", format!("\"{demo}\""));
         }
+        if !self.auth_tokens.is_empty() {
+            // Tokens are secrets: shown by role and session only.
+            let shown: Vec<String> = self
+                .auth_tokens
+                .iter()
+                .map(|t| {
+                    let mut p = t.splitn(3, ':');
+                    format!(
+                        "\"{}:{}:<hidden>\"",
+                        p.next().unwrap_or(""),
+                        p.next().unwrap_or("")
+                    )
+                })
+                .collect();
+            kv("auth-token", format!("[{}]", shown.join(", ")));
+        }
+        if self.auth_secret.is_some() {
+            kv("auth-secret", "\"<hidden>\"".into());
+        }
+        if let (Some(c), Some(k)) = (&self.tls_cert, &self.tls_key) {
+            kv("tls-cert", format!("{:?}", c.display().to_string()));
+            kv("tls-key", format!("{:?}", k.display().to_string()));
+        }
         s
     }
 
@@ -221,7 +282,18 @@ impl Config {
         if self.subscriber_buffer < 16 {
             return err("subscriber-buffer", "must be at least 16");
         }
+        if let Err(reason) = self.auth() {
+            return Err(ConfigError {
+                key: "auth-token",
+                reason,
+            });
+        }
         Ok(())
+    }
+
+    /// The authorization this configuration asks for (`None`: auth off).
+    pub fn auth(&self) -> Result<Option<crate::auth::Auth>, String> {
+        crate::auth::Auth::new(&self.auth_tokens, self.auth_secret.as_deref())
     }
 
     pub fn pipeline(&self) -> PipelineOptions {
@@ -324,6 +396,22 @@ fn file_args(cmd: &clap::Command, path: &std::path::Path) -> Result<Vec<OsString
             continue;
         }
         let value = match value {
+            toml::Value::Array(items)
+                if arg.get_num_args().is_some_and(|n| n.max_values() > 1)
+                    || arg.get_value_delimiter().is_some() =>
+            {
+                for item in items {
+                    let toml::Value::String(s) = item else {
+                        return Err(ConfigError {
+                            key: Box::leak(key.into_boxed_str()),
+                            reason: "expected a list of strings".into(),
+                        });
+                    };
+                    out.push(format!("--{long}").into());
+                    out.push(s.into());
+                }
+                continue;
+            }
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Float(f) => f.to_string(),

@@ -6,6 +6,7 @@
 //! imports the layers around it.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod engine;

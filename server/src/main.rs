@@ -15,6 +15,18 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    if let Some(spec) = &config.mint_token {
+        match mint(&config, spec) {
+            Ok(t) => {
+                println!("{t}");
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("liveslice-server: --mint-token: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     if config.print_config {
         print!("{}", config.to_toml());
         return Ok(());
@@ -88,4 +100,27 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// `--mint-token ROLE:SESSION:TTL` with `--auth-secret`.
+fn mint(config: &Config, spec: &str) -> Result<String, String> {
+    use liveslice_server::auth::{sign, Access};
+    let secret = config
+        .auth_secret
+        .as_deref()
+        .ok_or("needs --auth-secret (or LIVESLICE_AUTH_SECRET)")?;
+    let mut p = spec.splitn(3, ':');
+    let (Some(role), Some(session), Some(ttl)) = (p.next(), p.next(), p.next()) else {
+        return Err(format!("{spec:?} is not ROLE:SESSION:TTL"));
+    };
+    let access = match role {
+        "publish" => Access::Publish,
+        "play" => Access::Play,
+        other => return Err(format!("role {other:?} is not publish or play")),
+    };
+    let ttl = liveslice_server::config::parse_duration(ttl)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?;
+    Ok(sign(secret, access, session, (now + ttl).as_secs()))
 }

@@ -22,6 +22,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use crate::auth::{Access, Auth, AuthError};
 use crate::engine::timing::FrameRate;
 use crate::engine::PipelineOptions;
 use crate::session::subscriber::{Delivery, SubscriberFilter, SubscriberOptions};
@@ -111,11 +112,25 @@ fn registry_status(e: RegistryError, id: &str) -> Status {
 pub struct SliceServiceImpl {
     registry: Arc<Registry>,
     config: ServiceConfig,
+    auth: Option<Arc<Auth>>,
 }
 
 impl SliceServiceImpl {
-    pub fn new(registry: Arc<Registry>, config: ServiceConfig) -> Self {
-        Self { registry, config }
+    pub fn new(registry: Arc<Registry>, config: ServiceConfig, auth: Option<Arc<Auth>>) -> Self {
+        Self {
+            registry,
+            config,
+            auth,
+        }
+    }
+}
+
+fn auth_status(e: AuthError) -> Status {
+    match e {
+        AuthError::Forbidden => Status::permission_denied(e.to_string()),
+        _ => Status::unauthenticated(format!(
+            "{e} (send `authorization: Bearer <token>` metadata)"
+        )),
     }
 }
 
@@ -130,6 +145,12 @@ impl SliceService for SliceServiceImpl {
         &self,
         request: Request<Streaming<pb::SliceRequest>>,
     ) -> Result<Response<Self::StreamSlicesStream>, Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::auth::bearer)
+            .map(str::to_string);
         let mut inbound = request.into_inner();
         let first = match tokio::time::timeout(self.config.first_message_timeout, inbound.message())
             .await
@@ -164,6 +185,19 @@ impl SliceService for SliceServiceImpl {
             }
         };
         let role = if publish { "publish" } else { "subscribe" };
+        if let Some(auth) = &self.auth {
+            let access = if publish {
+                Access::Publish
+            } else {
+                Access::Play
+            };
+            let now = crate::session::now_unix_ns() / 1_000_000_000;
+            if let Err(e) = auth.check(token.as_deref(), &first.session_id, access, now) {
+                let status = auth_status(e);
+                crate::metrics::grpc_call(role, status.code());
+                return Err(status);
+            }
+        }
         let span = tracing::info_span!("stream", session_id = %first.session_id, role);
         let result = if publish {
             self.publish(first, fps, inbound).instrument(span).await

@@ -16,6 +16,7 @@ use axum::Router;
 use bytes::Bytes;
 use tower_http::cors::CorsLayer;
 
+use crate::auth::{bearer, Access, Auth, AuthError};
 use crate::engine::playlist::iso8601_ms;
 use crate::grpc::validate_session_id;
 use crate::session::mux_cache::MuxError;
@@ -39,7 +40,7 @@ pub struct HttpState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
-pub fn router(registry: Arc<Registry>) -> Router {
+pub fn router(registry: Arc<Registry>, auth: Option<Arc<Auth>>) -> Router {
     let state = HttpState {
         registry: registry.clone(),
         metrics: crate::metrics::install(),
@@ -61,8 +62,139 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/live/{session}/{file}", get(cmaf_file))
         .with_state(registry)
         .merge(metrics_route)
+        .layer(axum::middleware::from_fn_with_state(auth, authorize))
         .layer(axum::middleware::from_fn(count_requests))
         .layer(CorsLayer::permissive())
+}
+
+/// The token a request came with in its query string: manifests served to
+/// it name their segments with the same token, so players that only know
+/// the playlist URL (ffplay, VLC, Safari) fetch the segments too.
+#[derive(Clone)]
+struct QueryToken(String);
+
+/// With auth on, everything that names a session (and the session list)
+/// needs a play token for it; the player assets, `/time`, `/healthz` and
+/// `/metrics` stay open.
+async fn authorize(
+    State(auth): State<Option<Arc<Auth>>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(auth) = auth else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path();
+    let session = if path == "/" {
+        Some("*".to_string())
+    } else {
+        path.strip_prefix("/live/")
+            .or_else(|| path.strip_prefix("/player/"))
+            .map(|rest| rest.split('/').next().unwrap_or("").to_string())
+    };
+    let Some(session) = session else {
+        return next.run(req).await;
+    };
+    let query_token = req
+        .uri()
+        .query()
+        .and_then(|q| url_params(q).find(|(k, _)| k == "token").map(|(_, v)| v));
+    let header_token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .map(str::to_string);
+    let token = header_token.or_else(|| query_token.clone());
+    let now = now_unix_ns() / 1_000_000_000;
+    match auth.check(token.as_deref(), &session, Access::Play, now) {
+        Ok(()) => {
+            if let Some(t) = query_token {
+                req.extensions_mut().insert(QueryToken(t));
+            }
+            next.run(req).await
+        }
+        Err(AuthError::Forbidden) => {
+            (StatusCode::FORBIDDEN, "this token does not allow that\n").into_response()
+        }
+        Err(e) => {
+            let mut r = (StatusCode::UNAUTHORIZED, format!("{e}\n")).into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+    }
+}
+
+/// `k=v` pairs of a query string, percent-decoded.
+fn url_params(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    q.split('&').filter_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        Some((percent_decode(k)?, percent_decode(v)?))
+    })
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':' | b'*') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Appends `?token=…` to every URI a manifest names.
+fn with_token(kind: ManifestKind, text: &str, token: &str) -> String {
+    let q = format!("?token={}", percent_encode(token));
+    match kind {
+        ManifestKind::Dash => text
+            .replace(".mp4\"", &format!(".mp4{q}\""))
+            .replace(".m4s\"", &format!(".m4s{q}\"")),
+        ManifestKind::HlsCmaf | ManifestKind::HlsTs => {
+            let mut out = String::with_capacity(text.len() + 64 * q.len());
+            for line in text.lines() {
+                if line.is_empty() {
+                } else if !line.starts_with('#') {
+                    out.push_str(line);
+                    out.push_str(&q);
+                } else if let Some(uri) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+                    let uri = uri.trim_end_matches('"');
+                    out.push_str(&format!("#EXT-X-MAP:URI=\"{uri}{q}\""));
+                } else {
+                    out.push_str(line);
+                }
+                out.push('\n');
+            }
+            out
+        }
+    }
 }
 
 async fn count_requests(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
@@ -122,26 +254,49 @@ fn no_session(id: &str) -> Response {
     not_found(format!("no session {id:?}\n"))
 }
 
-async fn manifest(registry: &Registry, id: &str, kind: ManifestKind, ct: &'static str) -> Response {
+async fn manifest(
+    registry: &Registry,
+    id: &str,
+    kind: ManifestKind,
+    ct: &'static str,
+    token: Option<axum::Extension<QueryToken>>,
+) -> Response {
     let Some(s) = session(registry, id) else {
         return no_session(id);
     };
     match s.manifest(kind) {
-        Some(text) => body(ct, MANIFEST_CACHE, text),
+        Some(text) => match token {
+            Some(axum::Extension(QueryToken(t))) => {
+                body(ct, MANIFEST_CACHE, with_token(kind, &text, &t))
+            }
+            None => body(ct, MANIFEST_CACHE, text),
+        },
         None => not_found(format!("session {id:?} has no complete segment yet\n")),
     }
 }
 
-async fn hls_cmaf(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Response {
-    manifest(&r, &id, ManifestKind::HlsCmaf, HLS).await
+async fn hls_cmaf(
+    State(r): State<Arc<Registry>>,
+    Path(id): Path<String>,
+    token: Option<axum::Extension<QueryToken>>,
+) -> Response {
+    manifest(&r, &id, ManifestKind::HlsCmaf, HLS, token).await
 }
 
-async fn hls_ts(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Response {
-    manifest(&r, &id, ManifestKind::HlsTs, HLS).await
+async fn hls_ts(
+    State(r): State<Arc<Registry>>,
+    Path(id): Path<String>,
+    token: Option<axum::Extension<QueryToken>>,
+) -> Response {
+    manifest(&r, &id, ManifestKind::HlsTs, HLS, token).await
 }
 
-async fn dash(State(r): State<Arc<Registry>>, Path(id): Path<String>) -> Response {
-    manifest(&r, &id, ManifestKind::Dash, DASH).await
+async fn dash(
+    State(r): State<Arc<Registry>>,
+    Path(id): Path<String>,
+    token: Option<axum::Extension<QueryToken>>,
+) -> Response {
+    manifest(&r, &id, ManifestKind::Dash, DASH, token).await
 }
 
 fn mux_response(result: Result<Bytes, MuxError>, ct: &'static str) -> Response {

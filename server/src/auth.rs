@@ -1,0 +1,297 @@
+//! Per-session publish and play authorization.
+//!
+//! A bearer token (gRPC `authorization: Bearer …` metadata; HTTP the same
+//! header or `?token=`) is accepted if it is either one of the configured
+//! static tokens, each for a role and a session (or `*`), or an HMAC-signed
+//! token `lsv1:<role>:<session>:<expiry>:<hex HMAC-SHA256>` made with the
+//! configured secret (`--mint-token` prints one). Checks run before any
+//! session lookup, so a refusal never tells whether a session exists.
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Publish,
+    Play,
+}
+
+impl Access {
+    fn as_str(self) -> &'static str {
+        match self {
+            Access::Publish => "publish",
+            Access::Play => "play",
+        }
+    }
+}
+
+/// A refusal: `Unauthenticated` (no or bad token: 401 / UNAUTHENTICATED) or
+/// `Forbidden` (a good token, not for this: 403 / PERMISSION_DENIED).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("a bearer token is required")]
+    Missing,
+    #[error("the token is not valid: {0}")]
+    Invalid(&'static str),
+    #[error("the token does not allow this")]
+    Forbidden,
+}
+
+#[derive(Clone, Debug)]
+struct StaticToken {
+    token: Vec<u8>,
+    role: Option<Access>,
+    session: String,
+}
+
+/// The configured authorization; absent when auth is off.
+#[derive(Clone, Debug)]
+pub struct Auth {
+    tokens: Vec<StaticToken>,
+    secret: Option<Vec<u8>>,
+}
+
+const PREFIX: &str = "lsv1";
+
+impl Auth {
+    /// From `--auth-token ROLE:SESSION:TOKEN` entries (ROLE publish, play or
+    /// any; SESSION an id or `*`) and `--auth-secret`. `Ok(None)` when
+    /// neither is given.
+    pub fn new(tokens: &[String], secret: Option<&str>) -> Result<Option<Auth>, String> {
+        if tokens.is_empty() && secret.is_none() {
+            return Ok(None);
+        }
+        let mut parsed = Vec::new();
+        for t in tokens {
+            let mut parts = t.splitn(3, ':');
+            let (Some(role), Some(session), Some(token)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(format!("{t:?} is not ROLE:SESSION:TOKEN"));
+            };
+            let role = match role {
+                "publish" => Some(Access::Publish),
+                "play" => Some(Access::Play),
+                "any" => None,
+                other => return Err(format!("role {other:?} is not publish, play or any")),
+            };
+            if token.len() < 8 {
+                return Err("tokens must be at least 8 characters".into());
+            }
+            parsed.push(StaticToken {
+                token: token.as_bytes().to_vec(),
+                role,
+                session: session.to_string(),
+            });
+        }
+        if let Some(s) = secret {
+            if s.len() < 16 {
+                return Err("the auth secret must be at least 16 characters".into());
+            }
+        }
+        Ok(Some(Auth {
+            tokens: parsed,
+            secret: secret.map(|s| s.as_bytes().to_vec()),
+        }))
+    }
+
+    /// May `token` do `access` on `session` at `now` (Unix seconds)?
+    /// `session` `*` asks for a token valid for every session.
+    pub fn check(
+        &self,
+        token: Option<&str>,
+        session: &str,
+        access: Access,
+        now: u64,
+    ) -> Result<(), AuthError> {
+        let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+        if let Some(t) = self
+            .tokens
+            .iter()
+            .find(|t| bool::from(t.token.as_slice().ct_eq(token.as_bytes())))
+        {
+            let role_ok = t.role.is_none_or(|r| r == access);
+            let session_ok = t.session == "*" || t.session == session;
+            return if role_ok && session_ok {
+                Ok(())
+            } else {
+                Err(AuthError::Forbidden)
+            };
+        }
+        let Some(secret) = &self.secret else {
+            return Err(AuthError::Invalid("unknown token"));
+        };
+        let (role, tok_session, expiry) = verify_signed(secret, token)?;
+        if expiry < now {
+            return Err(AuthError::Invalid("expired"));
+        }
+        if role != access || (tok_session != "*" && tok_session != session) {
+            return Err(AuthError::Forbidden);
+        }
+        Ok(())
+    }
+}
+
+fn mac(secret: &[u8], payload: &str) -> Hmac<Sha256> {
+    let mut m =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    m.update(payload.as_bytes());
+    m
+}
+
+/// A signed token for `session` (or `*`), valid until `expiry` (Unix s).
+pub fn sign(secret: &str, access: Access, session: &str, expiry: u64) -> String {
+    let payload = format!("{PREFIX}:{}:{session}:{expiry}", access.as_str());
+    let tag = mac(secret.as_bytes(), &payload).finalize().into_bytes();
+    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{payload}:{hex}")
+}
+
+fn verify_signed(secret: &[u8], token: &str) -> Result<(Access, String, u64), AuthError> {
+    let (payload, hex) = token
+        .rsplit_once(':')
+        .ok_or(AuthError::Invalid("unknown token"))?;
+    let mut parts = payload.split(':');
+    if parts.next() != Some(PREFIX) {
+        return Err(AuthError::Invalid("unknown token"));
+    }
+    let role = match parts.next() {
+        Some("publish") => Access::Publish,
+        Some("play") => Access::Play,
+        _ => return Err(AuthError::Invalid("malformed")),
+    };
+    let session = parts
+        .next()
+        .ok_or(AuthError::Invalid("malformed"))?
+        .to_string();
+    let expiry: u64 = parts
+        .next()
+        .and_then(|e| e.parse().ok())
+        .ok_or(AuthError::Invalid("malformed"))?;
+    if parts.next().is_some() || hex.len() != 64 {
+        return Err(AuthError::Invalid("malformed"));
+    }
+    let tag: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| AuthError::Invalid("malformed"))?;
+    mac(secret, payload)
+        .verify_slice(&tag)
+        .map_err(|_| AuthError::Invalid("bad signature"))?;
+    Ok((role, session, expiry))
+}
+
+/// The token of `Authorization: Bearer <token>`.
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef-secret";
+
+    #[test]
+    fn static_tokens_by_role_and_session() {
+        let a = Auth::new(
+            &[
+                "publish:cam1:pub-key-1".into(),
+                "play:*:viewer-key".into(),
+                "any:x:all-access".into(),
+            ],
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            a.check(Some("pub-key-1"), "cam1", Access::Publish, 0),
+            Ok(())
+        );
+        assert_eq!(
+            a.check(Some("pub-key-1"), "cam2", Access::Publish, 0),
+            Err(AuthError::Forbidden)
+        );
+        assert_eq!(
+            a.check(Some("pub-key-1"), "cam1", Access::Play, 0),
+            Err(AuthError::Forbidden)
+        );
+        assert_eq!(
+            a.check(Some("viewer-key"), "anything", Access::Play, 0),
+            Ok(())
+        );
+        assert_eq!(a.check(Some("all-access"), "x", Access::Publish, 0), Ok(()));
+        assert_eq!(a.check(None, "x", Access::Play, 0), Err(AuthError::Missing));
+        assert!(matches!(
+            a.check(Some("nope-nope"), "x", Access::Play, 0),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(Auth::new(&["bad".into()], None).is_err());
+        assert!(Auth::new(&["play:*:short".into()], None).is_err());
+        assert!(Auth::new(&[], None).unwrap().is_none());
+    }
+
+    #[test]
+    fn signed_tokens() {
+        let a = Auth::new(&[], Some(SECRET)).unwrap().unwrap();
+        let t = sign(SECRET, Access::Play, "cam1", 1000);
+        assert_eq!(a.check(Some(&t), "cam1", Access::Play, 999), Ok(()));
+        assert_eq!(
+            a.check(Some(&t), "cam1", Access::Play, 1001),
+            Err(AuthError::Invalid("expired"))
+        );
+        assert_eq!(
+            a.check(Some(&t), "cam2", Access::Play, 0),
+            Err(AuthError::Forbidden)
+        );
+        assert_eq!(
+            a.check(Some(&t), "cam1", Access::Publish, 0),
+            Err(AuthError::Forbidden)
+        );
+        let any = sign(SECRET, Access::Publish, "*", 1000);
+        assert_eq!(a.check(Some(&any), "whatever", Access::Publish, 0), Ok(()));
+        // Tampering: another session, another expiry, another secret.
+        let forged = t.replace(":cam1:", ":cam2:");
+        assert_eq!(
+            a.check(Some(&forged), "cam2", Access::Play, 0),
+            Err(AuthError::Invalid("bad signature"))
+        );
+        let longer = t.replace(":1000:", ":9999:");
+        assert_eq!(
+            a.check(Some(&longer), "cam1", Access::Play, 0),
+            Err(AuthError::Invalid("bad signature"))
+        );
+        let other = sign("another-secret-0123", Access::Play, "cam1", 1000);
+        assert_eq!(
+            a.check(Some(&other), "cam1", Access::Play, 0),
+            Err(AuthError::Invalid("bad signature"))
+        );
+        for junk in [
+            "lsv1",
+            "lsv1:play",
+            "lsv1:play:a:b:c",
+            "lsv1:x:a:1:00",
+            ":::::",
+            "lsv1:play:a:1:zz",
+        ] {
+            assert!(
+                matches!(
+                    a.check(Some(junk), "a", Access::Play, 0),
+                    Err(AuthError::Invalid(_))
+                ),
+                "{junk}"
+            );
+        }
+    }
+
+    #[test]
+    fn bearer_header() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer"), None);
+    }
+}
