@@ -393,7 +393,7 @@ async fn a_subscriber_that_never_reads_is_skipped_and_costs_nothing() {
     let lag: Vec<_> = stuck_responses
         .iter()
         .filter_map(|r| match &r.event {
-            Some(Event::Lagged(l)) => Some(l.clone()),
+            Some(Event::Lagged(l)) => Some(*l),
             _ => None,
         })
         .collect();
