@@ -29,6 +29,85 @@ pub enum StartError {
     },
     #[error("reflection service: {0}")]
     Reflection(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// The PEM files of `--tls-cert` and `--tls-key`.
+struct Tls {
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
+impl Tls {
+    fn load(cert: &std::path::Path, key: &std::path::Path) -> Result<Self, StartError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p)
+                .map_err(|e| StartError::Tls(format!("cannot read {}: {e}", p.display())))
+        };
+        Ok(Self {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        })
+    }
+
+    fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |what: &str, e: &dyn std::fmt::Display| StartError::Tls(format!("{what}: {e}"));
+        let certs = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad("certificate PEM", &e))?;
+        if certs.is_empty() {
+            return Err(StartError::Tls("no certificate in --tls-cert".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| bad("key PEM", &e))?;
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad("protocol versions", &e))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| bad("certificate and key", &e))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+/// The HTTP origin over TLS: accept, handshake, then serve HTTP/1.1 or 2.
+async fn serve_https(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: axum::Router,
+    mut stop: oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    loop {
+        let (tcp, _) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = &mut stop => return Ok(()),
+        };
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            // A failed handshake costs this connection only.
+            let Ok(tls) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let Ok(tls) = tls else { return };
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+        });
+    }
 }
 
 /// A running server.
@@ -92,10 +171,22 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .map_err(|e| StartError::Reflection(e.to_string()))?;
 
     let (grpc_stop, stop_rx) = oneshot::channel::<()>();
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
+        _ => None,
+    };
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
+            ))
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+    }
     let grpc_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(20)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        builder
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -119,16 +210,20 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             source,
         })?;
     let (http_stop, http_stop_rx) = oneshot::channel::<()>();
-    let http_task = tokio::spawn(
-        axum::serve(
-            http_listener,
-            crate::http::router(registry.clone(), auth.clone()),
-        )
-        .with_graceful_shutdown(async {
-            let _ = http_stop_rx.await;
-        })
-        .into_future(),
-    );
+    let router = crate::http::router(registry.clone(), auth.clone());
+    let http_task = match &tls {
+        None => tokio::spawn(
+            axum::serve(http_listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = http_stop_rx.await;
+                })
+                .into_future(),
+        ),
+        Some(tls) => {
+            let acceptor = tls.acceptor()?;
+            tokio::spawn(serve_https(http_listener, acceptor, router, http_stop_rx))
+        }
+    };
     tracing::info!(%http_addr, "HTTP origin listening (HLS, DASH, player)");
     if let Some(id) = &config.demo {
         crate::grpc::validate_session_id(id).map_err(|reason| crate::config::ConfigError {

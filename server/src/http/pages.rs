@@ -131,6 +131,11 @@ async function start() {
     await ready(url);
     const p = dashjs.MediaPlayer().create();
     p.on(dashjs.MediaPlayer.events.ERROR, e => fail("dash.js: " + JSON.stringify(e.error || e)));
+    p.on(dashjs.MediaPlayer.events.PLAYBACK_NOT_ALLOWED, () => fail("dash.js: playback not allowed"));
+    // dash.js starts playback itself (autoplay) once it listens to the video:
+    // it refreshes a live MPD only after it has seen the video's "play"
+    // event, so a play() of ours before that would stall it at the end of
+    // the segments the first MPD lists.
     p.initialize(video, url, true);
     state.player = p;
   } else {
@@ -145,9 +150,9 @@ async function start() {
     } else {
       video.src = url;
     }
+    video.play().catch(e => fail("play: " + e));
   }
   state.started = true;
-  video.play().catch(e => fail("play: " + e));
 }
 video.addEventListener("error", () => fail("video: " + (video.error && video.error.message)));
 setInterval(() => {
