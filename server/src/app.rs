@@ -120,6 +120,7 @@ pub struct Running {
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     http_stop: Option<oneshot::Sender<()>>,
     http_task: JoinHandle<std::io::Result<()>>,
+    upkeep: Option<JoinHandle<()>>,
 }
 
 /// Binds the listeners and starts serving.
@@ -225,6 +226,17 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         }
     };
     tracing::info!(%http_addr, "HTTP origin listening (HLS, DASH, player)");
+    // Histogram samples pile up in the recorder until drained: drain them
+    // even when nobody scrapes.
+    let upkeep = crate::metrics::install().map(|h| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                h.run_upkeep();
+            }
+        })
+    });
     if let Some(id) = &config.demo {
         crate::grpc::validate_session_id(id).map_err(|reason| crate::config::ConfigError {
             key: "demo",
@@ -237,6 +249,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         http_addr,
         http_stop: Some(http_stop),
         http_task,
+        upkeep,
         registry,
         shutdown_timeout: config.shutdown_timeout,
         grpc_stop: Some(grpc_stop),
@@ -250,6 +263,9 @@ impl Running {
     /// timeout for streams to finish.
     pub async fn shutdown(mut self) {
         self.registry.shutdown();
+        if let Some(u) = self.upkeep.take() {
+            u.abort();
+        }
         if let Some(stop) = self.grpc_stop.take() {
             let _ = stop.send(());
         }
