@@ -105,6 +105,7 @@ pub fn segment_ready(r: &SegmentRecord) -> pb::SliceResponse {
         program_date_time_ms: r.program_date_time_ms,
         first_frame_index: r.first_frame_index,
         config_id: r.config_id,
+        composition_shift_90k: r.composition_shift,
         ..Default::default()
     }))
 }

@@ -542,12 +542,25 @@ fn deliveries(
             }
             SessionItem::Final(u) => vec![convert::manifest_delta(&u)],
             SessionItem::Dropped(d) => vec![convert::dropped(&d)],
-            SessionItem::Config(_) => {
+            SessionItem::Config(c) => {
                 // Parameter sets arrived or changed: tell the subscriber what
-                // it now plays, with the current manifests.
+                // it now plays. No manifests: the session's current ones may
+                // already hold segments whose deltas this subscriber has yet
+                // to receive; it keeps its copy current from the deltas.
                 let changed = snapshot.config.is_some();
-                *snapshot = session.info();
-                vec![convert::session_info(&session.id, snapshot, changed)]
+                let now = session.info();
+                snapshot.config = Some(c);
+                snapshot.frame_rate = now.frame_rate;
+                snapshot.availability_start_ms = now.availability_start_ms;
+                let announce = Snapshot {
+                    config: snapshot.config.clone(),
+                    frame_rate: snapshot.frame_rate,
+                    availability_start_ms: snapshot.availability_start_ms,
+                    segment_target_ms: snapshot.segment_target_ms,
+                    window: snapshot.window,
+                    ..Default::default()
+                };
+                vec![convert::session_info(&session.id, &announce, changed)]
             }
             SessionItem::Frame(_) | SessionItem::Ended(_) => Vec::new(),
         },

@@ -1,0 +1,204 @@
+//! `liveslice package`: the server's engine run offline over a file, writing
+//! the HLS + DASH tree the server would serve for the same stream.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use liveslice_server::engine::pipeline::DropReport;
+use liveslice_server::engine::timing::FrameRate;
+use liveslice_server::engine::{
+    CodecConfig, DropReason, Event, Frame, PipelineOptions, SessionPipeline, TIMESCALE,
+};
+use tokio::io::AsyncReadExt;
+
+use crate::input::{now_unix_ns, parse_fps, parse_segment_duration, Input};
+use crate::tree::TreeWriter;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// H.264 Annex B file, or `-` for stdin.
+    #[arg(value_name = "FILE|-")]
+    pub input: String,
+    /// Directory to write the tree into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Frame rate for streams whose SPS carries no timing.
+    #[arg(long, value_name = "N", value_parser = parse_fps)]
+    pub fps: Option<u32>,
+    /// Segment target duration (cut at the first keyframe at or after it).
+    #[arg(long, value_name = "D", default_value = "2s", value_parser = parse_segment_duration)]
+    pub segment_duration: Duration,
+    /// Segments the playlists list (like the server's live window); 0 lists
+    /// every segment, which is what a file usually wants.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub window: usize,
+}
+
+/// Read size: large, since nothing waits on us.
+const READ_BYTES: usize = 1 << 20;
+
+pub async fn run(a: Args) -> Result<()> {
+    let input = Input::from_arg(&a.input);
+    let mut reader = input.open().await?;
+    // The server's own pipeline options (limits, DASH time URL), with this
+    // command's segment duration, window and frame rate, as a publisher's
+    // options would set them.
+    let mut opts: PipelineOptions = liveslice_server::config::Config::default().pipeline();
+    opts.segment_target_ms = u32::try_from(a.segment_duration.as_millis()).unwrap_or(60_000);
+    opts.window = if a.window == 0 {
+        u32::MAX as usize
+    } else {
+        a.window
+    };
+    opts.target_rate = a.fps.map(|f| FrameRate::new(f, 1));
+    let mut pipeline = SessionPipeline::new(opts);
+    let mut packager = Packager::new(TreeWriter::create(&a.out)?);
+
+    let mut buf = vec![0u8; READ_BYTES];
+    let mut events = Vec::new();
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .await
+            .with_context(|| format!("cannot read {input}"))?;
+        if n == 0 {
+            break;
+        }
+        pipeline.push(
+            Bytes::copy_from_slice(&buf[..n]),
+            None,
+            now_unix_ns(),
+            false,
+            &mut events,
+        );
+        packager.handle(&mut events, &pipeline, &input)?;
+    }
+    pipeline.finish(now_unix_ns(), &mut events);
+    packager.handle(&mut events, &pipeline, &input)?;
+
+    let stats = pipeline.stats();
+    let Some(manifests) = pipeline.manifests().filter(|_| stats.frames > 0) else {
+        // Leave no empty tree behind (remove_dir only removes empty ones).
+        let _ = std::fs::remove_dir(a.out.join("ts"));
+        let _ = std::fs::remove_dir(&a.out);
+        bail!(
+            "{input} contains no H.264 access units{}",
+            packager.drops_summary(" (", ")")
+        );
+    };
+    let tree = &packager.tree;
+    tree.write_manifests(
+        &manifests.hls_cmaf().render(),
+        &manifests.hls_ts().render(),
+        Some(&manifests.dash(now_unix_ns() / 1_000_000).render()),
+    )?;
+    let dir = tree.dir().display();
+    println!(
+        "{input}: {} frames in {} segments ({:.3} s){}",
+        stats.frames,
+        stats.segments,
+        packager.media_ticks as f64 / TIMESCALE as f64,
+        packager.drops_summary(", dropped ", "")
+    );
+    println!("wrote {dir}/index.m3u8 (HLS, CMAF), {dir}/ts/index.m3u8 (HLS, MPEG-TS), {dir}/manifest.mpd (DASH)");
+    Ok(())
+}
+
+/// Turns engine events into files.
+struct Packager {
+    tree: TreeWriter,
+    configs: BTreeMap<u32, Arc<CodecConfig>>,
+    /// Frames of the open segment(s), in decode order.
+    frames: Vec<Arc<Frame>>,
+    /// The last report per reason (its `total` counts them all).
+    drops: BTreeMap<DropReason, DropReport>,
+    media_ticks: u64,
+}
+
+impl Packager {
+    fn new(tree: TreeWriter) -> Self {
+        Self {
+            tree,
+            configs: BTreeMap::new(),
+            frames: Vec::new(),
+            drops: BTreeMap::new(),
+            media_ticks: 0,
+        }
+    }
+
+    fn handle(
+        &mut self,
+        events: &mut Vec<Event>,
+        pipeline: &SessionPipeline,
+        input: &Input,
+    ) -> Result<()> {
+        for e in events.drain(..) {
+            match e {
+                Event::Config(cfg) => {
+                    self.configs.insert(cfg.id, cfg);
+                }
+                Event::Frame(f) => self.frames.push(f),
+                Event::Segment(s) => {
+                    let rec = &s.record;
+                    // The segment's frames are all in: the engine closes a
+                    // segment before it emits the next segment's first frame.
+                    let split = self.frames.partition_point(|f| f.segment <= rec.sequence);
+                    let frames: Vec<Arc<Frame>> = self.frames.drain(..split).collect();
+                    let refs: Vec<&Frame> = frames
+                        .iter()
+                        .filter(|f| f.segment == rec.sequence)
+                        .map(|f| f.as_ref())
+                        .collect();
+                    let cfg = self.configs.get(&rec.config_id).with_context(|| {
+                        format!(
+                            "segment {} uses unknown codec config {}",
+                            rec.sequence, rec.config_id
+                        )
+                    })?;
+                    self.tree.write_segment(rec, &refs, cfg)?;
+                    self.media_ticks += rec.duration;
+                    // Keep the playlists current too, so a tree fed from a
+                    // live stdin plays while it grows.
+                    if let Some(m) = pipeline.manifests() {
+                        self.tree.write_manifests(
+                            &m.hls_cmaf().render(),
+                            &m.hls_ts().render(),
+                            Some(&m.dash(now_unix_ns() / 1_000_000).render()),
+                        )?;
+                    }
+                }
+                Event::Dropped(d) => {
+                    self.drops.insert(d.reason, d);
+                }
+                Event::Ended(_) => {}
+                Event::Fatal(e) => bail!("{input}: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// "N frames (reason: first detail), ..." or "" when nothing dropped.
+    fn drops_summary(&self, before: &str, after: &str) -> String {
+        if self.drops.is_empty() {
+            return String::new();
+        }
+        let parts: Vec<String> = self
+            .drops
+            .values()
+            .map(|d| {
+                let (one, many) = if d.reason == DropReason::NotH264 {
+                    ("byte run", "byte runs")
+                } else {
+                    ("frame", "frames")
+                };
+                let what = if d.total == 1 { one } else { many };
+                format!("{} {what} {}: {}", d.total, d.reason.as_str(), d.detail)
+            })
+            .collect();
+        format!("{before}{}{after}", parts.join("; "))
+    }
+}

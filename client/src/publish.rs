@@ -1,0 +1,661 @@
+//! `liveslice publish`: pushes Annex B into a session over `StreamSlices`,
+//! either as fast as the server accepts (fixed-size chunks, flow-controlled
+//! by HTTP/2) or paced like a camera (`--realtime`: one access unit per
+//! message at its decode time, with capture times).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use liveslice_proto::v1 as pb;
+use liveslice_server::engine::pipeline::ticks_to_ns;
+use liveslice_server::engine::timing::FrameRate;
+use liveslice_server::engine::{Event, Frame, PipelineOptions, SessionPipeline, TIMESCALE};
+use pb::slice_response::Event as PbEvent;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::input::{now_unix_ns, parse_fps, parse_segment_duration, Input, Reader};
+use crate::rpc::{
+    self, drop_reason_name, dropped_count, end_reason_name, status_error, DEFAULT_SERVER,
+};
+use crate::stopped;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The server's gRPC address.
+    #[arg(long, env = "LIVESLICE_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// Session to publish to (A-Z a-z 0-9 . _ -).
+    #[arg(long)]
+    pub session: String,
+    /// Frame rate for streams whose SPS carries no timing (the server's
+    /// `target_fps`; with --realtime also the pace).
+    #[arg(long, value_name = "N", value_parser = parse_fps)]
+    pub fps: Option<u32>,
+    /// Pace by frame timestamps as a camera would: one access unit per
+    /// message at its decode time, with capture times.
+    #[arg(long)]
+    pub realtime: bool,
+    /// Repeat the file until stopped (Ctrl-C). Not possible for stdin.
+    #[arg(long = "loop")]
+    pub looping: bool,
+    /// Bytes per message without --realtime.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, value_parser = parse_chunk_size)]
+    pub chunk_size: usize,
+    /// Segment target duration for the session (default: the server's).
+    #[arg(long, value_name = "D", value_parser = parse_segment_duration)]
+    pub segment_duration: Option<Duration>,
+    /// Segments in the session's live playlist window (default: the server's).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub window: Option<u32>,
+    /// H.264 Annex B file, or `-` for stdin.
+    #[arg(value_name = "FILE|-")]
+    pub input: String,
+}
+
+/// The server's default `--max-message-bytes` is 4 MiB; a chunk must fit.
+const MAX_CHUNK: usize = 4 << 20;
+
+fn parse_chunk_size(s: &str) -> Result<usize, String> {
+    let v: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count"))?;
+    if !(1..=MAX_CHUNK).contains(&v) {
+        return Err(format!(
+            "{v} is out of range (1..={MAX_CHUNK}, the server's default message limit)"
+        ));
+    }
+    Ok(v)
+}
+
+/// What to publish and how; `publish` runs it.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub server: String,
+    pub session: String,
+    pub input: Input,
+    pub fps: Option<u32>,
+    pub realtime: bool,
+    pub looping: bool,
+    pub chunk_size: usize,
+    pub segment_duration_ms: u32,
+    pub window: u32,
+    /// Print server events as they come (off for `demo`, which has its own
+    /// status line).
+    pub verbose: bool,
+}
+
+/// What the server said about the stream.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub ack: Option<pb::PublishAck>,
+    pub segments: u64,
+    pub frames_in_segments: u64,
+    /// Per reason: (total dropped, first detail).
+    pub drops: BTreeMap<i32, (u64, String)>,
+    pub ended: Option<pb::SessionEnded>,
+    /// What we sent.
+    pub bytes_sent: u64,
+    pub messages_sent: u64,
+    /// Access units sent (with --realtime).
+    pub frames_sent: u64,
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    /// Frames the server accepted: its own count once the session ended.
+    pub fn frames(&self) -> u64 {
+        self.ended
+            .as_ref()
+            .map_or(self.frames_in_segments, |e| e.frames)
+    }
+
+    pub fn drops_text(&self) -> String {
+        let parts: Vec<String> = self
+            .drops
+            .iter()
+            .map(|(r, (total, detail))| {
+                format!(
+                    "{} {}: {detail}",
+                    dropped_count(*r, *total),
+                    drop_reason_name(*r)
+                )
+            })
+            .collect();
+        parts.join("; ")
+    }
+}
+
+pub async fn run(a: Args) -> Result<()> {
+    let input = Input::from_arg(&a.input);
+    let plan = Plan {
+        server: a.server,
+        session: a.session,
+        input,
+        fps: a.fps,
+        realtime: a.realtime,
+        looping: a.looping,
+        chunk_size: a.chunk_size,
+        segment_duration_ms: a
+            .segment_duration
+            .map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(60_000)),
+        window: a.window.unwrap_or(0),
+        verbose: true,
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("stopping: ending the session cleanly (Ctrl-C again to abort)");
+            let _ = stop_tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let s = publish(&plan, stop).await?;
+    println!(
+        "done: sent {} bytes in {} messages{} over {:.1} s; the server accepted {} frames in {} segments{}",
+        s.bytes_sent,
+        s.messages_sent,
+        if plan.realtime {
+            format!(" ({} access units)", s.frames_sent)
+        } else {
+            String::new()
+        },
+        s.elapsed.as_secs_f64(),
+        s.frames(),
+        s.ended.as_ref().map_or(s.segments, |e| e.segments),
+        if s.drops.is_empty() {
+            String::new()
+        } else {
+            format!(", dropped {}", s.drops_text())
+        }
+    );
+    Ok(())
+}
+
+/// Publishes until the input ends (or, looping, until `stop`), ends the
+/// session cleanly and returns what the server reported. Fails when the
+/// server accepted nothing.
+pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Summary> {
+    if plan.looping && !plan.input.rewindable() {
+        bail!("--loop needs a file: stdin cannot be read twice");
+    }
+    let started = Instant::now();
+    // Open the input first: a typo in the path should not create a session.
+    let mut source = if plan.realtime {
+        Feed::Paced(Box::new(AuSource::open(plan).await?))
+    } else {
+        Feed::Chunks(plan.input.open().await?)
+    };
+    let mut client = rpc::connect(&plan.server).await?;
+    let (tx, rx) = mpsc::channel::<pb::SliceRequest>(8);
+    // The first message opens the session and carries no data, so that a
+    // refusal (busy session, bad options) comes back before any input is
+    // read.
+    let first = pb::SliceRequest {
+        session_id: plan.session.clone(),
+        target_fps: plan.fps.map_or(0, |f| f as i32),
+        role: pb::Role::Publish as i32,
+        publish: Some(pb::PublishOptions {
+            segment_duration_ms: plan.segment_duration_ms,
+            window_segments: plan.window,
+            echo_frames: false,
+        }),
+        ..Default::default()
+    };
+    tx.send(first)
+        .await
+        .context("internal: request stream closed")?;
+    let responses = client
+        .stream_slices(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| status_error(&s, &plan.server, &plan.session))?
+        .into_inner();
+    let mut reader = tokio::spawn(read_responses(
+        responses,
+        plan.server.clone(),
+        plan.session.clone(),
+        plan.verbose,
+    ));
+
+    let mut sent = Sent::default();
+    let fed = {
+        let feed = source.feed(plan, &tx, &mut stop, &mut sent);
+        tokio::pin!(feed);
+        tokio::select! {
+            r = &mut feed => Some(r),
+            r = &mut reader => {
+                // The response stream ended while we were still sending:
+                // the server refused the stream or went away.
+                let summary = r.context("internal: response reader failed")??;
+                return Err(ended_early(plan, &summary));
+            }
+        }
+    };
+    if let Some(Err(e)) = fed {
+        // Ending the request stream ends the session; the error is ours.
+        drop(tx);
+        reader.abort();
+        return Err(e);
+    }
+    // Clean end: the session closes its last segment and playlists.
+    let _ = tx
+        .send(pb::SliceRequest {
+            end_of_stream: true,
+            ..Default::default()
+        })
+        .await;
+    drop(tx);
+    let mut summary = match tokio::time::timeout(Duration::from_secs(30), &mut reader).await {
+        Ok(r) => r.context("internal: response reader failed")??,
+        Err(_) => {
+            reader.abort();
+            bail!("the server did not confirm the end of the stream within 30 s");
+        }
+    };
+    summary.bytes_sent = sent.bytes;
+    summary.messages_sent = sent.messages;
+    summary.frames_sent = sent.frames;
+    summary.elapsed = started.elapsed();
+    if summary.frames() == 0 {
+        if sent.bytes == 0 {
+            bail!("{} is empty: nothing was published", plan.input);
+        }
+        let detail = summary.drops_text();
+        if summary
+            .drops
+            .contains_key(&(pb::DropReason::NotH264 as i32))
+        {
+            bail!(
+                "{} is not H.264: the server accepted no frames ({detail})",
+                plan.input
+            );
+        }
+        bail!(
+            "the server accepted no frames of {}{}",
+            plan.input,
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({detail})")
+            }
+        );
+    }
+    Ok(summary)
+}
+
+/// The response stream ended before we finished sending.
+fn ended_early(plan: &Plan, s: &Summary) -> anyhow::Error {
+    match &s.ended {
+        Some(e) if e.reason == pb::session_ended::Reason::Error as i32 => {
+            anyhow::anyhow!("the server rejected {}: {}", plan.input, e.detail)
+        }
+        Some(e) => anyhow::anyhow!(
+            "session {} ended while publishing: {}{}",
+            plan.session,
+            end_reason_name(e.reason),
+            if e.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", e.detail)
+            }
+        ),
+        None => anyhow::anyhow!("the server closed the stream while publishing"),
+    }
+}
+
+/// Reads the publisher's responses to their end, printing them if verbose.
+async fn read_responses(
+    mut responses: tonic::Streaming<pb::SliceResponse>,
+    server: String,
+    session: String,
+    verbose: bool,
+) -> Result<Summary> {
+    let mut s = Summary::default();
+    loop {
+        let msg = match responses.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(s),
+            Err(status) => {
+                let e = status_error(&status, &server, &session);
+                return Err(if status.code() == tonic::Code::InvalidArgument {
+                    e.context(format!("publishing to session {session}"))
+                } else {
+                    e
+                });
+            }
+        };
+        match msg.event {
+            Some(PbEvent::PublishAck(a)) => {
+                if verbose {
+                    println!(
+                        "publishing to session {} at {server} (segments {} ms, window {}){}",
+                        a.session_id,
+                        a.segment_target_ms,
+                        a.window_segments,
+                        if a.resumed {
+                            ", resuming after a reconnect"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                s.ack = Some(a);
+            }
+            Some(PbEvent::SegmentReady(r)) => {
+                s.segments += 1;
+                s.frames_in_segments += u64::from(r.frame_count);
+                if verbose {
+                    println!(
+                        "segment {}: {} frames, {:.3} s, {} bytes{}{} ({} frames accepted so far)",
+                        r.sequence,
+                        r.frame_count,
+                        r.duration_90k as f64 / TIMESCALE as f64,
+                        r.byte_size,
+                        if r.discontinuity {
+                            ", discontinuity"
+                        } else {
+                            ""
+                        },
+                        if r.keyframe_aligned {
+                            ""
+                        } else {
+                            ", no keyframe (forced cut)"
+                        },
+                        s.frames_in_segments,
+                    );
+                }
+            }
+            Some(PbEvent::FrameDropped(d)) => {
+                if verbose {
+                    println!(
+                        "dropped {} ({}): {}",
+                        dropped_count(d.reason, u64::from(d.count)),
+                        drop_reason_name(d.reason),
+                        d.detail
+                    );
+                }
+                let e = s.drops.entry(d.reason).or_insert((0, d.detail.clone()));
+                e.0 = e.0.max(d.total);
+            }
+            Some(PbEvent::SessionEnded(e)) => {
+                if verbose && e.reason != pb::session_ended::Reason::EndOfStream as i32 {
+                    println!(
+                        "session ended: {}{}",
+                        end_reason_name(e.reason),
+                        if e.detail.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", e.detail)
+                        }
+                    );
+                }
+                s.ended = Some(e);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Default)]
+struct Sent {
+    bytes: u64,
+    messages: u64,
+    frames: u64,
+}
+
+enum Feed {
+    Chunks(Reader),
+    // Boxed: the engine's state is large and this enum lives on the stack.
+    Paced(Box<AuSource>),
+}
+
+impl Feed {
+    /// Sends the input; returns when it is done, when `stop` is set, or when
+    /// the request stream closed (the caller then hears why from the
+    /// response reader).
+    async fn feed(
+        &mut self,
+        plan: &Plan,
+        tx: &mpsc::Sender<pb::SliceRequest>,
+        stop: &mut watch::Receiver<bool>,
+        sent: &mut Sent,
+    ) -> Result<()> {
+        match self {
+            Feed::Chunks(reader) => feed_chunks(plan, reader, tx, stop, sent).await,
+            Feed::Paced(src) => feed_paced(plan, src, tx, stop, sent).await,
+        }
+    }
+}
+
+async fn feed_chunks(
+    plan: &Plan,
+    reader: &mut Reader,
+    tx: &mpsc::Sender<pb::SliceRequest>,
+    stop: &mut watch::Receiver<bool>,
+    sent: &mut Sent,
+) -> Result<()> {
+    let mut lap_bytes = 0u64;
+    loop {
+        let mut buf = vec![0u8; plan.chunk_size];
+        let n = tokio::select! {
+            r = read_full(reader, &mut buf) => r.with_context(|| format!("cannot read {}", plan.input))?,
+            _ = stopped(stop) => return Ok(()),
+        };
+        if n == 0 {
+            if !plan.looping {
+                return Ok(());
+            }
+            if lap_bytes == 0 {
+                bail!("{} is empty: nothing to loop", plan.input);
+            }
+            lap_bytes = 0;
+            *reader = plan.input.open().await?;
+            continue;
+        }
+        buf.truncate(n);
+        lap_bytes += n as u64;
+        let req = pb::SliceRequest {
+            data: Bytes::from(buf),
+            ..Default::default()
+        };
+        // Waits while HTTP/2 flow control holds us back: "as fast as the
+        // server accepts".
+        tokio::select! {
+            r = tx.send(req) => if r.is_err() { return Ok(()) },
+            _ = stopped(stop) => return Ok(()),
+        }
+        sent.bytes += n as u64;
+        sent.messages += 1;
+    }
+}
+
+/// Fills `buf` unless the input ends first; returns the bytes read.
+async fn read_full(reader: &mut Reader, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let m = reader.read(&mut buf[n..]).await?;
+        if m == 0 {
+            break;
+        }
+        n += m;
+    }
+    Ok(n)
+}
+
+async fn feed_paced(
+    plan: &Plan,
+    src: &mut AuSource,
+    tx: &mpsc::Sender<pb::SliceRequest>,
+    stop: &mut watch::Receiver<bool>,
+    sent: &mut Sent,
+) -> Result<()> {
+    let start = Instant::now();
+    let start_unix = now_unix_ns();
+    // Ticks added to each lap's times (the engine's timeline restarts at 0
+    // when the file is read again).
+    let mut lap_offset = 0u64;
+    let mut lap_end = 0u64;
+    let mut lap_frames = 0u64;
+    // A camera stamps a picture when it is captured (its presentation
+    // time); a B-frame encoder emits it once every picture it depends on
+    // was captured too. So frames go out at their decode time plus the
+    // largest PTS - DTS so far (the encoder's reorder delay), and their
+    // capture times are never ahead of the wall clock when they are sent.
+    let mut delay = 0u64;
+    loop {
+        let next = tokio::select! {
+            r = src.next() => r?,
+            _ = stopped(stop) => return Ok(()),
+        };
+        let Some(f) = next else {
+            if lap_frames == 0 {
+                if sent.frames == 0 {
+                    bail!(
+                        "{} contains no H.264 access units{}",
+                        plan.input,
+                        src.drops_text()
+                    );
+                }
+                bail!("{}: a lap produced no frames", plan.input);
+            }
+            if !plan.looping {
+                return Ok(());
+            }
+            lap_offset += lap_end;
+            lap_end = 0;
+            lap_frames = 0;
+            src.rewind(plan).await?;
+            continue;
+        };
+        lap_frames += 1;
+        lap_end = lap_end.max(f.dts + u64::from(f.duration.max(1)));
+        delay = delay.max(f.pts.saturating_sub(f.dts));
+        let dts = lap_offset + f.dts;
+        let pts = lap_offset + f.pts;
+        let at = start + Duration::from_nanos(ticks_to_ns(dts + delay));
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            _ = stopped(stop) => return Ok(()),
+        }
+        let req = pb::SliceRequest {
+            data: f.data.clone(),
+            capture_time_ns: Some(start_unix + ticks_to_ns(pts)),
+            end_of_access_unit: true,
+            ..Default::default()
+        };
+        tokio::select! {
+            r = tx.send(req) => if r.is_err() { return Ok(()) },
+            _ = stopped(stop) => return Ok(()),
+        }
+        sent.bytes += f.data.len() as u64;
+        sent.messages += 1;
+        sent.frames += 1;
+    }
+}
+
+/// Access units of the input with their times, found by running the
+/// server's engine over it as it is read (so stdin streams work, and a
+/// large file is never held whole).
+pub struct AuSource {
+    input: Input,
+    reader: Reader,
+    pipeline: SessionPipeline,
+    queue: VecDeque<Arc<Frame>>,
+    events: Vec<Event>,
+    eof: bool,
+    /// Drops of the last lap: (reason, total, first detail).
+    drops: BTreeMap<liveslice_server::engine::DropReason, (u64, String)>,
+}
+
+const READ_BYTES: usize = 64 * 1024;
+
+impl AuSource {
+    pub async fn open(plan: &Plan) -> Result<Self> {
+        Ok(Self {
+            input: plan.input.clone(),
+            reader: plan.input.open().await?,
+            pipeline: SessionPipeline::new(pipeline_options(plan.fps)),
+            queue: VecDeque::new(),
+            events: Vec::new(),
+            eof: false,
+            drops: BTreeMap::new(),
+        })
+    }
+
+    async fn rewind(&mut self, plan: &Plan) -> Result<()> {
+        self.reader = plan.input.open().await?;
+        self.pipeline = SessionPipeline::new(pipeline_options(plan.fps));
+        self.queue.clear();
+        self.eof = false;
+        self.drops.clear();
+        Ok(())
+    }
+
+    /// The next access unit (Annex B, SPS/PPS in front of keyframes), or
+    /// `None` at the end of the input.
+    pub async fn next(&mut self) -> Result<Option<Arc<Frame>>> {
+        loop {
+            if let Some(f) = self.queue.pop_front() {
+                return Ok(Some(f));
+            }
+            if self.eof {
+                return Ok(None);
+            }
+            let mut buf = vec![0u8; READ_BYTES];
+            let n = self
+                .reader
+                .read(&mut buf)
+                .await
+                .with_context(|| format!("cannot read {}", self.input))?;
+            // Only the engine's framing and times are used; its clock
+            // inputs do not matter here.
+            if n == 0 {
+                self.pipeline.finish(0, &mut self.events);
+                self.eof = true;
+            } else {
+                buf.truncate(n);
+                self.pipeline
+                    .push(Bytes::from(buf), None, 0, false, &mut self.events);
+            }
+            for e in self.events.drain(..) {
+                match e {
+                    Event::Frame(f) => self.queue.push_back(f),
+                    Event::Dropped(d) => {
+                        let e = self.drops.entry(d.reason).or_insert((0, d.detail));
+                        e.0 = d.total;
+                    }
+                    Event::Fatal(e) => bail!("{}: {e}", self.input),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn drops_text(&self) -> String {
+        if self.drops.is_empty() {
+            return String::new();
+        }
+        let parts: Vec<String> = self
+            .drops
+            .iter()
+            .map(|(r, (n, detail))| format!("{n} {}: {detail}", r.as_str()))
+            .collect();
+        format!(" ({})", parts.join("; "))
+    }
+}
+
+/// The engine options a server would use for this publisher: its defaults,
+/// with the publisher's frame rate.
+fn pipeline_options(fps: Option<u32>) -> PipelineOptions {
+    let mut o = liveslice_server::config::Config::default().pipeline();
+    o.target_rate = fps.map(|f| FrameRate::new(f, 1));
+    o
+}

@@ -1,0 +1,409 @@
+//! The `liveslice` binary against a real server on 127.0.0.1:0: `package`
+//! writes what the server serves, `publish` + `play` round-trip frames and
+//! trees, errors say what is wrong, and `demo` feeds a running server.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use liveslice_proto::v1 as pb;
+use pb::slice_response::Event;
+use pb::slice_service_client::SliceServiceClient;
+use tokio_stream::wrappers::ReceiverStream;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+/// Frames ffmpeg decodes from the raw stream: the count every output of it
+/// must have.
+async fn input_frames(file: &Path) -> usize {
+    let (frames, errors) = ffmpeg_frames(file, Some("h264")).await;
+    assert_eq!(errors, "", "{}", file.display());
+    frames
+}
+
+/// Every playlist of a tree decodes with no errors and `want` frames.
+/// ffmpeg plays only the first period of a multi-period MPD, so those are
+/// checked for errors only.
+async fn assert_tree_decodes(dir: &Path, want: usize) {
+    for path in ["index.m3u8", "ts/index.m3u8", "manifest.mpd"] {
+        let file = dir.join(path);
+        let (frames, errors) = ffmpeg_frames(&file, None).await;
+        assert_eq!(errors, "", "{}", file.display());
+        let periods = std::fs::read_to_string(&file)
+            .unwrap()
+            .matches("<Period ")
+            .count();
+        if periods <= 1 {
+            assert_eq!(frames, want, "{}", file.display());
+        } else {
+            assert!(frames > 0, "{}", file.display());
+        }
+    }
+}
+
+/// The tree's manifests equal the server's (`exact`: byte for byte, else
+/// except wall-clock times) and its init and media segments are the bytes
+/// the server serves. Returns the number of segments.
+async fn assert_tree_is_served(dir: &Path, base: &str, exact: bool) -> usize {
+    let mut count = None;
+    for (path, ext) in [
+        ("index.m3u8", ".m4s"),
+        ("ts/index.m3u8", ".ts"),
+        ("manifest.mpd", ""),
+    ] {
+        let mine = std::fs::read_to_string(dir.join(path)).unwrap();
+        let (status, served) = get(&format!("{base}/{path}")).await;
+        assert_eq!(status, 200, "{base}/{path}");
+        let served = text(&served);
+        if exact && !path.ends_with(".mpd") {
+            assert_eq!(mine, served, "{path}");
+        } else {
+            assert_eq!(
+                without_wall_clock(&mine),
+                without_wall_clock(&served),
+                "{path}"
+            );
+        }
+        if !ext.is_empty() {
+            let segs = listed_segments(&mine, ext);
+            assert!(!segs.is_empty(), "{path}: {mine}");
+            assert_eq!(*count.get_or_insert(segs.len()), segs.len(), "{path}");
+        }
+    }
+    let hls = std::fs::read_to_string(dir.join("index.m3u8")).unwrap();
+    for init in listed_inits(&hls) {
+        let (status, served) = get(&format!("{base}/{init}")).await;
+        assert_eq!(status, 200);
+        assert!(
+            std::fs::read(dir.join(&init)).unwrap() == served,
+            "{init} differs"
+        );
+    }
+    // In order: the server's MPEG-TS continuity counters run on from the
+    // first segment asked for, as the tree's do from its first segment.
+    for seq in listed_segments(&hls, ".m4s") {
+        for name in [format!("seg-{seq}.m4s"), format!("ts/seg-{seq}.ts")] {
+            let (status, served) = get(&format!("{base}/{name}")).await;
+            assert_eq!(status, 200, "{name}");
+            let mine = std::fs::read(dir.join(&name)).unwrap();
+            assert!(mine == served, "{name} differs from the server's");
+        }
+    }
+    count.unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn package_writes_the_tree_the_server_serves_for_every_clean_stream() {
+    let server = start().await;
+    let (grpc, http) = (grpc_url(&server), http_url(&server));
+    let ffmpeg = have_ffmpeg("package output decoded by ffmpeg");
+    for name in clean_streams() {
+        let file = testdata_path(&format!("{name}.h264"));
+        let dir = tempdir(&name);
+        let out = run(&["package", s(&file), "--out", s(&dir)]).await;
+        let said = ok(&out, "package");
+        // The same stream published whole, as fast as the server takes it.
+        let out = run(&["publish", "--server", &grpc, "--session", &name, s(&file)]).await;
+        let published = ok(&out, "publish");
+        assert!(published.contains("segment 0: "), "{published}");
+
+        let segments = assert_tree_is_served(&dir, &format!("{http}/live/{name}"), false).await;
+        for text in [&said, &published] {
+            assert!(
+                text.contains(&format!(" in {segments} segments")),
+                "{name}: {segments} segments listed; output:\n{text}"
+            );
+        }
+        // Nothing else in the tree (temporary files are renamed away).
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .chain(std::fs::read_dir(dir.join("ts")).unwrap())
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "ts")
+            .collect();
+        files.sort();
+        let hls = std::fs::read_to_string(dir.join("index.m3u8")).unwrap();
+        let mut want: Vec<String> = ["index.m3u8", "manifest.mpd", "index.m3u8"]
+            .into_iter()
+            .map(String::from)
+            .chain(listed_inits(&hls))
+            .chain((0..segments).map(|n| format!("seg-{n}.m4s")))
+            .chain((0..segments).map(|n| format!("seg-{n}.ts")))
+            .collect();
+        want.sort();
+        assert_eq!(files, want, "{name}");
+
+        if ffmpeg {
+            let frames = input_frames(&file).await;
+            assert!(frames > 0);
+            assert_tree_decodes(&dir, frames).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_then_play_round_trips_frames_and_builds_the_servers_tree() {
+    let server = start().await;
+    let (grpc, http) = (grpc_url(&server), http_url(&server));
+    let file = testdata_path("high_bframes_30.h264");
+    let dir = tempdir("play");
+    let annexb = dir.join("received.h264");
+    let tree = dir.join("tree");
+    // Two viewers: one writes a file and a tree, one writes to stdout.
+    let to_file = spawn(&[
+        "play",
+        "--server",
+        &grpc,
+        "--session",
+        "rt",
+        "--annexb",
+        s(&annexb),
+        "--out",
+        s(&tree),
+    ]);
+    let to_stdout = spawn(&[
+        "play",
+        "--server",
+        &grpc,
+        "--session",
+        "rt",
+        "--annexb",
+        "-",
+    ]);
+    for p in [&to_file, &to_stdout] {
+        p.wait_for_stderr("subscribing to session rt", Duration::from_secs(10))
+            .await;
+    }
+    // They wait for the session; give their calls time to reach the server.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = run(&["publish", "--server", &grpc, "--session", "rt", s(&file)]).await;
+    ok(&out, "publish");
+
+    let sent: Vec<u8> = engine_frames(&testdata("high_bframes_30.h264")).concat();
+    let frames = engine_frames(&sent).len();
+    assert_eq!(frames, 180);
+    let (status, stdout, stderr) = to_stdout.wait(Duration::from_secs(20)).await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout == sent,
+        "stdout: {} bytes, sent {}",
+        stdout.len(),
+        sent.len()
+    );
+    assert!(stderr.contains("session ended (end of stream"), "{stderr}");
+    assert!(stderr.contains(&format!("{frames} frames")), "{stderr}");
+
+    let (status, _, stderr) = to_file.wait(Duration::from_secs(20)).await;
+    assert!(status.success(), "{stderr}");
+    let received = std::fs::read(&annexb).unwrap();
+    assert!(
+        received == sent,
+        "file: {} bytes, sent {}",
+        received.len(),
+        sent.len()
+    );
+
+    // The rebuilt tree: the server's playlists exactly (they are its own,
+    // kept current by the deltas) and the server's segment bytes.
+    let segments = assert_tree_is_served(&tree, &format!("{http}/live/rt"), true).await;
+    assert_eq!(segments, 3);
+    assert!(
+        stderr.contains(&format!("{segments} segments in")),
+        "{stderr}"
+    );
+    if have_ffmpeg("play --out decoded by ffmpeg") {
+        assert_tree_decodes(&tree, frames).await;
+        let (n, errors) = ffmpeg_frames(&annexb, Some("h264")).await;
+        assert_eq!((n, errors.as_str()), (frames, ""));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_say_what_is_wrong() {
+    let file = testdata_path("baseline_30.h264");
+    let dir = tempdir("errors");
+
+    // Nothing listening.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let closed = format!("http://127.0.0.1:{port}");
+    let want = format!("cannot connect to {closed}: is liveslice-server running?");
+    let out = run(&["publish", "--server", &closed, "--session", "x", s(&file)]).await;
+    let err = fails(&out, "publish to a closed port");
+    assert!(err.contains(&want), "{err}");
+    let out = run(&[
+        "play",
+        "--server",
+        &closed,
+        "--session",
+        "x",
+        "--annexb",
+        "-",
+    ])
+    .await;
+    let err = fails(&out, "play from a closed port");
+    assert!(err.contains(&want), "{err}");
+
+    // Not H.264, offline and to a server.
+    let junk = dir.join("notes.txt");
+    std::fs::write(
+        &junk,
+        "these are not the frames you are looking for\n".repeat(100),
+    )
+    .unwrap();
+    let out = run(&["package", s(&junk), "--out", s(&dir.join("tree"))]).await;
+    let err = fails(&out, "package of a text file");
+    assert!(
+        err.contains(&format!(
+            "{} contains no H.264 access units",
+            junk.display()
+        )),
+        "{err}"
+    );
+    assert!(!dir.join("tree").exists(), "no empty tree left behind");
+
+    let server = start().await;
+    let grpc = grpc_url(&server);
+    let out = run(&["publish", "--server", &grpc, "--session", "junk", s(&junk)]).await;
+    let err = fails(&out, "publish of a text file");
+    assert!(
+        err.contains(&format!("{} is not H.264", junk.display())),
+        "{err}"
+    );
+
+    // A busy session: someone else publishes to it.
+    let mut client = SliceServiceClient::connect(grpc.clone()).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::SliceRequest {
+        session_id: "busy".into(),
+        role: pb::Role::Publish as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let _holder = client
+        .stream_slices(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let out = run(&["publish", "--server", &grpc, "--session", "busy", s(&file)]).await;
+    let err = fails(&out, "publish to a busy session");
+    assert!(
+        err.contains("session busy already has a publisher"),
+        "{err}"
+    );
+
+    // Arguments that cannot work.
+    let out = run(&[
+        "publish",
+        "--server",
+        &grpc,
+        "--session",
+        "x",
+        "--loop",
+        "-",
+    ])
+    .await;
+    let err = fails(&out, "--loop on stdin");
+    assert!(err.contains("--loop needs a file"), "{err}");
+    let missing = dir.join("missing.h264");
+    let out = run(&["publish", "--server", &grpc, "--session", "x", s(&missing)]).await;
+    let err = fails(&out, "publish of a missing file");
+    assert!(err.contains("cannot open"), "{err}");
+    let out = run(&["play", "--server", &grpc, "--session", "x"]).await;
+    fails(&out, "play without an output");
+
+    drop(tx);
+    let _ = std::fs::remove_dir_all(&dir);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_publishes_into_a_running_server_until_interrupted() {
+    let server = start().await;
+    let (grpc, http) = (grpc_url(&server), http_url(&server));
+    let demo = spawn(&[
+        "demo",
+        "--server",
+        &grpc,
+        "--http-url",
+        &http,
+        "--session",
+        "tour",
+    ]);
+
+    // Any viewer sees the session appear and frames flow, stamped with the
+    // demo's capture times.
+    let mut client = SliceServiceClient::connect(grpc.clone()).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(pb::SliceRequest {
+        session_id: "tour".into(),
+        role: pb::Role::Subscribe as i32,
+        subscribe: Some(pb::SubscribeOptions {
+            events: true,
+            wait_ms: 10_000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut stream = client
+        .stream_slices(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut frames = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while frames < 45 {
+        let msg = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .expect("frames within 10 s")
+            .unwrap()
+            .expect("stream open");
+        if let Some(Event::Frame(f)) = &msg.event {
+            assert!(f.capture_time_ns.is_some(), "capture times are sent");
+            frames += 1;
+        }
+    }
+    assert!(
+        server.registry.get("tour").is_some_and(|s| !s.is_ended()),
+        "session tour is live"
+    );
+
+    // Ctrl-C ends the session cleanly.
+    let pid = demo.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(killed, "kill -INT {pid}");
+    let (status, stdout, stderr) = demo.wait(Duration::from_secs(15)).await;
+    let stdout = text(&stdout);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("{http}/player/tour")), "{stdout}");
+    assert!(stdout.contains(&format!("ffplay {http}/live/tour/index.m3u8")));
+    assert!(stderr.contains("published "), "{stderr}");
+    let mut ended = None;
+    while let Ok(Ok(Some(msg))) =
+        tokio::time::timeout(Duration::from_secs(5), stream.message()).await
+    {
+        if let Some(Event::SessionEnded(e)) = msg.event {
+            ended = Some(e);
+            break;
+        }
+    }
+    let ended = ended.expect("SessionEnded after Ctrl-C");
+    assert_eq!(ended.reason, pb::session_ended::Reason::EndOfStream as i32);
+    server.shutdown().await;
+}

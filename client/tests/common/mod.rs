@@ -1,0 +1,354 @@
+//! Shared helpers: a real server on 127.0.0.1:0, the built `liveslice`
+//! binary, a tiny HTTP GET, ffmpeg.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use liveslice_server::app::{self, Running};
+use liveslice_server::config::Config;
+use liveslice_server::engine::{Event, PipelineOptions, SessionPipeline};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_liveslice");
+
+pub fn testdata_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata")
+        .join(name)
+}
+
+pub fn testdata(name: &str) -> Vec<u8> {
+    std::fs::read(testdata_path(name)).unwrap_or_else(|e| panic!("testdata/{name}: {e}"))
+}
+
+/// The committed streams that are not deliberately damaged.
+pub fn clean_streams() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(testdata_path(""))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".h264").map(str::to_string))
+        .filter(|n| !n.starts_with("damaged_"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 4, "test streams: {names:?}");
+    names
+}
+
+pub fn test_config() -> Config {
+    Config {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        publisher_grace: Duration::from_millis(500),
+        subscribe_wait: Duration::from_secs(10),
+        linger: Duration::from_secs(60),
+        ..Default::default()
+    }
+}
+
+pub async fn start() -> Running {
+    app::start(&test_config()).await.expect("server starts")
+}
+
+pub fn grpc_url(server: &Running) -> String {
+    format!("http://{}", server.grpc_addr)
+}
+
+pub fn http_url(server: &Running) -> String {
+    format!("http://{}", server.http_addr)
+}
+
+/// Runs the client to completion (off the async runtime).
+pub async fn run(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run liveslice")
+    })
+    .await
+    .unwrap()
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Asserts failure and returns stderr.
+pub fn fails(out: &Output, what: &str) -> String {
+    assert!(
+        !out.status.success(),
+        "{what} should fail:\nstdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stderr)
+}
+
+/// A running client whose stderr is collected line by line.
+pub struct ClientProcess {
+    pub child: Child,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+pub fn spawn(args: &[&str]) -> ClientProcess {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn liveslice");
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let lines = stderr.clone();
+    let pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line);
+        }
+    });
+    // Drained as it comes, so a client writing video to stdout never blocks
+    // on a full pipe.
+    let mut out = child.stdout.take().unwrap();
+    let stdout = Some(std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    }));
+    ClientProcess {
+        child,
+        stderr,
+        stdout,
+    }
+}
+
+impl ClientProcess {
+    /// Waits until a stderr line contains `what`.
+    pub async fn wait_for_stderr(&self, what: &str, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.stderr.lock().unwrap().iter().any(|l| l.contains(what)) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {what:?} on stderr within {timeout:?}: {:?}",
+                self.stderr.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits for the process to exit by itself.
+    pub async fn wait(mut self, timeout: Duration) -> (std::process::ExitStatus, Vec<u8>, String) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let stdout = self
+                    .stdout
+                    .take()
+                    .map(|t| t.join().unwrap_or_default())
+                    .unwrap_or_default();
+                // Let the stderr thread drain.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return (status, stdout, self.stderr_text());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "liveslice did not exit within {timeout:?}; stderr:\n{}",
+                    self.stderr_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ClientProcess {
+    fn drop(&mut self) {
+        // A test that failed half-way must not leave a client running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET: (status, body). The tests need no HTTP client.
+pub async fn get(url: &str) -> (u16, Vec<u8>) {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || http_get(&url))
+        .await
+        .unwrap()
+}
+
+fn http_get(url: &str) -> (u16, Vec<u8>) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let mut body = buf[split + 4..].to_vec();
+    if chunked {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+}
+
+/// The access units the server makes of a stream (what a subscriber gets).
+pub fn engine_frames(data: &[u8]) -> Vec<Bytes> {
+    let mut p = SessionPipeline::new(PipelineOptions::default());
+    let mut events = Vec::new();
+    p.push(Bytes::copy_from_slice(data), None, 0, false, &mut events);
+    p.finish(0, &mut events);
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Frame(f) => Some(f.data.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// ffmpeg/ffprobe are required in CI (`CI` set); elsewhere a test that needs
+/// them says so and skips its ffmpeg part.
+pub fn have_ffmpeg(what: &str) -> bool {
+    let ok = Command::new("ffprobe")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("{what}: ffmpeg/ffprobe are required in CI (apt-get install -y ffmpeg)");
+        }
+        eprintln!("SKIPPING {what}: ffmpeg/ffprobe not installed (apt-get install -y ffmpeg)");
+    }
+    ok
+}
+
+/// Decodes with ffmpeg: (frames, stderr). `format` forces the input format
+/// (`h264` for raw Annex B). Paths should be absolute: ffmpeg 5's DASH
+/// demuxer resolves segment URLs of a relative MPD path twice.
+pub async fn ffmpeg_frames(input: &Path, format: Option<&str>) -> (usize, String) {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-nostdin", "-v", "error"]);
+    if let Some(f) = format {
+        cmd.args(["-f", f]);
+    }
+    cmd.arg("-i").arg(input).args(["-f", "framemd5", "-"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run ffmpeg"))
+        .await
+        .unwrap();
+    let frames = text(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
+    (frames, text(&out.stderr))
+}
+
+pub fn tempdir(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "liveslice-client-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A manifest without what depends on the wall clock: HLS
+/// PROGRAM-DATE-TIME lines, DASH availabilityStartTime and publishTime.
+pub fn without_wall_clock(manifest: &str) -> String {
+    let mut out = String::new();
+    for line in manifest.lines() {
+        if line.starts_with("#EXT-X-PROGRAM-DATE-TIME:") {
+            continue;
+        }
+        let mut l = line.to_string();
+        for attr in ["availabilityStartTime=\"", "publishTime=\""] {
+            if let Some(i) = l.find(attr) {
+                let start = i + attr.len();
+                if let Some(len) = l[start..].find('"') {
+                    l.replace_range(start..start + len, "*");
+                }
+            }
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+/// The segment numbers a playlist lists, in order.
+pub fn listed_segments(playlist: &str, ext: &str) -> Vec<u64> {
+    playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("seg-")?.strip_suffix(ext)?.parse().ok())
+        .collect()
+}
+
+/// The init segments a playlist names.
+pub fn listed_inits(playlist: &str) -> Vec<String> {
+    let mut v: Vec<String> = playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\"")?.strip_suffix('"'))
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
