@@ -1,0 +1,517 @@
+//! Any operator: the deployment files parse, agree with each other and with
+//! the server. Every YAML document under deploy/kubernetes/ is read with
+//! PyYAML (python3; required in CI: `pip install pyyaml`), the ConfigMap's
+//! and the systemd unit's TOML are loaded by the real binary with
+//! `--print-config`, the unit is checked with `systemd-analyze verify` where
+//! that exists, and the Dockerfile is read for what it must say.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_liveslice-server");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("liveslice-deploy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// `liveslice-server --config FILE --print-config` with only the given
+/// LIVESLICE_* variables set: the effective configuration.
+fn print_config(toml: &str, name: &str, env: &[(&str, &str)]) -> String {
+    let path = temp_file(name, toml);
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config").arg(&path).arg("--print-config");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("LIVESLICE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().expect("run liveslice-server");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "liveslice-server rejects {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+// --- Kubernetes ---
+
+/// Every YAML document under deploy/kubernetes/ as flat `path -> JSON
+/// scalar` maps, keyed by `Kind/name`, or None when PyYAML is missing
+/// outside CI.
+fn kubernetes_documents() -> Option<BTreeMap<String, BTreeMap<String, String>>> {
+    const FLATTEN: &str = r#"
+import json, os, sys, yaml
+class Strict(yaml.SafeLoader):
+    pass
+def mapping(loader, node, deep=False):
+    keys = [loader.construct_object(k, deep=deep) for k, _ in node.value]
+    for k in keys:
+        if keys.count(k) > 1:
+            raise yaml.constructor.ConstructorError(None, None, "duplicate key %r" % k, node.start_mark)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+root = sys.argv[1]
+for name in sorted(os.listdir(root)):
+    if not name.endswith((".yaml", ".yml")):
+        continue
+    with open(os.path.join(root, name)) as f:
+        docs = [d for d in yaml.load_all(f, Loader=Strict) if d is not None]
+    if not docs:
+        sys.exit("%s: no YAML documents" % name)
+    for d in docs:
+        if not isinstance(d, dict) or "kind" not in d or "apiVersion" not in d:
+            sys.exit("%s: a document without kind and apiVersion" % name)
+        print("doc\t%s\t%s/%s" % (name, d["kind"], (d.get("metadata") or {}).get("name", "")))
+        def walk(path, v):
+            if isinstance(v, dict):
+                for k, x in v.items():
+                    walk(path + [str(k)], x)
+            elif isinstance(v, list):
+                for i, x in enumerate(v):
+                    walk(path + [str(i)], x)
+            else:
+                print("%s\t%s" % (".".join(path), json.dumps(v)))
+        walk([], d)
+"#;
+    let have = Command::new("python3")
+        .args(["-c", "import yaml"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        if std::env::var_os("CI").is_some() {
+            panic!("python3 with PyYAML is required in CI (pip install pyyaml)");
+        }
+        eprintln!("SKIPPING the Kubernetes YAML checks: python3 with PyYAML not installed (pip install pyyaml)");
+        return None;
+    }
+    let out = Command::new("python3")
+        .args(["-c", FLATTEN])
+        .arg(repo().join("deploy/kubernetes"))
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "deploy/kubernetes does not parse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut docs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut current = String::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let mut f = line.splitn(3, '\t');
+        match (f.next(), f.next(), f.next()) {
+            (Some("doc"), Some(file), Some(id)) => {
+                assert!(!docs.contains_key(id), "{id} twice ({file})");
+                current = id.to_string();
+                docs.entry(current.clone())
+                    .or_default()
+                    .insert("#file".into(), format!("\"{file}\""));
+            }
+            (Some(path), Some(value), None) => {
+                docs.get_mut(&current)
+                    .unwrap()
+                    .insert(path.to_string(), value.to_string());
+            }
+            _ => panic!("bad line {line:?}"),
+        }
+    }
+    Some(docs)
+}
+
+/// A JSON scalar as text: strings unescaped, others as written.
+fn scalar(json: &str) -> String {
+    let Some(inner) = json.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
+        return json.to_string();
+    };
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next().unwrap() {
+            'n' => out.push('\n'),
+            't' => out.push('\t'),
+            'r' => out.push('\r'),
+            'u' => {
+                let hex: String = chars.by_ref().take(4).collect();
+                out.push(char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap());
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+struct Doc<'a>(&'a str, &'a BTreeMap<String, String>);
+
+impl Doc<'_> {
+    fn get(&self, path: &str) -> String {
+        self.opt(path)
+            .unwrap_or_else(|| panic!("{}: no {path}", self.0))
+    }
+    fn opt(&self, path: &str) -> Option<String> {
+        self.1.get(path).map(|v| scalar(v))
+    }
+    /// The list at `path`: its element count.
+    fn len(&self, path: &str) -> usize {
+        (0..)
+            .take_while(|i| {
+                let p = format!("{path}.{i}");
+                self.1
+                    .keys()
+                    .any(|k| *k == p || k.starts_with(&format!("{p}.")))
+            })
+            .count()
+    }
+}
+
+/// "1280Mi", "1Gi", "512M" in bytes.
+fn quantity(q: &str) -> u64 {
+    let (n, mult) = [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ]
+    .iter()
+    .find_map(|(s, m)| q.strip_suffix(s).map(|n| (n, *m)))
+    .unwrap_or((q, 1));
+    n.parse::<u64>()
+        .unwrap_or_else(|_| panic!("quantity {q:?}"))
+        * mult
+}
+
+#[test]
+fn kubernetes_manifests_parse_and_agree() {
+    let Some(docs) = kubernetes_documents() else {
+        return;
+    };
+    let doc = |kind: &str| {
+        let (id, map) = docs
+            .iter()
+            .find(|(id, _)| id.starts_with(&format!("{kind}/")))
+            .unwrap_or_else(|| panic!("no {kind} in deploy/kubernetes (have {:?})", docs.keys()));
+        Doc(id, map)
+    };
+
+    // kustomization.yaml names every other file.
+    let kust = doc("Kustomization");
+    let mut resources: Vec<String> = (0..kust.len("resources"))
+        .map(|i| kust.get(&format!("resources.{i}")))
+        .collect();
+    resources.sort();
+    let mut files: Vec<String> = docs
+        .values()
+        .map(|m| scalar(&m["#file"]))
+        .filter(|f| f != "kustomization.yaml")
+        .collect();
+    files.sort();
+    files.dedup();
+    assert_eq!(resources, files, "kustomization.yaml resources");
+
+    let cm = doc("ConfigMap");
+    let dep = doc("Deployment");
+    let svc = doc("Service");
+    assert_eq!(dep.get("apiVersion"), "apps/v1");
+
+    // Labels: the selector picks the pod template, the Service the pods.
+    let label = "app.kubernetes.io/name";
+    let app = dep.get(&format!("spec.template.metadata.labels.{label}"));
+    assert_eq!(dep.get(&format!("spec.selector.matchLabels.{label}")), app);
+    assert_eq!(svc.get(&format!("spec.selector.{label}")), app);
+
+    let c = "spec.template.spec.containers.0";
+    assert_eq!(dep.len("spec.template.spec.containers"), 1);
+    // The ConfigMap is mounted and passed as --config.
+    assert_eq!(dep.get(&format!("{c}.args.0")), "--config");
+    let config_path = dep.get(&format!("{c}.args.1"));
+    let mount = dep.get(&format!("{c}.volumeMounts.0.mountPath"));
+    let key = config_path
+        .strip_prefix(&format!("{mount}/"))
+        .unwrap_or_else(|| panic!("{config_path} is not under the mount {mount}"));
+    let volume = dep.get(&format!("{c}.volumeMounts.0.name"));
+    assert_eq!(dep.get("spec.template.spec.volumes.0.name"), volume);
+    assert_eq!(
+        dep.get("spec.template.spec.volumes.0.configMap.name"),
+        cm.0.split_once('/').unwrap().1
+    );
+    let toml = cm.get(&format!("data.{key}"));
+
+    // Listening on every interface, through the environment.
+    let env: Vec<(String, String)> = (0..dep.len(&format!("{c}.env")))
+        .filter_map(|i| {
+            let value = dep.opt(&format!("{c}.env.{i}.value"))?;
+            Some((dep.get(&format!("{c}.env.{i}.name")), value))
+        })
+        .collect();
+    let env_of = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(env_of("LIVESLICE_GRPC_ADDR"), Some("0.0.0.0:50051"));
+    assert_eq!(env_of("LIVESLICE_HTTP_ADDR"), Some("0.0.0.0:8080"));
+
+    // The server accepts the ConfigMap's TOML as the pod would see it.
+    let liveslice_env: Vec<(&str, &str)> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("LIVESLICE_"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let effective = print_config(&toml, "configmap.toml", &liveslice_env);
+    assert!(
+        effective.contains("grpc-addr = \"0.0.0.0:50051\""),
+        "{effective}"
+    );
+    assert!(
+        effective.contains("http-addr = \"0.0.0.0:8080\""),
+        "{effective}"
+    );
+    let setting = |k: &str| -> String {
+        effective
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+            .unwrap_or_else(|| panic!("no {k} in {effective}"))
+            .trim_matches('"')
+            .to_string()
+    };
+    // Sessions' rings fit in the memory limit.
+    let limit = quantity(&dep.get(&format!("{c}.resources.limits.memory")));
+    let rings: u64 = setting("max-sessions").parse::<u64>().unwrap()
+        * setting("ring-bytes").parse::<u64>().unwrap();
+    assert!(
+        rings < limit,
+        "max-sessions * ring-bytes = {rings} > limit {limit}"
+    );
+    // Shutdown finishes within the pod's grace period.
+    let shutdown_ms: u64 = setting("shutdown-timeout")
+        .trim_end_matches("ms")
+        .parse()
+        .unwrap();
+    let grace: u64 = dep
+        .get("spec.template.spec.terminationGracePeriodSeconds")
+        .parse()
+        .unwrap();
+    assert!(shutdown_ms < grace * 1000);
+
+    // Native gRPC probes on the service the health server reports.
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert_eq!(
+            dep.get(&format!("{c}.{probe}.grpc.port")),
+            "50051",
+            "{probe}"
+        );
+        assert_eq!(
+            dep.get(&format!("{c}.{probe}.grpc.service")),
+            "liveslice.v1.SliceService",
+            "{probe}"
+        );
+    }
+    for r in ["requests", "limits"] {
+        for what in ["cpu", "memory"] {
+            dep.get(&format!("{c}.resources.{r}.{what}"));
+        }
+    }
+    assert_eq!(
+        dep.get("spec.template.spec.securityContext.runAsNonRoot"),
+        "true"
+    );
+    assert_ne!(dep.get("spec.template.spec.securityContext.runAsUser"), "0");
+    assert_eq!(
+        dep.get(&format!("{c}.securityContext.allowPrivilegeEscalation")),
+        "false"
+    );
+
+    // The Service's ports reach the container's named ports.
+    let container_ports: Vec<(String, String)> = (0..dep.len(&format!("{c}.ports")))
+        .map(|i| {
+            (
+                dep.get(&format!("{c}.ports.{i}.name")),
+                dep.get(&format!("{c}.ports.{i}.containerPort")),
+            )
+        })
+        .collect();
+    let mut service_ports = Vec::new();
+    for i in 0..svc.len("spec.ports") {
+        let target = svc.get(&format!("spec.ports.{i}.targetPort"));
+        let (_, number) = container_ports
+            .iter()
+            .find(|(name, number)| *name == target || *number == target)
+            .unwrap_or_else(|| panic!("Service targetPort {target} is no container port"));
+        service_ports.push(number.clone());
+    }
+    service_ports.sort();
+    assert_eq!(service_ports, ["50051", "8080"]);
+}
+
+// --- systemd ---
+
+/// `[Section]` -> `Key` -> values (keys may repeat).
+fn parse_unit(text: &str) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    let mut out: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    let mut section = None;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = Some(name.to_string());
+            out.entry(name.to_string()).or_default();
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("line {}: not key=value: {line:?}", n + 1));
+        let s = section
+            .as_ref()
+            .unwrap_or_else(|| panic!("line {}: key outside a section", n + 1));
+        out.get_mut(s)
+            .unwrap()
+            .entry(k.trim().to_string())
+            .or_default()
+            .push(v.trim().to_string());
+    }
+    out
+}
+
+#[test]
+fn systemd_unit_has_what_it_must() {
+    let text = read("deploy/systemd/liveslice.service");
+    let unit = parse_unit(&text);
+    let one = |section: &str, key: &str| -> String {
+        let v = unit
+            .get(section)
+            .unwrap_or_else(|| panic!("no [{section}]"))
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key}= in [{section}]"));
+        v.last().unwrap().clone()
+    };
+    assert!(!one("Unit", "Description").is_empty());
+    assert_eq!(
+        one("Service", "ExecStart"),
+        "/usr/local/bin/liveslice-server --config /etc/liveslice/liveslice.toml"
+    );
+    for (key, value) in [
+        ("DynamicUser", "yes"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("PrivateDevices", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("Restart", "on-failure"),
+    ] {
+        assert_eq!(one("Service", key), value, "[Service] {key}");
+    }
+    assert_eq!(one("Install", "WantedBy"), "multi-user.target");
+
+    // The config file it names (shipped beside it) loads.
+    let effective = print_config(&read("deploy/systemd/liveslice.toml"), "systemd.toml", &[]);
+    assert!(
+        effective.contains("grpc-addr = \"0.0.0.0:50051\""),
+        "{effective}"
+    );
+
+    // systemd's own check, on a copy whose ExecStart is the built binary
+    // (verify insists the executable exists). It reports unknown keys and
+    // bad values on stderr without failing, so any line about the unit fails.
+    let ok = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("systemd-analyze not installed: only the simple parse checked the unit");
+        return;
+    }
+    let copy = temp_file(
+        "liveslice.service",
+        &text.replace("/usr/local/bin/liveslice-server", BIN),
+    );
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("run systemd-analyze");
+    let _ = std::fs::remove_file(&copy);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let complaints: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("liveslice.service"))
+        .collect();
+    assert!(
+        out.status.success() && complaints.is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
+}
+
+// --- Docker ---
+
+#[test]
+fn dockerfile_builds_the_server_and_runs_it_unprivileged() {
+    let text = read("Dockerfile");
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let froms: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(froms.len(), 2, "{froms:?}");
+    assert!(
+        froms[0].starts_with("FROM rust:1-bookworm AS "),
+        "{}",
+        froms[0]
+    );
+    assert_eq!(froms[1], "FROM debian:bookworm-slim");
+    assert!(text.contains("cargo build --release --locked -p liveslice-server"));
+    assert!(lines.contains(&"EXPOSE 50051 8080"));
+    assert!(text.contains("LIVESLICE_GRPC_ADDR=0.0.0.0:50051"));
+    assert!(text.contains("LIVESLICE_HTTP_ADDR=0.0.0.0:8080"));
+    let user = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER");
+    assert!(
+        !matches!(user.split(':').next(), Some("root" | "0")),
+        "runs as {user}"
+    );
+    assert!(text.contains("ENTRYPOINT [\"/usr/local/bin/liveslice-server\"]"));
+    // Only sources go into the context (and what the build reads is there).
+    let ignore = read(".dockerignore");
+    for pattern in [".git", "target"] {
+        assert!(
+            ignore.lines().any(|l| l.trim() == pattern),
+            ".dockerignore {pattern}"
+        );
+    }
+    for path in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "server/Cargo.toml",
+        "proto",
+        "testdata",
+    ] {
+        assert!(repo().join(path).exists(), "{path}");
+    }
+}
