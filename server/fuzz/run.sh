@@ -15,7 +15,7 @@ for t in annexb_assembler session_pipeline; do
   for f in ../../testdata/*.h264; do
     n=$(basename "$f" .h264)
     head -c 12000 "$f" | (printf '\x03\x10\x40\x07'; cat) > "corpus/$t/$n-start"
-    tail -c +40000 "$f" | head -c 9000 | (printf '\x05\x01\x02\x03\x04\x05'; cat) > "corpus/$t/$n-mid"
+    { printf '\x05\x01\x02\x03\x04\x05'; dd if="$f" bs=9000 skip=40000 count=1 iflag=skip_bytes status=none; } > "corpus/$t/$n-mid"
   done
 done
 mkdir -p corpus/pts_aligner corpus/slice_request

@@ -1,16 +1,27 @@
 //! liveslice: a live H.264 slicing server.
 //!
 //! [`engine`] is the pure core (Annex B bytes in; timed frames, segments and
-//! manifests out). [`session`] keeps each session's state and fans it out;
-//! [`grpc`] is `SliceService`; [`app`] starts it all. The engine never
-//! imports the layers around it.
+//! manifests out). With the `service` feature (on by default), [`session`]
+//! keeps each session's state and fans it out, [`grpc`] is `SliceService`,
+//! [`http`] the origin, and [`app`] starts it all. The engine never imports
+//! the layers around it, and builds without them.
 
-pub mod app;
-pub mod auth;
-pub mod config;
-pub mod demo;
 pub mod engine;
+pub mod ids;
+
+#[cfg(feature = "service")]
+pub mod app;
+#[cfg(feature = "service")]
+pub mod auth;
+#[cfg(feature = "service")]
+pub mod config;
+#[cfg(feature = "service")]
+pub mod demo;
+#[cfg(feature = "service")]
 pub mod grpc;
+#[cfg(feature = "service")]
 pub mod http;
+#[cfg(feature = "service")]
 pub mod metrics;
+#[cfg(feature = "service")]
 pub mod session;

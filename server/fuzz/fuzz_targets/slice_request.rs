@@ -8,7 +8,7 @@ use prost::Message;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(req) = SliceRequest::decode(data) {
-        let _ = liveslice_server::grpc::validate_session_id(&req.session_id);
+        let _ = liveslice_server::ids::validate_session_id(&req.session_id);
         let _ = req.encode_to_vec();
     }
 });

@@ -55,33 +55,8 @@ impl Default for ServiceConfig {
     }
 }
 
-pub const MAX_SESSION_ID_LEN: usize = 128;
+pub use crate::ids::{validate_session_id, MAX_SESSION_ID_LEN};
 pub const MAX_TARGET_FPS: i32 = 1000;
-
-/// Checks a session id: it ends up in URLs and file names.
-pub fn validate_session_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("session_id is required".into());
-    }
-    if id.len() > MAX_SESSION_ID_LEN {
-        return Err(format!(
-            "session_id is {} bytes; at most {MAX_SESSION_ID_LEN} are allowed",
-            id.len()
-        ));
-    }
-    if id.starts_with('.') {
-        return Err("session_id must not start with '.'".into());
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "session_id may only contain A-Z, a-z, 0-9, '.', '_' and '-' (found {c:?})"
-        ));
-    }
-    Ok(())
-}
 
 fn validate_fps(fps: i32) -> Result<Option<u32>, Status> {
     match fps {

@@ -42,7 +42,23 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-pub async fn index(State(registry): State<Arc<Registry>>) -> Html<String> {
+#[derive(serde::Deserialize, Default)]
+pub struct IndexQuery {
+    token: Option<String>,
+}
+
+pub async fn index(
+    State(registry): State<Arc<Registry>>,
+    Query(q): Query<IndexQuery>,
+) -> Html<String> {
+    // With auth on, links carry the token the list was opened with.
+    let (amp, qs) = match &q.token {
+        Some(t) => {
+            let t = escape(&super::percent_encode(t));
+            (format!("&amp;token={t}"), format!("?token={t}"))
+        }
+        None => (String::new(), String::new()),
+    };
     let mut rows = String::new();
     for s in registry.sessions() {
         let info = s.info();
@@ -59,9 +75,9 @@ pub async fn index(State(registry): State<Arc<Registry>>) -> Html<String> {
         let _ = writeln!(
             rows,
             "<tr><td>{id}</td><td>{state}</td><td>{codec}</td><td>{size}</td><td>{frames}</td>\
-             <td><a href=\"/player/{id}?mode=hls\">HLS player</a> · <a href=\"/player/{id}?mode=dash\">DASH player</a></td>\
-             <td><a href=\"/live/{id}/index.m3u8\">index.m3u8</a> · <a href=\"/live/{id}/ts/index.m3u8\">ts/index.m3u8</a> · \
-             <a href=\"/live/{id}/manifest.mpd\">manifest.mpd</a></td></tr>",
+             <td><a href=\"/player/{id}?mode=hls{amp}\">HLS player</a> · <a href=\"/player/{id}?mode=dash{amp}\">DASH player</a></td>\
+             <td><a href=\"/live/{id}/index.m3u8{qs}\">index.m3u8</a> · <a href=\"/live/{id}/ts/index.m3u8{qs}\">ts/index.m3u8</a> · \
+             <a href=\"/live/{id}/manifest.mpd{qs}\">manifest.mpd</a></td></tr>",
             frames = s.frames(),
         );
     }
@@ -110,24 +126,41 @@ const PLAYER: &str = r#"<!doctype html>
 <script src="/assets/hls.min.js"></script>
 <script src="/assets/dash.mediaplayer.min.js"></script>
 </head><body>
-<h2>{{SESSION}} <small>(<a href="?mode=hls">HLS</a> · <a href="?mode=dash">DASH</a> · <a href="?mode=native">native HLS</a> · <a href="/">all sessions</a>)</small></h2>
+<h2>{{SESSION}} <small>(<a class="mode" data-mode="hls" href="?mode=hls">HLS</a> · <a class="mode" data-mode="dash" href="?mode=dash">DASH</a> · <a class="mode" data-mode="native" href="?mode=native">native HLS</a> · <a href="/">all sessions</a>)</small></h2>
 <video id="v" controls autoplay muted playsinline></video>
 <pre id="status">waiting for the first segment…</pre>
 <script>
 const session = "{{SESSION}}", mode = "{{MODE}}";
 const base = "/live/" + encodeURIComponent(session);
+// With auth on, the page's own ?token= goes to the manifests (which then
+// name their segments with it) and to the other modes' links.
+const token = new URLSearchParams(location.search).get("token");
+const q = token ? "?token=" + encodeURIComponent(token) : "";
+for (const a of document.querySelectorAll("a.mode")) {
+  const u = new URL(location.href);
+  u.searchParams.set("mode", a.dataset.mode);
+  a.href = u.toString();
+}
 const video = document.getElementById("v");
 const state = window.liveslice = { mode, errors: [], started: false };
 function fail(what) { state.errors.push(String(what)); console.error(what); }
-async function ready(url) {
+// Waits until `url` is served and, for a live HLS playlist, lists at least
+// `minSegments` segments.
+async function ready(url, minSegments = 0) {
   for (;;) {
-    try { const r = await fetch(url, { cache: "no-store" }); if (r.ok) return; } catch (e) {}
+    try {
+      const r = await fetch(url, { cache: "no-store" });
+      if (r.ok) {
+        const text = await r.text();
+        if (text.includes('#EXT-X-ENDLIST') || text.split('#EXTINF').length - 1 >= minSegments) return;
+      }
+    } catch (e) {}
     await new Promise(r => setTimeout(r, 500));
   }
 }
 async function start() {
   if (mode === "dash") {
-    const url = base + "/manifest.mpd";
+    const url = base + "/manifest.mpd" + q;
     await ready(url);
     const p = dashjs.MediaPlayer().create();
     p.on(dashjs.MediaPlayer.events.ERROR, e => fail("dash.js: " + JSON.stringify(e.error || e)));
@@ -139,9 +172,13 @@ async function start() {
     p.initialize(video, url, true);
     state.player = p;
   } else {
-    const url = base + "/index.m3u8";
-    await ready(url);
-    if (mode === "hls" && window.Hls && Hls.isSupported()) {
+    const url = base + "/index.m3u8" + q;
+    const useHlsJs = mode === "hls" && window.Hls && Hls.isSupported();
+    // Chromium's built-in HLS player fails (DEMUXER_ERROR_COULD_NOT_PARSE,
+    // "Segment queue never had any data") when it starts on a live playlist
+    // of fewer than three segments, as a fresh session has.
+    await ready(url, useHlsJs ? 0 : 3);
+    if (useHlsJs) {
       const h = new Hls({ liveSyncDurationCount: 3 });
       h.on(Hls.Events.ERROR, (_, d) => { if (d.fatal) fail("hls.js: " + d.type + " " + d.details); });
       h.loadSource(url);

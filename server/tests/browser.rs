@@ -1,0 +1,134 @@
+//! The built-in player pages play a live session in a real browser: headless
+//! Chromium (Debian's `chromium`) driven by `browser/check-player.mjs`
+//! (playwright-core) opens `/player/demo?mode=hls`, `?mode=dash` and
+//! `?mode=native` of an in-process server with the demo publisher and must
+//! see playback advance (currentTime > 3 s, decoded frames > 0) with no
+//! player error. Screenshots go to `$LIVESLICE_SCREENSHOT_DIR` (default
+//! `target/tmp/browser-screenshots`).
+//!
+//! Needs `apt-get install -y chromium` and `npm ci --prefix browser`;
+//! required in CI (`CI` set), skipped with a message elsewhere.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{start, test_config};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The whole browser check (the modes run side by side, 30 s each at most).
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// What is missing for the browser test, if anything.
+fn missing_prerequisites(browser_dir: &Path) -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    if !Path::new(CHROMIUM).exists() {
+        missing.push("Chromium (apt-get install -y --no-install-recommends chromium)");
+    }
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !node_ok {
+        missing.push("Node.js 20 or later (node)");
+    }
+    if !browser_dir
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        missing.push("playwright-core (npm ci --prefix browser)");
+    }
+    missing
+}
+
+/// Reads a child's pipe to the end on a thread.
+fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn player_pages_play_in_chromium() {
+    let root = repo_root();
+    let browser_dir = root.join("browser");
+    let missing = missing_prerequisites(&browser_dir);
+    if !missing.is_empty() {
+        let what = missing.join(", ");
+        if std::env::var_os("CI").is_some() {
+            panic!("browser test: required in CI, missing: {what}");
+        }
+        eprintln!("SKIPPING browser test: missing {what}");
+        return;
+    }
+
+    let mut config = test_config();
+    config.demo = Some("demo".into());
+    let server = start(config).await;
+    let base = format!("http://{}", server.http_addr);
+    let shots = std::env::var_os("LIVESLICE_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots"));
+
+    let script = browser_dir.join("check-player.mjs");
+    let run = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("node")
+            .arg(&script)
+            .arg(&base)
+            .arg("demo")
+            .arg(&shots)
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run node browser/check-player.mjs");
+        let out = drain(child.stdout.take().unwrap());
+        let err = drain(child.stderr.take().unwrap());
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for check-player") {
+                break Some(status);
+            }
+            if started.elapsed() > LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        (
+            status,
+            out.join().unwrap_or_default(),
+            err.join().unwrap_or_default(),
+            started.elapsed(),
+        )
+    });
+    let (status, stdout, stderr, took) = run.await.expect("check-player task");
+    server.shutdown().await;
+
+    println!("check-player ({took:.1?}):\n{stdout}");
+    if !stderr.is_empty() {
+        println!("check-player stderr:\n{stderr}");
+    }
+    let status = status.unwrap_or_else(|| panic!("check-player did not finish within {LIMIT:?}"));
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with('{')).collect();
+    for mode in ["hls", "dash", "native"] {
+        let tag = format!("\"mode\":\"{mode}\"");
+        let line = lines
+            .iter()
+            .find(|l| l.contains(&tag))
+            .unwrap_or_else(|| panic!("no result for mode {mode}"));
+        assert!(line.contains("\"ok\":true"), "{mode} did not play: {line}");
+    }
+    assert!(status.success(), "check-player failed: {status}");
+}
