@@ -13,7 +13,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use liveslice_server::engine::mux::{cmaf, ts};
 use liveslice_server::engine::{CodecConfig, Event, Frame, PipelineOptions, SessionPipeline};
 
-const INPUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench/720p30_bframes.h264");
+const INPUT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/bench/720p30_bframes.h264"
+);
 const CHUNK: usize = 64 * 1024;
 
 fn input() -> Option<Bytes> {
@@ -36,8 +39,14 @@ fn pipeline(data: &Bytes, events: &mut Vec<Event>) -> (usize, usize) {
         pos = end;
     }
     p.finish(0, events);
-    let frames = events.iter().filter(|e| matches!(e, Event::Frame(_))).count();
-    let segments = events.iter().filter(|e| matches!(e, Event::Segment(_))).count();
+    let frames = events
+        .iter()
+        .filter(|e| matches!(e, Event::Frame(_)))
+        .count();
+    let segments = events
+        .iter()
+        .filter(|e| matches!(e, Event::Segment(_)))
+        .count();
     (frames, segments)
 }
 
