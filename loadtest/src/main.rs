@@ -1,1 +1,197 @@
-fn main() {}
+//! `liveslice-loadtest`: N publishing sessions × M subscribers against a
+//! liveslice server on this machine, for a bounded time; reports
+//! publish-to-receipt latency, throughput, drops, errors and the server's
+//! memory. See `loadtest/README.md`.
+
+mod report;
+mod run;
+mod stats;
+mod stream;
+mod target;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use liveslice_server::config::parse_duration;
+use tonic::transport::Endpoint;
+
+use run::{Plan, RampPlan, Rate};
+
+/// Hard cap on any run (and on a whole ramp).
+const MAX_RUN: Duration = Duration::from_secs(600);
+/// Streams (publishers + subscribers, one connection each) at most.
+const MAX_STREAMS: u64 = 10_000;
+
+/// Load generator for liveslice: N publishers (one session each) pushing a
+/// test stream, M subscribers per session; measures publish-to-receipt
+/// latency per frame. Loopback servers only.
+#[derive(Parser, Debug)]
+#[command(name = "liveslice-loadtest", version)]
+struct Args {
+    /// The server's gRPC address; only loopback (127.0.0.0/8, ::1, localhost).
+    #[arg(
+        long,
+        env = "LIVESLICE_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    server: String,
+    /// Publishing sessions (with --ramp: the first step).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    sessions: u32,
+    /// Subscribers per session.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    subscribers: u32,
+    /// H.264 Annex B file to publish (default: the embedded
+    /// testdata/high_bframes_30.h264, 30 fps with B-frames).
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// `realtime`: one access unit per message at its decode time, looping;
+    /// `max`: back to back, as fast as the server takes them.
+    #[arg(long, value_enum, default_value = "realtime")]
+    rate: Rate,
+    /// How long to publish (at most 10m). Ignored with --ramp.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Open the sessions but send no frames (an empty keep-alive every 10 s):
+    /// for measuring what an idle session costs the server.
+    #[arg(long)]
+    idle: bool,
+    /// Print one JSON object with every figure instead of the text summary.
+    #[arg(long)]
+    json: bool,
+    /// The server's process id, to sample its VmRSS from /proc/PID/status.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Ramp: start with --sessions, add --step sessions every
+    /// --step-duration until a step's p99 exceeds --max-p99, any frame is
+    /// dropped or lagged, or --max-sessions is reached.
+    #[arg(long)]
+    ramp: bool,
+    /// Sessions added per ramp step.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    step: u32,
+    /// How long each ramp step is measured.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    step_duration: Duration,
+    /// The p99 latency a ramp step may not exceed.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    max_p99: Duration,
+    /// The ramp's last step.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    max_sessions: u32,
+    /// Session ids are PREFIX-<pid>-<n>.
+    #[arg(long, default_value = "loadtest", value_name = "PREFIX")]
+    session_prefix: String,
+}
+
+async fn plan(a: &Args) -> Result<Plan> {
+    let uri = target::loopback_uri(&a.server).await?;
+    if a.duration < Duration::from_millis(100) || a.duration > MAX_RUN {
+        bail!("--duration must be between 100ms and 10m");
+    }
+    if a.session_prefix.is_empty()
+        || a.session_prefix.len() > 64
+        || a.session_prefix.starts_with('.')
+        || !a
+            .session_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        bail!("--session-prefix: 1 to 64 of A-Z a-z 0-9 . _ -, not starting with '.'");
+    }
+    let most_sessions = if a.ramp {
+        a.max_sessions.max(a.sessions)
+    } else {
+        a.sessions
+    };
+    let streams = u64::from(most_sessions) * (1 + u64::from(a.subscribers));
+    if streams > MAX_STREAMS {
+        bail!("{most_sessions} sessions x (1 + {} subscribers) = {streams} streams; at most {MAX_STREAMS}", a.subscribers);
+    }
+    let ramp = if a.ramp {
+        if a.subscribers == 0 || a.idle || a.rate != Rate::Realtime {
+            bail!("--ramp measures real-time latency: it needs --subscribers >= 1, --rate realtime and no --idle");
+        }
+        if a.max_sessions < a.sessions {
+            bail!(
+                "--max-sessions ({}) is below --sessions ({})",
+                a.max_sessions,
+                a.sessions
+            );
+        }
+        if a.step_duration < Duration::from_millis(500) {
+            bail!("--step-duration must be at least 500ms");
+        }
+        let steps = (a.max_sessions - a.sessions).div_ceil(a.step) + 1;
+        if a.step_duration * steps > MAX_RUN {
+            bail!(
+                "the ramp could take {steps} steps x {:?} > 10 minutes; raise --step or lower --max-sessions",
+                a.step_duration
+            );
+        }
+        Some(RampPlan {
+            step: a.step,
+            step_duration: a.step_duration,
+            max_p99: a.max_p99,
+            max_sessions: a.max_sessions,
+        })
+    } else {
+        None
+    };
+    let endpoint = Endpoint::from(uri)
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20));
+    Ok(Plan {
+        server: a.server.clone(),
+        endpoint,
+        sessions: a.sessions,
+        subscribers: a.subscribers,
+        rate: a.rate,
+        idle: a.idle,
+        duration: a.duration,
+        ramp,
+        prefix: a.session_prefix.clone(),
+        server_pid: a.server_pid,
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let plan = match plan(&args).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("liveslice-loadtest: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let stream = match stream::TestStream::load(args.input.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("liveslice-loadtest: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = run::run(&plan, stream).await;
+    if args.json {
+        println!("{}", report::json(&plan, &outcome));
+    } else {
+        print!("{}", report::text(&plan, &outcome));
+    }
+    if outcome.whole.counts.sessions_opened == 0 {
+        eprintln!(
+            "liveslice-loadtest: no session could be opened{}",
+            outcome
+                .first_error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" ({e})"))
+        );
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

@@ -43,9 +43,16 @@ async fn main() -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    if !config.grpc_addr.ip().is_loopback() || !config.http_addr.ip().is_loopback() {
+    let exposed = !config.grpc_addr.ip().is_loopback() || !config.http_addr.ip().is_loopback();
+    let auth_off = config.auth_tokens.is_empty() && config.auth_secret.is_none();
+    if exposed && auth_off {
         tracing::warn!(
-            "listening on a non-loopback address without authentication: anyone who can reach it can publish and play"
+            grpc = %config.grpc_addr,
+            http = %config.http_addr,
+            "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT AUTHENTICATION: anyone who can reach it can publish and play; set --auth-token or --auth-secret"
+        );
+        eprintln!(
+            "WARNING: liveslice-server listens beyond loopback without authentication (--auth-token / --auth-secret)"
         );
     }
     let running = app::start(&config)

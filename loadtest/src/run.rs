@@ -1,0 +1,723 @@
+//! Opens the sessions, paces the publishers, reads the subscribers, and
+//! stops everything: at the end of `--duration`, at the end of a ramp, or on
+//! Ctrl-C.
+//!
+//! Per session: one publisher stream and M subscriber streams, each on its
+//! own HTTP/2 connection (like N cameras and N×M viewers), each driven by
+//! one task. The publisher first opens the session (and waits for its
+//! PublishAck), the subscribers join it (and wait for their SessionInfo),
+//! and only then does the publisher send frames, so no subscriber starts
+//! with a backlog of old frames.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use liveslice_proto::v1 as pb;
+use pb::slice_response::Event as PbEvent;
+use pb::slice_service_client::SliceServiceClient;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::stats::{
+    new_histogram, now_unix_ns, status_delta, Counters, Latencies, Rss, Snapshot, Statuses,
+};
+use crate::stream::TestStream;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Rate {
+    /// One access unit per message at its decode time, looping.
+    Realtime,
+    /// Access units back to back, as fast as the server accepts them.
+    Max,
+}
+
+#[derive(Clone, Debug)]
+pub struct RampPlan {
+    pub step: u32,
+    pub step_duration: Duration,
+    pub max_p99: Duration,
+    pub max_sessions: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub server: String,
+    pub endpoint: Endpoint,
+    pub sessions: u32,
+    pub subscribers: u32,
+    pub rate: Rate,
+    pub idle: bool,
+    pub duration: Duration,
+    pub ramp: Option<RampPlan>,
+    pub prefix: String,
+    pub server_pid: Option<u32>,
+}
+
+/// How long a publisher may take to get its PublishAck, and subscribers
+/// their SessionInfo.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long streams get to end cleanly after the stop.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections being set up at once.
+const CONNECT_CONCURRENCY: usize = 32;
+/// Requests queued per publisher before its task waits (HTTP/2 flow
+/// control holds the rest).
+const PUBLISH_QUEUE: usize = 8;
+/// An idle publisher sends an empty message this often so the server's
+/// idle timeout (30 s by default) does not end its session.
+const IDLE_KEEPALIVE: Duration = Duration::from_secs(10);
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+struct Shared {
+    stream: Arc<TestStream>,
+    endpoint: Endpoint,
+    rate: Rate,
+    idle: bool,
+    c: Counters,
+    lat: Latencies,
+    statuses: Statuses,
+    /// Frames received, one counter per subscriber.
+    sub_frames: Mutex<Vec<Arc<AtomicU64>>>,
+    connect_permits: Semaphore,
+    stop: watch::Receiver<bool>,
+}
+
+/// One measured window: the whole run, or a ramp step.
+pub struct Figures {
+    pub sessions: u64,
+    pub subscribers: u64,
+    pub elapsed: Duration,
+    pub counts: Snapshot,
+    pub latency: Histogram<u64>,
+    pub statuses: std::collections::BTreeMap<String, u64>,
+    pub rss_kib: Option<u64>,
+}
+
+pub struct RssFigures {
+    pub start_kib: u64,
+    pub peak_kib: u64,
+    /// Just before the stop, with every session live.
+    pub loaded_kib: Option<u64>,
+    /// After the streams ended (ended sessions linger on the server).
+    pub end_kib: Option<u64>,
+}
+
+pub struct RampStep {
+    pub figures: Figures,
+    pub held: bool,
+    pub why: String,
+}
+
+pub struct Outcome {
+    pub stream_name: String,
+    pub stream_fps: f64,
+    pub stream_frames: usize,
+    pub stream_kbps: f64,
+    pub whole: Figures,
+    pub subscriber_frames: Vec<u64>,
+    pub unfinished: u64,
+    pub first_error: Option<String>,
+    pub interrupted: bool,
+    pub rss: Option<RssFigures>,
+    pub rss_error: Option<String>,
+    pub ramp: Option<(Vec<RampStep>, Option<usize>)>,
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn is_stopped(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow()
+}
+
+impl Shared {
+    async fn connect(&self, what: &str) -> Option<SliceServiceClient<Channel>> {
+        let _permit = self.connect_permits.acquire().await.ok()?;
+        match self.endpoint.clone().connect().await {
+            Ok(ch) => Some(
+                SliceServiceClient::new(ch)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            ),
+            Err(e) => {
+                self.c.connect_failures.fetch_add(1, Relaxed);
+                self.statuses.other(
+                    "ConnectFailed",
+                    format!("{what}: cannot connect: {}", chain(&e)),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !parts.contains(&t) {
+            parts.push(t);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// A session whose publisher was acknowledged and whose subscribers joined.
+struct Opened {
+    tx: mpsc::Sender<pb::SliceRequest>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn open_session(
+    sh: Arc<Shared>,
+    id: String,
+    subscribers: u32,
+    first_sub: usize,
+) -> Option<Opened> {
+    let mut client = sh.connect("publisher").await?;
+    let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+    let first = pb::SliceRequest {
+        session_id: id.clone(),
+        role: pb::Role::Publish as i32,
+        publish: Some(pb::PublishOptions::default()),
+        ..Default::default()
+    };
+    tx.send(first).await.ok()?;
+    let mut responses = match client.stream_slices(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            sh.statuses.error(&s, "publisher");
+            return None;
+        }
+    };
+    match timeout(SETUP_TIMEOUT, responses.message()).await {
+        Ok(Ok(Some(pb::SliceResponse {
+            event: Some(PbEvent::PublishAck(_)),
+            ..
+        }))) => {}
+        Ok(Ok(other)) => {
+            sh.statuses.other(
+                "Unexpected",
+                format!("publisher: expected a PublishAck, got {other:?}"),
+            );
+            return None;
+        }
+        Ok(Err(s)) => {
+            sh.statuses.error(&s, "publisher");
+            return None;
+        }
+        Err(_) => {
+            sh.statuses.other(
+                "SetupTimeout",
+                format!("publisher: no PublishAck within {SETUP_TIMEOUT:?}"),
+            );
+            return None;
+        }
+    }
+    let mut tasks = vec![tokio::spawn(publisher_responses(sh.clone(), responses))];
+    let mut joined = Vec::new();
+    for j in 0..subscribers {
+        let (jtx, jrx) = oneshot::channel();
+        tasks.push(tokio::spawn(subscriber(
+            sh.clone(),
+            id.clone(),
+            first_sub + j as usize,
+            jtx,
+        )));
+        joined.push(jrx);
+    }
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    for j in joined {
+        // A subscriber that failed says so itself (its sender is dropped).
+        let _ = timeout_at(deadline, j).await;
+    }
+    Some(Opened { tx, tasks })
+}
+
+/// Reads what the server tells a publisher: drops of its frames, and the
+/// session's end.
+async fn publisher_responses(sh: Arc<Shared>, mut responses: tonic::Streaming<pb::SliceResponse>) {
+    loop {
+        match responses.message().await {
+            Ok(Some(r)) => match r.event {
+                Some(PbEvent::FrameDropped(d)) => {
+                    sh.c.frames_dropped.fetch_add(u64::from(d.count), Relaxed);
+                }
+                Some(PbEvent::SessionEnded(e)) => {
+                    sh.c.server_frames.fetch_add(e.frames, Relaxed);
+                }
+                _ => {}
+            },
+            Ok(None) => return sh.statuses.ok(),
+            Err(s) => return sh.statuses.error(&s, "publisher"),
+        }
+    }
+}
+
+async fn subscriber(sh: Arc<Shared>, id: String, index: usize, joined: oneshot::Sender<()>) {
+    let frames = Arc::new(AtomicU64::new(0));
+    sh.sub_frames
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(frames.clone());
+    let Some(mut client) = sh.connect("subscriber").await else {
+        return;
+    };
+    let (tx, rx) = mpsc::channel(1);
+    let req = pb::SliceRequest {
+        session_id: id,
+        role: pb::Role::Subscribe as i32,
+        subscribe: Some(pb::SubscribeOptions {
+            events: true,
+            wait_ms: SETUP_TIMEOUT.as_millis() as u32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if tx.send(req).await.is_err() {
+        return;
+    }
+    let mut responses = match client.stream_slices(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => return sh.statuses.error(&s, "subscriber"),
+    };
+    let mut joined = Some(joined);
+    let mut next_index: Option<u64> = None;
+    loop {
+        let r = match responses.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => break sh.statuses.ok(),
+            Err(s) => break sh.statuses.error(&s, "subscriber"),
+        };
+        match r.event {
+            Some(PbEvent::Frame(f)) => {
+                let now = now_unix_ns();
+                if let Some(c) = f.capture_time_ns {
+                    sh.lat.record(index, now.saturating_sub(c) / 1000);
+                }
+                if let Some(want) = next_index {
+                    if f.index > want {
+                        sh.c.index_gaps.fetch_add(f.index - want, Relaxed);
+                    }
+                }
+                next_index = Some(f.index + 1);
+                frames.fetch_add(1, Relaxed);
+                sh.c.frames_received.fetch_add(1, Relaxed);
+                sh.c.bytes_received.fetch_add(r.data.len() as u64, Relaxed);
+            }
+            Some(PbEvent::SessionInfo(_)) => {
+                if let Some(j) = joined.take() {
+                    let _ = j.send(());
+                }
+            }
+            Some(PbEvent::FrameDropped(d)) => {
+                sh.c.subscriber_drop_reports
+                    .fetch_add(u64::from(d.count), Relaxed);
+            }
+            Some(PbEvent::Lagged(l)) => {
+                sh.c.lagged_events.fetch_add(1, Relaxed);
+                sh.c.lagged_skipped.fetch_add(l.skipped_frames, Relaxed);
+                // The skipped frames are counted by Lagged; the jump in
+                // index that follows is not a further loss.
+                next_index = None;
+            }
+            _ => {}
+        }
+    }
+    drop(tx);
+}
+
+/// Sends the stream into an opened session from `start` until the stop,
+/// then ends the session cleanly.
+async fn feed(sh: Arc<Shared>, tx: mpsc::Sender<pb::SliceRequest>, start: Instant) {
+    let mut stop = sh.stop.clone();
+    if sh.idle {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(IDLE_KEEPALIVE) => {}
+                _ = stopped(&mut stop) => break,
+            }
+            if tx.send(pb::SliceRequest::default()).await.is_err() {
+                return;
+            }
+        }
+    } else {
+        let _ = send_frames(&sh, &tx, start, &mut stop).await;
+    }
+    let end = pb::SliceRequest {
+        end_of_stream: true,
+        ..Default::default()
+    };
+    let _ = timeout(Duration::from_secs(2), tx.send(end)).await;
+}
+
+/// Returns `None` when the stop came or the stream closed.
+async fn send_frames(
+    sh: &Shared,
+    tx: &mpsc::Sender<pb::SliceRequest>,
+    start: Instant,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<()> {
+    let s = &*sh.stream;
+    let period = Duration::from_nanos(s.frame_period_ns());
+    let realtime = sh.rate == Rate::Realtime;
+    for lap in 0u64.. {
+        for au in &s.aus {
+            if realtime {
+                let at = start + Duration::from_nanos(lap * s.lap_ns + au.at_ns);
+                tokio::select! {
+                    _ = sleep_until(at) => {}
+                    _ = stopped(stop) => return None,
+                }
+                let late = Instant::now().saturating_duration_since(at);
+                if late > period {
+                    sh.c.late_sends.fetch_add(1, Relaxed);
+                }
+                sh.c.max_late_us.fetch_max(late.as_micros() as u64, Relaxed);
+            } else if is_stopped(stop) {
+                return None;
+            }
+            let req = pb::SliceRequest {
+                data: au.data.clone(),
+                capture_time_ns: Some(now_unix_ns()),
+                end_of_access_unit: true,
+                ..Default::default()
+            };
+            tokio::select! {
+                r = tx.send(req) => r.ok()?,
+                _ = stopped(stop) => return None,
+            }
+            sh.c.frames_sent.fetch_add(1, Relaxed);
+            sh.c.bytes_sent.fetch_add(au.data.len() as u64, Relaxed);
+        }
+    }
+    Some(())
+}
+
+/// The run: set up, publish, stop, drain, collect.
+pub async fn run(plan: &Plan, stream: Arc<TestStream>) -> Outcome {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("stopping (Ctrl-C again to abort without a summary)");
+                let _ = stop_tx.send(true);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+    }
+    let sh = Arc::new(Shared {
+        stream: stream.clone(),
+        endpoint: plan.endpoint.clone(),
+        rate: plan.rate,
+        idle: plan.idle,
+        c: Counters::default(),
+        lat: Latencies::default(),
+        statuses: Statuses::default(),
+        sub_frames: Mutex::new(Vec::new()),
+        connect_permits: Semaphore::new(CONNECT_CONCURRENCY),
+        stop: stop_rx.clone(),
+    });
+    let (rss, rss_error) = match plan.server_pid.map(Rss::start) {
+        None => (None, None),
+        Some(Ok(r)) => (Some(r), None),
+        Some(Err(e)) => (None, Some(e)),
+    };
+    let mut fleet = Fleet {
+        sh: sh.clone(),
+        plan,
+        tasks: Vec::new(),
+        live: 0,
+    };
+    let mut stop = stop_rx.clone();
+    let t0 = Instant::now();
+    let mut total_latency = new_histogram();
+    let ramp = match &plan.ramp {
+        None => {
+            fleet.grow(plan.sessions).await;
+            let started = Instant::now();
+            if sh.c.sessions_opened.load(Relaxed) > 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(plan.duration) => {}
+                    _ = stopped(&mut stop) => {}
+                }
+            }
+            let elapsed = started.elapsed();
+            (elapsed, None)
+        }
+        Some(r) => {
+            let (steps, best) = fleet.ramp(r, &mut total_latency).await;
+            (t0.elapsed(), Some((steps, best)))
+        }
+    };
+    let (elapsed, ramp) = ramp;
+    let interrupted = is_stopped(&stop_rx);
+    let loaded_kib = rss.as_ref().and_then(Rss::sample);
+    let _ = stop_tx.send(true);
+    // Drain: publishers end their sessions, subscribers read to the end.
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut unfinished = 0;
+    for mut t in fleet.tasks.drain(..) {
+        if timeout_at(deadline, &mut t).await.is_err() {
+            t.abort();
+            unfinished += 1;
+        }
+    }
+    let end_kib = rss.as_ref().and_then(Rss::sample);
+    let _ = total_latency.add(sh.lat.take());
+    let (statuses, first_error) = sh.statuses.snapshot();
+    let subscriber_frames = sh
+        .sub_frames
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|f| f.load(Relaxed))
+        .collect();
+    let counts = sh.c.snapshot();
+    Outcome {
+        stream_name: stream.name.clone(),
+        stream_fps: stream.fps(),
+        stream_frames: stream.aus.len(),
+        stream_kbps: stream.lap_bytes as f64 * 8.0 / (stream.lap_ns as f64 / 1e9) / 1000.0,
+        whole: Figures {
+            sessions: fleet.live,
+            subscribers: fleet.live * u64::from(plan.subscribers),
+            elapsed,
+            counts,
+            latency: total_latency,
+            statuses,
+            rss_kib: loaded_kib,
+        },
+        subscriber_frames,
+        unfinished,
+        first_error,
+        interrupted,
+        rss: rss.as_ref().map(|r| RssFigures {
+            start_kib: r.start_kib,
+            peak_kib: r.peak(),
+            loaded_kib,
+            end_kib,
+        }),
+        rss_error,
+        ramp,
+    }
+}
+
+/// Session `n`'s start offset within one frame period: the golden-ratio
+/// sequence, so that the first k sessions are spread evenly over the
+/// period for every k (a ramp adds sessions without knowing how many
+/// will follow), and N cameras do not all send at the same instant.
+fn stagger(n: u64, period_ns: u64) -> u64 {
+    const PHI_FRAC: f64 = 0.618_033_988_749_894_9;
+    let x = (n as f64 * PHI_FRAC).fract();
+    ((x * period_ns as f64) as u64).min(period_ns.saturating_sub(1))
+}
+
+/// The sessions started so far.
+struct Fleet<'a> {
+    sh: Arc<Shared>,
+    plan: &'a Plan,
+    tasks: Vec<JoinHandle<()>>,
+    /// Sessions asked for (opened or not).
+    live: u64,
+}
+
+impl Fleet<'_> {
+    /// Opens sessions up to `target` and starts their publishers.
+    async fn grow(&mut self, target: u32) {
+        let first = self.live;
+        let mut opening = Vec::new();
+        for n in first..u64::from(target) {
+            let id = format!("{}-{}-{n}", self.plan.prefix, std::process::id());
+            let first_sub = (n * u64::from(self.plan.subscribers)) as usize;
+            opening.push((
+                n,
+                tokio::spawn(open_session(
+                    self.sh.clone(),
+                    id,
+                    self.plan.subscribers,
+                    first_sub,
+                )),
+            ));
+        }
+        self.live = u64::from(target).max(first);
+        let mut opened = Vec::new();
+        for (n, h) in opening {
+            match h.await {
+                Ok(Some(o)) => {
+                    self.sh.c.sessions_opened.fetch_add(1, Relaxed);
+                    opened.push((n, o));
+                }
+                _ => {
+                    self.sh.c.sessions_failed.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        let t0 = Instant::now() + Duration::from_millis(20);
+        let period = self.sh.stream.frame_period_ns();
+        for (n, o) in opened {
+            let offset = if self.plan.rate == Rate::Realtime {
+                stagger(n, period)
+            } else {
+                0
+            };
+            self.tasks.extend(o.tasks);
+            self.tasks.push(tokio::spawn(feed(
+                self.sh.clone(),
+                o.tx,
+                t0 + Duration::from_nanos(offset),
+            )));
+        }
+    }
+
+    /// Grows step by step until a step fails its bounds or the cap; returns
+    /// every step and the index of the last one that held.
+    async fn ramp(
+        &mut self,
+        r: &RampPlan,
+        total: &mut Histogram<u64>,
+    ) -> (Vec<RampStep>, Option<usize>) {
+        let mut stop = self.sh.stop.clone();
+        let mut steps: Vec<RampStep> = Vec::new();
+        let mut best = None;
+        let mut target = self.plan.sessions.min(r.max_sessions);
+        loop {
+            let before_grow = self.sh.c.snapshot();
+            self.grow(target).await;
+            if is_stopped(&stop) {
+                break;
+            }
+            // The step's window starts once its sessions are all running.
+            let _ = total.add(self.sh.lat.take());
+            let before = self.sh.c.snapshot();
+            let (statuses_before, _) = self.sh.statuses.snapshot();
+            let started = Instant::now();
+            let interrupted = tokio::select! {
+                _ = tokio::time::sleep(r.step_duration) => false,
+                _ = stopped(&mut stop) => true,
+            };
+            let latency = self.sh.lat.take();
+            let _ = total.add(&latency);
+            let now = self.sh.c.snapshot();
+            let mut counts = now.since(&before);
+            // Setting up this step's sessions counts against it.
+            let setup = now.since(&before_grow);
+            counts.sessions_opened = setup.sessions_opened;
+            counts.sessions_failed = setup.sessions_failed;
+            counts.connect_failures = setup.connect_failures;
+            let (statuses_now, _) = self.sh.statuses.snapshot();
+            let statuses = status_delta(&statuses_now, &statuses_before);
+            let rss_kib = self.plan.server_pid.and_then(crate::stats::read_rss_kib);
+            let figures = Figures {
+                sessions: self.live,
+                subscribers: self.live * u64::from(self.plan.subscribers),
+                elapsed: started.elapsed(),
+                counts,
+                latency,
+                statuses,
+                rss_kib,
+            };
+            let (held, why) = judge(&figures, r, interrupted);
+            eprintln!(
+                "ramp: {} sessions: p99 {:.2} ms, {} frames, {}",
+                figures.sessions,
+                figures.latency.value_at_quantile(0.99) as f64 / 1000.0,
+                figures.counts.frames_received,
+                why
+            );
+            steps.push(RampStep { figures, held, why });
+            if !held {
+                break;
+            }
+            best = Some(steps.len() - 1);
+            if target >= r.max_sessions {
+                break;
+            }
+            target = target.saturating_add(r.step).min(r.max_sessions);
+        }
+        (steps, best)
+    }
+}
+
+/// Whether a ramp step held, and why not.
+fn judge(f: &Figures, r: &RampPlan, interrupted: bool) -> (bool, String) {
+    let c = &f.counts;
+    let p99_us = f.latency.value_at_quantile(0.99);
+    let errors = crate::stats::error_count(&f.statuses);
+    if interrupted {
+        return (false, "interrupted".into());
+    }
+    if c.sessions_failed > 0 || c.connect_failures > 0 {
+        return (
+            false,
+            format!(
+                "{} sessions failed to open, {} connect failures",
+                c.sessions_failed, c.connect_failures
+            ),
+        );
+    }
+    if errors > 0 {
+        return (false, format!("{errors} stream errors"));
+    }
+    if c.any_drop() {
+        return (
+            false,
+            format!(
+                "drops: {} dropped, {} lagged ({} skipped), {} missing",
+                c.frames_dropped + c.subscriber_drop_reports,
+                c.lagged_events,
+                c.lagged_skipped,
+                c.index_gaps
+            ),
+        );
+    }
+    if f.latency.is_empty() {
+        return (false, "no frames received".into());
+    }
+    if p99_us as u128 > r.max_p99.as_micros() {
+        return (
+            false,
+            format!(
+                "p99 {:.2} ms > {:.2} ms",
+                p99_us as f64 / 1000.0,
+                r.max_p99.as_secs_f64() * 1000.0
+            ),
+        );
+    }
+    (true, "held".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_are_spread_over_the_frame_period_for_any_count() {
+        let period = 33_333_333;
+        for k in [2u64, 10, 100, 1000] {
+            let mut offsets: Vec<u64> = (0..k).map(|n| stagger(n, period)).collect();
+            offsets.sort_unstable();
+            assert!(offsets.iter().all(|o| *o < period));
+            let widest = offsets
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .chain([period - offsets[k as usize - 1] + offsets[0]])
+                .max()
+                .unwrap();
+            // No gap wider than three even slots.
+            assert!(widest <= 3 * period / k, "{k}: widest gap {widest}");
+        }
+    }
+}

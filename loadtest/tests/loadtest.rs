@@ -1,0 +1,302 @@
+//! Runs the built `liveslice-loadtest` against a real server started in
+//! this process on 127.0.0.1:0, and checks its JSON report.
+
+use std::time::{Duration, Instant};
+
+use liveslice_server::app::{self, Running};
+use liveslice_server::config::Config;
+use serde_json::Value;
+
+async fn server() -> Running {
+    let config = Config {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    app::start(&config).await.expect("server starts")
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+async fn loadtest(args: &[&str], limit: Duration) -> Run {
+    let started = Instant::now();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_liveslice-loadtest"))
+        .args(args)
+        .env_remove("LIVESLICE_SERVER")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(limit, child)
+        .await
+        .unwrap_or_else(|_| panic!("liveslice-loadtest {args:?} did not finish within {limit:?}"))
+        .expect("run liveslice-loadtest");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        took: started.elapsed(),
+    }
+}
+
+fn json(run: &Run) -> Value {
+    assert_eq!(
+        run.code,
+        Some(0),
+        "stderr: {}\nstdout: {}",
+        run.stderr,
+        run.stdout
+    );
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", run.stdout, run.stderr))
+}
+
+fn u(v: &Value, path: &str) -> u64 {
+    v.pointer(path)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{path} is not a count in {v:#}"))
+}
+
+fn f(v: &Value, path: &str) -> f64 {
+    v.pointer(path)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{path} is not a number in {v:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_subscribers_get_every_frame_in_real_time() {
+    let s = server().await;
+    let url = format!("http://{}", s.grpc_addr);
+    let pid = std::process::id().to_string();
+    let (sessions, subs, secs) = (4u64, 2u64, 3u64);
+    let run = loadtest(
+        &[
+            "--server",
+            &url,
+            "--sessions",
+            "4",
+            "--subscribers",
+            "2",
+            "--duration",
+            "3s",
+            "--json",
+            "--server-pid",
+            &pid,
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    let v = json(&run);
+    // Frames published at 30 fps, each to every subscriber of its session.
+    let expected = (sessions * subs * 30 * secs) as f64;
+    let got = u(&v, "/out/frames") as f64;
+    assert!(
+        (0.85 * expected..=1.1 * expected).contains(&got),
+        "received {got} frames, expected about {expected}: {v:#}"
+    );
+    let sent = u(&v, "/in/frames") as f64;
+    assert!((0.85 * expected / subs as f64..=1.1 * expected / subs as f64).contains(&sent));
+    assert_eq!(u(&v, "/server_frames_accepted") as f64, sent, "{v:#}");
+    assert_eq!(u(&v, "/errors"), 0, "{v:#}");
+    assert_eq!(u(&v, "/connect_failures"), 0);
+    assert_eq!(u(&v, "/sessions_opened"), sessions);
+    assert_eq!(u(&v, "/status_codes/OK"), sessions * (1 + subs), "{v:#}");
+    assert_eq!(v["drops"]["any"], Value::Bool(false), "{v:#}");
+    assert_eq!(u(&v, "/unfinished_streams"), 0);
+    let p50 = f(&v, "/latency/percentiles_ms/p50");
+    assert!(p50 > 0.0 && p50 < 1000.0, "p50 {p50} ms");
+    assert_eq!(u(&v, "/latency/count") as f64, got, "one sample per frame");
+    assert_eq!(u(&v, "/subscriber_frames/count"), sessions * subs);
+    assert_eq!(u(&v, "/subscriber_frames/with_frames"), sessions * subs);
+    assert!(u(&v, "/subscriber_frames/min") as f64 > 0.8 * 30.0 * secs as f64);
+    // This process is the server: its memory was sampled.
+    assert!(u(&v, "/server_rss/start_kib") > 0);
+    assert!(u(&v, "/server_rss/peak_kib") >= u(&v, "/server_rss/start_kib"));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ramp_steps_up_and_reports_the_largest_count_that_held() {
+    let s = server().await;
+    let url = format!("http://{}", s.grpc_addr);
+    let run = loadtest(
+        &[
+            "--server",
+            &url,
+            "--ramp",
+            "--sessions",
+            "2",
+            "--step",
+            "2",
+            "--step-duration",
+            "1s",
+            "--max-sessions",
+            "6",
+            "--max-p99",
+            "2s",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    let v = json(&run);
+    let steps = v["ramp"]["steps"].as_array().expect("ramp steps");
+    assert!((1..=3).contains(&steps.len()), "{v:#}");
+    let sessions: Vec<u64> = steps.iter().map(|s| u(s, "/sessions")).collect();
+    assert_eq!(sessions, [2, 4, 6][..steps.len()].to_vec());
+    let held: Vec<bool> = steps
+        .iter()
+        .map(|s| s["held"] == Value::Bool(true))
+        .collect();
+    // Steps hold until one does not, and the answer is the last that held.
+    let last_held = held.iter().rposition(|h| *h);
+    assert!(held.iter().take_while(|h| **h).count() >= last_held.map_or(0, |i| i + 1));
+    match last_held {
+        Some(i) => assert_eq!(u(&v, "/ramp/largest_sessions_held"), sessions[i], "{v:#}"),
+        None => assert!(v["ramp"]["largest_sessions_held"].is_null()),
+    }
+    if held.iter().all(|h| *h) {
+        assert_eq!(steps.len(), 3, "stops at --max-sessions");
+        let best = &v["ramp"]["best_step"];
+        assert!(u(best, "/out/frames") > 6 * 20, "{best:#}");
+    }
+    assert!(run.took < Duration::from_secs(30), "took {:?}", run.took);
+
+    // A bound nothing can meet: the first step fails and nothing held.
+    let run = loadtest(
+        &[
+            "--server",
+            &url,
+            "--ramp",
+            "--sessions",
+            "1",
+            "--step",
+            "1",
+            "--step-duration",
+            "1s",
+            "--max-sessions",
+            "3",
+            "--max-p99",
+            "0.001ms",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    let v = json(&run);
+    assert_eq!(
+        v["ramp"]["steps"].as_array().map(Vec::len),
+        Some(1),
+        "{v:#}"
+    );
+    assert!(v["ramp"]["largest_sessions_held"].is_null());
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flat_out_and_idle_sessions() {
+    let s = server().await;
+    let url = format!("http://{}", s.grpc_addr);
+    let run = loadtest(
+        &[
+            "--server",
+            &url,
+            "--rate",
+            "max",
+            "--sessions",
+            "1",
+            "--subscribers",
+            "1",
+            "--duration",
+            "1s",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    let v = json(&run);
+    // Faster than real time (30 fps), and the server took all of it.
+    assert!(u(&v, "/in/frames") > 60, "{v:#}");
+    assert_eq!(u(&v, "/server_frames_accepted"), u(&v, "/in/frames"));
+    assert_eq!(u(&v, "/errors"), 0, "{v:#}");
+
+    let run = loadtest(
+        &[
+            "--server",
+            &url,
+            "--idle",
+            "--sessions",
+            "3",
+            "--subscribers",
+            "0",
+            "--duration",
+            "1s",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    let v = json(&run);
+    assert_eq!(u(&v, "/sessions_opened"), 3);
+    assert_eq!(u(&v, "/in/frames"), 0);
+    assert_eq!(u(&v, "/errors"), 0, "{v:#}");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn non_loopback_servers_are_refused() {
+    for server in [
+        "http://192.0.2.1:50051",
+        "http://[2001:db8::1]:50051",
+        "http://example.com:50051",
+        "http://0.0.0.0:50051",
+    ] {
+        let run = loadtest(
+            &["--server", server, "--duration", "1s"],
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(run.code, Some(2), "{server}: {}", run.stderr);
+        assert!(run.stderr.contains("refusing"), "{server}: {}", run.stderr);
+        assert!(run.stdout.is_empty());
+        assert!(
+            run.took < Duration::from_secs(5),
+            "{server}: no connection attempt"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_missing_server_is_reported() {
+    // Nothing listens on this port (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let run = loadtest(
+        &[
+            "--server",
+            &url,
+            "--sessions",
+            "2",
+            "--duration",
+            "10s",
+            "--json",
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let v: Value = serde_json::from_str(&run.stdout).expect("a report all the same");
+    assert_eq!(u(&v, "/connect_failures"), 2);
+    assert!(
+        run.took < Duration::from_secs(8),
+        "does not wait out --duration"
+    );
+}
