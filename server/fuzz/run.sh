@@ -26,7 +26,7 @@ printf '\x0a\x04demo\x1a\x05\x00\x00\x00\x01\x67\x28\x01\x40\x01' > corpus/slice
 for t in "${targets[@]}"; do
   echo "== fuzz $t for ${secs}s"
   cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
-    | grep -E "^(stat::|#[0-9]+ +DONE|==|SUMMARY|Done|INFO: )" | grep -vE "INFO: (Loaded|seed|-max_len|A corpus|Running)" || true
+    | grep -E "^(stat::|#[0-9]+[[:space:]]+DONE|==|SUMMARY|Done|INFO: )" | grep -vE "INFO: (Loaded|seed|-max_len|A corpus|Running)" || true
   if [ -n "$(ls -A "artifacts/$t" 2>/dev/null)" ]; then
     echo "fuzz target $t found a crash: see server/fuzz/artifacts/$t" >&2
     exit 1
