@@ -137,13 +137,9 @@ const MAX_CAPTURE_MARKS: usize = 4096;
 
 impl SessionPipeline {
     pub fn new(opts: PipelineOptions) -> Self {
-        let limits = AssemblerLimits {
-            max_au_bytes: opts.max_au_bytes,
-            max_au_nals: 4096,
-        };
         Self {
             splitter: AnnexBSplitter::new(opts.max_nal_bytes),
-            assembler: AccessUnitAssembler::new(limits),
+            assembler: AccessUnitAssembler::new(assembler_limits(&opts)),
             filter: FrameFilter::new(),
             poc: PocState::new(),
             aligner: None,
@@ -245,17 +241,7 @@ impl SessionPipeline {
         if self.ended {
             return;
         }
-        if !self.fatal {
-            let mut splits = std::mem::take(&mut self.splits);
-            self.splitter.finish(&mut splits);
-            self.consume_splits(&mut splits, out);
-            self.splits = splits;
-            let mut aus = std::mem::take(&mut self.aus);
-            self.assembler.flush(&mut aus, true, false);
-            self.aus = aus;
-            self.process_aus(now_ns, out);
-            self.flush_drops(out);
-        }
+        self.flush_pending(now_ns, out);
         self.ended = true;
         let now_ms = now_ns / 1_000_000;
         if let Some(rec) = self.segmenter.as_mut().and_then(Segmenter::finish) {
@@ -271,22 +257,9 @@ impl SessionPipeline {
     /// the new bytes start a fresh stream, which must begin with a keyframe,
     /// and the timeline continues with a discontinuity.
     pub fn reconnect(&mut self, now_ns: u64, out: &mut Vec<Event>) {
-        if !self.fatal && !self.ended {
-            let mut splits = std::mem::take(&mut self.splits);
-            self.splitter.finish(&mut splits);
-            self.consume_splits(&mut splits, out);
-            self.splits = splits;
-            let mut aus = std::mem::take(&mut self.aus);
-            self.assembler.flush(&mut aus, true, false);
-            self.aus = aus;
-            self.process_aus(now_ns, out);
-            self.flush_drops(out);
-        }
+        self.flush_pending(now_ns, out);
         self.splitter = AnnexBSplitter::new(self.opts.max_nal_bytes);
-        self.assembler = AccessUnitAssembler::new(AssemblerLimits {
-            max_au_bytes: self.opts.max_au_bytes,
-            max_au_nals: 4096,
-        });
+        self.assembler = AccessUnitAssembler::new(assembler_limits(&self.opts));
         self.filter.restart();
         self.poc = PocState::new();
         self.capture_marks.clear();
@@ -298,6 +271,23 @@ impl SessionPipeline {
             s.mark_discontinuity();
         }
         self.fatal = false;
+    }
+
+    /// Emits what the stream left pending (its last NAL unit and access
+    /// unit), judged as at the end of a stream.
+    fn flush_pending(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        if self.fatal || self.ended {
+            return;
+        }
+        let mut splits = std::mem::take(&mut self.splits);
+        self.splitter.finish(&mut splits);
+        self.consume_splits(&mut splits, out);
+        self.splits = splits;
+        let mut aus = std::mem::take(&mut self.aus);
+        self.assembler.flush(&mut aus, true, false);
+        self.aus = aus;
+        self.process_aus(now_ns, out);
+        self.flush_drops(out);
     }
 
     fn consume_splits(&mut self, splits: &mut Vec<Split>, out: &mut Vec<Event>) {
@@ -555,6 +545,13 @@ impl SessionPipeline {
             d.total = self.stats.dropped[reason_index(d.reason)];
             out.push(Event::Dropped(d));
         }
+    }
+}
+
+fn assembler_limits(opts: &PipelineOptions) -> AssemblerLimits {
+    AssemblerLimits {
+        max_au_bytes: opts.max_au_bytes,
+        max_au_nals: 4096,
     }
 }
 
