@@ -246,14 +246,12 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
             }
             Some(PbEvent::FrameDropped(d)) => {
                 status.dropped(d);
-                if d.reason != pb::DropReason::Thinned as i32 {
-                    status.message(&format!(
-                        "server dropped {} ({}): {}",
-                        dropped_count(d.reason, u64::from(d.count)),
-                        drop_reason_name(d.reason),
-                        d.detail
-                    ));
-                }
+                status.message(&format!(
+                    "server dropped {} ({}): {}",
+                    dropped_count(d.reason, u64::from(d.count)),
+                    drop_reason_name(d.reason),
+                    d.detail
+                ));
             }
             Some(PbEvent::Lagged(l)) => {
                 status.lagged(l);

@@ -90,7 +90,6 @@ pub fn drop_reason_name(reason: i32) -> &'static str {
         R::DependsOnDropped => "depends on a dropped frame",
         R::NotH264 => "not H.264",
         R::TooLarge => "too large",
-        R::Thinned => "thinned for --fps",
     }
 }
 

@@ -23,7 +23,6 @@ pub struct StatusLine {
     pub bytes: u64,
     pub segments: u64,
     pub dropped: u64,
-    pub thinned: u64,
     pub lag_events: u64,
     pub skipped: u64,
     /// Arrival times of the frames of the last second, for the rate.
@@ -43,7 +42,6 @@ impl StatusLine {
             bytes: 0,
             segments: 0,
             dropped: 0,
-            thinned: 0,
             lag_events: 0,
             skipped: 0,
             recent: VecDeque::new(),
@@ -67,11 +65,7 @@ impl StatusLine {
     }
 
     pub fn dropped(&mut self, d: &pb::FrameDropped) {
-        if d.reason == pb::DropReason::Thinned as i32 {
-            self.thinned += u64::from(d.count);
-        } else {
-            self.dropped += u64::from(d.count);
-        }
+        self.dropped += u64::from(d.count);
     }
 
     pub fn lagged(&mut self, l: &pb::Lagged) {
@@ -109,9 +103,6 @@ impl StatusLine {
         );
         if self.skipped > 0 {
             s.push_str(&format!(" ({} frames skipped)", self.skipped));
-        }
-        if self.thinned > 0 {
-            s.push_str(&format!(", thinned {}", self.thinned));
         }
         s
     }
