@@ -7,24 +7,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::engine::{Event, PipelineOptions, SessionPipeline};
+use crate::engine::PipelineOptions;
 use crate::session::{Registry, SessionOptions};
 
 static STREAM: &[u8] = include_bytes!("../../testdata/high_bframes_30.h264");
 
 /// The demo stream's access units (Annex B each) and their decode times in
-/// 90 kHz ticks, found by running the engine over it once.
+/// 90 kHz ticks.
 fn access_units() -> Vec<(Bytes, u64)> {
-    let mut p = SessionPipeline::new(PipelineOptions::default());
-    let mut events = Vec::new();
-    p.push(Bytes::from_static(STREAM), None, 0, false, &mut events);
-    p.finish(0, &mut events);
-    events
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Frame(f) => Some((f.data.clone(), f.dts)),
-            _ => None,
-        })
+    crate::engine::pipeline::frames_of(Bytes::from_static(STREAM), PipelineOptions::default())
+        .iter()
+        .map(|f| (f.data.clone(), f.dts))
         .collect()
 }
 

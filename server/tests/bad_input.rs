@@ -302,16 +302,10 @@ async fn capture_times_that_go_back_jump_ahead_or_wrap_keep_timestamps_sane() {
 }
 
 fn split_access_units(data: &[u8]) -> Vec<Bytes> {
-    use liveslice_server::engine::{Event as E, PipelineOptions, SessionPipeline};
-    let mut p = SessionPipeline::new(PipelineOptions::default());
-    let mut ev = Vec::new();
-    p.push(Bytes::copy_from_slice(data), None, 0, false, &mut ev);
-    p.finish(0, &mut ev);
-    ev.into_iter()
-        .filter_map(|e| match e {
-            E::Frame(f) => Some(f.data.clone()),
-            _ => None,
-        })
+    use liveslice_server::engine::{pipeline::frames_of, PipelineOptions};
+    frames_of(Bytes::copy_from_slice(data), PipelineOptions::default())
+        .iter()
+        .map(|f| f.data.clone())
         .collect()
 }
 

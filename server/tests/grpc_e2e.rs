@@ -434,15 +434,14 @@ struct SessionCount {
 
 impl SessionCount {
     fn count(&mut self, data: &[u8]) {
-        use liveslice_server::engine::{Event as E, PipelineOptions, SessionPipeline};
-        let mut p = SessionPipeline::new(PipelineOptions::default());
-        let mut ev = Vec::new();
-        p.push(bytes::Bytes::copy_from_slice(data), None, 0, false, &mut ev);
-        p.finish(0, &mut ev);
-        self.references = ev
-            .iter()
-            .filter(|e| matches!(e, E::Frame(f) if f.is_reference))
-            .count();
+        use liveslice_server::engine::{pipeline::frames_of, PipelineOptions};
+        self.references = frames_of(
+            bytes::Bytes::copy_from_slice(data),
+            PipelineOptions::default(),
+        )
+        .iter()
+        .filter(|f| f.is_reference)
+        .count();
     }
 }
 

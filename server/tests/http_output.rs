@@ -426,17 +426,14 @@ async fn ffmpeg_follows_the_live_playlist_while_a_publisher_pushes_in_real_time(
 }
 
 fn access_units(data: &[u8]) -> Vec<(bytes::Bytes, u64)> {
-    use liveslice_server::engine::{Event as E, PipelineOptions, SessionPipeline};
-    let mut p = SessionPipeline::new(PipelineOptions::default());
-    let mut ev = Vec::new();
-    p.push(bytes::Bytes::copy_from_slice(data), None, 0, false, &mut ev);
-    p.finish(0, &mut ev);
-    ev.into_iter()
-        .filter_map(|e| match e {
-            E::Frame(f) => Some((f.data.clone(), f.dts)),
-            _ => None,
-        })
-        .collect()
+    use liveslice_server::engine::{pipeline::frames_of, PipelineOptions};
+    frames_of(
+        bytes::Bytes::copy_from_slice(data),
+        PipelineOptions::default(),
+    )
+    .iter()
+    .map(|f| (f.data.clone(), f.dts))
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

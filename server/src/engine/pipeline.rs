@@ -579,3 +579,20 @@ fn default_reorder(cfg: &CodecConfig, sps: &SeqParameterSet) -> u32 {
 pub fn ticks_to_ns(ticks: u64) -> u64 {
     (ticks as u128 * 1_000_000_000 / TIMESCALE as u128) as u64
 }
+
+/// Runs the engine over a whole Annex B stream offline and returns its
+/// accepted frames in decode order: the access units a real-time publisher
+/// (demo, tests, load generators) sends one per message, with their times.
+pub fn frames_of(data: Bytes, opts: PipelineOptions) -> Vec<Arc<Frame>> {
+    let mut p = SessionPipeline::new(opts);
+    let mut events = Vec::new();
+    p.push(data, None, 0, false, &mut events);
+    p.finish(0, &mut events);
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Frame(f) => Some(f),
+            _ => None,
+        })
+        .collect()
+}
