@@ -446,6 +446,7 @@ async fn run_subscriber(
     }
     let mut last_snapshot = snapshot;
     let mut last_init: Option<u32> = None;
+    let mut responses = Vec::with_capacity(2);
     let frames_out = ::metrics::counter!(crate::metrics::FRAMES_OUT);
     let bytes_out = ::metrics::counter!(crate::metrics::BYTES_OUT);
     let latency = ::metrics::histogram!(crate::metrics::PUBLISH_TO_SEND);
@@ -457,7 +458,16 @@ async fn run_subscriber(
                 Delivery::Frame(f) => Some((f.ingest_time_ns, f.data.len())),
                 _ => None,
             };
-            for resp in deliveries(&session, d, &mut last_snapshot, opts, &mut last_init) {
+            // One reused buffer: no allocation per frame.
+            deliveries(
+                &session,
+                d,
+                &mut last_snapshot,
+                opts,
+                &mut last_init,
+                &mut responses,
+            );
+            for resp in responses.drain(..) {
                 if tx.send(Ok(resp)).await.is_err() {
                     return; // the client went away
                 }
@@ -493,18 +503,17 @@ fn deliveries(
     snapshot: &mut Snapshot,
     opts: SubscriberOptions,
     last_init: &mut Option<u32>,
-) -> Vec<pb::SliceResponse> {
+    out: &mut Vec<pb::SliceResponse>,
+) {
     match d {
-        Delivery::Frame(f) => vec![convert::frame(&f)],
+        Delivery::Frame(f) => out.push(convert::frame(&f)),
         Delivery::Lagged {
             skipped,
             resume_index,
-        } => vec![convert::lagged(skipped, resume_index)],
+        } => out.push(convert::lagged(skipped, resume_index)),
         Delivery::End(e) => {
             if opts.events {
-                vec![convert::ended(&e)]
-            } else {
-                Vec::new()
+                out.push(convert::ended(&e));
             }
         }
         Delivery::Event(item) => match item {
@@ -513,10 +522,11 @@ fn deliveries(
                 if opts.segments_cmaf || opts.segments_ts {
                     attach_segment_bytes(session, &s.record, &mut ready, opts, last_init);
                 }
-                vec![ready, delta]
+                out.push(ready);
+                out.push(delta);
             }
-            SessionItem::Final(u) => vec![convert::manifest_delta(&u)],
-            SessionItem::Dropped(d) => vec![convert::dropped(&d)],
+            SessionItem::Final(u) => out.push(convert::manifest_delta(&u)),
+            SessionItem::Dropped(d) => out.push(convert::dropped(&d)),
             SessionItem::Config(c) => {
                 // Parameter sets arrived or changed: tell the subscriber what
                 // it now plays. No manifests: the session's current ones may
@@ -535,9 +545,9 @@ fn deliveries(
                     window: snapshot.window,
                     ..Default::default()
                 };
-                vec![convert::session_info(&session.id, &announce, changed)]
+                out.push(convert::session_info(&session.id, &announce, changed));
             }
-            SessionItem::Frame(_) | SessionItem::Ended(_) => Vec::new(),
+            SessionItem::Frame(_) | SessionItem::Ended(_) => {}
         },
     }
 }
