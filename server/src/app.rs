@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use liveslice_proto::v1::slice_service_server::SliceServiceServer;
-use std::future::IntoFuture;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -33,81 +32,124 @@ pub enum StartError {
     Tls(String),
 }
 
-/// The PEM files of `--tls-cert` and `--tls-key`.
+/// The PEM files of `--tls-cert` and `--tls-key`, checked at start so that
+/// a wrong file is named with what is wrong with it.
 struct Tls {
     cert_pem: Vec<u8>,
     key_pem: Vec<u8>,
+    acceptor: tokio_rustls::TlsAcceptor,
 }
 
 impl Tls {
     fn load(cert: &std::path::Path, key: &std::path::Path) -> Result<Self, StartError> {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p)
-                .map_err(|e| StartError::Tls(format!("cannot read {}: {e}", p.display())))
-        };
-        Ok(Self {
-            cert_pem: read(cert)?,
-            key_pem: read(key)?,
-        })
-    }
-
-    fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, StartError> {
-        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
         use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let bad = |what: &str, e: &dyn std::fmt::Display| StartError::Tls(format!("{what}: {e}"));
-        let certs = CertificateDer::pem_slice_iter(&self.cert_pem)
+        use tokio_rustls::rustls::{Error as RustlsError, InconsistentKeys};
+        let fail = |flag: &str, p: &std::path::Path, what: String| {
+            StartError::Tls(format!("--{flag} {}: {what}", p.display()))
+        };
+        let read = |flag: &str, p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| fail(flag, p, format!("cannot read: {e}")))
+        };
+        let cert_pem = read("tls-cert", cert)?;
+        let key_pem = read("tls-key", key)?;
+        let certs = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad("certificate PEM", &e))?;
+            .map_err(|e| fail("tls-cert", cert, format!("not valid PEM: {e}")))?;
         if certs.is_empty() {
-            return Err(StartError::Tls("no certificate in --tls-cert".into()));
+            let hint = if PrivateKeyDer::from_pem_slice(&cert_pem).is_ok() {
+                " (it holds a private key: are --tls-cert and --tls-key swapped?)"
+            } else {
+                " (a PEM file with -----BEGIN CERTIFICATE----- is expected)"
+            };
+            return Err(fail(
+                "tls-cert",
+                cert,
+                format!("no certificate found{hint}"),
+            ));
         }
-        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| bad("key PEM", &e))?;
+        let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+            let what = match e {
+                pem::Error::NoItemsFound => {
+                    if CertificateDer::pem_slice_iter(&key_pem).any(|c| c.is_ok()) {
+                        "no private key found (it holds a certificate: are --tls-cert and --tls-key swapped?)".to_string()
+                    } else {
+                        "no private key found (a PEM file with -----BEGIN PRIVATE KEY----- (PKCS#8), RSA PRIVATE KEY or EC PRIVATE KEY is expected)".to_string()
+                    }
+                }
+                e => format!("not a valid PEM private key: {e}"),
+            };
+            fail("tls-key", key, what)
+        })?;
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        provider
+            .key_provider
+            .load_private_key(key_der.clone_key())
+            .map_err(|e| {
+                fail(
+                    "tls-key",
+                    key,
+                    format!("the private key is not usable: {e}"),
+                )
+            })?;
         let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| bad("protocol versions", &e))?
+            .map_err(|e| StartError::Tls(format!("protocol versions: {e}")))?
             .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| bad("certificate and key", &e))?;
+            .with_single_cert(certs, key_der)
+            .map_err(|e| match e {
+                RustlsError::InconsistentKeys(InconsistentKeys::KeyMismatch) => {
+                    StartError::Tls(format!(
+                        "--tls-key {} does not belong to the certificate in --tls-cert {}",
+                        key.display(),
+                        cert.display()
+                    ))
+                }
+                e => fail(
+                    "tls-cert",
+                    cert,
+                    format!("the certificate is not usable: {e}"),
+                ),
+            })?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        Ok(Self {
+            cert_pem,
+            key_pem,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        })
     }
 }
 
-/// The HTTP origin over TLS: accept, handshake, then serve HTTP/1.1 or 2.
-async fn serve_https(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    router: axum::Router,
-    mut stop: oneshot::Receiver<()>,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::service::TowerToHyperService;
-    loop {
-        let (tcp, _) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            _ = &mut stop => return Ok(()),
-        };
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
-        tokio::spawn(async move {
-            // A failed handshake costs this connection only.
-            let Ok(tls) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-            else {
-                return;
-            };
-            let Ok(tls) = tls else { return };
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
-        });
+/// An error and its causes, one after another (tonic's own Display says
+/// only "transport error").
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
     }
+    s
+}
+
+/// The gRPC listener's connections. tonic retries a failed accept at once;
+/// out of file descriptors (EMFILE) that would spin, so errors other than a
+/// connection's own pause a moment first, as the HTTP listener does.
+fn incoming_with_backoff(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).then(|r| async move {
+        if let Err(e) = &r {
+            if !crate::http::serve::is_per_connection(e) {
+                let pause = crate::http::serve::ACCEPT_BACKOFF;
+                tracing::warn!(error = %e, "gRPC accept failed; pausing {pause:?}");
+                tokio::time::sleep(pause).await;
+            }
+        }
+        r
+    })
 }
 
 /// A running server.
@@ -184,7 +226,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(
                 tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
             ))
-            .map_err(|e| StartError::Tls(e.to_string()))?;
+            .map_err(|e| StartError::Tls(format!("gRPC: {}", error_chain(&e))))?;
     }
     let grpc_task = tokio::spawn(
         builder
@@ -192,7 +234,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming_with_backoff(listener), async {
                 let _ = stop_rx.await;
             }),
     );
@@ -212,19 +254,14 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         })?;
     let (http_stop, http_stop_rx) = oneshot::channel::<()>();
     let router = crate::http::router(registry.clone(), auth.clone());
-    let http_task = match &tls {
-        None => tokio::spawn(
-            axum::serve(http_listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = http_stop_rx.await;
-                })
-                .into_future(),
-        ),
-        Some(tls) => {
-            let acceptor = tls.acceptor()?;
-            tokio::spawn(serve_https(http_listener, acceptor, router, http_stop_rx))
-        }
-    };
+    let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
+    let http_task = tokio::spawn(crate::http::serve::serve(
+        http_listener,
+        acceptor,
+        router,
+        config.http_limits(),
+        http_stop_rx,
+    ));
     tracing::info!(%http_addr, "HTTP origin listening (HLS, DASH, player)");
     // Histogram samples pile up in the recorder until drained: drain them
     // even when nobody scrapes.
@@ -238,11 +275,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         })
     });
     if let Some(id) = &config.demo {
-        crate::grpc::validate_session_id(id).map_err(|reason| crate::config::ConfigError {
+        let id = crate::ids::parse_session_id(id).map_err(|reason| crate::config::ConfigError {
             key: "demo",
             reason,
         })?;
-        crate::demo::spawn(registry.clone(), config.pipeline(), id.clone());
+        crate::demo::spawn(registry.clone(), config.pipeline(), id);
     }
     Ok(Running {
         grpc_addr,

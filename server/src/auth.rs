@@ -71,6 +71,7 @@ impl Auth {
             else {
                 return Err(format!("{t:?} is not ROLE:SESSION:TOKEN"));
             };
+            let role_text = role;
             let role = match role {
                 "publish" => Some(Access::Publish),
                 "play" => Some(Access::Play),
@@ -80,10 +81,16 @@ impl Auth {
             if token.len() < 8 {
                 return Err("tokens must be at least 8 characters".into());
             }
+            let session = if session == "*" {
+                session.to_string()
+            } else {
+                crate::ids::parse_session_id(session)
+                    .map_err(|e| format!("{role_text}:{session}:…: invalid session: {e}"))?
+            };
             parsed.push(StaticToken {
                 token: token.as_bytes().to_vec(),
                 role,
-                session: session.to_string(),
+                session,
             });
         }
         if let Some(s) = secret {
@@ -98,7 +105,8 @@ impl Auth {
     }
 
     /// May `token` do `access` on `session` at `now` (Unix seconds)?
-    /// `session` `*` asks for a token valid for every session.
+    /// `session` is a decoded id (from [`crate::ids::parse_session_id`]);
+    /// `*` asks for a token valid for every session.
     pub fn check(
         &self,
         token: Option<&str>,
@@ -162,10 +170,14 @@ fn verify_signed(secret: &[u8], token: &str) -> Result<(Access, String, u64), Au
         Some("play") => Access::Play,
         _ => return Err(AuthError::Invalid("malformed")),
     };
-    let session = parts
-        .next()
-        .ok_or(AuthError::Invalid("malformed"))?
-        .to_string();
+    let session = parts.next().ok_or(AuthError::Invalid("malformed"))?;
+    // The session a token names is read like every other id: an encoded
+    // one stands for what it decodes to, an invalid one for nothing.
+    let session = if session == "*" {
+        session.to_string()
+    } else {
+        crate::ids::parse_session_id(session).map_err(|_| AuthError::Invalid("malformed"))?
+    };
     let expiry: u64 = parts
         .next()
         .and_then(|e| e.parse().ok())
@@ -230,6 +242,27 @@ mod tests {
             Err(AuthError::Invalid(_))
         ));
         assert!(Auth::new(&["bad".into()], None).is_err());
+        // Sessions are ids as everywhere else: decoded, and refused when
+        // they can never be valid.
+        for bad in [
+            "play:../x:viewer-key",
+            "play:%2e%2e:viewer-key",
+            "play:a%2531:viewer-key",
+        ] {
+            let e = Auth::new(&[bad.into()], None).unwrap_err();
+            assert!(e.contains("invalid session"), "{bad}: {e}");
+        }
+        let enc = Auth::new(&["play:cam%31:viewer-key".into()], None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            enc.check(Some("viewer-key"), "cam1", Access::Play, 0),
+            Ok(())
+        );
+        assert_eq!(
+            enc.check(Some("viewer-key"), "cam%31", Access::Play, 0),
+            Err(AuthError::Forbidden)
+        );
         assert!(Auth::new(&["play:*:short".into()], None).is_err());
         assert!(Auth::new(&[], None).unwrap().is_none());
     }
@@ -251,6 +284,14 @@ mod tests {
             a.check(Some(&t), "cam1", Access::Publish, 0),
             Err(AuthError::Forbidden)
         );
+        // A token's session is decoded like any id.
+        let enc = sign(SECRET, Access::Play, "cam%31", 1000);
+        assert_eq!(a.check(Some(&enc), "cam1", Access::Play, 0), Ok(()));
+        let bad = sign(SECRET, Access::Play, "%2e%2e", 1000);
+        assert!(matches!(
+            a.check(Some(&bad), "..", Access::Play, 0),
+            Err(AuthError::Invalid(_))
+        ));
         let any = sign(SECRET, Access::Publish, "*", 1000);
         assert_eq!(a.check(Some(&any), "whatever", Access::Publish, 0), Ok(()));
         // Tampering: another session, another expiry, another secret.

@@ -88,9 +88,26 @@ pub struct Config {
     /// Most live sessions at once (RESOURCE_EXHAUSTED beyond).
     #[arg(long, env = "LIVESLICE_MAX_SESSIONS", default_value_t = 1000)]
     pub max_sessions: usize,
-    /// Most subscribers per session (RESOURCE_EXHAUSTED beyond).
+    /// Most subscribers per session (RESOURCE_EXHAUSTED beyond). Every gRPC
+    /// subscriber stream counts; the publisher's own stream (its acks and
+    /// events) and HTTP players do not.
     #[arg(long, env = "LIVESLICE_MAX_SUBSCRIBERS", default_value_t = 1000)]
     pub max_subscribers: usize,
+    /// HTTP: a request's headers must arrive within this, counted from when
+    /// the server starts waiting for them (a new connection, or the end of
+    /// the previous response on a kept-alive HTTP/1.1 one); also bounds the
+    /// TLS handshake.
+    #[arg(long, env = "LIVESLICE_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
+    /// HTTP: a connection on which no byte moves either way for this long is
+    /// closed (HTTP/2 included).
+    #[arg(long, env = "LIVESLICE_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub http_idle_timeout: Duration,
+    /// HTTP: most connections open at once; beyond, a new connection gets
+    /// `503` (TLS: is closed) right away. Keep it well under the file
+    /// descriptor limit (`ulimit -n`), which gRPC shares.
+    #[arg(long, env = "LIVESLICE_HTTP_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub http_max_connections: usize,
     /// Largest gRPC message accepted, in bytes (a publisher chunk must fit).
     #[arg(long, env = "LIVESLICE_MAX_MESSAGE_BYTES", default_value_t = 4 << 20)]
     pub max_message_bytes: usize,
@@ -210,6 +227,12 @@ impl Config {
         kv("default-fps", self.default_fps.to_string());
         kv("max-sessions", self.max_sessions.to_string());
         kv("max-subscribers", self.max_subscribers.to_string());
+        kv("http-header-timeout", d(&self.http_header_timeout));
+        kv("http-idle-timeout", d(&self.http_idle_timeout));
+        kv(
+            "http-max-connections",
+            self.http_max_connections.to_string(),
+        );
         kv("max-message-bytes", self.max_message_bytes.to_string());
         kv("max-nal-bytes", self.max_nal_bytes.to_string());
         kv("ring-bytes", self.ring_bytes.to_string());
@@ -273,6 +296,15 @@ impl Config {
         if self.max_subscribers == 0 {
             return err("max-subscribers", "must be at least 1");
         }
+        if self.http_header_timeout.is_zero() {
+            return err("http-header-timeout", "must be more than 0");
+        }
+        if self.http_idle_timeout.is_zero() {
+            return err("http-idle-timeout", "must be more than 0");
+        }
+        if self.http_max_connections == 0 {
+            return err("http-max-connections", "must be at least 1");
+        }
         if self.max_message_bytes < 1024 {
             return err("max-message-bytes", "must be at least 1024");
         }
@@ -306,6 +338,14 @@ impl Config {
             max_au_bytes: self.max_nal_bytes.saturating_mul(2),
             timing: Default::default(),
             utc_timing_url: "/time".into(),
+        }
+    }
+
+    pub fn http_limits(&self) -> crate::http::serve::HttpLimits {
+        crate::http::serve::HttpLimits {
+            header_timeout: self.http_header_timeout,
+            idle_timeout: self.http_idle_timeout,
+            max_connections: self.http_max_connections,
         }
     }
 

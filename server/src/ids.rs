@@ -1,10 +1,59 @@
 //! Session ids: they end up in URLs and file names, so only a safe charset
 //! is accepted.
+//!
+//! [`parse_session_id`] is the one way an id enters the server: HTTP paths,
+//! the HTTP authorization check, gRPC `session_id`, `--demo`,
+//! `--mint-token` and static `--auth-token` entries all go through it, so
+//! every layer agrees on which session a string names.
 
 pub const MAX_SESSION_ID_LEN: usize = 128;
 
-/// Checks a session id: 1..=128 bytes of `[A-Za-z0-9._-]`, not starting
-/// with `.` (no hidden files, no `..`).
+/// Decodes and validates a session id as it arrives from anywhere: one
+/// round of percent-decoding (`cam%31` is `cam1`; hex digits in either
+/// case), then [`validate_session_id`] on the result. A string that does not
+/// decode, or decodes to an invalid id (`%2e%2e` is `..`; `%2531` is `%31`,
+/// which contains `%`), is refused with the reason.
+pub fn parse_session_id(raw: &str) -> Result<String, String> {
+    let id = if raw.contains('%') {
+        percent_decode_once(raw)
+            .ok_or_else(|| format!("session_id {raw:?} is not validly percent-encoded"))?
+    } else {
+        raw.to_string()
+    };
+    validate_session_id(&id).map_err(|e| {
+        if id == raw {
+            e
+        } else {
+            format!("{e} (in {id:?}, decoded from {raw:?})")
+        }
+    })?;
+    Ok(id)
+}
+
+/// `%XX` escapes to bytes, once; `None` for a malformed escape or a result
+/// that is not UTF-8. `+` stays `+` (this is a path segment, not a form).
+fn percent_decode_once(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let hi = (hex[0] as char).to_digit(16)?;
+            let lo = (hex[1] as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The validity rule, on an already decoded id: 1..=128 bytes of
+/// `[A-Za-z0-9._-]`, not starting with `.` (no hidden files, no `..`).
+/// Use [`parse_session_id`] for ids from outside.
 pub fn validate_session_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("session_id is required".into());
@@ -31,7 +80,7 @@ pub fn validate_session_id(id: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::validate_session_id;
+    use super::{parse_session_id, validate_session_id};
 
     #[test]
     fn ids() {
@@ -48,7 +97,40 @@ mod tests {
             &"x".repeat(129),
         ] {
             assert!(validate_session_id(bad).is_err(), "{bad:?}");
+            assert!(parse_session_id(bad).is_err(), "{bad:?}");
         }
         assert!(validate_session_id(&"x".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn encoded_ids_are_what_they_decode_to() {
+        assert_eq!(parse_session_id("cam1").as_deref(), Ok("cam1"));
+        assert_eq!(parse_session_id("cam%31").as_deref(), Ok("cam1"));
+        assert_eq!(parse_session_id("%63%61%6D%31").as_deref(), Ok("cam1"));
+        assert_eq!(parse_session_id("cam%6a").as_deref(), Ok("camj"));
+        assert_eq!(parse_session_id("cam%6A").as_deref(), Ok("camj"));
+        assert_eq!(parse_session_id("a%2Db").as_deref(), Ok("a-b"));
+        for bad in [
+            "%2e%2e",
+            "%2E%2e",
+            "%2e%2e%2fx",
+            "..%2Fx",
+            "a%2Fb",
+            "cam%2531",
+            "%",
+            "cam%3",
+            "cam%zz",
+            "cam%C3%A9",
+            "cam%ff",
+            "a+b",
+            "cam%00",
+            "%2ehidden",
+        ] {
+            let e = parse_session_id(bad).expect_err(bad);
+            assert!(e.contains("session_id"), "{bad}: {e}");
+        }
+        // 128 bytes once decoded is fine however long the encoding.
+        assert!(parse_session_id(&"%78".repeat(128)).is_ok());
+        assert!(parse_session_id(&"%78".repeat(129)).is_err());
     }
 }

@@ -125,9 +125,17 @@ fn mint(config: &Config, spec: &str) -> Result<String, String> {
         "play" => Access::Play,
         other => return Err(format!("role {other:?} is not publish or play")),
     };
+    // The session is read as the server reads every id, so the token names
+    // the session it will be checked against; `*` is every session.
+    let session = if session == "*" {
+        session.to_string()
+    } else {
+        liveslice_server::ids::parse_session_id(session)
+            .map_err(|e| format!("invalid session {session:?}: {e}"))?
+    };
     let ttl = liveslice_server::config::parse_duration(ttl)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|e| e.to_string())?;
-    Ok(sign(secret, access, session, (now + ttl).as_secs()))
+    Ok(sign(secret, access, &session, (now + ttl).as_secs()))
 }

@@ -24,6 +24,9 @@ pub const PUBLISH_TO_SEND: &str = "liveslice_publish_to_send_seconds";
 pub const LAG_SKIPS: &str = "liveslice_subscriber_lag_skips_total";
 pub const GRPC_CALLS: &str = "liveslice_grpc_calls_total";
 pub const HTTP_REQUESTS: &str = "liveslice_http_requests_total";
+/// HTTP connections refused or not accepted, by reason (`limit`,
+/// `accept_error`).
+pub const HTTP_CONNECTIONS_SHED: &str = "liveslice_http_connections_shed_total";
 pub const SESSIONS: &str = "liveslice_sessions";
 pub const PUBLISHERS: &str = "liveslice_publishers";
 pub const SUBSCRIBERS: &str = "liveslice_subscribers";
@@ -73,11 +76,15 @@ fn describe() {
     describe_counter!(LAG_SKIPS, "Times a slow subscriber was skipped forward");
     describe_counter!(GRPC_CALLS, "StreamSlices calls, by role and final status");
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by kind and status");
+    describe_counter!(
+        HTTP_CONNECTIONS_SHED,
+        "HTTP connections refused over --http-max-connections, or accept errors, by reason"
+    );
     describe_gauge!(SESSIONS, "Sessions held (live and lingering), by state");
     describe_gauge!(PUBLISHERS, "Sessions with an attached publisher");
     describe_gauge!(
         SUBSCRIBERS,
-        "Attached subscribers (including publishers' event streams)"
+        "Attached gRPC subscribers (a publisher's own event stream is not one)"
     );
 }
 

@@ -323,8 +323,9 @@ async fn too_many_sessions_or_subscribers_get_resource_exhausted() {
         Ok(mut p) => p.responses.message().await.unwrap_err(),
     };
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
-    // Session "a" has its publisher's event stream as one subscriber.
+    // Two viewers of "a" (its publisher's own stream does not count), not three.
     let _s1 = subscribe(&mut c, "a", false, 0).await.unwrap();
+    let _s2 = subscribe(&mut c, "a", false, 0).await.unwrap();
     let err = subscribe(&mut c, "a", false, 0).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
     server.shutdown().await;

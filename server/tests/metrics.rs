@@ -49,8 +49,8 @@ async fn counts_move_with_traffic() {
     assert_eq!(value(&during, "liveslice_publishers"), 1.0);
     assert_eq!(
         value(&during, "liveslice_subscribers"),
-        2.0,
-        "viewer + publisher's event stream"
+        1.0,
+        "the viewer (the publisher's own stream is not a subscriber)"
     );
 
     p.send_chunked(&testdata("damaged_cut_ref.h264"), &[20_000])

@@ -91,17 +91,84 @@ async fn grpc_and_http_over_tls() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn bad_pem_files_are_named() {
-    let dir = tempdir();
-    std::fs::write(dir.join("c.pem"), "not a certificate").unwrap();
-    std::fs::write(dir.join("k.pem"), "not a key").unwrap();
+/// Starts with these PEM files and returns the error.
+async fn start_error(cert: &std::path::Path, key: &std::path::Path) -> String {
     let mut config = test_config();
-    config.tls_cert = Some(dir.join("c.pem"));
-    config.tls_key = Some(dir.join("k.pem"));
-    let err = match liveslice_server::app::start(&config).await {
+    config.tls_cert = Some(cert.to_path_buf());
+    config.tls_key = Some(key.to_path_buf());
+    match liveslice_server::app::start(&config).await {
         Err(e) => e.to_string(),
-        Ok(_) => panic!("started with bad PEM files"),
+        Ok(_) => panic!("started with {cert:?} and {key:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_pem_files_are_named_with_the_problem() {
+    let dir = tempdir();
+    let good = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
     };
-    assert!(err.contains("TLS"), "{err}");
+    let cert = file("cert.pem", &good.cert.pem());
+    let key = file("key.pem", &good.signing_key.serialize_pem());
+    let other_key = file("other-key.pem", &other.signing_key.serialize_pem());
+    let junk = file("junk.pem", "not a certificate");
+    let bad_der = file(
+        "bad-der.pem",
+        "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n",
+    );
+    let missing = dir.join("missing.pem");
+
+    // (cert, key, the flag named, the file named, words of the problem)
+    let cases: [(
+        &std::path::Path,
+        &std::path::Path,
+        &str,
+        &std::path::Path,
+        &[&str],
+    ); 7] = [
+        (&missing, &key, "--tls-cert", &missing, &["cannot read"]),
+        (&cert, &missing, "--tls-key", &missing, &["cannot read"]),
+        (&junk, &key, "--tls-cert", &junk, &["no certificate found"]),
+        (&cert, &junk, "--tls-key", &junk, &["no private key found"]),
+        (&key, &cert, "--tls-cert", &key, &["swapped"]),
+        (
+            &bad_der,
+            &key,
+            "--tls-cert",
+            &bad_der,
+            &["certificate is not usable"],
+        ),
+        (
+            &cert,
+            &other_key,
+            "--tls-key",
+            &other_key,
+            &["does not belong", "cert.pem"],
+        ),
+    ];
+    for (c, k, flag, named, words) in cases {
+        let err = start_error(c, k).await;
+        let shown = format!("{flag} {}", named.display());
+        assert!(
+            err.contains(&shown),
+            "{c:?} {k:?}: {err:?} does not name {shown:?}"
+        );
+        for w in words {
+            assert!(err.contains(w), "{c:?} {k:?}: {err:?} does not say {w:?}");
+        }
+        assert!(!err.contains("transport error"), "{err}");
+    }
+    // The good pair starts.
+    let mut config = test_config();
+    config.tls_cert = Some(cert);
+    config.tls_key = Some(key);
+    liveslice_server::app::start(&config)
+        .await
+        .unwrap()
+        .shutdown()
+        .await;
 }

@@ -55,7 +55,7 @@ impl Default for ServiceConfig {
     }
 }
 
-pub use crate::ids::{validate_session_id, MAX_SESSION_ID_LEN};
+pub use crate::ids::{parse_session_id, validate_session_id, MAX_SESSION_ID_LEN};
 pub const MAX_TARGET_FPS: i32 = 1000;
 
 fn validate_fps(fps: i32) -> Result<Option<u32>, Status> {
@@ -147,7 +147,9 @@ impl SliceService for SliceServiceImpl {
             crate::metrics::grpc_call("unknown", s.code());
             s
         };
-        validate_session_id(&first.session_id)
+        // From here on the session is the decoded id: `cam%31` is `cam1`.
+        let mut first = first;
+        first.session_id = parse_session_id(&first.session_id)
             .map_err(Status::invalid_argument)
             .map_err(rejected)?;
         let fps = validate_fps(first.target_fps).map_err(rejected)?;
@@ -241,6 +243,9 @@ impl SliceServiceImpl {
         // The publisher hears the session's events (and frames if echoed)
         // from now on, without a replay of the window.
         let (mut snapshot, brx, guard) = session.join();
+        // The publisher's own event stream is not a viewer: it does not
+        // count against --max-subscribers (nor in the subscribers gauge).
+        drop(guard);
         snapshot.frames.clear();
         let sub_opts = SubscriberOptions {
             frames: opts.echo_frames,
@@ -254,7 +259,7 @@ impl SliceServiceImpl {
                 session.clone(),
                 snapshot,
                 brx,
-                guard,
+                None,
                 sub_opts,
                 tx.clone(),
                 false,
@@ -310,7 +315,7 @@ impl SliceServiceImpl {
         };
         tokio::spawn(
             async move {
-                run_subscriber(session, snapshot, brx, guard, opts, tx, true).await;
+                run_subscriber(session, snapshot, brx, Some(guard), opts, tx, true).await;
                 // The subscriber's request stream is kept open until its
                 // response stream is done; it has nothing more to say.
                 drop(inbound);
@@ -335,7 +340,9 @@ async fn run_publisher(
     let id = session.id.clone();
     let mut msg = first;
     loop {
-        if !msg.session_id.is_empty() && msg.session_id != id {
+        if !msg.session_id.is_empty()
+            && parse_session_id(&msg.session_id).as_deref() != Ok(id.as_str())
+        {
             let _ = tx
                 .send(Err(Status::invalid_argument(format!(
                     "session_id changed from {id:?} to {:?} mid-stream",
@@ -421,7 +428,7 @@ async fn run_subscriber(
     session: Arc<Session>,
     snapshot: Snapshot,
     mut rx: broadcast::Receiver<SessionItem>,
-    _guard: SubscriberGuard,
+    _guard: Option<SubscriberGuard>,
     opts: SubscriberOptions,
     tx: Out,
     send_info: bool,
@@ -482,7 +489,13 @@ async fn run_subscriber(
                 return;
             }
         }
-        match rx.recv().await {
+        // A client that went away frees its place at once, not at the
+        // session's next item.
+        let next = tokio::select! {
+            r = rx.recv() => r,
+            _ = tx.closed() => return,
+        };
+        match next {
             Ok(item) => filter.on_item(item, &mut out),
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 lag_skips.increment(1);

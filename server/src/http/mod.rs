@@ -5,20 +5,22 @@
 //! sessions up and sets headers.
 
 mod pages;
+pub mod serve;
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use bytes::Bytes;
 use tower_http::cors::CorsLayer;
 
 use crate::auth::{bearer, Access, Auth, AuthError};
 use crate::engine::playlist::iso8601_ms;
-use crate::grpc::validate_session_id;
+use crate::ids::parse_session_id;
 use crate::session::mux_cache::MuxError;
 use crate::session::{now_unix_ns, ManifestKind, Registry, Session};
 
@@ -63,8 +65,43 @@ pub fn router(registry: Arc<Registry>, auth: Option<Arc<Auth>>) -> Router {
         .with_state(registry)
         .merge(metrics_route)
         .layer(axum::middleware::from_fn_with_state(auth, authorize))
+        .layer(axum::middleware::from_fn(session_from_path))
         .layer(axum::middleware::from_fn(count_requests))
         .layer(CorsLayer::permissive())
+}
+
+/// The session a request's path names (`/live/{session}/…`,
+/// `/player/{session}`), decoded and validated once by
+/// [`parse_session_id`]; authorization and every handler use this, never
+/// the raw path.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionId(pub(crate) String);
+
+/// The raw (still percent-encoded) session segment of a path, if the path
+/// names a session.
+fn raw_session_segment(path: &str) -> Option<&str> {
+    let rest = path
+        .strip_prefix("/live/")
+        .or_else(|| path.strip_prefix("/player/"))?;
+    Some(rest.split('/').next().unwrap_or(rest))
+}
+
+/// Reads the session out of the path for everything after it. An id that
+/// does not decode to a valid one names no session: 404, whatever the
+/// token (the answer says nothing about which sessions exist).
+async fn session_from_path(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(raw) = raw_session_segment(req.uri().path()) {
+        match parse_session_id(raw) {
+            Ok(id) => {
+                req.extensions_mut().insert(SessionId(id));
+            }
+            Err(e) => return not_found(format!("no such session: {e}\n")),
+        }
+    }
+    next.run(req).await
 }
 
 /// The token a request came with in its query string: manifests served to
@@ -84,13 +121,10 @@ async fn authorize(
     let Some(auth) = auth else {
         return next.run(req).await;
     };
-    let path = req.uri().path();
-    let session = if path == "/" {
+    let session = if req.uri().path() == "/" {
         Some("*".to_string())
     } else {
-        path.strip_prefix("/live/")
-            .or_else(|| path.strip_prefix("/player/"))
-            .map(|rest| rest.split('/').next().unwrap_or("").to_string())
+        req.extensions().get::<SessionId>().map(|s| s.0.clone())
     };
     let Some(session) = session else {
         return next.run(req).await;
@@ -244,9 +278,8 @@ fn body(content_type: &'static str, cache: &'static str, bytes: impl Into<Bytes>
     r
 }
 
-/// The session (live, or ended and lingering) for a URL's id.
+/// The session (live, or ended and lingering) for a URL's (decoded) id.
 fn session(registry: &Registry, id: &str) -> Option<Arc<Session>> {
-    validate_session_id(id).ok()?;
     registry.get(id)
 }
 
@@ -277,7 +310,7 @@ async fn manifest(
 
 async fn hls_cmaf(
     State(r): State<Arc<Registry>>,
-    Path(id): Path<String>,
+    Extension(SessionId(id)): Extension<SessionId>,
     token: Option<axum::Extension<QueryToken>>,
 ) -> Response {
     manifest(&r, &id, ManifestKind::HlsCmaf, HLS, token).await
@@ -285,7 +318,7 @@ async fn hls_cmaf(
 
 async fn hls_ts(
     State(r): State<Arc<Registry>>,
-    Path(id): Path<String>,
+    Extension(SessionId(id)): Extension<SessionId>,
     token: Option<axum::Extension<QueryToken>>,
 ) -> Response {
     manifest(&r, &id, ManifestKind::HlsTs, HLS, token).await
@@ -293,21 +326,114 @@ async fn hls_ts(
 
 async fn dash(
     State(r): State<Arc<Registry>>,
-    Path(id): Path<String>,
+    Extension(SessionId(id)): Extension<SessionId>,
     token: Option<axum::Extension<QueryToken>>,
 ) -> Response {
     manifest(&r, &id, ManifestKind::Dash, DASH, token).await
 }
 
-fn mux_response(result: Result<Bytes, MuxError>, ct: &'static str) -> Response {
+fn mux_response(
+    result: Result<Bytes, MuxError>,
+    ct: &'static str,
+    headers: &HeaderMap,
+) -> Response {
     match result {
-        Ok(b) => body(ct, SEGMENT_CACHE, b),
+        Ok(b) => ranged(headers, ct, SEGMENT_CACHE, b),
         Err(e @ (MuxError::NotAvailable(_) | MuxError::NoConfig(_))) => not_found(format!("{e}\n")),
         Err(e) => {
             tracing::error!(error = %e, "muxing failed");
             (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
         }
     }
+}
+
+/// A single byte range of a body of known length, inclusive.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAsk {
+    /// No usable `Range`: serve the whole body.
+    Whole,
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// Reads `Range: bytes=…` (RFC 9110 §14) for a body of `len` bytes. Single
+/// ranges only (`a-b`, `a-`, `-n`); several ranges, other units, malformed
+/// values and `If-Range` (these bodies carry no validator to match) get the
+/// whole body.
+fn range_ask(headers: &HeaderMap, len: u64) -> RangeAsk {
+    if headers.contains_key(header::IF_RANGE) {
+        return RangeAsk::Whole;
+    }
+    let Some(v) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return RangeAsk::Whole;
+    };
+    let Some((unit, spec)) = v.trim().split_once('=') else {
+        return RangeAsk::Whole;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return RangeAsk::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeAsk::Whole;
+    };
+    let num = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    match (first.trim().is_empty(), last.trim().is_empty()) {
+        // `-n`: the last n bytes.
+        (true, false) => match num(last) {
+            Some(0) => RangeAsk::Unsatisfiable,
+            Some(_) if len == 0 => RangeAsk::Unsatisfiable,
+            Some(n) => RangeAsk::Part(len.saturating_sub(n), len - 1),
+            None => RangeAsk::Whole,
+        },
+        // `a-`: from a to the end.
+        (false, true) => match num(first) {
+            Some(a) if a < len => RangeAsk::Part(a, len - 1),
+            Some(_) => RangeAsk::Unsatisfiable,
+            None => RangeAsk::Whole,
+        },
+        // `a-b`.
+        (false, false) => match (num(first), num(last)) {
+            (Some(a), Some(b)) if a > b => RangeAsk::Whole,
+            (Some(a), Some(_)) if a >= len => RangeAsk::Unsatisfiable,
+            (Some(a), Some(b)) => RangeAsk::Part(a, b.min(len - 1)),
+            _ => RangeAsk::Whole,
+        },
+        (true, true) => RangeAsk::Whole,
+    }
+}
+
+/// A segment body, or the part of it a `Range` asks for (`206`), or `416`.
+fn ranged(headers: &HeaderMap, ct: &'static str, cache: &'static str, b: Bytes) -> Response {
+    let len = b.len() as u64;
+    let mut r = match range_ask(headers, len) {
+        RangeAsk::Whole => body(ct, cache, b),
+        RangeAsk::Part(first, last) => {
+            let part = b.slice(first as usize..=last as usize);
+            let mut r = body(ct, cache, part);
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{last}/{len}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            r
+        }
+        RangeAsk::Unsatisfiable => {
+            let mut r =
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n").into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            r
+        }
+    };
+    r.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    r
 }
 
 /// `{prefix}{number}{suffix}` → number.
@@ -321,7 +447,9 @@ fn numbered(file: &str, prefix: &str, suffix: &str) -> Option<u64> {
 
 async fn cmaf_file(
     State(r): State<Arc<Registry>>,
-    Path((id, file)): Path<(String, String)>,
+    Extension(SessionId(id)): Extension<SessionId>,
+    Path((_, file)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(s) = session(&r, &id) else {
         return no_session(&id);
@@ -330,19 +458,21 @@ async fn cmaf_file(
         let s2 = s.clone();
         let res = tokio::task::spawn_blocking(move || s2.cmaf_segment(seq)).await;
         return match res {
-            Ok(r) => mux_response(r, M4S),
+            Ok(r) => mux_response(r, M4S, &headers),
             Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "muxing task failed\n").into_response(),
         };
     }
     if let Some(id) = numbered(&file, "init-", ".mp4").and_then(|n| u32::try_from(n).ok()) {
-        return mux_response(s.init_segment(id), MP4);
+        return mux_response(s.init_segment(id), MP4, &headers);
     }
     not_found("no such file\n")
 }
 
 async fn ts_file(
     State(r): State<Arc<Registry>>,
-    Path((id, file)): Path<(String, String)>,
+    Extension(SessionId(id)): Extension<SessionId>,
+    Path((_, file)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(s) = session(&r, &id) else {
         return no_session(&id);
@@ -352,7 +482,7 @@ async fn ts_file(
     };
     let res = tokio::task::spawn_blocking(move || s.ts_segment(seq)).await;
     match res {
-        Ok(r) => mux_response(r, TS),
+        Ok(r) => mux_response(r, TS, &headers),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "muxing task failed\n").into_response(),
     }
 }
@@ -368,7 +498,47 @@ async fn time() -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::numbered;
+    use super::{numbered, range_ask, RangeAsk};
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    fn ask(range: &str, len: u64) -> RangeAsk {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_str(range).unwrap());
+        range_ask(&h, len)
+    }
+
+    #[test]
+    fn ranges() {
+        use RangeAsk::*;
+        assert_eq!(range_ask(&HeaderMap::new(), 10), Whole);
+        assert_eq!(ask("bytes=0-3", 10), Part(0, 3));
+        assert_eq!(ask("bytes=2-", 10), Part(2, 9));
+        assert_eq!(ask("bytes=-3", 10), Part(7, 9));
+        assert_eq!(ask("bytes=-30", 10), Part(0, 9));
+        assert_eq!(ask("bytes=5-99", 10), Part(5, 9));
+        assert_eq!(ask("BYTES = 9-9", 10), Part(9, 9));
+        assert_eq!(ask("bytes=10-", 10), Unsatisfiable);
+        assert_eq!(ask("bytes=10-20", 10), Unsatisfiable);
+        assert_eq!(ask("bytes=-0", 10), Unsatisfiable);
+        assert_eq!(ask("bytes=0-0", 0), Unsatisfiable);
+        assert_eq!(ask("bytes=-5", 0), Unsatisfiable);
+        for whole in [
+            "bytes=3-2",
+            "bytes=0-1,4-5",
+            "items=0-1",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=+1-2",
+            "bytes 0-1",
+            "bytes=18446744073709551616-",
+        ] {
+            assert_eq!(ask(whole, 10), Whole, "{whole}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=0-1"));
+        h.insert(header::IF_RANGE, HeaderValue::from_static("\"x\""));
+        assert_eq!(range_ask(&h, 10), Whole);
+    }
 
     #[test]
     fn segment_names() {

@@ -4,11 +4,12 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{Html, IntoResponse, Response};
+use axum::Extension;
 
-use crate::grpc::validate_session_id;
+use super::SessionId;
 use crate::session::Registry;
 
 static HLS_JS: &[u8] = include_bytes!("../../assets/vendor/hls.min.js");
@@ -100,10 +101,10 @@ pub struct PlayerQuery {
     mode: Option<String>,
 }
 
-pub async fn player(Path(id): Path<String>, Query(q): Query<PlayerQuery>) -> Response {
-    if validate_session_id(&id).is_err() {
-        return (axum::http::StatusCode::NOT_FOUND, "no such session\n").into_response();
-    }
+pub async fn player(
+    Extension(SessionId(id)): Extension<SessionId>,
+    Query(q): Query<PlayerQuery>,
+) -> Response {
     let mode = match q.mode.as_deref() {
         Some("dash") => "dash",
         Some("native") => "native",

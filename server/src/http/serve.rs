@@ -1,0 +1,318 @@
+//! The HTTP listener: accepts connections (plain, or TLS with HTTP/1.1 or
+//! HTTP/2 by ALPN) and sheds what a hostile or broken client would make it
+//! hold: headers that never finish, connections on which nothing moves, more
+//! connections than the file descriptors allow. Accept errors (EMFILE under
+//! a flood) back off briefly instead of spinning or stopping.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::time::Instant;
+
+/// What the HTTP listener tolerates.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// A request's headers must arrive within this (HTTP/1.1: from the
+    /// moment the server waits for them, so it also bounds an idle
+    /// kept-alive connection); also the TLS handshake's limit.
+    pub header_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// How long accepting pauses after an error such as EMFILE.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// After a graceful shutdown is asked of a connection, how long it may
+/// take to finish what it is sending.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Sent to a connection beyond the limit (plain HTTP only), then closed.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+content-length: 34\r\nretry-after: 1\r\nconnection: close\r\n\r\n\
+too many connections; retry later\n";
+
+/// Connections beyond the limit being told `503` at once (each for at most
+/// [`BUSY_LINGER`]); beyond these, they are closed without a word.
+const BUSY_REPLIES: usize = 64;
+const BUSY_LINGER: Duration = Duration::from_millis(500);
+
+/// Replies `503` to a connection over the limit and closes it. It reads
+/// (and discards) what the client sent for a moment first: closing a socket
+/// with unread data resets it, and the client would never see the reply.
+async fn say_busy(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(BUSY_LINGER, async {
+        if tcp.write_all(BUSY).await.is_err() {
+            return;
+        }
+        let _ = tcp.shutdown().await;
+        let mut sink = [0u8; 1024];
+        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// Serves `router` on `listener` until `stop` fires (or its sender is
+/// dropped); then asks every open connection to finish and returns once
+/// they have (the caller bounds that wait).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: axum::Router,
+    limits: HttpLimits,
+    mut stop: oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let permits = Arc::new(Semaphore::new(max));
+    let busy_permits = Arc::new(Semaphore::new(BUSY_REPLIES));
+    let (closing_tx, closing) = watch::channel(false);
+    loop {
+        let tcp = tokio::select! {
+            a = listener.accept() => match a {
+                Ok((tcp, _)) => tcp,
+                Err(e) if is_per_connection(&e) => continue,
+                Err(e) => {
+                    // Out of file descriptors (or memory): accepting again
+                    // at once would fail again. Pause; connections closing
+                    // (timeouts) free descriptors meanwhile.
+                    tracing::warn!(error = %e, "HTTP accept failed; pausing {ACCEPT_BACKOFF:?}");
+                    ::metrics::counter!(crate::metrics::HTTP_CONNECTIONS_SHED, "reason" => "accept_error").increment(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                        _ = &mut stop => break,
+                    }
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            ::metrics::counter!(crate::metrics::HTTP_CONNECTIONS_SHED, "reason" => "limit")
+                .increment(1);
+            match busy_permits.clone().try_acquire_owned() {
+                Ok(p) if tls.is_none() => {
+                    tokio::spawn(async move {
+                        say_busy(tcp).await;
+                        drop(p);
+                    });
+                }
+                // TLS (a plaintext reply would be noise), or too many busy
+                // replies already: just close.
+                _ => drop(tcp),
+            }
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let tls = tls.clone();
+        let service = TowerToHyperService::new(router.clone());
+        let closing = closing.clone();
+        tokio::spawn(async move {
+            let activity = Activity::new();
+            let io = Tracked {
+                inner: tcp,
+                activity: activity.clone(),
+            };
+            connection(io, tls, service, limits, activity, closing).await;
+            drop(permit);
+        });
+    }
+    // Stop: ask every connection to finish, then wait until they have.
+    let _ = closing_tx.send(true);
+    let _ = permits.acquire_many(max as u32).await;
+    Ok(())
+}
+
+/// Errors that concern one connection only (it went away before it was
+/// accepted): try the next at once.
+pub(crate) fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset | Interrupted
+    )
+}
+
+type Service = TowerToHyperService<axum::Router>;
+
+async fn connection(
+    io: Tracked<TcpStream>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    service: Service,
+    limits: HttpLimits,
+    activity: Activity,
+    closing: watch::Receiver<bool>,
+) {
+    let Some(acceptor) = tls else {
+        return http1(io, service, limits, activity, closing).await;
+    };
+    // A handshake that stalls costs this connection only, and not for long.
+    let Ok(Ok(tls)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await else {
+        return;
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    if h2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new());
+        let conn = b.serve_connection(TokioIo::new(tls), service);
+        drive(conn, |c| c.graceful_shutdown(), limits, activity, closing).await;
+    } else {
+        http1(tls, service, limits, activity, closing).await;
+    }
+}
+
+async fn http1<I>(
+    io: I,
+    service: Service,
+    limits: HttpLimits,
+    activity: Activity,
+    closing: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = b.serve_connection(TokioIo::new(io), service);
+    drive(conn, |c| c.graceful_shutdown(), limits, activity, closing).await;
+}
+
+/// Runs a connection to its end, closing it when nothing has moved for the
+/// idle timeout, and finishing it gracefully when the server stops.
+async fn drive<C, E>(
+    conn: C,
+    graceful: impl FnOnce(Pin<&mut C>),
+    limits: HttpLimits,
+    activity: Activity,
+    mut closing: watch::Receiver<bool>,
+) where
+    C: Future<Output = Result<(), E>>,
+{
+    tokio::pin!(conn);
+    let mut graceful = Some(graceful);
+    loop {
+        let idle_deadline = activity.last() + limits.idle_timeout;
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = tokio::time::sleep_until(idle_deadline) => {
+                if activity.last() + limits.idle_timeout <= Instant::now() {
+                    tracing::debug!(idle = ?limits.idle_timeout, "closing an idle HTTP connection");
+                    return;
+                }
+            }
+            asked = async { closing.wait_for(|c| *c).await.is_ok() }, if graceful.is_some() => {
+                if !asked {
+                    return;
+                }
+                if let Some(g) = graceful.take() {
+                    g(conn.as_mut());
+                }
+                let _ = tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await;
+                return;
+            }
+        }
+    }
+}
+
+/// When bytes last moved on a connection.
+#[derive(Clone)]
+struct Activity {
+    base: Instant,
+    /// Milliseconds since `base`.
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A socket that records when bytes last moved through it.
+struct Tracked<T> {
+    inner: T,
+    activity: Activity,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
