@@ -91,16 +91,23 @@ async fn sessions_and_subscribers_get_every_frame_in_real_time() {
     )
     .await;
     let v = json(&run);
-    // Frames published at 30 fps, each to every subscriber of its session.
-    let expected = (sessions * subs * 30 * secs) as f64;
-    let got = u(&v, "/out/frames") as f64;
+    // Frames published at about 30 fps for the duration...
+    let sent = u(&v, "/in/frames");
+    let about = sessions * 30 * secs;
     assert!(
-        (0.85 * expected..=1.1 * expected).contains(&got),
-        "received {got} frames, expected about {expected}: {v:#}"
+        (about * 85 / 100..=about * 110 / 100).contains(&sent),
+        "sent {sent} frames, expected about {about}: {v:#}"
     );
-    let sent = u(&v, "/in/frames") as f64;
-    assert!((0.85 * expected / subs as f64..=1.1 * expected / subs as f64).contains(&sent));
-    assert_eq!(u(&v, "/server_frames_accepted") as f64, sent, "{v:#}");
+    assert_eq!(u(&v, "/server_frames_accepted"), sent, "{v:#}");
+    // ...and every one of them reached every subscriber of its session,
+    // exactly: subscribers join before the first frame, the publishers end
+    // their sessions cleanly, nothing lags or drops.
+    let got = u(&v, "/out/frames");
+    assert_eq!(
+        got,
+        sent * subs,
+        "frames out = frames in x subscribers: {v:#}"
+    );
     assert_eq!(u(&v, "/errors"), 0, "{v:#}");
     assert_eq!(u(&v, "/connect_failures"), 0);
     assert_eq!(u(&v, "/sessions_opened"), sessions);
@@ -109,7 +116,7 @@ async fn sessions_and_subscribers_get_every_frame_in_real_time() {
     assert_eq!(u(&v, "/unfinished_streams"), 0);
     let p50 = f(&v, "/latency/percentiles_ms/p50");
     assert!(p50 > 0.0 && p50 < 1000.0, "p50 {p50} ms");
-    assert_eq!(u(&v, "/latency/count") as f64, got, "one sample per frame");
+    assert_eq!(u(&v, "/latency/count"), got, "one sample per frame");
     assert_eq!(u(&v, "/subscriber_frames/count"), sessions * subs);
     assert_eq!(u(&v, "/subscriber_frames/with_frames"), sessions * subs);
     assert!(u(&v, "/subscriber_frames/min") as f64 > 0.8 * 30.0 * secs as f64);
@@ -136,8 +143,10 @@ async fn ramp_steps_up_and_reports_the_largest_count_that_held() {
             "1s",
             "--max-sessions",
             "6",
+            // A bound loose enough that a loaded test machine holds it:
+            // this checks the ramp, not the server's speed.
             "--max-p99",
-            "2s",
+            "20s",
             "--json",
         ],
         Duration::from_secs(60),
@@ -145,9 +154,19 @@ async fn ramp_steps_up_and_reports_the_largest_count_that_held() {
     .await;
     let v = json(&run);
     let steps = v["ramp"]["steps"].as_array().expect("ramp steps");
-    assert!((1..=3).contains(&steps.len()), "{v:#}");
+    // The load rises across steps: at least two, each with more sessions
+    // than the one before, each having opened exactly the added sessions,
+    // and frames flowing through each.
+    assert!((2..=3).contains(&steps.len()), "{v:#}");
     let sessions: Vec<u64> = steps.iter().map(|s| u(s, "/sessions")).collect();
     assert_eq!(sessions, [2, 4, 6][..steps.len()].to_vec());
+    assert!(sessions.windows(2).all(|w| w[1] > w[0]), "{sessions:?}");
+    let mut before = 0;
+    for (step, &n) in steps.iter().zip(&sessions) {
+        assert_eq!(u(step, "/sessions_opened"), n - before, "{step:#}");
+        assert!(u(step, "/out/frames") > 0, "{step:#}");
+        before = n;
+    }
     let held: Vec<bool> = steps
         .iter()
         .map(|s| s["held"] == Value::Bool(true))

@@ -6,8 +6,8 @@
 //! player error. Screenshots go to `$LIVESLICE_SCREENSHOT_DIR` (default
 //! `target/tmp/browser-screenshots`).
 //!
-//! Needs `apt-get install -y chromium` and `npm ci --prefix browser`;
-//! required in CI (`CI` set), skipped with a message elsewhere.
+//! Needs `apt-get install -y chromium` and `npm ci --prefix browser`; fails
+//! without them (skips with `LIVESLICE_ALLOW_SKIP=1`).
 
 mod common;
 
@@ -62,12 +62,13 @@ async fn player_pages_play_in_chromium() {
     let root = repo_root();
     let browser_dir = root.join("browser");
     let missing = missing_prerequisites(&browser_dir);
-    if !missing.is_empty() {
-        let what = missing.join(", ");
-        if std::env::var_os("CI").is_some() {
-            panic!("browser test: required in CI, missing: {what}");
-        }
-        eprintln!("SKIPPING browser test: missing {what}");
+    let tools = missing.join(", ");
+    if !common::require_tool(
+        "the browser test",
+        &tools,
+        missing.is_empty(),
+        "the commands in parentheses (.ci/run runs them)",
+    ) {
         return;
     }
 

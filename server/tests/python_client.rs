@@ -2,9 +2,9 @@
 //! with grpcio-tools) publishes a committed stream while two Python
 //! subscribers follow it, one to the end and one for five frames.
 //!
-//! python3 with grpcio and grpcio-tools is required in CI (`CI` set:
-//! `pip install -r examples/python/requirements.txt`); elsewhere the test
-//! says SKIPPING and passes.
+//! Needs python3 with grpcio and grpcio-tools (`pip install -r
+//! examples/python/requirements.txt`); fails without (skips with
+//! `LIVESLICE_ALLOW_SKIP=1`).
 
 mod common;
 
@@ -21,17 +21,12 @@ fn repo() -> PathBuf {
 }
 
 fn have_python_grpc(what: &str) -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools.protoc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("{what}: python3 with grpcio and grpcio-tools is required in CI (pip install -r examples/python/requirements.txt)");
-        }
-        eprintln!("SKIPPING {what}: python3 with grpcio and grpcio-tools not installed (pip install -r examples/python/requirements.txt)");
-    }
-    ok
+    require_tool(
+        what,
+        "python3 with grpcio and grpcio-tools",
+        runs("python3", &["-c", "import grpc, grpc_tools.protoc"]),
+        "pip install -r examples/python/requirements.txt",
+    )
 }
 
 /// A running `client.py`, its stdout read line by line into a channel.

@@ -2,6 +2,11 @@
 //! binary, a tiny HTTP GET, ffmpeg.
 #![allow(dead_code)]
 
+// The one missing-tool rule, shared with the server's tests.
+#[path = "../../../server/tests/common/require_tool.rs"]
+mod require_tool;
+pub use require_tool::*;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -261,20 +266,15 @@ pub fn engine_frames(data: &[u8]) -> Vec<Bytes> {
         .collect()
 }
 
-/// ffmpeg/ffprobe are required in CI (`CI` set); elsewhere a test that needs
-/// them says so and skips its ffmpeg part.
+/// ffmpeg/ffprobe for `what`: a missing one fails the test (or, with
+/// `LIVESLICE_ALLOW_SKIP=1`, skips `what` and returns false).
 pub fn have_ffmpeg(what: &str) -> bool {
-    let ok = Command::new("ffprobe")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("{what}: ffmpeg/ffprobe are required in CI (apt-get install -y ffmpeg)");
-        }
-        eprintln!("SKIPPING {what}: ffmpeg/ffprobe not installed (apt-get install -y ffmpeg)");
-    }
-    ok
+    require_tool(
+        what,
+        "ffmpeg/ffprobe",
+        runs("ffprobe", &["-version"]) && runs("ffmpeg", &["-version"]),
+        "apt-get install -y ffmpeg",
+    )
 }
 
 /// Decodes with ffmpeg: (frames, stderr). `format` forces the input format

@@ -2,6 +2,9 @@
 //! small gRPC clients.
 #![allow(dead_code)]
 
+mod require_tool;
+pub use require_tool::*;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -174,20 +177,15 @@ pub fn frame_info(r: &pb::SliceResponse) -> &pb::FrameInfo {
     }
 }
 
-/// ffmpeg/ffprobe are required in CI (`CI` set); elsewhere a test that needs
-/// them says so and skips its ffmpeg part.
+/// ffmpeg/ffprobe for `what`: a missing one fails the test (or, with
+/// `LIVESLICE_ALLOW_SKIP=1`, skips `what` and returns false).
 pub fn have_ffmpeg(what: &str) -> bool {
-    let ok = std::process::Command::new("ffprobe")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("{what}: ffmpeg/ffprobe are required in CI (apt-get install -y ffmpeg)");
-        }
-        eprintln!("SKIPPING {what}: ffmpeg/ffprobe not installed (apt-get install -y ffmpeg)");
-    }
-    ok
+    require_tool(
+        what,
+        "ffmpeg/ffprobe",
+        runs("ffprobe", &["-version"]) && runs("ffmpeg", &["-version"]),
+        "apt-get install -y ffmpeg",
+    )
 }
 
 /// Decodes an Annex B stream with ffmpeg: (frames decoded, stderr errors).
