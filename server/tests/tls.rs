@@ -172,3 +172,125 @@ async fn bad_pem_files_are_named_with_the_problem() {
         .shutdown()
         .await;
 }
+
+/// A TLS client for `cert` offering `alpn`.
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    cert: &rcgen::CertifiedKey<rcgen::KeyPair>,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client_config.alpn_protocols = vec![alpn.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+    tls
+}
+
+/// Reads until the server closes; everything it sent.
+async fn until_closed(mut s: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// One HTTP/2 frame: (type, flags, stream, payload).
+async fn h2_frame(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> (u8, u8, u32, Vec<u8>) {
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await.unwrap();
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.unwrap();
+    (head[3], head[4], stream, payload)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_http2_connections_are_served_and_shed_when_idle() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = tempdir();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let mut config = test_config();
+    config.tls_cert = Some(cert_path);
+    config.tls_key = Some(key_path);
+    config.http_header_timeout = Duration::from_millis(1000);
+    config.http_idle_timeout = Duration::from_millis(1500);
+    let server = start(config).await;
+    let addr = server.http_addr;
+    let bound = Duration::from_secs(10);
+
+    // A TCP connection that never starts the handshake.
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A TLS HTTP/1.1 connection that never sends a request.
+    let h1 = tls_connect(addr, &cert, b"http/1.1").await;
+
+    // HTTP/2 over TLS (ALPN h2): a GET /healthz with a hand-made HEADERS
+    // frame (HPACK: :method GET, :scheme https, :path, :authority).
+    let mut h2 = tls_connect(addr, &cert, b"h2").await;
+    let mut hpack = vec![0x82, 0x87, 0x44, 8];
+    hpack.extend_from_slice(b"/healthz");
+    hpack.extend_from_slice(&[0x41, 1, b'x']);
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS
+    let len = hpack.len() as u32;
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
+    out.extend_from_slice(&[1, 0x5, 0, 0, 0, 1]); // HEADERS, END_STREAM|END_HEADERS, stream 1
+    out.extend_from_slice(&hpack);
+    h2.write_all(&out).await.unwrap();
+    let (mut status_200, mut body) = (false, Vec::new());
+    tokio::time::timeout(bound, async {
+        loop {
+            let (kind, flags, stream, payload) = h2_frame(&mut h2).await;
+            match (kind, stream) {
+                // SETTINGS from the server: acknowledge.
+                (4, 0) if flags & 1 == 0 => {
+                    h2.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await.unwrap()
+                }
+                // HEADERS: `:status 200` is HPACK static entry 8.
+                (1, 1) => status_200 = payload.first() == Some(&0x88),
+                (0, 1) => {
+                    body.extend_from_slice(&payload);
+                    if flags & 1 == 1 {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("an HTTP/2 response");
+    assert!(status_200);
+    assert_eq!(body, b"ok\n");
+
+    // Then all three are closed by the server: the handshake and the
+    // HTTP/1.1 request at the header timeout, HTTP/2 at the idle timeout.
+    let started = tokio::time::Instant::now();
+    for (what, closed) in [
+        ("silent TCP", tokio::spawn(until_closed(silent))),
+        ("idle TLS HTTP/1.1", tokio::spawn(until_closed(h1))),
+        ("idle TLS HTTP/2", tokio::spawn(until_closed(h2))),
+    ] {
+        tokio::time::timeout_at(started + bound, closed)
+            .await
+            .unwrap_or_else(|_| panic!("{what} connection still open after {bound:?}"))
+            .unwrap();
+    }
+    server.shutdown().await;
+}
