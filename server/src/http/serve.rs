@@ -82,7 +82,9 @@ pub async fn serve(
     limits: HttpLimits,
     mut stop: oneshot::Receiver<()>,
 ) -> std::io::Result<()> {
-    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let max = limits
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let permits = Arc::new(Semaphore::new(max));
     let busy_permits = Arc::new(Semaphore::new(BUSY_REPLIES));
     let (closing_tx, closing) = watch::channel(false);
