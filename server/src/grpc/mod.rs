@@ -341,6 +341,7 @@ async fn run_publisher(
     let mut msg = first;
     loop {
         if !msg.session_id.is_empty()
+            && msg.session_id != id
             && parse_session_id(&msg.session_id).as_deref() != Ok(id.as_str())
         {
             let _ = tx
