@@ -511,6 +511,10 @@ mod file_tests {
         };
         assert_eq!(key("windw = 9\n"), "windw");
         assert_eq!(key("window = 0\n"), "window");
+        assert_eq!(key("http-max-connections = 0\n"), "http-max-connections");
+        assert_eq!(key("http-header-timeout = \"0s\"\n"), "http-header-timeout");
+        assert_eq!(key("http-idle-timeout = \"0s\"\n"), "http-idle-timeout");
+        assert_eq!(key("http-idle-timeout = \"5s\"\n"), "ok");
         assert!(key("segment-duration = \"soon\"\n").contains("--segment-duration"));
         match Config::load(["x", "--config", "/nonexistent.toml"]) {
             Err(LoadError::Invalid(e)) => assert_eq!(e.key, "config"),
