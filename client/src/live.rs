@@ -122,6 +122,8 @@ impl LiveTree {
                 duration: info.duration_90k,
                 is_keyframe: r.is_keyframe,
                 random_access: info.random_access,
+                sap_type: info.sap_type.min(u8::MAX as u32) as u8,
+                is_leading: info.is_leading,
                 is_reference: info.is_reference,
                 segment: info.segment_sequence,
                 config_id: 0, // the server's id, set when muxing
@@ -168,6 +170,7 @@ impl LiveTree {
             frame_count: s.frame_count,
             first_frame_index: s.first_frame_index,
             keyframe_aligned: s.keyframe_aligned,
+            sap_type: s.sap_type.min(u8::MAX as u32) as u8,
             discontinuity: s.discontinuity,
             discontinuity_sequence: 0, // only the playlists use it
             program_date_time_ms: s.program_date_time_ms,

@@ -90,6 +90,7 @@ pub fn drop_reason_name(reason: i32) -> &'static str {
         R::DependsOnDropped => "depends on a dropped frame",
         R::NotH264 => "not H.264",
         R::TooLarge => "too large",
+        R::LeadingPicture => "open-GOP leading picture",
     }
 }
 

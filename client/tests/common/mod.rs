@@ -32,6 +32,9 @@ pub fn clean_streams() -> Vec<String> {
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter_map(|n| n.strip_suffix(".h264").map(str::to_string))
         .filter(|n| !n.starts_with("damaged_"))
+        // Starts mid-stream: ffmpeg itself reports the cut-off references,
+        // and liveslice drops the picture that needs them.
+        .filter(|n| n != "start_non_idr_i")
         .collect();
     names.sort();
     assert!(names.len() >= 4, "test streams: {names:?}");
@@ -45,6 +48,11 @@ pub fn test_config() -> Config {
         publisher_grace: Duration::from_millis(500),
         subscribe_wait: Duration::from_secs(10),
         linger: Duration::from_secs(60),
+        // Files are published as fast as the server takes them: a 600-frame
+        // stream outruns the default 512-item fan-out, and the publisher's
+        // own event stream would be skipped forward past segment events
+        // (the lag policy; the media-log redesign removes it).
+        subscriber_buffer: 4096,
         ..Default::default()
     }
 }

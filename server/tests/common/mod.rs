@@ -2,6 +2,8 @@
 //! small gRPC clients.
 #![allow(dead_code)]
 
+pub mod history;
+
 use std::time::Duration;
 
 use bytes::Bytes;
