@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::input::{parse_fps, parse_wait};
 use crate::live::LiveTree;
 use crate::rpc::{
-    self, drop_reason_name, dropped_count, end_reason_name, status_error, DEFAULT_SERVER,
+    self, drop_reason_name, dropped_count, end_reason_name, status_error, Server, ServerArgs,
 };
 use crate::status::StatusLine;
 use crate::stopped;
@@ -23,9 +23,8 @@ use crate::stopped;
 #[derive(clap::Args, Debug)]
 #[command(group = clap::ArgGroup::new("output").required(true).multiple(true).args(["out", "annexb"]))]
 pub struct Args {
-    /// The server's gRPC address.
-    #[arg(long, env = "LIVESLICE_SERVER", default_value = DEFAULT_SERVER)]
-    pub server: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Session to play.
     #[arg(long)]
     pub session: String,
@@ -48,7 +47,7 @@ pub struct Args {
 
 /// What to subscribe to and where the output goes.
 pub struct Plan {
-    pub server: String,
+    pub server: Server,
     pub session: String,
     pub fps: Option<u32>,
     pub out: Option<PathBuf>,
@@ -76,7 +75,7 @@ pub async fn run(a: Args) -> Result<()> {
     });
     let plan = Plan {
         label: a.session.clone(),
-        server: a.server,
+        server: Server::new(&a.server.server, &a.server.access)?,
         session: a.session,
         fps: a.fps,
         out: a.out,
