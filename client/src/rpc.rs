@@ -197,7 +197,10 @@ pub async fn connect(server: &Server) -> Result<Client> {
     let channel = endpoint.connect().await.map_err(|e| {
         let chain = source_chain(&e);
         let hint = if server.is_tls() {
-            if chain.contains("InvalidContentType") {
+            if chain.contains("CaUsedAsEndEntity") {
+                " (the server's certificate is itself a CA certificate, which TLS clients \
+                 refuse: serve a leaf certificate signed by the CA, and give the CA with --ca)"
+            } else if chain.contains("InvalidContentType") {
                 " (the server does not speak TLS there: use host:port or http:// without --ca)"
             } else if chain.contains("certificate") || chain.contains("Certificate") {
                 " (the server's certificate is not trusted: give its CA with --ca FILE)"
@@ -263,6 +266,13 @@ pub fn status_error(status: &Status, server: &Server, session: &str) -> anyhow::
              not its gRPC port; the gRPC port is liveslice-server's --grpc-addr (default \
              {DEFAULT_GRPC_PORT}), e.g. --server {}",
             with_port(server, DEFAULT_GRPC_PORT)
+        );
+    }
+    if !server.is_tls() && msg.contains("h2 protocol error") {
+        return anyhow!(
+            "{server} did not answer as plaintext gRPC ({}: {msg}): if the server uses TLS \
+             (--tls-cert), use https://host:port, or --ca FILE for a private CA",
+            status.code()
         );
     }
     match status.code() {
