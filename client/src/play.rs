@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use liveslice_proto::v1 as pb;
 use pb::slice_response::Event as PbEvent;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
@@ -153,6 +153,8 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
     };
 
     let mut played = Played::default();
+    // Why the stream broke, reported once the tree is closed.
+    let mut failure = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -164,12 +166,14 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
         let msg = match msg {
             Ok(Some(m)) => m,
             Ok(None) => {
-                status.finish();
-                bail!("the server closed the stream without ending the session");
+                failure = Some(anyhow!(
+                    "the server closed the stream without ending the session"
+                ));
+                break;
             }
             Err(s) => {
-                status.finish();
-                return Err(status_error(&s, &plan.server, &plan.session));
+                failure = Some(status_error(&s, &plan.server, &plan.session));
+                break;
             }
         };
         match &msg.event {
@@ -196,8 +200,9 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
                             }
                         }
                         Err(e) => {
-                            status.finish();
-                            return Err(anyhow::Error::new(e).context("cannot write the frames"));
+                            failure =
+                                Some(anyhow::Error::new(e).context("cannot write the frames"));
+                            break;
                         }
                     }
                 }
@@ -240,7 +245,10 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
             }
             Some(PbEvent::ManifestDelta(d)) => {
                 if let Some(t) = tree.as_mut() {
-                    t.manifest_delta(d)?;
+                    if let Err(e) = t.manifest_delta(d) {
+                        failure = Some(e);
+                        break;
+                    }
                 }
             }
             Some(PbEvent::FrameDropped(d)) => {
@@ -279,6 +287,17 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
     }
     status.finish();
     drop(tx);
+    // However it stopped (end of session, Ctrl-C, a broken stream), the
+    // tree is closed so that it plays to its end.
+    if let Some(t) = tree.as_mut() {
+        let closed = t.finish().context("cannot close the playlists");
+        if failure.is_none() {
+            closed?;
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
     if let Some(mut w) = sink {
         // A closed pipe at the very end is not an error worth reporting.
         let _ = w.flush().await;
