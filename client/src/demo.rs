@@ -22,8 +22,8 @@ static STREAM: &[u8] = include_bytes!("../../testdata/high_bframes_30.h264");
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Publish into a running server at this gRPC address instead of
-    /// starting one here.
+    /// Publish into a running server at this gRPC address (host:port,
+    /// http:// or https:// URL) instead of starting one here.
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
     /// With --server: the token and CA to use (ignored for the server
@@ -56,7 +56,7 @@ pub async fn run(a: Args) -> Result<()> {
             let running = app::start(&config).await.map_err(|e| match e {
                 StartError::Bind { addr, source } => anyhow!(
                     "cannot listen on {addr}: {source}. Is a liveslice-server already running \
-                     there? Then use `liveslice demo --server http://{}`, or choose other \
+                     there? Then use `liveslice demo --server {}`, or choose other \
                      addresses with --grpc-addr/--http-addr (port 0 picks a free one).",
                     a.grpc_addr
                 ),
