@@ -194,29 +194,42 @@ pub async fn connect(server: &Server) -> Result<Client> {
     } else if server.ca.is_some() {
         bail!("--ca is for TLS, but {url} is plaintext: use https://");
     }
-    let channel = endpoint.connect().await.map_err(|e| {
-        let chain = source_chain(&e);
-        let hint = if server.is_tls() {
-            if chain.contains("CaUsedAsEndEntity") {
-                " (the server's certificate is itself a CA certificate, which TLS clients \
-                 refuse: serve a leaf certificate signed by the CA, and give the CA with --ca)"
-            } else if chain.contains("InvalidContentType") {
-                " (the server does not speak TLS there: use host:port or http:// without --ca)"
-            } else if chain.contains("certificate") || chain.contains("Certificate") {
-                " (the server's certificate is not trusted: give its CA with --ca FILE)"
-            } else {
-                " (is the server using TLS? then https://; if not, http:// or host:port)"
-            }
-        } else if chain.contains("invalid") || chain.contains("frame") || chain.contains("reset") {
-            " (a TLS server? then https://host:port, or --ca FILE)"
-        } else {
-            ""
-        };
-        anyhow!("cannot connect to {url}: is liveslice-server running? ({chain}){hint}")
-    })?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| connect_error(server, &source_chain(&e)))?;
     Ok(SliceServiceClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(MAX_RESPONSE_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES))
+}
+
+/// Why a connection failed, with the fix where the cause is known.
+fn connect_error(server: &Server, chain: &str) -> anyhow::Error {
+    let url = &server.url;
+    if server.is_tls() {
+        let tls_problem = if chain.contains("no native certs") {
+            Some("this system has no CA roots: install ca-certificates, or give the server's CA with --ca FILE")
+        } else if chain.contains("CaUsedAsEndEntity") {
+            Some("the server's certificate is itself a CA certificate, which TLS clients refuse: serve a leaf certificate signed by the CA, and give the CA with --ca FILE")
+        } else if chain.contains("InvalidContentType") {
+            Some("the server does not speak TLS there: use host:port or http:// without --ca")
+        } else if chain.contains("certificate") || chain.contains("Certificate") {
+            Some("the server's certificate is not trusted: give its CA with --ca FILE")
+        } else {
+            None
+        };
+        if let Some(fix) = tls_problem {
+            return anyhow!("cannot connect to {url} over TLS ({chain}): {fix}");
+        }
+    }
+    let hint = if server.is_tls() {
+        " (is the server using TLS? then https://; if not, http:// or host:port)"
+    } else if chain.contains("invalid") || chain.contains("frame") || chain.contains("reset") {
+        " (a TLS server? then https://host:port, or --ca FILE)"
+    } else {
+        ""
+    };
+    anyhow!("cannot connect to {url}: is liveslice-server running? ({chain}){hint}")
 }
 
 /// The host of a URL (`host`, `1.2.3.4`, `[::1]`), without scheme or port.
