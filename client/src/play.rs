@@ -15,7 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::input::{parse_fps, parse_wait};
 use crate::live::LiveTree;
 use crate::rpc::{
-    self, drop_reason_name, dropped_count, end_reason_name, status_error, Server, ServerArgs,
+    self, call_error, drop_reason_name, dropped_count, end_reason_name, status_error, Server,
+    ServerArgs,
 };
 use crate::status::StatusLine;
 use crate::stopped;
@@ -148,7 +149,7 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
     // it early is allowed, but keeping it is what a viewer does.
     let mut responses = tokio::select! {
         r = client.stream_slices(ReceiverStream::new(rx)) =>
-            r.map_err(|s| status_error(&s, &plan.server, &plan.session))?.into_inner(),
+            r.map_err(|s| call_error(&s, &plan.server, &plan.session))?.into_inner(),
         _ = stopped(&mut stop) => return Ok(Played::default()),
     };
 

@@ -21,7 +21,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::input::{now_unix_ns, parse_fps, parse_segment_duration, AuCutter, Cut, Input, Reader};
 use crate::rpc::{
-    self, drop_reason_name, dropped_count, end_reason_name, status_error, Server, ServerArgs,
+    self, call_error, drop_reason_name, dropped_count, end_reason_name, status_error, Server,
+    ServerArgs,
 };
 use crate::stopped;
 
@@ -222,7 +223,7 @@ pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Sum
     let responses = client
         .stream_slices(ReceiverStream::new(rx))
         .await
-        .map_err(|s| status_error(&s, &plan.server, &plan.session))?
+        .map_err(|s| call_error(&s, &plan.server, &plan.session))?
         .into_inner();
     let mut reader = tokio::spawn(read_responses(
         responses,

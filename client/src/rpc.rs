@@ -267,6 +267,25 @@ fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// The status of a `StreamSlices` call that failed before any answer: as
+/// [`status_error`], and for a plaintext address whose connection broke
+/// at once, the likely cause: a server that speaks TLS.
+pub fn call_error(status: &Status, server: &Server, session: &str) -> anyhow::Error {
+    let e = status_error(status, server, session);
+    let broke = matches!(
+        status.code(),
+        Code::Cancelled | Code::Unknown | Code::Internal | Code::Unavailable
+    ) && !status.message().contains("shutting down");
+    if broke && !server.is_tls() && !e.to_string().contains("if the server uses TLS") {
+        return anyhow!(
+            "{e}; if the server uses TLS (--tls-cert), use https://{}:PORT, or --ca FILE for a \
+             private CA",
+            url_host(&server.url)
+        );
+    }
+    e
+}
+
 /// A status from `StreamSlices` as an error naming the session and, where
 /// there is one, the fix.
 pub fn status_error(status: &Status, server: &Server, session: &str) -> anyhow::Error {
@@ -409,6 +428,23 @@ mod tests {
         let tls = Server::new("https://[::1]:8443", &access(None, None)).unwrap();
         let e = status_error(&status, &tls, "cam1").to_string();
         assert!(e.contains("--server https://[::1]:50051"), "{e}");
+    }
+
+    #[test]
+    fn a_broken_plaintext_call_suggests_tls() {
+        let plain = Server::new("127.0.0.1:50051", &access(None, None)).unwrap();
+        for status in [
+            Status::cancelled("operation was canceled"),
+            Status::internal("h2 protocol error: http2 error"),
+        ] {
+            let e = call_error(&status, &plain, "cam1").to_string();
+            assert_eq!(e.matches("if the server uses TLS").count(), 1, "{e}");
+        }
+        let tls = Server::new("https://h:1", &access(None, None)).unwrap();
+        let e = call_error(&Status::cancelled("x"), &tls, "cam1").to_string();
+        assert!(!e.contains("if the server uses TLS"), "{e}");
+        let e = call_error(&Status::already_exists("x"), &plain, "cam1").to_string();
+        assert!(!e.contains("TLS"), "{e}");
     }
 
     #[test]
