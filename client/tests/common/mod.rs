@@ -71,16 +71,55 @@ pub fn http_url(server: &Running) -> String {
 
 /// Runs the client to completion (off the async runtime).
 pub async fn run(args: &[&str]) -> Output {
+    run_env(args, &[]).await
+}
+
+/// Runs the client to completion with extra environment variables.
+pub async fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     tokio::task::spawn_blocking(move || {
         Command::new(BIN)
             .args(&args)
+            .env_remove("LIVESLICE_TOKEN")
+            .env_remove("LIVESLICE_SERVER")
+            .env_remove("LIVESLICE_CA")
+            .envs(env)
             .stdin(Stdio::null())
             .output()
             .expect("run liveslice")
     })
     .await
     .unwrap()
+}
+
+/// Whether `tool` runs (`tool ARG` exits 0). A test that needs a missing
+/// tool fails naming it, unless `LIVESLICE_ALLOW_SKIP=1` is set: then it
+/// says SKIPPING and the caller skips.
+pub fn require_tool(tool: &str, arg: &str, install: &str, what: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("LIVESLICE_ALLOW_SKIP").is_ok_and(|v| v == "1") {
+            eprintln!("SKIPPING {what}: {tool} is not installed ({install})");
+        } else {
+            panic!("{what} needs {tool}, which is not installed ({install}); set LIVESLICE_ALLOW_SKIP=1 to skip");
+        }
+    }
+    ok
+}
+
+/// ffmpeg and ffprobe, required (see [`require_tool`]).
+pub fn require_ffmpeg(what: &str) -> bool {
+    require_tool("ffmpeg", "-version", "apt-get install -y ffmpeg", what)
+        && require_tool("ffprobe", "-version", "apt-get install -y ffmpeg", what)
 }
 
 pub fn text(b: &[u8]) -> String {
@@ -118,9 +157,18 @@ pub struct ClientProcess {
 }
 
 pub fn spawn(args: &[&str]) -> ClientProcess {
+    spawn_with(args, &[], Stdio::null())
+}
+
+/// [`spawn`] with extra environment variables and a given stdin.
+pub fn spawn_with(args: &[&str], env: &[(&str, &str)], stdin: Stdio) -> ClientProcess {
     let mut child = Command::new(BIN)
         .args(args)
-        .stdin(Stdio::null())
+        .env_remove("LIVESLICE_TOKEN")
+        .env_remove("LIVESLICE_SERVER")
+        .env_remove("LIVESLICE_CA")
+        .envs(env.iter().copied())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
