@@ -115,9 +115,13 @@ fi
 
 # Open GOP: x264 open-gop, keyframe every 1 s for 24 s. Only the first
 # picture is an IDR; the others are non-IDR I pictures with a recovery-point
-# SEI, followed by leading B-pictures that reference the previous GOP.
+# SEI, followed by leading B-pictures that reference the previous GOP. x264
+# also marks pictures of the previous GOP unused (memory-management commands)
+# after some of these keyframes: a decoder that starts there, as ffmpeg does at
+# the first listed segment, logs "mmco: unref short failure" for a picture it
+# never had, and decodes every frame.
 enc open_gop_30 30 24 -profile:v high -bf 3 -b_strategy 0 -g 30 -keyint_min 30 -sc_threshold 0 \
-  -crf 38 -x264-params open-gop=1:aud=1:b-pyramid=normal
+  -crf 38 -x264-params open-gop=1:aud=1:b-pyramid=none
 # Periodic intra refresh: one IDR, then only recovery-point SEIs with
 # recovery_frame_cnt > 0 (a column of intra macroblocks sweeps each second).
 enc intra_refresh_30 30 10 -profile:v main -bf 0 -g 30 -keyint_min 30 -sc_threshold 0 \

@@ -397,3 +397,333 @@ fn committed_streams_keep_a_legal_manifest_history() {
         let _ = DropReason::ALL;
     }
 }
+
+// ---- Over real gRPC and HTTP -------------------------------------------
+
+use common::{client, collect, frame_info, frames, get, publish, start, subscribe, test_config};
+use liveslice_proto::v1 as pb;
+use std::time::Duration;
+
+/// Publishes `data` in 16 KiB chunks while a subscriber follows from the
+/// start; returns the subscriber's responses.
+async fn publish_followed(
+    server: &liveslice_server::app::Running,
+    id: &str,
+    data: &[u8],
+) -> Vec<pb::SliceResponse> {
+    let mut c = client(server).await;
+    let mut sub_client = client(server).await;
+    let id2 = id.to_string();
+    let follower = tokio::spawn(async move {
+        let mut s = subscribe(&mut sub_client, &id2, true, 0)
+            .await
+            .expect("subscribe");
+        collect(&mut s, Duration::from_secs(60)).await
+    });
+    // The subscriber waits for the session; give it time to be waiting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut p = publish(&mut c, id, Default::default())
+        .await
+        .expect("publish");
+    p.send_chunked(data, &[16 * 1024]).await;
+    p.end().await;
+    drop(p.tx);
+    let _ = collect(&mut p.responses, Duration::from_secs(60)).await;
+    let (responses, status) = follower.await.expect("follower");
+    assert!(status.is_none(), "{id}: {status:?}");
+    responses
+}
+
+/// Segment sequences an HLS playlist lists.
+fn listed(playlist: &str) -> Vec<u64> {
+    common::history::parse_hls(playlist)
+        .segments
+        .iter()
+        .map(|s| s.0)
+        .collect()
+}
+
+/// gRPC and HTTP agree on which frames are deliverable, and ffmpeg decodes
+/// every HTTP flavour from the first listed segment with zero errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_and_http_agree_and_every_flavour_decodes_from_the_first_listed_segment() {
+    let ffmpeg = common::have_ffmpeg("real streams decoded from HTTP");
+    let server = start(test_config()).await;
+    let base = format!("http://{}", server.http_addr);
+    for name in [
+        "open_gop_30",
+        "intra_refresh_30",
+        "start_non_idr_i",
+        "gop_varying_30",
+        "slice_per_mb_1080p",
+        "damaged_bitflip_1e4",
+    ] {
+        let data = common::testdata(&format!("{name}.h264"));
+        let responses = publish_followed(&server, name, &data).await;
+        let grpc: Vec<&pb::FrameInfo> = frames(&responses).into_iter().map(frame_info).collect();
+        let want = int(&expect(name), "frames") as usize;
+        assert_eq!(grpc.len(), want, "{name}: frames over gRPC");
+        let (status, _, body) = get(&format!("{base}/live/{name}/index.m3u8")).await;
+        assert_eq!(status, 200, "{name}");
+        let playlist = String::from_utf8(body).unwrap();
+        let seqs = listed(&playlist);
+        // What a viewer starting at the first listed segment can show: its
+        // frames, less the leading pictures of the keyframe it starts at
+        // (exactly what a gRPC subscriber joining there is sent).
+        let first_seq = seqs[0];
+        let start_pts = grpc
+            .iter()
+            .find(|f| f.segment_sequence == first_seq)
+            .map_or(0, |f| f.pts_90k);
+        let deliverable = grpc
+            .iter()
+            .filter(|f| seqs.contains(&f.segment_sequence))
+            .filter(|f| !(f.segment_sequence == first_seq && f.is_leading && f.pts_90k < start_pts))
+            .count();
+        assert!(deliverable > 0, "{name}");
+        if !ffmpeg {
+            continue;
+        }
+        for path in ["index.m3u8", "ts/index.m3u8", "manifest.mpd"] {
+            let url = format!("{base}/live/{name}/{path}");
+            let (decoded, errors) =
+                tokio::task::spawn_blocking(move || common::ffmpeg_frames(&url))
+                    .await
+                    .unwrap();
+            // x264's open GOP marks pictures of the previous GOP unused
+            // after some keyframes (make-streams.sh): a decoder that starts
+            // at one logs that it never had them. Nothing else may appear.
+            // The bit-flipped stream is damaged inside entropy-coded slice
+            // data, which only a decoder can see: ffmpeg conceals those
+            // macroblocks. Nothing else may appear.
+            let errors: Vec<&str> = errors
+                .lines()
+                .filter(|l| !(name == "open_gop_30" && l.ends_with("mmco: unref short failure")))
+                .filter(|l| {
+                    !(name.starts_with("damaged_")
+                        && [
+                            "error while decoding MB",
+                            "cabac decode of",
+                            "block unavailable for requested intra",
+                        ]
+                        .iter()
+                        .any(|m| l.contains(m)))
+                })
+                .collect();
+            assert!(errors.is_empty(), "{name} {path}: ffmpeg errors {errors:?}");
+            // A gradual-refresh start is shown only once the refresh has
+            // swept the picture: ffmpeg counts from its recovery point.
+            if name != "intra_refresh_30" || seqs.first() == Some(&0) {
+                assert_eq!(
+                    decoded, deliverable,
+                    "{name} {path}: frames over HTTP vs gRPC"
+                );
+            } else {
+                assert!(decoded > 0 && decoded <= deliverable, "{name} {path}");
+            }
+        }
+    }
+    server.shutdown().await;
+}
+
+/// An open-GOP stream is segmented live: playlists are served while the
+/// publisher is still sending, and a viewer joining mid-stream starts at
+/// the newest random access point (not at frame 0), without the leading
+/// pictures it cannot decode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_gop_plays_live_and_late_joiners_start_near_the_live_edge() {
+    let server = start(test_config()).await;
+    let base = format!("http://{}", server.http_addr);
+    let data = common::testdata("open_gop_30.h264");
+    let mut c = client(&server).await;
+    let p = publish(&mut c, "og", Default::default())
+        .await
+        .expect("publish");
+    // The first 8 s or so (a third of the bytes), then stop sending.
+    let third = data.len() / 3;
+    p.send_chunked(&data[..third], &[16 * 1024]).await;
+    let mut served = false;
+    for _ in 0..50 {
+        if get(&format!("{base}/live/og/index.m3u8")).await.0 == 200 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "the playlist is served while the publisher sends");
+    let (_, _, body) = get(&format!("{base}/live/og/index.m3u8")).await;
+    let live = common::history::parse_hls(&String::from_utf8(body).unwrap());
+    assert!(live.segments.len() >= 2 && !live.ended, "{live:?}");
+    for path in ["ts/index.m3u8", "manifest.mpd"] {
+        assert_eq!(
+            get(&format!("{base}/live/og/{path}")).await.0,
+            200,
+            "{path}"
+        );
+    }
+
+    // A late joiner.
+    let mut c2 = client(&server).await;
+    let mut s = subscribe(&mut c2, "og", true, 0).await.expect("subscribe");
+    let mut first = None;
+    let mut info = None;
+    let mut leading_dropped = 0;
+    let rest = data[third..].to_vec();
+    let sender = tokio::spawn(async move {
+        p.send_chunked(&rest, &[16 * 1024]).await;
+        p.end().await;
+        p
+    });
+    let (responses, _) = collect(&mut s, Duration::from_secs(30)).await;
+    let _p = sender.await.unwrap();
+    for r in &responses {
+        match &r.event {
+            Some(pb::slice_response::Event::SessionInfo(i)) if info.is_none() => {
+                info = Some(i.clone())
+            }
+            Some(pb::slice_response::Event::Frame(f)) if first.is_none() => {
+                first = Some((*f, r.is_keyframe))
+            }
+            Some(pb::slice_response::Event::FrameDropped(d))
+                if d.reason == pb::DropReason::LeadingPicture as i32 =>
+            {
+                leading_dropped += d.count
+            }
+            _ => {}
+        }
+    }
+    let (f, is_keyframe) = first.expect("frames");
+    assert!(
+        is_keyframe && f.random_access,
+        "starts at a random access point"
+    );
+    assert!(
+        f.index >= 150,
+        "starts near the live edge, not at frame {}",
+        f.index
+    );
+    assert_eq!(f.sap_type, 3, "an open-GOP keyframe");
+    assert_eq!(info.expect("info").start_frame_index, f.index);
+    // No frame it receives precedes its first frame in presentation.
+    for r in frames(&responses) {
+        assert!(
+            frame_info(r).pts_90k >= f.pts_90k,
+            "leading picture delivered"
+        );
+    }
+    let _ = leading_dropped;
+    server.shutdown().await;
+}
+
+/// A camera whose VUI says 15 fps but which sends 30 frames a second with
+/// capture times: SessionInfo says the VUI was overruled, and the frames
+/// are 1/30 s apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_info_reports_an_overruled_vui_rate() {
+    let server = start(test_config()).await;
+    let frames_in = liveslice_server::engine::pipeline::frames_of(
+        Bytes::from(common::testdata("vui15.h264")),
+        opts(),
+    );
+    let mut c = client(&server).await;
+    let mut p = publish(&mut c, "vui", Default::default())
+        .await
+        .expect("publish");
+    let start_ns = liveslice_server::session::now_unix_ns();
+    for (i, f) in frames_in.iter().enumerate() {
+        p.tx.send(pb::SliceRequest {
+            data: f.data.clone(),
+            capture_time_ns: Some(start_ns + i as u64 * 1_000_000_000 / 30),
+            end_of_access_unit: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    // Once the server has made a segment of it, a subscriber joins.
+    loop {
+        let m = p
+            .responses
+            .message()
+            .await
+            .unwrap()
+            .expect("publisher stream");
+        if matches!(m.event, Some(pb::slice_response::Event::SegmentReady(_))) {
+            break;
+        }
+    }
+    let mut c2 = client(&server).await;
+    let mut s = subscribe(&mut c2, "vui", true, 0).await.expect("subscribe");
+    let first = s.message().await.unwrap().unwrap();
+    match first.event {
+        Some(pb::slice_response::Event::SessionInfo(i)) => {
+            assert!(i.timing_note.contains("15 fps"), "{}", i.timing_note);
+            assert_eq!((i.frame_rate_num, i.frame_rate_den), (30, 1));
+        }
+        other => panic!("{other:?}"),
+    }
+    p.end().await;
+    server.shutdown().await;
+}
+
+/// After a publisher reconnects, EXT-X-PROGRAM-DATE-TIME is the capture
+/// time of each segment's first frame, not media time since the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn program_date_time_follows_capture_time_across_a_reconnect() {
+    let server = start(test_config()).await;
+    let base = format!("http://{}", server.http_addr);
+    let frames_in = liveslice_server::engine::pipeline::frames_of(
+        Bytes::from(common::testdata("baseline_30.h264")),
+        opts(),
+    );
+    let t0 = liveslice_server::session::now_unix_ns() - 20_000_000_000;
+    // First publisher, through a proxy: capture times from t0; then its
+    // connection breaks (a vanished peer, not an end of stream).
+    let proxy = common::CutProxy::start(server.grpc_addr).await;
+    let mut c = proxy.client().await;
+    let p = publish(&mut c, "pdt", Default::default())
+        .await
+        .expect("publish");
+    for (i, f) in frames_in.iter().enumerate() {
+        p.send_at(f.data.clone(), t0 + i as u64 * 1_000_000_000 / 30)
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // It comes back 3 s (of capture time) after its last frame.
+    let t1 = t0 + 9_000_000_000;
+    let mut c = client(&server).await;
+    let p = publish(&mut c, "pdt", Default::default())
+        .await
+        .expect("reconnect");
+    for (i, f) in frames_in.iter().enumerate() {
+        p.send_at(f.data.clone(), t1 + i as u64 * 1_000_000_000 / 30)
+            .await;
+    }
+    p.end().await;
+    drop(p.tx);
+    let mut ok = false;
+    for _ in 0..50 {
+        let (_, _, body) = get(&format!("{base}/live/pdt/index.m3u8")).await;
+        let text = String::from_utf8(body).unwrap();
+        if text.contains("#EXT-X-ENDLIST") {
+            // The first segment after the discontinuity starts at t1.
+            let after = text
+                .split("#EXT-X-DISCONTINUITY\n")
+                .nth(1)
+                .expect("discontinuity");
+            let pdt = after
+                .lines()
+                .find_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:"))
+                .expect("PDT");
+            let want = liveslice_server::engine::playlist::iso8601_ms(t1 / 1_000_000);
+            assert_eq!(pdt, want, "{text}");
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the session ended");
+    server.shutdown().await;
+}
