@@ -23,6 +23,7 @@ enc() { # name rate seconds ffmpeg-args...
   rm -f "$name.mp4"
 }
 
+if [ "${1:-all}" != real ]; then
 # Baseline profile, no B-frames, no AUD, 1 s GOP, SPS/PPS before every IDR.
 enc baseline_30 30 6 -profile:v baseline -g 30 -keyint_min 30 -sc_threshold 0
 # High profile, 3 B-frames with pyramid, AUDs, 2 s GOP.
@@ -104,5 +105,85 @@ mid = (a + e) // 2
 for i in range(mid, min(mid + 200, e - 1)):
     b[i] ^= 0xFF
 open('damaged_flipped.h264', 'wb').write(bytes(b))
+PY
+
+fi
+
+# --- Streams from real encoders (issue 9). Each has NAME.expect.json beside
+# it: what liveslice must make of it (frames, segments, independence), checked
+# by server/tests/real_streams.rs. `./make-streams.sh real` makes only these.
+
+# Open GOP: x264 open-gop, keyframe every 1 s for 24 s. Only the first
+# picture is an IDR; the others are non-IDR I pictures with a recovery-point
+# SEI, followed by leading B-pictures that reference the previous GOP. x264
+# also marks pictures of the previous GOP unused (memory-management commands)
+# after some of these keyframes: a decoder that starts there, as ffmpeg does at
+# the first listed segment, logs "mmco: unref short failure" for a picture it
+# never had, and decodes every frame.
+enc open_gop_30 30 24 -profile:v high -bf 3 -b_strategy 0 -g 30 -keyint_min 30 -sc_threshold 0 \
+  -crf 38 -x264-params open-gop=1:aud=1:b-pyramid=none
+# Periodic intra refresh: one IDR, then only recovery-point SEIs with
+# recovery_frame_cnt > 0 (a column of intra macroblocks sweeps each second).
+enc intra_refresh_30 30 10 -profile:v main -bf 0 -g 30 -keyint_min 30 -sc_threshold 0 \
+  -crf 38 -x264-params intra-refresh=1:aud=1
+# A GOP longer than the 2 s segment target that changes length mid-stream:
+# keyframes at 0, 3, 6, 14 (an 8 s GOP: longer than the 6 s maximum segment
+# duration, so one cut falls between random access points), then every 1 s.
+enc gop_varying_30 30 20 -profile:v high -bf 2 -b_strategy 0 -g 1000 -keyint_min 1000 -sc_threshold 0 \
+  -crf 38 -force_key_frames 0,3,6,14,15,16,17,18,19 -x264-params aud=1
+# VUI says 15 fps; the test publishes it with capture times 1/30 s apart.
+enc vui15 15 8 -profile:v baseline -g 15 -keyint_min 15 -sc_threshold 0 -crf 38
+# 1080p Baseline with one slice per macroblock: 8,160 slices a picture.
+SRC="color=c=gray:size=1920x1080" enc slice_per_mb_1080p 30 0.1 -profile:v baseline -g 30 -crf 40 \
+  -x264-params slice-max-mbs=1
+
+python3 - <<'PY'
+import random, re
+
+def nal_spans(d):
+    starts = [m.start() for m in re.finditer(b'\x00\x00\x01', d)]
+    out = []
+    for i, s in enumerate(starts):
+        sc = s - 1 if s > 0 and d[s - 1] == 0 else s
+        end = starts[i + 1] if i + 1 < len(starts) else len(d)
+        if i + 1 < len(starts) and d[end - 1] == 0:
+            end -= 1
+        out.append((sc, s + 3, end))
+    return out
+
+# First picture a non-IDR I with leading B-pictures: the open-GOP stream from
+# its second keyframe (4 s of it), with the SPS/PPS kept and that first
+# recovery-point SEI removed, so only the picture itself says it is intra.
+d = open('open_gop_30.h264', 'rb').read()
+spans = nal_spans(d)
+params = [d[a:b] for _, a, b in spans if d[a] & 0x1f in (7, 8)][:2]
+aud_idx = [i for i, (_, a, _) in enumerate(spans) if d[a] & 0x1f == 9]
+# Access units start at AUDs; the second I picture's AU is the 31st AU in decode order.
+def au_has_i(i):
+    end = aud_idx[aud_idx.index(i) + 1] if aud_idx.index(i) + 1 < len(aud_idx) else len(spans)
+    return any(d[spans[j][1]] & 0x1f == 6 and b'\x06' == d[spans[j][1] + 1:spans[j][1] + 2] for j in range(i, end))
+starts = [i for i in aud_idx if au_has_i(i)]
+first, stop = starts[0], starts[4]
+first_end = next(i for i in aud_idx if i > first)
+out = bytearray()
+for j in range(first, stop):
+    _, a, b = spans[j]
+    t = d[a] & 0x1f
+    if t == 6 and d[a + 1] == 6 and j < first_end:
+        continue  # the first recovery-point SEI
+    out += b'\x00\x00\x00\x01' + d[a:b]
+    if t == 9 and j == first:
+        for p in params:
+            out += b'\x00\x00\x00\x01' + p
+open('start_non_idr_i.h264', 'wb').write(bytes(out))
+
+# Random bit flips at a rate of 1e-4 per bit over a clean High stream
+# (seeded: the same flips every time).
+hb = bytearray(open('high_bframes_30.h264', 'rb').read())
+rnd = random.Random(1_0000)
+for i in range(len(hb) * 8):
+    if rnd.random() < 1e-4:
+        hb[i // 8] ^= 1 << (i % 8)
+open('damaged_bitflip_1e4.h264', 'wb').write(bytes(hb))
 PY
 ls -l

@@ -13,6 +13,7 @@ use liveslice_server::config::Config;
 use tokio::sync::watch;
 
 use crate::input::Input;
+use crate::rpc::{url_host, AccessArgs, Server};
 use crate::{play, publish};
 
 /// High profile with B-frames, 320x180, 30 fps, 6 s (the server's `--demo`
@@ -21,10 +22,14 @@ static STREAM: &[u8] = include_bytes!("../../testdata/high_bframes_30.h264");
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Publish into a running server at this gRPC address instead of
-    /// starting one here.
+    /// Publish into a running server at this gRPC address (host:port,
+    /// http:// or https:// URL) instead of starting one here.
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
+    /// With --server: the token and CA to use (ignored for the server
+    /// started here, which has auth and TLS off).
+    #[command(flatten)]
+    pub access: AccessArgs,
     /// gRPC listen address of the server started here.
     #[arg(long, default_value = "127.0.0.1:50051", conflicts_with = "server")]
     pub grpc_addr: SocketAddr,
@@ -51,19 +56,23 @@ pub async fn run(a: Args) -> Result<()> {
             let running = app::start(&config).await.map_err(|e| match e {
                 StartError::Bind { addr, source } => anyhow!(
                     "cannot listen on {addr}: {source}. Is a liveslice-server already running \
-                     there? Then use `liveslice demo --server http://{}`, or choose other \
+                     there? Then use `liveslice demo --server {}`, or choose other \
                      addresses with --grpc-addr/--http-addr (port 0 picks a free one).",
                     a.grpc_addr
                 ),
                 other => anyhow!("cannot start the server: {other}"),
             })?;
-            let grpc = format!("http://{}", running.grpc_addr);
+            let grpc = Server::plain(&format!("http://{}", running.grpc_addr));
             let http = format!("http://{}", running.http_addr);
             (Some(running), grpc, http)
         }
         Some(url) => {
-            let http = a.http_url.clone().unwrap_or_else(|| default_http_url(url));
-            (None, url.clone(), http)
+            let grpc = Server::new(url, &a.access)?;
+            let http = a
+                .http_url
+                .clone()
+                .unwrap_or_else(|| default_http_url(&grpc.url));
+            (None, grpc, http)
         }
     };
     let result = tour(&a.session, &grpc_url, &http_url, server.is_some()).await;
@@ -74,22 +83,18 @@ pub async fn run(a: Args) -> Result<()> {
     result
 }
 
-/// The HTTP origin of a server whose gRPC URL is `grpc`: same host, the
-/// default HTTP port.
+/// The HTTP origin of a server whose gRPC URL is `grpc`: same host and
+/// scheme (TLS covers both ports), the default HTTP port.
 fn default_http_url(grpc: &str) -> String {
-    let rest = grpc
-        .strip_prefix("http://")
-        .or_else(|| grpc.strip_prefix("https://"))
-        .unwrap_or(grpc);
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    let host = match hostport.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => hostport,
+    let scheme = if grpc.starts_with("https://") {
+        "https"
+    } else {
+        "http"
     };
-    format!("http://{host}:8080")
+    format!("{scheme}://{}:8080", url_host(grpc))
 }
 
-async fn tour(session: &str, grpc: &str, http: &str, own_server: bool) -> Result<()> {
+async fn tour(session: &str, grpc: &Server, http: &str, own_server: bool) -> Result<()> {
     println!(
         "liveslice demo: {} publishing a test stream (H.264 High with B-frames, 320x180, \
          30 fps) into session {session} in real time, looping.\n\
@@ -99,11 +104,16 @@ async fn tour(session: &str, grpc: &str, http: &str, own_server: bool) -> Result
          \n  DASH           {http}/live/{session}/manifest.mpd\
          \n  ffplay         ffplay {http}/live/{session}/index.m3u8\
          \n  over gRPC      liveslice play --server {grpc} --session {session} --annexb - | ffplay -\
-         \n\nThe playlists appear once the first segment is complete (about 2 s). Ctrl-C stops.\n",
+         \n\nThe playlists appear once the first segment is complete (about 2 s). Ctrl-C stops.{}\n",
         if own_server {
             format!("started a server ({grpc}, {http}) and is")
         } else {
             format!("is using the server at {grpc} and")
+        },
+        if grpc.token().is_some() {
+            "\nWith auth on, add ?token=TOKEN (a play token) to the URLs, and --token to `liveslice play`."
+        } else {
+            ""
         }
     );
 
@@ -119,7 +129,7 @@ async fn tour(session: &str, grpc: &str, http: &str, own_server: bool) -> Result
     });
 
     let plan = publish::Plan {
-        server: grpc.to_string(),
+        server: grpc.clone(),
         session: session.to_string(),
         input: Input::Embedded("the demo stream", STREAM),
         fps: None,
@@ -136,7 +146,7 @@ async fn tour(session: &str, grpc: &str, http: &str, own_server: bool) -> Result
     // the publisher fails and the session never ends.
     let (viewer_stop_tx, viewer_stop) = watch::channel(false);
     let viewer_plan = play::Plan {
-        server: grpc.to_string(),
+        server: grpc.clone(),
         session: session.to_string(),
         fps: None,
         out: None,
@@ -210,6 +220,10 @@ mod tests {
             "http://127.0.0.1:8080"
         );
         assert_eq!(default_http_url("http://host/"), "http://host:8080");
+        assert_eq!(
+            default_http_url("https://example.net:443"),
+            "https://example.net:8080"
+        );
         assert_eq!(default_http_url("http://[::1]:50051"), "http://[::1]:8080");
     }
 }

@@ -6,8 +6,12 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use tokio::io::AsyncRead;
+use anyhow::{bail, Context, Result};
+use bytes::{Bytes, BytesMut};
+use liveslice_server::engine::access_unit::{AccessUnitAssembler, AssemblerLimits};
+use liveslice_server::engine::annexb::{AnnexBSplitter, Split};
+use liveslice_server::engine::container::{self, Container, SNIFF_BYTES};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// An input stream of H.264 Annex B bytes.
 #[derive(Clone, Debug)]
@@ -35,17 +39,175 @@ impl Input {
         !matches!(self, Input::Stdin)
     }
 
-    /// Opens the input from its start.
+    /// Whether its bytes arrive over time (a pipe), rather than being all
+    /// there to read (a regular file, the embedded stream).
+    pub fn is_live(&self) -> bool {
+        match self {
+            Input::Stdin => true,
+            Input::File(p) => std::fs::metadata(p).is_ok_and(|m| !m.is_file()),
+            Input::Embedded(..) => false,
+        }
+    }
+
+    /// Opens the input from its start. A container file (MP4, MPEG-TS,
+    /// Matroska, FLV) is refused with the ffmpeg command that extracts its
+    /// H.264 video.
     pub async fn open(&self) -> Result<Reader> {
-        Ok(match self {
+        let mut reader: Reader = match self {
             Input::File(p) => Box::pin(
                 tokio::fs::File::open(p)
                     .await
                     .with_context(|| format!("cannot open {}", p.display()))?,
             ),
             Input::Stdin => Box::pin(tokio::io::stdin()),
-            Input::Embedded(_, bytes) => Box::pin(*bytes),
-        })
+            Input::Embedded(_, bytes) => return Ok(Box::pin(*bytes)),
+        };
+        let head = read_head(&mut reader)
+            .await
+            .with_context(|| format!("cannot read {self}"))?;
+        if let Some(c) = container::detect(&head) {
+            bail!("{}", self.container_refusal(c));
+        }
+        Ok(Box::pin(std::io::Cursor::new(head).chain(reader)))
+    }
+
+    /// One line: what the input is and how to get H.264 out of it.
+    fn container_refusal(&self, c: Container) -> String {
+        match self {
+            Input::File(p) => {
+                let input = p.display().to_string();
+                let output = p.with_extension("h264").display().to_string();
+                let output = if output == input {
+                    format!("{input}.annexb.h264")
+                } else {
+                    output
+                };
+                format!(
+                    "{input} is in the {c} container format, not raw H.264 (Annex B) as \
+                     liveslice takes; extract the video with: {}",
+                    c.extract_command(&input, &output)
+                )
+            }
+            _ => format!(
+                "{self} is in the {c} container format, not raw H.264 (Annex B) as liveslice \
+                 takes; have ffmpeg extract the video into the pipe: {}",
+                c.extract_command("INPUT", "-")
+            ),
+        }
+    }
+}
+
+/// The first [`SNIFF_BYTES`] of a stream (fewer at its end), or fewer once
+/// it clearly starts as Annex B: a live pipe is not kept waiting.
+async fn read_head(reader: &mut Reader) -> std::io::Result<Vec<u8>> {
+    let mut head = vec![0u8; SNIFF_BYTES];
+    let mut n = 0;
+    while n < SNIFF_BYTES {
+        // 16 bytes tell an Annex B start code from an MP4 box of size 1.
+        if n >= 16 && starts_with_start_code(&head[..n]) && container::detect(&head[..n]).is_none()
+        {
+            break;
+        }
+        let m = reader.read(&mut head[n..]).await?;
+        if m == 0 {
+            break;
+        }
+        n += m;
+    }
+    head.truncate(n);
+    Ok(head)
+}
+
+fn starts_with_start_code(b: &[u8]) -> bool {
+    b.starts_with(&[0, 0, 1]) || b.starts_with(&[0, 0, 0, 1])
+}
+
+/// Cuts a stream that arrives over time at access-unit boundaries, with the
+/// engine's own splitter and assembler, so each access unit can be sent as
+/// soon as it is complete (with `end_of_access_unit`) instead of waiting
+/// for a chunk to fill. The bytes go out exactly as they came, garbage
+/// included: the server judges them.
+pub struct AuCutter {
+    splitter: AnnexBSplitter,
+    assembler: AccessUnitAssembler,
+    splits: Vec<Split>,
+    aus: Vec<liveslice_server::engine::access_unit::AccessUnit>,
+    notes: Vec<liveslice_server::engine::access_unit::AssemblerNote>,
+    /// Bytes received and not yet handed out.
+    pending: BytesMut,
+    /// Stream offset of `pending[0]`.
+    pending_offset: u64,
+    /// Above this, pending bytes go out without waiting for a boundary
+    /// (input that is not H.264, or one huge access unit).
+    max_pending: usize,
+}
+
+/// What [`AuCutter`] hands out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// Bytes ending exactly at an access-unit boundary.
+    Units(Bytes),
+    /// Bytes with no boundary at their end.
+    Partial(Bytes),
+}
+
+impl AuCutter {
+    pub fn new(max_pending: usize) -> Self {
+        let opts = liveslice_server::engine::PipelineOptions::default();
+        Self {
+            splitter: AnnexBSplitter::new(opts.max_nal_bytes),
+            assembler: AccessUnitAssembler::new(AssemblerLimits {
+                max_au_bytes: opts.max_au_bytes,
+                ..AssemblerLimits::default()
+            }),
+            splits: Vec::new(),
+            aus: Vec::new(),
+            notes: Vec::new(),
+            pending: BytesMut::new(),
+            pending_offset: 0,
+            max_pending: max_pending.max(1),
+        }
+    }
+
+    /// Takes the next bytes of the stream; what can go out now goes to
+    /// `out`.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Cut>) {
+        self.pending.extend_from_slice(chunk);
+        self.splitter
+            .push(Bytes::copy_from_slice(chunk), &mut self.splits);
+        for split in self.splits.drain(..) {
+            let Split::Nal(nal) = split else { continue };
+            // Where this NAL unit's start code begins: if it starts a new
+            // access unit, the previous one ends there.
+            let start = nal.offset.saturating_sub(u64::from(nal.prefix_len));
+            self.assembler.push(nal, &mut self.aus, &mut self.notes);
+            self.notes.clear();
+            if self.aus.is_empty() {
+                continue;
+            }
+            self.aus.clear();
+            if start > self.pending_offset {
+                let len = usize::try_from(start - self.pending_offset)
+                    .unwrap_or(usize::MAX)
+                    .min(self.pending.len());
+                self.pending_offset += len as u64;
+                out.push(Cut::Units(self.pending.split_to(len).freeze()));
+            }
+        }
+        if self.pending.len() >= self.max_pending {
+            self.pending_offset += self.pending.len() as u64;
+            out.push(Cut::Partial(self.pending.split().freeze()));
+        }
+    }
+
+    /// The end of the stream: whatever is left (not marked complete: the
+    /// server judges whether the last access unit was cut short).
+    pub fn finish(&mut self) -> Option<Bytes> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        self.pending_offset += self.pending.len() as u64;
+        Some(self.pending.split().freeze())
     }
 }
 
@@ -90,4 +252,79 @@ pub fn now_unix_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testdata")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn cut(data: &[u8], chunk: usize, max_pending: usize) -> Vec<Cut> {
+        let mut c = AuCutter::new(max_pending);
+        let mut out = Vec::new();
+        for piece in data.chunks(chunk) {
+            c.push(piece, &mut out);
+        }
+        out.extend(c.finish().map(Cut::Partial));
+        out
+    }
+
+    fn bytes(c: &Cut) -> &Bytes {
+        match c {
+            Cut::Units(b) | Cut::Partial(b) => b,
+        }
+    }
+
+    #[test]
+    fn cuts_at_every_access_unit_whatever_the_chunking() {
+        for name in [
+            "baseline_30.h264",
+            "high_bframes_30.h264",
+            "main_slices4_30.h264",
+        ] {
+            let data = testdata(name);
+            let frames = liveslice_server::engine::pipeline::frames_of(
+                Bytes::from(data.clone()),
+                Default::default(),
+            );
+            let whole = cut(&data, data.len(), usize::MAX);
+            for chunk in [1, 7, 1500, 65536] {
+                let cuts = cut(&data, chunk, usize::MAX);
+                assert_eq!(cuts, whole, "{name} in {chunk}-byte chunks");
+            }
+            // An access unit is cut once the first NAL unit of the next
+            // one is whole (the splitter sees its end at the start code
+            // after it); the last one or two go out at the end.
+            let units = whole.iter().filter(|c| matches!(c, Cut::Units(_))).count();
+            assert!(
+                (frames.len() - 2..frames.len()).contains(&units),
+                "{name}: {units} cuts, {} frames",
+                frames.len()
+            );
+            assert!(matches!(whole.last(), Some(Cut::Partial(_))));
+            let joined: Vec<u8> = whole.iter().flat_map(|c| bytes(c).to_vec()).collect();
+            assert!(joined == data, "{name}: the bytes go out as they came");
+            // Each cut is one access unit, as the engine frames it (these
+            // streams carry their SPS/PPS in front of every keyframe).
+            for (c, f) in whole.iter().take(units).zip(&frames) {
+                assert!(*bytes(c) == f.data, "{name}: frame {}", f.index);
+            }
+        }
+    }
+
+    #[test]
+    fn input_that_never_forms_access_units_still_goes_out() {
+        let junk = vec![0xabu8; 10_000];
+        let cuts = cut(&junk, 1000, 4096);
+        assert!(cuts.iter().all(|c| matches!(c, Cut::Partial(_))));
+        assert!(cuts.iter().all(|c| bytes(c).len() <= 4096 + 1000));
+        let joined: Vec<u8> = cuts.iter().flat_map(|c| bytes(c).to_vec()).collect();
+        assert_eq!(joined, junk);
+    }
 }

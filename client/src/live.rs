@@ -13,6 +13,15 @@
 //! the `ManifestDelta` it caused, then the next segment's first frame. A
 //! segment is written when its record arrives, the playlists when the
 //! delta does, so they never name a segment that is not on disk.
+//!
+//! The DASH MPD cannot skip segments (`$Number$` addressing), so a viewer
+//! that joined late could not use the server's until every segment listed
+//! before it joined had slid out of the window. It is rendered here
+//! instead, by the engine's own [`Manifests`] fed the segments written
+//! (the same records and options give the server's MPD), and written with
+//! each segment, the first one included. [`LiveTree::finish`] closes the
+//! tree when the viewer stops, however it stops: `#EXT-X-ENDLIST` and a
+//! static MPD, so the tree plays to its end.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,8 +30,8 @@ use anyhow::Result;
 use bytes::Bytes;
 use liveslice_proto::v1 as pb;
 use liveslice_server::engine::params::ParamSets;
-use liveslice_server::engine::playlist::{ManifestEdit, ManifestState};
-use liveslice_server::engine::{CodecConfig, Frame, SegmentRecord};
+use liveslice_server::engine::playlist::{ManifestEdit, ManifestState, Manifests, PlaylistOptions};
+use liveslice_server::engine::{CodecConfig, Frame, SegmentRecord, TIMESCALE};
 
 use crate::tree::{nal_spans, TreeWriter};
 
@@ -31,7 +40,6 @@ pub struct LiveTree {
     params: ParamSets,
     hls: ManifestState,
     hls_ts: ManifestState,
-    dash: ManifestState,
     /// The join-time manifests arrived (deltas apply to them).
     have_state: bool,
     window: u64,
@@ -50,6 +58,11 @@ pub struct LiveTree {
     /// The subscription is thinned (`--fps`): segments are short of frames
     /// by design, which is not worth a note each time.
     thinned: bool,
+    /// The session's segment target (ms), from `SessionInfo`.
+    segment_target_ms: u32,
+    /// Manifests of the segments written (DASH, and everything once the
+    /// tree is closed).
+    own: Option<Manifests>,
 }
 
 impl LiveTree {
@@ -59,7 +72,6 @@ impl LiveTree {
             params: ParamSets::new(),
             hls: ManifestState::default(),
             hls_ts: ManifestState::default(),
-            dash: ManifestState::default(),
             have_state: false,
             window: 6,
             current: None,
@@ -69,6 +81,8 @@ impl LiveTree {
             composition_shift: None,
             segments_written: 0,
             thinned,
+            segment_target_ms: 0,
+            own: None,
         })
     }
 
@@ -77,6 +91,9 @@ impl LiveTree {
     /// they are taken when they are delivered, so they may already contain
     /// segments whose deltas are still on their way to us.
     pub fn session_info(&mut self, info: &pb::SessionInfo) {
+        if info.segment_target_ms > 0 && self.own.is_none() {
+            self.segment_target_ms = info.segment_target_ms;
+        }
         if self.have_state {
             return;
         }
@@ -89,7 +106,6 @@ impl LiveTree {
         };
         self.hls = state(&info.hls_state);
         self.hls_ts = state(&info.hls_ts_state);
-        self.dash = state(&info.dash_state);
         self.window = u64::from(info.window_segments.max(1));
         self.have_state = true;
     }
@@ -122,6 +138,8 @@ impl LiveTree {
                 duration: info.duration_90k,
                 is_keyframe: r.is_keyframe,
                 random_access: info.random_access,
+                sap_type: info.sap_type.min(u8::MAX as u32) as u8,
+                is_leading: info.is_leading,
                 is_reference: info.is_reference,
                 segment: info.segment_sequence,
                 config_id: 0, // the server's id, set when muxing
@@ -168,6 +186,7 @@ impl LiveTree {
             frame_count: s.frame_count,
             first_frame_index: s.first_frame_index,
             keyframe_aligned: s.keyframe_aligned,
+            sap_type: s.sap_type.min(u8::MAX as u32) as u8,
             discontinuity: s.discontinuity,
             discontinuity_sequence: 0, // only the playlists use it
             program_date_time_ms: s.program_date_time_ms,
@@ -204,6 +223,31 @@ impl LiveTree {
         }
         self.segments_written += 1;
         self.config_ids.insert(seq, s.config_id);
+        let own = self.own.get_or_insert_with(|| {
+            // The server's availability start, exactly: a segment's
+            // program date-time is it plus the segment's start.
+            let availability_start_ms = rec
+                .program_date_time_ms
+                .saturating_sub(rec.start * 1000 / TIMESCALE);
+            let defaults = PlaylistOptions::default();
+            Manifests::new(
+                PlaylistOptions {
+                    target_segment_ms: if self.segment_target_ms > 0 {
+                        self.segment_target_ms
+                    } else {
+                        defaults.target_segment_ms
+                    },
+                    window: usize::try_from(self.window).unwrap_or(defaults.window),
+                    ..defaults
+                },
+                availability_start_ms,
+            )
+        });
+        own.push(rec.clone(), &cfg, now_ms());
+        let dash = own.dash(now_ms()).render();
+        if let Err(e) = self.tree.write_dash(&dash) {
+            return Some(format!("manifest.mpd not written: {e:#}"));
+        }
         (!self.thinned && frames.len() != rec.frame_count as usize).then(|| {
             format!(
                 "segment {seq}: {} of its {} frames received (joined late, or lagged)",
@@ -218,11 +262,7 @@ impl LiveTree {
         if !self.have_state {
             return Ok(());
         }
-        for (state, e) in [
-            (&mut self.hls, &d.hls),
-            (&mut self.hls_ts, &d.hls_ts),
-            (&mut self.dash, &d.dash),
-        ] {
+        for (state, e) in [(&mut self.hls, &d.hls), (&mut self.hls_ts, &d.hls_ts)] {
             if let Some(e) = e {
                 state.apply(&edit(e));
             }
@@ -246,15 +286,31 @@ impl LiveTree {
         let Some(hls_ts) = playable_hls(&self.hls_ts, &self.tree, ids, "ts") else {
             return Ok(());
         };
-        let complete = self
-            .hls
-            .entries
-            .iter()
-            .filter_map(|e| entry_sequence(e, "m4s"))
-            .all(|s| self.tree.has_segment(s));
-        let dash = complete.then(|| self.dash.render());
-        self.tree.write_manifests(&hls, &hls_ts, dash.as_deref())
+        self.tree.write_manifests(&hls, &hls_ts, None)
     }
+
+    /// Closes the tree: the playlists get `#EXT-X-ENDLIST` and the MPD
+    /// becomes static, so players play it to the end instead of waiting
+    /// for more. The server's own closed playlists are kept when the
+    /// session ended and they arrived; otherwise the ones of the segments
+    /// written are closed here. Nothing to do before the first segment.
+    pub fn finish(&mut self) -> Result<()> {
+        let Some(own) = self.own.as_mut() else {
+            return Ok(());
+        };
+        own.end(now_ms());
+        let dash = own.dash(now_ms()).render();
+        let closed = |s: &ManifestState| s.tail.contains("#EXT-X-ENDLIST");
+        if !(self.have_state && closed(&self.hls) && closed(&self.hls_ts)) {
+            self.tree
+                .write_manifests(&own.hls_cmaf().render(), &own.hls_ts().render(), None)?;
+        }
+        self.tree.write_dash(&dash)
+    }
+}
+
+fn now_ms() -> u64 {
+    crate::input::now_unix_ns() / 1_000_000
 }
 
 fn edit(e: &pb::ManifestEdit) -> ManifestEdit {

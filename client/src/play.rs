@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use liveslice_proto::v1 as pb;
 use pb::slice_response::Event as PbEvent;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
@@ -15,7 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::input::{parse_fps, parse_wait};
 use crate::live::LiveTree;
 use crate::rpc::{
-    self, drop_reason_name, dropped_count, end_reason_name, status_error, DEFAULT_SERVER,
+    self, call_error, drop_reason_name, dropped_count, end_reason_name, status_error, Server,
+    ServerArgs,
 };
 use crate::status::StatusLine;
 use crate::stopped;
@@ -23,9 +24,8 @@ use crate::stopped;
 #[derive(clap::Args, Debug)]
 #[command(group = clap::ArgGroup::new("output").required(true).multiple(true).args(["out", "annexb"]))]
 pub struct Args {
-    /// The server's gRPC address.
-    #[arg(long, env = "LIVESLICE_SERVER", default_value = DEFAULT_SERVER)]
-    pub server: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Session to play.
     #[arg(long)]
     pub session: String,
@@ -48,7 +48,7 @@ pub struct Args {
 
 /// What to subscribe to and where the output goes.
 pub struct Plan {
-    pub server: String,
+    pub server: Server,
     pub session: String,
     pub fps: Option<u32>,
     pub out: Option<PathBuf>,
@@ -76,7 +76,7 @@ pub async fn run(a: Args) -> Result<()> {
     });
     let plan = Plan {
         label: a.session.clone(),
-        server: a.server,
+        server: Server::new(&a.server.server, &a.server.access)?,
         session: a.session,
         fps: a.fps,
         out: a.out,
@@ -149,11 +149,13 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
     // it early is allowed, but keeping it is what a viewer does.
     let mut responses = tokio::select! {
         r = client.stream_slices(ReceiverStream::new(rx)) =>
-            r.map_err(|s| status_error(&s, &plan.server, &plan.session))?.into_inner(),
+            r.map_err(|s| call_error(&s, &plan.server, &plan.session))?.into_inner(),
         _ = stopped(&mut stop) => return Ok(Played::default()),
     };
 
     let mut played = Played::default();
+    // Why the stream broke, reported once the tree is closed.
+    let mut failure = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -165,12 +167,14 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
         let msg = match msg {
             Ok(Some(m)) => m,
             Ok(None) => {
-                status.finish();
-                bail!("the server closed the stream without ending the session");
+                failure = Some(anyhow!(
+                    "the server closed the stream without ending the session"
+                ));
+                break;
             }
             Err(s) => {
-                status.finish();
-                return Err(status_error(&s, &plan.server, &plan.session));
+                failure = Some(status_error(&s, &plan.server, &plan.session));
+                break;
             }
         };
         match &msg.event {
@@ -197,8 +201,9 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
                             }
                         }
                         Err(e) => {
-                            status.finish();
-                            return Err(anyhow::Error::new(e).context("cannot write the frames"));
+                            failure =
+                                Some(anyhow::Error::new(e).context("cannot write the frames"));
+                            break;
                         }
                     }
                 }
@@ -241,7 +246,10 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
             }
             Some(PbEvent::ManifestDelta(d)) => {
                 if let Some(t) = tree.as_mut() {
-                    t.manifest_delta(d)?;
+                    if let Err(e) = t.manifest_delta(d) {
+                        failure = Some(e);
+                        break;
+                    }
                 }
             }
             Some(PbEvent::FrameDropped(d)) => {
@@ -280,6 +288,17 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
     }
     status.finish();
     drop(tx);
+    // However it stopped (end of session, Ctrl-C, a broken stream), the
+    // tree is closed so that it plays to its end.
+    if let Some(t) = tree.as_mut() {
+        let closed = t.finish().context("cannot close the playlists");
+        if failure.is_none() {
+            closed?;
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
     if let Some(mut w) = sink {
         // A closed pipe at the very end is not an error worth reporting.
         let _ = w.flush().await;

@@ -19,17 +19,17 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::input::{now_unix_ns, parse_fps, parse_segment_duration, Input, Reader};
+use crate::input::{now_unix_ns, parse_fps, parse_segment_duration, AuCutter, Cut, Input, Reader};
 use crate::rpc::{
-    self, drop_reason_name, dropped_count, end_reason_name, status_error, DEFAULT_SERVER,
+    self, call_error, drop_reason_name, dropped_count, end_reason_name, status_error, Server,
+    ServerArgs,
 };
 use crate::stopped;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The server's gRPC address.
-    #[arg(long, env = "LIVESLICE_SERVER", default_value = DEFAULT_SERVER)]
-    pub server: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Session to publish to (A-Z a-z 0-9 . _ -).
     #[arg(long)]
     pub session: String,
@@ -44,7 +44,8 @@ pub struct Args {
     /// Repeat the file until stopped (Ctrl-C). Not possible for stdin.
     #[arg(long = "loop")]
     pub looping: bool,
-    /// Bytes per message without --realtime.
+    /// Bytes per message for a file without --realtime (stdin and pipes go
+    /// out an access unit per message, as each one completes).
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, value_parser = parse_chunk_size)]
     pub chunk_size: usize,
     /// Segment target duration for the session (default: the server's).
@@ -77,7 +78,7 @@ fn parse_chunk_size(s: &str) -> Result<usize, String> {
 /// What to publish and how; `publish` runs it.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    pub server: String,
+    pub server: Server,
     pub session: String,
     pub input: Input,
     pub fps: Option<u32>,
@@ -135,7 +136,7 @@ impl Summary {
 pub async fn run(a: Args) -> Result<()> {
     let input = Input::from_arg(&a.input);
     let plan = Plan {
-        server: a.server,
+        server: Server::new(&a.server.server, &a.server.access)?,
         session: a.session,
         input,
         fps: a.fps,
@@ -163,7 +164,7 @@ pub async fn run(a: Args) -> Result<()> {
         "done: sent {} bytes in {} messages{} over {:.1} s; the server accepted {} frames in {} segments{}",
         s.bytes_sent,
         s.messages_sent,
-        if plan.realtime {
+        if s.frames_sent > 0 {
             format!(" ({} access units)", s.frames_sent)
         } else {
             String::new()
@@ -191,6 +192,12 @@ pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Sum
     // Open the input first: a typo in the path should not create a session.
     let mut source = if plan.realtime {
         Feed::Paced(Box::new(AuSource::open(plan).await?))
+    } else if plan.input.is_live() {
+        // A pipe: each access unit goes out as soon as it is complete.
+        Feed::Units(
+            plan.input.open().await?,
+            Box::new(AuCutter::new(MAX_CHUNK - READ_BYTES)),
+        )
     } else {
         Feed::Chunks(plan.input.open().await?)
     };
@@ -216,7 +223,7 @@ pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Sum
     let responses = client
         .stream_slices(ReceiverStream::new(rx))
         .await
-        .map_err(|s| status_error(&s, &plan.server, &plan.session))?
+        .map_err(|s| call_error(&s, &plan.server, &plan.session))?
         .into_inner();
     let mut reader = tokio::spawn(read_responses(
         responses,
@@ -314,7 +321,7 @@ fn ended_early(plan: &Plan, s: &Summary) -> anyhow::Error {
 /// Reads the publisher's responses to their end, printing them if verbose.
 async fn read_responses(
     mut responses: tonic::Streaming<pb::SliceResponse>,
-    server: String,
+    server: Server,
     session: String,
     verbose: bool,
 ) -> Result<Summary> {
@@ -413,6 +420,7 @@ struct Sent {
 
 enum Feed {
     Chunks(Reader),
+    Units(Reader, Box<AuCutter>),
     // Boxed: the engine's state is large and this enum lives on the stack.
     Paced(Box<AuSource>),
 }
@@ -430,6 +438,7 @@ impl Feed {
     ) -> Result<()> {
         match self {
             Feed::Chunks(reader) => feed_chunks(plan, reader, tx, stop, sent).await,
+            Feed::Units(reader, cutter) => feed_units(plan, reader, cutter, tx, stop, sent).await,
             Feed::Paced(src) => feed_paced(plan, src, tx, stop, sent).await,
         }
     }
@@ -474,6 +483,56 @@ async fn feed_chunks(
         }
         sent.bytes += n as u64;
         sent.messages += 1;
+    }
+}
+
+/// Sends a live input (a pipe) an access unit per message, each as soon as
+/// it is complete and marked `end_of_access_unit`, so the server emits it
+/// at once: `ffmpeg ... -f h264 - | liveslice publish -` plays smoothly
+/// without --realtime.
+async fn feed_units(
+    plan: &Plan,
+    reader: &mut Reader,
+    cutter: &mut AuCutter,
+    tx: &mpsc::Sender<pb::SliceRequest>,
+    stop: &mut watch::Receiver<bool>,
+    sent: &mut Sent,
+) -> Result<()> {
+    let mut buf = vec![0u8; READ_BYTES];
+    let mut cuts = Vec::new();
+    loop {
+        // Whatever has arrived, not a full buffer.
+        let n = tokio::select! {
+            r = reader.read(&mut buf) => r.with_context(|| format!("cannot read {}", plan.input))?,
+            _ = stopped(stop) => return Ok(()),
+        };
+        if n == 0 {
+            cuts.extend(cutter.finish().map(Cut::Partial));
+        } else {
+            cutter.push(&buf[..n], &mut cuts);
+        }
+        for cut in cuts.drain(..) {
+            let (data, end_of_access_unit) = match cut {
+                Cut::Units(b) => (b, true),
+                Cut::Partial(b) => (b, false),
+            };
+            let len = data.len() as u64;
+            let req = pb::SliceRequest {
+                data,
+                end_of_access_unit,
+                ..Default::default()
+            };
+            tokio::select! {
+                r = tx.send(req) => if r.is_err() { return Ok(()) },
+                _ = stopped(stop) => return Ok(()),
+            }
+            sent.bytes += len;
+            sent.messages += 1;
+            sent.frames += u64::from(end_of_access_unit);
+        }
+        if n == 0 {
+            return Ok(());
+        }
     }
 }
 

@@ -115,6 +115,11 @@ impl TreeWriter {
         Ok(())
     }
 
+    /// `manifest.mpd` alone.
+    pub fn write_dash(&self, dash: &str) -> Result<()> {
+        self.write_file("manifest.mpd", dash.as_bytes())
+    }
+
     /// Deletes the segments before `sequence` (a live tree keeps what its
     /// playlists name plus one window, as the server does).
     pub fn prune_before(&mut self, sequence: u64) {

@@ -107,7 +107,18 @@ async fn package_writes_the_tree_the_server_serves_for_every_clean_stream() {
         let out = run(&["package", s(&file), "--out", s(&dir)]).await;
         let said = ok(&out, "package");
         // The same stream published whole, as fast as the server takes it.
-        let out = run(&["publish", "--server", &grpc, "--session", &name, s(&file)]).await;
+        // (A window that lists every segment, as `package` does by default.)
+        let out = run(&[
+            "publish",
+            "--server",
+            &grpc,
+            "--session",
+            &name,
+            "--window",
+            "100",
+            s(&file),
+        ])
+        .await;
         let published = ok(&out, "publish");
         assert!(published.contains("segment 0: "), "{published}");
 

@@ -4,6 +4,11 @@
     python3 client.py publish   --server 127.0.0.1:50051 --session cam1 stream.h264
     python3 client.py subscribe --server 127.0.0.1:50051 --session cam1 [--count N]
 
+With auth on, add --token TOKEN (or set LIVESLICE_TOKEN): it is sent as
+`authorization: Bearer TOKEN` metadata. With TLS on, use --tls (the system's
+roots) or --ca FILE (a private CA or self-signed certificate, PEM); an
+https:// server address also turns TLS on.
+
 The gRPC stubs are generated from the repository's proto/ with grpcio-tools at
 start-up, into a temporary directory (or into $LIVESLICE_STUBS, reused when it
 already holds them), so no generated code is committed. Output is one line per
@@ -82,14 +87,37 @@ def access_units(data):
     return [u for u in units if u]
 
 
-def connect(pb2_grpc, server):
+def target(args):
+    """host:port for grpcio, and whether to use TLS (https://, --tls or --ca)."""
+    server, tls = args.server, bool(args.tls or args.ca)
+    if server.startswith("https://"):
+        server, tls = server[len("https://"):], True
+    elif server.startswith("http://"):
+        server = server[len("http://"):]
+    return server.rstrip("/"), tls
+
+
+def connect(pb2_grpc, args):
     import grpc
 
-    channel = grpc.insecure_channel(
-        server, options=[("grpc.max_receive_message_length", 64 << 20)]
-    )
+    server, tls = target(args)
+    options = [("grpc.max_receive_message_length", 64 << 20)]
+    if tls:
+        root = None
+        if args.ca:
+            with open(args.ca, "rb") as f:
+                root = f.read()
+        channel = grpc.secure_channel(
+            server, grpc.ssl_channel_credentials(root_certificates=root), options=options)
+    else:
+        channel = grpc.insecure_channel(server, options=options)
     grpc.channel_ready_future(channel).result(timeout=10)
     return channel, pb2_grpc.SliceServiceStub(channel)
+
+
+def metadata(args):
+    """The bearer token as call metadata (none without a token)."""
+    return [("authorization", "Bearer " + args.token)] if args.token else None
 
 
 def describe(pb2, r):
@@ -157,10 +185,10 @@ def publish(args, pb2, pb2_grpc):
         # Ends the session cleanly (half-closing the stream would too).
         yield pb2.SliceRequest(end_of_stream=True)
 
-    channel, stub = connect(pb2_grpc, args.server)
+    channel, stub = connect(pb2_grpc, args)
     print("publishing %s to %s (%d bytes in %d messages)" % (
         args.file, args.session, len(data), len(chunks)), flush=True)
-    for r in stub.StreamSlices(requests()):
+    for r in stub.StreamSlices(requests(), metadata=metadata(args)):
         print(describe(pb2, r), flush=True)
     channel.close()
 
@@ -173,10 +201,10 @@ def subscribe(args, pb2, pb2_grpc):
         subscribe=pb2.SubscribeOptions(
             events=not args.frames_only, wait_ms=args.wait_ms),
     )
-    channel, stub = connect(pb2_grpc, args.server)
+    channel, stub = connect(pb2_grpc, args)
     print("subscribing to %s" % args.session, flush=True)
     # A subscriber sends one message; the half-close that follows is fine.
-    call = stub.StreamSlices(iter([first]))
+    call = stub.StreamSlices(iter([first]), metadata=metadata(args))
     frames = 0
     for r in call:
         print(describe(pb2, r), flush=True)
@@ -191,10 +219,18 @@ def subscribe(args, pb2, pb2_grpc):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--proto", default=DEFAULT_PROTO, help="the proto/ directory")
+    # Connection options, shared by both subcommands.
+    conn = argparse.ArgumentParser(add_help=False)
+    conn.add_argument("--server", default="127.0.0.1:50051",
+                      help="host:port, or http:// / https:// URL")
+    conn.add_argument("--token", default=os.environ.get("LIVESLICE_TOKEN"),
+                      help="bearer token for a server with auth on (default: $LIVESLICE_TOKEN)")
+    conn.add_argument("--ca", help="PEM file of the CA to trust for TLS (turns TLS on)")
+    conn.add_argument("--tls", action="store_true", help="TLS with the system's roots")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("publish", help="publish an H.264 Annex B file into a session")
-    p.add_argument("--server", default="127.0.0.1:50051")
+    p = sub.add_parser("publish", parents=[conn],
+                       help="publish an H.264 Annex B file into a session")
     p.add_argument("--session", required=True)
     p.add_argument("file")
     p.add_argument("--chunk", type=int, default=16384, help="bytes per message (unpaced)")
@@ -205,8 +241,7 @@ def main():
     p.add_argument("--segment-ms", type=int, default=0)
     p.add_argument("--window", type=int, default=0)
 
-    s = sub.add_parser("subscribe", help="print a session's frames and events")
-    s.add_argument("--server", default="127.0.0.1:50051")
+    s = sub.add_parser("subscribe", parents=[conn], help="print a session's frames and events")
     s.add_argument("--session", required=True)
     s.add_argument("--count", type=int, default=0, help="stop after N frames")
     s.add_argument("--target-fps", type=int, default=0)
@@ -224,7 +259,8 @@ def main():
         print("error %s: %s" % (e.code().name, e.details()), file=sys.stderr, flush=True)
         sys.exit(1)
     except grpc.FutureTimeoutError:
-        print("error: cannot connect to %s" % args.server, file=sys.stderr, flush=True)
+        hint = "" if target(args)[1] else " (a TLS server? add --tls or --ca FILE)"
+        print("error: cannot connect to %s%s" % (args.server, hint), file=sys.stderr, flush=True)
         sys.exit(1)
 
 

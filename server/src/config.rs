@@ -78,6 +78,13 @@ pub struct Config {
     /// after it), e.g. 2s, 1500ms.
     #[arg(long, env = "LIVESLICE_SEGMENT_DURATION", default_value = "2s", value_parser = parse_duration)]
     pub segment_duration: Duration,
+    /// Longest segment: with no random access point by then a segment is cut
+    /// anyway, at a frame boundary, and marked not independent. Fixes
+    /// EXT-X-TARGETDURATION and DASH maxSegmentDuration for every session.
+    /// Default: three times --segment-duration. A segment is also cut when it
+    /// reaches a third of --ring-bytes.
+    #[arg(long, env = "LIVESLICE_MAX_SEGMENT_DURATION", value_parser = parse_duration)]
+    pub max_segment_duration: Option<Duration>,
     /// Segments in the live playlist window.
     #[arg(long, env = "LIVESLICE_WINDOW", default_value_t = 6)]
     pub window: usize,
@@ -223,6 +230,10 @@ impl Config {
         kv("grpc-addr", format!("\"{}\"", self.grpc_addr));
         kv("http-addr", format!("\"{}\"", self.http_addr));
         kv("segment-duration", d(&self.segment_duration));
+        kv(
+            "max-segment-duration",
+            d(&self.effective_max_segment_duration()),
+        );
         kv("window", self.window.to_string());
         kv("default-fps", self.default_fps.to_string());
         kv("max-sessions", self.max_sessions.to_string());
@@ -284,6 +295,14 @@ impl Config {
         if !(100..=60_000).contains(&seg) {
             return err("segment-duration", "must be between 100ms and 60s");
         }
+        if let Some(max) = self.max_segment_duration {
+            if max < self.segment_duration || max > Duration::from_secs(600) {
+                return err(
+                    "max-segment-duration",
+                    "must be at least --segment-duration and at most 10m",
+                );
+            }
+        }
         if !(1..=1000).contains(&self.window) {
             return err("window", "must be between 1 and 1000 segments");
         }
@@ -328,11 +347,19 @@ impl Config {
         crate::auth::Auth::new(&self.auth_tokens, self.auth_secret.as_deref())
     }
 
+    /// `--max-segment-duration`, or three times the segment target.
+    pub fn effective_max_segment_duration(&self) -> Duration {
+        self.max_segment_duration
+            .unwrap_or(self.segment_duration.saturating_mul(3))
+    }
+
     pub fn pipeline(&self) -> PipelineOptions {
         PipelineOptions {
             default_rate: FrameRate::new(self.default_fps, 1),
             target_rate: None,
             segment_target_ms: self.segment_duration.as_millis() as u32,
+            max_segment_ms: self.effective_max_segment_duration().as_millis() as u32,
+            max_window_bytes: self.ring_bytes,
             window: self.window,
             max_nal_bytes: self.max_nal_bytes,
             max_au_bytes: self.max_nal_bytes.saturating_mul(2),

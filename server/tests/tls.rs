@@ -240,9 +240,31 @@ async fn tls_and_http2_connections_are_served_and_shed_when_idle() {
     // A TLS HTTP/1.1 connection that never sends a request.
     let h1 = tls_connect(addr, &cert, b"http/1.1").await;
 
-    // HTTP/2 over TLS (ALPN h2): a GET /healthz with a hand-made HEADERS
-    // frame (HPACK: :method GET, :scheme https, :path, :authority).
+    // HTTP/2 over TLS (ALPN h2).
     let mut h2 = tls_connect(addr, &cert, b"h2").await;
+    assert_eq!(h2_get_healthz(&mut h2).await, (true, b"ok\n".to_vec()));
+
+    // Then all three are closed by the server: the handshake and the
+    // HTTP/1.1 request at the header timeout, HTTP/2 at the idle timeout.
+    let started = tokio::time::Instant::now();
+    for (what, closed) in [
+        ("silent TCP", tokio::spawn(until_closed(silent))),
+        ("idle TLS HTTP/1.1", tokio::spawn(until_closed(h1))),
+        ("idle TLS HTTP/2", tokio::spawn(until_closed(h2))),
+    ] {
+        tokio::time::timeout_at(started + bound, closed)
+            .await
+            .unwrap_or_else(|_| panic!("{what} connection still open after {bound:?}"))
+            .unwrap();
+    }
+    server.shutdown().await;
+}
+
+/// GET /healthz over HTTP/2 with a hand-made HEADERS frame (HPACK:
+/// :method GET, :scheme https, :path, :authority): (`:status` is 200, body).
+async fn h2_get_healthz(
+    h2: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+) -> (bool, Vec<u8>) {
     let mut hpack = vec![0x82, 0x87, 0x44, 8];
     hpack.extend_from_slice(b"/healthz");
     hpack.extend_from_slice(&[0x41, 1, b'x']);
@@ -254,9 +276,9 @@ async fn tls_and_http2_connections_are_served_and_shed_when_idle() {
     out.extend_from_slice(&hpack);
     h2.write_all(&out).await.unwrap();
     let (mut status_200, mut body) = (false, Vec::new());
-    tokio::time::timeout(bound, async {
+    tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let (kind, flags, stream, payload) = h2_frame(&mut h2).await;
+            let (kind, flags, stream, payload) = h2_frame(h2).await;
             match (kind, stream) {
                 // SETTINGS from the server: acknowledge.
                 (4, 0) if flags & 1 == 0 => {
@@ -276,21 +298,15 @@ async fn tls_and_http2_connections_are_served_and_shed_when_idle() {
     })
     .await
     .expect("an HTTP/2 response");
-    assert!(status_200);
-    assert_eq!(body, b"ok\n");
+    (status_200, body)
+}
 
-    // Then all three are closed by the server: the handshake and the
-    // HTTP/1.1 request at the header timeout, HTTP/2 at the idle timeout.
-    let started = tokio::time::Instant::now();
-    for (what, closed) in [
-        ("silent TCP", tokio::spawn(until_closed(silent))),
-        ("idle TLS HTTP/1.1", tokio::spawn(until_closed(h1))),
-        ("idle TLS HTTP/2", tokio::spawn(until_closed(h2))),
-    ] {
-        tokio::time::timeout_at(started + bound, closed)
-            .await
-            .unwrap_or_else(|_| panic!("{what} connection still open after {bound:?}"))
-            .unwrap();
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_http2_with_prior_knowledge_is_served() {
+    let server = start(test_config()).await;
+    let mut c = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .unwrap();
+    assert_eq!(h2_get_healthz(&mut c).await, (true, b"ok\n".to_vec()));
     server.shutdown().await;
 }

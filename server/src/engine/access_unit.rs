@@ -20,7 +20,7 @@ use h264_reader::nal::sps::SeqParameterSet;
 use super::annexb::NalUnit;
 use super::filter::DropReason;
 use super::frame::{CodecConfig, NalSpan};
-use super::params::{sei_has_recovery_point, ParamError, ParamSets, SliceError, SliceInfo};
+use super::params::{sei_recovery_point, ParamError, ParamSets, SliceError, SliceInfo};
 
 /// One coded picture and the NAL units that came with it.
 #[derive(Debug, Default)]
@@ -37,8 +37,11 @@ pub struct AccessUnit {
     /// `nal_ref_idc` of its VCL NAL units (from the header byte, so it is
     /// known even when the slice header is not).
     pub nal_ref_idc: u8,
-    /// Carries a recovery-point SEI.
-    pub recovery_point: bool,
+    /// `recovery_frame_cnt` of its recovery-point SEI, if it carries one
+    /// (0: open-GOP random access point; N > 0: gradual decoding refresh).
+    pub recovery_point: Option<u32>,
+    /// Every slice is an I (or SI) slice.
+    pub intra: bool,
     pub has_aud: bool,
     pub has_sps: bool,
     pub has_pps: bool,
@@ -55,6 +58,12 @@ pub struct AccessUnit {
 impl AccessUnit {
     pub fn is_idr(&self) -> bool {
         self.slice.as_ref().is_some_and(|s| s.idr)
+    }
+
+    /// Decoding may start at this picture: an IDR, an intra picture, or a
+    /// picture with a recovery-point SEI.
+    pub fn may_start_decoding(&self) -> bool {
+        self.is_idr() || self.intra || self.recovery_point.is_some()
     }
 
     fn flag(&mut self, reason: DropReason, detail: String) {
@@ -151,7 +160,11 @@ pub enum AssemblerNote {
 /// Limits that keep one access unit's memory bounded.
 #[derive(Clone, Copy, Debug)]
 pub struct AssemblerLimits {
+    /// Largest access unit, bytes of NAL units (the operator's bound).
     pub max_au_bytes: usize,
+    /// NAL units an access unit may hold before its first slice tells which
+    /// SPS is active. Once it does, the bound comes from the stream:
+    /// [`nal_limit_for`] of that SPS.
     pub max_au_nals: usize,
 }
 
@@ -162,6 +175,26 @@ impl Default for AssemblerLimits {
             max_au_nals: 1024,
         }
     }
+}
+
+/// NAL units beyond the slices that one access unit may legitimately carry:
+/// an AUD, SEI messages, SPS/PPS (up to 32 + 256, though real streams send a
+/// few), end-of-sequence/stream and filler.
+pub const NAL_ROOM_BEYOND_SLICES: usize = 512;
+
+/// How many NAL units an access unit coded with `sps` may hold: one slice
+/// per macroblock at most (a slice holds at least one; `PicSizeInMbs`,
+/// H.264 7.4.3, counted for a frame so both fields of a pair fit), times two
+/// for redundant pictures, plus [`NAL_ROOM_BEYOND_SLICES`].
+pub fn nal_limit_for(sps: &SeqParameterSet) -> usize {
+    let width_mbs = sps.pic_width_in_mbs_minus1 as usize + 1;
+    let height_map_units = sps.pic_height_in_map_units_minus1 as usize + 1;
+    let frame_mbs_only = matches!(
+        sps.frame_mbs_flags,
+        h264_reader::nal::sps::FrameMbsFlags::Frames
+    );
+    let pic_size_in_mbs = width_mbs * height_map_units * if frame_mbs_only { 1 } else { 2 };
+    pic_size_in_mbs.saturating_mul(2) + NAL_ROOM_BEYOND_SLICES
 }
 
 /// Builds access units from NAL units; see the module docs.
@@ -177,6 +210,9 @@ pub struct AccessUnitAssembler {
     typical_slices: u32,
     hevc_like: u32,
     hevc_reported: bool,
+    /// NAL units the current access unit may hold (from its SPS once its
+    /// first slice parsed, else the configured bound).
+    nal_limit: usize,
 }
 
 impl AccessUnitAssembler {
@@ -190,6 +226,7 @@ impl AccessUnitAssembler {
             typical_slices: 0,
             hevc_like: 0,
             hevc_reported: false,
+            nal_limit: limits.max_au_nals,
         }
     }
 
@@ -255,6 +292,16 @@ impl AccessUnitAssembler {
             9 => {
                 if has_vcl {
                     self.finish(out);
+                } else if self.cur.has_aud {
+                    // Two delimiters with no slice between: the picture of
+                    // the first was lost (its slices damaged into other NAL
+                    // types). Count it, so no picture vanishes unreported.
+                    let detail = format!(
+                        "access unit at byte {} has a delimiter but no slice before the next one: its picture was lost or damaged beyond recognition",
+                        self.cur.offset
+                    );
+                    self.cur.flag(DropReason::Truncated, detail);
+                    self.finish(out);
                 }
                 self.cur.has_aud = true;
                 self.add(nal);
@@ -272,7 +319,11 @@ impl AccessUnitAssembler {
                         Ok(_) => self.cur.has_pps = true,
                         Err(e) => notes.push(AssemblerNote::ParamSetRejected(e)),
                     },
-                    6 if sei_has_recovery_point(&nal.data) => self.cur.recovery_point = true,
+                    6 => {
+                        if let Some(cnt) = sei_recovery_point(&nal.data) {
+                            self.cur.recovery_point = Some(cnt);
+                        }
+                    }
                     _ => {}
                 }
                 self.add(nal);
@@ -307,6 +358,10 @@ impl AccessUnitAssembler {
                         );
                     }
                     self.cur.slice = Some(info.clone());
+                    self.cur.intra = info.is_intra;
+                    if let Some(sps) = self.params.sps(info.sps_id) {
+                        self.nal_limit = nal_limit_for(sps).max(self.limits.max_au_nals);
+                    }
                 } else if let Some(last) = self.last_first_mb {
                     if info.first_mb <= last && info.redundant_pic_cnt == 0 {
                         self.cur.flag(
@@ -318,6 +373,7 @@ impl AccessUnitAssembler {
                         );
                     }
                 }
+                self.cur.intra &= info.is_intra;
                 self.last_first_mb = Some(info.first_mb);
                 self.last_slice = Some(info);
             }
@@ -332,6 +388,7 @@ impl AccessUnitAssembler {
                     }
                     SliceError::Bad(_) => DropReason::BadSliceHeader,
                 };
+                self.cur.intra = false;
                 self.cur
                     .flag(reason, format!("slice at byte {}: {e}", nal.offset));
                 self.last_slice = None;
@@ -348,14 +405,20 @@ impl AccessUnitAssembler {
             self.cur.offset = nal.offset;
         }
         self.cur.bytes += nal.data.len();
-        if self.cur.bytes > self.limits.max_au_bytes
-            || self.cur.nals.len() >= self.limits.max_au_nals
-        {
+        let too_many_bytes = self.cur.bytes > self.limits.max_au_bytes;
+        if too_many_bytes || self.cur.nals.len() >= self.nal_limit {
             if self.cur.problem.as_ref().map(|p| p.0) != Some(DropReason::TooLarge) {
-                let detail = format!(
-                    "access unit at byte {} exceeds {} bytes or {} NAL units",
-                    self.cur.offset, self.limits.max_au_bytes, self.limits.max_au_nals
-                );
+                let detail = if too_many_bytes {
+                    format!(
+                        "access unit at byte {} holds {} bytes, more than the limit of {} bytes (twice --max-nal-bytes)",
+                        self.cur.offset, self.cur.bytes, self.limits.max_au_bytes
+                    )
+                } else {
+                    format!(
+                        "access unit at byte {} holds more than {} NAL units, the most its SPS allows (one slice per macroblock, twice, plus {NAL_ROOM_BEYOND_SLICES})",
+                        self.cur.offset, self.nal_limit
+                    )
+                };
                 self.cur.problem = Some((DropReason::TooLarge, detail));
             }
             // Keep counting, stop holding: it is dropped anyway.
@@ -414,10 +477,11 @@ impl AccessUnitAssembler {
         // picture may be a new SPS/PPS for the next one.
         if let Some(s) = &au.slice {
             au.sps = self.params.sps_shared(s.sps_id);
-            if s.idr || (au.recovery_point && s.is_intra) {
+            if au.may_start_decoding() {
                 au.config = self.params.codec_config(s.pps_id, 0);
             }
         }
+        self.nal_limit = self.limits.max_au_nals;
         self.last_slice = None;
         self.last_first_mb = None;
         if au.problem.is_none() && au.slices > 0 {

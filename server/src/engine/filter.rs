@@ -25,10 +25,13 @@ pub enum DropReason {
     DependsOnDropped,
     NotH264,
     TooLarge,
+    /// An open-GOP leading picture, for a receiver that starts at the
+    /// keyframe it leads (it references pictures before that keyframe).
+    LeadingPicture,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::ForbiddenBit,
         DropReason::UnknownParameterSet,
         DropReason::BadSliceHeader,
@@ -38,6 +41,7 @@ impl DropReason {
         DropReason::DependsOnDropped,
         DropReason::NotH264,
         DropReason::TooLarge,
+        DropReason::LeadingPicture,
     ];
 
     /// Stable snake_case name, for metrics and logs.
@@ -52,6 +56,7 @@ impl DropReason {
             DropReason::DependsOnDropped => "depends_on_dropped",
             DropReason::NotH264 => "not_h264",
             DropReason::TooLarge => "too_large",
+            DropReason::LeadingPicture => "leading_picture",
         }
     }
 }
@@ -59,10 +64,11 @@ impl DropReason {
 /// The filter's decision on one access unit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Decodable. `resync_at_recovery_point`: decoding restarts here at an
-    /// I picture with a recovery-point SEI (not an IDR), so pictures that
-    /// precede it in display order but follow it in decode order (open-GOP
-    /// leading pictures) must be dropped too.
+    /// Decodable. `resync_at_recovery_point`: decoding restarts here at a
+    /// picture that is not an IDR (a recovery point, or the intra picture a
+    /// stream starts on), so pictures that precede it in display order but
+    /// follow it in decode order (open-GOP leading pictures) must be dropped
+    /// too.
     Accept {
         resync_at_recovery_point: bool,
     },
@@ -117,7 +123,9 @@ impl FrameFilter {
     pub fn judge(&mut self, au: &AccessUnit, sps: Option<&SeqParameterSet>) -> Verdict {
         if let Some((reason, detail)) = &au.problem {
             // A damaged reference picture takes its dependants with it.
-            if au.nal_ref_idc != 0 || au.slice.is_none() {
+            // (A picture whose slices all vanished says nothing about
+            // references; a frame_num gap will, if it was one.)
+            if au.slices > 0 && (au.nal_ref_idc != 0 || au.slice.is_none()) {
                 self.waiting = Some(DropReason::DependsOnDropped);
             }
             return Verdict::Drop(*reason, detail.clone());
@@ -136,9 +144,13 @@ impl FrameFilter {
                 resync_at_recovery_point: false,
             };
         }
-        let random_access = au.recovery_point && s.is_intra;
         if let Some(reason) = self.waiting {
-            if !random_access {
+            // Decoding can restart at a recovery point (open GOP or gradual
+            // decoding refresh); at the start of a stream also at any intra
+            // picture, since nothing before it exists to be referenced.
+            let can_start =
+                au.recovery_point.is_some() || (reason == DropReason::BeforeKeyframe && au.intra);
+            if !can_start {
                 return Verdict::Drop(
                     reason,
                     format!(

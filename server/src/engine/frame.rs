@@ -46,10 +46,24 @@ pub struct Frame {
     /// Nominal time to the next frame in decode order, 90 kHz. Muxers use
     /// DTS differences instead, which are exact.
     pub duration: u32,
-    /// An IDR picture.
+    /// A clean random access point (SAP type 1–3, ISO/IEC 14496-12 Annex I):
+    /// an IDR picture, an I picture with a recovery-point SEI whose
+    /// `recovery_frame_cnt` is 0 (open GOP), or the non-IDR I picture a
+    /// stream starts on. It carries SPS and PPS in `data`; containers mark
+    /// it as a sync sample.
     pub is_keyframe: bool,
-    /// An IDR, or an I picture with a recovery-point SEI.
+    /// Decoding may start here: a keyframe, or the first picture of a
+    /// gradual decoding refresh (a recovery-point SEI with
+    /// `recovery_frame_cnt` > 0), from which pictures are complete once the
+    /// refresh has swept the picture. Segments are cut only at these.
     pub random_access: bool,
+    /// SAP type: 1 for an IDR, 3 for a non-IDR keyframe (leading pictures
+    /// may follow it), 4 for a gradual-decoding-refresh start, 0 otherwise.
+    pub sap_type: u8,
+    /// A leading picture: it follows the last SAP-3 keyframe in decode
+    /// order but precedes it in presentation, and may reference pictures
+    /// before that keyframe. A viewer that starts at the keyframe skips it.
+    pub is_leading: bool,
     /// `nal_ref_idc != 0`: later frames may refer to it.
     pub is_reference: bool,
     /// Media sequence number of the segment the frame belongs to.
@@ -117,8 +131,13 @@ pub struct SegmentRecord {
     pub duration: u64,
     pub frame_count: u32,
     pub first_frame_index: u64,
-    /// Starts with a keyframe.
+    /// Independent: starts with a keyframe (SAP type 1–3), so a player can
+    /// start decoding at it. False for a segment cut at a gradual decoding
+    /// refresh or forced at the maximum segment duration.
     pub keyframe_aligned: bool,
+    /// SAP type of its first frame (see [`Frame::sap_type`]); 0 when the
+    /// segment was cut at a frame that is no random access point.
+    pub sap_type: u8,
     /// Follows a publisher reconnect or a timing discontinuity.
     pub discontinuity: bool,
     /// Discontinuity sequence this segment is in.

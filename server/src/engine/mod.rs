@@ -3,6 +3,7 @@
 
 pub mod access_unit;
 pub mod annexb;
+pub mod container;
 pub mod filter;
 pub mod frame;
 pub mod mux;

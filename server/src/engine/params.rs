@@ -419,12 +419,16 @@ fn slice_info(sh: &SliceHeader, header: u8) -> SliceInfo {
     }
 }
 
-/// Whether an SEI NAL unit carries a recovery point (an open-GOP random
-/// access point).
-pub fn sei_has_recovery_point(nal: &[u8]) -> bool {
+/// The `recovery_frame_cnt` of an SEI NAL unit's recovery-point message
+/// (H.264 D.1.8 / D.2.8), if it carries one: 0 for an open-GOP random access
+/// point (the picture itself is complete), N > 0 for gradual decoding
+/// refresh (pictures are complete N frames later, in `frame_num`). A
+/// recovery-point message whose body does not parse counts as 0.
+pub fn sei_recovery_point(nal: &[u8]) -> Option<u32> {
+    use h264_reader::nal::sei::recovery_point::RecoveryPoint;
     use h264_reader::nal::sei::{HeaderType, SeiReader};
     if nal.is_empty() {
-        return false;
+        return None;
     }
     catch_unwind(AssertUnwindSafe(|| {
         let n = RefNal::new(nal, &[], true);
@@ -432,12 +436,12 @@ pub fn sei_has_recovery_point(nal: &[u8]) -> bool {
         let mut reader = SeiReader::from_rbsp_bytes(n.rbsp_bytes(), &mut scratch);
         while let Ok(Some(msg)) = reader.next() {
             if msg.payload_type == HeaderType::RecoveryPoint {
-                return true;
+                return Some(RecoveryPoint::read(&msg).map_or(0, |r| r.recovery_frame_cnt));
             }
         }
-        false
+        None
     }))
-    .unwrap_or(false)
+    .unwrap_or(None)
 }
 
 #[cfg(test)]
@@ -525,7 +529,7 @@ mod tests {
             let _ = p.put_sps(&b);
             let _ = p.put_pps(&b);
             let _ = p.parse_slice(&b);
-            let _ = sei_has_recovery_point(&b);
+            let _ = sei_recovery_point(&b);
         }
     }
 }

@@ -29,6 +29,15 @@ pub struct PipelineOptions {
     /// The publisher's `target_fps`, if it gave one.
     pub target_rate: Option<FrameRate>,
     pub segment_target_ms: u32,
+    /// Longest segment, ms: with no random access point by then, a segment
+    /// is cut anyway (and marked not independent). 0: three times the
+    /// target. It fixes `EXT-X-TARGETDURATION` and DASH `maxSegmentDuration`
+    /// for the session.
+    pub max_segment_ms: u32,
+    /// Bytes of media the session may hold (the ring): the live window is
+    /// trimmed to two thirds of it, whole segments at a time, and a segment
+    /// is cut when it reaches the remaining third.
+    pub max_window_bytes: usize,
     pub window: usize,
     pub max_nal_bytes: usize,
     pub max_au_bytes: usize,
@@ -43,6 +52,8 @@ impl Default for PipelineOptions {
             default_rate: FrameRate::new(30, 1),
             target_rate: None,
             segment_target_ms: 2000,
+            max_segment_ms: 0,
+            max_window_bytes: 64 << 20,
             window: 6,
             max_nal_bytes: 8 << 20,
             max_au_bytes: 16 << 20,
@@ -99,6 +110,11 @@ pub enum Event {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PipelineStats {
     pub bytes_in: u64,
+    /// Access units detected (pictures, whole or damaged).
+    pub access_units: u64,
+    /// Access units dropped (each also counted in `dropped` by reason).
+    /// Always `access_units == frames + frames_dropped`.
+    pub frames_dropped: u64,
     pub frames: u64,
     pub segments: u64,
     pub dropped: [u64; DropReason::ALL.len()],
@@ -115,6 +131,9 @@ pub struct SessionPipeline {
     segmenter: Option<Segmenter>,
     manifests: Option<Manifests>,
     config: Option<Arc<CodecConfig>>,
+    /// The config before `config`: the segment open when the parameter
+    /// sets changed still uses it.
+    prev_config: Option<Arc<CodecConfig>>,
     next_config_id: u32,
     /// Capture times waiting for the access unit that starts at or after
     /// their message's first byte: (stream offset, ns).
@@ -122,6 +141,11 @@ pub struct SessionPipeline {
     /// After resyncing at a recovery point: pictures shown before it (lower
     /// POC) reference pictures we never had.
     leading_floor: Option<i64>,
+    /// POC of the last SAP-3 keyframe in the current POC epoch: later
+    /// pictures below it are its leading pictures.
+    open_gop_poc: Option<i64>,
+    /// The stream's timing was overruled (VUI rate vs capture times).
+    timing_note: Option<String>,
     stats: PipelineStats,
     pending_drops: Vec<DropReport>,
     fatal: bool,
@@ -146,9 +170,12 @@ impl SessionPipeline {
             segmenter: None,
             manifests: None,
             config: None,
+            prev_config: None,
             next_config_id: 0,
             capture_marks: VecDeque::new(),
             leading_floor: None,
+            open_gop_poc: None,
+            timing_note: None,
             stats: PipelineStats::default(),
             pending_drops: Vec::new(),
             fatal: false,
@@ -180,6 +207,12 @@ impl SessionPipeline {
     /// The frame rate timestamps are on (once the first keyframe arrived).
     pub fn frame_rate(&self) -> Option<FrameRate> {
         self.aligner.as_ref().map(PtsAligner::rate)
+    }
+
+    /// Why the stream's own timing was overruled, if it was (for example an
+    /// SPS VUI frame rate that the capture times contradict).
+    pub fn timing_note(&self) -> Option<&str> {
+        self.timing_note.as_deref()
     }
 
     /// Wall clock (Unix ms) of timeline time 0, once known.
@@ -264,6 +297,7 @@ impl SessionPipeline {
         self.poc = PocState::new();
         self.capture_marks.clear();
         self.leading_floor = None;
+        self.open_gop_poc = None;
         if let Some(a) = self.aligner.as_mut() {
             a.restart();
         }
@@ -356,40 +390,74 @@ impl SessionPipeline {
         now_ns: u64,
         out: &mut Vec<Event>,
     ) {
+        self.stats.access_units += 1;
+        let offset = au.offset;
+        if let Err((reason, detail)) = self.accept_au(au, capture, now_ns, out) {
+            self.note_frame_drop(reason, offset, detail);
+        }
+    }
+
+    /// Turns one access unit into a frame, or says why it was dropped. Every
+    /// access unit ends as exactly one of the two, so `stats` always holds
+    /// `access_units == frames + frames_dropped`.
+    fn accept_au(
+        &mut self,
+        au: AccessUnit,
+        capture: Option<u64>,
+        now_ns: u64,
+        out: &mut Vec<Event>,
+    ) -> Result<(), (DropReason, String)> {
         let sps = au.sps.clone();
         let verdict = self.filter.judge(&au, sps.as_deref());
         let resync = match verdict {
             Verdict::Drop(reason, detail) => {
-                self.note_drop(reason, au.offset, detail);
                 // A dropped picture keeps its place on the timeline, and so
                 // do pictures a frame_num gap shows were lost upstream.
                 let missing = self.filter.take_missing();
-                if au.slices > 0 {
+                if au.slices > 0 || au.has_aud {
                     if let Some(a) = self.aligner.as_mut() {
                         a.note_dropped(1 + missing);
                     }
                 }
-                return;
+                return Err((reason, detail));
             }
             Verdict::Accept {
                 resync_at_recovery_point,
             } => resync_at_recovery_point,
         };
         let (Some(slice), Some(sps)) = (au.slice.as_ref(), sps.as_ref()) else {
-            return; // the filter never accepts these
+            // The filter never accepts these.
+            return Err((
+                DropReason::UnknownParameterSet,
+                format!("picture at byte {} has no usable SPS", au.offset),
+            ));
         };
-        let keyframe = slice.idr;
-        let random_access = keyframe || (au.recovery_point && slice.is_intra);
+        // Random access (ISO/IEC 14496-12 Annex I): an IDR is SAP type 1; a
+        // non-IDR intra picture with a recovery point of 0 frames (open GOP),
+        // or the intra picture decoding restarts at, is SAP type 3; any other
+        // recovery point starts a gradual decoding refresh (SAP type 4).
+        let idr = slice.idr;
+        let open_gop = !idr && au.intra && (au.recovery_point == Some(0) || resync);
+        let gdr = !idr && !open_gop && (au.recovery_point.is_some() || resync);
+        let keyframe = idr || open_gop;
+        let random_access = keyframe || gdr;
+        let sap_type = if idr {
+            1
+        } else if open_gop {
+            3
+        } else if gdr {
+            4
+        } else {
+            0
+        };
 
-        // New parameter sets take effect at a keyframe.
-        if keyframe || resync || self.config.is_none() {
+        // New parameter sets take effect where decoding can start.
+        if random_access || self.config.is_none() {
             let Some(mut cfg) = au.config.clone() else {
-                self.note_drop(
+                return Err((
                     DropReason::UnknownParameterSet,
-                    au.offset,
                     format!("keyframe at byte {} has no usable SPS/PPS", au.offset),
-                );
-                return;
+                ));
             };
             cfg.id = self.next_config_id;
             let changed = match &self.config {
@@ -400,17 +468,21 @@ impl SessionPipeline {
                 self.next_config_id += 1;
                 let cfg = Arc::new(cfg);
                 self.on_new_config(&cfg, sps, now_ns);
-                self.config = Some(cfg.clone());
+                self.prev_config = self.config.replace(cfg.clone());
                 out.push(Event::Config(cfg));
             }
         }
         let Some(config) = self.config.clone() else {
-            return;
+            return Err((
+                DropReason::UnknownParameterSet,
+                format!("picture at byte {} has no usable SPS/PPS", au.offset),
+            ));
         };
 
         let poc = self.poc.next(sps, slice);
         if poc.resets {
             self.leading_floor = None;
+            self.open_gop_poc = None;
         }
         if resync {
             self.leading_floor = Some(poc.value);
@@ -419,19 +491,24 @@ impl SessionPipeline {
                 if let Some(a) = self.aligner.as_mut() {
                     a.note_dropped(1);
                 }
-                self.note_drop(
-                    DropReason::DependsOnDropped,
-                    au.offset,
+                return Err((
+                    DropReason::LeadingPicture,
                     format!(
-                        "picture at byte {} precedes the recovery point it follows (open-GOP leading picture)",
+                        "picture at byte {} precedes the recovery point decoding started at (open-GOP leading picture)",
                         au.offset
                     ),
-                );
-                return;
+                ));
             }
         }
+        if random_access {
+            self.open_gop_poc = open_gop.then_some(poc.value);
+        }
+        let is_leading = !random_access && self.open_gop_poc.is_some_and(|p| poc.value < p);
         let Some(aligner) = self.aligner.as_mut() else {
-            return;
+            return Err((
+                DropReason::UnknownParameterSet,
+                format!("picture at byte {} came before any timing", au.offset),
+            ));
         };
         let times = aligner.next(TimingInput {
             poc: poc.value,
@@ -439,8 +516,13 @@ impl SessionPipeline {
             order_by_poc: !matches!(sps.pic_order_cnt, PicOrderCntType::TypeTwo),
             capture_ns: capture,
         });
+        if let Some(note) = aligner.take_rate_note() {
+            tracing::warn!(note = %note, "stream timing overruled");
+            self.timing_note = Some(note);
+        }
 
-        let prefix: Vec<Bytes> = if keyframe && !(au.has_sps && au.has_pps) {
+        // Parameter sets go in front of every picture decoding can start at.
+        let prefix: Vec<Bytes> = if random_access && !(au.has_sps && au.has_pps) {
             let mut p = Vec::with_capacity(1 + config.pps.len());
             p.push(config.sps.clone());
             p.extend(config.pps.iter().cloned());
@@ -452,7 +534,10 @@ impl SessionPipeline {
         let index = self.stats.frames;
         let now_ms = now_ns / 1_000_000;
         let Some(segmenter) = self.segmenter.as_mut() else {
-            return;
+            return Err((
+                DropReason::UnknownParameterSet,
+                format!("picture at byte {} came before any segment", au.offset),
+            ));
         };
         let (segment, closed) = segmenter.place(FramePlacement {
             index,
@@ -460,8 +545,11 @@ impl SessionPipeline {
             dts: times.dts,
             duration: times.duration,
             is_keyframe: keyframe,
+            random_access,
+            sap_type,
             config_id: config.id,
             bytes: data.len() as u64,
+            capture_ns: capture,
         });
         if let Some(rec) = closed {
             self.emit_segment(rec, now_ms, out);
@@ -476,12 +564,15 @@ impl SessionPipeline {
             duration: times.duration,
             is_keyframe: keyframe,
             random_access,
+            sap_type,
+            is_leading,
             is_reference: slice.nal_ref_idc != 0,
             segment,
             config_id: config.id,
             capture_time_ns: capture,
             ingest_time_ns: now_ns,
         })));
+        Ok(())
     }
 
     fn on_new_config(&mut self, cfg: &CodecConfig, sps: &SeqParameterSet, now_ns: u64) {
@@ -497,14 +588,17 @@ impl SessionPipeline {
                 // Timeline time 0 is the first frame's decode time, now.
                 let start_ms = now_ns / 1_000_000;
                 self.availability_start_ms = Some(start_ms);
-                self.segmenter = Some(Segmenter::new(
-                    SegmenterOptions::with_target_ms(self.opts.segment_target_ms),
-                    start_ms,
-                ));
+                let max_segment_ms = self.opts.effective_max_segment_ms();
+                let mut seg_opts = SegmenterOptions::with_target_ms(self.opts.segment_target_ms);
+                seg_opts.max_duration = u64::from(max_segment_ms) * TIMESCALE / 1000;
+                seg_opts.max_bytes = self.opts.segment_bytes_limit() as u64;
+                self.segmenter = Some(Segmenter::new(seg_opts, start_ms));
                 self.manifests = Some(Manifests::new(
                     PlaylistOptions {
                         target_segment_ms: self.opts.segment_target_ms,
+                        max_segment_ms,
                         window: self.opts.window.max(1),
+                        max_window_bytes: self.opts.window_bytes_limit() as u64,
                         utc_timing_url: self.opts.utc_timing_url.clone(),
                     },
                     start_ms,
@@ -514,8 +608,27 @@ impl SessionPipeline {
     }
 
     fn emit_segment(&mut self, rec: SegmentRecord, now_ms: u64, out: &mut Vec<Event>) {
-        let (Some(m), Some(cfg)) = (self.manifests.as_mut(), self.config.as_ref()) else {
+        // The segment's own parameter sets: when it closed because new ones
+        // arrived, `config` is already the next segment's.
+        let cfg = [self.config.as_ref(), self.prev_config.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|c| c.id == rec.config_id)
+            .or(self.config.as_ref());
+        let (Some(m), Some(cfg)) = (self.manifests.as_mut(), cfg) else {
             return;
+        };
+        // Manifests state the frame rate timestamps are really on.
+        let rate = self.aligner.as_ref().map(PtsAligner::rate);
+        let adjusted;
+        let cfg: &CodecConfig = match rate {
+            Some(r) if (r.num, r.den) != (cfg.frame_rate_num, cfg.frame_rate_den) => {
+                let mut c = CodecConfig::clone(cfg);
+                (c.frame_rate_num, c.frame_rate_den) = (r.num, r.den);
+                adjusted = c;
+                &adjusted
+            }
+            _ => cfg,
         };
         self.stats.segments += 1;
         let manifest = m.push(rec.clone(), cfg, now_ms);
@@ -523,6 +636,12 @@ impl SessionPipeline {
             record: rec,
             manifest,
         })));
+    }
+
+    /// An access unit was dropped.
+    fn note_frame_drop(&mut self, reason: DropReason, offset: u64, detail: String) {
+        self.stats.frames_dropped += 1;
+        self.note_drop(reason, offset, detail);
     }
 
     fn note_drop(&mut self, reason: DropReason, offset: u64, detail: String) {
@@ -548,10 +667,36 @@ impl SessionPipeline {
     }
 }
 
+impl PipelineOptions {
+    /// The longest segment, ms: `max_segment_ms`, or three times the target
+    /// when it is 0; never below the target.
+    pub fn effective_max_segment_ms(&self) -> u32 {
+        let target = self.segment_target_ms.max(100);
+        match self.max_segment_ms {
+            0 => target.saturating_mul(3),
+            m => m.max(target),
+        }
+    }
+
+    /// Bytes at which an open segment is cut even without a random access
+    /// point: a third of the session's media budget.
+    pub fn segment_bytes_limit(&self) -> usize {
+        (self.max_window_bytes / 3).max(1)
+    }
+
+    /// Bytes the closed segments of the live window may hold: the rest of
+    /// the budget, so window plus open segment stay within it.
+    pub fn window_bytes_limit(&self) -> usize {
+        self.max_window_bytes
+            .saturating_sub(self.segment_bytes_limit())
+            .max(1)
+    }
+}
+
 fn assembler_limits(opts: &PipelineOptions) -> AssemblerLimits {
     AssemblerLimits {
         max_au_bytes: opts.max_au_bytes,
-        max_au_nals: 4096,
+        max_au_nals: 1024,
     }
 }
 

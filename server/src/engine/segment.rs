@@ -1,12 +1,14 @@
 //! The `Segmenter`: decides where segments begin and end, and writes the one
 //! [`SegmentRecord`] per segment that every playlist and muxer renders from.
 //!
-//! Cuts happen only at keyframes, at the first one at or after the target
-//! duration, and always at a keyframe that brings new parameter sets (a new
-//! init segment) or follows a discontinuity. Sparse keyframes make long
-//! segments, reported honestly; a stream with no keyframe for `max_duration`
-//! (or `max_bytes`) is cut anyway so memory stays bounded, and that segment
-//! says it is not keyframe-aligned.
+//! Cuts happen at random access points (keyframes of SAP type 1–3, and the
+//! starts of gradual decoding refresh), at the first one at or after the
+//! target duration, and always at one that brings new parameter sets (a new
+//! init segment) or follows a discontinuity. A stream with no random access
+//! point before a segment would outgrow `max_duration` (or `max_bytes`) is
+//! cut anyway, at a frame boundary, so segments never exceed the target
+//! duration the playlists announce and memory stays bounded; such a segment
+//! says it is not independent (`keyframe_aligned` false, `sap_type` 0).
 
 use super::frame::{SegmentRecord, TIMESCALE};
 
@@ -25,7 +27,7 @@ impl SegmenterOptions {
         let target = (ms.max(100) as u64) * TIMESCALE / 1000;
         Self {
             target,
-            max_duration: (target * 10).max(30 * TIMESCALE),
+            max_duration: target * 3,
             max_bytes: 256 << 20,
         }
     }
@@ -39,18 +41,28 @@ pub struct FramePlacement {
     pub dts: u64,
     pub duration: u32,
     pub is_keyframe: bool,
+    /// Decoding may start here (a keyframe or a gradual-refresh start).
+    pub random_access: bool,
+    pub sap_type: u8,
     pub config_id: u32,
     pub bytes: u64,
+    /// The publisher's capture time (ns), when it sent one.
+    pub capture_ns: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
 struct OpenSegment {
     sequence: u64,
     start: u64,
+    /// Presentation time of its first frame.
+    start_pts: u64,
     first_index: u64,
     frames: u32,
     bytes: u64,
     keyframe_aligned: bool,
+    sap_type: u8,
+    /// Capture time of its first frame, if the publisher sent one.
+    first_capture_ns: Option<u64>,
     discontinuity: bool,
     config_id: u32,
     last_dts: u64,
@@ -109,12 +121,20 @@ impl Segmenter {
         let mut closed = None;
         if let Some(open) = &self.open {
             let elapsed = f.dts.saturating_sub(open.start);
-            let cut = if f.is_keyframe {
-                elapsed >= self.opts.target
+            // A keyframe with leading pictures (open GOP) is decoded ahead of
+            // its presentation: judge the target by presentation time too,
+            // so 1 s GOPs make 2 s segments, not 3 s ones.
+            let elapsed_shown = f.pts.saturating_sub(open.start_pts).max(elapsed);
+            // Where the segment would end if this frame stayed in it.
+            let with_frame = elapsed.saturating_add(u64::from(f.duration));
+            let cut = if f.random_access {
+                elapsed_shown >= self.opts.target
                     || f.config_id != open.config_id
                     || self.discontinuity_pending
+                    || with_frame > self.opts.max_duration
             } else {
-                elapsed >= self.opts.max_duration || open.bytes >= self.opts.max_bytes
+                with_frame > self.opts.max_duration
+                    || open.bytes.saturating_add(f.bytes) > self.opts.max_bytes
             };
             if cut {
                 closed = self.close(f.dts);
@@ -138,10 +158,13 @@ impl Segmenter {
                 self.open.insert(OpenSegment {
                     sequence: seq,
                     start: f.dts,
+                    start_pts: f.pts,
                     first_index: f.index,
                     frames: 0,
                     bytes: 0,
                     keyframe_aligned: f.is_keyframe,
+                    sap_type: if f.random_access { f.sap_type } else { 0 },
+                    first_capture_ns: f.capture_ns,
                     discontinuity,
                     config_id: f.config_id,
                     last_dts: f.dts,
@@ -165,6 +188,13 @@ impl Segmenter {
         self.close(end)
     }
 
+    /// Whether a capture time reads as Unix time (within a day of the
+    /// session's start), so it can stand as the segment's wall-clock time.
+    fn is_wall_clock(&self, capture_ns: u64) -> bool {
+        const DAY_MS: u64 = 86_400_000;
+        (capture_ns / 1_000_000).abs_diff(self.availability_start_ms) < DAY_MS
+    }
+
     fn close(&mut self, end: u64) -> Option<SegmentRecord> {
         let o = self.open.take()?;
         let duration = end.saturating_sub(o.start).max(1);
@@ -175,9 +205,16 @@ impl Segmenter {
             frame_count: o.frames,
             first_frame_index: o.first_index,
             keyframe_aligned: o.keyframe_aligned,
+            sap_type: o.sap_type,
             discontinuity: o.discontinuity,
             discontinuity_sequence: self.discontinuity_sequence,
-            program_date_time_ms: self.availability_start_ms + o.start * 1000 / TIMESCALE,
+            program_date_time_ms: o
+                .first_capture_ns
+                .filter(|c| self.is_wall_clock(*c))
+                .map_or(
+                    self.availability_start_ms + o.start * 1000 / TIMESCALE,
+                    |c| c / 1_000_000,
+                ),
             byte_size: o.bytes,
             config_id: o.config_id,
             composition_shift: self.composition_shift.unwrap_or(0),
@@ -196,8 +233,11 @@ mod tests {
             dts: i * 3000,
             duration: 3000,
             is_keyframe: i.is_multiple_of(key_every),
+            random_access: i.is_multiple_of(key_every),
+            sap_type: if i.is_multiple_of(key_every) { 1 } else { 0 },
             config_id: 0,
             bytes: 100,
+            capture_ns: None,
         }
     }
 

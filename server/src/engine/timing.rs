@@ -141,6 +141,57 @@ pub struct PtsAligner {
     last_dts: Option<u64>,
     frames: u64,
     repairs: TimingRepairs,
+    /// The rate the stream declared (SPS VUI, or the configured fallback).
+    declared: FrameRate,
+    /// Slot of the capture anchor, for the first rate estimate.
+    capture_anchor_slot: i64,
+    /// The declared rate was found wrong and overruled: said once.
+    rate_overruled: bool,
+    rate_note: Option<String>,
+}
+
+/// A capture-time frame rate this far from the declared one (as a fraction
+/// of it) overrules the declared rate.
+pub const RATE_MISMATCH: f64 = 0.10;
+/// On the very first capture interval, a mismatch must be this large to act
+/// on it at once (jitter can make one interval look 10 % off).
+const FIRST_INTERVAL_MISMATCH: f64 = 0.25;
+
+/// The common rate within 1 % of `fps`, or `fps` in thousandths.
+fn snap_rate(fps: f64) -> FrameRate {
+    const COMMON: [(u32, u32); 14] = [
+        (10, 1),
+        (12, 1),
+        (15, 1),
+        (20, 1),
+        (24000, 1001),
+        (24, 1),
+        (25, 1),
+        (30000, 1001),
+        (30, 1),
+        (48, 1),
+        (50, 1),
+        (60000, 1001),
+        (60, 1),
+        (120, 1),
+    ];
+    COMMON
+        .iter()
+        .map(|&(n, d)| (n, d, n as f64 / d as f64))
+        .filter(|(_, _, r)| (r - fps).abs() <= r * 0.01)
+        .min_by(|a, b| (a.2 - fps).abs().total_cmp(&(b.2 - fps).abs()))
+        .map_or_else(
+            || FrameRate::new((fps * 1000.0).round().clamp(1.0, 1e7) as u32, 1000),
+            |(n, d, _)| FrameRate::new(n, d),
+        )
+}
+
+fn fmt_rate(r: FrameRate) -> String {
+    if r.den <= 1 {
+        r.num.to_string()
+    } else {
+        format!("{:.3}", r.num as f64 / r.den as f64)
+    }
 }
 
 const RECENT_SLOTS: usize = 64;
@@ -176,6 +227,10 @@ impl PtsAligner {
             last_dts: None,
             frames: 0,
             repairs: TimingRepairs::default(),
+            declared: rate,
+            capture_anchor_slot: 0,
+            rate_overruled: false,
+            rate_note: None,
         };
         // Presentation starts R frames after decoding, so the first DTS is 0.
         s.anchor_time = s.span(reorder as i64);
@@ -194,6 +249,46 @@ impl PtsAligner {
         self.repairs
     }
 
+    /// Once, when the publisher's capture times contradicted the declared
+    /// frame rate and the aligner switched to the rate they show: a
+    /// sentence saying so, for the session's info and log.
+    pub fn take_rate_note(&mut self) -> Option<String> {
+        self.rate_note.take()
+    }
+
+    /// Capture times are the truth about the frame rate: when they show one
+    /// that differs from the declared rate by more than
+    /// [`RATE_MISMATCH`], switch to it at `slot`, whose capture-derived
+    /// time is `c`, and say so once.
+    fn overrule_rate(&mut self, observed_period: f64, slot: i64, c: i64) -> bool {
+        let (n, d) = self.declared.ticks_fraction();
+        let declared_period = n as f64 / d as f64;
+        if self.rate_overruled
+            || !observed_period.is_finite()
+            || observed_period <= 0.0
+            || (observed_period - declared_period).abs() <= declared_period * RATE_MISMATCH
+        {
+            return false;
+        }
+        let observed = snap_rate(TIMESCALE as f64 / observed_period);
+        self.rate_overruled = true;
+        self.rate_note = Some(format!(
+            "the stream declares {} fps (SPS VUI timing) but its capture times show {} fps: \
+             following the capture times",
+            fmt_rate(self.declared),
+            fmt_rate(observed)
+        ));
+        self.rate = observed;
+        (self.period_num, self.period_den) = observed.ticks_fraction();
+        // This slot sits where its capture time says, if that keeps time
+        // moving forward.
+        let floor = self.slot_time(self.max_slot).saturating_add(1);
+        self.anchor_slot = slot;
+        self.anchor_time = c.max(floor);
+        self.reset_drift();
+        true
+    }
+
     /// Switches the nominal rate (a new SPS with other timing). Takes effect
     /// from the next slot; times already given stay.
     pub fn set_rate(&mut self, rate: FrameRate) {
@@ -204,6 +299,8 @@ impl PtsAligner {
         self.anchor_time = self.slot_time(next);
         self.anchor_slot = next;
         self.rate = rate;
+        self.declared = rate;
+        self.rate_overruled = false;
         (self.period_num, self.period_den) = rate.ticks_fraction();
     }
 
@@ -342,10 +439,30 @@ impl PtsAligner {
         let grid = self.slot_time(slot);
         let Some((c0, t0)) = self.capture_anchor else {
             self.capture_anchor = Some((capture_ns, grid));
+            self.capture_anchor_slot = slot;
             return slot;
         };
-        let delta_ticks = (capture_ns as i128 - c0 as i128) * TIMESCALE as i128 / 1_000_000_000;
+        // Rounded to the nearest tick: 33 333 333 ns is 3000 ticks, not 2999.
+        let delta_ticks = ((capture_ns as i128 - c0 as i128) * TIMESCALE as i128)
+            .saturating_add(500_000_000)
+            .div_euclid(1_000_000_000);
         let c = (t0 as i128 + delta_ticks).clamp(i64::MIN as i128 / 2, i64::MAX as i128 / 2) as i64;
+        // The first interval after the anchor: a rate far from the declared
+        // one (beyond what jitter explains) is overruled at once, before the
+        // timeline runs away from the capture clock.
+        let slots = slot - self.capture_anchor_slot;
+        if self.samples.is_empty() && slots > 0 && delta_ticks > 0 {
+            let observed = delta_ticks as f64 / slots as f64;
+            let (n, d) = self.rate.ticks_fraction();
+            let nominal = n as f64 / d as f64;
+            if (observed - nominal).abs() > nominal * FIRST_INTERVAL_MISMATCH
+                && self.overrule_rate(observed, slot, c)
+            {
+                self.capture_anchor = Some((capture_ns, self.slot_time(slot)));
+                self.capture_anchor_slot = slot;
+                return slot;
+            }
+        }
         let e = c - grid;
         let period = self.period().max(1) as i64;
         let limit = self.opts.gap_limit as i64;
@@ -359,6 +476,7 @@ impl PtsAligner {
         }
         if e.abs() > limit || e < -3 * period {
             self.capture_anchor = Some((capture_ns, grid));
+            self.capture_anchor_slot = slot;
             self.repairs.reanchored += 1;
             self.reset_drift();
             return slot;
@@ -375,6 +493,20 @@ impl PtsAligner {
         let quarter = period as f64 / 4.0;
         if !self.tracking && self.phase_error.abs() > quarter && self.samples.len() >= 16 {
             self.tracking = true;
+        }
+        if self.samples.len() >= DRIFT_SAMPLES / 4
+            && self.frames.is_multiple_of(32)
+            && !self.rate_overruled
+        {
+            // Enough steady samples: a declared rate off by more than 10 %
+            // is overruled (a small drift is only followed).
+            if let Some(real) = slope(&self.samples) {
+                if self.overrule_rate(real, slot, c) {
+                    self.capture_anchor = Some((capture_ns, self.slot_time(slot)));
+                    self.capture_anchor_slot = slot;
+                    return slot;
+                }
+            }
         }
         if self.tracking {
             if let Some(real) = slope(&self.samples) {

@@ -29,6 +29,8 @@ pub fn frame(f: &Frame) -> pb::SliceResponse {
             dts_ns: ticks_to_ns(f.dts),
             segment_sequence: f.segment,
             random_access: f.random_access,
+            sap_type: u32::from(f.sap_type),
+            is_leading: f.is_leading,
             capture_time_ns: f.capture_time_ns,
             ingest_time_ns: f.ingest_time_ns,
             is_reference: f.is_reference,
@@ -80,6 +82,7 @@ pub fn session_info(id: &str, s: &Snapshot, changed: bool) -> pb::SliceResponse 
         dash_state: Some(state(&s.dash)),
         hls_ts_playlist: s.hls_ts.render(),
         start_frame_index: s.frames.first().map_or(0, |f| f.index),
+        timing_note: s.timing_note.clone().unwrap_or_default(),
     }))
 }
 
@@ -98,6 +101,7 @@ pub fn segment_ready(r: &SegmentRecord) -> pb::SliceResponse {
         duration_90k: r.duration,
         frame_count: r.frame_count,
         keyframe_aligned: r.keyframe_aligned,
+        sap_type: u32::from(r.sap_type),
         discontinuity: r.discontinuity,
         uri_cmaf: segment_uri_cmaf(r.sequence),
         uri_ts: segment_uri_ts(r.sequence),
@@ -137,6 +141,7 @@ pub fn drop_reason(r: DropReason) -> pb::DropReason {
         DropReason::DependsOnDropped => pb::DropReason::DependsOnDropped,
         DropReason::NotH264 => pb::DropReason::NotH264,
         DropReason::TooLarge => pb::DropReason::TooLarge,
+        DropReason::LeadingPicture => pb::DropReason::LeadingPicture,
     }
 }
 

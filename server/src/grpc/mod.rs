@@ -445,6 +445,7 @@ async fn run_subscriber(
         return;
     }
     let mut out = Vec::new();
+    filter.skipped_leading(snapshot.leading_skipped);
     if let Some(end) = &snapshot.ended {
         filter.on_item(SessionItem::Ended(end.clone()), &mut out);
     } else {

@@ -153,7 +153,7 @@ async function ready(url, minSegments = 0) {
       const r = await fetch(url, { cache: "no-store" });
       if (r.ok) {
         const text = await r.text();
-        if (text.includes('#EXT-X-ENDLIST') || text.split('#EXTINF').length - 1 >= minSegments) return;
+        if (text.includes('#EXT-X-ENDLIST') || text.split('#EXTINF').length - 1 >= minSegments) return text;
       }
     } catch (e) {}
     await new Promise(r => setTimeout(r, 500));
@@ -178,9 +178,14 @@ async function start() {
     // Chromium's built-in HLS player fails (DEMUXER_ERROR_COULD_NOT_PARSE,
     // "Segment queue never had any data") when it starts on a live playlist
     // of fewer than three segments, as a fresh session has.
-    await ready(url, useHlsJs ? 0 : 3);
+    const text = await ready(url, useHlsJs ? 0 : 3);
     if (useHlsJs) {
-      const h = new Hls({ liveSyncDurationCount: 3 });
+      // Three segments behind live. EXT-X-TARGETDURATION is the longest a
+      // segment may ever be (fixed for the session), so hls.js's default
+      // of three target durations would sit further back than needed.
+      const durations = [...text.matchAll(/#EXTINF:([0-9.]+)/g)].map(m => parseFloat(m[1]));
+      const typical = durations.length ? durations.reduce((a, b) => a + b, 0) / durations.length : 2;
+      const h = new Hls({ liveSyncDuration: 3 * typical, liveMaxLatencyDuration: 6 * typical });
       h.on(Hls.Events.ERROR, (_, d) => { if (d.fatal) fail("hls.js: " + d.type + " " + d.details); });
       h.loadSource(url);
       h.attachMedia(video);

@@ -164,21 +164,71 @@ async fn connection(
     closing: watch::Receiver<bool>,
 ) {
     let Some(acceptor) = tls else {
-        return http1(io, service, limits, activity, closing).await;
+        // Plaintext: HTTP/1.1, or HTTP/2 with prior knowledge (h2c, as a
+        // gRPC client pointed at this port speaks; it gets a 404 it can
+        // explain) when the connection opens with the HTTP/2 preface.
+        return match sniff_h2(&io.inner, limits.header_timeout).await {
+            None => {}
+            Some(true) => http2(io, service, limits, activity, closing).await,
+            Some(false) => http1(io, service, limits, activity, closing).await,
+        };
     };
     // A handshake that stalls costs this connection only, and not for long.
     let Ok(Ok(tls)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await else {
         return;
     };
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    if h2 {
-        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        b.timer(TokioTimer::new());
-        let conn = b.serve_connection(TokioIo::new(tls), service);
-        drive(conn, |c| c.graceful_shutdown(), limits, activity, closing).await;
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        http2(tls, service, limits, activity, closing).await;
     } else {
         http1(tls, service, limits, activity, closing).await;
     }
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plaintext connection opens with the HTTP/2 preface, looking
+/// without consuming. `None`: the peer left or sent nothing decisive within
+/// `limit` (a silent connection is closed at the header timeout, like one
+/// whose headers never finish).
+async fn sniff_h2(tcp: &TcpStream, limit: Duration) -> Option<bool> {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 24];
+    loop {
+        let n = tokio::time::timeout_at(deadline, tcp.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        // Part of the preface so far (peek returns at once while bytes are
+        // waiting): look again shortly.
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn http2<I>(
+    io: I,
+    service: Service,
+    limits: HttpLimits,
+    activity: Activity,
+    closing: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new());
+    let conn = b.serve_connection(TokioIo::new(io), service);
+    drive(conn, |c| c.graceful_shutdown(), limits, activity, closing).await;
 }
 
 async fn http1<I>(

@@ -78,9 +78,14 @@ pub struct Snapshot {
     pub availability_start_ms: u64,
     pub segment_target_ms: u32,
     pub window: u32,
-    /// Frames from the newest keyframe in the ring on.
+    /// Frames from the newest random access point in the ring on, without
+    /// its leading pictures.
     pub frames: Vec<Arc<Frame>>,
+    /// Leading pictures of that random access point left out of `frames`.
+    pub leading_skipped: u32,
     pub ended: Option<Arc<SessionEnd>>,
+    /// Why the stream's own timing was overruled, if it was.
+    pub timing_note: Option<String>,
 }
 
 /// Who publishes into the session.
@@ -133,16 +138,19 @@ pub fn now_unix_ns() -> u64 {
 impl Session {
     fn new(
         id: String,
-        options: SessionOptions,
+        mut options: SessionOptions,
         broadcast_capacity: usize,
         ring_max_bytes: usize,
     ) -> Self {
         let (tx, _) = broadcast::channel(broadcast_capacity.max(16));
+        // The engine keeps the window within the ring's budget, so the ring
+        // evicts only whole segments the playlists no longer list.
+        options.pipeline.max_window_bytes = ring_max_bytes;
         let window = options.pipeline.window;
         Self {
             state: Mutex::new(SessionState {
                 pipeline: SessionPipeline::new(options.pipeline.clone()),
-                ring: Ring::new(window, ring_max_bytes),
+                ring: Ring::new(),
                 publisher: Publisher::None,
                 generation: 0,
                 ended: None,
@@ -328,6 +336,11 @@ impl Session {
             Some(m) => (m.hls_cmaf(), m.hls_ts(), m.dash(now_ms), m.media_sequence()),
             None => Default::default(),
         };
+        let join = if with_frames {
+            st.ring.join_point()
+        } else {
+            Default::default()
+        };
         Snapshot {
             config: st.pipeline.config().cloned(),
             frame_rate: st.pipeline.frame_rate().map(|r| (r.num, r.den)),
@@ -338,12 +351,10 @@ impl Session {
             availability_start_ms: st.pipeline.availability_start_ms().unwrap_or(0),
             segment_target_ms: self.options.pipeline.segment_target_ms,
             window: self.options.pipeline.window as u32,
-            frames: if with_frames {
-                st.ring.from_newest_keyframe()
-            } else {
-                Vec::new()
-            },
+            frames: join.frames,
+            leading_skipped: join.leading_skipped,
             ended: st.ended.clone(),
+            timing_note: st.pipeline.timing_note().map(str::to_owned),
         }
     }
 

@@ -1,6 +1,11 @@
-//! The per-session ring buffer: the frames of the live window, bounded by a
-//! number of segments and by bytes, so a late joiner can start at the newest
-//! keyframe at once and segments can be muxed on demand.
+//! The per-session ring buffer: the frames of the live window and of the
+//! segment being built, so a late joiner can start at the newest random
+//! access point at once and segments can be muxed on demand.
+//!
+//! Eviction is in whole segments and in step with the playlists: the ring
+//! keeps exactly the segments the manifests list (the engine trims that
+//! window to its byte budget, and cuts the open segment at a third of it),
+//! so a listed segment always has every one of its bytes here.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -8,23 +13,25 @@ use std::sync::Arc;
 use crate::engine::pipeline::SegmentEvent;
 use crate::engine::Frame;
 
+#[derive(Default)]
 pub struct Ring {
     frames: VecDeque<Arc<Frame>>,
     segments: VecDeque<Arc<SegmentEvent>>,
     bytes: usize,
-    window: usize,
-    max_bytes: usize,
+}
+
+/// Where a late joiner starts: frames from the newest random access point
+/// on, without the leading pictures of that point.
+#[derive(Debug, Default)]
+pub struct JoinPoint {
+    pub frames: Vec<Arc<Frame>>,
+    /// Leading pictures left out (they reference pictures before the start).
+    pub leading_skipped: u32,
 }
 
 impl Ring {
-    pub fn new(window: usize, max_bytes: usize) -> Self {
-        Self {
-            frames: VecDeque::new(),
-            segments: VecDeque::new(),
-            bytes: 0,
-            window: window.max(1),
-            max_bytes: max_bytes.max(1),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     pub fn bytes(&self) -> usize {
@@ -42,18 +49,20 @@ impl Ring {
     pub fn push_frame(&mut self, f: Arc<Frame>) {
         self.bytes += f.data.len();
         self.frames.push_back(f);
-        // The byte bound wins over the window: drop from the oldest.
-        while self.bytes > self.max_bytes && self.frames.len() > 1 {
-            self.pop_front();
-        }
     }
 
+    /// Adds a closed segment; segments before the first one the manifests
+    /// now list leave, with their frames.
     pub fn push_segment(&mut self, s: Arc<SegmentEvent>) {
+        let first_listed = s.manifest.media_sequence;
         self.segments.push_back(s);
-        while self.segments.len() > self.window {
+        while self
+            .segments
+            .front()
+            .is_some_and(|f| f.record.sequence < first_listed)
+        {
             self.segments.pop_front();
         }
-        // Frames older than the window's first segment are no longer needed.
         if let Some(first) = self.segments.front() {
             let keep_from = first.record.first_frame_index;
             while self.frames.front().is_some_and(|f| f.index < keep_from) {
@@ -68,12 +77,24 @@ impl Ring {
         }
     }
 
-    /// Frames from the newest keyframe on (empty if none is held).
-    pub fn from_newest_keyframe(&self) -> Vec<Arc<Frame>> {
-        match self.frames.iter().rposition(|f| f.is_keyframe) {
-            Some(i) => self.frames.range(i..).cloned().collect(),
-            None => Vec::new(),
+    /// Frames from the newest random access point on (empty if none is
+    /// held), leaving out its leading pictures: a decoder that starts there
+    /// cannot decode them (they precede it in presentation and reference
+    /// pictures before it).
+    pub fn join_point(&self) -> JoinPoint {
+        let Some(i) = self.frames.iter().rposition(|f| f.random_access) else {
+            return JoinPoint::default();
+        };
+        let start_pts = self.frames[i].pts;
+        let mut jp = JoinPoint::default();
+        for f in self.frames.range(i..) {
+            if f.is_leading && f.pts < start_pts {
+                jp.leading_skipped += 1;
+            } else {
+                jp.frames.push(f.clone());
+            }
         }
+        jp
     }
 
     /// The frames of one segment, if all of them are still held.
@@ -116,6 +137,8 @@ mod tests {
             duration: 3000,
             is_keyframe: key,
             random_access: key,
+            sap_type: if key { 1 } else { 0 },
+            is_leading: false,
             is_reference: true,
             segment: index / 10,
             config_id: 0,
@@ -124,7 +147,7 @@ mod tests {
         })
     }
 
-    fn segment(seq: u64) -> Arc<SegmentEvent> {
+    fn segment(seq: u64, first_listed: u64) -> Arc<SegmentEvent> {
         Arc::new(SegmentEvent {
             record: SegmentRecord {
                 sequence: seq,
@@ -133,6 +156,7 @@ mod tests {
                 frame_count: 10,
                 first_frame_index: seq * 10,
                 keyframe_aligned: true,
+                sap_type: 1,
                 discontinuity: false,
                 discontinuity_sequence: 0,
                 program_date_time_ms: 0,
@@ -140,36 +164,52 @@ mod tests {
                 config_id: 0,
                 composition_shift: 0,
             },
-            manifest: ManifestUpdate::default(),
+            manifest: ManifestUpdate {
+                media_sequence: first_listed,
+                ..Default::default()
+            },
         })
     }
 
     #[test]
-    fn keeps_the_window_and_starts_at_the_newest_keyframe() {
-        let mut r = Ring::new(2, 1 << 20);
+    fn keeps_the_listed_segments_and_starts_at_the_newest_random_access_point() {
+        let mut r = Ring::new();
         for i in 0..55 {
             r.push_frame(frame(i, i % 10 == 0, 100));
             if i % 10 == 9 {
-                r.push_segment(segment(i / 10));
+                // The manifests list two segments.
+                r.push_segment(segment(i / 10, (i / 10).saturating_sub(1)));
             }
         }
-        // Segments 3 and 4 in the window, plus the open one (frames 50..54).
+        // Segments 3 and 4 listed, plus the open one (frames 50..54).
         assert_eq!(r.len(), 25);
         assert_eq!(r.bytes(), 2500);
-        let start = r.from_newest_keyframe();
-        assert_eq!(start[0].index, 50);
-        assert_eq!(start.len(), 5);
+        let start = r.join_point();
+        assert_eq!(start.frames[0].index, 50);
+        assert_eq!(start.frames.len(), 5);
         assert_eq!(r.segment_frames(3).unwrap().len(), 10);
-        assert!(r.segment_frames(1).is_none());
+        assert!(r.segment_frames(2).is_none());
     }
 
     #[test]
-    fn bytes_bound_wins() {
-        let mut r = Ring::new(100, 1000);
-        for i in 0..100 {
-            r.push_frame(frame(i, i % 10 == 0, 300));
-            assert!(r.bytes() <= 1000);
+    fn a_joiner_skips_the_leading_pictures_of_its_start() {
+        let mut r = Ring::new();
+        // I(pts 9000) then two leading B pictures (pts 3000, 6000), then P.
+        let mut i_pic = (*frame(0, true, 10)).clone();
+        i_pic.pts = 9000;
+        r.push_frame(Arc::new(i_pic));
+        for (idx, pts) in [(1, 3000), (2, 6000)] {
+            let mut b = (*frame(idx, false, 10)).clone();
+            b.pts = pts;
+            b.is_leading = true;
+            r.push_frame(Arc::new(b));
         }
-        assert_eq!(r.len(), 3);
+        let mut p = (*frame(3, false, 10)).clone();
+        p.pts = 18000;
+        r.push_frame(Arc::new(p));
+        let jp = r.join_point();
+        assert_eq!(jp.leading_skipped, 2);
+        let idx: Vec<u64> = jp.frames.iter().map(|f| f.index).collect();
+        assert_eq!(idx, vec![0, 3]);
     }
 }

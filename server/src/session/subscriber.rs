@@ -32,8 +32,15 @@ pub enum Delivery {
 #[derive(Debug)]
 pub struct SubscriberFilter {
     opts: SubscriberOptions,
-    /// Frames are withheld until a keyframe (at start, and after a lag).
+    /// Frames are withheld until a random access point (at start, and after
+    /// a lag).
     need_keyframe: bool,
+    /// Presentation time of the random access point this subscriber
+    /// (re)started at: its leading pictures (earlier in presentation) cannot
+    /// be decoded here and are skipped, until the next random access point.
+    leading_floor: Option<u64>,
+    /// Leading pictures skipped, not yet reported.
+    leading_skipped: u32,
     /// Skipped because of lag, not yet reported.
     skipped: u64,
     lagging: bool,
@@ -45,6 +52,8 @@ impl SubscriberFilter {
         Self {
             opts,
             need_keyframe: true,
+            leading_floor: None,
+            leading_skipped: 0,
             skipped: 0,
             lagging: false,
             thinner: Thinner::new(opts.max_fps),
@@ -72,15 +81,25 @@ impl SubscriberFilter {
         }
     }
 
+    /// The subscriber starts at a join point from which `n` leading pictures
+    /// were already left out: report them with the first deliveries.
+    pub fn skipped_leading(&mut self, n: u32) {
+        self.leading_skipped += n;
+    }
+
     fn on_frame(&mut self, f: Arc<Frame>, out: &mut Vec<Delivery>) {
+        if f.random_access {
+            self.leading_floor = None;
+        }
         if self.need_keyframe {
-            if !f.is_keyframe {
+            if !f.random_access {
                 if self.lagging {
                     self.skipped += 1;
                 }
                 return;
             }
             self.need_keyframe = false;
+            self.leading_floor = Some(f.pts);
             if self.lagging {
                 self.lagging = false;
                 if self.opts.events {
@@ -91,6 +110,24 @@ impl SubscriberFilter {
                 }
                 self.skipped = 0;
             }
+        }
+        if f.is_leading && self.leading_floor.is_some_and(|floor| f.pts < floor) {
+            self.leading_skipped += 1;
+            return;
+        }
+        if self.leading_skipped > 0 && self.opts.events {
+            let n = std::mem::take(&mut self.leading_skipped);
+            out.push(Delivery::Event(SessionItem::Dropped(Arc::new(
+                crate::engine::pipeline::DropReport {
+                    reason: crate::engine::DropReason::LeadingPicture,
+                    count: n,
+                    total: u64::from(n),
+                    detail: format!(
+                        "{n} open-GOP leading picture(s) skipped: they reference pictures before the keyframe this subscriber started at"
+                    ),
+                    offset: 0,
+                },
+            ))));
         }
         if !self.opts.frames {
             return;
@@ -186,6 +223,8 @@ mod tests {
             duration: 3000,
             is_keyframe: key,
             random_access: key,
+            sap_type: if key { 1 } else { 0 },
+            is_leading: false,
             is_reference: reference,
             segment: 0,
             config_id: 0,
@@ -277,6 +316,43 @@ mod tests {
         // At 10 fps a frame per GOP fits: all reference frames are kept.
         let mut f = SubscriberFilter::new(opts(Some(10)));
         assert_eq!(run(&mut f, frames()).len(), 600);
+    }
+
+    #[test]
+    fn a_joiner_skips_leading_pictures_and_says_so() {
+        // Open GOP in decode order: I (pts 4), B (pts 2, leading), B (pts 3,
+        // leading), P (pts 7); then the next I (pts 10) whose leading B's a
+        // continuous viewer keeps.
+        let mk = |i: u64, pts: u64, ra: bool, leading: bool| {
+            let mut f = (*frame(i, ra, true)).clone();
+            f.pts = pts;
+            f.is_leading = leading;
+            Arc::new(f)
+        };
+        let frames = [
+            mk(0, 4, true, false),
+            mk(1, 2, false, true),
+            mk(2, 3, false, true),
+            mk(3, 7, false, false),
+            mk(4, 10, true, false),
+            mk(5, 8, false, true),
+        ];
+        let mut f = SubscriberFilter::new(opts(None));
+        let mut out = Vec::new();
+        for fr in frames {
+            f.on_item(SessionItem::Frame(fr), &mut out);
+        }
+        let kinds: Vec<String> = out
+            .iter()
+            .map(|d| match d {
+                Delivery::Frame(f) => format!("f{}", f.index),
+                Delivery::Event(SessionItem::Dropped(d)) => {
+                    format!("drop{}:{}", d.reason.as_str(), d.count)
+                }
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(kinds, vec!["f0", "dropleading_picture:2", "f3", "f4", "f5"]);
     }
 
     #[test]

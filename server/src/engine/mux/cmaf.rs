@@ -55,6 +55,9 @@ const TIMESCALE_U32: u32 = {
 const SYNC_SAMPLE_FLAGS: u32 = 0x0200_0000;
 /// `sample_depends_on = 1`, `sample_is_non_sync_sample = 1`.
 const NON_SYNC_SAMPLE_FLAGS: u32 = 0x0101_0000;
+/// `is_leading = 1`: a leading sample with a dependency before the
+/// referenced keyframe (not decodable when decoding starts there).
+const LEADING_WITH_DEPENDENCY: u32 = 0x0400_0000;
 
 /// `tfhd` flag: offsets are relative to the enclosing `moof` (CMAF requires it).
 const TFHD_DEFAULT_BASE_IS_MOOF: u32 = 0x02_0000;
@@ -330,11 +333,7 @@ pub fn media_segment(
     for (i, frame) in frames.iter().enumerate() {
         b.put_u32(sample_duration(frame, next_dts(frames, i, end_dts))?);
         b.put_u32(sample_size(frame)?);
-        b.put_u32(if frame.is_keyframe {
-            SYNC_SAMPLE_FLAGS
-        } else {
-            NON_SYNC_SAMPLE_FLAGS
-        });
+        b.put_u32(sample_flags(frame));
         b.put_i32(composition_offset(frame, record.composition_shift)?);
     }
 
@@ -370,6 +369,23 @@ fn sample_duration(frame: &Frame, next_dts: u64) -> Result<u32, CmafError> {
         index: frame.index,
         duration,
     })
+}
+
+/// `trun` sample flags (ISO/IEC 14496-12 8.8.3.1): keyframes (SAP types
+/// 1-3) are sync samples; an open-GOP leading picture says `is_leading` = 1
+/// (it has a dependency before the keyframe it leads); a gradual decoding
+/// refresh start is not a sync sample.
+fn sample_flags(frame: &Frame) -> u32 {
+    let flags = if frame.is_keyframe {
+        SYNC_SAMPLE_FLAGS
+    } else {
+        NON_SYNC_SAMPLE_FLAGS
+    };
+    if frame.is_leading {
+        flags | LEADING_WITH_DEPENDENCY
+    } else {
+        flags
+    }
 }
 
 fn composition_offset(frame: &Frame, shift: u32) -> Result<i32, CmafError> {
@@ -577,6 +593,8 @@ mod tests {
             duration: 3000,
             is_keyframe: key,
             random_access: key,
+            sap_type: if key { 1 } else { 0 },
+            is_leading: false,
             is_reference: true,
             segment: 0,
             config_id: 1,
@@ -593,6 +611,7 @@ mod tests {
             frame_count: frames.len() as u32,
             first_frame_index: frames[0].index,
             keyframe_aligned: frames[0].is_keyframe,
+            sap_type: if frames[0].is_keyframe { 1 } else { 0 },
             discontinuity: false,
             discontinuity_sequence: 0,
             program_date_time_ms: 0,
@@ -1151,6 +1170,7 @@ mod tests {
                 frame_count: 0,
                 first_frame_index: 0,
                 keyframe_aligned: false,
+                sap_type: if false { 1 } else { 0 },
                 discontinuity: false,
                 discontinuity_sequence: 0,
                 program_date_time_ms: 0,

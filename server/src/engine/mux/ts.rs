@@ -337,7 +337,7 @@ impl FramePlan {
         }
         // Both or neither: a PPS is parsed against its SPS, so when one is
         // missing the pair goes in front, before anything of the frame's.
-        let insert_parameter_sets = frame.is_keyframe && !(has_sps && has_pps);
+        let insert_parameter_sets = frame.random_access && !(has_sps && has_pps);
         if insert_parameter_sets {
             let usable = frame.config_id == cfg.id
                 && !cfg.sps.is_empty()
@@ -596,6 +596,8 @@ mod tests {
             duration: 3000,
             is_keyframe: key,
             random_access: key,
+            sap_type: if key { 1 } else { 0 },
+            is_leading: false,
             is_reference: true,
             segment: 0,
             config_id: 3,
@@ -646,7 +648,7 @@ mod tests {
             .collect();
         let has = |t: u8| nals.iter().any(|n| n[0] & 0x1f == t);
         let mut es = vec![0, 0, 0, 1, 0x09, 0xF0];
-        if f.is_keyframe && !(has(7) && has(8)) {
+        if f.random_access && !(has(7) && has(8)) {
             es.extend_from_slice(&[0, 0, 0, 1]);
             es.extend_from_slice(&cfg.sps);
             for p in &cfg.pps {
@@ -1377,7 +1379,9 @@ mod tests {
                         dts,
                         duration: rng.next() as u32,
                         is_keyframe: rng.below(3) == 0,
-                        random_access: rng.below(2) == 0,
+                        random_access: rng.below(3) == 0,
+                        sap_type: 1,
+                        is_leading: false,
                         is_reference: true,
                         segment: 0,
                         config_id: rng.below(2) as u32 + 2,

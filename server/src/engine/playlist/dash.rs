@@ -11,7 +11,15 @@
 //! time (`Period@start` = that time, `presentationTimeOffset` = the same in
 //! 90 kHz) and keeps that start after the segment leaves the window, so a
 //! segment is available at `availabilityStartTime + (t + d) / 90000`, and
-//! S@t is the record's own start: nothing is re-based while live.
+//! S@t is the record's own start: nothing is re-based, live or when the MPD
+//! turns static at the end.
+//!
+//! `startWithSAP` is not stated: a period's attributes are fixed when it
+//! starts, and whether every later segment will begin with a keyframe is
+//! not known then (open GOP is SAP type 3, intra refresh has none, a GOP
+//! longer than the maximum segment duration forces a cut between random
+//! access points). HLS says it per session (`EXT-X-INDEPENDENT-SEGMENTS`),
+//! CMAF per sample (sync and leading flags).
 
 use std::fmt::Write;
 
@@ -85,13 +93,6 @@ impl Manifests {
         self.window.iter().filter(move |s| s.period == id)
     }
 
-    /// Where the static (ended) presentation begins: the first window
-    /// segment, so the presentation has no leading gap before the first
-    /// segment that still exists.
-    fn static_origin(&self) -> u64 {
-        self.window.front().map_or(0, |s| s.rec.start)
-    }
-
     pub(super) fn dash_head(&self, now_ms: u64) -> String {
         let mut s = String::with_capacity(1024 + 64 * self.window.len());
         s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MPD");
@@ -109,13 +110,14 @@ impl Manifests {
         s.push('"');
         let target_ms = u64::from(self.opts.target_segment_ms);
         if self.ended {
-            // From the first window segment to the end of the last one.
+            // The end of the last segment: periods keep the starts they had
+            // while live, so nothing a viewer was shown moves.
             let end = self
                 .window
                 .back()
                 .map_or(0, |w| w.rec.start.saturating_add(w.rec.duration));
             s.push_str(" mediaPresentationDuration=\"");
-            write_xs_duration_ticks(&mut s, end.saturating_sub(self.static_origin()));
+            write_xs_duration_ticks(&mut s, end);
             s.push('"');
         } else {
             s.push_str(" minimumUpdatePeriod=\"");
@@ -137,15 +139,12 @@ impl Manifests {
         s.push_str(" minBufferTime=\"");
         write_xs_duration_ms(&mut s, target_ms);
         s.push_str("\" maxSegmentDuration=\"");
-        match self.max_segment_duration {
-            Some(ticks) => write_xs_duration_ticks(&mut s, ticks),
-            None => write_xs_duration_ms(&mut s, target_ms),
-        }
+        write_xs_duration_ms(&mut s, self.max_segment_ms);
         s.push_str("\">\n");
 
         let last = self.periods.len().saturating_sub(1);
         for (i, p) in self.periods.iter().enumerate() {
-            self.write_period_open(&mut s, p, i == 0);
+            self.write_period_open(&mut s, p);
             if i == last {
                 break;
             }
@@ -157,26 +156,16 @@ impl Manifests {
         s
     }
 
-    fn write_period_open(&self, s: &mut String, p: &Period, first: bool) {
-        // Static: re-base the timeline so the presentation starts at 0 with
-        // the first window segment (the stream is over, nothing must stay
-        // put for live clients any more).
-        let (start, pto) = if self.ended {
-            let origin = self.static_origin();
-            if first {
-                (0, origin)
-            } else {
-                (p.start.saturating_sub(origin), p.start)
-            }
-        } else {
-            (p.start, p.start)
-        };
+    fn write_period_open(&self, s: &mut String, p: &Period) {
+        // Period@start and presentationTimeOffset are the period's first
+        // media time, live and after the switch to static alike.
+        let (start, pto) = (p.start, p.start);
         let start_number = self.period_segments(p).next().map_or(0, |w| w.rec.sequence);
         let _ = write!(s, "  <Period id=\"{}\" start=\"", p.id);
         write_xs_duration_ticks(s, start);
         s.push_str(
             "\">\n    <AdaptationSet id=\"0\" contentType=\"video\" mimeType=\"video/mp4\" \
-             segmentAlignment=\"true\" startWithSAP=\"1\">\n      <Representation",
+             segmentAlignment=\"true\">\n      <Representation",
         );
         write_attr(s, "id", &format!("v{}", p.config_id));
         if let Some(cfg) = self.configs.get(&p.config_id) {
@@ -244,6 +233,8 @@ mod tests {
     fn opts(window: usize, url: &str) -> PlaylistOptions {
         PlaylistOptions {
             target_segment_ms: 2000,
+            max_segment_ms: 0,
+            max_window_bytes: u64::MAX,
             window,
             utc_timing_url: url.into(),
         }
@@ -264,9 +255,9 @@ mod tests {
         assert_eq!(
             text,
             r#"<?xml version="1.0" encoding="UTF-8"?>
-<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019" type="dynamic" availabilityStartTime="2026-11-25T12:00:00.000Z" publishTime="2026-11-25T12:00:02.500Z" minimumUpdatePeriod="PT2S" timeShiftBufferDepth="PT2.002S" suggestedPresentationDelay="PT6S" minBufferTime="PT2S" maxSegmentDuration="PT2.002S">
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019" type="dynamic" availabilityStartTime="2026-11-25T12:00:00.000Z" publishTime="2026-11-25T12:00:02.500Z" minimumUpdatePeriod="PT2S" timeShiftBufferDepth="PT2.002S" suggestedPresentationDelay="PT6S" minBufferTime="PT2S" maxSegmentDuration="PT2S">
   <Period id="0" start="PT0S">
-    <AdaptationSet id="0" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1">
+    <AdaptationSet id="0" contentType="video" mimeType="video/mp4" segmentAlignment="true">
       <Representation id="v0" codecs="avc1.64001f" width="1280" height="720" frameRate="30000/1001" bandwidth="1000000">
         <SegmentTemplate timescale="90000" presentationTimeOffset="0" initialization="init-0.mp4" media="seg-$Number$.m4s" startNumber="0">
           <SegmentTimeline>
@@ -346,12 +337,13 @@ mod tests {
         assert!(text.contains(r#"type="static""#));
         assert!(!text.contains("minimumUpdatePeriod"));
         assert!(!text.contains("timeShiftBufferDepth"));
-        // Window [2, 3, 4]: 3 x 2.002 s from segment 2's start.
-        assert!(text.contains(r#"mediaPresentationDuration="PT6.006S""#));
-        // Re-based: period 0 (segment 2 left) starts at 0 with PTO = 360360.
+        // The end of the last segment (5 x 2.002 s): nothing is re-based,
+        // periods keep the starts and offsets they had while live.
+        assert!(text.contains(r#"mediaPresentationDuration="PT10.01S""#));
         assert!(text.contains(r#"<Period id="0" start="PT0S">"#));
-        assert!(text.contains(r#"presentationTimeOffset="360360""#));
-        assert!(text.contains(r#"<Period id="1" start="PT2.002S">"#));
+        assert!(text.contains(r#"presentationTimeOffset="0""#));
+        assert!(text.contains(r#"<Period id="1" start="PT6.006S">"#));
+        assert!(text.contains(r#"presentationTimeOffset="540540""#));
         check_mpd(&text, true);
     }
 

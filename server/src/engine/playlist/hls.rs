@@ -4,14 +4,13 @@
 //! slides). Entries: one per segment, its tags and URI. Tail:
 //! `#EXT-X-ENDLIST` once ended.
 //!
-//! `EXT-X-TARGETDURATION` is `max(ceil(target), rounded EXTINF of every
-//! segment pushed so far)`. RFC 8216 says it must not change, but segments
-//! are cut at keyframes, so a publisher with sparse keyframes produces
-//! segments longer than the target. We report those honestly and raise the
-//! target duration the first time such a segment appears, and never lower
-//! it again: a stale value would break the stronger rule (every rounded
-//! EXTINF <= target duration) that players actually enforce, and hls.js and
-//! AVPlayer re-read it on every reload.
+//! `EXT-X-TARGETDURATION` is the ceiling of the longest segment the
+//! segmenter may make (`--max-segment-duration`), fixed for the session:
+//! RFC 8216 §6.2.2 allows a live playlist to change only by appending,
+//! removing from the front and `EXT-X-ENDLIST`, and the segmenter never
+//! makes a segment longer, so every rounded EXTINF fits under it.
+//! `EXT-X-INDEPENDENT-SEGMENTS` is stated while every segment of the session
+//! has started with a keyframe, and dropped for good once one did not.
 
 use std::fmt::Write;
 
@@ -83,7 +82,7 @@ impl Manifests {
             self.target_duration,
             self.media_sequence(),
         );
-        if !self.window.is_empty() && self.window.iter().all(|w| w.rec.keyframe_aligned) {
+        if self.all_independent {
             s.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
         }
         if let (Flavour::Cmaf, Some(first)) = (flavour, first) {
@@ -124,6 +123,8 @@ mod tests {
     fn opts(target_ms: u32, window: usize) -> PlaylistOptions {
         PlaylistOptions {
             target_segment_ms: target_ms,
+            max_segment_ms: 0,
+            max_window_bytes: u64::MAX,
             window,
             utc_timing_url: "/time".into(),
         }
@@ -161,28 +162,36 @@ mod tests {
     }
 
     #[test]
-    fn target_duration_covers_long_segments_and_never_decreases() {
-        let mut m = Manifests::new(opts(2000, 2), 0);
+    fn target_duration_is_fixed_by_the_longest_segment_allowed() {
+        let mut o = opts(2000, 2);
+        o.max_segment_ms = 6000;
+        let mut m = Manifests::new(o, 0);
         let c = cfg(0);
         let mut t = 0;
         let mut seen = Vec::new();
-        // 2.4999 s rounds to 2; 2.5 s rounds to 3; then 7.9 s -> 8; then short.
-        for (i, d) in [
-            180_180u64, 224_999, 225_000, 711_000, 90_000, 90_000, 90_000,
-        ]
-        .into_iter()
-        .enumerate()
+        seen.push(header_value(&m.hls_ts().render(), "#EXT-X-TARGETDURATION").unwrap());
+        // Whatever the GOP does (up to the maximum), the value never moves.
+        for (i, d) in [180_180u64, 224_999, 225_000, 540_000, 90_000]
+            .into_iter()
+            .enumerate()
         {
             m.push(rec(i as u64, t, d), &c, 0);
             t += d;
             seen.push(header_value(&m.hls_ts().render(), "#EXT-X-TARGETDURATION").unwrap());
         }
-        assert_eq!(seen, [2, 2, 3, 8, 8, 8, 8]);
-        // Target rounds up: 2.5 s configured -> 3.
-        let m = Manifests::new(opts(2500, 2), 0);
+        assert_eq!(seen, [6, 6, 6, 6, 6, 6]);
+        // A maximum of 2.5 s rounds up to 3; none (0) means the target.
+        let mut o = opts(2000, 2);
+        o.max_segment_ms = 2500;
+        let m = Manifests::new(o, 0);
         assert_eq!(
             header_value(&m.hls_ts().render(), "#EXT-X-TARGETDURATION"),
             Some(3)
+        );
+        let m = Manifests::new(opts(2000, 2), 0);
+        assert_eq!(
+            header_value(&m.hls_ts().render(), "#EXT-X-TARGETDURATION"),
+            Some(2)
         );
         // A zero target must still be a usable value.
         let m = Manifests::new(opts(0, 2), 0);
@@ -246,24 +255,23 @@ mod tests {
     }
 
     #[test]
-    fn independent_segments_only_when_all_aligned() {
+    fn independent_segments_until_the_first_that_is_not() {
         let mut m = Manifests::new(opts(2000, 2), 0);
         let c = cfg(0);
         let tag = "#EXT-X-INDEPENDENT-SEGMENTS\n";
-        assert!(!m.hls_cmaf().render().contains(tag), "empty playlist");
         m.push(rec(0, 0, 180_180), &c, 0);
         assert!(m.hls_cmaf().render().contains(tag));
         let mut r = rec(1, 180_180, 180_180);
         r.keyframe_aligned = false;
+        r.sap_type = 0;
         m.push(r, &c, 0);
         assert!(!m.hls_cmaf().render().contains(tag));
-        m.push(rec(2, 360_360, 180_180), &c, 0);
-        assert!(
-            !m.hls_ts().render().contains(tag),
-            "unaligned 1 still in window"
-        );
-        m.push(rec(3, 540_540, 180_180), &c, 0);
-        assert!(m.hls_ts().render().contains(tag));
+        // Never stated again, even once the unaligned segment left: the tag
+        // is a promise about every segment of the playlist's life.
+        for i in 2..5 {
+            m.push(rec(i, i * 180_180, 180_180), &c, 0);
+            assert!(!m.hls_ts().render().contains(tag));
+        }
     }
 
     #[test]

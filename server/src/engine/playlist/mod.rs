@@ -32,8 +32,16 @@ pub use time::iso8601_ms;
 pub struct PlaylistOptions {
     /// Configured segment target, e.g. 2000.
     pub target_segment_ms: u32,
+    /// Longest segment the segmenter makes, ms (e.g. 6000); 0 means the
+    /// target. Fixes `EXT-X-TARGETDURATION` (its ceiling in seconds) and
+    /// DASH `maxSegmentDuration` for the whole session, so neither ever
+    /// changes (RFC 8216 §6.2.2), whatever the stream's GOP does.
+    pub max_segment_ms: u32,
     /// Segments kept in the live window, e.g. 6. 0 is treated as 1.
     pub window: usize,
+    /// Bytes the window's segments may hold together; older segments leave
+    /// the window (whole) to stay within it. At least one segment stays.
+    pub max_window_bytes: u64,
     /// URL of the origin's clock for DASH `<UTCTiming>`, e.g. `/time`.
     pub utc_timing_url: String,
 }
@@ -43,7 +51,9 @@ impl Default for PlaylistOptions {
     fn default() -> Self {
         Self {
             target_segment_ms: 2000,
+            max_segment_ms: 6000,
             window: 6,
+            max_window_bytes: u64::MAX,
             utc_timing_url: "/time".to_owned(),
         }
     }
@@ -145,18 +155,24 @@ pub struct Manifests {
     /// The configs referenced by the window (by `SegmentRecord::config_id`).
     configs: BTreeMap<u32, CodecConfig>,
     next_period_id: u64,
-    /// `EXT-X-TARGETDURATION`, seconds; only ever raised.
+    /// `EXT-X-TARGETDURATION`, seconds; fixed for the session.
     target_duration: u64,
-    /// Longest segment pushed so far, 90 kHz (DASH `maxSegmentDuration`).
-    max_segment_duration: Option<u64>,
+    /// DASH `maxSegmentDuration`, ms; fixed for the session.
+    max_segment_ms: u64,
+    /// Sum of the window's segment sizes, bytes.
+    window_bytes: u64,
+    /// Every segment so far was independent (`EXT-X-INDEPENDENT-SEGMENTS`
+    /// is stated while this holds, and never again once it does not).
+    all_independent: bool,
     ended: bool,
 }
 
 impl Manifests {
     pub fn new(opts: PlaylistOptions, availability_start_ms: u64) -> Self {
-        // ceil(target / 1 s), and at least 1: a zero target duration would
-        // make every segment violate the EXTINF rule.
-        let target_duration = u64::from(opts.target_segment_ms).div_ceil(1000).max(1);
+        // ceil(longest segment / 1 s), and at least 1: a zero target
+        // duration would make every segment violate the EXTINF rule.
+        let max_segment_ms = u64::from(opts.max_segment_ms.max(opts.target_segment_ms));
+        let target_duration = max_segment_ms.div_ceil(1000).max(1);
         let cap = opts.window.clamp(1, 64) + 1;
         Self {
             opts,
@@ -166,7 +182,9 @@ impl Manifests {
             configs: BTreeMap::new(),
             next_period_id: 0,
             target_duration,
-            max_segment_duration: None,
+            max_segment_ms,
+            window_bytes: 0,
+            all_independent: true,
             ended: false,
         }
     }
@@ -202,6 +220,8 @@ impl Manifests {
         // init segment and Representation) and at a discontinuity (timing
         // may restart). A gap in the sequence numbers also starts one, since
         // `$Number$` addressing counts up from startNumber without gaps.
+        let independent = rec.keyframe_aligned && (1..=3).contains(&rec.sap_type);
+        self.all_independent &= independent;
         let new_period = match prev {
             None => true,
             Some((seq, config_id)) => {
@@ -228,13 +248,7 @@ impl Manifests {
             period,
             rec,
         };
-        self.target_duration = self
-            .target_duration
-            .max(time::extinf_rounded_secs(seg.rec.duration));
-        self.max_segment_duration = Some(
-            self.max_segment_duration
-                .map_or(seg.rec.duration, |m| m.max(seg.rec.duration)),
-        );
+        self.window_bytes = self.window_bytes.saturating_add(seg.rec.byte_size);
         self.configs.insert(seg.rec.config_id, cfg.clone());
         let appended_hls_cmaf = seg.hls_cmaf.clone();
         let appended_hls_ts = seg.hls_ts.clone();
@@ -243,8 +257,11 @@ impl Manifests {
 
         let mut removed: u32 = 0;
         let mut removed_from_old_last: u32 = 0;
-        while self.window.len() > self.window_len() {
+        while self.window.len() > self.window_len()
+            || (self.window_bytes > self.opts.max_window_bytes && self.window.len() > 1)
+        {
             if let Some(gone) = self.window.pop_front() {
+                self.window_bytes = self.window_bytes.saturating_sub(gone.rec.byte_size);
                 removed = removed.saturating_add(1);
                 if Some(gone.period) == old_last_period {
                     removed_from_old_last = removed_from_old_last.saturating_add(1);
@@ -366,6 +383,12 @@ impl Manifests {
 
     pub fn is_ended(&self) -> bool {
         self.ended
+    }
+
+    /// Whether the HLS playlists state `EXT-X-INDEPENDENT-SEGMENTS`: every
+    /// segment of the session so far started with a keyframe.
+    pub fn independent_segments(&self) -> bool {
+        self.all_independent
     }
 }
 

@@ -39,6 +39,7 @@ pub(super) fn rec(sequence: u64, start: u64, duration: u64) -> SegmentRecord {
         frame_count: 60,
         first_frame_index: sequence * 60,
         keyframe_aligned: true,
+        sap_type: if true { 1 } else { 0 },
         discontinuity: false,
         discontinuity_sequence: 0,
         program_date_time_ms: PDT_BASE + start / 90,
@@ -153,10 +154,11 @@ fn check_hls(text: &str, m: &Manifests, cmaf: bool, strict: bool) {
     assert_eq!(pl.segments.len(), recs.len());
     assert_eq!(pl.media_sequence, m.media_sequence());
     assert_eq!(pl.end_list, m.is_ended());
-    assert_eq!(
-        pl.independent_segments,
-        !recs.is_empty() && recs.iter().all(|r| r.keyframe_aligned)
-    );
+    // Stated while every segment so far was independent, never again after.
+    assert_eq!(pl.independent_segments, m.independent_segments());
+    if pl.independent_segments {
+        assert!(recs.iter().all(|r| r.keyframe_aligned));
+    }
     let target = header(text, "#EXT-X-TARGETDURATION");
     assert_eq!(pl.target_duration, target);
     for (seg, r) in pl.segments.iter().zip(&recs) {
@@ -176,8 +178,9 @@ fn check_hls(text: &str, m: &Manifests, cmaf: bool, strict: bool) {
     if cmaf {
         assert!(pl.segments.first().is_none_or(|s| s.map.is_some()));
     }
-    // Every rounded EXTINF <= target duration (on the printed text).
-    for us in extinf_micros(text) {
+    // Every rounded EXTINF <= target duration (on the printed text): the
+    // segmenter never makes a longer segment (hostile records may be).
+    for us in extinf_micros(text).into_iter().filter(|_| strict) {
         assert!(
             (us + 500_000) / 1_000_000 <= u128::from(target),
             "{us} us > {target} s"
@@ -277,6 +280,8 @@ struct Stream {
     start: u64,
     dseq: u64,
     config: u32,
+    /// The longest segment the segmenter would make, 90 kHz.
+    max_ticks: u64,
 }
 
 impl Stream {
@@ -286,7 +291,9 @@ impl Stream {
             1 if rng.chance(20) => 0,
             2 => rng.below(200_000),
             _ => rng.pick(&[3003u64, 3000, 1501, 3600]) * (30 + rng.below(61)),
-        };
+        }
+        .min(self.max_ticks);
+        let independent = !rng.chance(5);
         let discontinuity = rng.chance(8);
         if discontinuity {
             self.dseq += 1;
@@ -300,7 +307,8 @@ impl Stream {
             duration,
             frame_count: 60,
             first_frame_index: self.seq * 60,
-            keyframe_aligned: !rng.chance(5),
+            keyframe_aligned: independent,
+            sap_type: if independent { 1 } else { 0 },
             discontinuity,
             discontinuity_sequence: self.dseq,
             program_date_time_ms: pdt_base + self.start / 90,
@@ -341,6 +349,7 @@ fn hostile(rng: &mut Rng, last_seq: &mut u64) -> SegmentRecord {
         frame_count: rng.below(u64::from(u32::MAX)) as u32,
         first_frame_index: extreme(rng),
         keyframe_aligned: rng.chance(50),
+        sap_type: if rng.chance(50) { 1 } else { 0 },
         discontinuity: rng.chance(30),
         discontinuity_sequence: extreme(rng),
         program_date_time_ms: extreme(rng),
@@ -357,10 +366,13 @@ fn run(seed: u64, steps: usize, is_hostile: bool, validate: bool) {
     let mut rng = Rng::new(seed);
     let opts = PlaylistOptions {
         target_segment_ms: rng.pick(&[0, 1000, 2000, 2002, 2500, 6000]),
+        max_segment_ms: rng.pick(&[0, 6000, 20000]),
         window: rng.below(9) as usize,
+        max_window_bytes: rng.pick(&[u64::MAX, 5000, 20000]),
         utc_timing_url: rng.pick(&["/time", "https://o.example/t?a=1&b=2"]).into(),
     };
     let window = opts.window.max(1);
+    let max_ticks = u64::from(opts.max_segment_ms.max(opts.target_segment_ms).max(1000)) * 90;
     let ast = PDT_BASE - rng.below(1 << 40);
     let mut m = Manifests::new(opts, ast);
     let mut now = ast;
@@ -370,6 +382,7 @@ fn run(seed: u64, steps: usize, is_hostile: bool, validate: bool) {
         start: 0,
         dseq: 0,
         config: 0,
+        max_ticks,
     };
     let mut last_seq = 0;
     let mut prev_target = header(&m.hls_ts().render(), "#EXT-X-TARGETDURATION");
@@ -412,8 +425,10 @@ fn run(seed: u64, steps: usize, is_hostile: bool, validate: bool) {
         let text = m.hls_cmaf().render();
         let target = header(&text, "#EXT-X-TARGETDURATION");
         assert!(target >= prev_target, "target duration never decreases");
-        for r in m.segments() {
-            assert!(extinf_rounded_secs(r.duration) <= target);
+        if !is_hostile {
+            for r in m.segments() {
+                assert!(extinf_rounded_secs(r.duration) <= target);
+            }
         }
         assert_eq!(text.contains("#EXT-X-ENDLIST"), ending);
         if !is_hostile && step > 0 {
@@ -482,7 +497,8 @@ fn empty_manifests_render() {
     assert_eq!(m.media_sequence(), 0);
     let pl = m3u8_rs::parse_media_playlist_res(m.hls_cmaf().render().as_bytes()).unwrap();
     assert!(pl.segments.is_empty());
-    assert_eq!(pl.target_duration, 2);
+    // Fixed by the longest segment the segmenter makes (3 x 2 s).
+    assert_eq!(pl.target_duration, 6);
     let text = m.dash(PDT_BASE).render();
     roxmltree::Document::parse(&text).unwrap();
 }

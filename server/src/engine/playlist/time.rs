@@ -102,6 +102,7 @@ pub(crate) fn write_extinf_seconds(out: &mut String, ticks: u64) {
 /// What a player gets when it rounds the printed `EXTINF` to the nearest
 /// integer (half up). Computed from the printed microseconds, not the exact
 /// ticks, so the target-duration rule holds for the text players read.
+#[cfg(test)]
 pub(crate) fn extinf_rounded_secs(ticks: u64) -> u64 {
     let rounded = (ticks_to_micros(ticks) + 500_000) / 1_000_000;
     u64::try_from(rounded).unwrap_or(u64::MAX)

@@ -1,0 +1,141 @@
+//! Input that is not raw H.264 is refused in one line that names the
+//! container and the ffmpeg command that extracts the video.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+/// Tiny container files made from a committed stream: (file, the name the
+/// refusal must give).
+fn containers(dir: &Path) -> Vec<(PathBuf, &'static str)> {
+    let input = testdata_path("baseline_30.h264");
+    let mut made = Vec::new();
+    for (ext, name) in [
+        ("mp4", "MP4/MOV"),
+        ("mov", "MP4/MOV"),
+        ("ts", "MPEG-TS"),
+        ("mkv", "Matroska/WebM"),
+        ("webm", "Matroska/WebM"),
+        ("flv", "FLV"),
+    ] {
+        let out = dir.join(format!("clip.{ext}"));
+        // WebM takes VP8/VP9/AV1 only: the file is the point, not its codec.
+        let codec: &[&str] = if ext == "webm" {
+            &["-c:v", "libvpx", "-b:v", "100k"]
+        } else {
+            &["-c", "copy"]
+        };
+        let status = Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-y", "-f", "h264", "-i"])
+            .arg(&input)
+            .args(["-frames:v", "10"])
+            .args(codec)
+            .arg(&out)
+            .status()
+            .expect("run ffmpeg");
+        assert!(status.success(), "ffmpeg made no {ext}");
+        made.push((out, name));
+    }
+    made
+}
+
+/// The one error line of a refused container.
+fn refusal(err: &str, what: &str) -> String {
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{what}: one line, got:\n{err}");
+    lines[0].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_are_refused_with_the_command_that_extracts_the_video() {
+    if !require_ffmpeg("container files made with ffmpeg") {
+        return;
+    }
+    let dir = tempdir("containers");
+    let server = start().await;
+    let grpc = grpc_url(&server);
+    for (file, name) in containers(&dir) {
+        let tree = dir.join("tree");
+        let out = run(&["package", s(&file), "--out", s(&tree)]).await;
+        let line = refusal(&fails(&out, "package of a container"), s(&file));
+        let want_cmd = format!(
+            "ffmpeg -i {} -c:v copy -bsf:v h264_mp4toannexb -an -f h264 {}",
+            file.display(),
+            file.with_extension("h264").display()
+        );
+        assert!(
+            line.contains(&format!("in the {name} container format")),
+            "{line}"
+        );
+        assert!(line.contains(&want_cmd), "{line}");
+        assert!(!tree.exists(), "no tree for a refused file");
+
+        let session = format!("c{}", file.extension().unwrap().to_str().unwrap());
+        let out = run(&[
+            "publish",
+            "--server",
+            &grpc,
+            "--session",
+            &session,
+            s(&file),
+        ])
+        .await;
+        let line = refusal(&fails(&out, "publish of a container"), s(&file));
+        assert!(
+            line.contains(&format!("in the {name} container format")),
+            "{line}"
+        );
+        assert!(line.contains(&want_cmd), "{line}");
+        // Refused before a session was opened.
+        assert!(server.registry.get(&session).is_none(), "{session} created");
+
+        // The same on stdin.
+        let stdin = std::fs::File::open(&file).unwrap();
+        let out = Command::new(BIN)
+            .args(["publish", "--server", &grpc, "--session", &session, "-"])
+            .env_remove("LIVESLICE_TOKEN")
+            .stdin(stdin)
+            .output()
+            .unwrap();
+        let line = refusal(&fails(&out, "publish of a container on stdin"), "stdin");
+        assert!(
+            line.contains(&format!("stdin is in the {name} container format")),
+            "{line}"
+        );
+        assert!(
+            line.contains("ffmpeg -i INPUT -c:v copy -bsf:v h264_mp4toannexb -an -f h264 -"),
+            "{line}"
+        );
+    }
+    // The command given works: its output packages (the MP4 one).
+    let mp4 = dir.join("clip.mp4");
+    let h264 = dir.join("clip.h264");
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y", "-i"])
+        .arg(&mp4)
+        .args([
+            "-c:v",
+            "copy",
+            "-bsf:v",
+            "h264_mp4toannexb",
+            "-an",
+            "-f",
+            "h264",
+        ])
+        .arg(&h264)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = run(&["package", s(&h264), "--out", s(&dir.join("ok"))]).await;
+    let said = ok(&out, "package of the extracted stream");
+    assert!(said.contains(": 10 frames in 1 segments"), "{said}");
+    let _ = std::fs::remove_dir_all(&dir);
+    server.shutdown().await;
+}

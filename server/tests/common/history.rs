@@ -1,0 +1,361 @@
+//! Manifest history: records every version of a live session's manifests
+//! (HLS over CMAF, HLS over MPEG-TS, DASH) and checks that each is a legal
+//! successor of the one before it — what RFC 8216 §6.2.2 and ISO/IEC
+//! 23009-1 §5.4 allow a live manifest to do, and nothing more:
+//!
+//! - HLS: `EXT-X-TARGETDURATION` and `EXT-X-VERSION` never change; the
+//!   media sequence never decreases; a segment listed in two versions is
+//!   listed identically (URI, duration, date-time, discontinuity); segments
+//!   leave only from the front and arrive only at the back; the
+//!   discontinuity sequence grows exactly by the discontinuity tags that
+//!   left; `EXT-X-ENDLIST`, once there, stays; every rounded `EXTINF` fits
+//!   the target duration.
+//! - DASH: `availabilityStartTime` and `maxSegmentDuration` never change; a
+//!   Period present in two versions keeps its `@start`,
+//!   `presentationTimeOffset`, codec string, size, frame rate and init
+//!   segment; a segment number keeps its `S@t`/`@d`; the switch to `static`
+//!   happens once and states `mediaPresentationDuration` = the end of the
+//!   last segment.
+
+use std::collections::BTreeMap;
+
+/// One HLS media playlist, parsed into what the rules talk about.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hls {
+    pub version: u64,
+    pub target_duration: u64,
+    pub media_sequence: u64,
+    pub discontinuity_sequence: u64,
+    pub independent: bool,
+    pub ended: bool,
+    /// (sequence, uri, EXTINF text, PDT text, discontinuity) per segment.
+    pub segments: Vec<(u64, String, String, String, bool)>,
+}
+
+pub fn parse_hls(text: &str) -> Hls {
+    let mut h = Hls {
+        version: 0,
+        target_duration: 0,
+        media_sequence: 0,
+        discontinuity_sequence: 0,
+        independent: false,
+        ended: false,
+        segments: Vec::new(),
+    };
+    let (mut extinf, mut pdt, mut disc) = (String::new(), String::new(), false);
+    let num = |l: &str, tag: &str| -> Option<u64> { l.strip_prefix(tag)?.trim().parse().ok() };
+    for l in text.lines() {
+        if let Some(v) = num(l, "#EXT-X-VERSION:") {
+            h.version = v;
+        } else if let Some(v) = num(l, "#EXT-X-TARGETDURATION:") {
+            h.target_duration = v;
+        } else if let Some(v) = num(l, "#EXT-X-MEDIA-SEQUENCE:") {
+            h.media_sequence = v;
+        } else if let Some(v) = num(l, "#EXT-X-DISCONTINUITY-SEQUENCE:") {
+            h.discontinuity_sequence = v;
+        } else if l == "#EXT-X-INDEPENDENT-SEGMENTS" {
+            h.independent = true;
+        } else if l == "#EXT-X-ENDLIST" {
+            h.ended = true;
+        } else if l == "#EXT-X-DISCONTINUITY" {
+            disc = true;
+        } else if let Some(v) = l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            pdt = v.to_string();
+        } else if let Some(v) = l.strip_prefix("#EXTINF:") {
+            extinf = v.trim_end_matches(',').to_string();
+        } else if !l.starts_with('#') && !l.is_empty() {
+            let seq = h.media_sequence + h.segments.len() as u64;
+            h.segments.push((
+                seq,
+                l.to_string(),
+                std::mem::take(&mut extinf),
+                std::mem::take(&mut pdt),
+                std::mem::take(&mut disc),
+            ));
+        }
+    }
+    h
+}
+
+/// Checks that `next` is a legal successor of `prev` (both parsed from the
+/// same playlist URL); panics naming the broken rule and `what`.
+pub fn check_hls_successor(prev: &Hls, next: &Hls, what: &str) {
+    assert_eq!(next.version, prev.version, "{what}: EXT-X-VERSION changed");
+    assert_eq!(
+        next.target_duration, prev.target_duration,
+        "{what}: EXT-X-TARGETDURATION changed"
+    );
+    assert!(
+        next.media_sequence >= prev.media_sequence,
+        "{what}: media sequence went back"
+    );
+    assert!(!prev.ended || next.ended, "{what}: EXT-X-ENDLIST removed");
+    if prev.ended {
+        assert_eq!(next, prev, "{what}: a closed playlist changed");
+    }
+    // The segments still listed are listed identically and in place.
+    let removed = (next.media_sequence - prev.media_sequence) as usize;
+    let kept = &prev.segments[removed.min(prev.segments.len())..];
+    assert!(
+        next.segments.len() >= kept.len(),
+        "{what}: segments vanished from the middle or end"
+    );
+    assert_eq!(
+        &next.segments[..kept.len()],
+        kept,
+        "{what}: a listed segment changed"
+    );
+    // Discontinuity sequence: grows by the tags that left the front.
+    let gone = &prev.segments[..removed.min(prev.segments.len())];
+    let left = gone.iter().filter(|s| s.4).count() as u64;
+    if removed <= prev.segments.len() {
+        assert_eq!(
+            next.discontinuity_sequence,
+            prev.discontinuity_sequence + left,
+            "{what}: EXT-X-DISCONTINUITY-SEQUENCE"
+        );
+    }
+    assert!(
+        !next.independent || prev.independent || prev.segments.is_empty(),
+        "{what}: EXT-X-INDEPENDENT-SEGMENTS came back"
+    );
+    check_hls_alone(next, what);
+}
+
+/// Rules one playlist must hold by itself.
+pub fn check_hls_alone(h: &Hls, what: &str) {
+    assert!(h.target_duration >= 1, "{what}: target duration");
+    for s in &h.segments {
+        let secs: f64 = s.2.parse().unwrap_or(f64::MAX);
+        assert!(
+            (secs + 0.5).floor() as u64 <= h.target_duration,
+            "{what}: EXTINF {} of {} rounds above EXT-X-TARGETDURATION {}",
+            s.2,
+            s.1,
+            h.target_duration
+        );
+    }
+}
+
+/// A DASH Period as the rules see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Period {
+    pub start: String,
+    pub pto: String,
+    pub codecs: String,
+    pub width: String,
+    pub height: String,
+    pub frame_rate: String,
+    pub init: String,
+    pub start_with_sap: Option<String>,
+    /// Segment number → (t, d).
+    pub segments: BTreeMap<u64, (u64, u64)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mpd {
+    pub dynamic: bool,
+    pub availability_start: String,
+    pub max_segment_duration: String,
+    pub media_presentation_duration: Option<String>,
+    pub periods: BTreeMap<String, Period>,
+}
+
+pub fn parse_mpd(text: &str) -> Mpd {
+    let doc = roxmltree::Document::parse(text).expect("MPD is XML");
+    let root = doc.root_element();
+    let attr = |n: roxmltree::Node, a: &str| n.attribute(a).unwrap_or("").to_string();
+    let mut periods = BTreeMap::new();
+    for p in root.children().filter(|n| n.has_tag_name("Period")) {
+        let aset = p
+            .children()
+            .find(|n| n.has_tag_name("AdaptationSet"))
+            .expect("AdaptationSet");
+        let rep = aset
+            .children()
+            .find(|n| n.has_tag_name("Representation"))
+            .expect("Representation");
+        let tpl = rep
+            .children()
+            .find(|n| n.has_tag_name("SegmentTemplate"))
+            .expect("SegmentTemplate");
+        let start_number: u64 = tpl
+            .attribute("startNumber")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let mut segments = BTreeMap::new();
+        if let Some(tl) = tpl.children().find(|n| n.has_tag_name("SegmentTimeline")) {
+            let mut number = start_number;
+            let mut t = 0u64;
+            for s in tl.children().filter(|n| n.has_tag_name("S")) {
+                if let Some(v) = s.attribute("t") {
+                    t = v.parse().expect("S@t");
+                }
+                let d: u64 = s.attribute("d").expect("S@d").parse().expect("S@d");
+                let r: u64 = s.attribute("r").map_or(0, |v| v.parse().expect("S@r"));
+                for _ in 0..=r {
+                    segments.insert(number, (t, d));
+                    number += 1;
+                    t += d;
+                }
+            }
+        }
+        periods.insert(
+            attr(p, "id"),
+            Period {
+                start: attr(p, "start"),
+                pto: attr(tpl, "presentationTimeOffset"),
+                codecs: attr(rep, "codecs"),
+                width: attr(rep, "width"),
+                height: attr(rep, "height"),
+                frame_rate: attr(rep, "frameRate"),
+                init: attr(tpl, "initialization"),
+                start_with_sap: aset.attribute("startWithSAP").map(str::to_string),
+                segments,
+            },
+        );
+    }
+    Mpd {
+        dynamic: root.attribute("type") == Some("dynamic"),
+        availability_start: attr(root, "availabilityStartTime"),
+        max_segment_duration: attr(root, "maxSegmentDuration"),
+        media_presentation_duration: root
+            .attribute("mediaPresentationDuration")
+            .map(str::to_string),
+        periods,
+    }
+}
+
+/// Checks that `next` is a legal successor of `prev`; panics naming the
+/// broken rule and `what`.
+pub fn check_mpd_successor(prev: &Mpd, next: &Mpd, what: &str) {
+    assert_eq!(
+        next.availability_start, prev.availability_start,
+        "{what}: availabilityStartTime changed"
+    );
+    assert_eq!(
+        next.max_segment_duration, prev.max_segment_duration,
+        "{what}: maxSegmentDuration changed"
+    );
+    assert!(
+        prev.dynamic || !next.dynamic,
+        "{what}: static became dynamic"
+    );
+    if !prev.dynamic {
+        assert_eq!(next, prev, "{what}: a static MPD changed");
+    }
+    for (id, p) in &prev.periods {
+        let Some(n) = next.periods.get(id) else {
+            continue; // slid out of the window
+        };
+        let fixed = |p: &Period| {
+            (
+                p.start.clone(),
+                p.pto.clone(),
+                p.codecs.clone(),
+                p.width.clone(),
+                p.height.clone(),
+                p.frame_rate.clone(),
+                p.init.clone(),
+                p.start_with_sap.clone(),
+            )
+        };
+        assert_eq!(fixed(n), fixed(p), "{what}: Period {id} changed");
+        for (number, td) in &n.segments {
+            if let Some(old) = p.segments.get(number) {
+                assert_eq!(td, old, "{what}: Period {id} segment {number} moved");
+            }
+        }
+        // Segments leave from the front and arrive at the back.
+        if let (Some(old_last), Some(new_first)) =
+            (p.segments.keys().next_back(), n.segments.keys().next())
+        {
+            for number in *new_first..=*old_last {
+                assert!(
+                    !p.segments.contains_key(&number) || n.segments.contains_key(&number),
+                    "{what}: Period {id} segment {number} vanished from the middle"
+                );
+            }
+        }
+    }
+    if !next.dynamic {
+        // mediaPresentationDuration = the end of the last segment (S@t is
+        // media time on the session timeline, which Period@start follows).
+        let end_ticks = next
+            .periods
+            .values()
+            .flat_map(|p| p.segments.values().map(|(t, d)| t + d))
+            .max()
+            .expect("a static MPD lists segments");
+        let stated = next
+            .media_presentation_duration
+            .as_deref()
+            .and_then(xs_duration_secs)
+            .unwrap_or_else(|| panic!("{what}: static MPD without mediaPresentationDuration"));
+        assert!(
+            (stated - end_ticks as f64 / 90_000.0).abs() < 0.002,
+            "{what}: mediaPresentationDuration {stated} s, last segment ends at {} s",
+            end_ticks as f64 / 90_000.0
+        );
+    }
+    for (id, p) in &next.periods {
+        // Period@start and presentationTimeOffset name the same instant.
+        let start = xs_duration_secs(&p.start).unwrap_or(f64::NAN);
+        let pto: f64 = p
+            .pto
+            .parse::<u64>()
+            .map_or(f64::NAN, |v| v as f64 / 90_000.0);
+        assert!(
+            (start - pto).abs() < 0.002,
+            "{what}: Period {id} start {start} s but presentationTimeOffset {pto} s"
+        );
+    }
+}
+
+/// Seconds of an `xs:duration` of the form `PT[nH][nM][n.nS]`.
+pub fn xs_duration_secs(v: &str) -> Option<f64> {
+    let mut rest = v.strip_prefix("PT")?;
+    let mut secs = 0.0;
+    for (unit, mul) in [('H', 3600.0), ('M', 60.0), ('S', 1.0)] {
+        if let Some(i) = rest.find(unit) {
+            secs += rest[..i].parse::<f64>().ok()? * mul;
+            rest = &rest[i + 1..];
+        }
+    }
+    rest.is_empty().then_some(secs)
+}
+
+/// Every version of one session's three manifests, checked as they come.
+#[derive(Default)]
+pub struct History {
+    pub hls_cmaf: Vec<Hls>,
+    pub hls_ts: Vec<Hls>,
+    pub dash: Vec<Mpd>,
+}
+
+impl History {
+    /// Records one version of each manifest (text as served) and checks it
+    /// against the previous one.
+    pub fn record(&mut self, hls_cmaf: &str, hls_ts: &str, dash: &str, what: &str) {
+        for (list, text, name) in [
+            (&mut self.hls_cmaf, hls_cmaf, "HLS CMAF"),
+            (&mut self.hls_ts, hls_ts, "HLS TS"),
+        ] {
+            let h = parse_hls(text);
+            match list.last() {
+                Some(prev) => check_hls_successor(prev, &h, &format!("{what} {name}")),
+                None => check_hls_alone(&h, &format!("{what} {name}")),
+            }
+            if list.last() != Some(&h) {
+                list.push(h);
+            }
+        }
+        let m = parse_mpd(dash);
+        if let Some(prev) = self.dash.last() {
+            check_mpd_successor(prev, &m, &format!("{what} DASH"));
+        }
+        if self.dash.last() != Some(&m) {
+            self.dash.push(m);
+        }
+    }
+}
