@@ -175,7 +175,7 @@ async fn connections_beyond_the_limit_get_503_until_some_close() {
     // One more: refused at once with a 503 that says why.
     let (s, h, body) = raw_get(addr, "/healthz", &[]).await;
     assert_eq!(s, 503, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(header_value(&h, "connection"), Some("close"));
+    assert_eq!(header(&h, "connection"), Some("close"));
     assert!(String::from_utf8_lossy(&body).contains("too many connections"));
     // gRPC is a separate listener and is not affected.
     let publisher = publish_a_segment(&server, "limit").await;

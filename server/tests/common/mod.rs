@@ -322,14 +322,6 @@ pub async fn raw_get(
     (status, headers, body)
 }
 
-/// The value of response header `name` (lower case).
-pub fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 /// `GET url` off the async runtime: (status, lower-case headers, body).
 pub async fn get(url: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let url = url.to_string();
