@@ -101,9 +101,9 @@ pub struct Config {
     #[arg(long, env = "LIVESLICE_MAX_SUBSCRIBERS", default_value_t = 1000)]
     pub max_subscribers: usize,
     /// HTTP: a request's headers must arrive within this, counted from when
-    /// the server starts waiting for them (a new connection, or the end of
-    /// the previous response on a kept-alive HTTP/1.1 one); also bounds the
-    /// TLS handshake.
+    /// the server starts waiting for them (the accept of a new connection,
+    /// TLS handshake included, or the end of the previous response on a
+    /// kept-alive HTTP/1.1 one).
     #[arg(long, env = "LIVESLICE_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub http_header_timeout: Duration,
     /// HTTP: a connection on which no byte moves either way for this long is

@@ -21,9 +21,10 @@ use tokio::time::Instant;
 /// What the HTTP listener tolerates.
 #[derive(Clone, Copy, Debug)]
 pub struct HttpLimits {
-    /// A request's headers must arrive within this (HTTP/1.1: from the
-    /// moment the server waits for them, so it also bounds an idle
-    /// kept-alive connection); also the TLS handshake's limit.
+    /// A request's headers must arrive within this: from the accept for a
+    /// new connection (a TLS handshake counts), from the end of the previous
+    /// response on a kept-alive HTTP/1.1 one (so it also bounds idleness
+    /// there).
     pub header_timeout: Duration,
     /// A connection on which no byte moves either way for this long is closed.
     pub idle_timeout: Duration,
@@ -163,6 +164,11 @@ async fn connection(
     activity: Activity,
     closing: watch::Receiver<bool>,
 ) {
+    // One header deadline from the moment of accept: the time a TLS
+    // handshake or the first byte took comes out of it (hyper's own timer,
+    // which then also bounds later requests on the connection, starts only
+    // once the connection is handed to it).
+    let accepted = Instant::now();
     let Some(acceptor) = tls else {
         // Plaintext: HTTP/1.1, or HTTP/2 with prior knowledge (h2c, as a
         // gRPC client pointed at this port speaks; it gets a 404 it can
@@ -170,7 +176,7 @@ async fn connection(
         return match sniff_h2(&io.inner, limits.header_timeout).await {
             None => {}
             Some(true) => http2(io, service, limits, activity, closing).await,
-            Some(false) => http1(io, service, limits, activity, closing).await,
+            Some(false) => http1(io, service, limits, accepted, activity, closing).await,
         };
     };
     // A handshake that stalls costs this connection only, and not for long.
@@ -180,7 +186,7 @@ async fn connection(
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         http2(tls, service, limits, activity, closing).await;
     } else {
-        http1(tls, service, limits, activity, closing).await;
+        http1(tls, service, limits, accepted, activity, closing).await;
     }
 }
 
@@ -235,14 +241,16 @@ async fn http1<I>(
     io: I,
     service: Service,
     limits: HttpLimits,
+    accepted: Instant,
     activity: Activity,
     closing: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut b = hyper::server::conn::http1::Builder::new();
+    let left = limits.header_timeout.saturating_sub(accepted.elapsed());
     b.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(left.max(Duration::from_millis(1)));
     let conn = b.serve_connection(TokioIo::new(io), service);
     drive(conn, |c| c.graceful_shutdown(), limits, activity, closing).await;
 }
