@@ -611,7 +611,8 @@ async fn open_gop_plays_live_and_late_joiners_start_near_the_live_edge() {
             "leading picture delivered"
         );
     }
-    let _ = leading_dropped;
+    // Its keyframe's one leading picture was skipped, and it was told.
+    assert_eq!(leading_dropped, 1, "FrameDropped LEADING_PICTURE");
     server.shutdown().await;
 }
 
