@@ -294,6 +294,31 @@ fn bit_flips_lose_nothing_silently() {
     }
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+    /// Random bit flips anywhere in a stream with access unit delimiters:
+    /// every access unit ends as a frame or a counted drop (`run` asserts
+    /// it), and no two pictures merge silently: each flip can hide at most
+    /// one picture boundary.
+    #[test]
+    fn bit_flips_never_merge_pictures_silently(
+        flips in proptest::collection::vec((0usize..196_000, 0u8..8), 1..200),
+        chunk in 1usize..20_000,
+    ) {
+        let mut data = common::testdata("high_bframes_30.h264");
+        for (pos, bit) in &flips {
+            let i = pos % data.len();
+            data[i] ^= 1 << bit;
+        }
+        let c: Vec<_> = data.chunks(chunk).map(|c| (Bytes::copy_from_slice(c), None)).collect();
+        let o = run("flipped", c, opts());
+        proptest::prop_assert!(
+            o.stats.access_units + flips.len() as u64 >= 180,
+            "{} access units from 180 pictures with {} flips", o.stats.access_units, flips.len()
+        );
+    }
+}
+
 /// The capture clock decides media time: a camera that writes 15 fps into
 /// its VUI but sends 30 frames a second, with capture times, gets 30 fps
 /// timestamps (and is told once).
