@@ -753,3 +753,55 @@ async fn program_date_time_follows_capture_time_across_a_reconnect() {
     assert!(ok, "the session ended");
     server.shutdown().await;
 }
+
+/// A small `--ring-bytes`: segments are cut at a third of it and the window
+/// trimmed, whole segments at a time, so every segment a playlist lists is
+/// served in full, and a late joiner still gets frames at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_ring_never_lists_a_segment_whose_bytes_are_gone() {
+    let mut config = test_config();
+    config.ring_bytes = 120_000;
+    let server = start(config).await;
+    let base = format!("http://{}", server.http_addr);
+    let data = common::testdata("gop_varying_30.h264");
+    let mut c = client(&server).await;
+    let p = publish(&mut c, "ring", Default::default())
+        .await
+        .expect("publish");
+    p.send_chunked(&data[..data.len() / 2], &[16 * 1024]).await;
+    // A late joiner mid-stream gets frames, starting at a random access point.
+    let mut c2 = client(&server).await;
+    let mut s = subscribe(&mut c2, "ring", false, 0)
+        .await
+        .expect("subscribe");
+    let first = tokio::time::timeout(Duration::from_secs(10), s.message())
+        .await
+        .expect("a frame at once")
+        .unwrap()
+        .unwrap();
+    assert!(first.is_keyframe && !first.data.is_empty());
+    drop(s);
+    p.send_chunked(&data[data.len() / 2..], &[16 * 1024]).await;
+    p.end().await;
+    let mut p = p;
+    let _ = collect(&mut p.responses, Duration::from_secs(30)).await;
+    for (playlist, ext) in [("index.m3u8", "m4s"), ("ts/index.m3u8", "ts")] {
+        let (status, _, body) = get(&format!("{base}/live/ring/{playlist}")).await;
+        assert_eq!(status, 200);
+        let text = String::from_utf8(body).unwrap();
+        let h = common::history::parse_hls(&text);
+        assert!(h.ended && !h.segments.is_empty(), "{text}");
+        let mut total = 0;
+        for (seq, uri, ..) in &h.segments {
+            let dir = if ext == "ts" { "ts/" } else { "" };
+            let (status, _, body) = get(&format!("{base}/live/ring/{dir}{uri}")).await;
+            assert_eq!(status, 200, "segment {seq} is listed, so it is served");
+            total += body.len();
+        }
+        // The listed window fits the ring.
+        if ext == "m4s" {
+            assert!(total <= 120_000, "{total} bytes listed");
+        }
+    }
+    server.shutdown().await;
+}
