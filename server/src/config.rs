@@ -125,6 +125,12 @@ pub struct Config {
     /// segment requests.
     #[arg(long, env = "LIVESLICE_RING_BYTES", default_value_t = 64 << 20)]
     pub ring_bytes: usize,
+    /// Bytes of media all sessions together may hold, live and lingering:
+    /// beyond it lingering sessions are evicted oldest first, then new
+    /// publishers get RESOURCE_EXHAUSTED. Default: a quarter of physical
+    /// memory or 2 GiB, whichever is smaller.
+    #[arg(long, env = "LIVESLICE_MEMORY_LIMIT")]
+    pub memory_limit: Option<usize>,
     /// Items a subscriber may fall behind before it is skipped forward to
     /// the next keyframe.
     #[arg(long, env = "LIVESLICE_SUBSCRIBER_BUFFER", default_value_t = 512)]
@@ -155,6 +161,20 @@ impl Default for Config {
     fn default() -> Self {
         Self::parse_from(["liveslice-server"])
     }
+}
+
+/// Physical memory (Linux `/proc/meminfo` `MemTotal`), if it can be read.
+fn physical_memory_bytes() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kb.checked_mul(1024)
 }
 
 /// "2s", "1500ms", "1.5s", "1m", or plain seconds.
@@ -247,6 +267,7 @@ impl Config {
         kv("max-message-bytes", self.max_message_bytes.to_string());
         kv("max-nal-bytes", self.max_nal_bytes.to_string());
         kv("ring-bytes", self.ring_bytes.to_string());
+        kv("memory-limit", self.effective_memory_limit().to_string());
         kv("subscriber-buffer", self.subscriber_buffer.to_string());
         kv("publisher-grace", d(&self.publisher_grace));
         kv("subscribe-wait", d(&self.subscribe_wait));
@@ -330,6 +351,9 @@ impl Config {
         if self.max_nal_bytes < 1024 {
             return err("max-nal-bytes", "must be at least 1024");
         }
+        if self.memory_limit.is_some_and(|m| m < 1 << 20) {
+            return err("memory-limit", "must be at least 1048576 bytes (1 MiB)");
+        }
         if self.subscriber_buffer < 16 {
             return err("subscriber-buffer", "must be at least 16");
         }
@@ -345,6 +369,14 @@ impl Config {
     /// The authorization this configuration asks for (`None`: auth off).
     pub fn auth(&self) -> Result<Option<crate::auth::Auth>, String> {
         crate::auth::Auth::new(&self.auth_tokens, self.auth_secret.as_deref())
+    }
+
+    /// `--memory-limit`, or a quarter of physical memory capped at 2 GiB.
+    pub fn effective_memory_limit(&self) -> usize {
+        self.memory_limit.unwrap_or_else(|| {
+            let quarter = physical_memory_bytes().map_or(usize::MAX, |m| m / 4);
+            quarter.min(2 << 30)
+        })
     }
 
     /// `--max-segment-duration`, or three times the segment target.
@@ -382,6 +414,7 @@ impl Config {
             max_subscribers_per_session: self.max_subscribers,
             broadcast_capacity: self.subscriber_buffer,
             ring_max_bytes: self.ring_bytes,
+            memory_limit: self.effective_memory_limit(),
             publisher_grace: self.publisher_grace,
             linger: self.linger,
         }

@@ -30,6 +30,8 @@ pub const HTTP_CONNECTIONS_SHED: &str = "liveslice_http_connections_shed_total";
 pub const SESSIONS: &str = "liveslice_sessions";
 pub const PUBLISHERS: &str = "liveslice_publishers";
 pub const SUBSCRIBERS: &str = "liveslice_subscribers";
+pub const MEMORY: &str = "liveslice_media_memory_bytes";
+pub const MEMORY_LIMIT: &str = "liveslice_media_memory_limit_bytes";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -83,6 +85,16 @@ fn describe() {
     describe_gauge!(SESSIONS, "Sessions held (live and lingering), by state");
     describe_gauge!(PUBLISHERS, "Sessions with an attached publisher");
     describe_gauge!(
+        MEMORY,
+        Unit::Bytes,
+        "Bytes of media held by all sessions, live and lingering"
+    );
+    describe_gauge!(
+        MEMORY_LIMIT,
+        Unit::Bytes,
+        "The media memory budget (--memory-limit)"
+    );
+    describe_gauge!(
         SUBSCRIBERS,
         "Attached gRPC subscribers (a publisher's own event stream is not one)"
     );
@@ -98,6 +110,9 @@ pub fn render(handle: &PrometheusHandle, registry: &Registry) -> String {
     gauge!(PUBLISHERS).set(publishers as f64);
     let subscribers: usize = sessions.iter().map(|s| s.subscriber_count()).sum();
     gauge!(SUBSCRIBERS).set(subscribers as f64);
+    let memory: usize = sessions.iter().map(|s| s.memory_bytes()).sum();
+    gauge!(MEMORY).set(memory as f64);
+    gauge!(MEMORY_LIMIT).set(registry.defaults().memory_limit as f64);
     handle.run_upkeep();
     handle.render()
 }

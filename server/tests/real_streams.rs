@@ -294,6 +294,31 @@ fn bit_flips_lose_nothing_silently() {
     }
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+    /// Random bit flips anywhere in a stream with access unit delimiters:
+    /// every access unit ends as a frame or a counted drop (`run` asserts
+    /// it), and no two pictures merge silently: each flip can hide at most
+    /// one picture boundary.
+    #[test]
+    fn bit_flips_never_merge_pictures_silently(
+        flips in proptest::collection::vec((0usize..196_000, 0u8..8), 1..200),
+        chunk in 1usize..20_000,
+    ) {
+        let mut data = common::testdata("high_bframes_30.h264");
+        for (pos, bit) in &flips {
+            let i = pos % data.len();
+            data[i] ^= 1 << bit;
+        }
+        let c: Vec<_> = data.chunks(chunk).map(|c| (Bytes::copy_from_slice(c), None)).collect();
+        let o = run("flipped", c, opts());
+        proptest::prop_assert!(
+            o.stats.access_units + flips.len() as u64 >= 180,
+            "{} access units from 180 pictures with {} flips", o.stats.access_units, flips.len()
+        );
+    }
+}
+
 /// The capture clock decides media time: a camera that writes 15 fps into
 /// its VUI but sends 30 frames a second, with capture times, gets 30 fps
 /// timestamps (and is told once).
@@ -611,7 +636,8 @@ async fn open_gop_plays_live_and_late_joiners_start_near_the_live_edge() {
             "leading picture delivered"
         );
     }
-    let _ = leading_dropped;
+    // Its keyframe's one leading picture was skipped, and it was told.
+    assert_eq!(leading_dropped, 1, "FrameDropped LEADING_PICTURE");
     server.shutdown().await;
 }
 
@@ -725,5 +751,57 @@ async fn program_date_time_follows_capture_time_across_a_reconnect() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ok, "the session ended");
+    server.shutdown().await;
+}
+
+/// A small `--ring-bytes`: segments are cut at a third of it and the window
+/// trimmed, whole segments at a time, so every segment a playlist lists is
+/// served in full, and a late joiner still gets frames at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_ring_never_lists_a_segment_whose_bytes_are_gone() {
+    let mut config = test_config();
+    config.ring_bytes = 120_000;
+    let server = start(config).await;
+    let base = format!("http://{}", server.http_addr);
+    let data = common::testdata("gop_varying_30.h264");
+    let mut c = client(&server).await;
+    let p = publish(&mut c, "ring", Default::default())
+        .await
+        .expect("publish");
+    p.send_chunked(&data[..data.len() / 2], &[16 * 1024]).await;
+    // A late joiner mid-stream gets frames, starting at a random access point.
+    let mut c2 = client(&server).await;
+    let mut s = subscribe(&mut c2, "ring", false, 0)
+        .await
+        .expect("subscribe");
+    let first = tokio::time::timeout(Duration::from_secs(10), s.message())
+        .await
+        .expect("a frame at once")
+        .unwrap()
+        .unwrap();
+    assert!(first.is_keyframe && !first.data.is_empty());
+    drop(s);
+    p.send_chunked(&data[data.len() / 2..], &[16 * 1024]).await;
+    p.end().await;
+    let mut p = p;
+    let _ = collect(&mut p.responses, Duration::from_secs(30)).await;
+    for (playlist, ext) in [("index.m3u8", "m4s"), ("ts/index.m3u8", "ts")] {
+        let (status, _, body) = get(&format!("{base}/live/ring/{playlist}")).await;
+        assert_eq!(status, 200);
+        let text = String::from_utf8(body).unwrap();
+        let h = common::history::parse_hls(&text);
+        assert!(h.ended && !h.segments.is_empty(), "{text}");
+        let mut total = 0;
+        for (seq, uri, ..) in &h.segments {
+            let dir = if ext == "ts" { "ts/" } else { "" };
+            let (status, _, body) = get(&format!("{base}/live/ring/{dir}{uri}")).await;
+            assert_eq!(status, 200, "segment {seq} is listed, so it is served");
+            total += body.len();
+        }
+        // The listed window fits the ring.
+        if ext == "m4s" {
+            assert!(total <= 120_000, "{total} bytes listed");
+        }
+    }
     server.shutdown().await;
 }

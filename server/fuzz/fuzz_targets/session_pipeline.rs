@@ -2,8 +2,9 @@
 //! and access-unit marks), and the invariants checked on what comes out:
 //! decode times increase, every segment starts with a keyframe (unless a
 //! forced cut says otherwise), segments hold exactly the frames that were
-//! emitted and meet without gaps, and the manifest deltas rebuild the
-//! manifests exactly.
+//! emitted and meet without gaps, the manifest deltas rebuild the
+//! manifests exactly, and every access unit ends as a frame or a counted
+//! drop.
 #![no_main]
 
 use bytes::Bytes;
@@ -71,6 +72,10 @@ fuzz_target!(|input: &[u8]| {
             _ => {}
         }
     }
+    // No silent loss: every access unit became a frame or a counted drop.
+    let st = p.stats();
+    assert_eq!(st.access_units, st.frames + st.frames_dropped, "{st:?}");
+    assert_eq!(st.frames, frames.len() as u64);
     if let Some(m) = p.manifests() {
         assert_eq!(hls.render(), m.hls_cmaf().render(), "deltas rebuild the playlist");
         let text = m.hls_cmaf().render();

@@ -148,14 +148,20 @@ pub struct PtsAligner {
     /// The declared rate was found wrong and overruled: said once.
     rate_overruled: bool,
     rate_note: Option<String>,
+    /// Measuring the real rate from capture times (see `apply_capture`).
+    learning_rate: bool,
 }
 
 /// A capture-time frame rate this far from the declared one (as a fraction
 /// of it) overrules the declared rate.
 pub const RATE_MISMATCH: f64 = 0.10;
-/// On the very first capture interval, a mismatch must be this large to act
-/// on it at once (jitter can make one interval look 10 % off).
+/// On the very first capture interval, a mismatch this large starts
+/// measuring the real rate at once (jitter can make one interval look 10 %
+/// off, not 25 %).
 const FIRST_INTERVAL_MISMATCH: f64 = 0.25;
+/// Capture intervals averaged before a measured rate replaces the declared
+/// one.
+const LEARN_SAMPLES: usize = 12;
 
 /// The common rate within 1 % of `fps`, or `fps` in thousandths.
 fn snap_rate(fps: f64) -> FrameRate {
@@ -231,6 +237,7 @@ impl PtsAligner {
             capture_anchor_slot: 0,
             rate_overruled: false,
             rate_note: None,
+            learning_rate: false,
         };
         // Presentation starts R frames after decoding, so the first DTS is 0.
         s.anchor_time = s.span(reorder as i64);
@@ -309,6 +316,7 @@ impl PtsAligner {
     /// clock is learned afresh.
     pub fn restart(&mut self) {
         self.capture_anchor = None;
+        self.learning_rate = false;
         self.reset_drift();
     }
 
@@ -447,19 +455,47 @@ impl PtsAligner {
             .saturating_add(500_000_000)
             .div_euclid(1_000_000_000);
         let c = (t0 as i128 + delta_ticks).clamp(i64::MIN as i128 / 2, i64::MAX as i128 / 2) as i64;
+        // Learning the real rate (the first interval was far from the
+        // declared one): each frame sits at its capture time until enough
+        // intervals average the jitter out; then the measured rate, snapped
+        // to a common one, takes over.
+        if self.learning_rate {
+            let floor = self.slot_time(self.max_slot).saturating_add(1);
+            self.anchor_slot = slot;
+            self.anchor_time = c.max(floor);
+            self.samples.push_back((slot, c));
+            if self.samples.len() >= LEARN_SAMPLES {
+                self.learning_rate = false;
+                let real = slope(&self.samples);
+                self.samples.clear();
+                if let Some(real) = real {
+                    if !self.overrule_rate(real, slot, c) {
+                        // A false alarm (jitter): back to the declared rate.
+                        (self.period_num, self.period_den) = self.rate.ticks_fraction();
+                    }
+                }
+                self.capture_anchor = Some((capture_ns, self.slot_time(slot)));
+                self.capture_anchor_slot = slot;
+            }
+            return slot;
+        }
         // The first interval after the anchor: a rate far from the declared
-        // one (beyond what jitter explains) is overruled at once, before the
-        // timeline runs away from the capture clock.
+        // one (beyond what jitter explains) starts learning the real rate at
+        // once, before the timeline runs away from the capture clock.
         let slots = slot - self.capture_anchor_slot;
-        if self.samples.is_empty() && slots > 0 && delta_ticks > 0 {
+        if self.samples.is_empty() && !self.rate_overruled && slots > 0 && delta_ticks > 0 {
             let observed = delta_ticks as f64 / slots as f64;
             let (n, d) = self.rate.ticks_fraction();
             let nominal = n as f64 / d as f64;
-            if (observed - nominal).abs() > nominal * FIRST_INTERVAL_MISMATCH
-                && self.overrule_rate(observed, slot, c)
-            {
-                self.capture_anchor = Some((capture_ns, self.slot_time(slot)));
-                self.capture_anchor_slot = slot;
+            if (observed - nominal).abs() > nominal * FIRST_INTERVAL_MISMATCH {
+                self.learning_rate = true;
+                self.period_den = 1 << 16;
+                self.period_num = (observed * self.period_den as f64).round().max(1.0) as u64;
+                self.samples.push_back((self.capture_anchor_slot, t0));
+                self.samples.push_back((slot, c));
+                let floor = self.slot_time(self.max_slot).saturating_add(1);
+                self.anchor_slot = slot;
+                self.anchor_time = c.max(floor);
                 return slot;
             }
         }
@@ -743,6 +779,38 @@ mod tests {
         assert_eq!(t.pts, 37 * 3000);
         assert!(a.repairs().reanchored >= 2);
         assert_eq!(a.repairs().gaps, 1);
+    }
+
+    #[test]
+    fn capture_times_overrule_a_wrong_declared_rate_for_ten_minutes() {
+        // The SPS says 15 fps; the camera sends 30 frames a second, with
+        // capture times jittering by up to ±3 ms, for ten minutes.
+        let mut a = PtsAligner::new(FrameRate::new(15, 1), 0, TimingOptions::default());
+        let start = 1_790_000_000_000_000_000u64;
+        let mut jitter: u64 = 12345;
+        let mut first_pts = None;
+        for i in 0..30 * 600u64 {
+            jitter = jitter
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let j = (jitter >> 33) % 6_000_000;
+            let capture = start + i * 1_000_000_000 / 30 + j;
+            let t = with_capture(&mut a, i as i64, capture - 3_000_000);
+            let pts = t.pts;
+            let p0 = *first_pts.get_or_insert(pts);
+            // Media time since the first frame vs capture time since it,
+            // in ticks: within one frame (3000 ticks at 30 fps).
+            let media = pts - p0;
+            let captured = i * 3000;
+            assert!(
+                media.abs_diff(captured) <= 3000,
+                "frame {i}: media {media} vs capture {captured}"
+            );
+        }
+        assert_eq!(a.rate(), FrameRate::new(30, 1));
+        let note = a.take_rate_note().expect("said once");
+        assert!(note.contains("15") && note.contains("30"), "{note}");
+        assert!(a.take_rate_note().is_none(), "only once");
     }
 
     #[test]

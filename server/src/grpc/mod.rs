@@ -73,9 +73,9 @@ fn registry_status(e: RegistryError, id: &str) -> Status {
         RegistryError::AlreadyPublishing => {
             Status::already_exists(format!("session {id:?} already has a publisher"))
         }
-        RegistryError::TooManySessions(_) | RegistryError::TooManySubscribers(_) => {
-            Status::resource_exhausted(e.to_string())
-        }
+        RegistryError::TooManySessions(_)
+        | RegistryError::TooManySubscribers(_)
+        | RegistryError::MemoryLimit { .. } => Status::resource_exhausted(e.to_string()),
         RegistryError::NotFound => Status::not_found(format!(
             "session {id:?} is not live (no publisher appeared within the wait time)"
         )),

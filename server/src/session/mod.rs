@@ -45,6 +45,8 @@ pub struct SessionEnd {
     pub frames: u64,
     pub segments: u64,
     pub detail: String,
+    /// When it ended (Unix ms): lingering sessions are evicted oldest first.
+    pub ended_at_ms: u64,
 }
 
 /// What the session broadcasts to its subscribers.
@@ -197,6 +199,18 @@ impl Session {
         st.ring.bytes() + st.pipeline.buffered()
     }
 
+    /// Bytes of media the session holds: its ring, incomplete units and
+    /// muxed segments (what the server-wide `--memory-limit` counts).
+    pub fn memory_bytes(&self) -> usize {
+        let st = self.lock();
+        st.ring.bytes() + st.pipeline.buffered() + st.mux.bytes()
+    }
+
+    /// When the session ended (Unix ms), if it has.
+    pub fn ended_at_ms(&self) -> Option<u64> {
+        self.lock().ended.as_ref().map(|e| e.ended_at_ms)
+    }
+
     /// Frames accepted so far.
     pub fn frames(&self) -> u64 {
         self.lock().pipeline.stats().frames
@@ -276,6 +290,7 @@ impl Session {
             frames: stats.frames,
             segments: stats.segments,
             detail,
+            ended_at_ms: now_unix_ns() / 1_000_000,
         });
         st.ended = Some(end.clone());
         st.publisher = Publisher::None;

@@ -53,6 +53,16 @@ impl MuxCache {
         }
     }
 
+    /// Bytes of muxed segments and init segments held.
+    pub fn bytes(&self) -> usize {
+        self.init
+            .values()
+            .chain(self.cmaf.values())
+            .chain(self.ts.values())
+            .map(Bytes::len)
+            .sum()
+    }
+
     pub fn add_config(&mut self, c: Arc<CodecConfig>) {
         self.configs.insert(c.id, c);
         while self.configs.len() > MAX_CONFIGS {

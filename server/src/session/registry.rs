@@ -25,6 +25,10 @@ pub struct SessionDefaults {
     pub publisher_grace: Duration,
     /// How long an ended session's last window stays served.
     pub linger: Duration,
+    /// Bytes of media all sessions together may hold, live and lingering
+    /// (`--memory-limit`): beyond it lingering sessions are evicted, oldest
+    /// first, and then new sessions are refused.
+    pub memory_limit: usize,
 }
 
 impl Default for SessionDefaults {
@@ -36,6 +40,7 @@ impl Default for SessionDefaults {
             ring_max_bytes: 64 << 20,
             publisher_grace: Duration::from_secs(10),
             linger: Duration::from_secs(60),
+            memory_limit: 2 << 30,
         }
     }
 }
@@ -54,6 +59,11 @@ pub enum RegistryError {
     Ended,
     #[error("server is shutting down")]
     ShuttingDown,
+    #[error(
+        "the server's media memory limit is reached ({held} of {limit} bytes held by live sessions; \
+         raise --memory-limit or lower --ring-bytes)"
+    )]
+    MemoryLimit { limit: usize, held: usize },
 }
 
 /// A publisher's claim on a session.
@@ -114,6 +124,13 @@ impl Registry {
         let live = map.values().filter(|s| !s.is_ended()).count();
         if live >= self.defaults.max_sessions {
             return Err(RegistryError::TooManySessions(self.defaults.max_sessions));
+        }
+        let held = self.enforce_memory(&mut map);
+        if held >= self.defaults.memory_limit {
+            return Err(RegistryError::MemoryLimit {
+                limit: self.defaults.memory_limit,
+                held,
+            });
         }
         let session = Arc::new(Session::new(
             id.to_string(),
@@ -183,9 +200,43 @@ impl Registry {
         self.map().is_empty()
     }
 
-    /// Ends `session` and removes it once its linger time is over.
+    /// Bytes of media all sessions hold (live and lingering).
+    pub fn memory_bytes(&self) -> usize {
+        self.map().values().map(|s| s.memory_bytes()).sum()
+    }
+
+    /// Keeps the sessions within `--memory-limit`: while they hold more,
+    /// lingering (ended) sessions are evicted, oldest first. Returns the
+    /// bytes held afterwards (live sessions are never evicted).
+    fn enforce_memory(&self, map: &mut HashMap<String, Arc<Session>>) -> usize {
+        let limit = self.defaults.memory_limit;
+        let mut held: usize = map.values().map(|s| s.memory_bytes()).sum();
+        if held < limit {
+            return held;
+        }
+        let mut ended: Vec<(u64, String)> = map
+            .values()
+            .filter_map(|s| Some((s.ended_at_ms()?, s.id.clone())))
+            .collect();
+        ended.sort();
+        for (_, id) in ended {
+            if held < limit {
+                break;
+            }
+            if let Some(s) = map.remove(&id) {
+                let bytes = s.memory_bytes();
+                held = held.saturating_sub(bytes);
+                tracing::info!(session_id = %id, bytes, held, limit, "lingering session evicted: memory limit reached");
+            }
+        }
+        held
+    }
+
+    /// Ends `session` and removes it once its linger time is over (or
+    /// sooner, when the memory limit needs its bytes).
     pub fn end(self: &Arc<Self>, session: &Arc<Session>, reason: EndReason, detail: String) {
         if session.end(reason, detail) {
+            self.enforce_memory(&mut self.map());
             self.schedule_removal(session);
         }
     }
@@ -198,28 +249,36 @@ impl Registry {
         }
         tracing::info!(session_id = %session.id, grace = ?self.defaults.publisher_grace, "publisher vanished; waiting for it to come back");
         let reg = self.clone();
-        let session = session.clone();
+        // Weak: a timer must not keep an evicted session's media alive.
+        let session = Arc::downgrade(session);
         let grace = self.defaults.publisher_grace;
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
+            let Some(session) = session.upgrade() else {
+                return;
+            };
             if session.grace_expired(generation) {
+                reg.enforce_memory(&mut reg.map());
                 reg.schedule_removal(&session);
             }
         });
     }
 
     fn schedule_removal(self: &Arc<Self>, session: &Arc<Session>) {
-        let reg = self.clone();
-        let session = session.clone();
+        // Weak: the linger timer must not keep a session the memory limit
+        // evicted (or a newer one replaced) alive until it fires.
+        let reg = Arc::downgrade(self);
+        let weak = Arc::downgrade(session);
+        let id = session.id.clone();
         let linger = self.defaults.linger;
         tokio::spawn(async move {
             tokio::time::sleep(linger).await;
+            let (Some(reg), Some(session)) = (reg.upgrade(), weak.upgrade()) else {
+                return;
+            };
             let mut map = reg.map();
-            if map
-                .get(&session.id)
-                .is_some_and(|s| Arc::ptr_eq(s, &session))
-            {
-                map.remove(&session.id);
+            if map.get(&id).is_some_and(|s| Arc::ptr_eq(s, &session)) {
+                map.remove(&id);
             }
         });
     }

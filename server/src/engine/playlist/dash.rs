@@ -374,9 +374,13 @@ mod tests {
         assert!(text.contains(r#"frameRate="30""#));
         assert!(text.contains(r#"bandwidth="1""#));
         assert!(text.contains(r#"timeShiftBufferDepth="PT2S""#), "{text}");
+        // (A new config: a period's attributes never change once stated.)
+        let mut c = cfg(1);
+        c.frame_rate_num = 60;
         c.frame_rate_den = 0;
         let mut r = rec(1, 0, 90_000);
         r.byte_size = 1000;
+        r.config_id = 1;
         m.push(r, &c, AST);
         let text = m.dash(AST).render();
         assert!(!text.contains("frameRate"));

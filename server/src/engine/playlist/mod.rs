@@ -249,7 +249,11 @@ impl Manifests {
             rec,
         };
         self.window_bytes = self.window_bytes.saturating_add(seg.rec.byte_size);
-        self.configs.insert(seg.rec.config_id, cfg.clone());
+        // A period's codec string, size and frame rate are fixed when it
+        // starts: the first record of a config decides them.
+        self.configs
+            .entry(seg.rec.config_id)
+            .or_insert_with(|| cfg.clone());
         let appended_hls_cmaf = seg.hls_cmaf.clone();
         let appended_hls_ts = seg.hls_ts.clone();
         let appended_dash = seg.dash_s.clone();
