@@ -131,9 +131,11 @@ pub struct Config {
     /// memory or 2 GiB, whichever is smaller.
     #[arg(long, env = "LIVESLICE_MEMORY_LIMIT")]
     pub memory_limit: Option<usize>,
-    /// Items a subscriber may fall behind before it is skipped forward to
-    /// the next keyframe.
-    #[arg(long, env = "LIVESLICE_SUBSCRIBER_BUFFER", default_value_t = 512)]
+    /// Items (frames and events) a subscriber may fall behind the newest
+    /// before it is moved to the newest random access point (with a Lagged
+    /// event). 0: as far as the live window holds, so a slow subscriber
+    /// loses nothing the window still has.
+    #[arg(long, env = "LIVESLICE_SUBSCRIBER_BUFFER", default_value_t = 0)]
     pub subscriber_buffer: usize,
     /// How long a vanished publisher may take to reconnect and continue.
     #[arg(long, env = "LIVESLICE_PUBLISHER_GRACE", default_value = "10s", value_parser = parse_duration)]
@@ -354,8 +356,8 @@ impl Config {
         if self.memory_limit.is_some_and(|m| m < 1 << 20) {
             return err("memory-limit", "must be at least 1048576 bytes (1 MiB)");
         }
-        if self.subscriber_buffer < 16 {
-            return err("subscriber-buffer", "must be at least 16");
+        if self.subscriber_buffer != 0 && self.subscriber_buffer < 16 {
+            return err("subscriber-buffer", "must be 0 (the window) or at least 16");
         }
         if let Err(reason) = self.auth() {
             return Err(ConfigError {
@@ -412,7 +414,7 @@ impl Config {
         SessionDefaults {
             max_sessions: self.max_sessions,
             max_subscribers_per_session: self.max_subscribers,
-            broadcast_capacity: self.subscriber_buffer,
+            max_lag_items: self.subscriber_buffer,
             ring_max_bytes: self.ring_bytes,
             memory_limit: self.effective_memory_limit(),
             publisher_grace: self.publisher_grace,

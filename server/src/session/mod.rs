@@ -2,13 +2,15 @@
 //! frames and segments, and the fan-out to subscribers.
 //!
 //! The publisher's task drives the pipeline under the session lock and
-//! broadcasts every event while still holding it, so a subscriber that joins
-//! (also under the lock) gets a snapshot and a receiver with nothing missing
-//! and nothing twice. Fan-out is a bounded `tokio::sync::broadcast`: the
-//! publisher never waits for a subscriber, and a subscriber that falls behind
-//! finds it has lagged and skips forward to the next keyframe (see
-//! [`subscriber`]).
+//! appends every event to the session's item [`log`] while still holding
+//! it, so a subscriber that joins (also under the lock) gets a snapshot and
+//! a cursor with nothing missing and nothing twice. A subscriber is a cursor
+//! into the log plus a wake-up (a `watch` of the log's end): the publisher
+//! never waits for a subscriber, a slow subscriber reads every item the
+//! window still holds, and one that eviction passes resumes at the newest
+//! random access point (see [`subscriber`]).
 
+pub mod log;
 pub mod mux_cache;
 pub mod registry;
 pub mod ring;
@@ -19,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::engine::pipeline::{DropReport, EngineError, Event, SegmentEvent};
 use crate::engine::playlist::{ManifestState, ManifestUpdate};
@@ -80,11 +82,9 @@ pub struct Snapshot {
     pub availability_start_ms: u64,
     pub segment_target_ms: u32,
     pub window: u32,
-    /// Frames from the newest random access point in the ring on, without
-    /// its leading pictures.
-    pub frames: Vec<Arc<Frame>>,
-    /// Leading pictures of that random access point left out of `frames`.
-    pub leading_skipped: u32,
+    /// Index of the frame a joining subscriber starts at (the newest random
+    /// access point), when it starts with frames.
+    pub start_frame: Option<u64>,
     pub ended: Option<Arc<SessionEnd>>,
     /// Why the stream's own timing was overruled, if it was.
     pub timing_note: Option<String>,
@@ -107,6 +107,7 @@ struct SessionState {
     ended: Option<Arc<SessionEnd>>,
     events: Vec<Event>,
     mux: MuxCache,
+    log: log::ItemLog,
 }
 
 /// One live session.
@@ -114,7 +115,11 @@ pub struct Session {
     pub id: String,
     pub options: SessionOptions,
     state: Mutex<SessionState>,
-    tx: broadcast::Sender<SessionItem>,
+    /// The item log's end position, for subscribers' wake-ups.
+    log_end: watch::Sender<u64>,
+    /// Items a subscriber may fall behind the newest before it is moved on
+    /// (0: as far as the log holds).
+    max_lag_items: u64,
     subscribers: AtomicUsize,
     /// Flips to true when the session ends, for tasks that must stop then.
     ended_tx: watch::Sender<bool>,
@@ -141,10 +146,9 @@ impl Session {
     fn new(
         id: String,
         mut options: SessionOptions,
-        broadcast_capacity: usize,
+        max_lag_items: usize,
         ring_max_bytes: usize,
     ) -> Self {
-        let (tx, _) = broadcast::channel(broadcast_capacity.max(16));
         // The engine keeps the window within the ring's budget, so the ring
         // evicts only whole segments the playlists no longer list.
         options.pipeline.max_window_bytes = ring_max_bytes;
@@ -158,10 +162,12 @@ impl Session {
                 ended: None,
                 events: Vec::new(),
                 mux: MuxCache::new(window),
+                log: log::ItemLog::default(),
             }),
             id,
             options,
-            tx,
+            log_end: watch::channel(0).0,
+            max_lag_items: max_lag_items as u64,
             subscribers: AtomicUsize::new(0),
             ended_tx: watch::channel(false).0,
         }
@@ -294,7 +300,8 @@ impl Session {
         });
         st.ended = Some(end.clone());
         st.publisher = Publisher::None;
-        let _ = self.tx.send(SessionItem::Ended(end));
+        st.log.push(SessionItem::Ended(end));
+        self.log_end.send_replace(st.log.end());
         self.ended_tx.send_replace(true);
         tracing::info!(session_id = %self.id, ?reason, frames = stats.frames, segments = stats.segments, "session ended");
         true
@@ -322,39 +329,65 @@ impl Session {
         )
     }
 
-    /// Joins as a subscriber: the snapshot to start from and a receiver for
-    /// everything after it.
-    pub fn join(self: &Arc<Self>) -> (Snapshot, broadcast::Receiver<SessionItem>, SubscriberGuard) {
+    /// Joins as a subscriber: the snapshot to start from and a cursor for
+    /// everything after it. `with_frames`: the cursor starts at the newest
+    /// random access point the log holds (a late joiner sees video at
+    /// once); otherwise at the end (events from now on).
+    pub fn join(self: &Arc<Self>, with_frames: bool) -> (Snapshot, Subscription, SubscriberGuard) {
         let st = self.lock();
-        let rx = self.tx.subscribe();
-        let snapshot = self.snapshot(&st, true);
+        let mut snapshot = self.snapshot(&st);
+        let end = st.log.end();
+        let start = if with_frames {
+            st.log.newest_random_access().unwrap_or(end)
+        } else {
+            end
+        };
+        snapshot.start_frame = with_frames
+            .then(|| st.ring.frame_at_or_after_log(&st.log, start))
+            .flatten();
+        let wake = self.log_end.subscribe();
         drop(st);
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         (
             snapshot,
-            rx,
+            Subscription {
+                cursor: log::Cursor {
+                    pos: start,
+                    events_from: end,
+                },
+                wake,
+            },
             SubscriberGuard {
                 session: self.clone(),
             },
         )
     }
 
+    /// Reads up to `max` items at `sub`'s cursor into `out` (see
+    /// [`log::ItemLog::read`]). Clones `Arc`s only: no media is copied.
+    pub fn read(
+        &self,
+        sub: &mut Subscription,
+        out: &mut Vec<SessionItem>,
+        max: usize,
+    ) -> log::Read {
+        // Seen before reading: an append after this read wakes the next wait.
+        sub.wake.borrow_and_update();
+        let st = self.lock();
+        st.log.read(&mut sub.cursor, out, max, self.max_lag_items)
+    }
+
     /// The session's current description and manifests (no frames).
     pub fn info(&self) -> Snapshot {
         let st = self.lock();
-        self.snapshot(&st, false)
+        self.snapshot(&st)
     }
 
-    fn snapshot(&self, st: &SessionState, with_frames: bool) -> Snapshot {
+    fn snapshot(&self, st: &SessionState) -> Snapshot {
         let now_ms = now_unix_ns() / 1_000_000;
         let (hls_cmaf, hls_ts, dash, media_sequence) = match st.pipeline.manifests() {
             Some(m) => (m.hls_cmaf(), m.hls_ts(), m.dash(now_ms), m.media_sequence()),
             None => Default::default(),
-        };
-        let join = if with_frames {
-            st.ring.join_point()
-        } else {
-            Default::default()
         };
         Snapshot {
             config: st.pipeline.config().cloned(),
@@ -366,8 +399,7 @@ impl Session {
             availability_start_ms: st.pipeline.availability_start_ms().unwrap_or(0),
             segment_target_ms: self.options.pipeline.segment_target_ms,
             window: self.options.pipeline.window as u32,
-            frames: join.frames,
-            leading_skipped: join.leading_skipped,
+            start_frame: None,
             ended: st.ended.clone(),
             timing_note: st.pipeline.timing_note().map(str::to_owned),
         }
@@ -378,6 +410,7 @@ impl Session {
     fn distribute(&self, st: &mut SessionState, events: &mut Vec<Event>) -> Option<EngineError> {
         let mut fatal = None;
         let mut frames = 0u64;
+        let mut segments = false;
         for e in events.drain(..) {
             let item = match e {
                 Event::Frame(f) => {
@@ -386,6 +419,7 @@ impl Session {
                     SessionItem::Frame(f)
                 }
                 Event::Segment(s) => {
+                    segments = true;
                     st.ring.push_segment(s.clone());
                     st.mux.segment_closed(s.manifest.media_sequence);
                     crate::metrics::segment(s.record.duration);
@@ -408,9 +442,15 @@ impl Session {
                     continue;
                 }
             };
-            // No receivers is fine: nobody is watching yet.
-            let _ = self.tx.send(item);
+            st.log.push(item);
         }
+        if segments {
+            // The log lets go of what the ring let go of.
+            if let Some(first) = st.ring.first_frame_index() {
+                st.log.evict_before_frame(first);
+            }
+        }
+        self.log_end.send_replace(st.log.end());
         if frames > 0 {
             ::metrics::counter!(crate::metrics::FRAMES_IN).increment(frames);
         }
@@ -470,6 +510,13 @@ impl Session {
             .map(|s| s.record.config_id);
         cfg
     }
+}
+
+/// A subscriber's cursor into the session's item log and its wake-up.
+pub struct Subscription {
+    pub cursor: log::Cursor,
+    /// Changes whenever items are appended (the log's end position).
+    pub wake: watch::Receiver<u64>,
 }
 
 /// Counts a subscriber for as long as it lives.
