@@ -52,11 +52,6 @@ pub fn test_config() -> Config {
         publisher_grace: Duration::from_millis(500),
         subscribe_wait: Duration::from_secs(10),
         linger: Duration::from_secs(60),
-        // Files are published as fast as the server takes them: a 600-frame
-        // stream outruns the default 512-item fan-out, and the publisher's
-        // own event stream would be skipped forward past segment events
-        // (the lag policy; the media-log redesign removes it).
-        subscriber_buffer: 4096,
         ..Default::default()
     }
 }
