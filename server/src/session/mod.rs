@@ -106,7 +106,10 @@ struct SessionState {
     generation: u64,
     ended: Option<Arc<SessionEnd>>,
     events: Vec<Event>,
-    mux: MuxCache,
+    /// Parameter-set generations still referenced, by id (for muxing).
+    configs: std::collections::BTreeMap<u32, Arc<CodecConfig>>,
+    /// The playlists' media sequence (first listed segment).
+    first_listed: u64,
     log: log::ItemLog,
 }
 
@@ -115,6 +118,8 @@ pub struct Session {
     pub id: String,
     pub options: SessionOptions,
     state: Mutex<SessionState>,
+    /// Muxed segment bytes, behind their own lock (see [`mux_cache`]).
+    mux: Mutex<MuxCache>,
     /// The item log's end position, for subscribers' wake-ups.
     log_end: watch::Sender<u64>,
     /// Items a subscriber may fall behind the newest before it is moved on
@@ -161,9 +166,11 @@ impl Session {
                 generation: 0,
                 ended: None,
                 events: Vec::new(),
-                mux: MuxCache::new(window),
+                configs: Default::default(),
+                first_listed: 0,
                 log: log::ItemLog::default(),
             }),
+            mux: Mutex::new(MuxCache::new(window)),
             id,
             options,
             log_end: watch::channel(0).0,
@@ -208,8 +215,11 @@ impl Session {
     /// Bytes of media the session holds: its ring, incomplete units and
     /// muxed segments (what the server-wide `--memory-limit` counts).
     pub fn memory_bytes(&self) -> usize {
-        let st = self.lock();
-        st.ring.bytes() + st.pipeline.buffered() + st.mux.bytes()
+        let held = {
+            let st = self.lock();
+            st.ring.bytes() + st.pipeline.buffered()
+        };
+        held + self.mux_lock().bytes()
     }
 
     /// When the session ended (Unix ms), if it has.
@@ -421,14 +431,17 @@ impl Session {
                 Event::Segment(s) => {
                     segments = true;
                     st.ring.push_segment(s.clone());
-                    st.mux.segment_closed(s.manifest.media_sequence);
+                    st.first_listed = s.manifest.media_sequence;
                     crate::metrics::segment(s.record.duration);
                     tracing::debug!(session_id = %self.id, sequence = s.record.sequence,
                         frames = s.record.frame_count, duration = s.record.duration, "segment");
                     SessionItem::Segment(s)
                 }
                 Event::Config(c) => {
-                    st.mux.add_config(c.clone());
+                    st.configs.insert(c.id, c.clone());
+                    while st.configs.len() > mux_cache::MAX_CONFIGS {
+                        st.configs.pop_first();
+                    }
                     SessionItem::Config(c)
                 }
                 Event::Dropped(d) => {
@@ -480,24 +493,72 @@ impl Session {
         })
     }
 
-    /// The CMAF init segment for parameter-set generation `config_id`.
-    pub fn init_segment(&self, config_id: u32) -> Result<Bytes, MuxError> {
-        self.lock().mux.init(config_id)
+    fn mux_lock(&self) -> MutexGuard<'_, MuxCache> {
+        self.mux.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The CMAF media segment `sequence`, muxed on first request.
+    /// A segment's record, frames and parameter sets, if all its frames are
+    /// still held: `Arc` clones under the session lock, nothing muxed.
+    fn segment_source(&self, seq: u64) -> Option<mux_cache::SegmentSource> {
+        let st = self.lock();
+        let record = st
+            .ring
+            .segments()
+            .find(|s| s.record.sequence == seq)?
+            .record
+            .clone();
+        let frames = st.ring.segment_frames(seq)?;
+        let config = st.configs.get(&record.config_id)?.clone();
+        Some(mux_cache::SegmentSource {
+            record,
+            frames,
+            config,
+        })
+    }
+
+    /// The CMAF init segment for parameter-set generation `config_id`,
+    /// muxed once, with no lock held.
+    pub fn init_segment(&self, config_id: u32) -> Result<Bytes, MuxError> {
+        if let Some(b) = self.mux_lock().cached_init(config_id) {
+            return Ok(b);
+        }
+        let cfg = self
+            .lock()
+            .configs
+            .get(&config_id)
+            .cloned()
+            .ok_or(MuxError::NoConfig(config_id))?;
+        let b = mux_cache::mux_init(&cfg)?;
+        self.mux_lock().insert_init(config_id, b.clone());
+        Ok(b)
+    }
+
+    /// The CMAF media segment `sequence`, muxed on first request with no
+    /// lock held (the publisher's push never waits for it).
     pub fn cmaf_segment(&self, sequence: u64) -> Result<Bytes, MuxError> {
-        let mut st = self.lock();
-        let st = &mut *st;
-        st.mux.cmaf(sequence, &st.ring)
+        if let Some(b) = self.mux_lock().cached_cmaf(sequence) {
+            return Ok(b);
+        }
+        let src = self
+            .segment_source(sequence)
+            .ok_or(MuxError::NotAvailable(sequence))?;
+        let b = mux_cache::mux_cmaf(&src)?;
+        let first_listed = self.lock().first_listed;
+        let mut mux = self.mux_lock();
+        mux.insert_cmaf(sequence, b.clone());
+        mux.prune(first_listed);
+        Ok(b)
     }
 
     /// The MPEG-TS segment `sequence`, muxed on first request (in order, so
-    /// continuity counters run on across segments).
+    /// continuity counters run on across segments) under the mux cache's
+    /// lock only: the session lock is taken just to clone frames.
     pub fn ts_segment(&self, sequence: u64) -> Result<Bytes, MuxError> {
-        let mut st = self.lock();
-        let st = &mut *st;
-        st.mux.ts(sequence, &st.ring)
+        let first_listed = self.lock().first_listed;
+        let mut mux = self.mux_lock();
+        let b = mux.ts(sequence, |s| self.segment_source(s))?;
+        mux.prune(first_listed);
+        Ok(b)
     }
 
     /// The codec configuration generation a segment uses.
@@ -527,5 +588,58 @@ pub struct SubscriberGuard {
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
         self.session.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata(name: &str) -> Bytes {
+        Bytes::from(
+            std::fs::read(format!("{}/../testdata/{name}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The publisher's push never waits for muxing: with the mux cache
+    /// locked (as it is while a TS segment is muxed) and a CMAF segment
+    /// muxed on another thread, pushes go through.
+    #[test]
+    fn muxing_never_holds_the_lock_the_publisher_takes() {
+        let session = Arc::new(Session::new(
+            "m".into(),
+            SessionOptions {
+                pipeline: PipelineOptions::default(),
+                echo_frames: false,
+            },
+            0,
+            64 << 20,
+        ));
+        let (generation, _) = session.attach_publisher().expect("publisher");
+        let data = testdata("high_bframes_30.h264");
+        assert!(!data.is_empty());
+        let (first, rest) = data.split_at(data.len() / 2);
+        session
+            .push(generation, Bytes::copy_from_slice(first), None, false)
+            .expect("push");
+        let mux = session.mux_lock();
+        let s2 = session.clone();
+        let cmaf = std::thread::spawn(move || s2.cmaf_segment(0));
+        // (On a thread, so a regression fails here instead of hanging.)
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s3 = session.clone();
+        let rest = Bytes::copy_from_slice(rest);
+        std::thread::spawn(move || {
+            let _ = tx.send(s3.push(generation, rest, None, false));
+        });
+        let pushed = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert!(
+            matches!(pushed, Ok(Ok(()))),
+            "a push while the mux cache is locked: {pushed:?}"
+        );
+        drop(mux);
+        assert!(cmaf.join().expect("thread").is_ok_and(|b| !b.is_empty()));
+        assert!(session.ts_segment(0).is_ok_and(|b| !b.is_empty()));
     }
 }
