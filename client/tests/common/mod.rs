@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use liveslice_engine::{Event, PipelineOptions, SessionPipeline};
 use liveslice_server::app::{self, Running};
 use liveslice_server::config::Config;
-use liveslice_server::engine::{Event, PipelineOptions, SessionPipeline};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_liveslice");
 
