@@ -76,16 +76,39 @@ fn page(template: &str) -> String {
 
 /// `/`: the session list. The first rows come embedded (the JSON of
 /// `/api/sessions`); the page then polls `/api/sessions` every second.
+#[derive(serde::Deserialize, Default)]
+pub struct IndexQuery {
+    token: Option<String>,
+}
+
 pub async fn index(
     State(registry): State<Arc<Registry>>,
     Extension(viewers): Extension<Arc<HttpViewers>>,
+    Query(q): Query<IndexQuery>,
 ) -> Response {
+    // Without JavaScript: a plain list of player links (with auth on, they
+    // carry the token the list was opened with).
+    let qs = q
+        .token
+        .as_deref()
+        .map(|t| format!("?token={}", escape(&super::percent_encode(t))))
+        .unwrap_or_default();
+    let mut plain = String::new();
+    for s in registry.sessions() {
+        let id = escape(&s.id);
+        plain.push_str(&format!("<li><a href=\"/player/{id}{qs}\">{id}</a></li>"));
+    }
     let list = api::list(&registry, &viewers);
     // Inside <script>: no "</" may close it early.
     let data = serde_json::to_string(&list)
         .unwrap_or_else(|_| "null".into())
         .replace('<', "\\u003c");
-    let mut r = Html(page(INDEX).replace("{{DATA}}", &data)).into_response();
+    let mut r = Html(
+        page(INDEX)
+            .replace("{{PLAIN}}", &plain)
+            .replace("{{DATA}}", &data),
+    )
+    .into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
