@@ -249,7 +249,10 @@ async fn count_requests(req: axum::extract::Request, next: axum::middleware::Nex
     } else {
         "other"
     };
+    let started = std::time::Instant::now();
     let resp = next.run(req).await;
+    ::metrics::histogram!(crate::metrics::HTTP_DURATION, "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
     ::metrics::counter!(
         crate::metrics::HTTP_REQUESTS,
         "kind" => kind,
