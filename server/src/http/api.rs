@@ -28,6 +28,8 @@ pub const HTTP_VIEWER_WINDOW: Duration = Duration::from_secs(10);
 /// Clients remembered per session at most (an estimate need not grow
 /// without bound under a flood of distinct clients).
 const MAX_CLIENTS_PER_SESSION: usize = 10_000;
+/// Sessions tracked before quiet ones are forgotten on the next new one.
+const PRUNE_AT: usize = 256;
 
 /// The peer address of a connection, put on each request by the listener.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +52,14 @@ impl HttpViewers {
         let key = h.finish();
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if !seen.contains_key(session) && seen.len() >= PRUNE_AT {
+            // Sessions nobody fetched lately (ended ones among them) go,
+            // so the map stays as large as the sessions being watched.
+            seen.retain(|_, clients| {
+                clients.retain(|_, t| now.duration_since(*t) < HTTP_VIEWER_WINDOW);
+                !clients.is_empty()
+            });
+        }
         let clients = seen.entry(session.to_string()).or_default();
         if clients.len() >= MAX_CLIENTS_PER_SESSION && !clients.contains_key(&key) {
             clients.retain(|_, t| now.duration_since(*t) < HTTP_VIEWER_WINDOW);
@@ -332,4 +342,30 @@ pub async fn session(
         segment_list,
         server_time_ms: now_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HttpViewers;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn viewers_are_distinct_clients_per_session() {
+        let v = HttpViewers::default();
+        let a = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        let b = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)));
+        v.saw("s", a, Some("hls.js"));
+        v.saw("s", a, Some("hls.js"));
+        v.saw("s", a, Some("VLC"));
+        v.saw("s", b, Some("hls.js"));
+        v.saw("t", None, None);
+        assert_eq!(v.count("s"), 3);
+        assert_eq!(v.count("t"), 1);
+        assert_eq!(v.count("u"), 0);
+        // Past the prune threshold, quiet sessions are forgotten, not these.
+        for i in 0..super::PRUNE_AT + 10 {
+            v.saw(&format!("x{i}"), a, None);
+        }
+        assert_eq!(v.count("s"), 3);
+    }
 }
