@@ -359,6 +359,19 @@ impl Config {
         if self.subscriber_buffer != 0 && self.subscriber_buffer < 16 {
             return err("subscriber-buffer", "must be 0 (the window) or at least 16");
         }
+        if self
+            .auth_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < crate::auth::MIN_SECRET_LEN)
+        {
+            return Err(ConfigError {
+                key: "auth-secret",
+                reason: format!(
+                    "must be at least {} characters (e.g. `openssl rand -hex 32`)",
+                    crate::auth::MIN_SECRET_LEN
+                ),
+            });
+        }
         if let Err(reason) = self.auth() {
             return Err(ConfigError {
                 key: "auth-token",

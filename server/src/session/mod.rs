@@ -232,6 +232,21 @@ impl Session {
         self.lock().pipeline.stats().frames
     }
 
+    /// The engine's counters so far (read-only; the web console's JSON).
+    pub fn stats(&self) -> crate::engine::pipeline::PipelineStats {
+        self.lock().pipeline.stats()
+    }
+
+    /// The records of the segments the ring holds, oldest first (read-only;
+    /// the web console's JSON).
+    pub fn segment_records(&self) -> Vec<crate::engine::SegmentRecord> {
+        self.lock()
+            .ring
+            .segments()
+            .map(|s| s.record.clone())
+            .collect()
+    }
+
     /// Attaches a publisher: a fresh one, or one continuing after the
     /// previous vanished (then `Ok(true)`).
     fn attach_publisher(&self) -> Result<(u64, bool), RegistryError> {
