@@ -368,7 +368,7 @@ impl Session {
             end
         };
         snapshot.start_frame = with_frames
-            .then(|| st.ring.frame_at_or_after_log(&st.log, start))
+            .then(|| st.log.frame_index_at_or_after(start))
             .flatten();
         let wake = self.log_end.subscribe();
         drop(st);

@@ -73,12 +73,6 @@ impl Ring {
         self.frames.front().map(|f| f.index)
     }
 
-    /// The index of the frame at log position `pos` (or the first frame
-    /// after it), for telling a joiner where it starts.
-    pub fn frame_at_or_after_log(&self, log: &super::log::ItemLog, pos: u64) -> Option<u64> {
-        log.frame_index_at_or_after(pos)
-    }
-
     /// The frames of one segment, if all of them are still held.
     pub fn segment_frames(&self, sequence: u64) -> Option<Vec<Arc<Frame>>> {
         let seg = self
