@@ -1,6 +1,5 @@
 //! `liveslice-server`: see `--help`.
 
-use anyhow::Context;
 use liveslice_server::app;
 use liveslice_server::config::{Config, LoadError};
 
@@ -33,7 +32,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if config.log_format == "json" {
+    let json = config.log_format == "json";
+    if json {
         tracing_subscriber::fmt()
             .json()
             .with_current_span(true)
@@ -41,7 +41,12 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colour only for a terminal: a log file gets plain text.
+        use std::io::IsTerminal;
+        tracing_subscriber::fmt()
+            .with_ansi(std::io::stdout().is_terminal())
+            .with_env_filter(filter)
+            .init();
     }
     let exposed = !config.grpc_addr.ip().is_loopback() || !config.http_addr.ip().is_loopback();
     let auth_off = config.auth_tokens.is_empty() && config.auth_secret.is_none();
@@ -55,36 +60,74 @@ async fn main() -> anyhow::Result<()> {
             "WARNING: liveslice-server listens beyond loopback without authentication (--auth-token / --auth-secret)"
         );
     }
-    let running = app::start(&config)
-        .await
-        .context("starting liveslice-server")?;
-    let http = running.http_addr;
-    println!(
-        "liveslice-server: gRPC on {}, HTTP on http://{http}/",
-        running.grpc_addr
-    );
-    println!("  sessions and players: http://{http}/");
-    if let Some(id) = &config.demo {
-        println!("  demo session {id:?} (a looping test stream):");
-        println!("    play in a browser: http://{http}/player/{id}");
-        println!("    HLS (CMAF):        http://{http}/live/{id}/index.m3u8");
-        println!("    HLS (MPEG-TS):     http://{http}/live/{id}/ts/index.m3u8");
-        println!("    DASH:              http://{http}/live/{id}/manifest.mpd");
-        println!("    ffplay:            ffplay http://{http}/live/{id}/index.m3u8");
-        println!(
-            "    gRPC:              grpcurl -plaintext -d '{{\"session_id\":\"{id}\",\"target_fps\":30}}' {} liveslice.v1.SliceService/StreamSlices",
-            running.grpc_addr
-        );
+    // A startup error is one line (no backtrace, whatever RUST_BACKTRACE).
+    let running = match app::start(&config).await {
+        Ok(r) => r,
+        Err(e) => {
+            let e = anyhow::Error::from(e).context("starting liveslice-server");
+            eprintln!("liveslice-server: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let banner = banner(&config, &running);
+    if json {
+        // One structured line among the JSON logs, not free text.
+        tracing::info!(grpc = %running.grpc_addr, http = %running.http_addr, urls = %banner.join(" | "), "serving");
+    } else {
+        for line in &banner {
+            println!("{line}");
+        }
     }
-    println!(
-        "  health:  grpcurl -plaintext {} grpc.health.v1.Health/Check",
-        running.grpc_addr
-    );
-    println!("  metrics: http://{http}/metrics");
     wait_for_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
+}
+
+/// What to tell the operator at start: addresses and copy-paste commands,
+/// with `https://` and TLS grpcurl flags when TLS is on.
+fn banner(config: &Config, running: &app::Running) -> Vec<String> {
+    let tls = config.tls_cert.is_some();
+    let scheme = if tls { "https" } else { "http" };
+    let grpcurl = if tls {
+        "grpcurl -cacert CA.pem".to_string()
+    } else {
+        "grpcurl -plaintext".to_string()
+    };
+    let (grpc, http) = (running.grpc_addr, running.http_addr);
+    let mut out = vec![
+        format!(
+            "liveslice-server: gRPC on {grpc}{}, HTTP on {scheme}://{http}/",
+            if tls { " (TLS)" } else { "" }
+        ),
+        format!("  sessions and players: {scheme}://{http}/"),
+    ];
+    if let Some(id) = &config.demo {
+        out.push(format!("  demo session {id:?} (a looping test stream):"));
+        out.push(format!(
+            "    play in a browser: {scheme}://{http}/player/{id}"
+        ));
+        out.push(format!(
+            "    HLS (CMAF):        {scheme}://{http}/live/{id}/index.m3u8"
+        ));
+        out.push(format!(
+            "    HLS (MPEG-TS):     {scheme}://{http}/live/{id}/ts/index.m3u8"
+        ));
+        out.push(format!(
+            "    DASH:              {scheme}://{http}/live/{id}/manifest.mpd"
+        ));
+        out.push(format!(
+            "    ffplay:            ffplay {scheme}://{http}/live/{id}/index.m3u8"
+        ));
+        out.push(format!(
+            "    gRPC:              {grpcurl} -d '{{\"session_id\":\"{id}\",\"target_fps\":30}}' {grpc} liveslice.v1.SliceService/StreamSlices"
+        ));
+    }
+    out.push(format!(
+        "  health:  {grpcurl} {grpc} grpc.health.v1.Health/Check"
+    ));
+    out.push(format!("  metrics: {scheme}://{http}/metrics"));
+    out
 }
 
 async fn wait_for_signal() {

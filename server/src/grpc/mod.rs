@@ -80,7 +80,10 @@ fn registry_status(e: RegistryError, id: &str) -> Status {
         RegistryError::NotFound => Status::not_found(format!(
             "session {id:?} is not live (no publisher appeared within the wait time)"
         )),
-        RegistryError::Ended => Status::not_found(format!("session {id:?} has ended")),
+        RegistryError::Ended => Status::not_found(format!(
+            "session {id:?} has ended (its final playlists stay served over HTTP for --linger; \
+             a new publisher may start it again)"
+        )),
         RegistryError::ShuttingDown => Status::unavailable(e.to_string()),
     }
 }

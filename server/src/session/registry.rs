@@ -172,7 +172,12 @@ impl Registry {
                 return Ok(s);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(RegistryError::NotFound);
+                // A session that ended (and lingers) is not "not found".
+                return Err(if self.get(id).is_some() {
+                    RegistryError::Ended
+                } else {
+                    RegistryError::NotFound
+                });
             }
         }
     }
