@@ -152,9 +152,18 @@ pub struct Config {
     /// `--demo demo`), so there is something live to play right away.
     #[arg(long, env = "LIVESLICE_DEMO", value_name = "SESSION_ID")]
     pub demo: Option<String>,
-    /// How long shutdown waits for streams to finish.
+    /// On SIGTERM or Ctrl-C every session ends at once (final segment,
+    /// closed playlists, SessionEnded); gRPC streams then get this long to
+    /// finish (publishers end with OK), after which they are cut. Counted
+    /// from the signal, alongside --shutdown-grace.
     #[arg(long, env = "LIVESLICE_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// On SIGTERM or Ctrl-C the HTTP origin keeps serving (the closed
+    /// playlists, the final MPD, segments) this long after the sessions
+    /// end, so HTTP players see the end; then it stops. The process exits
+    /// within the longer of this and --shutdown-timeout, plus 1 s.
+    #[arg(long, env = "LIVESLICE_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Config {
@@ -274,6 +283,7 @@ impl Config {
         kv("idle-timeout", d(&self.idle_timeout));
         kv("linger", d(&self.linger));
         kv("shutdown-timeout", d(&self.shutdown_timeout));
+        kv("shutdown-grace", d(&self.shutdown_grace));
         kv("log-format", format!("\"{}\"", self.log_format));
         if let Some(demo) = &self.demo {
             kv("demo", format!("\"{demo}\""));
@@ -353,6 +363,12 @@ impl Config {
         }
         if self.memory_limit.is_some_and(|m| m < 1 << 20) {
             return err("memory-limit", "must be at least 1048576 bytes (1 MiB)");
+        }
+        if self.shutdown_grace > Duration::from_secs(600) {
+            return err("shutdown-grace", "must be at most 10m");
+        }
+        if self.shutdown_timeout > Duration::from_secs(600) {
+            return err("shutdown-timeout", "must be at most 10m");
         }
         if self.subscriber_buffer < 16 {
             return err("subscriber-buffer", "must be at least 16");

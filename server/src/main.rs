@@ -83,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  metrics: http://{http}/metrics");
     wait_for_signal().await;
     tracing::info!("shutting down");
-    running.shutdown().await;
+    running.drain().await;
     Ok(())
 }
 

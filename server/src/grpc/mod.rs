@@ -368,6 +368,13 @@ async fn run_publisher(
                     registry.end(&session, EndReason::Error, e.to_string());
                     return;
                 }
+                // The server closed the session to shut down: the stream
+                // ends OK once its events (SessionEnded) are out.
+                Err(PushError::Ended)
+                    if session.end_reason() == Some(EndReason::ServerShutdown) =>
+                {
+                    return;
+                }
                 Err(PushError::NotPublisher) | Err(PushError::Ended) => {
                     let _ = tx
                         .send(Err(Status::aborted(

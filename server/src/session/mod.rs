@@ -206,6 +206,11 @@ impl Session {
         st.ring.bytes() + st.pipeline.buffered() + st.mux.bytes()
     }
 
+    /// Why the session ended, if it has.
+    pub fn end_reason(&self) -> Option<EndReason> {
+        self.lock().ended.as_ref().map(|e| e.reason)
+    }
+
     /// When the session ended (Unix ms), if it has.
     pub fn ended_at_ms(&self) -> Option<u64> {
         self.lock().ended.as_ref().map(|e| e.ended_at_ms)
