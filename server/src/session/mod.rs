@@ -192,6 +192,13 @@ impl Session {
         self.subscribers.load(Ordering::Relaxed)
     }
 
+    /// Items the furthest-behind subscriber has yet to take from the
+    /// session's fan-out (at most the subscriber buffer: beyond it, the
+    /// subscriber lags and is skipped forward).
+    pub fn subscriber_backlog(&self) -> usize {
+        self.tx.len()
+    }
+
     /// Bytes the session holds (ring and incomplete units), for limits and
     /// metrics.
     pub fn buffered_bytes(&self) -> usize {
