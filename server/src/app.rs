@@ -174,7 +174,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let auth = config
         .auth()
         .map_err(|reason| crate::config::ConfigError {
-            key: "auth-token",
+            key: "auth-token".into(),
             reason,
         })?
         .map(Arc::new);
@@ -278,7 +278,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     });
     if let Some(id) = &config.demo {
         let id = crate::ids::parse_session_id(id).map_err(|reason| crate::config::ConfigError {
-            key: "demo",
+            key: "demo".into(),
             reason,
         })?;
         crate::demo::spawn(registry.clone(), config.pipeline(), id);

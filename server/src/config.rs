@@ -218,7 +218,9 @@ const NOT_IN_FILE: &[&str] = &["config", "print-config", "mint-token", "help", "
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {key}: {reason}")]
 pub struct ConfigError {
-    pub key: &'static str,
+    /// The flag or config-file key (owned for a key read from a file: a
+    /// leaked `&'static str` per unknown key would grow with every load).
+    pub key: std::borrow::Cow<'static, str>,
     pub reason: String,
 }
 
@@ -316,9 +318,9 @@ impl Config {
 
     /// Checks ranges and names the bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |key, reason: &str| {
+        let err = |key: &'static str, reason: &str| {
             Err(ConfigError {
-                key,
+                key: key.into(),
                 reason: reason.to_string(),
             })
         };
@@ -375,7 +377,7 @@ impl Config {
         }
         if let Err(reason) = self.auth() {
             return Err(ConfigError {
-                key: "auth-token",
+                key: "auth-token".into(),
                 reason,
             });
         }
@@ -488,11 +490,11 @@ pub enum LoadError {
 /// whose environment variable is set (the environment wins over the file).
 fn file_args(cmd: &clap::Command, path: &std::path::Path) -> Result<Vec<OsString>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        key: "config",
+        key: "config".into(),
         reason: format!("cannot read {}: {e}", path.display()),
     })?;
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
-        key: "config",
+        key: "config".into(),
         reason: format!("{} is not valid TOML: {}", path.display(), e.message()),
     })?;
     let mut out = Vec::new();
@@ -502,7 +504,7 @@ fn file_args(cmd: &clap::Command, path: &std::path::Path) -> Result<Vec<OsString
             .get_arguments()
             .find(|a| a.get_long() == Some(long.as_str()) && !NOT_IN_FILE.contains(&long.as_str()))
             .ok_or_else(|| ConfigError {
-                key: Box::leak(key.clone().into_boxed_str()),
+                key: key.clone().into(),
                 reason: format!("unknown setting in {}", path.display()),
             })?;
         if arg
@@ -519,7 +521,7 @@ fn file_args(cmd: &clap::Command, path: &std::path::Path) -> Result<Vec<OsString
                 for item in items {
                     let toml::Value::String(s) = item else {
                         return Err(ConfigError {
-                            key: Box::leak(key.into_boxed_str()),
+                            key: key.into(),
                             reason: "expected a list of strings".into(),
                         });
                     };
@@ -534,7 +536,7 @@ fn file_args(cmd: &clap::Command, path: &std::path::Path) -> Result<Vec<OsString
             toml::Value::Boolean(b) => b.to_string(),
             other => {
                 return Err(ConfigError {
-                    key: Box::leak(key.into_boxed_str()),
+                    key: key.into(),
                     reason: format!("expected a string, number or boolean, got {other}"),
                 })
             }
