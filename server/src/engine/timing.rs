@@ -867,7 +867,7 @@ mod tests {
             poc: 0x0200,
             poc_resets: true,
             order_by_poc: true,
-            capture_ns: Some(0xff00_0000_0000_0000),
+            capture_ns: Some(0xffff_0000_0000_0000),
         });
         assert!(t1.pts >= t1.dts && t1.dts > t0.dts);
         // 2 fps: the next slot (after 7 dropped) is 8 periods of 45,000 on.
