@@ -145,7 +145,10 @@ fn check_init(c: &ConfigIn) {
         (u32::from(avc1.visual.width), u32::from(avc1.visual.height)),
         (c.width, c.height)
     );
-    assert_eq!(avc1.avcc.sequence_parameter_sets, [c.sps.clone()]);
+    assert_eq!(
+        avc1.avcc.sequence_parameter_sets,
+        std::slice::from_ref(&c.sps)
+    );
     assert_eq!(avc1.avcc.picture_parameter_sets, c.pps);
 }
 
