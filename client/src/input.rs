@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
-use liveslice_server::engine::access_unit::{AccessUnitAssembler, AssemblerLimits};
-use liveslice_server::engine::annexb::{AnnexBSplitter, Split};
-use liveslice_server::engine::container::{self, Container, SNIFF_BYTES};
+use liveslice_engine::access_unit::{AccessUnitAssembler, AssemblerLimits};
+use liveslice_engine::annexb::{AnnexBSplitter, Split};
+use liveslice_engine::container::{self, Container, SNIFF_BYTES};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// An input stream of H.264 Annex B bytes.
@@ -131,8 +131,8 @@ pub struct AuCutter {
     splitter: AnnexBSplitter,
     assembler: AccessUnitAssembler,
     splits: Vec<Split>,
-    aus: Vec<liveslice_server::engine::access_unit::AccessUnit>,
-    notes: Vec<liveslice_server::engine::access_unit::AssemblerNote>,
+    aus: Vec<liveslice_engine::access_unit::AccessUnit>,
+    notes: Vec<liveslice_engine::access_unit::AssemblerNote>,
     /// Bytes received and not yet handed out.
     pending: BytesMut,
     /// Stream offset of `pending[0]`.
@@ -153,7 +153,7 @@ pub enum Cut {
 
 impl AuCutter {
     pub fn new(max_pending: usize) -> Self {
-        let opts = liveslice_server::engine::PipelineOptions::default();
+        let opts = liveslice_engine::PipelineOptions::default();
         Self {
             splitter: AnnexBSplitter::new(opts.max_nal_bytes),
             assembler: AccessUnitAssembler::new(AssemblerLimits {
@@ -289,7 +289,7 @@ mod tests {
             "main_slices4_30.h264",
         ] {
             let data = testdata(name);
-            let frames = liveslice_server::engine::pipeline::frames_of(
+            let frames = liveslice_engine::pipeline::frames_of(
                 Bytes::from(data.clone()),
                 Default::default(),
             );

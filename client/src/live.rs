@@ -28,10 +28,10 @@ use std::path::Path;
 
 use anyhow::Result;
 use bytes::Bytes;
+use liveslice_engine::params::ParamSets;
+use liveslice_engine::playlist::{ManifestEdit, ManifestState, Manifests, PlaylistOptions};
+use liveslice_engine::{CodecConfig, Frame, SegmentRecord, TIMESCALE};
 use liveslice_proto::v1 as pb;
-use liveslice_server::engine::params::ParamSets;
-use liveslice_server::engine::playlist::{ManifestEdit, ManifestState, Manifests, PlaylistOptions};
-use liveslice_server::engine::{CodecConfig, Frame, SegmentRecord, TIMESCALE};
 
 use crate::tree::{nal_spans, TreeWriter};
 
@@ -150,7 +150,7 @@ impl LiveTree {
 
     /// Parses a keyframe's SPS/PPS and its first slice's PPS id into a
     /// codec config, as the engine does at every keyframe.
-    fn keyframe_config(&mut self, data: &Bytes, nals: &[liveslice_server::engine::NalSpan]) {
+    fn keyframe_config(&mut self, data: &Bytes, nals: &[liveslice_engine::NalSpan]) {
         let mut pps_id = None;
         for span in nals {
             let nal = data.slice(span.start as usize..span.end as usize);

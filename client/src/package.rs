@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use liveslice_server::engine::pipeline::DropReport;
-use liveslice_server::engine::timing::FrameRate;
-use liveslice_server::engine::{
+use liveslice_engine::pipeline::DropReport;
+use liveslice_engine::timing::FrameRate;
+use liveslice_engine::{
     CodecConfig, DropReason, Event, Frame, PipelineOptions, SessionPipeline, TIMESCALE,
 };
 use tokio::io::AsyncReadExt;

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
+use liveslice_engine::pipeline::ticks_to_ns;
+use liveslice_engine::timing::FrameRate;
+use liveslice_engine::{Event, Frame, PipelineOptions, SessionPipeline, TIMESCALE};
 use liveslice_proto::v1 as pb;
-use liveslice_server::engine::pipeline::ticks_to_ns;
-use liveslice_server::engine::timing::FrameRate;
-use liveslice_server::engine::{Event, Frame, PipelineOptions, SessionPipeline, TIMESCALE};
 use pb::slice_response::Event as PbEvent;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
@@ -631,7 +631,7 @@ pub struct AuSource {
     events: Vec<Event>,
     eof: bool,
     /// Drops of the last lap: (reason, total, first detail).
-    drops: BTreeMap<liveslice_server::engine::DropReason, (u64, String)>,
+    drops: BTreeMap<liveslice_engine::DropReason, (u64, String)>,
 }
 
 const READ_BYTES: usize = 64 * 1024;

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use liveslice_server::engine::mux::{cmaf, ts::TsMuxer};
-use liveslice_server::engine::{CodecConfig, Frame, NalSpan, SegmentRecord};
+use liveslice_engine::mux::{cmaf, ts::TsMuxer};
+use liveslice_engine::{CodecConfig, Frame, NalSpan, SegmentRecord};
 
 pub struct TreeWriter {
     dir: PathBuf,

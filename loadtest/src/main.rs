@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use liveslice_server::config::parse_duration;
 use tonic::transport::Endpoint;
 
 use run::{Plan, RampPlan, Rate};
@@ -53,7 +52,7 @@ struct Args {
     #[arg(long, value_enum, default_value = "realtime")]
     rate: Rate,
     /// How long to publish (at most 10m). Ignored with --ramp.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// Open the sessions but send no frames (an empty keep-alive every 10 s):
     /// for measuring what an idle session costs the server.
@@ -74,10 +73,10 @@ struct Args {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=5000))]
     step: u32,
     /// How long each ramp step is measured.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     step_duration: Duration,
     /// The p99 latency a ramp step may not exceed.
-    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
     max_p99: Duration,
     /// The ramp's last step.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5000))]

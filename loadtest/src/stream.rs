@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use liveslice_server::engine::pipeline::ticks_to_ns;
-use liveslice_server::engine::{Event, PipelineOptions, SessionPipeline};
+use liveslice_engine::pipeline::ticks_to_ns;
+use liveslice_engine::{Event, PipelineOptions, SessionPipeline};
 
 /// High profile with B-frames, 320x180, 30 fps, 6 s (what `--demo` loops).
 static DEFAULT_STREAM: &[u8] = include_bytes!("../../testdata/high_bframes_30.h264");

@@ -54,6 +54,10 @@ pub struct Auth {
 }
 
 const PREFIX: &str = "lsv1";
+/// Shortest `--auth-secret` accepted.
+pub const MIN_SECRET_LEN: usize = 16;
+/// Shortest static token (the TOKEN of `--auth-token ROLE:SESSION:TOKEN`).
+pub const MIN_TOKEN_LEN: usize = 8;
 
 impl Auth {
     /// From `--auth-token ROLE:SESSION:TOKEN` entries (ROLE publish, play or
@@ -78,8 +82,10 @@ impl Auth {
                 "any" => None,
                 other => return Err(format!("role {other:?} is not publish, play or any")),
             };
-            if token.len() < 8 {
-                return Err("tokens must be at least 8 characters".into());
+            if token.len() < MIN_TOKEN_LEN {
+                return Err(format!(
+                    "{role_text}:{session}:…: the token must be at least {MIN_TOKEN_LEN} characters"
+                ));
             }
             let session = if session == "*" {
                 session.to_string()
@@ -94,8 +100,10 @@ impl Auth {
             });
         }
         if let Some(s) = secret {
-            if s.len() < 16 {
-                return Err("the auth secret must be at least 16 characters".into());
+            if s.len() < MIN_SECRET_LEN {
+                return Err(format!(
+                    "the auth secret must be at least {MIN_SECRET_LEN} characters"
+                ));
             }
         }
         Ok(Some(Auth {

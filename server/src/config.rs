@@ -131,9 +131,11 @@ pub struct Config {
     /// memory or 2 GiB, whichever is smaller.
     #[arg(long, env = "LIVESLICE_MEMORY_LIMIT")]
     pub memory_limit: Option<usize>,
-    /// Items a subscriber may fall behind before it is skipped forward to
-    /// the next keyframe.
-    #[arg(long, env = "LIVESLICE_SUBSCRIBER_BUFFER", default_value_t = 512)]
+    /// Items (frames and events) a subscriber may fall behind the newest
+    /// before it is moved to the newest random access point (with a Lagged
+    /// event). 0: as far as the live window holds, so a slow subscriber
+    /// loses nothing the window still has.
+    #[arg(long, env = "LIVESLICE_SUBSCRIBER_BUFFER", default_value_t = 0)]
     pub subscriber_buffer: usize,
     /// How long a vanished publisher may take to reconnect and continue.
     #[arg(long, env = "LIVESLICE_PUBLISHER_GRACE", default_value = "10s", value_parser = parse_duration)]
@@ -372,8 +374,21 @@ impl Config {
         if self.shutdown_timeout > Duration::from_secs(600) {
             return err("shutdown-timeout", "must be at most 10m");
         }
-        if self.subscriber_buffer < 16 {
-            return err("subscriber-buffer", "must be at least 16");
+        if self.subscriber_buffer != 0 && self.subscriber_buffer < 16 {
+            return err("subscriber-buffer", "must be 0 (the window) or at least 16");
+        }
+        if self
+            .auth_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < crate::auth::MIN_SECRET_LEN)
+        {
+            return Err(ConfigError {
+                key: "auth-secret".into(),
+                reason: format!(
+                    "must be at least {} characters (e.g. `openssl rand -hex 32`)",
+                    crate::auth::MIN_SECRET_LEN
+                ),
+            });
         }
         if let Err(reason) = self.auth() {
             return Err(ConfigError {
@@ -430,7 +445,7 @@ impl Config {
         SessionDefaults {
             max_sessions: self.max_sessions,
             max_subscribers_per_session: self.max_subscribers,
-            broadcast_capacity: self.subscriber_buffer,
+            max_lag_items: self.subscriber_buffer,
             ring_max_bytes: self.ring_bytes,
             memory_limit: self.effective_memory_limit(),
             publisher_grace: self.publisher_grace,

@@ -1,12 +1,13 @@
 //! liveslice: a live H.264 slicing server.
 //!
 //! [`engine`] is the pure core (Annex B bytes in; timed frames, segments and
-//! manifests out). With the `service` feature (on by default), [`session`]
+//! manifests out), the `liveslice-engine` crate re-exported. With the
+//! `service` feature (on by default), [`session`]
 //! keeps each session's state and fans it out, [`grpc`] is `SliceService`,
 //! [`http`] the origin, and [`app`] starts it all. The engine never imports
 //! the layers around it, and builds without them.
 
-pub mod engine;
+pub use liveslice_engine as engine;
 pub mod ids;
 
 #[cfg(feature = "service")]

@@ -24,6 +24,8 @@ pub const PUBLISH_TO_SEND: &str = "liveslice_publish_to_send_seconds";
 pub const LAG_SKIPS: &str = "liveslice_subscriber_lag_skips_total";
 pub const GRPC_CALLS: &str = "liveslice_grpc_calls_total";
 pub const HTTP_REQUESTS: &str = "liveslice_http_requests_total";
+/// Time from a request's arrival to its response headers, by kind.
+pub const HTTP_DURATION: &str = "liveslice_http_request_duration_seconds";
 /// HTTP connections refused or not accepted, by reason (`limit`,
 /// `accept_error`).
 pub const HTTP_CONNECTIONS_SHED: &str = "liveslice_http_connections_shed_total";
@@ -47,6 +49,14 @@ pub fn install() -> Option<PrometheusHandle> {
                 )
                 .ok()?
                 .set_buckets_for_metric(
+                    Matcher::Full(HTTP_DURATION.into()),
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0,
+                    ],
+                )
+                .ok()?
+                .set_buckets_for_metric(
                     Matcher::Full(PUBLISH_TO_SEND.into()),
                     &[
                         0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -56,6 +66,7 @@ pub fn install() -> Option<PrometheusHandle> {
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
             describe();
+            zeros();
             Some(handle)
         })
         .clone()
@@ -78,6 +89,11 @@ fn describe() {
     describe_counter!(LAG_SKIPS, "Times a slow subscriber was skipped forward");
     describe_counter!(GRPC_CALLS, "StreamSlices calls, by role and final status");
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by kind and status");
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "Time from an HTTP request's arrival to its response headers, by kind"
+    );
     describe_counter!(
         HTTP_CONNECTIONS_SHED,
         "HTTP connections refused over --http-max-connections, or accept errors, by reason"
@@ -98,6 +114,23 @@ fn describe() {
         SUBSCRIBERS,
         "Attached gRPC subscribers (a publisher's own event stream is not one)"
     );
+}
+
+/// Counters that may stay at zero for a long time (or forever) are in the
+/// scrape from the start, so dashboards and `rate()` see 0 rather than no
+/// series.
+fn zeros() {
+    for c in [
+        FRAMES_IN, BYTES_IN, FRAMES_OUT, BYTES_OUT, SEGMENTS, LAG_SKIPS,
+    ] {
+        counter!(c).increment(0);
+    }
+    for reason in DropReason::ALL {
+        counter!(FRAMES_DROPPED, "reason" => reason.as_str()).increment(0);
+    }
+    for reason in ["limit", "accept_error"] {
+        counter!(HTTP_CONNECTIONS_SHED, "reason" => reason).increment(0);
+    }
 }
 
 /// Renders the scrape, refreshing the gauges from the registry first.

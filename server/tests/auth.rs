@@ -214,6 +214,61 @@ async fn tokens_gate_publishing_and_playing() {
     server.shutdown().await;
 }
 
+/// The README's mint example, run as written (with the secret `openssl rand
+/// -hex 32` would give), and secrets and tokens that are too short, refused
+/// naming their own key.
+#[test]
+fn readme_mint_example_works_and_short_secrets_name_their_key() {
+    let bin = env!("CARGO_BIN_EXE_liveslice-server");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("liveslice-server --mint-token "))
+        .expect("the README's mint example");
+    let args: Vec<&str> = line.split('#').next().unwrap().split_whitespace().collect();
+    assert!(
+        readme.contains("export LIVESLICE_AUTH_SECRET=$(openssl rand -hex 32)"),
+        "the README sets the secret it mints with"
+    );
+    let run = |args: &[&str], secret: Option<&str>| {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(args);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("LIVESLICE_") {
+                cmd.env_remove(k);
+            }
+        }
+        if let Some(s) = secret {
+            cmd.env("LIVESLICE_AUTH_SECRET", s);
+        }
+        cmd.output().unwrap()
+    };
+    let hex64 = "3f".repeat(32);
+    let out = run(&args[1..], Some(&hex64));
+    assert!(
+        out.status.success(),
+        "{line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("lsv1:play:cam1:"));
+
+    let out = run(&args[1..], Some("fifteen-chars!!"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("auth-secret") && err.contains("at least 16") && !err.contains("auth-token"),
+        "{err}"
+    );
+    let out = run(&["--auth-token", "play:cam1:short", "--print-config"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("auth-token") && err.contains("at least 8"),
+        "{err}"
+    );
+}
+
 #[test]
 fn minted_tokens_verify() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_liveslice-server"))

@@ -6,8 +6,14 @@
 //! player error. Screenshots go to `$LIVESLICE_SCREENSHOT_DIR` (default
 //! `target/tmp/browser-screenshots`).
 //!
+//! The web console too (`browser/check-console.mjs`): the session list's
+//! numbers move while the demo session is live, the player page draws its
+//! plots and shows the manifests (in hls.js and dash.js mode, reading how far
+//! behind live each sits), and an unknown session gets the 404 page.
+//!
 //! Needs `apt-get install -y chromium` and `npm ci --prefix browser`; fails
-//! without them (skips with `LIVESLICE_ALLOW_SKIP=1`).
+//! without them (skips with `LIVESLICE_ALLOW_SKIP=1`). The two tests take
+//! turns (one Chromium at a time).
 
 mod common;
 
@@ -48,6 +54,10 @@ fn missing_prerequisites(browser_dir: &Path) -> Vec<&'static str> {
     missing
 }
 
+/// One browser test at a time: two Chromiums playing side by side on a
+/// small machine would make each other late.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Reads a child's pipe to the end on a thread.
 fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
@@ -57,8 +67,12 @@ fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn player_pages_play_in_chromium() {
+/// Runs `node browser/SCRIPT BASE demo SHOTS` against a fresh server with
+/// the demo publisher: (exit status or None on timeout, JSON result lines,
+/// all output).
+async fn run_script(
+    script: &str,
+) -> Option<(Option<std::process::ExitStatus>, Vec<String>, String)> {
     let root = repo_root();
     let browser_dir = root.join("browser");
     let missing = missing_prerequisites(&browser_dir);
@@ -69,8 +83,9 @@ async fn player_pages_play_in_chromium() {
         missing.is_empty(),
         "the commands in parentheses (.ci/run runs them)",
     ) {
-        return;
+        return None;
     }
+    let _turn = ONE_AT_A_TIME.lock().await;
 
     let mut config = test_config();
     config.demo = Some("demo".into());
@@ -80,10 +95,10 @@ async fn player_pages_play_in_chromium() {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots"));
 
-    let script = browser_dir.join("check-player.mjs");
+    let path = browser_dir.join(script);
     let run = tokio::task::spawn_blocking(move || {
         let mut child = Command::new("node")
-            .arg(&script)
+            .arg(&path)
             .arg(&base)
             .arg("demo")
             .arg(&shots)
@@ -92,12 +107,12 @@ async fn player_pages_play_in_chromium() {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("run node browser/check-player.mjs");
+            .expect("run node");
         let out = drain(child.stdout.take().unwrap());
         let err = drain(child.stderr.take().unwrap());
         let started = Instant::now();
         let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for check-player") {
+            if let Some(status) = child.try_wait().expect("wait for node") {
                 break Some(status);
             }
             if started.elapsed() > LIMIT {
@@ -114,15 +129,27 @@ async fn player_pages_play_in_chromium() {
             started.elapsed(),
         )
     });
-    let (status, stdout, stderr, took) = run.await.expect("check-player task");
+    let (status, stdout, stderr, took) = run.await.expect("browser script task");
     server.shutdown().await;
 
-    println!("check-player ({took:.1?}):\n{stdout}");
+    println!("{script} ({took:.1?}):\n{stdout}");
     if !stderr.is_empty() {
-        println!("check-player stderr:\n{stderr}");
+        println!("{script} stderr:\n{stderr}");
     }
+    let lines = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(str::to_string)
+        .collect();
+    Some((status, lines, stdout))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn player_pages_play_in_chromium() {
+    let Some((status, lines, _)) = run_script("check-player.mjs").await else {
+        return;
+    };
     let status = status.unwrap_or_else(|| panic!("check-player did not finish within {LIMIT:?}"));
-    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with('{')).collect();
     for mode in ["hls", "dash", "native"] {
         let tag = format!("\"mode\":\"{mode}\"");
         let line = lines
@@ -132,4 +159,36 @@ async fn player_pages_play_in_chromium() {
         assert!(line.contains("\"ok\":true"), "{mode} did not play: {line}");
     }
     assert!(status.success(), "check-player failed: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_console_in_chromium() {
+    let Some((status, lines, _)) = run_script("check-console.mjs").await else {
+        return;
+    };
+    let status = status.unwrap_or_else(|| panic!("check-console did not finish within {LIMIT:?}"));
+    for check in ["console", "plots-hls", "plots-dash", "not-found"] {
+        let line = lines
+            .iter()
+            .find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                (v["check"] == check).then_some(v)
+            })
+            .unwrap_or_else(|| panic!("no result for {check}"));
+        assert_eq!(line["ok"], true, "{check}: {line}");
+        if check == "console" {
+            let (a, b) = (&line["first"]["frames"], &line["second"]["frames"]);
+            assert!(
+                b.as_u64() > a.as_u64(),
+                "the console's frame count did not move: {a} then {b}"
+            );
+        }
+        if check.starts_with("plots-") {
+            println!(
+                "{check}: {}s behind live (player's latency), {}s behind the seekable end",
+                line["latencyS"], line["behindEdgeS"]
+            );
+        }
+    }
+    assert!(status.success(), "check-console failed: {status}");
 }

@@ -235,6 +235,23 @@ fn kubernetes_manifests_parse_and_agree() {
     let svc = doc("Service");
     assert_eq!(dep.get("apiVersion"), "apps/v1");
 
+    // The image is the one the README and the Dockerfile build.
+    let image = dep.get("spec.template.spec.containers.0.image");
+    let build = format!("docker build -t {image} .");
+    assert!(
+        read("README.md").contains(&format!("`{build}`")),
+        "README does not build {image} (`{build}`)"
+    );
+    assert!(
+        read("Dockerfile").contains(&build),
+        "the Dockerfile's header does not build {image}"
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        image.ends_with(&format!(":{version}")),
+        "{image}: tag the crate version {version}"
+    );
+
     // Labels: the selector picks the pod template, the Service the pods.
     let label = "app.kubernetes.io/name";
     let app = dep.get(&format!("spec.template.metadata.labels.{label}"));
@@ -486,7 +503,22 @@ fn dockerfile_builds_the_server_and_runs_it_unprivileged() {
         froms[0]
     );
     assert_eq!(froms[1], "FROM debian:bookworm-slim");
-    assert!(text.contains("cargo build --release --locked -p liveslice-server"));
+    assert!(text.contains("cargo build --release --locked -p liveslice-server -p liveslice"));
+    // Both binaries reach the final image.
+    for bin in ["liveslice-server", "liveslice"] {
+        assert!(
+            text.contains(&format!(
+                "install -m 0755 target/release/{bin} /usr/local/bin/{bin}"
+            )),
+            "{bin} is not installed in the build stage"
+        );
+        assert!(
+            lines.contains(
+                &format!("COPY --from=build /usr/local/bin/{bin} /usr/local/bin/{bin}").as_str()
+            ),
+            "{bin} is not copied into the image"
+        );
+    }
     assert!(lines.contains(&"EXPOSE 50051 8080"));
     assert!(text.contains("LIVESLICE_GRPC_ADDR=0.0.0.0:50051"));
     assert!(text.contains("LIVESLICE_HTTP_ADDR=0.0.0.0:8080"));

@@ -567,18 +567,21 @@ async fn open_gop_plays_live_and_late_joiners_start_near_the_live_edge() {
     // The first 8 s or so (a third of the bytes), then stop sending.
     let third = data.len() / 3;
     p.send_chunked(&data[..third], &[16 * 1024]).await;
-    let mut served = false;
-    for _ in 0..50 {
-        if get(&format!("{base}/live/og/index.m3u8")).await.0 == 200 {
-            served = true;
-            break;
+    // The third of the stream sent holds about four 2 s segments' worth.
+    let mut live = None;
+    for _ in 0..100 {
+        let (status, _, body) = get(&format!("{base}/live/og/index.m3u8")).await;
+        if status == 200 {
+            let h = common::history::parse_hls(&String::from_utf8(body).unwrap());
+            if h.segments.len() >= 2 {
+                live = Some(h);
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(served, "the playlist is served while the publisher sends");
-    let (_, _, body) = get(&format!("{base}/live/og/index.m3u8")).await;
-    let live = common::history::parse_hls(&String::from_utf8(body).unwrap());
-    assert!(live.segments.len() >= 2 && !live.ended, "{live:?}");
+    let live = live.expect("the playlist is served while the publisher sends");
+    assert!(!live.ended, "{live:?}");
     for path in ["ts/index.m3u8", "manifest.mpd"] {
         assert_eq!(
             get(&format!("{base}/live/og/{path}")).await.0,

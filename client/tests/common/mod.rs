@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use liveslice_engine::{Event, PipelineOptions, SessionPipeline};
 use liveslice_server::app::{self, Running};
 use liveslice_server::config::Config;
-use liveslice_server::engine::{Event, PipelineOptions, SessionPipeline};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_liveslice");
 
@@ -52,11 +52,6 @@ pub fn test_config() -> Config {
         publisher_grace: Duration::from_millis(500),
         subscribe_wait: Duration::from_secs(10),
         linger: Duration::from_secs(60),
-        // Files are published as fast as the server takes them: a 600-frame
-        // stream outruns the default 512-item fan-out, and the publisher's
-        // own event stream would be skipped forward past segment events
-        // (the lag policy; the media-log redesign removes it).
-        subscriber_buffer: 4096,
         ..Default::default()
     }
 }

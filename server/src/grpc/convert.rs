@@ -81,7 +81,7 @@ pub fn session_info(id: &str, s: &Snapshot, changed: bool) -> pb::SliceResponse 
         hls_ts_state: Some(state(&s.hls_ts)),
         dash_state: Some(state(&s.dash)),
         hls_ts_playlist: s.hls_ts.render(),
-        start_frame_index: s.frames.first().map_or(0, |f| f.index),
+        start_frame_index: s.start_frame.unwrap_or(0),
         timing_note: s.timing_note.clone().unwrap_or_default(),
     }))
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use liveslice_proto::v1 as pb;
 use pb::slice_service_server::SliceService;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
@@ -25,10 +25,11 @@ use tracing::Instrument;
 use crate::auth::{Access, Auth, AuthError};
 use crate::engine::timing::FrameRate;
 use crate::engine::PipelineOptions;
+use crate::session::log::Read;
 use crate::session::subscriber::{Delivery, SubscriberFilter, SubscriberOptions};
 use crate::session::{
     EndReason, PushError, Registry, RegistryError, Session, SessionItem, SessionOptions, Snapshot,
-    SubscriberGuard,
+    SubscriberGuard, Subscription,
 };
 
 /// Limits and defaults of the gRPC side.
@@ -277,11 +278,10 @@ impl SliceServiceImpl {
         let _ = tx.try_send(Ok(ack));
         // The publisher hears the session's events (and frames if echoed)
         // from now on, without a replay of the window.
-        let (mut snapshot, brx, guard) = session.join();
+        let (snapshot, sub, guard) = session.join(false);
         // The publisher's own event stream is not a viewer: it does not
         // count against --max-subscribers (nor in the subscribers gauge).
         drop(guard);
-        snapshot.frames.clear();
         let sub_opts = SubscriberOptions {
             frames: opts.echo_frames,
             events: true,
@@ -293,7 +293,7 @@ impl SliceServiceImpl {
             run_subscriber(
                 session.clone(),
                 snapshot,
-                brx,
+                sub,
                 None,
                 sub_opts,
                 tx.clone(),
@@ -335,11 +335,8 @@ impl SliceServiceImpl {
             .wait_for(&id, wait)
             .await
             .map_err(|e| registry_status(e, &id))?;
-        let (snapshot, brx, guard) = session.join();
-        tracing::info!(
-            start_frame = snapshot.frames.first().map(|f| f.index),
-            "subscriber joined"
-        );
+        let (snapshot, log_sub, guard) = session.join(!sub.no_frames);
+        tracing::info!(start_frame = snapshot.start_frame, "subscriber joined");
         let (tx, rx) = mpsc::channel(self.config.response_buffer);
         let opts = SubscriberOptions {
             frames: !sub.no_frames,
@@ -350,7 +347,7 @@ impl SliceServiceImpl {
         };
         tokio::spawn(
             async move {
-                run_subscriber(session, snapshot, brx, Some(guard), opts, tx, true).await;
+                run_subscriber(session, snapshot, log_sub, Some(guard), opts, tx, true).await;
                 // The subscriber's request stream is kept open until its
                 // response stream is done; it has nothing more to say.
                 drop(inbound);
@@ -470,7 +467,7 @@ async fn run_publisher(
 async fn run_subscriber(
     session: Arc<Session>,
     snapshot: Snapshot,
-    mut rx: broadcast::Receiver<SessionItem>,
+    mut sub: Subscription,
     _guard: Option<SubscriberGuard>,
     opts: SubscriberOptions,
     tx: Out,
@@ -487,14 +484,10 @@ async fn run_subscriber(
         return;
     }
     let mut out = Vec::new();
-    filter.skipped_leading(snapshot.leading_skipped);
     if let Some(end) = &snapshot.ended {
         filter.on_item(SessionItem::Ended(end.clone()), &mut out);
-    } else {
-        for f in snapshot.frames.iter().cloned() {
-            filter.on_item(SessionItem::Frame(f), &mut out);
-        }
     }
+    let mut items = Vec::with_capacity(READ_BATCH);
     let mut last_snapshot = snapshot;
     let mut last_init: Option<u32> = None;
     let mut responses = Vec::with_capacity(2);
@@ -533,26 +526,36 @@ async fn run_subscriber(
                 return;
             }
         }
-        // A client that went away frees its place at once, not at the
-        // session's next item.
-        let next = tokio::select! {
-            r = rx.recv() => r,
-            _ = tx.closed() => return,
-        };
-        match next {
-            Ok(item) => filter.on_item(item, &mut out),
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                lag_skips.increment(1);
-                tracing::debug!(
-                    skipped = n,
-                    "subscriber lagged; skipping to the next keyframe"
-                );
-                filter.lagged(n);
+        // Read from the cursor; when caught up, wait for the session to
+        // append (or the client to go away: its place is freed at once).
+        if let Read::Lagged { skipped } = session.read(&mut sub, &mut items, READ_BATCH) {
+            lag_skips.increment(1);
+            tracing::debug!(
+                skipped,
+                "subscriber passed by eviction; resuming at the newest random access point"
+            );
+            filter.lagged(skipped);
+            continue;
+        }
+        if items.is_empty() {
+            tokio::select! {
+                r = sub.wake.changed() => {
+                    if r.is_err() {
+                        return; // the session is gone
+                    }
+                }
+                _ = tx.closed() => return,
             }
-            Err(broadcast::error::RecvError::Closed) => return,
+            continue;
+        }
+        for item in items.drain(..) {
+            filter.on_item(item, &mut out);
         }
     }
 }
+
+/// Items a subscriber takes from the log per lock.
+const READ_BATCH: usize = 64;
 
 fn deliveries(
     session: &Session,

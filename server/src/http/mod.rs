@@ -4,6 +4,7 @@
 //! the engine from the session's segment records; this module only looks
 //! sessions up and sets headers.
 
+mod api;
 mod pages;
 pub mod serve;
 
@@ -50,9 +51,14 @@ pub fn router(registry: Arc<Registry>, auth: Option<Arc<Auth>>) -> Router {
     let metrics_route = Router::new()
         .route("/metrics", get(metrics))
         .with_state(state);
+    let viewers = Arc::new(api::HttpViewers::default());
     Router::new()
         .route("/", get(pages::index))
+        .route("/api/sessions", get(api::sessions))
+        .route("/api/sessions/{session}", get(api::session))
         .route("/player/{session}", get(pages::player))
+        .route("/favicon.ico", get(pages::favicon))
+        .route("/favicon.svg", get(pages::favicon))
         .route("/assets/hls.min.js", get(pages::hls_js))
         .route("/assets/dash.mediaplayer.min.js", get(pages::dash_js))
         .route("/time", get(time))
@@ -64,6 +70,7 @@ pub fn router(registry: Arc<Registry>, auth: Option<Arc<Auth>>) -> Router {
         .route("/live/{session}/{file}", get(cmaf_file))
         .with_state(registry)
         .merge(metrics_route)
+        .layer(Extension(viewers))
         .layer(axum::middleware::from_fn_with_state(auth, authorize))
         .layer(axum::middleware::from_fn(session_from_path))
         .layer(axum::middleware::from_fn(count_requests))
@@ -71,7 +78,7 @@ pub fn router(registry: Arc<Registry>, auth: Option<Arc<Auth>>) -> Router {
 }
 
 /// The session a request's path names (`/live/{session}/…`,
-/// `/player/{session}`), decoded and validated once by
+/// `/player/{session}`, `/api/sessions/{session}`), decoded and validated once by
 /// [`parse_session_id`]; authorization and every handler use this, never
 /// the raw path.
 #[derive(Clone, Debug)]
@@ -83,7 +90,8 @@ pub(crate) struct SessionId(pub(crate) String);
 pub fn raw_session_segment(path: &str) -> Option<&str> {
     let rest = path
         .strip_prefix("/live/")
-        .or_else(|| path.strip_prefix("/player/"))?;
+        .or_else(|| path.strip_prefix("/player/"))
+        .or_else(|| path.strip_prefix("/api/sessions/"))?;
     Some(rest.split('/').next().unwrap_or(rest))
 }
 
@@ -111,8 +119,9 @@ async fn session_from_path(
 #[derive(Clone)]
 struct QueryToken(String);
 
-/// With auth on, everything that names a session (and the session list)
-/// needs a play token for it; the player assets, `/time`, `/healthz` and
+/// With auth on, everything that names a session needs a play token for
+/// it, and the session list (`/`, `/api/sessions`) one for every session
+/// (`*`); the player assets, the favicon, `/time`, `/healthz` and
 /// `/metrics` stay open.
 async fn authorize(
     State(auth): State<Option<Arc<Auth>>>,
@@ -122,7 +131,7 @@ async fn authorize(
     let Some(auth) = auth else {
         return next.run(req).await;
     };
-    let session = if req.uri().path() == "/" {
+    let session = if matches!(req.uri().path(), "/" | "/api/sessions") {
         Some("*".to_string())
     } else {
         req.extensions().get::<SessionId>().map(|s| s.0.clone())
@@ -244,7 +253,10 @@ async fn count_requests(req: axum::extract::Request, next: axum::middleware::Nex
     } else {
         "other"
     };
+    let started = std::time::Instant::now();
     let resp = next.run(req).await;
+    ::metrics::histogram!(crate::metrics::HTTP_DURATION, "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
     ::metrics::counter!(
         crate::metrics::HTTP_REQUESTS,
         "kind" => kind,
@@ -291,16 +303,48 @@ fn no_session(id: &str) -> Response {
     not_found(format!("no session {id:?}\n"))
 }
 
+/// Who fetched a manifest: counted as an HTTP viewer of its session.
+struct Viewer {
+    viewers: Arc<api::HttpViewers>,
+    ip: Option<std::net::IpAddr>,
+    agent: Option<String>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Viewer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Viewer {
+            viewers: parts
+                .extensions
+                .get::<Arc<api::HttpViewers>>()
+                .cloned()
+                .unwrap_or_default(),
+            ip: parts.extensions.get::<api::PeerAddr>().map(|p| p.0.ip()),
+            agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        })
+    }
+}
+
 async fn manifest(
     registry: &Registry,
     id: &str,
     kind: ManifestKind,
     ct: &'static str,
     token: Option<axum::Extension<QueryToken>>,
+    viewer: Viewer,
 ) -> Response {
     let Some(s) = session(registry, id) else {
         return no_session(id);
     };
+    viewer.viewers.saw(id, viewer.ip, viewer.agent.as_deref());
     match s.manifest(kind) {
         Some(text) => match token {
             Some(axum::Extension(QueryToken(t))) => {
@@ -316,24 +360,27 @@ async fn hls_cmaf(
     State(r): State<Arc<Registry>>,
     Extension(SessionId(id)): Extension<SessionId>,
     token: Option<axum::Extension<QueryToken>>,
+    viewer: Viewer,
 ) -> Response {
-    manifest(&r, &id, ManifestKind::HlsCmaf, HLS, token).await
+    manifest(&r, &id, ManifestKind::HlsCmaf, HLS, token, viewer).await
 }
 
 async fn hls_ts(
     State(r): State<Arc<Registry>>,
     Extension(SessionId(id)): Extension<SessionId>,
     token: Option<axum::Extension<QueryToken>>,
+    viewer: Viewer,
 ) -> Response {
-    manifest(&r, &id, ManifestKind::HlsTs, HLS, token).await
+    manifest(&r, &id, ManifestKind::HlsTs, HLS, token, viewer).await
 }
 
 async fn dash(
     State(r): State<Arc<Registry>>,
     Extension(SessionId(id)): Extension<SessionId>,
     token: Option<axum::Extension<QueryToken>>,
+    viewer: Viewer,
 ) -> Response {
-    manifest(&r, &id, ManifestKind::Dash, DASH, token).await
+    manifest(&r, &id, ManifestKind::Dash, DASH, token, viewer).await
 }
 
 fn mux_response(

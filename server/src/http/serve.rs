@@ -90,9 +90,9 @@ pub async fn serve(
     let busy_permits = Arc::new(Semaphore::new(BUSY_REPLIES));
     let (closing_tx, closing) = watch::channel(false);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             a = listener.accept() => match a {
-                Ok((tcp, _)) => tcp,
+                Ok(a) => a,
                 Err(e) if is_per_connection(&e) => continue,
                 Err(e) => {
                     // Out of file descriptors (or memory): accepting again
@@ -126,7 +126,10 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let tls = tls.clone();
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(WithPeer {
+            inner: router.clone(),
+            peer: super::api::PeerAddr(peer),
+        });
         let closing = closing.clone();
         tokio::spawn(async move {
             let activity = Activity::new();
@@ -154,7 +157,33 @@ pub(crate) fn is_per_connection(e: &std::io::Error) -> bool {
     )
 }
 
-type Service = TowerToHyperService<axum::Router>;
+type Service = TowerToHyperService<WithPeer>;
+
+/// The router, with the connection's peer address on every request (the
+/// console's estimate of HTTP viewers reads it).
+#[derive(Clone)]
+struct WithPeer {
+    inner: axum::Router,
+    peer: super::api::PeerAddr,
+}
+
+impl<B> tower_service::Service<axum::http::Request<B>> for WithPeer
+where
+    axum::Router: tower_service::Service<axum::http::Request<B>>,
+{
+    type Response = <axum::Router as tower_service::Service<axum::http::Request<B>>>::Response;
+    type Error = <axum::Router as tower_service::Service<axum::http::Request<B>>>::Error;
+    type Future = <axum::Router as tower_service::Service<axum::http::Request<B>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower_service::Service::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut req: axum::http::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.peer);
+        tower_service::Service::call(&mut self.inner, req)
+    }
+}
 
 async fn connection(
     io: Tracked<TcpStream>,

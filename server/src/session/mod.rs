@@ -2,13 +2,15 @@
 //! frames and segments, and the fan-out to subscribers.
 //!
 //! The publisher's task drives the pipeline under the session lock and
-//! broadcasts every event while still holding it, so a subscriber that joins
-//! (also under the lock) gets a snapshot and a receiver with nothing missing
-//! and nothing twice. Fan-out is a bounded `tokio::sync::broadcast`: the
-//! publisher never waits for a subscriber, and a subscriber that falls behind
-//! finds it has lagged and skips forward to the next keyframe (see
-//! [`subscriber`]).
+//! appends every event to the session's item [`log`] while still holding
+//! it, so a subscriber that joins (also under the lock) gets a snapshot and
+//! a cursor with nothing missing and nothing twice. A subscriber is a cursor
+//! into the log plus a wake-up (a `watch` of the log's end): the publisher
+//! never waits for a subscriber, a slow subscriber reads every item the
+//! window still holds, and one that eviction passes resumes at the newest
+//! random access point (see [`subscriber`]).
 
+pub mod log;
 pub mod mux_cache;
 pub mod registry;
 pub mod ring;
@@ -19,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::engine::pipeline::{DropReport, EngineError, Event, SegmentEvent};
 use crate::engine::playlist::{ManifestState, ManifestUpdate};
@@ -80,11 +82,9 @@ pub struct Snapshot {
     pub availability_start_ms: u64,
     pub segment_target_ms: u32,
     pub window: u32,
-    /// Frames from the newest random access point in the ring on, without
-    /// its leading pictures.
-    pub frames: Vec<Arc<Frame>>,
-    /// Leading pictures of that random access point left out of `frames`.
-    pub leading_skipped: u32,
+    /// Index of the frame a joining subscriber starts at (the newest random
+    /// access point), when it starts with frames.
+    pub start_frame: Option<u64>,
     pub ended: Option<Arc<SessionEnd>>,
     /// Why the stream's own timing was overruled, if it was.
     pub timing_note: Option<String>,
@@ -106,7 +106,11 @@ struct SessionState {
     generation: u64,
     ended: Option<Arc<SessionEnd>>,
     events: Vec<Event>,
-    mux: MuxCache,
+    /// Parameter-set generations still referenced, by id (for muxing).
+    configs: std::collections::BTreeMap<u32, Arc<CodecConfig>>,
+    /// The playlists' media sequence (first listed segment).
+    first_listed: u64,
+    log: log::ItemLog,
 }
 
 /// One live session.
@@ -114,7 +118,13 @@ pub struct Session {
     pub id: String,
     pub options: SessionOptions,
     state: Mutex<SessionState>,
-    tx: broadcast::Sender<SessionItem>,
+    /// Muxed segment bytes, behind their own lock (see [`mux_cache`]).
+    mux: Mutex<MuxCache>,
+    /// The item log's end position, for subscribers' wake-ups.
+    log_end: watch::Sender<u64>,
+    /// Items a subscriber may fall behind the newest before it is moved on
+    /// (0: as far as the log holds).
+    max_lag_items: u64,
     subscribers: AtomicUsize,
     /// Flips to true when the session ends, for tasks that must stop then.
     ended_tx: watch::Sender<bool>,
@@ -141,10 +151,9 @@ impl Session {
     fn new(
         id: String,
         mut options: SessionOptions,
-        broadcast_capacity: usize,
+        max_lag_items: usize,
         ring_max_bytes: usize,
     ) -> Self {
-        let (tx, _) = broadcast::channel(broadcast_capacity.max(16));
         // The engine keeps the window within the ring's budget, so the ring
         // evicts only whole segments the playlists no longer list.
         options.pipeline.max_window_bytes = ring_max_bytes;
@@ -157,11 +166,15 @@ impl Session {
                 generation: 0,
                 ended: None,
                 events: Vec::new(),
-                mux: MuxCache::new(window),
+                configs: Default::default(),
+                first_listed: 0,
+                log: log::ItemLog::default(),
             }),
+            mux: Mutex::new(MuxCache::new(window)),
             id,
             options,
-            tx,
+            log_end: watch::channel(0).0,
+            max_lag_items: max_lag_items as u64,
             subscribers: AtomicUsize::new(0),
             ended_tx: watch::channel(false).0,
         }
@@ -192,11 +205,12 @@ impl Session {
         self.subscribers.load(Ordering::Relaxed)
     }
 
-    /// Items the furthest-behind subscriber has yet to take from the
-    /// session's fan-out (at most the subscriber buffer: beyond it, the
-    /// subscriber lags and is skipped forward).
-    pub fn subscriber_backlog(&self) -> usize {
-        self.tx.len()
+    /// Items the session's log holds: the furthest a subscriber's cursor can
+    /// be behind the live edge before eviction passes it (it is then told
+    /// `Lagged` and resumes at the newest random access point). What a
+    /// subscriber that never reads can cost, whatever the publisher pushes.
+    pub fn held_items(&self) -> usize {
+        self.lock().log.len()
     }
 
     /// Bytes the session holds (ring and incomplete units), for limits and
@@ -209,8 +223,11 @@ impl Session {
     /// Bytes of media the session holds: its ring, incomplete units and
     /// muxed segments (what the server-wide `--memory-limit` counts).
     pub fn memory_bytes(&self) -> usize {
-        let st = self.lock();
-        st.ring.bytes() + st.pipeline.buffered() + st.mux.bytes()
+        let held = {
+            let st = self.lock();
+            st.ring.bytes() + st.pipeline.buffered()
+        };
+        held + self.mux_lock().bytes()
     }
 
     /// Why the session ended, if it has.
@@ -226,6 +243,21 @@ impl Session {
     /// Frames accepted so far.
     pub fn frames(&self) -> u64 {
         self.lock().pipeline.stats().frames
+    }
+
+    /// The engine's counters so far (read-only; the web console's JSON).
+    pub fn stats(&self) -> crate::engine::pipeline::PipelineStats {
+        self.lock().pipeline.stats()
+    }
+
+    /// The records of the segments the ring holds, oldest first (read-only;
+    /// the web console's JSON).
+    pub fn segment_records(&self) -> Vec<crate::engine::SegmentRecord> {
+        self.lock()
+            .ring
+            .segments()
+            .map(|s| s.record.clone())
+            .collect()
     }
 
     /// Attaches a publisher: a fresh one, or one continuing after the
@@ -306,7 +338,8 @@ impl Session {
         });
         st.ended = Some(end.clone());
         st.publisher = Publisher::None;
-        let _ = self.tx.send(SessionItem::Ended(end));
+        st.log.push(SessionItem::Ended(end));
+        self.log_end.send_replace(st.log.end());
         self.ended_tx.send_replace(true);
         tracing::info!(session_id = %self.id, ?reason, frames = stats.frames, segments = stats.segments, "session ended");
         true
@@ -334,39 +367,65 @@ impl Session {
         )
     }
 
-    /// Joins as a subscriber: the snapshot to start from and a receiver for
-    /// everything after it.
-    pub fn join(self: &Arc<Self>) -> (Snapshot, broadcast::Receiver<SessionItem>, SubscriberGuard) {
+    /// Joins as a subscriber: the snapshot to start from and a cursor for
+    /// everything after it. `with_frames`: the cursor starts at the newest
+    /// random access point the log holds (a late joiner sees video at
+    /// once); otherwise at the end (events from now on).
+    pub fn join(self: &Arc<Self>, with_frames: bool) -> (Snapshot, Subscription, SubscriberGuard) {
         let st = self.lock();
-        let rx = self.tx.subscribe();
-        let snapshot = self.snapshot(&st, true);
+        let mut snapshot = self.snapshot(&st);
+        let end = st.log.end();
+        let start = if with_frames {
+            st.log.newest_random_access().unwrap_or(end)
+        } else {
+            end
+        };
+        snapshot.start_frame = with_frames
+            .then(|| st.log.frame_index_at_or_after(start))
+            .flatten();
+        let wake = self.log_end.subscribe();
         drop(st);
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         (
             snapshot,
-            rx,
+            Subscription {
+                cursor: log::Cursor {
+                    pos: start,
+                    events_from: end,
+                },
+                wake,
+            },
             SubscriberGuard {
                 session: self.clone(),
             },
         )
     }
 
+    /// Reads up to `max` items at `sub`'s cursor into `out` (see
+    /// [`log::ItemLog::read`]). Clones `Arc`s only: no media is copied.
+    pub fn read(
+        &self,
+        sub: &mut Subscription,
+        out: &mut Vec<SessionItem>,
+        max: usize,
+    ) -> log::Read {
+        // Seen before reading: an append after this read wakes the next wait.
+        sub.wake.borrow_and_update();
+        let st = self.lock();
+        st.log.read(&mut sub.cursor, out, max, self.max_lag_items)
+    }
+
     /// The session's current description and manifests (no frames).
     pub fn info(&self) -> Snapshot {
         let st = self.lock();
-        self.snapshot(&st, false)
+        self.snapshot(&st)
     }
 
-    fn snapshot(&self, st: &SessionState, with_frames: bool) -> Snapshot {
+    fn snapshot(&self, st: &SessionState) -> Snapshot {
         let now_ms = now_unix_ns() / 1_000_000;
         let (hls_cmaf, hls_ts, dash, media_sequence) = match st.pipeline.manifests() {
             Some(m) => (m.hls_cmaf(), m.hls_ts(), m.dash(now_ms), m.media_sequence()),
             None => Default::default(),
-        };
-        let join = if with_frames {
-            st.ring.join_point()
-        } else {
-            Default::default()
         };
         Snapshot {
             config: st.pipeline.config().cloned(),
@@ -378,8 +437,7 @@ impl Session {
             availability_start_ms: st.pipeline.availability_start_ms().unwrap_or(0),
             segment_target_ms: self.options.pipeline.segment_target_ms,
             window: self.options.pipeline.window as u32,
-            frames: join.frames,
-            leading_skipped: join.leading_skipped,
+            start_frame: None,
             ended: st.ended.clone(),
             timing_note: st.pipeline.timing_note().map(str::to_owned),
         }
@@ -390,6 +448,7 @@ impl Session {
     fn distribute(&self, st: &mut SessionState, events: &mut Vec<Event>) -> Option<EngineError> {
         let mut fatal = None;
         let mut frames = 0u64;
+        let mut segments = false;
         for e in events.drain(..) {
             let item = match e {
                 Event::Frame(f) => {
@@ -398,15 +457,19 @@ impl Session {
                     SessionItem::Frame(f)
                 }
                 Event::Segment(s) => {
+                    segments = true;
                     st.ring.push_segment(s.clone());
-                    st.mux.segment_closed(s.manifest.media_sequence);
+                    st.first_listed = s.manifest.media_sequence;
                     crate::metrics::segment(s.record.duration);
                     tracing::debug!(session_id = %self.id, sequence = s.record.sequence,
                         frames = s.record.frame_count, duration = s.record.duration, "segment");
                     SessionItem::Segment(s)
                 }
                 Event::Config(c) => {
-                    st.mux.add_config(c.clone());
+                    st.configs.insert(c.id, c.clone());
+                    while st.configs.len() > mux_cache::MAX_CONFIGS {
+                        st.configs.pop_first();
+                    }
                     SessionItem::Config(c)
                 }
                 Event::Dropped(d) => {
@@ -420,9 +483,15 @@ impl Session {
                     continue;
                 }
             };
-            // No receivers is fine: nobody is watching yet.
-            let _ = self.tx.send(item);
+            st.log.push(item);
         }
+        if segments {
+            // The log lets go of what the ring let go of.
+            if let Some(first) = st.ring.first_frame_index() {
+                st.log.evict_before_frame(first);
+            }
+        }
+        self.log_end.send_replace(st.log.end());
         if frames > 0 {
             ::metrics::counter!(crate::metrics::FRAMES_IN).increment(frames);
         }
@@ -452,24 +521,72 @@ impl Session {
         })
     }
 
-    /// The CMAF init segment for parameter-set generation `config_id`.
-    pub fn init_segment(&self, config_id: u32) -> Result<Bytes, MuxError> {
-        self.lock().mux.init(config_id)
+    fn mux_lock(&self) -> MutexGuard<'_, MuxCache> {
+        self.mux.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The CMAF media segment `sequence`, muxed on first request.
+    /// A segment's record, frames and parameter sets, if all its frames are
+    /// still held: `Arc` clones under the session lock, nothing muxed.
+    fn segment_source(&self, seq: u64) -> Option<mux_cache::SegmentSource> {
+        let st = self.lock();
+        let record = st
+            .ring
+            .segments()
+            .find(|s| s.record.sequence == seq)?
+            .record
+            .clone();
+        let frames = st.ring.segment_frames(seq)?;
+        let config = st.configs.get(&record.config_id)?.clone();
+        Some(mux_cache::SegmentSource {
+            record,
+            frames,
+            config,
+        })
+    }
+
+    /// The CMAF init segment for parameter-set generation `config_id`,
+    /// muxed once, with no lock held.
+    pub fn init_segment(&self, config_id: u32) -> Result<Bytes, MuxError> {
+        if let Some(b) = self.mux_lock().cached_init(config_id) {
+            return Ok(b);
+        }
+        let cfg = self
+            .lock()
+            .configs
+            .get(&config_id)
+            .cloned()
+            .ok_or(MuxError::NoConfig(config_id))?;
+        let b = mux_cache::mux_init(&cfg)?;
+        self.mux_lock().insert_init(config_id, b.clone());
+        Ok(b)
+    }
+
+    /// The CMAF media segment `sequence`, muxed on first request with no
+    /// lock held (the publisher's push never waits for it).
     pub fn cmaf_segment(&self, sequence: u64) -> Result<Bytes, MuxError> {
-        let mut st = self.lock();
-        let st = &mut *st;
-        st.mux.cmaf(sequence, &st.ring)
+        if let Some(b) = self.mux_lock().cached_cmaf(sequence) {
+            return Ok(b);
+        }
+        let src = self
+            .segment_source(sequence)
+            .ok_or(MuxError::NotAvailable(sequence))?;
+        let b = mux_cache::mux_cmaf(&src)?;
+        let first_listed = self.lock().first_listed;
+        let mut mux = self.mux_lock();
+        mux.insert_cmaf(sequence, b.clone());
+        mux.prune(first_listed);
+        Ok(b)
     }
 
     /// The MPEG-TS segment `sequence`, muxed on first request (in order, so
-    /// continuity counters run on across segments).
+    /// continuity counters run on across segments) under the mux cache's
+    /// lock only: the session lock is taken just to clone frames.
     pub fn ts_segment(&self, sequence: u64) -> Result<Bytes, MuxError> {
-        let mut st = self.lock();
-        let st = &mut *st;
-        st.mux.ts(sequence, &st.ring)
+        let first_listed = self.lock().first_listed;
+        let mut mux = self.mux_lock();
+        let b = mux.ts(sequence, |s| self.segment_source(s))?;
+        mux.prune(first_listed);
+        Ok(b)
     }
 
     /// The codec configuration generation a segment uses.
@@ -484,6 +601,13 @@ impl Session {
     }
 }
 
+/// A subscriber's cursor into the session's item log and its wake-up.
+pub struct Subscription {
+    pub cursor: log::Cursor,
+    /// Changes whenever items are appended (the log's end position).
+    pub wake: watch::Receiver<u64>,
+}
+
 /// Counts a subscriber for as long as it lives.
 pub struct SubscriberGuard {
     session: Arc<Session>,
@@ -492,5 +616,58 @@ pub struct SubscriberGuard {
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
         self.session.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata(name: &str) -> Bytes {
+        Bytes::from(
+            std::fs::read(format!("{}/../testdata/{name}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The publisher's push never waits for muxing: with the mux cache
+    /// locked (as it is while a TS segment is muxed) and a CMAF segment
+    /// muxed on another thread, pushes go through.
+    #[test]
+    fn muxing_never_holds_the_lock_the_publisher_takes() {
+        let session = Arc::new(Session::new(
+            "m".into(),
+            SessionOptions {
+                pipeline: PipelineOptions::default(),
+                echo_frames: false,
+            },
+            0,
+            64 << 20,
+        ));
+        let (generation, _) = session.attach_publisher().expect("publisher");
+        let data = testdata("high_bframes_30.h264");
+        assert!(!data.is_empty());
+        let (first, rest) = data.split_at(data.len() / 2);
+        session
+            .push(generation, Bytes::copy_from_slice(first), None, false)
+            .expect("push");
+        let mux = session.mux_lock();
+        let s2 = session.clone();
+        let cmaf = std::thread::spawn(move || s2.cmaf_segment(0));
+        // (On a thread, so a regression fails here instead of hanging.)
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s3 = session.clone();
+        let rest = Bytes::copy_from_slice(rest);
+        std::thread::spawn(move || {
+            let _ = tx.send(s3.push(generation, rest, None, false));
+        });
+        let pushed = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert!(
+            matches!(pushed, Ok(Ok(()))),
+            "a push while the mux cache is locked: {pushed:?}"
+        );
+        drop(mux);
+        assert!(cmaf.join().expect("thread").is_ok_and(|b| !b.is_empty()));
+        assert!(session.ts_segment(0).is_ok_and(|b| !b.is_empty()));
     }
 }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::ring::Ring;
 use crate::engine::mux::{cmaf, ts};
 use crate::engine::CodecConfig;
 
@@ -26,9 +25,21 @@ pub enum MuxError {
     Ts(#[from] ts::TsError),
 }
 
+/// What the muxers need of one segment: its record, its frames (shared,
+/// never copied) and its parameter sets.
+pub struct SegmentSource {
+    pub record: crate::engine::SegmentRecord,
+    pub frames: Vec<Arc<crate::engine::Frame>>,
+    pub config: Arc<CodecConfig>,
+}
+
+/// The muxed bytes of a session's segments, behind their own lock: the
+/// session state (which the publisher's push holds) is taken only to clone
+/// a segment's frames, never while muxing. CMAF segments are muxed with no
+/// lock held at all; MPEG-TS segments under this cache's lock only, since
+/// their continuity counters run on from one segment to the next.
 pub struct MuxCache {
     window: usize,
-    configs: BTreeMap<u32, Arc<CodecConfig>>,
     init: BTreeMap<u32, Bytes>,
     cmaf: BTreeMap<u64, Bytes>,
     ts: BTreeMap<u64, Bytes>,
@@ -37,14 +48,10 @@ pub struct MuxCache {
     ts_next: Option<u64>,
 }
 
-/// Parameter-set generations kept (a window rarely spans more than two).
-const MAX_CONFIGS: usize = 8;
-
 impl MuxCache {
     pub fn new(window: usize) -> Self {
         Self {
             window: window.max(1),
-            configs: BTreeMap::new(),
             init: BTreeMap::new(),
             cmaf: BTreeMap::new(),
             ts: BTreeMap::new(),
@@ -63,55 +70,47 @@ impl MuxCache {
             .sum()
     }
 
-    pub fn add_config(&mut self, c: Arc<CodecConfig>) {
-        self.configs.insert(c.id, c);
-        while self.configs.len() > MAX_CONFIGS {
-            if let Some((&id, _)) = self.configs.iter().next() {
-                self.configs.remove(&id);
+    /// Lets go of segments that left the window more than a window ago
+    /// (`first_in_window` is the playlists' media sequence): players may
+    /// still fetch a removed segment for a while (RFC 8216 6.2.2).
+    pub fn prune(&mut self, first_in_window: u64) {
+        let keep_from = first_in_window.saturating_sub(self.window as u64);
+        self.cmaf = self.cmaf.split_off(&keep_from);
+        self.ts = self.ts.split_off(&keep_from);
+        while self.init.len() > MAX_CONFIGS {
+            if let Some((&id, _)) = self.init.iter().next() {
                 self.init.remove(&id);
             }
         }
     }
 
-    /// A segment closed; `first_in_window` is the playlists' media sequence.
-    /// Segments that left the window stay cached for one more window, as
-    /// players may still fetch them (RFC 8216 6.2.2).
-    pub fn segment_closed(&mut self, first_in_window: u64) {
-        let keep_from = first_in_window.saturating_sub(self.window as u64);
-        self.cmaf = self.cmaf.split_off(&keep_from);
-        self.ts = self.ts.split_off(&keep_from);
+    pub fn cached_init(&self, config_id: u32) -> Option<Bytes> {
+        self.init.get(&config_id).cloned()
     }
 
-    pub fn init(&mut self, config_id: u32) -> Result<Bytes, MuxError> {
-        if let Some(b) = self.init.get(&config_id) {
-            return Ok(b.clone());
-        }
-        let cfg = self
-            .configs
-            .get(&config_id)
-            .ok_or(MuxError::NoConfig(config_id))?;
-        let b = cmaf::init_segment(cfg)?;
-        self.init.insert(config_id, b.clone());
-        Ok(b)
+    pub fn insert_init(&mut self, config_id: u32, b: Bytes) {
+        self.init.insert(config_id, b);
     }
 
-    pub fn cmaf(&mut self, seq: u64, ring: &Ring) -> Result<Bytes, MuxError> {
-        if let Some(b) = self.cmaf.get(&seq) {
-            return Ok(b.clone());
-        }
-        let (record, frames) = segment(ring, seq)?;
-        let refs: Vec<&_> = frames.iter().map(|f| f.as_ref()).collect();
-        let b = cmaf::media_segment(&record, &refs, record.start + record.duration)?;
-        self.cmaf.insert(seq, b.clone());
-        Ok(b)
+    pub fn cached_cmaf(&self, seq: u64) -> Option<Bytes> {
+        self.cmaf.get(&seq).cloned()
     }
 
-    pub fn ts(&mut self, seq: u64, ring: &Ring) -> Result<Bytes, MuxError> {
+    pub fn insert_cmaf(&mut self, seq: u64, b: Bytes) {
+        self.cmaf.insert(seq, b);
+    }
+
+    /// The MPEG-TS segment `seq`, muxed in order from where the muxer's
+    /// counters are (when those segments are still held; otherwise the
+    /// counters start over here). `source` clones a segment's frames.
+    pub fn ts(
+        &mut self,
+        seq: u64,
+        source: impl Fn(u64) -> Option<SegmentSource>,
+    ) -> Result<Bytes, MuxError> {
         if let Some(b) = self.ts.get(&seq) {
             return Ok(b.clone());
         }
-        // Catch up in order from where the muxer's counters are, when those
-        // segments are still held; otherwise start the counters over here.
         let from = match self.ts_next {
             Some(n) if n <= seq && seq - n <= self.window as u64 * 2 => n,
             _ => seq,
@@ -121,16 +120,11 @@ impl MuxCache {
         }
         let mut last = Err(MuxError::NotAvailable(seq));
         for s in from..=seq {
-            let Ok((record, frames)) = segment(ring, s) else {
+            let Some(src) = source(s) else {
                 continue;
             };
-            let cfg = self
-                .configs
-                .get(&record.config_id)
-                .ok_or(MuxError::NoConfig(record.config_id))?
-                .clone();
-            let refs: Vec<&_> = frames.iter().map(|f| f.as_ref()).collect();
-            let b = self.ts_muxer.segment(&refs, &cfg)?;
+            let refs: Vec<&_> = src.frames.iter().map(|f| f.as_ref()).collect();
+            let b = self.ts_muxer.segment(&refs, &src.config)?;
             self.ts.insert(s, b.clone());
             self.ts_next = Some(s + 1);
             if s == seq {
@@ -141,17 +135,22 @@ impl MuxCache {
     }
 }
 
-fn segment(
-    ring: &Ring,
-    seq: u64,
-) -> Result<(crate::engine::SegmentRecord, Vec<Arc<crate::engine::Frame>>), MuxError> {
-    let record = ring
-        .segments()
-        .find(|s| s.record.sequence == seq)
-        .map(|s| s.record.clone())
-        .ok_or(MuxError::NotAvailable(seq))?;
-    let frames = ring
-        .segment_frames(seq)
-        .ok_or(MuxError::NotAvailable(seq))?;
-    Ok((record, frames))
+/// Muxes one CMAF media segment (no lock needed: CMAF segments are
+/// independent of each other).
+pub fn mux_cmaf(src: &SegmentSource) -> Result<Bytes, MuxError> {
+    let refs: Vec<&_> = src.frames.iter().map(|f| f.as_ref()).collect();
+    Ok(cmaf::media_segment(
+        &src.record,
+        &refs,
+        src.record.start + src.record.duration,
+    )?)
 }
+
+/// Muxes a CMAF init segment.
+pub fn mux_init(cfg: &CodecConfig) -> Result<Bytes, MuxError> {
+    Ok(cmaf::init_segment(cfg)?)
+}
+
+/// Parameter-set generations whose init segments are kept (a window rarely
+/// spans more than two).
+pub const MAX_CONFIGS: usize = 8;

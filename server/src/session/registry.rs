@@ -17,8 +17,9 @@ use super::{EndReason, Session, SessionOptions};
 pub struct SessionDefaults {
     pub max_sessions: usize,
     pub max_subscribers_per_session: usize,
-    /// Items a subscriber may fall behind before it is skipped forward.
-    pub broadcast_capacity: usize,
+    /// Items a subscriber may fall behind the newest before it is moved
+    /// to the newest random access point; 0: as far as the window holds.
+    pub max_lag_items: usize,
     /// Bytes of frames a session's ring may hold.
     pub ring_max_bytes: usize,
     /// How long a vanished publisher may take to come back.
@@ -36,7 +37,7 @@ impl Default for SessionDefaults {
         Self {
             max_sessions: 1000,
             max_subscribers_per_session: 1000,
-            broadcast_capacity: 512,
+            max_lag_items: 0,
             ring_max_bytes: 64 << 20,
             publisher_grace: Duration::from_secs(10),
             linger: Duration::from_secs(60),
@@ -135,7 +136,7 @@ impl Registry {
         let session = Arc::new(Session::new(
             id.to_string(),
             options,
-            self.defaults.broadcast_capacity,
+            self.defaults.max_lag_items,
             self.defaults.ring_max_bytes,
         ));
         let (generation, resumed) = session.attach_publisher()?;

@@ -20,15 +20,6 @@ pub struct Ring {
     bytes: usize,
 }
 
-/// Where a late joiner starts: frames from the newest random access point
-/// on, without the leading pictures of that point.
-#[derive(Debug, Default)]
-pub struct JoinPoint {
-    pub frames: Vec<Arc<Frame>>,
-    /// Leading pictures left out (they reference pictures before the start).
-    pub leading_skipped: u32,
-}
-
 impl Ring {
     pub fn new() -> Self {
         Self::default()
@@ -77,24 +68,9 @@ impl Ring {
         }
     }
 
-    /// Frames from the newest random access point on (empty if none is
-    /// held), leaving out its leading pictures: a decoder that starts there
-    /// cannot decode them (they precede it in presentation and reference
-    /// pictures before it).
-    pub fn join_point(&self) -> JoinPoint {
-        let Some(i) = self.frames.iter().rposition(|f| f.random_access) else {
-            return JoinPoint::default();
-        };
-        let start_pts = self.frames[i].pts;
-        let mut jp = JoinPoint::default();
-        for f in self.frames.range(i..) {
-            if f.is_leading && f.pts < start_pts {
-                jp.leading_skipped += 1;
-            } else {
-                jp.frames.push(f.clone());
-            }
-        }
-        jp
+    /// Index of the oldest frame held.
+    pub fn first_frame_index(&self) -> Option<u64> {
+        self.frames.front().map(|f| f.index)
     }
 
     /// The frames of one segment, if all of them are still held.
@@ -172,7 +148,7 @@ mod tests {
     }
 
     #[test]
-    fn keeps_the_listed_segments_and_starts_at_the_newest_random_access_point() {
+    fn keeps_the_listed_segments() {
         let mut r = Ring::new();
         for i in 0..55 {
             r.push_frame(frame(i, i % 10 == 0, 100));
@@ -184,32 +160,8 @@ mod tests {
         // Segments 3 and 4 listed, plus the open one (frames 50..54).
         assert_eq!(r.len(), 25);
         assert_eq!(r.bytes(), 2500);
-        let start = r.join_point();
-        assert_eq!(start.frames[0].index, 50);
-        assert_eq!(start.frames.len(), 5);
+        assert_eq!(r.first_frame_index(), Some(30));
         assert_eq!(r.segment_frames(3).unwrap().len(), 10);
         assert!(r.segment_frames(2).is_none());
-    }
-
-    #[test]
-    fn a_joiner_skips_the_leading_pictures_of_its_start() {
-        let mut r = Ring::new();
-        // I(pts 9000) then two leading B pictures (pts 3000, 6000), then P.
-        let mut i_pic = (*frame(0, true, 10)).clone();
-        i_pic.pts = 9000;
-        r.push_frame(Arc::new(i_pic));
-        for (idx, pts) in [(1, 3000), (2, 6000)] {
-            let mut b = (*frame(idx, false, 10)).clone();
-            b.pts = pts;
-            b.is_leading = true;
-            r.push_frame(Arc::new(b));
-        }
-        let mut p = (*frame(3, false, 10)).clone();
-        p.pts = 18000;
-        r.push_frame(Arc::new(p));
-        let jp = r.join_point();
-        assert_eq!(jp.leading_skipped, 2);
-        let idx: Vec<u64> = jp.frames.iter().map(|f| f.index).collect();
-        assert_eq!(idx, vec![0, 3]);
     }
 }

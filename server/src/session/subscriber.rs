@@ -41,6 +41,9 @@ pub struct SubscriberFilter {
     leading_floor: Option<u64>,
     /// Leading pictures skipped, not yet reported.
     leading_skipped: u32,
+    /// Index of the last frame this subscriber was offered, to count the
+    /// frames a lag skipped.
+    last_index: Option<u64>,
     /// Skipped because of lag, not yet reported.
     skipped: u64,
     lagging: bool,
@@ -54,16 +57,20 @@ impl SubscriberFilter {
             need_keyframe: true,
             leading_floor: None,
             leading_skipped: 0,
+            last_index: None,
             skipped: 0,
             lagging: false,
             thinner: Thinner::new(opts.max_fps),
         }
     }
 
-    /// The subscriber missed `n` items (it read too slowly): skip forward to
-    /// the next keyframe.
+    /// The subscriber missed items (it read too slowly and eviction passed
+    /// it): resume at the next random access point and report the frames
+    /// skipped. `n` counts log items, only a fallback for the report.
     pub fn lagged(&mut self, n: u64) {
-        self.skipped += n;
+        if self.last_index.is_none() {
+            self.skipped += n;
+        }
         self.lagging = true;
         self.need_keyframe = true;
     }
@@ -81,13 +88,14 @@ impl SubscriberFilter {
         }
     }
 
-    /// The subscriber starts at a join point from which `n` leading pictures
-    /// were already left out: report them with the first deliveries.
-    pub fn skipped_leading(&mut self, n: u32) {
-        self.leading_skipped += n;
-    }
-
     fn on_frame(&mut self, f: Arc<Frame>, out: &mut Vec<Delivery>) {
+        if self.lagging {
+            // Frames between the last one offered and this one are gone.
+            if let Some(last) = self.last_index {
+                self.skipped = self.skipped.max(f.index.saturating_sub(last + 1));
+            }
+        }
+        self.last_index = Some(f.index);
         if f.random_access {
             self.leading_floor = None;
         }

@@ -41,7 +41,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::engine::frame::{CodecConfig, Frame, SegmentRecord, TIMESCALE};
+use crate::frame::{CodecConfig, Frame, SegmentRecord, TIMESCALE};
 
 /// The one track of our output.
 const TRACK_ID: u32 = 1;
@@ -531,7 +531,7 @@ const fn language_code(code: &[u8; 3]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::frame::NalSpan;
+    use crate::frame::NalSpan;
     use mp4_atom::{Codec, Decode, Ftyp, Moof, Moov, Styp, TrunEntry};
 
     /// SPS and PPS of `testdata/high_bframes_30.h264` (High, level 1.3, 320x180).

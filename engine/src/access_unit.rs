@@ -514,7 +514,7 @@ fn looks_like_hevc(nal: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::annexb::{AnnexBSplitter, Split};
+    use crate::annexb::{AnnexBSplitter, Split};
 
     pub(crate) fn assemble(stream: &[u8]) -> (Vec<AccessUnit>, Vec<AssemblerNote>) {
         let mut s = AnnexBSplitter::new(1 << 22);

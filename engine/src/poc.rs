@@ -182,7 +182,7 @@ mod tests {
             "/../testdata/baseline_30.h264"
         ))
         .unwrap();
-        let (sps, _) = crate::engine::params::tests_support::first_params(&data);
+        let (sps, _) = crate::params::tests_support::first_params(&data);
         use h264_reader::nal::{Nal, RefNal};
         SeqParameterSet::from_bits(RefNal::new(&sps, &[], true).rbsp_bits()).unwrap()
     }

@@ -23,7 +23,7 @@ mod time;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::engine::frame::{CodecConfig, SegmentRecord};
+use crate::frame::{CodecConfig, SegmentRecord};
 
 pub use time::iso8601_ms;
 

@@ -54,7 +54,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use crate::engine::frame::{CodecConfig, Frame, NalSpan};
+use crate::frame::{CodecConfig, Frame, NalSpan};
 
 /// Constant added to every PTS/DTS/PCR so that PCR (which runs ahead of DTS)
 /// never goes below 0.

@@ -27,7 +27,7 @@ use super::time::{
     write_iso8601_ms, write_xs_duration_micros, write_xs_duration_ms, write_xs_duration_ticks,
 };
 use super::{ManifestState, Manifests, Period, WindowSegment};
-use crate::engine::frame::{SegmentRecord, TIMESCALE};
+use crate::frame::{SegmentRecord, TIMESCALE};
 
 const PROFILES: &str = "urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019";
 

@@ -450,14 +450,14 @@ pub(crate) mod tests_support {
 
     /// The first SPS and PPS NAL units of an Annex B stream.
     pub(crate) fn first_params(stream: &[u8]) -> (Bytes, Bytes) {
-        let mut s = crate::engine::annexb::AnnexBSplitter::new(1 << 20);
+        let mut s = crate::annexb::AnnexBSplitter::new(1 << 20);
         let mut out = Vec::new();
         s.push(Bytes::copy_from_slice(stream), &mut out);
         s.finish(&mut out);
         let mut sps = None;
         let mut pps = None;
         for o in out {
-            if let crate::engine::annexb::Split::Nal(n) = o {
+            if let crate::annexb::Split::Nal(n) = o {
                 match n.nal_type() {
                     7 if sps.is_none() => sps = Some(n.data),
                     8 if pps.is_none() => pps = Some(n.data),

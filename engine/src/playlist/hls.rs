@@ -16,7 +16,7 @@ use std::fmt::Write;
 
 use super::time::{write_extinf_seconds, write_iso8601_ms};
 use super::{ManifestState, Manifests};
-use crate::engine::frame::SegmentRecord;
+use crate::frame::SegmentRecord;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Flavour {

@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::time::extinf_rounded_secs;
 use super::{ManifestState, ManifestUpdate, Manifests, PlaylistOptions};
-use crate::engine::frame::{CodecConfig, SegmentRecord};
+use crate::frame::{CodecConfig, SegmentRecord};
 
 /// 2026-11-25T12:00:00Z.
 const PDT_BASE: u64 = 1_795_608_000_000;

@@ -1,0 +1,231 @@
+//! The session's item log: every frame and event, in order, each at a
+//! position (0, 1, 2, …). A subscriber is a cursor into it plus a wake-up,
+//! not a queue of copies: it reads at its own pace and receives every item
+//! while its position is still in the log. Only when eviction passes it is
+//! it moved to the newest random access point (and told, `Lagged`).
+//!
+//! The log holds no media of its own: frames are the ring's `Arc`s, and
+//! eviction follows the ring (whole segments, in step with the playlists),
+//! so memory does not grow with the number of subscribers.
+
+use std::collections::VecDeque;
+
+use super::SessionItem;
+
+/// Items kept at the end of the log whatever the ring holds, so events
+/// (drops before any frame, a session's end) reach subscribers that are
+/// only a little behind.
+const MIN_TAIL: usize = 1024;
+/// Hard bound on items held (events of a stream that never makes frames).
+const MAX_ITEMS: usize = 1 << 20;
+
+#[derive(Default)]
+pub struct ItemLog {
+    items: VecDeque<SessionItem>,
+    /// Position of `items[0]`.
+    first: u64,
+}
+
+/// What a cursor read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read {
+    /// Items were appended to the output (possibly none: caught up).
+    Items,
+    /// Eviction passed the cursor: `skipped` items are gone and the cursor
+    /// now stands at the newest random access point.
+    Lagged { skipped: u64 },
+}
+
+impl ItemLog {
+    /// Position after the last item.
+    pub fn end(&self) -> u64 {
+        self.first + self.items.len() as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn push(&mut self, item: SessionItem) {
+        self.items.push_back(item);
+        if self.items.len() > MAX_ITEMS {
+            self.items.pop_front();
+            self.first += 1;
+        }
+    }
+
+    /// Drops items before the frame `keep_from` (the first frame the ring
+    /// still holds), keeping at least [`MIN_TAIL`] items.
+    pub fn evict_before_frame(&mut self, keep_from: u64) {
+        while self.items.len() > MIN_TAIL {
+            match self.items.front() {
+                Some(SessionItem::Frame(f)) if f.index >= keep_from => break,
+                Some(_) => {
+                    self.items.pop_front();
+                    self.first += 1;
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Position of the newest random access frame, if the log holds one.
+    pub fn newest_random_access(&self) -> Option<u64> {
+        self.items
+            .iter()
+            .rposition(|i| matches!(i, SessionItem::Frame(f) if f.random_access))
+            .map(|i| self.first + i as u64)
+    }
+
+    /// Index of the first frame at or after position `pos`.
+    pub fn frame_index_at_or_after(&self, pos: u64) -> Option<u64> {
+        let start = pos.checked_sub(self.first)? as usize;
+        self.items.range(start..).find_map(|i| match i {
+            SessionItem::Frame(f) => Some(f.index),
+            _ => None,
+        })
+    }
+
+    /// Reads up to `max` items from `cursor` on into `out`. Items before
+    /// `cursor.events_from` are skipped unless they are frames (a joiner's
+    /// snapshot already describes them). `max_behind` > 0 also counts a
+    /// cursor that far behind the end as passed.
+    pub fn read(
+        &self,
+        cursor: &mut Cursor,
+        out: &mut Vec<SessionItem>,
+        max: usize,
+        max_behind: u64,
+    ) -> Read {
+        let end = self.end();
+        let too_far = max_behind > 0 && end.saturating_sub(cursor.pos) > max_behind;
+        if cursor.pos < self.first || too_far {
+            let resume = self.newest_random_access().unwrap_or(end).max(cursor.pos);
+            let skipped = resume - cursor.pos;
+            cursor.pos = resume;
+            return Read::Lagged { skipped };
+        }
+        let start = (cursor.pos - self.first) as usize;
+        for item in self.items.range(start..).take(max) {
+            let pos = cursor.pos;
+            cursor.pos += 1;
+            if pos < cursor.events_from && !matches!(item, SessionItem::Frame(_)) {
+                continue;
+            }
+            out.push(item.clone());
+        }
+        Read::Items
+    }
+}
+
+/// A subscriber's place in the log.
+#[derive(Clone, Copy, Debug)]
+pub struct Cursor {
+    /// The next position to read.
+    pub pos: u64,
+    /// Events before this position are skipped (they happened before the
+    /// subscriber joined; its snapshot already holds their result).
+    pub events_from: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Frame;
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    fn frame(index: u64, ra: bool) -> SessionItem {
+        SessionItem::Frame(Arc::new(Frame {
+            index,
+            data: Bytes::new(),
+            nals: vec![],
+            pts: index * 3000,
+            dts: index * 3000,
+            duration: 3000,
+            is_keyframe: ra,
+            random_access: ra,
+            sap_type: u8::from(ra),
+            is_leading: false,
+            is_reference: true,
+            segment: 0,
+            config_id: 0,
+            capture_time_ns: None,
+            ingest_time_ns: 0,
+        }))
+    }
+
+    fn indices(items: &[SessionItem]) -> Vec<u64> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                SessionItem::Frame(f) => Some(f.index),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_slow_cursor_reads_everything_still_held() {
+        let mut log = ItemLog::default();
+        let mut c = Cursor {
+            pos: 0,
+            events_from: 0,
+        };
+        for i in 0..5000 {
+            log.push(frame(i, i % 100 == 0));
+        }
+        let mut out = Vec::new();
+        while out.len() < 5000 {
+            assert_eq!(log.read(&mut c, &mut out, 64, 0), Read::Items);
+        }
+        assert_eq!(indices(&out), (0..5000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_cursor_passed_by_eviction_resumes_at_the_newest_random_access_point() {
+        let mut log = ItemLog::default();
+        let mut c = Cursor {
+            pos: 0,
+            events_from: 0,
+        };
+        for i in 0..5000 {
+            log.push(frame(i, i % 100 == 0));
+        }
+        log.evict_before_frame(3000);
+        assert_eq!(log.first, 3000);
+        let mut out = Vec::new();
+        assert_eq!(
+            log.read(&mut c, &mut out, 64, 0),
+            Read::Lagged { skipped: 4900 }
+        );
+        log.read(&mut c, &mut out, 1000, 0);
+        assert_eq!(indices(&out)[0], 4900);
+    }
+
+    #[test]
+    fn events_before_a_joiner_are_skipped_frames_are_not() {
+        let mut log = ItemLog::default();
+        log.push(frame(0, true));
+        log.push(SessionItem::Ended(Arc::new(super::super::SessionEnd {
+            reason: super::super::EndReason::EndOfStream,
+            frames: 0,
+            segments: 0,
+            detail: String::new(),
+            ended_at_ms: 0,
+        })));
+        log.push(frame(1, false));
+        let mut c = Cursor {
+            pos: 0,
+            events_from: 2,
+        };
+        let mut out = Vec::new();
+        log.read(&mut c, &mut out, 10, 0);
+        assert_eq!(out.len(), 2);
+        assert_eq!(indices(&out), vec![0, 1]);
+    }
+}
