@@ -328,7 +328,9 @@ impl PtsAligner {
 
     /// Nominal frame duration in ticks.
     pub fn period(&self) -> u64 {
-        (self.period_num + self.period_den / 2) / self.period_den.max(1)
+        let d = u128::from(self.period_den.max(1));
+        // At most `period_num`: fits.
+        ((u128::from(self.period_num) + d / 2) / d) as u64
     }
 
     /// Time of `k` slots after the anchor, exactly.
@@ -483,7 +485,14 @@ impl PtsAligner {
         // one (beyond what jitter explains) starts learning the real rate at
         // once, before the timeline runs away from the capture clock.
         let slots = slot - self.capture_anchor_slot;
-        if self.samples.is_empty() && !self.rate_overruled && slots > 0 && delta_ticks > 0 {
+        // An interval beyond the gap limit is a clock jump (handled below),
+        // not a frame rate: learning from it made a period of centuries.
+        if self.samples.is_empty()
+            && !self.rate_overruled
+            && slots > 0
+            && delta_ticks > 0
+            && delta_ticks <= i128::from(self.opts.gap_limit)
+        {
             let observed = delta_ticks as f64 / slots as f64;
             let (n, d) = self.rate.ticks_fraction();
             let nominal = n as f64 / d as f64;
@@ -839,5 +848,30 @@ mod tests {
         // would be a minute off).
         assert!(max_err < 3051, "max error {max_err} ticks");
         assert!(a.repairs().drift_adjustments > 0);
+    }
+
+    /// Regression (found by the `pts_aligner` fuzz target): a first capture
+    /// interval of centuries was learned as the frame period, and the period
+    /// overflowed. It is a clock jump: the times stay on the declared grid.
+    #[test]
+    fn a_first_capture_interval_beyond_the_gap_limit_is_a_jump_not_a_rate() {
+        let mut a = PtsAligner::new(FrameRate::new(2000, 1000), 0, TimingOptions::default());
+        let t0 = a.next(TimingInput {
+            poc: 0x021e,
+            poc_resets: true,
+            order_by_poc: false,
+            capture_ns: Some(0x1e00_001e_0000_5131),
+        });
+        a.note_dropped(7);
+        let t1 = a.next(TimingInput {
+            poc: 0x0200,
+            poc_resets: true,
+            order_by_poc: true,
+            capture_ns: Some(0xffff_0000_0000_0000),
+        });
+        assert!(t1.pts >= t1.dts && t1.dts > t0.dts);
+        // 2 fps: the next slot (after 7 dropped) is 8 periods of 45,000 on.
+        assert!(t1.dts - t0.dts <= 8 * 45_000, "{t0:?} {t1:?}");
+        assert!(a.period() <= 45_000, "period {}", a.period());
     }
 }

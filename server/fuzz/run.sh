@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}
-targets=(annexb_assembler pts_aligner session_pipeline slice_request)
+targets=(annexb_assembler pts_aligner session_pipeline slice_request
+  cmaf_roundtrip ts_roundtrip manifest_edits http_parse config_load first_message)
 
 # Seeds: the start of each test stream (parameter sets, a keyframe, a few
 # frames), a few cuts at odd places, and proto messages.
@@ -20,8 +21,31 @@ for t in annexb_assembler session_pipeline; do
 done
 mkdir -p corpus/pts_aligner corpus/slice_request
 printf '\x1e\x00\x02\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x00\x06\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00' > corpus/pts_aligner/ibbp
+# Regression: a first capture interval of centuries (was learned as a rate).
+printf '\x02\x00\x00\x1e\x02\x7e\x31\x51\x00\x00\x1e\x00\x00\x1e\x00\x02\x05\x00\x00\x00\x00\x00\x00\xff\xff\x00\x00\x00\x00\x00' > corpus/pts_aligner/first-interval-jump
 printf '\x0a\x04demo\x10\x1e' > corpus/slice_request/three-field
 printf '\x0a\x04demo\x1a\x05\x00\x00\x00\x01\x67\x28\x01\x40\x01' > corpus/slice_request/publish
+
+# The structured targets (`arbitrary`) take any bytes; pieces of a real
+# stream give them NAL-like data to start from.
+for t in cmaf_roundtrip ts_roundtrip manifest_edits; do
+  mkdir -p "corpus/$t"
+  for f in ../../testdata/baseline_30.h264 ../../testdata/high_bframes_30.h264; do
+    n=$(basename "$f" .h264)
+    head -c 3000 "$f" > "corpus/$t/$n-start"
+    dd if="$f" bs=2000 skip=30000 count=1 iflag=skip_bytes status=none > "corpus/$t/$n-mid"
+  done
+done
+mkdir -p corpus/http_parse corpus/config_load corpus/first_message
+printf '/live/cam%%31/index.m3u8\x00token=lsv1%%3Aplay%%3Acam1\x00bytes=0-99\x00Bearer abc' > corpus/http_parse/path-query-range
+printf '%%2e%%2e/seg-12.m4s?token=a+b&x=%%zz\x00bytes=-5,7-9' > corpus/http_parse/bad
+printf -- '--window\n9\x00segment-duration = "4s"\nmax_sessions = 7\n' > corpus/config_load/flags-and-file
+printf '\x00window = 0\nwindw = 3\n' > corpus/config_load/bad-keys
+printf -- '--segment-duration\n10ms\n--shutdown-grace\n1.5s' > corpus/config_load/durations
+printf '\x00auth-token = ["play:cam%%31:secret-token"]\nauth-secret = "0123456789abcdef"\nhttp-addr = "127.0.0.1:0"\n' > corpus/config_load/auth
+cp corpus/slice_request/* corpus/first_message/
+printf '\x0a\x04demo\x28\x01\x32\x05\x08\xe8\x07\x10\x06' > corpus/first_message/publish-options
+printf '\x0a\x06cam%%31\x10\xe8\x07\x28\x02' > corpus/first_message/subscribe-encoded
 
 for t in "${targets[@]}"; do
   echo "== fuzz $t for ${secs}s"

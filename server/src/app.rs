@@ -158,6 +158,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub registry: Arc<Registry>,
     shutdown_timeout: Duration,
+    shutdown_grace: Duration,
+    health: tonic_health::server::HealthReporter,
     grpc_stop: Option<oneshot::Sender<()>>,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     http_stop: Option<oneshot::Sender<()>>,
@@ -172,7 +174,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let auth = config
         .auth()
         .map_err(|reason| crate::config::ConfigError {
-            key: "auth-token",
+            key: "auth-token".into(),
             reason,
         })?
         .map(Arc::new);
@@ -276,7 +278,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     });
     if let Some(id) = &config.demo {
         let id = crate::ids::parse_session_id(id).map_err(|reason| crate::config::ConfigError {
-            key: "demo",
+            key: "demo".into(),
             reason,
         })?;
         crate::demo::spawn(registry.clone(), config.pipeline(), id);
@@ -289,6 +291,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         upkeep,
         registry,
         shutdown_timeout: config.shutdown_timeout,
+        shutdown_grace: config.shutdown_grace,
+        health: health_reporter,
         grpc_stop: Some(grpc_stop),
         grpc_task,
     })
@@ -296,17 +300,33 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 
 impl Running {
     /// Ends every session (final segments, closed playlists, SessionEnded to
-    /// subscribers), then stops the listeners, waiting at most the shutdown
-    /// timeout for streams to finish.
-    pub async fn shutdown(mut self) {
+    /// subscribers), then stops the listeners at once, waiting at most the
+    /// shutdown timeout for gRPC streams to finish. For servers run inside
+    /// another program (tests, `liveslice demo`); the binary drains with
+    /// [`drain`](Self::drain).
+    pub async fn shutdown(self) {
+        self.stop(Duration::ZERO).await;
+    }
+
+    /// The binary's SIGTERM: [`shutdown`](Self::shutdown), but the HTTP
+    /// origin keeps serving for `--shutdown-grace` after the sessions end,
+    /// so HTTP players fetch the closed playlists (`#EXT-X-ENDLIST`, the
+    /// static MPD) and the last segments. gRPC streams get
+    /// `--shutdown-timeout` to finish, counted alongside the grace from the
+    /// start; publishers' streams end with OK. Returns within the longer of
+    /// the two plus 1 s.
+    pub async fn drain(self) {
+        let grace = self.shutdown_grace;
+        self.stop(grace).await;
+    }
+
+    async fn stop(mut self, http_grace: Duration) {
+        let started = tokio::time::Instant::now();
         self.registry.shutdown();
-        if let Some(u) = self.upkeep.take() {
-            u.abort();
-        }
+        self.health
+            .set_not_serving::<SliceServiceServer<SliceServiceImpl>>()
+            .await;
         if let Some(stop) = self.grpc_stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(stop) = self.http_stop.take() {
             let _ = stop.send(());
         }
         match tokio::time::timeout(self.shutdown_timeout, &mut self.grpc_task).await {
@@ -315,6 +335,16 @@ impl Running {
                 tracing::warn!("streams did not finish within the shutdown timeout; closing them");
                 self.grpc_task.abort();
             }
+        }
+        if !http_grace.is_zero() {
+            tracing::info!(?http_grace, "HTTP keeps serving the final playlists");
+        }
+        tokio::time::sleep_until(started + http_grace).await;
+        if let Some(u) = self.upkeep.take() {
+            u.abort();
+        }
+        if let Some(stop) = self.http_stop.take() {
+            let _ = stop.send(());
         }
         if tokio::time::timeout(Duration::from_secs(1), &mut self.http_task)
             .await

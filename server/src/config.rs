@@ -154,9 +154,18 @@ pub struct Config {
     /// `--demo demo`), so there is something live to play right away.
     #[arg(long, env = "LIVESLICE_DEMO", value_name = "SESSION_ID")]
     pub demo: Option<String>,
-    /// How long shutdown waits for streams to finish.
+    /// On SIGTERM or Ctrl-C every session ends at once (final segment,
+    /// closed playlists, SessionEnded); gRPC streams then get this long to
+    /// finish (publishers end with OK), after which they are cut. Counted
+    /// from the signal, alongside --shutdown-grace.
     #[arg(long, env = "LIVESLICE_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// On SIGTERM or Ctrl-C the HTTP origin keeps serving (the closed
+    /// playlists, the final MPD, segments) this long after the sessions
+    /// end, so HTTP players see the end; then it stops. The process exits
+    /// within the longer of this and --shutdown-timeout, plus 1 s.
+    #[arg(long, env = "LIVESLICE_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Config {
@@ -211,7 +220,9 @@ const NOT_IN_FILE: &[&str] = &["config", "print-config", "mint-token", "help", "
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {key}: {reason}")]
 pub struct ConfigError {
-    pub key: &'static str,
+    /// The flag or config-file key (owned for a key read from a file: a
+    /// leaked `&'static str` per unknown key would grow with every load).
+    pub key: std::borrow::Cow<'static, str>,
     pub reason: String,
 }
 
@@ -276,6 +287,7 @@ impl Config {
         kv("idle-timeout", d(&self.idle_timeout));
         kv("linger", d(&self.linger));
         kv("shutdown-timeout", d(&self.shutdown_timeout));
+        kv("shutdown-grace", d(&self.shutdown_grace));
         kv("log-format", format!("\"{}\"", self.log_format));
         if let Some(demo) = &self.demo {
             kv("demo", format!("\"{demo}\""));
@@ -308,9 +320,9 @@ impl Config {
 
     /// Checks ranges and names the bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |key, reason: &str| {
+        let err = |key: &'static str, reason: &str| {
             Err(ConfigError {
-                key,
+                key: key.into(),
                 reason: reason.to_string(),
             })
         };
@@ -356,6 +368,12 @@ impl Config {
         if self.memory_limit.is_some_and(|m| m < 1 << 20) {
             return err("memory-limit", "must be at least 1048576 bytes (1 MiB)");
         }
+        if self.shutdown_grace > Duration::from_secs(600) {
+            return err("shutdown-grace", "must be at most 10m");
+        }
+        if self.shutdown_timeout > Duration::from_secs(600) {
+            return err("shutdown-timeout", "must be at most 10m");
+        }
         if self.subscriber_buffer != 0 && self.subscriber_buffer < 16 {
             return err("subscriber-buffer", "must be 0 (the window) or at least 16");
         }
@@ -365,7 +383,7 @@ impl Config {
             .is_some_and(|s| s.len() < crate::auth::MIN_SECRET_LEN)
         {
             return Err(ConfigError {
-                key: "auth-secret",
+                key: "auth-secret".into(),
                 reason: format!(
                     "must be at least {} characters (e.g. `openssl rand -hex 32`)",
                     crate::auth::MIN_SECRET_LEN
@@ -374,7 +392,7 @@ impl Config {
         }
         if let Err(reason) = self.auth() {
             return Err(ConfigError {
-                key: "auth-token",
+                key: "auth-token".into(),
                 reason,
             });
         }
@@ -487,11 +505,11 @@ pub enum LoadError {
 /// whose environment variable is set (the environment wins over the file).
 fn file_args(cmd: &clap::Command, path: &std::path::Path) -> Result<Vec<OsString>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        key: "config",
+        key: "config".into(),
         reason: format!("cannot read {}: {e}", path.display()),
     })?;
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
-        key: "config",
+        key: "config".into(),
         reason: format!("{} is not valid TOML: {}", path.display(), e.message()),
     })?;
     let mut out = Vec::new();
@@ -501,7 +519,7 @@ fn file_args(cmd: &clap::Command, path: &std::path::Path) -> Result<Vec<OsString
             .get_arguments()
             .find(|a| a.get_long() == Some(long.as_str()) && !NOT_IN_FILE.contains(&long.as_str()))
             .ok_or_else(|| ConfigError {
-                key: Box::leak(key.clone().into_boxed_str()),
+                key: key.clone().into(),
                 reason: format!("unknown setting in {}", path.display()),
             })?;
         if arg
@@ -518,7 +536,7 @@ fn file_args(cmd: &clap::Command, path: &std::path::Path) -> Result<Vec<OsString
                 for item in items {
                     let toml::Value::String(s) = item else {
                         return Err(ConfigError {
-                            key: Box::leak(key.into_boxed_str()),
+                            key: key.into(),
                             reason: "expected a list of strings".into(),
                         });
                     };
@@ -533,7 +551,7 @@ fn file_args(cmd: &clap::Command, path: &std::path::Path) -> Result<Vec<OsString
             toml::Value::Boolean(b) => b.to_string(),
             other => {
                 return Err(ConfigError {
-                    key: Box::leak(key.into_boxed_str()),
+                    key: key.into(),
                     reason: format!("expected a string, number or boolean, got {other}"),
                 })
             }

@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
     }
     wait_for_signal().await;
     tracing::info!("shutting down");
-    running.shutdown().await;
+    running.drain().await;
     Ok(())
 }
 

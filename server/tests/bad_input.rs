@@ -350,57 +350,5 @@ async fn an_idle_publisher_times_out_and_the_session_ends_after_grace() {
     server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscriber_that_never_reads_is_skipped_and_costs_nothing() {
-    let server = start(test_config()).await;
-    let mut c = client(&server).await;
-    let p = publish(&mut c, "slow", Default::default()).await.unwrap();
-    // One subscriber never reads; another reads everything.
-    let mut stuck = subscribe(&mut c, "slow", true, 0).await.unwrap();
-    let mut c2 = client(&server).await;
-    let mut fast = subscribe(&mut c2, "slow", true, 0).await.unwrap();
-    let fast_task = tokio::spawn(async move { collect(&mut fast, Duration::from_secs(60)).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let session = server.registry.get("slow").unwrap();
-    let data = testdata("high_bframes_30.h264");
-    let mut peak = 0;
-    for _ in 0..20 {
-        // 20 × 6 s of video, in bursts (much faster than real time, but a
-        // reader that keeps reading keeps up).
-        p.send_chunked(&data, &[64 * 1024]).await;
-        peak = peak.max(session.buffered_bytes());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // The ring holds at most the window; it does not grow with the stuck
-    // subscriber's backlog.
-    assert!(peak < 4 * data.len(), "peak {peak} bytes");
-    p.end().await;
-    let (fast_responses, status) = fast_task.await.unwrap();
-    assert!(status.is_none());
-    assert_eq!(
-        frames(&fast_responses).len(),
-        3600,
-        "the reading subscriber misses nothing"
-    );
-    // The stuck one, read now, was skipped forward and told so, and resumed
-    // on a keyframe.
-    let (stuck_responses, _) = collect(&mut stuck, Duration::from_secs(20)).await;
-    let lag: Vec<_> = stuck_responses
-        .iter()
-        .filter_map(|r| match &r.event {
-            Some(Event::Lagged(l)) => Some(*l),
-            _ => None,
-        })
-        .collect();
-    assert!(!lag.is_empty(), "a Lagged event");
-    let f = frames(&stuck_responses);
-    assert!(f.len() < 3600);
-    let resume = lag[0].resume_frame_index;
-    let at = f
-        .iter()
-        .position(|r| frame_info(r).index == resume)
-        .unwrap();
-    assert!(f[at].is_keyframe);
-    assert_serving(&server).await;
-    server.shutdown().await;
-}
+// A subscriber that never reads: tests/slow_subscriber.rs (its own process,
+// to measure the resident set).

@@ -19,7 +19,11 @@ fn run(data: &[u8], sizes: &[u8]) -> Vec<(Vec<u8>, u32, bool)> {
     let mut pos = 0;
     let mut i = 0;
     while pos < data.len() {
-        let n = if sizes.is_empty() { data.len() } else { sizes[i % sizes.len()] as usize + 1 };
+        let n = if sizes.is_empty() {
+            data.len()
+        } else {
+            sizes[i % sizes.len()] as usize + 1
+        };
         let end = (pos + n).min(data.len());
         s.push(Bytes::copy_from_slice(&data[pos..end]), &mut splits);
         assert!(s.buffered() <= 1 << 15);
@@ -52,7 +56,9 @@ fn run(data: &[u8], sizes: &[u8]) -> Vec<(Vec<u8>, u32, bool)> {
 }
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&k, rest)) = input.split_first() else { return };
+    let Some((&k, rest)) = input.split_first() else {
+        return;
+    };
     let (sizes, data) = rest.split_at((k as usize % 8).min(rest.len()));
     let whole = run(data, &[]);
     let chunked = run(data, sizes);

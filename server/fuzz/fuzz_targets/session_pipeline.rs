@@ -13,7 +13,9 @@ use liveslice_server::engine::playlist::ManifestState;
 use liveslice_server::engine::{Event, PipelineOptions, SessionPipeline};
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&k, rest)) = input.split_first() else { return };
+    let Some((&k, rest)) = input.split_first() else {
+        return;
+    };
     let opts = PipelineOptions {
         segment_target_ms: 100 + u32::from(k) * 10,
         window: 1 + (k as usize % 5),
@@ -26,7 +28,13 @@ fuzz_target!(|input: &[u8]| {
     let mut now = 1_700_000_000_000_000_000u64;
     for (i, chunk) in rest.chunks(1 + (k as usize % 97) * 13).enumerate() {
         let capture = (k & 1 == 1).then_some(now.wrapping_add(i as u64 * 33_000_000));
-        p.push(Bytes::copy_from_slice(chunk), capture, now, k & 2 == 2, &mut events);
+        p.push(
+            Bytes::copy_from_slice(chunk),
+            capture,
+            now,
+            k & 2 == 2,
+            &mut events,
+        );
         now += 1_000_000;
     }
     p.finish(now, &mut events);
@@ -77,7 +85,11 @@ fuzz_target!(|input: &[u8]| {
     assert_eq!(st.access_units, st.frames + st.frames_dropped, "{st:?}");
     assert_eq!(st.frames, frames.len() as u64);
     if let Some(m) = p.manifests() {
-        assert_eq!(hls.render(), m.hls_cmaf().render(), "deltas rebuild the playlist");
+        assert_eq!(
+            hls.render(),
+            m.hls_cmaf().render(),
+            "deltas rebuild the playlist"
+        );
         let text = m.hls_cmaf().render();
         assert!(text.starts_with("#EXTM3U\n"));
         assert_eq!(text.matches("#EXTINF:").count(), m.segments().count());

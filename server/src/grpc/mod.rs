@@ -69,6 +69,69 @@ fn validate_fps(fps: i32) -> Result<Option<u32>, Status> {
     }
 }
 
+/// What the service reads from a stream's first message before it touches
+/// a session: the decoded session id, the validated `target_fps`, and the
+/// role (given, or inferred: a first message with data, publish options or
+/// `end_of_stream` publishes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirstMessage {
+    pub session_id: String,
+    pub fps: Option<u32>,
+    pub publish: bool,
+}
+
+/// The checks on a first message, without a network: the id decodes to a
+/// valid one, `target_fps` is in range, the role is known. Pure, so it is
+/// fuzzed on its own.
+pub fn first_message(first: &pb::SliceRequest) -> Result<FirstMessage, Status> {
+    let session_id = parse_session_id(&first.session_id).map_err(Status::invalid_argument)?;
+    let fps = validate_fps(first.target_fps)?;
+    let role = pb::Role::try_from(first.role).unwrap_or(pb::Role::Unspecified);
+    let publish = match role {
+        pb::Role::Publish => true,
+        pb::Role::Subscribe => false,
+        pb::Role::Unspecified => {
+            !first.data.is_empty() || first.publish.is_some() || first.end_of_stream
+        }
+    };
+    Ok(FirstMessage {
+        session_id,
+        fps,
+        publish,
+    })
+}
+
+/// A publisher's pipeline options: the server's `base` with the first
+/// message's publish options (0 keeps the default) and `target_fps` applied,
+/// or `INVALID_ARGUMENT` naming the field out of range.
+pub fn publish_pipeline(
+    base: &PipelineOptions,
+    p: &pb::PublishOptions,
+    fps: Option<u32>,
+) -> Result<PipelineOptions, Status> {
+    let mut pipeline = base.clone();
+    if p.segment_duration_ms != 0 {
+        if !(100..=60_000).contains(&p.segment_duration_ms) {
+            return Err(Status::invalid_argument(format!(
+                "publish.segment_duration_ms must be 100..=60000, got {}",
+                p.segment_duration_ms
+            )));
+        }
+        pipeline.segment_target_ms = p.segment_duration_ms;
+    }
+    if p.window_segments != 0 {
+        if !(1..=1000).contains(&p.window_segments) {
+            return Err(Status::invalid_argument(format!(
+                "publish.window_segments must be 1..=1000, got {}",
+                p.window_segments
+            )));
+        }
+        pipeline.window = p.window_segments as usize;
+    }
+    pipeline.target_rate = fps.map(|f| FrameRate::new(f, 1));
+    Ok(pipeline)
+}
+
 fn registry_status(e: RegistryError, id: &str) -> Status {
     match e {
         RegistryError::AlreadyPublishing => {
@@ -152,19 +215,10 @@ impl SliceService for SliceServiceImpl {
             s
         };
         // From here on the session is the decoded id: `cam%31` is `cam1`.
+        let checked = first_message(&first).map_err(rejected)?;
         let mut first = first;
-        first.session_id = parse_session_id(&first.session_id)
-            .map_err(Status::invalid_argument)
-            .map_err(rejected)?;
-        let fps = validate_fps(first.target_fps).map_err(rejected)?;
-        let role = pb::Role::try_from(first.role).unwrap_or(pb::Role::Unspecified);
-        let publish = match role {
-            pb::Role::Publish => true,
-            pb::Role::Subscribe => false,
-            pb::Role::Unspecified => {
-                !first.data.is_empty() || first.publish.is_some() || first.end_of_stream
-            }
-        };
+        first.session_id = checked.session_id;
+        let (fps, publish) = (checked.fps, checked.publish);
         let role = if publish { "publish" } else { "subscribe" };
         if let Some(auth) = &self.auth {
             let access = if publish {
@@ -204,26 +258,7 @@ impl SliceServiceImpl {
     ) -> Result<Response<ResponseStream>, Status> {
         let id = first.session_id.clone();
         let p = first.publish.unwrap_or_default();
-        let mut pipeline = self.config.pipeline.clone();
-        if p.segment_duration_ms != 0 {
-            if !(100..=60_000).contains(&p.segment_duration_ms) {
-                return Err(Status::invalid_argument(format!(
-                    "publish.segment_duration_ms must be 100..=60000, got {}",
-                    p.segment_duration_ms
-                )));
-            }
-            pipeline.segment_target_ms = p.segment_duration_ms;
-        }
-        if p.window_segments != 0 {
-            if !(1..=1000).contains(&p.window_segments) {
-                return Err(Status::invalid_argument(format!(
-                    "publish.window_segments must be 1..=1000, got {}",
-                    p.window_segments
-                )));
-            }
-            pipeline.window = p.window_segments as usize;
-        }
-        pipeline.target_rate = fps.map(|f| FrameRate::new(f, 1));
+        let pipeline = publish_pipeline(&self.config.pipeline, &p, fps)?;
         let options = SessionOptions {
             pipeline,
             echo_frames: p.echo_frames,
@@ -366,6 +401,13 @@ async fn run_publisher(
                     tracing::warn!(error = %e, "publisher stream rejected");
                     let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;
                     registry.end(&session, EndReason::Error, e.to_string());
+                    return;
+                }
+                // The server closed the session to shut down: the stream
+                // ends OK once its events (SessionEnded) are out.
+                Err(PushError::Ended)
+                    if session.end_reason() == Some(EndReason::ServerShutdown) =>
+                {
                     return;
                 }
                 Err(PushError::NotPublisher) | Err(PushError::Ended) => {
@@ -620,5 +662,88 @@ fn explain_inbound_error(status: Status) -> Status {
         ))
     } else {
         status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(id: &str) -> pb::SliceRequest {
+        pb::SliceRequest {
+            session_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn first_message_checks() {
+        let m = first_message(&req("cam%31")).unwrap();
+        assert_eq!(m.session_id, "cam1");
+        assert_eq!((m.fps, m.publish), (None, false));
+        for bad in ["", "%2e%2e", "a/b"] {
+            let e = first_message(&req(bad)).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        }
+        for (fps, ok) in [
+            (-1, false),
+            (0, true),
+            (1, true),
+            (1000, true),
+            (1001, false),
+        ] {
+            let r = pb::SliceRequest {
+                target_fps: fps,
+                ..req("a")
+            };
+            assert_eq!(first_message(&r).is_ok(), ok, "{fps}");
+        }
+        // Role: given, or inferred from what the first message carries.
+        let publishes = |r: pb::SliceRequest| first_message(&r).unwrap().publish;
+        assert!(publishes(pb::SliceRequest {
+            data: bytes::Bytes::from_static(b"\0\0\x01\x09"),
+            ..req("a")
+        }));
+        assert!(publishes(pb::SliceRequest {
+            publish: Some(Default::default()),
+            ..req("a")
+        }));
+        assert!(publishes(pb::SliceRequest {
+            end_of_stream: true,
+            ..req("a")
+        }));
+        assert!(!publishes(pb::SliceRequest {
+            role: pb::Role::Subscribe as i32,
+            data: bytes::Bytes::from_static(b"x"),
+            ..req("a")
+        }));
+        assert!(publishes(pb::SliceRequest {
+            role: pb::Role::Publish as i32,
+            ..req("a")
+        }));
+        assert!(!publishes(pb::SliceRequest {
+            role: 99,
+            ..req("a")
+        }));
+    }
+
+    #[test]
+    fn publish_options_in_range() {
+        let base = PipelineOptions::default();
+        let opts = |segment_duration_ms, window_segments| pb::PublishOptions {
+            segment_duration_ms,
+            window_segments,
+            echo_frames: false,
+        };
+        let p = publish_pipeline(&base, &opts(0, 0), Some(25)).unwrap();
+        assert_eq!(p.segment_target_ms, base.segment_target_ms);
+        assert_eq!(p.window, base.window);
+        assert!(p.target_rate.is_some());
+        let p = publish_pipeline(&base, &opts(1000, 3), None).unwrap();
+        assert_eq!((p.segment_target_ms, p.window), (1000, 3));
+        for (s, w) in [(99, 0), (60_001, 0), (0, 1001)] {
+            let e = publish_pipeline(&base, &opts(s, w), None).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        }
     }
 }

@@ -86,7 +86,8 @@ pub(crate) struct SessionId(pub(crate) String);
 
 /// The raw (still percent-encoded) session segment of a path, if the path
 /// names a session.
-fn raw_session_segment(path: &str) -> Option<&str> {
+#[doc(hidden)] // pub for the fuzz targets
+pub fn raw_session_segment(path: &str) -> Option<&str> {
     let rest = path
         .strip_prefix("/live/")
         .or_else(|| path.strip_prefix("/player/"))
@@ -170,14 +171,16 @@ async fn authorize(
 }
 
 /// `k=v` pairs of a query string, percent-decoded.
-fn url_params(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
+#[doc(hidden)] // pub for the fuzz targets
+pub fn url_params(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
     q.split('&').filter_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         Some((percent_decode(k)?, percent_decode(v)?))
     })
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+#[doc(hidden)] // pub for the fuzz targets
+pub fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -201,7 +204,8 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-pub(crate) fn percent_encode(s: &str) -> String {
+#[doc(hidden)] // pub for the fuzz targets
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':' | b'*') {
@@ -395,8 +399,9 @@ fn mux_response(
 }
 
 /// A single byte range of a body of known length, inclusive.
+#[doc(hidden)] // pub for the fuzz targets
 #[derive(Debug, PartialEq, Eq)]
-enum RangeAsk {
+pub enum RangeAsk {
     /// No usable `Range`: serve the whole body.
     Whole,
     Part(u64, u64),
@@ -407,7 +412,8 @@ enum RangeAsk {
 /// ranges only (`a-b`, `a-`, `-n`); several ranges, other units, malformed
 /// values and `If-Range` (these bodies carry no validator to match) get the
 /// whole body.
-fn range_ask(headers: &HeaderMap, len: u64) -> RangeAsk {
+#[doc(hidden)] // pub for the fuzz targets
+pub fn range_ask(headers: &HeaderMap, len: u64) -> RangeAsk {
     if headers.contains_key(header::IF_RANGE) {
         return RangeAsk::Whole;
     }
@@ -484,7 +490,8 @@ fn ranged(headers: &HeaderMap, ct: &'static str, cache: &'static str, b: Bytes) 
 }
 
 /// `{prefix}{number}{suffix}` → number.
-fn numbered(file: &str, prefix: &str, suffix: &str) -> Option<u64> {
+#[doc(hidden)] // pub for the fuzz targets
+pub fn numbered(file: &str, prefix: &str, suffix: &str) -> Option<u64> {
     let n = file.strip_prefix(prefix)?.strip_suffix(suffix)?;
     if n.is_empty() || n.len() > 20 || !n.bytes().all(|b| b.is_ascii_digit()) {
         return None;

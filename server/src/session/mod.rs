@@ -205,6 +205,14 @@ impl Session {
         self.subscribers.load(Ordering::Relaxed)
     }
 
+    /// Items the session's log holds: the furthest a subscriber's cursor can
+    /// be behind the live edge before eviction passes it (it is then told
+    /// `Lagged` and resumes at the newest random access point). What a
+    /// subscriber that never reads can cost, whatever the publisher pushes.
+    pub fn held_items(&self) -> usize {
+        self.lock().log.len()
+    }
+
     /// Bytes the session holds (ring and incomplete units), for limits and
     /// metrics.
     pub fn buffered_bytes(&self) -> usize {
@@ -220,6 +228,11 @@ impl Session {
             st.ring.bytes() + st.pipeline.buffered()
         };
         held + self.mux_lock().bytes()
+    }
+
+    /// Why the session ended, if it has.
+    pub fn end_reason(&self) -> Option<EndReason> {
+        self.lock().ended.as_ref().map(|e| e.reason)
     }
 
     /// When the session ended (Unix ms), if it has.
