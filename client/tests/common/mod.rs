@@ -3,10 +3,12 @@
 #![allow(dead_code)]
 
 // The one missing-tool rule, shared with the server's tests.
+#[path = "../../../server/tests/common/http.rs"]
+pub mod http;
 #[path = "../../../server/tests/common/require_tool.rs"]
 pub mod tools;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -241,52 +243,10 @@ impl Drop for ClientProcess {
     }
 }
 
-/// A minimal HTTP/1.1 GET: (status, body). The tests need no HTTP client.
+/// A minimal HTTP/1.1 GET: (status, body), with the server tests' helper.
 pub async fn get(url: &str) -> (u16, Vec<u8>) {
-    let url = url.to_string();
-    tokio::task::spawn_blocking(move || http_get(&url))
-        .await
-        .unwrap()
-}
-
-fn http_get(url: &str) -> (u16, Vec<u8>) {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&buf[..split]).to_string();
-    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let mut body = buf[split + 4..].to_vec();
-    if chunked {
-        body = dechunk(&body);
-    }
+    let (status, _, body) = http::get(url).await;
     (status, body)
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
-        if n == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
-        b = &b[eol + 2 + n + 2..];
-    }
 }
 
 /// The access units the server makes of a stream (what a subscriber gets).
