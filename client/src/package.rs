@@ -142,6 +142,7 @@ impl Packager {
                     self.configs.insert(cfg.id, cfg);
                 }
                 Event::Frame(f) => self.frames.push(f),
+                Event::Part(_) => {}
                 Event::Segment(s) => {
                     let rec = &s.record;
                     // The segment's frames are all in: the engine closes a

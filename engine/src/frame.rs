@@ -153,3 +153,34 @@ pub struct SegmentRecord {
     /// at its decode start.
     pub composition_shift: u32,
 }
+
+/// One part: a run of consecutive frames (decode order) inside a segment,
+/// the unit that is muxed once (a CMAF chunk, a run of MPEG-TS packets) and
+/// that low-latency HLS lists as `EXT-X-PART`. A part closes at the first
+/// frame boundary at or after the part target, and always where its segment
+/// ends, so a segment is exactly the run of its parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartRecord {
+    /// Session-wide part number, from 0, one more for every part.
+    pub number: u64,
+    /// Media sequence number of the segment it belongs to.
+    pub segment: u64,
+    /// Its position in that segment, from 0.
+    pub index: u32,
+    /// Decode time of its first frame, 90 kHz.
+    pub start: u64,
+    /// Exact duration, 90 kHz: the next part's start minus this start (for
+    /// the stream's last part, its last frame's end).
+    pub duration: u64,
+    pub first_frame_index: u64,
+    pub frame_count: u32,
+    /// Starts at a random access point (`EXT-X-PART:INDEPENDENT=YES`):
+    /// always true for a segment's first part that starts at a keyframe.
+    pub independent: bool,
+    /// Total Annex B bytes of its frames.
+    pub byte_size: u64,
+    /// Which [`CodecConfig`] its frames use (that of its segment).
+    pub config_id: u32,
+    /// As [`SegmentRecord::composition_shift`].
+    pub composition_shift: u32,
+}

@@ -15,5 +15,5 @@ pub mod segment;
 pub mod timing;
 
 pub use filter::DropReason;
-pub use frame::{CodecConfig, Frame, NalSpan, SegmentRecord, TIMESCALE};
+pub use frame::{CodecConfig, Frame, NalSpan, PartRecord, SegmentRecord, TIMESCALE};
 pub use pipeline::{Event, PipelineOptions, SessionPipeline};

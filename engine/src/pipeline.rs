@@ -14,7 +14,7 @@ use h264_reader::nal::sps::{PicOrderCntType, SeqParameterSet};
 use super::access_unit::{AccessUnit, AccessUnitAssembler, AssemblerLimits, AssemblerNote};
 use super::annexb::{AnnexBSplitter, Split, SplitIssue};
 use super::filter::{DropReason, FrameFilter, Verdict};
-use super::frame::{CodecConfig, Frame, SegmentRecord, TIMESCALE};
+use super::frame::{CodecConfig, Frame, PartRecord, SegmentRecord, TIMESCALE};
 use super::params::{sps_frame_rate, sps_reorder_frames};
 use super::playlist::{ManifestUpdate, Manifests, PlaylistOptions};
 use super::poc::PocState;
@@ -29,6 +29,10 @@ pub struct PipelineOptions {
     /// The publisher's `target_fps`, if it gave one.
     pub target_rate: Option<FrameRate>,
     pub segment_target_ms: u32,
+    /// Part target duration, ms (100–2,000, at most the segment target; 0:
+    /// a part is a whole segment). Parts close at the first frame boundary
+    /// at or after it and at every segment boundary.
+    pub part_target_ms: u32,
     /// Longest segment, ms: with no random access point by then, a segment
     /// is cut anyway (and marked not independent). 0: three times the
     /// target. It fixes `EXT-X-TARGETDURATION` and DASH `maxSegmentDuration`
@@ -52,6 +56,7 @@ impl Default for PipelineOptions {
             default_rate: FrameRate::new(30, 1),
             target_rate: None,
             segment_target_ms: 2000,
+            part_target_ms: DEFAULT_PART_TARGET_MS,
             max_segment_ms: 0,
             max_window_bytes: 64 << 20,
             window: 6,
@@ -62,6 +67,9 @@ impl Default for PipelineOptions {
         }
     }
 }
+
+/// The default part target, ms (`--part-duration`).
+pub const DEFAULT_PART_TARGET_MS: u32 = 500;
 
 /// Fatal stream errors: the publisher's stream is rejected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -97,7 +105,9 @@ pub enum Event {
     Frame(Arc<Frame>),
     /// First or changed parameter sets (a new init segment).
     Config(Arc<CodecConfig>),
-    /// A segment is complete.
+    /// A part is complete (before the segment it ends, if it ends one).
+    Part(Arc<PartRecord>),
+    /// A segment is complete (after its last part).
     Segment(Arc<SegmentEvent>),
     Dropped(DropReport),
     /// The stream ended; the manifests are final.
@@ -277,8 +287,14 @@ impl SessionPipeline {
         self.flush_pending(now_ns, out);
         self.ended = true;
         let now_ms = now_ns / 1_000_000;
-        if let Some(rec) = self.segmenter.as_mut().and_then(Segmenter::finish) {
-            self.emit_segment(rec, now_ms, out);
+        if let Some(s) = self.segmenter.as_mut() {
+            let (part, segment) = s.finish_parts();
+            if let Some(p) = part {
+                out.push(Event::Part(Arc::new(p)));
+            }
+            if let Some(rec) = segment {
+                self.emit_segment(rec, now_ms, out);
+            }
         }
         if let Some(m) = self.manifests.as_mut() {
             out.push(Event::Ended(Arc::new(m.end(now_ms))));
@@ -539,7 +555,7 @@ impl SessionPipeline {
                 format!("picture at byte {} came before any segment", au.offset),
             ));
         };
-        let (segment, closed) = segmenter.place(FramePlacement {
+        let placed = segmenter.place(FramePlacement {
             index,
             pts: times.pts,
             dts: times.dts,
@@ -551,7 +567,11 @@ impl SessionPipeline {
             bytes: data.len() as u64,
             capture_ns: capture,
         });
-        if let Some(rec) = closed {
+        let segment = placed.segment;
+        if let Some(p) = placed.closed_part {
+            out.push(Event::Part(Arc::new(p)));
+        }
+        if let Some(rec) = placed.closed_segment {
             self.emit_segment(rec, now_ms, out);
         }
         self.stats.frames += 1;
@@ -592,6 +612,8 @@ impl SessionPipeline {
                 let mut seg_opts = SegmenterOptions::with_target_ms(self.opts.segment_target_ms);
                 seg_opts.max_duration = u64::from(max_segment_ms) * TIMESCALE / 1000;
                 seg_opts.max_bytes = self.opts.segment_bytes_limit() as u64;
+                seg_opts.part_target =
+                    u64::from(self.opts.effective_part_target_ms()) * TIMESCALE / 1000;
                 self.segmenter = Some(Segmenter::new(seg_opts, start_ms));
                 self.manifests = Some(Manifests::new(
                     PlaylistOptions {
@@ -675,6 +697,15 @@ impl PipelineOptions {
         match self.max_segment_ms {
             0 => target.saturating_mul(3),
             m => m.max(target),
+        }
+    }
+
+    /// The part target, ms: `part_target_ms` within 100 ms and the segment
+    /// target, or 0 (whole segments) when it is 0.
+    pub fn effective_part_target_ms(&self) -> u32 {
+        match self.part_target_ms {
+            0 => 0,
+            p => p.clamp(100, self.segment_target_ms.max(100)),
         }
     }
 

@@ -9,8 +9,15 @@
 //! cut anyway, at a frame boundary, so segments never exceed the target
 //! duration the playlists announce and memory stays bounded; such a segment
 //! says it is not independent (`keyframe_aligned` false, `sap_type` 0).
+//!
+//! Each segment is also divided into parts ([`PartRecord`]): a part closes
+//! at the first frame boundary at or after the part target, and always where
+//! its segment ends, so a segment is exactly the run of its parts. A part
+//! (like a segment) is closed when the frame after it arrives: its duration
+//! is then exact (that frame's decode time minus the part's start), and the
+//! parts of a segment add up to the segment's duration tick for tick.
 
-use super::frame::{SegmentRecord, TIMESCALE};
+use super::frame::{PartRecord, SegmentRecord, TIMESCALE};
 
 #[derive(Clone, Copy, Debug)]
 pub struct SegmenterOptions {
@@ -20,6 +27,8 @@ pub struct SegmenterOptions {
     pub max_duration: u64,
     /// Largest segment (Annex B bytes) before a forced cut.
     pub max_bytes: u64,
+    /// Part target duration, 90 kHz (0: a part is a whole segment).
+    pub part_target: u64,
 }
 
 impl SegmenterOptions {
@@ -29,6 +38,7 @@ impl SegmenterOptions {
             target,
             max_duration: target * 3,
             max_bytes: 256 << 20,
+            part_target: 0,
         }
     }
 }
@@ -69,17 +79,45 @@ struct OpenSegment {
     last_duration: u32,
 }
 
+#[derive(Clone, Debug)]
+struct OpenPart {
+    number: u64,
+    index: u32,
+    start: u64,
+    first_index: u64,
+    frames: u32,
+    bytes: u64,
+    independent: bool,
+}
+
+/// Where [`Segmenter::place`] put a frame, and what it closed.
+#[derive(Clone, Debug, Default)]
+pub struct Placement {
+    /// The segment the frame belongs to.
+    pub segment: u64,
+    /// The part the frame belongs to (session-wide number).
+    pub part: u64,
+    /// The part the frame closed (it precedes the frame), if any.
+    pub closed_part: Option<PartRecord>,
+    /// The segment the frame closed, if any (its last part is `closed_part`).
+    pub closed_segment: Option<SegmentRecord>,
+}
+
 #[derive(Debug)]
 pub struct Segmenter {
     opts: SegmenterOptions,
     next_sequence: u64,
     open: Option<OpenSegment>,
+    open_part: Option<OpenPart>,
+    next_part: u64,
     discontinuity_pending: bool,
     discontinuity_sequence: u64,
     /// Wall clock (Unix ms) of timeline time 0.
     availability_start_ms: u64,
     composition_shift: Option<u32>,
     last_config_id: Option<u32>,
+    /// Index the next part of the open segment gets.
+    part_index_in_open: u32,
 }
 
 impl Segmenter {
@@ -88,11 +126,14 @@ impl Segmenter {
             opts,
             next_sequence: 0,
             open: None,
+            open_part: None,
+            next_part: 0,
             discontinuity_pending: false,
             discontinuity_sequence: 0,
             availability_start_ms,
             composition_shift: None,
             last_config_id: None,
+            part_index_in_open: 0,
         }
     }
 
@@ -112,13 +153,14 @@ impl Segmenter {
         self.discontinuity_pending = true;
     }
 
-    /// Places a frame: returns the sequence of the segment it belongs to and
-    /// the record of a segment it closed, if any.
-    pub fn place(&mut self, f: FramePlacement) -> (u64, Option<SegmentRecord>) {
+    /// Places a frame: returns the segment and part it belongs to and the
+    /// records of the part and segment it closed, if any.
+    pub fn place(&mut self, f: FramePlacement) -> Placement {
         if self.composition_shift.is_none() {
             self.composition_shift = Some(f.pts.saturating_sub(f.dts).min(u32::MAX as u64) as u32);
         }
         let mut closed = None;
+        let mut closed_part = None;
         if let Some(open) = &self.open {
             let elapsed = f.dts.saturating_sub(open.start);
             // A keyframe with leading pictures (open GOP) is decoded ahead of
@@ -137,7 +179,15 @@ impl Segmenter {
                     || open.bytes.saturating_add(f.bytes) > self.opts.max_bytes
             };
             if cut {
+                closed_part = self.close_part(f.dts);
                 closed = self.close(f.dts);
+            } else if self.opts.part_target > 0
+                && self
+                    .open_part
+                    .as_ref()
+                    .is_some_and(|p| f.dts.saturating_sub(p.start) >= self.opts.part_target)
+            {
+                closed_part = self.close_part(f.dts);
             }
         }
         let open = match &mut self.open {
@@ -176,16 +226,68 @@ impl Segmenter {
         open.bytes += f.bytes;
         open.last_dts = f.dts;
         open.last_duration = f.duration;
-        (open.sequence, closed)
+        let segment = open.sequence;
+        let part = match &mut self.open_part {
+            Some(p) => p,
+            None => {
+                let index = if open.frames == 1 {
+                    0
+                } else {
+                    self.part_index_in_open
+                };
+                let number = self.next_part;
+                self.next_part += 1;
+                self.open_part.insert(OpenPart {
+                    number,
+                    index,
+                    start: f.dts,
+                    first_index: f.index,
+                    frames: 0,
+                    bytes: 0,
+                    independent: f.random_access,
+                })
+            }
+        };
+        part.frames += 1;
+        part.bytes += f.bytes;
+        self.part_index_in_open = part.index + 1;
+        Placement {
+            segment,
+            part: part.number,
+            closed_part,
+            closed_segment: closed,
+        }
     }
 
-    /// Ends the stream: closes the open segment at its last frame's end.
-    pub fn finish(&mut self) -> Option<SegmentRecord> {
-        let end = self
+    /// Ends the stream: closes the open part and segment at the last frame's
+    /// end.
+    pub fn finish_parts(&mut self) -> (Option<PartRecord>, Option<SegmentRecord>) {
+        let Some(end) = self
             .open
             .as_ref()
-            .map(|o| o.last_dts + o.last_duration.max(1) as u64)?;
-        self.close(end)
+            .map(|o| o.last_dts + o.last_duration.max(1) as u64)
+        else {
+            return (None, None);
+        };
+        (self.close_part(end), self.close(end))
+    }
+
+    fn close_part(&mut self, end: u64) -> Option<PartRecord> {
+        let p = self.open_part.take()?;
+        let o = self.open.as_ref()?;
+        Some(PartRecord {
+            number: p.number,
+            segment: o.sequence,
+            index: p.index,
+            start: p.start,
+            duration: end.saturating_sub(p.start).max(1),
+            first_frame_index: p.first_index,
+            frame_count: p.frames,
+            independent: p.independent,
+            byte_size: p.bytes,
+            config_id: o.config_id,
+            composition_shift: self.composition_shift.unwrap_or(0),
+        })
     }
 
     /// Whether a capture time reads as Unix time (within a day of the
@@ -246,11 +348,14 @@ mod tests {
         let mut s = Segmenter::new(SegmenterOptions::with_target_ms(2000), 1_000_000);
         let mut recs = Vec::new();
         for i in 0..300 {
-            let (seq, closed) = s.place(frame(i, 45)); // 1.5 s GOPs
-            assert_eq!(seq, recs.len() as u64 + closed.is_some() as u64);
-            recs.extend(closed);
+            let p = s.place(frame(i, 45)); // 1.5 s GOPs
+            assert_eq!(
+                p.segment,
+                recs.len() as u64 + p.closed_segment.is_some() as u64
+            );
+            recs.extend(p.closed_segment);
         }
-        recs.extend(s.finish());
+        recs.extend(s.finish_parts().1);
         // Keyframes every 45 frames: cuts at 90, 180, 270 (3 s each).
         let starts: Vec<u64> = recs.iter().map(|r| r.first_frame_index).collect();
         assert_eq!(starts, vec![0, 90, 180, 270]);
@@ -270,7 +375,7 @@ mod tests {
         let mut s = Segmenter::new(opts, 0);
         let mut recs = Vec::new();
         for i in 0..1000 {
-            recs.extend(s.place(frame(i, 100_000)).1);
+            recs.extend(s.place(frame(i, 100_000)).closed_segment);
         }
         assert_eq!(recs[0].duration, 10 * TIMESCALE);
         assert!(recs[0].keyframe_aligned);
@@ -286,15 +391,15 @@ mod tests {
             if i >= 20 {
                 f.config_id = 1;
             }
-            recs.extend(s.place(f).1);
+            recs.extend(s.place(f).closed_segment);
         }
         s.mark_discontinuity();
         for i in 40..80 {
             let mut f = frame(i, 10);
             f.config_id = 1;
-            recs.extend(s.place(f).1);
+            recs.extend(s.place(f).closed_segment);
         }
-        recs.extend(s.finish());
+        recs.extend(s.finish_parts().1);
         let starts: Vec<u64> = recs.iter().map(|r| r.first_frame_index).collect();
         assert_eq!(starts, vec![0, 20, 40]);
         assert_eq!(recs[1].config_id, 1);
@@ -302,5 +407,77 @@ mod tests {
         assert_eq!(recs[1].discontinuity_sequence, 1);
         assert!(recs[2].discontinuity);
         assert_eq!(recs[2].discontinuity_sequence, 2);
+    }
+
+    /// Parts close at the first frame boundary at or after the part target
+    /// and at every segment cut; a segment's parts tile it exactly.
+    #[test]
+    fn parts_tile_their_segments() {
+        let mut opts = SegmenterOptions::with_target_ms(2000);
+        opts.part_target = TIMESCALE / 2; // 500 ms = 15 frames at 30 fps
+        let mut s = Segmenter::new(opts, 0);
+        let (mut parts, mut segs) = (Vec::new(), Vec::new());
+        // Keyframes every 50 frames (1.67 s): segments of 100 frames.
+        for i in 0..350 {
+            let p = s.place(frame(i, 50));
+            if let Some(c) = &p.closed_part {
+                assert_eq!(c.number + 1, p.part, "the frame opens the next part");
+            }
+            parts.extend(p.closed_part);
+            segs.extend(p.closed_segment);
+        }
+        let (lp, ls) = s.finish_parts();
+        parts.extend(lp);
+        segs.extend(ls);
+        assert_eq!(segs.len(), 4);
+        for (n, p) in parts.iter().enumerate() {
+            assert_eq!(p.number, n as u64);
+            assert!(p.duration <= opts.part_target || p.frame_count == 1);
+        }
+        for seg in &segs {
+            let mine: Vec<&PartRecord> =
+                parts.iter().filter(|p| p.segment == seg.sequence).collect();
+            assert_eq!(mine[0].start, seg.start);
+            assert_eq!(mine[0].first_frame_index, seg.first_frame_index);
+            assert!(mine[0].independent);
+            let total: u64 = mine.iter().map(|p| p.duration).sum();
+            assert_eq!(total, seg.duration, "segment {}", seg.sequence);
+            let frames: u32 = mine.iter().map(|p| p.frame_count).sum();
+            assert_eq!(frames, seg.frame_count);
+            for (k, w) in mine.windows(2).enumerate() {
+                assert_eq!(w[0].start + w[0].duration, w[1].start);
+                assert_eq!(w[1].index as usize, k + 1);
+            }
+        }
+        // 100-frame segments: parts of 15 frames (500 ms) and a 10-frame tail.
+        let first: Vec<u32> = parts
+            .iter()
+            .filter(|p| p.segment == 0)
+            .map(|p| p.frame_count)
+            .collect();
+        assert_eq!(first, vec![15, 15, 15, 15, 15, 15, 10]);
+        assert!(parts.iter().filter(|p| p.index > 0).all(|p| !p.independent));
+    }
+
+    #[test]
+    fn without_a_part_target_a_part_is_the_whole_segment() {
+        let mut s = Segmenter::new(SegmenterOptions::with_target_ms(2000), 0);
+        let mut parts = Vec::new();
+        let mut segs = Vec::new();
+        for i in 0..200 {
+            let p = s.place(frame(i, 60));
+            parts.extend(p.closed_part);
+            segs.extend(p.closed_segment);
+        }
+        let (lp, ls) = s.finish_parts();
+        parts.extend(lp);
+        segs.extend(ls);
+        assert_eq!(parts.len(), segs.len());
+        for (p, s) in parts.iter().zip(&segs) {
+            assert_eq!(
+                (p.segment, p.index, p.start, p.duration, p.frame_count),
+                (s.sequence, 0, s.start, s.duration, s.frame_count)
+            );
+        }
     }
 }

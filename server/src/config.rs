@@ -78,6 +78,12 @@ pub struct Config {
     /// after it), e.g. 2s, 1500ms.
     #[arg(long, env = "LIVESLICE_SEGMENT_DURATION", default_value = "2s", value_parser = parse_duration)]
     pub segment_duration: Duration,
+    /// Part target duration: each segment is divided into parts (CMAF
+    /// chunks, runs of MPEG-TS packets) closed at the first frame boundary
+    /// at or after it and at every segment boundary; each part is muxed
+    /// once, as it closes. 100ms to 2s, at most --segment-duration.
+    #[arg(long, env = "LIVESLICE_PART_DURATION", default_value = "500ms", value_parser = parse_duration)]
+    pub part_duration: Duration,
     /// Longest segment: with no random access point by then a segment is cut
     /// anyway, at a frame boundary, and marked not independent. Fixes
     /// EXT-X-TARGETDURATION and DASH maxSegmentDuration for every session.
@@ -263,6 +269,7 @@ impl Config {
         kv("grpc-addr", format!("\"{}\"", self.grpc_addr));
         kv("http-addr", format!("\"{}\"", self.http_addr));
         kv("segment-duration", d(&self.segment_duration));
+        kv("part-duration", d(&self.part_duration));
         kv(
             "max-segment-duration",
             d(&self.effective_max_segment_duration()),
@@ -329,6 +336,13 @@ impl Config {
         let seg = self.segment_duration.as_millis();
         if !(100..=60_000).contains(&seg) {
             return err("segment-duration", "must be between 100ms and 60s");
+        }
+        let part = self.part_duration.as_millis();
+        if !(100..=2_000).contains(&part) || self.part_duration > self.segment_duration {
+            return err(
+                "part-duration",
+                "must be between 100ms and 2s, and at most --segment-duration",
+            );
         }
         if let Some(max) = self.max_segment_duration {
             if max < self.segment_duration || max > Duration::from_secs(600) {
@@ -423,6 +437,7 @@ impl Config {
             default_rate: FrameRate::new(self.default_fps, 1),
             target_rate: None,
             segment_target_ms: self.segment_duration.as_millis() as u32,
+            part_target_ms: self.part_duration.as_millis() as u32,
             max_segment_ms: self.effective_max_segment_duration().as_millis() as u32,
             max_window_bytes: self.ring_bytes,
             window: self.window,

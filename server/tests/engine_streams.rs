@@ -33,6 +33,7 @@ fn expected_packets(name: &str) -> Vec<(i64, i64, bool)> {
 struct Run {
     frames: Vec<Arc<Frame>>,
     segments: Vec<SegmentRecord>,
+    parts: Vec<liveslice_server::engine::PartRecord>,
     drops: Vec<DropReport>,
     ended: bool,
     fatal: Vec<String>,
@@ -67,9 +68,49 @@ fn run_chunks(chunks: impl IntoIterator<Item = Bytes>, opts: PipelineOptions) ->
             Event::Ended(_) => run.ended = true,
             Event::Fatal(e) => run.fatal.push(e.to_string()),
             Event::Config(_) => {}
+            Event::Part(p) => run.parts.push(p.as_ref().clone()),
         }
     }
+    check_parts_tile_segments(&run);
     run
+}
+
+/// Every run, whatever the stream and chunking: each segment is exactly
+/// the run of its parts (same start, durations and frame counts adding up,
+/// numbered in order), and no part straddles two segments.
+fn check_parts_tile_segments(run: &Run) {
+    for (n, p) in run.parts.iter().enumerate() {
+        assert_eq!(p.number, n as u64, "parts are numbered in order");
+    }
+    let mut parts = run.parts.iter().peekable();
+    for seg in &run.segments {
+        let mut start = seg.start;
+        let (mut frames, mut index) = (0u32, 0u32);
+        while let Some(p) = parts.next_if(|p| p.segment == seg.sequence) {
+            assert_eq!(
+                p.index, index,
+                "segment {}: part {}",
+                seg.sequence, p.number
+            );
+            assert_eq!(
+                p.start, start,
+                "segment {}: part {}",
+                seg.sequence, p.number
+            );
+            assert_eq!(
+                p.first_frame_index,
+                seg.first_frame_index + u64::from(frames)
+            );
+            assert_eq!(p.config_id, seg.config_id);
+            start += p.duration;
+            frames += p.frame_count;
+            index += 1;
+        }
+        assert!(index > 0, "segment {} has no parts", seg.sequence);
+        assert_eq!(start, seg.start + seg.duration, "segment {}", seg.sequence);
+        assert_eq!(frames, seg.frame_count, "segment {}", seg.sequence);
+    }
+    assert!(parts.next().is_none(), "a part after the last segment");
 }
 
 fn run_whole(data: &[u8]) -> Run {

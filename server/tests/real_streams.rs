@@ -60,7 +60,7 @@ fn run(
                 }
                 Event::Ended(_) => record(p, out, now, name),
                 Event::Fatal(e) => panic!("{name}: fatal {e}"),
-                Event::Config(_) => {}
+                Event::Config(_) | Event::Part(_) => {}
             }
         }
     };

@@ -41,7 +41,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::frame::{CodecConfig, Frame, SegmentRecord, TIMESCALE};
+use crate::frame::{CodecConfig, Frame, PartRecord, SegmentRecord, TIMESCALE};
 
 /// The one track of our output.
 const TRACK_ID: u32 = 1;
@@ -277,25 +277,79 @@ pub fn media_segment(
     frames: &[&Frame],
     end_dts: u64,
 ) -> Result<Bytes, CmafError> {
-    let first = frames.first().ok_or(CmafError::EmptySegment)?;
     let sequence = record
         .sequence
         .checked_add(1)
         .and_then(|s| u32::try_from(s).ok())
         .ok_or(CmafError::SequenceOutOfRange(record.sequence))?;
+    fragment(
+        Fragment {
+            sequence,
+            config_id: record.config_id,
+            composition_shift: record.composition_shift,
+            styp: true,
+        },
+        frames,
+        end_dts,
+    )
+}
+
+/// One CMAF chunk (`moof` + `mdat`, ISO/IEC 23000-19 7.3.2.3) for a part:
+/// its `mfhd` sequence number is the part's number plus one, so the chunks
+/// of a session's segments number 1, 2, 3, … across segments. A segment's
+/// bytes are [`STYP`] followed by its parts' chunks. `end_dts` is where the
+/// part ends (the next part's first DTS).
+pub fn part_chunk(part: &PartRecord, frames: &[&Frame], end_dts: u64) -> Result<Bytes, CmafError> {
+    let sequence = part
+        .number
+        .checked_add(1)
+        .and_then(|s| u32::try_from(s).ok())
+        .ok_or(CmafError::SequenceOutOfRange(part.number))?;
+    fragment(
+        Fragment {
+            sequence,
+            config_id: part.config_id,
+            composition_shift: part.composition_shift,
+            styp: false,
+        },
+        frames,
+        end_dts,
+    )
+}
+
+/// The `styp` box a CMAF segment starts with (ISO/IEC 23000-19 7.3.2.2).
+pub fn styp() -> Bytes {
+    let mut b = BytesMut::with_capacity(STYP_SIZE as usize);
+    put_brands(&mut b, b"styp", &STYP_BRANDS);
+    b.freeze()
+}
+
+/// What one `moof` + `mdat` says about its frames.
+struct Fragment {
+    /// `mfhd` sequence number (from 1).
+    sequence: u32,
+    config_id: u32,
+    composition_shift: u32,
+    /// Put a `styp` in front.
+    styp: bool,
+}
+
+fn fragment(frag: Fragment, frames: &[&Frame], end_dts: u64) -> Result<Bytes, CmafError> {
+    let first = frames.first().ok_or(CmafError::EmptySegment)?;
+    let sequence = frag.sequence;
 
     // Check everything before writing anything, and size the output exactly.
     let mut payload: u64 = 0;
     for (i, frame) in frames.iter().enumerate() {
-        if frame.config_id != record.config_id {
+        if frame.config_id != frag.config_id {
             return Err(CmafError::ConfigMismatch {
                 index: frame.index,
                 frame: frame.config_id,
-                segment: record.config_id,
+                segment: frag.config_id,
             });
         }
         sample_duration(frame, next_dts(frames, i, end_dts))?;
-        composition_offset(frame, record.composition_shift)?;
+        composition_offset(frame, frag.composition_shift)?;
         payload += u64::from(sample_size(frame)?);
     }
     let too_large = || CmafError::SegmentTooLarge {
@@ -313,11 +367,14 @@ pub fn media_segment(
     // moof_size < data_offset <= i32::MAX: the moof and the boxes inside it
     // fit in 32 bits.
     let (moof_size, traf_size, trun_size) = (moof_size as u32, traf_size as u32, trun_size as u32);
-    let total = usize::try_from(u64::from(STYP_SIZE) + u64::from(moof_size) + u64::from(mdat_size))
+    let styp_size = if frag.styp { u64::from(STYP_SIZE) } else { 0 };
+    let total = usize::try_from(styp_size + u64::from(moof_size) + u64::from(mdat_size))
         .map_err(|_| too_large())?;
 
     let mut b = BytesMut::with_capacity(total);
-    put_brands(&mut b, b"styp", &STYP_BRANDS);
+    if frag.styp {
+        put_brands(&mut b, b"styp", &STYP_BRANDS);
+    }
 
     put_box(&mut b, moof_size, b"moof");
     put_full_box(&mut b, MFHD_SIZE, b"mfhd", 0, 0);
@@ -334,7 +391,7 @@ pub fn media_segment(
         b.put_u32(sample_duration(frame, next_dts(frames, i, end_dts))?);
         b.put_u32(sample_size(frame)?);
         b.put_u32(sample_flags(frame));
-        b.put_i32(composition_offset(frame, record.composition_shift)?);
+        b.put_i32(composition_offset(frame, frag.composition_shift)?);
     }
 
     put_box(&mut b, mdat_size, b"mdat");

@@ -194,10 +194,14 @@ struct Counters {
     video: u8,
 }
 
-/// One per session (stream); keeps continuity counters across segments.
-#[derive(Debug, Default)]
+/// One per session (stream); keeps continuity counters across segments
+/// and parts.
+#[derive(Clone, Debug, Default)]
 pub struct TsMuxer {
     counters: Counters,
+    /// Decode time of the last frame of the last part written, for PCR
+    /// packets between parts of one segment.
+    last_dts: Option<u64>,
 }
 
 impl TsMuxer {
@@ -213,13 +217,33 @@ impl TsMuxer {
     /// keyframe without SPS/PPS when `cfg` (of another `config_id`, or empty)
     /// cannot supply them.
     pub fn segment(&mut self, frames: &[&Frame], cfg: &CodecConfig) -> Result<Bytes, TsError> {
+        self.part(frames, cfg, true)
+    }
+
+    /// One part of a segment: PAT, PMT (so a player can start at any part
+    /// that starts at a random access point), then one PES per frame; a
+    /// segment is the concatenation of its parts. A part that continues a
+    /// segment (`starts_segment` false) gets the PCR-only packets that keep
+    /// the PCR interval since the previous part's last frame, exactly as
+    /// within a part. Fails as [`TsMuxer::segment`] does.
+    pub fn part(
+        &mut self,
+        frames: &[&Frame],
+        cfg: &CodecConfig,
+        starts_segment: bool,
+    ) -> Result<Bytes, TsError> {
         if frames.is_empty() {
             return Err(TsError::NoFrames);
         }
 
+        let carried_dts = if starts_segment {
+            None
+        } else {
+            self.last_dts.filter(|d| frames[0].dts > *d)
+        };
         // Pass 1: validate and size.
         let mut packets: usize = 2; // PAT, PMT
-        let mut previous_dts: Option<u64> = None;
+        let mut previous_dts: Option<u64> = carried_dts;
         for frame in frames {
             let plan = FramePlan::new(frame, cfg)?;
             if let Some(previous) = previous_dts {
@@ -242,7 +266,7 @@ impl TsMuxer {
         let mut counters = self.counters;
         write_psi(&mut out, PID_PAT, &mut counters.pat, &PAT_SECTION, PAT_CRC);
         write_psi(&mut out, PID_PMT, &mut counters.pmt, &PMT_SECTION, PMT_CRC);
-        let mut previous_dts: Option<u64> = None;
+        let mut previous_dts: Option<u64> = carried_dts;
         for frame in frames {
             if let Some(previous) = previous_dts {
                 let last_cc = counters.video.wrapping_sub(1) & 0x0F;
@@ -257,6 +281,7 @@ impl TsMuxer {
         }
         debug_assert_eq!(out.len(), size);
         self.counters = counters;
+        self.last_dts = previous_dts;
         Ok(out.freeze())
     }
 }

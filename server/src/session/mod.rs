@@ -478,6 +478,7 @@ impl Session {
                     SessionItem::Dropped(Arc::new(d))
                 }
                 Event::Ended(u) => SessionItem::Final(u),
+                Event::Part(_) => continue,
                 Event::Fatal(e) => {
                     fatal = Some(e);
                     continue;
