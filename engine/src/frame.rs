@@ -85,7 +85,7 @@ impl Frame {
 
 /// The parameter sets and derived facts a stream was coded with; one per
 /// SPS/PPS generation of a session (a new one when they change mid-stream).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CodecConfig {
     /// Increases by one each time the parameter sets change.
     pub id: u32,

@@ -1,4 +1,5 @@
 //! Segment muxers: CMAF (fMP4) for HLS and DASH, MPEG-TS for legacy HLS.
 
 pub mod cmaf;
+pub mod parts;
 pub mod ts;
