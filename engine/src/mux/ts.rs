@@ -239,7 +239,8 @@ impl TsMuxer {
         let carried_dts = if starts_segment {
             None
         } else {
-            self.last_dts.filter(|d| frames[0].dts > *d)
+            self.last_dts
+                .filter(|d| frames.first().is_some_and(|f| f.dts > *d))
         };
         // Pass 1: validate and size.
         let mut packets: usize = 2; // PAT, PMT
