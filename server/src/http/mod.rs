@@ -22,8 +22,8 @@ use tower_http::cors::CorsLayer;
 use crate::auth::{bearer, Access, Auth, AuthError};
 use crate::engine::playlist::iso8601_ms;
 use crate::ids::parse_session_id;
-use crate::session::mux_cache::MuxError;
 use crate::session::{now_unix_ns, ManifestKind, Registry, Session};
+use crate::session::{Format, MuxError};
 
 const HLS: &str = "application/vnd.apple.mpegurl";
 const DASH: &str = "application/dash+xml";
@@ -384,13 +384,15 @@ async fn dash(
 }
 
 fn mux_response(
-    result: Result<Bytes, MuxError>,
+    result: Result<Vec<Bytes>, MuxError>,
     ct: &'static str,
     headers: &HeaderMap,
 ) -> Response {
     match result {
         Ok(b) => ranged(headers, ct, SEGMENT_CACHE, b),
-        Err(e @ (MuxError::NotAvailable(_) | MuxError::NoConfig(_))) => not_found(format!("{e}\n")),
+        Err(
+            e @ (MuxError::NotAvailable(_) | MuxError::PartNotAvailable(_) | MuxError::NoConfig(_)),
+        ) => not_found(format!("{e}\n")),
         Err(e) => {
             tracing::error!(error = %e, "muxing failed");
             (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
@@ -461,14 +463,53 @@ pub fn range_ask(headers: &HeaderMap, len: u64) -> RangeAsk {
     }
 }
 
+/// A body sent as its shared pieces, one after another (no copy), with its
+/// `Content-Length`.
+fn pieces_body(ct: &'static str, cache: &'static str, pieces: Vec<Bytes>) -> Response {
+    if let [one] = pieces.as_slice() {
+        return body(ct, cache, one.clone());
+    }
+    let len: usize = pieces.iter().map(Bytes::len).sum();
+    let stream = tokio_stream::iter(pieces.into_iter().map(Ok::<_, std::convert::Infallible>));
+    let mut r = axum::body::Body::from_stream(stream).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
+/// Bytes `first..=last` of the concatenation of `pieces`, as shared slices.
+#[doc(hidden)] // pub for the fuzz targets
+pub fn slice_pieces(pieces: &[Bytes], first: u64, last: u64) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    for p in pieces {
+        let (start, end) = (at, at + p.len() as u64); // [start, end)
+        at = end;
+        if end <= first || start > last {
+            continue;
+        }
+        let from = first.saturating_sub(start) as usize;
+        let to = (last + 1).min(end).saturating_sub(start) as usize;
+        out.push(p.slice(from..to));
+    }
+    out
+}
+
 /// A segment body, or the part of it a `Range` asks for (`206`), or `416`.
-fn ranged(headers: &HeaderMap, ct: &'static str, cache: &'static str, b: Bytes) -> Response {
-    let len = b.len() as u64;
+fn ranged(
+    headers: &HeaderMap,
+    ct: &'static str,
+    cache: &'static str,
+    pieces: Vec<Bytes>,
+) -> Response {
+    let len = pieces.iter().map(|p| p.len() as u64).sum();
     let mut r = match range_ask(headers, len) {
-        RangeAsk::Whole => body(ct, cache, b),
+        RangeAsk::Whole => pieces_body(ct, cache, pieces),
         RangeAsk::Part(first, last) => {
-            let part = b.slice(first as usize..=last as usize);
-            let mut r = body(ct, cache, part);
+            let part = slice_pieces(&pieces, first, last);
+            let mut r = pieces_body(ct, cache, part);
             *r.status_mut() = StatusCode::PARTIAL_CONTENT;
             if let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{last}/{len}")) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -509,15 +550,18 @@ async fn cmaf_file(
         return no_session(&id);
     };
     if let Some(seq) = numbered(&file, "seg-", ".m4s") {
-        let s2 = s.clone();
-        let res = tokio::task::spawn_blocking(move || s2.cmaf_segment(seq)).await;
-        return match res {
-            Ok(r) => mux_response(r, M4S, &headers),
-            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "muxing task failed\n").into_response(),
-        };
+        s.wait_segment_stored(seq, SEGMENT_STORE_WAIT).await;
+        return mux_response(s.segment_pieces(seq, Format::Cmaf), M4S, &headers);
+    }
+    if let Some(n) = numbered(&file, "part-", ".m4s") {
+        return mux_response(
+            s.part_bytes(n, Format::Cmaf).map(|(b, _)| vec![b]),
+            M4S,
+            &headers,
+        );
     }
     if let Some(id) = numbered(&file, "init-", ".mp4").and_then(|n| u32::try_from(n).ok()) {
-        return mux_response(s.init_segment(id), MP4, &headers);
+        return mux_response(s.init_segment(id).map(|b| vec![b]), MP4, &headers);
     }
     not_found("no such file\n")
 }
@@ -531,15 +575,23 @@ async fn ts_file(
     let Some(s) = session(&r, &id) else {
         return no_session(&id);
     };
+    if let Some(n) = numbered(&file, "part-", ".ts") {
+        return mux_response(
+            s.part_bytes(n, Format::Ts).map(|(b, _)| vec![b]),
+            TS,
+            &headers,
+        );
+    }
     let Some(seq) = numbered(&file, "seg-", ".ts") else {
         return not_found("no such file\n");
     };
-    let res = tokio::task::spawn_blocking(move || s.ts_segment(seq)).await;
-    match res {
-        Ok(r) => mux_response(r, TS, &headers),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "muxing task failed\n").into_response(),
-    }
+    s.wait_segment_stored(seq, SEGMENT_STORE_WAIT).await;
+    mux_response(s.segment_pieces(seq, Format::Ts), TS, &headers)
 }
+
+/// How long a segment request waits for a segment the playlists list but
+/// whose last part the publisher's task is still muxing (microseconds).
+const SEGMENT_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// DASH `<UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-iso:2014">`.
 async fn time() -> Response {
@@ -592,6 +644,29 @@ mod tests {
         h.insert(header::RANGE, HeaderValue::from_static("bytes=0-1"));
         h.insert(header::IF_RANGE, HeaderValue::from_static("\"x\""));
         assert_eq!(range_ask(&h, 10), Whole);
+    }
+
+    #[test]
+    fn slices_of_pieces() {
+        use super::slice_pieces;
+        use bytes::Bytes;
+        let pieces = vec![
+            Bytes::from_static(b"abc"),
+            Bytes::from_static(b""),
+            Bytes::from_static(b"defg"),
+            Bytes::from_static(b"h"),
+        ];
+        let joined = |v: Vec<Bytes>| v.concat();
+        let all = b"abcdefgh";
+        for first in 0..8u64 {
+            for last in first..8u64 {
+                assert_eq!(
+                    joined(slice_pieces(&pieces, first, last)),
+                    all[first as usize..=last as usize],
+                    "{first}-{last}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -9,13 +9,22 @@
 //! never waits for a subscriber, a slow subscriber reads every item the
 //! window still holds, and one that eviction passes resumes at the newest
 //! random access point (see [`subscriber`]).
+//!
+//! Parts are muxed once, as they close, by the task that pushed the bytes
+//! that closed them, with no lock held: a push takes the session lock to
+//! run the engine and take the parts' frames (`Arc` clones), lets go of it
+//! to mux, and takes it again to store the bytes and release the log items
+//! that came after the first closed part (so a subscriber never sees a
+//! segment whose bytes are not stored yet). Writers (push, reconnect, end)
+//! are serialized by a gate no reader takes.
 
 pub mod log;
-pub mod mux_cache;
+pub mod parts;
 pub mod registry;
 pub mod ring;
 pub mod subscriber;
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -23,10 +32,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::engine::mux::parts::{Formats, MuxedPart, PartMuxer};
 use crate::engine::pipeline::{DropReport, EngineError, Event, SegmentEvent};
 use crate::engine::playlist::{ManifestState, ManifestUpdate};
-use crate::engine::{CodecConfig, Frame, PipelineOptions, SessionPipeline};
-use mux_cache::{MuxCache, MuxError};
+use crate::engine::{CodecConfig, Frame, PartRecord, PipelineOptions, SessionPipeline};
+pub use parts::{Format, MuxError};
 use ring::Ring;
 
 pub use registry::{Registry, RegistryError, SessionDefaults};
@@ -111,6 +121,89 @@ struct SessionState {
     /// The playlists' media sequence (first listed segment).
     first_listed: u64,
     log: log::ItemLog,
+    /// Muxed parts, init segments, complete segments.
+    parts: parts::PartStore,
+    /// The MPEG-TS continuity counters, taken out while a push muxes.
+    part_muxer: Option<PartMuxer>,
+}
+
+thread_local! {
+    /// Session locks this thread holds (for the debug check that nothing is
+    /// muxed under one).
+    static STATE_LOCKS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The session lock, counted per thread while held.
+struct StateGuard<'a>(MutexGuard<'a, SessionState>);
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = SessionState;
+    fn deref(&self) -> &SessionState {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut SessionState {
+        &mut self.0
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        STATE_LOCKS.with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}
+
+/// Whether this thread holds a session lock.
+fn holds_session_lock() -> bool {
+    STATE_LOCKS.with(Cell::get) > 0
+}
+
+/// A closed part, its frames and its parameter sets (`Arc` clones).
+type PartToMux = (Arc<PartRecord>, Vec<Arc<Frame>>, Arc<CodecConfig>);
+
+/// What a push leaves to do after the session lock is let go: parts and
+/// init segments to mux, then segments to mark complete and log items to
+/// release, in order, once the bytes are stored.
+#[derive(Default)]
+struct MuxWork {
+    parts: Vec<PartToMux>,
+    inits: Vec<Arc<CodecConfig>>,
+    segments: Vec<(u64, u32)>,
+    deferred: Vec<SessionItem>,
+}
+
+impl MuxWork {
+    fn is_empty(&self) -> bool {
+        self.parts.is_empty() && self.inits.is_empty()
+    }
+}
+
+/// Muxes a push's closed parts and new init segments. Never called with a
+/// session lock held (checked in debug builds).
+fn mux_work(
+    session_id: &str,
+    muxer: &mut PartMuxer,
+    work: &MuxWork,
+) -> (Vec<MuxedPart>, Vec<(u32, Bytes)>) {
+    debug_assert!(!holds_session_lock(), "muxing with the session lock held");
+    let mut muxed = Vec::with_capacity(work.parts.len());
+    for (rec, frames, cfg) in &work.parts {
+        let refs: Vec<&Frame> = frames.iter().map(|f| f.as_ref()).collect();
+        match muxer.mux(rec.clone(), &refs, cfg) {
+            Ok(m) => muxed.push(m),
+            Err(e) => tracing::error!(session_id, error = %e, "part not muxed"),
+        }
+    }
+    let mut inits = Vec::with_capacity(work.inits.len());
+    for cfg in &work.inits {
+        match parts::mux_init(cfg) {
+            Ok(b) => inits.push((cfg.id, b)),
+            Err(e) => tracing::error!(session_id, error = %e, "init segment not muxed"),
+        }
+    }
+    (muxed, inits)
 }
 
 /// One live session.
@@ -118,8 +211,12 @@ pub struct Session {
     pub id: String,
     pub options: SessionOptions,
     state: Mutex<SessionState>,
-    /// Muxed segment bytes, behind their own lock (see [`mux_cache`]).
-    mux: Mutex<MuxCache>,
+    /// Serializes the writers (push, reconnect, end) across a push's three
+    /// steps; no reader takes it.
+    gate: Mutex<()>,
+    /// The next segment whose bytes will be stored (for readers that wait
+    /// for a segment the playlists already list).
+    segments_stored: watch::Sender<u64>,
     /// The item log's end position, for subscribers' wake-ups.
     log_end: watch::Sender<u64>,
     /// Items a subscriber may fall behind the newest before it is moved on
@@ -157,7 +254,6 @@ impl Session {
         // The engine keeps the window within the ring's budget, so the ring
         // evicts only whole segments the playlists no longer list.
         options.pipeline.max_window_bytes = ring_max_bytes;
-        let window = options.pipeline.window;
         Self {
             state: Mutex::new(SessionState {
                 pipeline: SessionPipeline::new(options.pipeline.clone()),
@@ -169,8 +265,11 @@ impl Session {
                 configs: Default::default(),
                 first_listed: 0,
                 log: log::ItemLog::default(),
+                parts: parts::PartStore::default(),
+                part_muxer: Some(PartMuxer::new(Formats::default())),
             }),
-            mux: Mutex::new(MuxCache::new(window)),
+            gate: Mutex::new(()),
+            segments_stored: watch::channel(0).0,
             id,
             options,
             log_end: watch::channel(0).0,
@@ -186,10 +285,16 @@ impl Session {
         let _ = rx.wait_for(|ended| *ended).await;
     }
 
-    fn lock(&self) -> MutexGuard<'_, SessionState> {
+    fn lock(&self) -> StateGuard<'_> {
         // A panic while holding the lock would be a bug; the state is still
         // consistent enough to end the session, so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        STATE_LOCKS.with(|c| c.set(c.get() + 1));
+        StateGuard(g)
+    }
+
+    fn gate(&self) -> MutexGuard<'_, ()> {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn is_ended(&self) -> bool {
@@ -223,11 +328,8 @@ impl Session {
     /// Bytes of media the session holds: its ring, incomplete units and
     /// muxed segments (what the server-wide `--memory-limit` counts).
     pub fn memory_bytes(&self) -> usize {
-        let held = {
-            let st = self.lock();
-            st.ring.bytes() + st.pipeline.buffered()
-        };
-        held + self.mux_lock().bytes()
+        let st = self.lock();
+        st.ring.bytes() + st.pipeline.buffered() + st.parts.bytes()
     }
 
     /// Why the session ended, if it has.
@@ -263,6 +365,7 @@ impl Session {
     /// Attaches a publisher: a fresh one, or one continuing after the
     /// previous vanished (then `Ok(true)`).
     fn attach_publisher(&self) -> Result<(u64, bool), RegistryError> {
+        let _gate = self.gate();
         let mut st = self.lock();
         if st.ended.is_some() {
             return Err(RegistryError::Ended);
@@ -270,10 +373,8 @@ impl Session {
         let resumed = match st.publisher {
             Publisher::Active(_) => return Err(RegistryError::AlreadyPublishing),
             Publisher::Gone(_) => {
-                let mut events = std::mem::take(&mut st.events);
-                st.pipeline.reconnect(now_unix_ns(), &mut events);
-                let _ = self.distribute(&mut st, &mut events);
-                st.events = events;
+                let (again, _) = self.run_engine(st, |p, out| p.reconnect(now_unix_ns(), out));
+                st = again;
                 true
             }
             Publisher::None => false,
@@ -292,24 +393,18 @@ impl Session {
         capture_ns: Option<u64>,
         end_of_access_unit: bool,
     ) -> Result<(), PushError> {
-        let mut st = self.lock();
+        let _gate = self.gate();
+        let st = self.lock();
         if st.ended.is_some() {
             return Err(PushError::Ended);
         }
         if st.publisher != Publisher::Active(generation) {
             return Err(PushError::NotPublisher);
         }
-        let mut events = std::mem::take(&mut st.events);
         ::metrics::counter!(crate::metrics::BYTES_IN).increment(data.len() as u64);
-        st.pipeline.push(
-            data,
-            capture_ns,
-            now_unix_ns(),
-            end_of_access_unit,
-            &mut events,
-        );
-        let fatal = self.distribute(&mut st, &mut events);
-        st.events = events;
+        let (_, fatal) = self.run_engine(st, |p, out| {
+            p.push(data, capture_ns, now_unix_ns(), end_of_access_unit, out)
+        });
         match fatal {
             Some(e) => Err(PushError::Fatal(e)),
             None => Ok(()),
@@ -320,14 +415,12 @@ impl Session {
     /// closes the manifests and tells every subscriber. Returns false if it
     /// had already ended.
     pub fn end(&self, reason: EndReason, detail: String) -> bool {
-        let mut st = self.lock();
+        let _gate = self.gate();
+        let st = self.lock();
         if st.ended.is_some() {
             return false;
         }
-        let mut events = std::mem::take(&mut st.events);
-        st.pipeline.finish(now_unix_ns(), &mut events);
-        let _ = self.distribute(&mut st, &mut events);
-        st.events = events;
+        let (mut st, _) = self.run_engine(st, |p, out| p.finish(now_unix_ns(), out));
         let stats = st.pipeline.stats();
         let end = Arc::new(SessionEnd {
             reason,
@@ -443,9 +536,64 @@ impl Session {
         }
     }
 
-    /// Moves engine events into the ring and out to subscribers; returns a
-    /// fatal error if the engine reported one.
-    fn distribute(&self, st: &mut SessionState, events: &mut Vec<Event>) -> Option<EngineError> {
+    /// Runs the engine (`f`) under the session lock `st`, then muxes the
+    /// parts it closed with no lock held, then stores them and releases the
+    /// log items held back for them. Returns the lock (taken again) and a
+    /// fatal error if the engine reported one. Call with the gate held.
+    fn run_engine<'a>(
+        &'a self,
+        mut st: StateGuard<'a>,
+        f: impl FnOnce(&mut SessionPipeline, &mut Vec<Event>),
+    ) -> (StateGuard<'a>, Option<EngineError>) {
+        let mut events = std::mem::take(&mut st.events);
+        f(&mut st.pipeline, &mut events);
+        let mut work = MuxWork::default();
+        let fatal = self.distribute(&mut st, &mut events, &mut work);
+        st.events = events;
+        if work.is_empty() {
+            self.log_end.send_replace(st.log.end());
+            return (st, fatal);
+        }
+        let mut muxer = st
+            .part_muxer
+            .take()
+            .unwrap_or_else(|| PartMuxer::new(Formats::default()));
+        drop(st);
+        let (muxed, inits) = mux_work(&self.id, &mut muxer, &work);
+        let mut st = self.lock();
+        st.part_muxer = Some(muxer);
+        for (id, b) in inits {
+            st.parts.store_init(id, b);
+        }
+        for p in muxed {
+            st.parts.store_part(p);
+        }
+        for (seq, config_id) in work.segments {
+            st.parts.store_segment(seq, config_id);
+        }
+        // Removed segments stay a window longer (RFC 8216 6.2.2).
+        let keep_from = st
+            .first_listed
+            .saturating_sub(self.options.pipeline.window as u64);
+        st.parts.evict_before(keep_from);
+        for item in work.deferred {
+            st.log.push(item);
+        }
+        self.segments_stored.send_replace(st.parts.next_segment());
+        self.log_end.send_replace(st.log.end());
+        (st, fatal)
+    }
+
+    /// Moves engine events into the ring and the log, and collects what is
+    /// to be muxed: once a part closed, the items after it wait in `work`
+    /// until its bytes are stored. Returns a fatal error if the engine
+    /// reported one.
+    fn distribute(
+        &self,
+        st: &mut SessionState,
+        events: &mut Vec<Event>,
+        work: &mut MuxWork,
+    ) -> Option<EngineError> {
         let mut fatal = None;
         let mut frames = 0u64;
         let mut segments = false;
@@ -458,6 +606,7 @@ impl Session {
                 }
                 Event::Segment(s) => {
                     segments = true;
+                    work.segments.push((s.record.sequence, s.record.config_id));
                     st.ring.push_segment(s.clone());
                     st.first_listed = s.manifest.media_sequence;
                     crate::metrics::segment(s.record.duration);
@@ -467,9 +616,10 @@ impl Session {
                 }
                 Event::Config(c) => {
                     st.configs.insert(c.id, c.clone());
-                    while st.configs.len() > mux_cache::MAX_CONFIGS {
+                    while st.configs.len() > parts::MAX_CONFIGS {
                         st.configs.pop_first();
                     }
+                    work.inits.push(c.clone());
                     SessionItem::Config(c)
                 }
                 Event::Dropped(d) => {
@@ -478,13 +628,25 @@ impl Session {
                     SessionItem::Dropped(Arc::new(d))
                 }
                 Event::Ended(u) => SessionItem::Final(u),
-                Event::Part(_) => continue,
+                Event::Part(p) => {
+                    let frames = st.ring.frames_from(p.first_frame_index, p.frame_count);
+                    match (frames, st.configs.get(&p.config_id)) {
+                        (Some(frames), Some(cfg)) => work.parts.push((p, frames, cfg.clone())),
+                        _ => tracing::error!(session_id = %self.id, part = p.number,
+                            "a closed part's frames or parameter sets are not held"),
+                    }
+                    continue;
+                }
                 Event::Fatal(e) => {
                     fatal = Some(e);
                     continue;
                 }
             };
-            st.log.push(item);
+            if work.parts.is_empty() {
+                st.log.push(item);
+            } else {
+                work.deferred.push(item);
+            }
         }
         if segments {
             // The log lets go of what the ring let go of.
@@ -492,7 +654,6 @@ impl Session {
                 st.log.evict_before_frame(first);
             }
         }
-        self.log_end.send_replace(st.log.end());
         if frames > 0 {
             ::metrics::counter!(crate::metrics::FRAMES_IN).increment(frames);
         }
@@ -522,83 +683,62 @@ impl Session {
         })
     }
 
-    fn mux_lock(&self) -> MutexGuard<'_, MuxCache> {
-        self.mux.lock().unwrap_or_else(|p| p.into_inner())
+    /// A complete segment's bytes as shared pieces (concatenated, they are
+    /// the segment): nothing is muxed or copied here.
+    pub fn segment_pieces(&self, sequence: u64, format: Format) -> Result<Vec<Bytes>, MuxError> {
+        self.lock().parts.segment(sequence, format)
     }
 
-    /// A segment's record, frames and parameter sets, if all its frames are
-    /// still held: `Arc` clones under the session lock, nothing muxed.
-    fn segment_source(&self, seq: u64) -> Option<mux_cache::SegmentSource> {
-        let st = self.lock();
-        let record = st
-            .ring
-            .segments()
-            .find(|s| s.record.sequence == seq)?
-            .record
-            .clone();
-        let frames = st.ring.segment_frames(seq)?;
-        let config = st.configs.get(&record.config_id)?.clone();
-        Some(mux_cache::SegmentSource {
-            record,
-            frames,
-            config,
-        })
+    /// Waits (up to `limit`) for a segment the engine has closed but whose
+    /// last part is still being muxed by the publisher's task (a matter of
+    /// microseconds). Returns at once for any other segment.
+    pub async fn wait_segment_stored(&self, sequence: u64, limit: std::time::Duration) {
+        let pending = {
+            let st = self.lock();
+            st.parts.next_segment() <= sequence && sequence < st.pipeline.stats().segments
+        };
+        if !pending {
+            return;
+        }
+        let mut rx = self.segments_stored.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|next| *next > sequence)).await;
     }
 
-    /// The CMAF init segment for parameter-set generation `config_id`,
-    /// muxed once, with no lock held.
+    /// One part's bytes (session-wide part number) and its config id.
+    pub fn part_bytes(&self, number: u64, format: Format) -> Result<(Bytes, u32), MuxError> {
+        self.lock().parts.part(number, format)
+    }
+
+    /// The records of the parts held, oldest first.
+    pub fn part_records(&self) -> Vec<Arc<PartRecord>> {
+        self.lock().parts.part_records().cloned().collect()
+    }
+
+    /// The CMAF init segment for parameter-set generation `config_id`
+    /// (muxed once, when the parameter sets arrived).
     pub fn init_segment(&self, config_id: u32) -> Result<Bytes, MuxError> {
-        if let Some(b) = self.mux_lock().cached_init(config_id) {
-            return Ok(b);
-        }
-        let cfg = self
-            .lock()
-            .configs
-            .get(&config_id)
-            .cloned()
-            .ok_or(MuxError::NoConfig(config_id))?;
-        let b = mux_cache::mux_init(&cfg)?;
-        self.mux_lock().insert_init(config_id, b.clone());
-        Ok(b)
+        self.lock()
+            .parts
+            .init(config_id)
+            .ok_or(MuxError::NoConfig(config_id))
     }
 
-    /// The CMAF media segment `sequence`, muxed on first request with no
-    /// lock held (the publisher's push never waits for it).
+    /// The CMAF media segment `sequence` in one buffer (its pieces joined:
+    /// for consumers that need contiguous bytes).
     pub fn cmaf_segment(&self, sequence: u64) -> Result<Bytes, MuxError> {
-        if let Some(b) = self.mux_lock().cached_cmaf(sequence) {
-            return Ok(b);
-        }
-        let src = self
-            .segment_source(sequence)
-            .ok_or(MuxError::NotAvailable(sequence))?;
-        let b = mux_cache::mux_cmaf(&src)?;
-        let first_listed = self.lock().first_listed;
-        let mut mux = self.mux_lock();
-        mux.insert_cmaf(sequence, b.clone());
-        mux.prune(first_listed);
-        Ok(b)
+        let pieces = self.segment_pieces(sequence, Format::Cmaf)?;
+        Ok(crate::engine::mux::parts::concat(&pieces))
     }
 
-    /// The MPEG-TS segment `sequence`, muxed on first request (in order, so
-    /// continuity counters run on across segments) under the mux cache's
-    /// lock only: the session lock is taken just to clone frames.
+    /// The MPEG-TS segment `sequence` in one buffer.
     pub fn ts_segment(&self, sequence: u64) -> Result<Bytes, MuxError> {
-        let first_listed = self.lock().first_listed;
-        let mut mux = self.mux_lock();
-        let b = mux.ts(sequence, |s| self.segment_source(s))?;
-        mux.prune(first_listed);
-        Ok(b)
+        let pieces = self.segment_pieces(sequence, Format::Ts)?;
+        Ok(crate::engine::mux::parts::concat(&pieces))
     }
 
     /// The codec configuration generation a segment uses.
     pub fn segment_config(&self, sequence: u64) -> Option<u32> {
-        let st = self.lock();
-        let cfg = st
-            .ring
-            .segments()
-            .find(|s| s.record.sequence == sequence)
-            .map(|s| s.record.config_id);
-        cfg
+        self.lock().parts.segment_config(sequence)
     }
 }
 
@@ -631,44 +771,84 @@ mod tests {
         )
     }
 
-    /// The publisher's push never waits for muxing: with the mux cache
-    /// locked (as it is while a TS segment is muxed) and a CMAF segment
-    /// muxed on another thread, pushes go through.
-    #[test]
-    fn muxing_never_holds_the_lock_the_publisher_takes() {
-        let session = Arc::new(Session::new(
+    fn session(part_ms: u32) -> Arc<Session> {
+        Arc::new(Session::new(
             "m".into(),
             SessionOptions {
-                pipeline: PipelineOptions::default(),
+                pipeline: PipelineOptions {
+                    part_target_ms: part_ms,
+                    ..Default::default()
+                },
                 echo_frames: false,
             },
             0,
             64 << 20,
-        ));
-        let (generation, _) = session.attach_publisher().expect("publisher");
+        ))
+    }
+
+    /// Every segment's bytes are its parts' bytes, byte for byte (CMAF:
+    /// `styp` + the chunks; TS: the packets joined), and the parts tile the
+    /// segment's record.
+    #[test]
+    fn segments_are_the_concatenation_of_their_parts() {
         let data = testdata("high_bframes_30.h264");
-        assert!(!data.is_empty());
-        let (first, rest) = data.split_at(data.len() / 2);
-        session
-            .push(generation, Bytes::copy_from_slice(first), None, false)
-            .expect("push");
-        let mux = session.mux_lock();
-        let s2 = session.clone();
-        let cmaf = std::thread::spawn(move || s2.cmaf_segment(0));
-        // (On a thread, so a regression fails here instead of hanging.)
-        let (tx, rx) = std::sync::mpsc::channel();
-        let s3 = session.clone();
-        let rest = Bytes::copy_from_slice(rest);
-        std::thread::spawn(move || {
-            let _ = tx.send(s3.push(generation, rest, None, false));
-        });
-        let pushed = rx.recv_timeout(std::time::Duration::from_secs(10));
-        assert!(
-            matches!(pushed, Ok(Ok(()))),
-            "a push while the mux cache is locked: {pushed:?}"
-        );
-        drop(mux);
-        assert!(cmaf.join().expect("thread").is_ok_and(|b| !b.is_empty()));
-        assert!(session.ts_segment(0).is_ok_and(|b| !b.is_empty()));
+        assert!(!data.is_empty(), "testdata/high_bframes_30.h264");
+        for part_ms in [0, 200, 500] {
+            let session = session(part_ms);
+            let (generation, _) = session.attach_publisher().expect("publisher");
+            for chunk in data.chunks(7_001) {
+                session
+                    .push(generation, Bytes::copy_from_slice(chunk), None, false)
+                    .expect("push");
+            }
+            assert!(session.end(EndReason::EndOfStream, String::new()));
+            let records = session.segment_records();
+            assert!(records.len() >= 2);
+            let parts = session.part_records();
+            for rec in &records {
+                let mine: Vec<_> = parts.iter().filter(|p| p.segment == rec.sequence).collect();
+                assert!(!mine.is_empty());
+                if part_ms == 0 {
+                    assert_eq!(mine.len(), 1);
+                }
+                assert_eq!(mine[0].start, rec.start);
+                let total: u64 = mine.iter().map(|p| p.duration).sum();
+                assert_eq!(total, rec.duration);
+                let mut cmaf = crate::engine::mux::cmaf::styp().to_vec();
+                let mut ts = Vec::new();
+                for p in &mine {
+                    cmaf.extend_from_slice(
+                        &session.part_bytes(p.number, Format::Cmaf).expect("part").0,
+                    );
+                    ts.extend_from_slice(
+                        &session.part_bytes(p.number, Format::Ts).expect("part").0,
+                    );
+                }
+                assert_eq!(session.cmaf_segment(rec.sequence).expect("cmaf"), cmaf);
+                assert_eq!(session.ts_segment(rec.sequence).expect("ts"), ts);
+            }
+            assert!(session.init_segment(records[0].config_id).is_ok());
+        }
+    }
+
+    /// The debug check that muxing never runs under the session lock fires
+    /// when it would.
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "muxing with the session lock held")]
+    fn muxing_under_the_session_lock_is_caught() {
+        let session = session(500);
+        let _st = session.lock();
+        let _ = mux_work("m", &mut PartMuxer::default(), &MuxWork::default());
+    }
+
+    #[test]
+    fn the_lock_count_follows_the_guard() {
+        let session = session(500);
+        assert!(!holds_session_lock());
+        let st = session.lock();
+        assert!(holds_session_lock());
+        drop(st);
+        assert!(!holds_session_lock());
     }
 }

@@ -68,6 +68,19 @@ impl Ring {
         }
     }
 
+    /// `count` frames from frame `first` on, if all are held.
+    pub fn frames_from(&self, first: u64, count: u32) -> Option<Vec<Arc<Frame>>> {
+        let oldest = self.frames.front()?.index;
+        let start = usize::try_from(first.checked_sub(oldest)?).ok()?;
+        let end = start.checked_add(count as usize)?;
+        if end > self.frames.len() {
+            return None;
+        }
+        let out: Vec<Arc<Frame>> = self.frames.range(start..end).cloned().collect();
+        // Frame indexes are consecutive in the ring.
+        (out.first().map(|f| f.index) == Some(first)).then_some(out)
+    }
+
     /// Index of the oldest frame held.
     pub fn first_frame_index(&self) -> Option<u64> {
         self.frames.front().map(|f| f.index)
