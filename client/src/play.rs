@@ -283,7 +283,7 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
                 played.ended = Some(e.clone());
                 break;
             }
-            Some(PbEvent::PublishAck(_)) | None => {}
+            Some(PbEvent::PublishAck(_)) | Some(PbEvent::PartReady(_)) | None => {}
         }
     }
     status.finish();

@@ -6,7 +6,7 @@ use pb::slice_response::Event as PbEvent;
 
 use crate::engine::pipeline::{ticks_to_ns, DropReport, SegmentEvent};
 use crate::engine::playlist::{ManifestEdit, ManifestState, ManifestUpdate};
-use crate::engine::{DropReason, Frame, SegmentRecord};
+use crate::engine::{DropReason, Frame, PartRecord, SegmentRecord};
 use crate::session::{EndReason, SessionEnd, Snapshot};
 
 fn event(e: PbEvent) -> pb::SliceResponse {
@@ -110,6 +110,24 @@ pub fn segment_ready(r: &SegmentRecord) -> pb::SliceResponse {
         first_frame_index: r.first_frame_index,
         config_id: r.config_id,
         composition_shift_90k: r.composition_shift,
+        ..Default::default()
+    }))
+}
+
+pub fn part_ready(p: &PartRecord) -> pb::SliceResponse {
+    event(PbEvent::PartReady(pb::PartReady {
+        number: p.number,
+        segment: p.segment,
+        index: p.index,
+        start_90k: p.start,
+        duration_90k: p.duration,
+        first_frame_index: p.first_frame_index,
+        frame_count: p.frame_count,
+        independent: p.independent,
+        byte_size: p.byte_size,
+        config_id: p.config_id,
+        uri_cmaf: format!("part-{}.m4s", p.number),
+        uri_ts: format!("ts/part-{}.ts", p.number),
         ..Default::default()
     }))
 }

@@ -291,6 +291,7 @@ impl SliceServiceImpl {
             max_fps: None,
             segments_cmaf: false,
             segments_ts: false,
+            parts: false,
         };
         tokio::spawn(
             run_subscriber(
@@ -343,10 +344,11 @@ impl SliceServiceImpl {
         let (tx, rx) = mpsc::channel(self.config.response_buffer);
         let opts = SubscriberOptions {
             frames: !sub.no_frames,
-            events: sub.events || sub.segments_cmaf || sub.segments_ts,
+            events: sub.events || sub.segments_cmaf || sub.segments_ts || sub.parts,
             max_fps: fps,
             segments_cmaf: sub.segments_cmaf,
             segments_ts: sub.segments_ts,
+            parts: sub.parts,
         };
         tokio::spawn(
             async move {
@@ -609,6 +611,24 @@ fn deliveries(
                     ..Default::default()
                 };
                 out.push(convert::session_info(&session.id, &announce, changed));
+            }
+            SessionItem::Part(p) => {
+                let mut ready = convert::part_ready(&p);
+                if let Some(pb::slice_response::Event::PartReady(r)) = ready.event.as_mut() {
+                    if opts.segments_cmaf {
+                        match session.part_bytes(p.number, crate::session::Format::Cmaf) {
+                            Ok((b, _)) => r.cmaf = b,
+                            Err(e) => tracing::warn!(error = %e, "CMAF part for a subscriber"),
+                        }
+                    }
+                    if opts.segments_ts {
+                        match session.part_bytes(p.number, crate::session::Format::Ts) {
+                            Ok((b, _)) => r.ts = b,
+                            Err(e) => tracing::warn!(error = %e, "TS part for a subscriber"),
+                        }
+                    }
+                }
+                out.push(ready);
             }
             SessionItem::Frame(_) | SessionItem::Ended(_) => {}
         },

@@ -66,6 +66,8 @@ pub struct SessionEnd {
 pub enum SessionItem {
     Frame(Arc<Frame>),
     Config(Arc<CodecConfig>),
+    /// A part closed; its bytes are stored (it is logged only then).
+    Part(Arc<PartRecord>),
     Segment(Arc<SegmentEvent>),
     Dropped(Arc<DropReport>),
     /// The manifests became final.
@@ -631,7 +633,10 @@ impl Session {
                 Event::Part(p) => {
                     let frames = st.ring.frames_from(p.first_frame_index, p.frame_count);
                     match (frames, st.configs.get(&p.config_id)) {
-                        (Some(frames), Some(cfg)) => work.parts.push((p, frames, cfg.clone())),
+                        (Some(frames), Some(cfg)) => {
+                            work.parts.push((p.clone(), frames, cfg.clone()));
+                            work.deferred.push(SessionItem::Part(p));
+                        }
                         _ => tracing::error!(session_id = %self.id, part = p.number,
                             "a closed part's frames or parameter sets are not held"),
                     }

@@ -17,6 +17,8 @@ pub struct SubscriberOptions {
     /// Attach CMAF / MPEG-TS segment bytes to segment events.
     pub segments_cmaf: bool,
     pub segments_ts: bool,
+    /// Deliver part events (with bytes as `segments_*` say).
+    pub parts: bool,
 }
 
 /// One thing to send to the subscriber.
@@ -80,6 +82,11 @@ impl SubscriberFilter {
         match item {
             SessionItem::Frame(f) => self.on_frame(f, out),
             SessionItem::Ended(e) => out.push(Delivery::End(e)),
+            SessionItem::Part(p) => {
+                if self.opts.parts {
+                    out.push(Delivery::Event(SessionItem::Part(p)));
+                }
+            }
             other => {
                 if self.opts.events {
                     out.push(Delivery::Event(other));
@@ -261,6 +268,7 @@ mod tests {
             max_fps,
             segments_cmaf: false,
             segments_ts: false,
+            parts: false,
         }
     }
 
@@ -371,6 +379,7 @@ mod tests {
             max_fps: None,
             segments_cmaf: false,
             segments_ts: false,
+            parts: false,
         });
         let mut out = Vec::new();
         f.on_item(
