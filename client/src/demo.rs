@@ -150,6 +150,7 @@ async fn tour(session: &str, grpc: &Server, http: &str, own_server: bool) -> Res
         session: session.to_string(),
         fps: None,
         out: None,
+        part_target_ms: liveslice_engine::pipeline::DEFAULT_PART_TARGET_MS,
         annexb: None,
         wait: Some(Duration::from_secs(10)),
         label: format!("viewer of {session}"),

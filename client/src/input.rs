@@ -242,6 +242,15 @@ pub fn parse_segment_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A part target as the server takes it (`--part-duration`: 100ms..=2s).
+pub fn parse_part_duration(s: &str) -> Result<Duration, String> {
+    let d = liveslice_server::config::parse_duration(s)?;
+    if !(100..=2_000).contains(&d.as_millis()) {
+        return Err(format!("{s:?} is out of range (100ms..=2s)"));
+    }
+    Ok(d)
+}
+
 /// A wait time: "10s", "500ms".
 pub fn parse_wait(s: &str) -> Result<Duration, String> {
     liveslice_server::config::parse_duration(s)

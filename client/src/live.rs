@@ -1,18 +1,31 @@
-//! `play --out`: an HLS + DASH tree rebuilt from a subscription.
+//! `play --out`: an HLS + DASH tree rebuilt from a subscription, written by
+//! the engine's own [`TreeWriter`].
 //!
 //! The subscription carries frames (Annex B with exact 90 kHz times and
 //! their segment), a `SegmentReady` record per segment and `ManifestDelta`
-//! edits, but not segment bytes. So the segments are muxed here, with the
-//! server's muxers, from the frames of each segment; the codec config comes
-//! from the SPS/PPS every keyframe carries (parsed with the server's
-//! `ParamSets`, as the engine does); and the playlists are the server's own,
-//! kept current by applying each delta to the join-time state.
+//! edits, but neither segment bytes nor parts. The engine's [`Replay`]
+//! turns the frames and records back into the events the server's pipeline
+//! emitted — codec configs from the SPS/PPS in front of random access
+//! points, parts by the segmenter's own rule — and the tree writer muxes
+//! them as the server does: a subscriber from the session's start gets the
+//! server's bytes. The part target is not on the wire: `--part-duration`
+//! must be the server's (its default is), clamped to the session's segment
+//! target as the engine clamps it. A viewer that joins late gets a tree of
+//! its own that plays, but whose CMAF chunk numbers and MPEG-TS continuity
+//! counters start at its first segment (see [`Replay`]).
+//!
+//! Asking for the segments' bytes instead (`segments_cmaf`/`segments_ts`)
+//! would double what the server sends, and could not honour a thinned
+//! (`--fps`) subscription, whose segments are muxed here from the frames
+//! it receives.
 //!
 //! Order of events on the stream: a segment's frames, then its
-//! `SegmentReady` (which names its config id, i.e. its `init-N.mp4`), then
-//! the `ManifestDelta` it caused, then the next segment's first frame. A
-//! segment is written when its record arrives, the playlists when the
-//! delta does, so they never name a segment that is not on disk.
+//! `SegmentReady` (which names its config id, i.e. its `init-N.mp4`, and
+//! the composition shift), then the `ManifestDelta` it caused, then the next
+//! segment's first frame. A segment is written when its record arrives, the
+//! playlists when the delta does; they are the server's own, kept current
+//! by applying each delta to the join-time state, less the segments the
+//! tree does not hold, so they never name a segment that is not on disk.
 //!
 //! The DASH MPD cannot skip segments (`$Number$` addressing), so a viewer
 //! that joined late could not use the server's until every segment listed
@@ -25,36 +38,35 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Result;
-use bytes::Bytes;
-use liveslice_engine::params::ParamSets;
 use liveslice_engine::playlist::{ManifestEdit, ManifestState, Manifests, PlaylistOptions};
-use liveslice_engine::{CodecConfig, Frame, SegmentRecord, TIMESCALE};
+use liveslice_engine::replay::Replay;
+use liveslice_engine::tree::TreeWriter;
+use liveslice_engine::{CodecConfig, Event, Frame, PipelineOptions, SegmentRecord, TIMESCALE};
 use liveslice_proto::v1 as pb;
-
-use crate::tree::{nal_spans, TreeWriter};
 
 pub struct LiveTree {
     tree: TreeWriter,
-    params: ParamSets,
+    /// Made at the first frame, with the part target clamped to the
+    /// session's segment target (known from `SessionInfo` by then).
+    replay: Option<Replay>,
+    /// `--part-duration`, ms.
+    part_target_ms: u32,
+    events: Vec<Event>,
     hls: ManifestState,
     hls_ts: ManifestState,
     /// The join-time manifests arrived (deltas apply to them).
     have_state: bool,
     window: u64,
-    /// Config of the last keyframe (its id is the server's, found later).
-    current: Option<CodecConfig>,
-    /// The config each segment's frames use.
-    segment_config: BTreeMap<u64, CodecConfig>,
-    frames: BTreeMap<u64, Vec<Frame>>,
+    /// The config of the last segment written.
+    config: Option<Arc<CodecConfig>>,
+    /// The frame rate the server times the stream with (`SessionInfo`):
+    /// the manifests state it.
+    frame_rate: Option<(u32, u32)>,
     /// Config id of each segment written (for the playlists' `EXT-X-MAP`).
     config_ids: BTreeMap<u64, u32>,
-    /// PTS - DTS of the first keyframe seen. The server shifts CMAF
-    /// composition times by that of the session's first frame, which the
-    /// proto does not carry; a keyframe's reorder delay is the same.
-    composition_shift: Option<u32>,
-    pub segments_written: u64,
     /// The subscription is thinned (`--fps`): segments are short of frames
     /// by design, which is not worth a note each time.
     thinned: bool,
@@ -66,24 +78,27 @@ pub struct LiveTree {
 }
 
 impl LiveTree {
-    pub fn create(dir: &Path, thinned: bool) -> Result<Self> {
+    pub fn create(dir: &Path, thinned: bool, part_target_ms: u32) -> Result<Self> {
         Ok(Self {
             tree: TreeWriter::create(dir)?,
-            params: ParamSets::new(),
+            replay: None,
+            part_target_ms,
+            events: Vec::new(),
             hls: ManifestState::default(),
             hls_ts: ManifestState::default(),
             have_state: false,
             window: 6,
-            current: None,
-            segment_config: BTreeMap::new(),
-            frames: BTreeMap::new(),
+            config: None,
+            frame_rate: None,
             config_ids: BTreeMap::new(),
-            composition_shift: None,
-            segments_written: 0,
             thinned,
             segment_target_ms: 0,
             own: None,
         })
+    }
+
+    pub fn segments_written(&self) -> u64 {
+        self.tree.segments_written()
     }
 
     /// The first `SessionInfo` gives the manifests the deltas edit. Later
@@ -93,6 +108,9 @@ impl LiveTree {
     pub fn session_info(&mut self, info: &pb::SessionInfo) {
         if info.segment_target_ms > 0 && self.own.is_none() {
             self.segment_target_ms = info.segment_target_ms;
+        }
+        if info.frame_rate_num > 0 && info.frame_rate_den > 0 {
+            self.frame_rate = Some((info.frame_rate_num, info.frame_rate_den));
         }
         if self.have_state {
             return;
@@ -110,68 +128,42 @@ impl LiveTree {
         self.have_state = true;
     }
 
-    pub fn frame(&mut self, r: &pb::SliceResponse, info: &pb::FrameInfo) {
-        let data = r.data.clone();
-        let nals = nal_spans(&data);
-        if r.is_keyframe {
-            self.keyframe_config(&data, &nals);
-            if self.composition_shift.is_none() {
-                let shift = info.pts_90k.saturating_sub(info.dts_90k);
-                self.composition_shift = Some(u32::try_from(shift).unwrap_or(u32::MAX));
-            }
-        }
-        // Without parameter sets nothing can be muxed (a viewer always
-        // starts at a keyframe, so this is only a damaged stream).
-        let Some(cfg) = &self.current else { return };
-        self.segment_config
-            .entry(info.segment_sequence)
-            .or_insert_with(|| cfg.clone());
-        self.frames
-            .entry(info.segment_sequence)
-            .or_default()
-            .push(Frame {
-                index: info.index,
-                data,
-                nals,
-                pts: info.pts_90k,
-                dts: info.dts_90k,
-                duration: info.duration_90k,
-                is_keyframe: r.is_keyframe,
-                random_access: info.random_access,
-                sap_type: info.sap_type.min(u8::MAX as u32) as u8,
-                is_leading: info.is_leading,
-                is_reference: info.is_reference,
-                segment: info.segment_sequence,
-                config_id: 0, // the server's id, set when muxing
-                capture_time_ns: info.capture_time_ns,
-                ingest_time_ns: info.ingest_time_ns,
-            });
+    fn replay(&mut self) -> &mut Replay {
+        let (segment_target_ms, part_target_ms) = (self.segment_target_ms, self.part_target_ms);
+        self.replay.get_or_insert_with(|| {
+            // The server's clamp: within 100 ms and the segment target.
+            let defaults = PipelineOptions::default();
+            let opts = PipelineOptions {
+                segment_target_ms: if segment_target_ms > 0 {
+                    segment_target_ms
+                } else {
+                    defaults.segment_target_ms
+                },
+                part_target_ms,
+                ..defaults
+            };
+            Replay::new(opts.effective_part_target_ms())
+        })
     }
 
-    /// Parses a keyframe's SPS/PPS and its first slice's PPS id into a
-    /// codec config, as the engine does at every keyframe.
-    fn keyframe_config(&mut self, data: &Bytes, nals: &[liveslice_engine::NalSpan]) {
-        let mut pps_id = None;
-        for span in nals {
-            let nal = data.slice(span.start as usize..span.end as usize);
-            match span.nal_type(data) {
-                // A parameter set that does not parse is left out, as the
-                // engine does; the frames will then fail to mux, and say so.
-                7 => {
-                    let _ = self.params.put_sps(&nal);
-                }
-                8 => {
-                    let _ = self.params.put_pps(&nal);
-                }
-                1 | 5 if pps_id.is_none() => {
-                    pps_id = self.params.parse_slice(&nal).ok().map(|s| s.pps_id);
-                }
-                _ => {}
-            }
-        }
-        if let Some(cfg) = pps_id.and_then(|id| self.params.codec_config(id, 0)) {
-            self.current = Some(cfg);
-        }
+    pub fn frame(&mut self, r: &pb::SliceResponse, info: &pb::FrameInfo) {
+        self.replay().frame(Frame {
+            index: info.index,
+            data: r.data.clone(),
+            nals: Vec::new(), // found again by the replay
+            pts: info.pts_90k,
+            dts: info.dts_90k,
+            duration: info.duration_90k,
+            is_keyframe: r.is_keyframe,
+            random_access: info.random_access,
+            sap_type: info.sap_type.min(u8::MAX as u32) as u8,
+            is_leading: info.is_leading,
+            is_reference: info.is_reference,
+            segment: info.segment_sequence,
+            config_id: 0, // the server's, from the segment's record
+            capture_time_ns: info.capture_time_ns,
+            ingest_time_ns: info.ingest_time_ns,
+        });
     }
 
     /// Muxes and writes a finished segment from its received frames.
@@ -192,37 +184,39 @@ impl LiveTree {
             program_date_time_ms: s.program_date_time_ms,
             byte_size: s.byte_size,
             config_id: s.config_id,
-            composition_shift: self.composition_shift.unwrap_or(0),
+            composition_shift: s.composition_shift_90k,
         };
-        let frames = self.frames.remove(&seq).unwrap_or_default();
-        let cfg = self.segment_config.remove(&seq);
-        // Leftovers of earlier segments (whose record we never got) go too.
-        self.frames = self.frames.split_off(&seq);
-        self.segment_config = self.segment_config.split_off(&seq);
-        let (Some(mut cfg), Some(first)) = (cfg, frames.first()) else {
-            return Some(format!(
-                "segment {seq} not written: none of its frames were received"
-            ));
+        let mut events = std::mem::take(&mut self.events);
+        let received = match self.replay().segment(rec.clone(), &mut events) {
+            Ok(n) => n,
+            Err(skipped) => {
+                self.events = events;
+                return Some(format!("{skipped}: not written"));
+            }
         };
-        if rec.keyframe_aligned && !first.is_keyframe {
-            return Some(format!(
-                "segment {seq} not written: its frames from the keyframe on were not received"
-            ));
+        // After an error the writer drops the rest of the segment (it
+        // reports it incomplete); the first error says why.
+        let mut failure = None;
+        for e in events.drain(..) {
+            if let Event::Config(c) = &e {
+                self.config = Some(c.clone());
+            }
+            if let Err(err) = self.tree.handle(&e) {
+                failure.get_or_insert(err);
+            }
         }
-        cfg.id = s.config_id;
-        let frames: Vec<Frame> = frames
-            .into_iter()
-            .map(|f| Frame {
-                config_id: s.config_id,
-                ..f
-            })
-            .collect();
-        let refs: Vec<&Frame> = frames.iter().collect();
-        if let Err(e) = self.tree.write_segment(&rec, &refs, &cfg) {
-            return Some(format!("segment {seq} not written: {e:#}"));
+        self.events = events;
+        if let Some(e) = failure {
+            return Some(format!("segment {seq} not written: {e}"));
         }
-        self.segments_written += 1;
         self.config_ids.insert(seq, s.config_id);
+        let Some(cfg) = self.config.clone() else {
+            return Some(format!("segment {seq}: no codec config"));
+        };
+        let mut cfg = CodecConfig::clone(&cfg);
+        if let Some((num, den)) = self.frame_rate {
+            (cfg.frame_rate_num, cfg.frame_rate_den) = (num, den);
+        }
         let own = self.own.get_or_insert_with(|| {
             // The server's availability start, exactly: a segment's
             // program date-time is it plus the segment's start.
@@ -246,12 +240,11 @@ impl LiveTree {
         own.push(rec.clone(), &cfg, now_ms());
         let dash = own.dash(now_ms()).render();
         if let Err(e) = self.tree.write_dash(&dash) {
-            return Some(format!("manifest.mpd not written: {e:#}"));
+            return Some(format!("manifest.mpd not written: {e}"));
         }
-        (!self.thinned && frames.len() != rec.frame_count as usize).then(|| {
+        (!self.thinned && received != rec.frame_count).then(|| {
             format!(
-                "segment {seq}: {} of its {} frames received (joined late, or lagged)",
-                frames.len(),
+                "segment {seq}: {received} of its {} frames received (joined late, or lagged)",
                 rec.frame_count
             )
         })
@@ -286,7 +279,7 @@ impl LiveTree {
         let Some(hls_ts) = playable_hls(&self.hls_ts, &self.tree, ids, "ts") else {
             return Ok(());
         };
-        self.tree.write_manifests(&hls, &hls_ts, None)
+        Ok(self.tree.write_playlists(&hls, &hls_ts)?)
     }
 
     /// Closes the tree: the playlists get `#EXT-X-ENDLIST` and the MPD
@@ -299,13 +292,14 @@ impl LiveTree {
             return Ok(());
         };
         own.end(now_ms());
-        let dash = own.dash(now_ms()).render();
         let closed = |s: &ManifestState| s.tail.contains("#EXT-X-ENDLIST");
-        if !(self.have_state && closed(&self.hls) && closed(&self.hls_ts)) {
-            self.tree
-                .write_manifests(&own.hls_cmaf().render(), &own.hls_ts().render(), None)?;
+        if self.have_state && closed(&self.hls) && closed(&self.hls_ts) {
+            self.tree.write_dash(&own.dash(now_ms()).render())?;
+        } else {
+            // All three from the segments written (every one on disk).
+            self.tree.write_manifests(own, now_ms())?;
         }
-        self.tree.write_dash(&dash)
+        Ok(())
     }
 }
 

@@ -20,7 +20,6 @@ mod play;
 mod publish;
 mod rpc;
 mod status;
-mod tree;
 
 use std::process::ExitCode;
 

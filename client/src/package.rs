@@ -1,22 +1,21 @@
 //! `liveslice package`: the server's engine run offline over a file, writing
-//! the HLS + DASH tree the server would serve for the same stream.
+//! the HLS + DASH tree the server would serve for the same stream, with the
+//! engine's own tree writer ([`TreeWriter`]): the same parts, muxed by the
+//! same `PartMuxer`, so the same bytes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use liveslice_engine::pipeline::DropReport;
 use liveslice_engine::timing::FrameRate;
-use liveslice_engine::{
-    CodecConfig, DropReason, Event, Frame, PipelineOptions, SessionPipeline, TIMESCALE,
-};
+use liveslice_engine::tree::TreeWriter;
+use liveslice_engine::{DropReason, Event, PipelineOptions, SessionPipeline, TIMESCALE};
 use tokio::io::AsyncReadExt;
 
-use crate::input::{now_unix_ns, parse_fps, parse_segment_duration, Input};
-use crate::tree::TreeWriter;
+use crate::input::{now_unix_ns, parse_fps, parse_part_duration, parse_segment_duration, Input};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -32,8 +31,14 @@ pub struct Args {
     /// Segment target duration (cut at the first keyframe at or after it).
     #[arg(long, value_name = "D", default_value = "2s", value_parser = parse_segment_duration)]
     pub segment_duration: Duration,
-    /// Segments the playlists list (like the server's live window); 0 lists
-    /// every segment, which is what a file usually wants.
+    /// Part target duration (each segment is muxed as parts closed at the
+    /// first frame at or after it): the server's `--part-duration`, for its
+    /// bytes. 100ms to 2s; at most the segment duration.
+    #[arg(long, value_name = "D", default_value = "500ms", value_parser = parse_part_duration)]
+    pub part_duration: Duration,
+    /// Segments the playlists list (like the server's live window; older
+    /// segments are deleted a window later, as the server stops serving
+    /// them); 0 lists every segment, which is what a file usually wants.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub window: usize,
 }
@@ -45,10 +50,11 @@ pub async fn run(a: Args) -> Result<()> {
     let input = Input::from_arg(&a.input);
     let mut reader = input.open().await?;
     // The server's own pipeline options (limits, DASH time URL), with this
-    // command's segment duration, window and frame rate, as a publisher's
-    // options would set them.
+    // command's segment and part durations, window and frame rate, as a
+    // publisher's options would set them.
     let mut opts: PipelineOptions = liveslice_server::config::Config::default().pipeline();
     opts.segment_target_ms = u32::try_from(a.segment_duration.as_millis()).unwrap_or(60_000);
+    opts.part_target_ms = u32::try_from(a.part_duration.as_millis()).unwrap_or(2_000);
     opts.window = if a.window == 0 {
         u32::MAX as usize
     } else {
@@ -81,7 +87,7 @@ pub async fn run(a: Args) -> Result<()> {
     packager.handle(&mut events, &pipeline, &input)?;
 
     let stats = pipeline.stats();
-    let Some(manifests) = pipeline.manifests().filter(|_| stats.frames > 0) else {
+    if pipeline.manifests().is_none() || stats.frames == 0 {
         // Leave no empty tree behind (remove_dir only removes empty ones).
         let _ = std::fs::remove_dir(a.out.join("ts"));
         let _ = std::fs::remove_dir(&a.out);
@@ -89,14 +95,8 @@ pub async fn run(a: Args) -> Result<()> {
             "{input} contains no H.264 access units{}",
             packager.drops_summary(" (", ")")
         );
-    };
-    let tree = &packager.tree;
-    tree.write_manifests(
-        &manifests.hls_cmaf().render(),
-        &manifests.hls_ts().render(),
-        Some(&manifests.dash(now_unix_ns() / 1_000_000).render()),
-    )?;
-    let dir = tree.dir().display();
+    }
+    let dir = packager.tree.dir().display();
     println!(
         "{input}: {} frames in {} segments ({:.3} s){}",
         stats.frames,
@@ -111,9 +111,6 @@ pub async fn run(a: Args) -> Result<()> {
 /// Turns engine events into files.
 struct Packager {
     tree: TreeWriter,
-    configs: BTreeMap<u32, Arc<CodecConfig>>,
-    /// Frames of the open segment(s), in decode order.
-    frames: Vec<Arc<Frame>>,
     /// The last report per reason (its `total` counts them all).
     drops: BTreeMap<DropReason, DropReport>,
     media_ticks: u64,
@@ -123,61 +120,38 @@ impl Packager {
     fn new(tree: TreeWriter) -> Self {
         Self {
             tree,
-            configs: BTreeMap::new(),
-            frames: Vec::new(),
             drops: BTreeMap::new(),
             media_ticks: 0,
         }
     }
 
+    /// One push's events to the tree, then the playlists (once its
+    /// segments are on disk), so a tree fed from a live stdin plays while
+    /// it grows.
     fn handle(
         &mut self,
         events: &mut Vec<Event>,
         pipeline: &SessionPipeline,
         input: &Input,
     ) -> Result<()> {
+        let mut changed = false;
         for e in events.drain(..) {
+            self.tree.handle(&e)?;
             match e {
-                Event::Config(cfg) => {
-                    self.configs.insert(cfg.id, cfg);
-                }
-                Event::Frame(f) => self.frames.push(f),
-                Event::Part(_) => {}
                 Event::Segment(s) => {
-                    let rec = &s.record;
-                    // The segment's frames are all in: the engine closes a
-                    // segment before it emits the next segment's first frame.
-                    let split = self.frames.partition_point(|f| f.segment <= rec.sequence);
-                    let frames: Vec<Arc<Frame>> = self.frames.drain(..split).collect();
-                    let refs: Vec<&Frame> = frames
-                        .iter()
-                        .filter(|f| f.segment == rec.sequence)
-                        .map(|f| f.as_ref())
-                        .collect();
-                    let cfg = self.configs.get(&rec.config_id).with_context(|| {
-                        format!(
-                            "segment {} uses unknown codec config {}",
-                            rec.sequence, rec.config_id
-                        )
-                    })?;
-                    self.tree.write_segment(rec, &refs, cfg)?;
-                    self.media_ticks += rec.duration;
-                    // Keep the playlists current too, so a tree fed from a
-                    // live stdin plays while it grows.
-                    if let Some(m) = pipeline.manifests() {
-                        self.tree.write_manifests(
-                            &m.hls_cmaf().render(),
-                            &m.hls_ts().render(),
-                            Some(&m.dash(now_unix_ns() / 1_000_000).render()),
-                        )?;
-                    }
+                    self.media_ticks += s.record.duration;
+                    changed = true;
                 }
+                Event::Ended(_) => changed = true,
                 Event::Dropped(d) => {
                     self.drops.insert(d.reason, d);
                 }
-                Event::Ended(_) => {}
                 Event::Fatal(e) => bail!("{input}: {e}"),
+                Event::Config(_) | Event::Frame(_) | Event::Part(_) => {}
             }
+        }
+        if let (true, Some(m)) = (changed, pipeline.manifests()) {
+            self.tree.write_manifests(m, now_unix_ns() / 1_000_000)?;
         }
         Ok(())
     }

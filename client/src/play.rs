@@ -12,7 +12,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::input::{parse_fps, parse_wait};
+use crate::input::{parse_fps, parse_part_duration, parse_wait};
 use crate::live::LiveTree;
 use crate::rpc::{
     self, call_error, drop_reason_name, dropped_count, end_reason_name, status_error, Server,
@@ -36,6 +36,10 @@ pub struct Args {
     /// Write a playable HLS (CMAF and MPEG-TS) + DASH tree into DIR.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// The server's `--part-duration` (its default is 500ms): `--out` muxes
+    /// segments by the same parts, for the server's bytes.
+    #[arg(long, value_name = "D", default_value = "500ms", value_parser = parse_part_duration, requires = "out")]
+    pub part_duration: Duration,
     /// Write the frames as an H.264 Annex B stream to FILE (`-`: stdout,
     /// e.g. `liveslice play --session S --annexb - | ffplay -`).
     #[arg(long, value_name = "FILE|-")]
@@ -52,6 +56,8 @@ pub struct Plan {
     pub session: String,
     pub fps: Option<u32>,
     pub out: Option<PathBuf>,
+    /// The server's part target (ms), for `out`.
+    pub part_target_ms: u32,
     pub annexb: Option<String>,
     pub wait: Option<Duration>,
     /// Status line prefix.
@@ -80,6 +86,7 @@ pub async fn run(a: Args) -> Result<()> {
         session: a.session,
         fps: a.fps,
         out: a.out,
+        part_target_ms: u32::try_from(a.part_duration.as_millis()).unwrap_or(2_000),
         annexb: a.annexb,
         wait: a.wait,
     };
@@ -116,7 +123,11 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
         None => None,
     };
     let mut tree = match &plan.out {
-        Some(dir) => Some(LiveTree::create(dir, plan.fps.is_some())?),
+        Some(dir) => Some(LiveTree::create(
+            dir,
+            plan.fps.is_some(),
+            plan.part_target_ms,
+        )?),
         None => None,
     };
     let mut client = rpc::connect(&plan.server).await?;
@@ -132,8 +143,8 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
                 u32::try_from(w.as_millis()).unwrap_or(u32::MAX).max(1)
             }),
             // Segment bytes could be asked for here (segments_cmaf/ts); the
-            // tree is rebuilt from the frames instead, which also works for
-            // a thinned (--fps) subscription.
+            // tree is rebuilt from the frames instead (see `live`), which
+            // also works for a thinned (--fps) subscription.
             ..Default::default()
         }),
         ..Default::default()
@@ -304,6 +315,6 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
         let _ = w.flush().await;
         let _ = w.shutdown().await;
     }
-    played.segments_written = tree.as_ref().map_or(0, |t| t.segments_written);
+    played.segments_written = tree.as_ref().map_or(0, LiveTree::segments_written);
     Ok(played)
 }

@@ -83,8 +83,10 @@ async fn assert_tree_is_served(dir: &Path, base: &str, exact: bool) -> usize {
             "{init} differs"
         );
     }
-    // In order: the server's MPEG-TS continuity counters run on from the
-    // first segment asked for, as the tree's do from its first segment.
+    // Segments are their parts (styp + the parts' CMAF chunks; the TS parts
+    // joined), muxed once each by one PartMuxer from the session's start, on
+    // the server as in the tree: the same bytes in any order of asking,
+    // chunk numbers and continuity counters included.
     for seq in listed_segments(&hls, ".m4s") {
         for name in [format!("seg-{seq}.m4s"), format!("ts/seg-{seq}.ts")] {
             let (status, served) = get(&format!("{base}/{name}")).await;
@@ -219,6 +221,28 @@ async fn publish_then_play_round_trips_frames_and_builds_the_servers_tree() {
         received.len(),
         sent.len()
     );
+
+    // The rebuilt tree is the packaged one, segment for segment: the same
+    // parts (rebuilt from the frames by the segmenter's rule), muxed alike.
+    let packaged = dir.join("packaged");
+    ok(
+        &run(&["package", s(&file), "--out", s(&packaged)]).await,
+        "package",
+    );
+    let hls = std::fs::read_to_string(tree.join("index.m3u8")).unwrap();
+    let listed = listed_segments(&hls, ".m4s");
+    assert_eq!(listed, vec![0, 1, 2]);
+    let names = listed
+        .iter()
+        .flat_map(|n| [format!("seg-{n}.m4s"), format!("ts/seg-{n}.ts")])
+        .chain(listed_inits(&hls));
+    for name in names {
+        let (mine, packaged) = (
+            std::fs::read(tree.join(&name)).unwrap(),
+            std::fs::read(packaged.join(&name)).unwrap(),
+        );
+        assert!(mine == packaged, "{name} differs from the packaged one");
+    }
 
     // The rebuilt tree: the server's playlists exactly (they are its own,
     // kept current by the deltas) and the server's segment bytes.

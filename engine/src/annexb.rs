@@ -16,6 +16,8 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::frame::NalSpan;
+
 /// A NAL unit as it arrived: header byte first, no start code.
 #[derive(Clone, Debug)]
 pub struct NalUnit {
@@ -364,6 +366,41 @@ impl AnnexBSplitter {
     }
 }
 
+/// Where each NAL unit of one whole Annex B buffer (an access unit as a
+/// subscriber receives it) lies, without start codes, as [`NalSpan`]s: the
+/// splitter's rules on a buffer that is all there is (zero bytes in front of
+/// a start code, and at the very end, belong to no NAL unit; bytes before
+/// the first start code are no NAL unit either). For a frame the engine
+/// made, `nal_spans(&frame.data)` is `frame.nals`.
+pub fn nal_spans(data: &[u8]) -> Vec<NalSpan> {
+    let mut spans = Vec::new();
+    let mut open: Option<usize> = None;
+    let mut search = 0;
+    let mut push = |start: usize, mut end: usize| {
+        while end > start && data.get(end - 1) == Some(&0) {
+            end -= 1;
+        }
+        // A buffer over 4 GiB has no spans past it: frames are bounded by
+        // the server's message limit, far below.
+        if let (true, Ok(start), Ok(end)) = (end > start, u32::try_from(start), u32::try_from(end))
+        {
+            spans.push(NalSpan { start, end });
+        }
+    };
+    while let Some(rel) = data.get(search..).and_then(find_start_code) {
+        let sc = search + rel;
+        if let Some(start) = open {
+            push(start, sc);
+        }
+        open = Some(sc + 3);
+        search = sc + 3;
+    }
+    if let Some(start) = open {
+        push(start, data.len());
+    }
+    spans
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,6 +421,37 @@ mod tests {
             }
         }
         (nals, issues)
+    }
+
+    #[test]
+    fn spans_of_a_whole_buffer_skip_start_codes_and_zeros() {
+        let data = [
+            9, 0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 0, 1, 0x65, 9, 0, 0,
+        ];
+        let spans = nal_spans(&data);
+        let nals: Vec<&[u8]> = spans.iter().map(|s| s.bytes(&data)).collect();
+        assert_eq!(nals, vec![&[0x67, 1, 2][..], &[0x68, 3], &[0x65, 9]]);
+        assert!(nal_spans(&[1, 2, 3]).is_empty());
+        assert!(nal_spans(&[]).is_empty());
+        assert!(nal_spans(&[0, 0, 1]).is_empty());
+        assert!(nal_spans(&[0, 0, 1, 0, 0, 1, 0x65]).len() == 1);
+    }
+
+    /// The spans of every frame the engine makes are what `nal_spans` finds
+    /// in its bytes (a subscriber rebuilds them so).
+    #[test]
+    fn spans_of_engine_frames_are_found_again() {
+        for name in ["high_bframes_30", "baseline_30", "open_gop_30"] {
+            let path = format!("{}/../testdata/{name}.h264", env!("CARGO_MANIFEST_DIR"));
+            let Ok(data) = std::fs::read(&path) else {
+                panic!("{path} missing");
+            };
+            let frames = crate::pipeline::frames_of(Bytes::from(data), Default::default());
+            assert!(!frames.is_empty(), "{name}");
+            for f in frames {
+                assert_eq!(nal_spans(&f.data), f.nals, "{name} frame {}", f.index);
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The pure engine: bytes and times in, events out. Nothing here reads a
 //! clock, opens a socket or spawns a task; the modules follow the data flow.
+//! The one module that touches the file system is [`tree`], which writes
+//! the HLS + DASH tree with `std::fs` on the caller's thread when asked to.
 
 pub mod access_unit;
 pub mod annexb;
@@ -11,8 +13,10 @@ pub mod params;
 pub mod pipeline;
 pub mod playlist;
 pub mod poc;
+pub mod replay;
 pub mod segment;
 pub mod timing;
+pub mod tree;
 
 pub use filter::DropReason;
 pub use frame::{CodecConfig, Frame, NalSpan, PartRecord, SegmentRecord, TIMESCALE};

@@ -23,7 +23,7 @@ use h264_reader::nal::sps::{PicOrderCntType, SeqParameterSet};
 use h264_reader::nal::{Nal, NalHeader, RefNal};
 use h264_reader::Context;
 
-use super::frame::CodecConfig;
+use super::frame::{CodecConfig, NalSpan};
 
 /// The fields of a slice header that access-unit assembly, keyframe
 /// detection and picture order count need.
@@ -281,6 +281,39 @@ impl ParamSets {
             Ok(Err(e)) => Err(SliceError::Bad(format!("{e:?}"))),
             Err(_) => Err(SliceError::Bad("slice header parser panicked".into())),
         }
+    }
+
+    /// Takes in the SPS and PPS one whole access unit carries (`data` in
+    /// Annex B, `nals` its NAL units: a frame's `data` and `nals`) and
+    /// returns the codec configuration of its first slice, with id `id`, as
+    /// the assembler makes it for a picture decoding can start at; `None`
+    /// when it has no slice or its parameter sets are unknown. Parameter
+    /// sets that do not parse are left out, as the assembler leaves them.
+    pub fn access_unit_config(
+        &mut self,
+        data: &Bytes,
+        nals: &[NalSpan],
+        id: u32,
+    ) -> Option<CodecConfig> {
+        let mut pps_id = None;
+        for span in nals {
+            let Some(nal) = data.get(span.start as usize..span.end as usize) else {
+                continue;
+            };
+            match span.nal_type(data) {
+                7 => {
+                    let _ = self.put_sps(&data.slice_ref(nal));
+                }
+                8 => {
+                    let _ = self.put_pps(&data.slice_ref(nal));
+                }
+                1 | 5 if pps_id.is_none() => {
+                    pps_id = self.parse_slice(nal).ok().map(|s| s.pps_id);
+                }
+                _ => {}
+            }
+        }
+        self.codec_config(pps_id?, id)
     }
 
     /// The codec configuration for pictures using `pps_id`, or `None` when

@@ -15,7 +15,10 @@
 //! its segment ends, so a segment is exactly the run of its parts. A part
 //! (like a segment) is closed when the frame after it arrives: its duration
 //! is then exact (that frame's decode time minus the part's start), and the
-//! parts of a segment add up to the segment's duration tick for tick.
+//! parts of a segment add up to the segment's duration tick for tick. That
+//! rule is the [`Partitioner`], which the segmenter runs and which a
+//! subscriber that knows the segment boundaries runs too, to find the
+//! server's parts again ([`crate::replay`]).
 
 use super::frame::{PartRecord, SegmentRecord, TIMESCALE};
 
@@ -82,12 +85,127 @@ struct OpenSegment {
 #[derive(Clone, Debug)]
 struct OpenPart {
     number: u64,
+    segment: u64,
     index: u32,
     start: u64,
     first_index: u64,
     frames: u32,
     bytes: u64,
     independent: bool,
+    config_id: u32,
+}
+
+/// What the [`Partitioner`] needs of a frame.
+#[derive(Clone, Copy, Debug)]
+pub struct PartFrame {
+    /// The segment the frame belongs to.
+    pub segment: u64,
+    pub index: u64,
+    pub dts: u64,
+    /// Annex B bytes.
+    pub bytes: u64,
+    pub random_access: bool,
+    /// The config of the frame's segment.
+    pub config_id: u32,
+}
+
+/// Divides segments into parts: a part closes at the first frame whose
+/// decode time is at or after its start plus the part target, and where its
+/// segment ends (at the first frame of another segment, or [`close`]). The
+/// [`Segmenter`] runs one; so does a subscriber that knows the segment
+/// boundaries (each received frame names its segment) and wants the
+/// server's parts back: the rule is this one piece of code.
+///
+/// [`close`]: Partitioner::close
+#[derive(Clone, Debug)]
+pub struct Partitioner {
+    /// Part target, 90 kHz (0: a part is a whole segment).
+    target: u64,
+    open: Option<OpenPart>,
+    next_number: u64,
+    /// The segment of the last part opened, and the index its next part
+    /// gets.
+    last_segment: Option<(u64, u32)>,
+    composition_shift: u32,
+}
+
+impl Partitioner {
+    /// `target` in 90 kHz ticks; parts are numbered from `first_number`.
+    pub fn new(target: u64, first_number: u64) -> Self {
+        Self {
+            target,
+            open: None,
+            next_number: first_number,
+            last_segment: None,
+            composition_shift: 0,
+        }
+    }
+
+    /// The composition shift the part records carry (see
+    /// [`SegmentRecord::composition_shift`]).
+    pub fn set_composition_shift(&mut self, shift: u32) {
+        self.composition_shift = shift;
+    }
+
+    /// The number the next part opened gets.
+    pub fn next_number(&self) -> u64 {
+        self.next_number
+    }
+
+    /// Places a frame (in decode order): returns the number of its part and
+    /// the part it closed, if any (which precedes the frame).
+    pub fn place(&mut self, f: PartFrame) -> (u64, Option<PartRecord>) {
+        let ends_open = self.open.as_ref().is_some_and(|p| {
+            p.segment != f.segment
+                || (self.target > 0 && f.dts.saturating_sub(p.start) >= self.target)
+        });
+        let closed = if ends_open { self.close(f.dts) } else { None };
+        let part = match &mut self.open {
+            Some(p) => p,
+            None => {
+                let index = match self.last_segment {
+                    Some((segment, next)) if segment == f.segment => next,
+                    _ => 0,
+                };
+                self.last_segment = Some((f.segment, index.saturating_add(1)));
+                let number = self.next_number;
+                self.next_number += 1;
+                self.open.insert(OpenPart {
+                    number,
+                    segment: f.segment,
+                    index,
+                    start: f.dts,
+                    first_index: f.index,
+                    frames: 0,
+                    bytes: 0,
+                    independent: f.random_access,
+                    config_id: f.config_id,
+                })
+            }
+        };
+        part.frames += 1;
+        part.bytes += f.bytes;
+        (part.number, closed)
+    }
+
+    /// Closes the open part at `end`, the decode time where it ends (its
+    /// segment's end, or the end of the stream).
+    pub fn close(&mut self, end: u64) -> Option<PartRecord> {
+        let p = self.open.take()?;
+        Some(PartRecord {
+            number: p.number,
+            segment: p.segment,
+            index: p.index,
+            start: p.start,
+            duration: end.saturating_sub(p.start).max(1),
+            first_frame_index: p.first_index,
+            frame_count: p.frames,
+            independent: p.independent,
+            byte_size: p.bytes,
+            config_id: p.config_id,
+            composition_shift: self.composition_shift,
+        })
+    }
 }
 
 /// Where [`Segmenter::place`] put a frame, and what it closed.
@@ -108,16 +226,13 @@ pub struct Segmenter {
     opts: SegmenterOptions,
     next_sequence: u64,
     open: Option<OpenSegment>,
-    open_part: Option<OpenPart>,
-    next_part: u64,
+    parts: Partitioner,
     discontinuity_pending: bool,
     discontinuity_sequence: u64,
     /// Wall clock (Unix ms) of timeline time 0.
     availability_start_ms: u64,
     composition_shift: Option<u32>,
     last_config_id: Option<u32>,
-    /// Index the next part of the open segment gets.
-    part_index_in_open: u32,
 }
 
 impl Segmenter {
@@ -126,14 +241,12 @@ impl Segmenter {
             opts,
             next_sequence: 0,
             open: None,
-            open_part: None,
-            next_part: 0,
+            parts: Partitioner::new(opts.part_target, 0),
             discontinuity_pending: false,
             discontinuity_sequence: 0,
             availability_start_ms,
             composition_shift: None,
             last_config_id: None,
-            part_index_in_open: 0,
         }
     }
 
@@ -157,7 +270,9 @@ impl Segmenter {
     /// records of the part and segment it closed, if any.
     pub fn place(&mut self, f: FramePlacement) -> Placement {
         if self.composition_shift.is_none() {
-            self.composition_shift = Some(f.pts.saturating_sub(f.dts).min(u32::MAX as u64) as u32);
+            let shift = f.pts.saturating_sub(f.dts).min(u32::MAX as u64) as u32;
+            self.composition_shift = Some(shift);
+            self.parts.set_composition_shift(shift);
         }
         let mut closed = None;
         let mut closed_part = None;
@@ -179,15 +294,8 @@ impl Segmenter {
                     || open.bytes.saturating_add(f.bytes) > self.opts.max_bytes
             };
             if cut {
-                closed_part = self.close_part(f.dts);
+                closed_part = self.parts.close(f.dts);
                 closed = self.close(f.dts);
-            } else if self.opts.part_target > 0
-                && self
-                    .open_part
-                    .as_ref()
-                    .is_some_and(|p| f.dts.saturating_sub(p.start) >= self.opts.part_target)
-            {
-                closed_part = self.close_part(f.dts);
             }
         }
         let open = match &mut self.open {
@@ -227,33 +335,18 @@ impl Segmenter {
         open.last_dts = f.dts;
         open.last_duration = f.duration;
         let segment = open.sequence;
-        let part = match &mut self.open_part {
-            Some(p) => p,
-            None => {
-                let index = if open.frames == 1 {
-                    0
-                } else {
-                    self.part_index_in_open
-                };
-                let number = self.next_part;
-                self.next_part += 1;
-                self.open_part.insert(OpenPart {
-                    number,
-                    index,
-                    start: f.dts,
-                    first_index: f.index,
-                    frames: 0,
-                    bytes: 0,
-                    independent: f.random_access,
-                })
-            }
-        };
-        part.frames += 1;
-        part.bytes += f.bytes;
-        self.part_index_in_open = part.index + 1;
+        let (part, closed_by_target) = self.parts.place(PartFrame {
+            segment,
+            index: f.index,
+            dts: f.dts,
+            bytes: f.bytes,
+            random_access: f.random_access,
+            config_id: open.config_id,
+        });
+        let closed_part = closed_part.or(closed_by_target);
         Placement {
             segment,
-            part: part.number,
+            part,
             closed_part,
             closed_segment: closed,
         }
@@ -269,25 +362,7 @@ impl Segmenter {
         else {
             return (None, None);
         };
-        (self.close_part(end), self.close(end))
-    }
-
-    fn close_part(&mut self, end: u64) -> Option<PartRecord> {
-        let p = self.open_part.take()?;
-        let o = self.open.as_ref()?;
-        Some(PartRecord {
-            number: p.number,
-            segment: o.sequence,
-            index: p.index,
-            start: p.start,
-            duration: end.saturating_sub(p.start).max(1),
-            first_frame_index: p.first_index,
-            frame_count: p.frames,
-            independent: p.independent,
-            byte_size: p.bytes,
-            config_id: o.config_id,
-            composition_shift: self.composition_shift.unwrap_or(0),
-        })
+        (self.parts.close(end), self.close(end))
     }
 
     /// Whether a capture time reads as Unix time (within a day of the
@@ -457,6 +532,49 @@ mod tests {
             .collect();
         assert_eq!(first, vec![15, 15, 15, 15, 15, 15, 10]);
         assert!(parts.iter().filter(|p| p.index > 0).all(|p| !p.independent));
+    }
+
+    /// A `Partitioner` fed each frame with the segment the segmenter put it
+    /// in, and closed where each segment ends, finds the segmenter's parts
+    /// (what a subscriber rebuilding parts relies on).
+    #[test]
+    fn a_partitioner_given_the_segments_finds_the_same_parts() {
+        let mut opts = SegmenterOptions::with_target_ms(2000);
+        opts.part_target = TIMESCALE * 4 / 10;
+        let mut s = Segmenter::new(opts, 0);
+        let (mut parts, mut segs, mut placed) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..400 {
+            // Keyframes every 37 frames, a frame of 2 ticks more now and then.
+            let mut f = frame(i, 37);
+            f.dts += i / 7 * 2;
+            f.pts = f.dts;
+            let p = s.place(f);
+            parts.extend(p.closed_part);
+            segs.extend(p.closed_segment);
+            placed.push((f, p.segment));
+        }
+        let (lp, ls) = s.finish_parts();
+        parts.extend(lp);
+        segs.extend(ls);
+
+        let mut again = Partitioner::new(opts.part_target, 0);
+        let mut found = Vec::new();
+        for seg in &segs {
+            for (f, _) in placed.iter().filter(|(_, n)| *n == seg.sequence) {
+                let (_, closed) = again.place(PartFrame {
+                    segment: seg.sequence,
+                    index: f.index,
+                    dts: f.dts,
+                    bytes: f.bytes,
+                    random_access: f.random_access,
+                    config_id: seg.config_id,
+                });
+                found.extend(closed);
+            }
+            found.extend(again.close(seg.start + seg.duration));
+        }
+        assert!(parts.len() > segs.len() * 3);
+        assert_eq!(found, parts);
     }
 
     #[test]

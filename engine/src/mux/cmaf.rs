@@ -297,7 +297,7 @@ pub fn media_segment(
 /// One CMAF chunk (`moof` + `mdat`, ISO/IEC 23000-19 7.3.2.3) for a part:
 /// its `mfhd` sequence number is the part's number plus one, so the chunks
 /// of a session's segments number 1, 2, 3, … across segments. A segment's
-/// bytes are [`STYP`] followed by its parts' chunks. `end_dts` is where the
+/// bytes are [`styp`] followed by its parts' chunks. `end_dts` is where the
 /// part ends (the next part's first DTS).
 pub fn part_chunk(part: &PartRecord, frames: &[&Frame], end_dts: u64) -> Result<Bytes, CmafError> {
     let sequence = part
