@@ -48,11 +48,9 @@ pub struct Args {
 pub async fn run(a: Args) -> Result<()> {
     let (server, grpc_url, http_url) = match &a.server {
         None => {
-            let config = Config {
-                grpc_addr: a.grpc_addr,
-                http_addr: a.http_addr,
-                ..Config::default()
-            };
+            let mut config = Config::default();
+            config.server.grpc_addr = a.grpc_addr;
+            config.server.http_addr = a.http_addr;
             let running = app::start(&config).await.map_err(|e| match e {
                 StartError::Bind { addr, source } => anyhow!(
                     "cannot listen on {addr}: {source}. Is a liveslice-server already running \

@@ -25,9 +25,9 @@ async fn secured(dir: &Path) -> (liveslice_server::app::Running, PathBuf) {
     std::fs::write(&ca, cert.cert.pem()).unwrap();
     std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
     let mut config = test_config();
-    config.tls_cert = Some(ca.clone());
-    config.tls_key = Some(key);
-    config.auth_tokens = vec![
+    config.tls.cert = Some(ca.clone());
+    config.tls.key = Some(key);
+    config.auth.tokens = vec![
         format!("publish:sec:{PUBLISH_KEY}"),
         format!("play:*:{VIEWER_KEY}"),
     ];

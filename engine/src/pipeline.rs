@@ -53,23 +53,37 @@ pub struct PipelineOptions {
 impl Default for PipelineOptions {
     fn default() -> Self {
         Self {
-            default_rate: FrameRate::new(30, 1),
+            default_rate: FrameRate::new(DEFAULT_FPS, 1),
             target_rate: None,
-            segment_target_ms: 2000,
+            segment_target_ms: DEFAULT_SEGMENT_TARGET_MS,
             part_target_ms: DEFAULT_PART_TARGET_MS,
             max_segment_ms: 0,
-            max_window_bytes: 64 << 20,
-            window: 6,
-            max_nal_bytes: 8 << 20,
-            max_au_bytes: 16 << 20,
+            max_window_bytes: DEFAULT_MAX_WINDOW_BYTES,
+            window: DEFAULT_WINDOW,
+            max_nal_bytes: DEFAULT_MAX_NAL_BYTES,
+            max_au_bytes: DEFAULT_MAX_NAL_BYTES * 2,
             timing: TimingOptions::default(),
             utc_timing_url: "/time".into(),
         }
     }
 }
 
+// The defaults of [`PipelineOptions`]; the server's flags of the same
+// meaning take their defaults from these.
+
+/// The default frame rate of a stream with no timing (`--default-fps`).
+pub const DEFAULT_FPS: u32 = 30;
+/// The default segment target, ms (`--segment-duration`).
+pub const DEFAULT_SEGMENT_TARGET_MS: u32 = 2000;
 /// The default part target, ms (`--part-duration`).
 pub const DEFAULT_PART_TARGET_MS: u32 = 500;
+/// The default live window, in segments (`--window`).
+pub const DEFAULT_WINDOW: usize = 6;
+/// The default bytes of media a session holds (`--ring-bytes`).
+pub const DEFAULT_MAX_WINDOW_BYTES: usize = 64 << 20;
+/// The default largest NAL unit, bytes (`--max-nal-bytes`); an access unit
+/// may be twice that.
+pub const DEFAULT_MAX_NAL_BYTES: usize = 8 << 20;
 
 /// Fatal stream errors: the publisher's stream is rejected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -8,11 +8,9 @@ use liveslice_server::config::Config;
 use serde_json::Value;
 
 async fn server() -> Running {
-    let config = Config {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        ..Default::default()
-    };
+    let mut config = Config::default();
+    config.server.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.server.http_addr = "127.0.0.1:0".parse().unwrap();
     app::start(&config).await.expect("server starts")
 }
 

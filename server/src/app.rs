@@ -1,7 +1,8 @@
 //! Starts the listeners on a configuration and stops them cleanly. Used by
 //! the binary and by integration tests (which bind port 0).
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,15 +13,144 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::grpc::SliceServiceImpl;
 use crate::session::Registry;
+
+/// The server process's part of the configuration: where it listens, the
+/// largest gRPC message, the log format and the built-in demo publisher.
+/// Keys as the fields, in kebab-case (`grpc-addr`, ...); the defaults are
+/// [`Default`]'s.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerConfig {
+    /// gRPC: `liveslice.v1.SliceService`, health, reflection.
+    pub grpc_addr: SocketAddr,
+    /// The HTTP origin.
+    pub http_addr: SocketAddr,
+    /// Largest gRPC message accepted, bytes.
+    pub max_message_bytes: usize,
+    pub log_format: LogFormat,
+    /// A session to publish the built-in looping test stream into.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub demo: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50051)),
+            http_addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080)),
+            max_message_bytes: 4 << 20,
+            log_format: LogFormat::Text,
+            demo: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks ranges and names the bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_message_bytes < 1024 {
+            return Err(ConfigError::new(
+                "max-message-bytes",
+                "must be at least 1024",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `log-format`: `text` for people, `json` for log pipelines.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// TLS's part of the configuration: `tls-cert` and `tls-key`, PEM files,
+/// both or neither (off by default).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsFiles {
+    #[serde(
+        rename = "tls-cert",
+        serialize_with = "crate::config::opt_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cert: Option<PathBuf>,
+    #[serde(
+        rename = "tls-key",
+        serialize_with = "crate::config::opt_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Both files or neither.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.cert, &self.key) {
+            (Some(_), None) => Err(ConfigError::new("tls-key", "is needed with --tls-cert")),
+            (None, Some(_)) => Err(ConfigError::new("tls-cert", "is needed with --tls-key")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Shutdown's part of the configuration (see [`Running::drain`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Shutdown {
+    /// `shutdown-timeout`: how long gRPC streams get to finish once every
+    /// session has ended.
+    #[serde(rename = "shutdown-timeout", with = "crate::config::duration")]
+    pub timeout: Duration,
+    /// `shutdown-grace`: how long the HTTP origin keeps serving after the
+    /// sessions end.
+    #[serde(rename = "shutdown-grace", with = "crate::config::duration")]
+    pub grace: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+            grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Shutdown {
+    /// Checks ranges and names the bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.grace > Duration::from_secs(600) {
+            return Err(ConfigError::new("shutdown-grace", "must be at most 10m"));
+        }
+        if self.timeout > Duration::from_secs(600) {
+            return Err(ConfigError::new("shutdown-timeout", "must be at most 10m"));
+        }
+        Ok(())
+    }
+}
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -170,23 +300,22 @@ pub struct Running {
 /// Binds the listeners and starts serving.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     config.validate()?;
-    let registry = Registry::new(config.session_defaults());
+    let registry = Registry::new(config.session.clone());
     let auth = config
-        .auth()
-        .map_err(|reason| crate::config::ConfigError {
-            key: "auth-token".into(),
-            reason,
-        })?
+        .auth
+        .build()
+        .map_err(|reason| ConfigError::new("auth-token", reason))?
         .map(Arc::new);
+    let server = &config.server;
 
-    let listener = TcpListener::bind(config.grpc_addr)
+    let listener = TcpListener::bind(server.grpc_addr)
         .await
         .map_err(|source| StartError::Bind {
-            addr: config.grpc_addr,
+            addr: server.grpc_addr,
             source,
         })?;
     let grpc_addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.grpc_addr,
+        addr: server.grpc_addr,
         source,
     })?;
 
@@ -195,7 +324,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         config.service(),
         auth.clone(),
     ))
-    .max_decoding_message_size(config.max_message_bytes)
+    .max_decoding_message_size(server.max_message_bytes)
     .max_encoding_message_size(usize::MAX);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -216,7 +345,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .map_err(|e| StartError::Reflection(e.to_string()))?;
 
     let (grpc_stop, stop_rx) = oneshot::channel::<()>();
-    let tls = match (&config.tls_cert, &config.tls_key) {
+    let tls = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
         _ => None,
     };
@@ -242,16 +371,16 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     );
     tracing::info!(%grpc_addr, "gRPC listening (liveslice.v1.SliceService, health, reflection)");
 
-    let http_listener = TcpListener::bind(config.http_addr)
+    let http_listener = TcpListener::bind(server.http_addr)
         .await
         .map_err(|source| StartError::Bind {
-            addr: config.http_addr,
+            addr: server.http_addr,
             source,
         })?;
     let http_addr = http_listener
         .local_addr()
         .map_err(|source| StartError::Bind {
-            addr: config.http_addr,
+            addr: server.http_addr,
             source,
         })?;
     let (http_stop, http_stop_rx) = oneshot::channel::<()>();
@@ -261,7 +390,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         http_listener,
         acceptor,
         router,
-        config.http_limits(),
+        config.http,
         http_stop_rx,
     ));
     tracing::info!(%http_addr, "HTTP origin listening (HLS, DASH, player)");
@@ -276,11 +405,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             }
         })
     });
-    if let Some(id) = &config.demo {
-        let id = crate::ids::parse_session_id(id).map_err(|reason| crate::config::ConfigError {
-            key: "demo".into(),
-            reason,
-        })?;
+    if let Some(id) = &server.demo {
+        let id =
+            crate::ids::parse_session_id(id).map_err(|reason| ConfigError::new("demo", reason))?;
         crate::demo::spawn(registry.clone(), config.pipeline(), id);
     }
     Ok(Running {
@@ -290,8 +417,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         http_task,
         upkeep,
         registry,
-        shutdown_timeout: config.shutdown_timeout,
-        shutdown_grace: config.shutdown_grace,
+        shutdown_timeout: config.shutdown.timeout,
+        shutdown_grace: config.shutdown.grace,
         health: health_reporter,
         grpc_stop: Some(grpc_stop),
         grpc_task,

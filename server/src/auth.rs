@@ -11,6 +11,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::config::ConfigError;
+
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -207,6 +209,109 @@ fn verify_signed(secret: &[u8], token: &str) -> Result<(Access, String, u64), Au
 pub fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Access control's part of the configuration: `auth-token` (a list of
+/// `ROLE:SESSION:TOKEN`, or one string; commas separate entries too, as in
+/// `LIVESLICE_AUTH_TOKENS`) and `auth-secret`. Both off by default. It
+/// prints (`Debug`, and `Serialize` for `--print-config`) with the secrets
+/// hidden.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(
+        rename = "auth-token",
+        deserialize_with = "token_list",
+        serialize_with = "hidden_tokens",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tokens: Vec<String>,
+    #[serde(
+        rename = "auth-secret",
+        serialize_with = "hidden_secret",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub secret: Option<String>,
+}
+
+impl AuthConfig {
+    /// The authorization this asks for (`None`: auth off).
+    pub fn build(&self) -> Result<Option<Auth>, String> {
+        Auth::new(&self.tokens, self.secret.as_deref())
+    }
+
+    /// Checks the secret's length and every token, naming the bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.len() < MIN_SECRET_LEN)
+        {
+            return Err(ConfigError::new(
+                "auth-secret",
+                format!(
+                    "must be at least {MIN_SECRET_LEN} characters (e.g. `openssl rand -hex 32`)"
+                ),
+            ));
+        }
+        self.build()
+            .map(drop)
+            .map_err(|reason| ConfigError::new("auth-token", reason))
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("tokens", &shown_tokens(&self.tokens))
+            .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+/// `auth-token` in a file: a string or a list of strings, each split at
+/// commas as the flag and the environment variable are.
+fn token_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match <OneOrMany as serde::Deserialize>::deserialize(d) {
+        Ok(OneOrMany::One(s)) => vec![s],
+        Ok(OneOrMany::Many(v)) => v,
+        Err(_) => {
+            return Err(serde::de::Error::custom(
+                "expected ROLE:SESSION:TOKEN or a list of them (strings)",
+            ))
+        }
+    };
+    Ok(items
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Static tokens as `ROLE:SESSION:<hidden>`.
+fn shown_tokens(tokens: &[String]) -> Vec<String> {
+    tokens
+        .iter()
+        .map(|t| {
+            let mut p = t.splitn(3, ':');
+            let (role, session) = (p.next().unwrap_or(""), p.next().unwrap_or(""));
+            format!("{role}:{session}:<hidden>")
+        })
+        .collect()
+}
+
+fn hidden_tokens<S: serde::Serializer>(tokens: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(shown_tokens(tokens))
+}
+
+fn hidden_secret<S: serde::Serializer>(_: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("<hidden>")
 }
 
 #[cfg(test)]

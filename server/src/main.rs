@@ -1,7 +1,7 @@
 //! `liveslice-server`: see `--help`.
 
 use liveslice_server::app;
-use liveslice_server::config::{Config, LoadError};
+use liveslice_server::config::{Config, LoadError, LogFormat};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let json = config.log_format == "json";
+    let json = config.server.log_format == LogFormat::Json;
     if json {
         tracing_subscriber::fmt()
             .json()
@@ -48,12 +48,13 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init();
     }
-    let exposed = !config.grpc_addr.ip().is_loopback() || !config.http_addr.ip().is_loopback();
-    let auth_off = config.auth_tokens.is_empty() && config.auth_secret.is_none();
+    let (grpc_addr, http_addr) = (config.server.grpc_addr, config.server.http_addr);
+    let exposed = !grpc_addr.ip().is_loopback() || !http_addr.ip().is_loopback();
+    let auth_off = config.auth.tokens.is_empty() && config.auth.secret.is_none();
     if exposed && auth_off {
         tracing::warn!(
-            grpc = %config.grpc_addr,
-            http = %config.http_addr,
+            grpc = %grpc_addr,
+            http = %http_addr,
             "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT AUTHENTICATION: anyone who can reach it can publish and play; set --auth-token or --auth-secret"
         );
         eprintln!(
@@ -87,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
 /// What to tell the operator at start: addresses and copy-paste commands,
 /// with `https://` and TLS grpcurl flags when TLS is on.
 fn banner(config: &Config, running: &app::Running) -> Vec<String> {
-    let tls = config.tls_cert.is_some();
+    let tls = config.tls.cert.is_some();
     let scheme = if tls { "https" } else { "http" };
     let grpcurl = if tls {
         "grpcurl -cacert CA.pem".to_string()
@@ -102,7 +103,7 @@ fn banner(config: &Config, running: &app::Running) -> Vec<String> {
         ),
         format!("  sessions and players: {scheme}://{http}/"),
     ];
-    if let Some(id) = &config.demo {
+    if let Some(id) = &config.server.demo {
         out.push(format!("  demo session {id:?} (a looping test stream):"));
         out.push(format!(
             "    play in a browser: {scheme}://{http}/player/{id}"
@@ -156,7 +157,8 @@ async fn wait_for_signal() {
 fn mint(config: &Config, spec: &str) -> Result<String, String> {
     use liveslice_server::auth::{sign, Access};
     let secret = config
-        .auth_secret
+        .auth
+        .secret
         .as_deref()
         .ok_or("needs --auth-secret (or LIVESLICE_AUTH_SECRET)")?;
     let mut p = spec.splitn(3, ':');

@@ -74,11 +74,11 @@ fn http_status(addr: std::net::SocketAddr, path: &str, bearer: Option<&str>) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_gate_publishing_and_playing() {
     let mut config = test_config();
-    config.auth_tokens = vec![
+    config.auth.tokens = vec![
         "publish:cam1:cam1-publish-key".into(),
         "play:*:viewer-key-1".into(),
     ];
-    config.auth_secret = Some(SECRET.into());
+    config.auth.secret = Some(SECRET.into());
     let server = start(config).await;
     let mut c = client(&server).await;
 

@@ -139,7 +139,7 @@ async fn a_stream_with_no_start_code_stays_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_nal_unit_is_dropped_and_the_stream_recovers() {
     let mut config = test_config();
-    config.max_nal_bytes = 16 * 1024;
+    config.engine.max_nal_bytes = 16 * 1024;
     let server = start(config).await;
     // A 100 KiB bogus slice in the middle of a clean stream.
     let data = testdata("baseline_30.h264");
@@ -173,7 +173,7 @@ async fn an_oversized_nal_unit_is_dropped_and_the_stream_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_over_the_limit_gets_resource_exhausted() {
     let mut config = test_config();
-    config.max_message_bytes = 64 * 1024;
+    config.server.max_message_bytes = 64 * 1024;
     let server = start(config).await;
     let mut c = client(&server).await;
     let mut p = publish(&mut c, "huge", Default::default()).await.unwrap();
@@ -312,8 +312,8 @@ fn split_access_units(data: &[u8]) -> Vec<Bytes> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_sessions_or_subscribers_get_resource_exhausted() {
     let mut config = test_config();
-    config.max_sessions = 2;
-    config.max_subscribers = 2;
+    config.session.max_sessions = 2;
+    config.session.max_subscribers_per_session = 2;
     let server = start(config).await;
     let mut c = client(&server).await;
     let _a = publish(&mut c, "a", Default::default()).await.unwrap();
@@ -334,7 +334,7 @@ async fn too_many_sessions_or_subscribers_get_resource_exhausted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_publisher_times_out_and_the_session_ends_after_grace() {
     let mut config = test_config();
-    config.idle_timeout = Duration::from_millis(300);
+    config.session.publisher_idle_timeout = Duration::from_millis(300);
     let server = start(config).await;
     let mut c = client(&server).await;
     let mut p = publish(&mut c, "idle", Default::default()).await.unwrap();

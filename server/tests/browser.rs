@@ -88,7 +88,7 @@ async fn run_script(
     let _turn = ONE_AT_A_TIME.lock().await;
 
     let mut config = test_config();
-    config.demo = Some("demo".into());
+    config.server.demo = Some("demo".into());
     let server = start(config).await;
     let base = format!("http://{}", server.http_addr);
     let shots = std::env::var_os("LIVESLICE_SCREENSHOT_DIR")

@@ -184,7 +184,7 @@ async fn pages_favicon_and_the_404_player() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_follows_the_session_lists_auth_rule() {
     let mut config = test_config();
-    config.auth_tokens = vec![
+    config.auth.tokens = vec![
         "play:*:every-session-token".into(),
         "play:c2:c2-only-token".into(),
         "publish:*:publisher-token".into(),

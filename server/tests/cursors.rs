@@ -17,7 +17,7 @@ use pb::slice_response::Event;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_of_a_fast_publisher_receives_every_frame_in_the_window() {
     let mut config = test_config();
-    config.window = 20; // 40 s: the whole stream stays in the window
+    config.engine.window = 20; // 40 s: the whole stream stays in the window
     let server = start(config).await;
     let data = testdata("open_gop_30.h264");
     let mut c = client(&server).await;
@@ -65,7 +65,7 @@ async fn a_slow_subscriber_of_a_fast_publisher_receives_every_frame_in_the_windo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicted_subscriber_resumes_at_the_newest_random_access_point() {
     let mut config = test_config();
-    config.window = 1;
+    config.engine.window = 1;
     let server = start(config).await;
     // 12 × 24 s: far more than the transport's buffers hold for a client
     // that does not read.

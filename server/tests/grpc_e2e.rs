@@ -324,7 +324,7 @@ async fn bad_requests_get_clear_statuses_and_the_server_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_reconnect_within_grace_continues_the_session() {
     let mut config = test_config();
-    config.publisher_grace = Duration::from_secs(5);
+    config.session.publisher_grace = Duration::from_secs(5);
     let server = start(config).await;
     let mut c = client(&server).await;
     let data = testdata("baseline_30.h264");

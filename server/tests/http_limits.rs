@@ -63,8 +63,8 @@ async fn idle_and_slow_header_connections_are_closed_while_others_are_served() {
     allow_fds(2 * IDLE as libc::rlim_t + 512);
     let header_timeout = Duration::from_millis(1500);
     let mut config = test_config();
-    config.http_header_timeout = header_timeout;
-    config.http_idle_timeout = Duration::from_secs(3);
+    config.http.header_timeout = header_timeout;
+    config.http.idle_timeout = Duration::from_secs(3);
     let server = start(config).await;
     let addr = server.http_addr;
     let opened = Instant::now();
@@ -155,9 +155,9 @@ async fn idle_and_slow_header_connections_are_closed_while_others_are_served() {
 async fn connections_beyond_the_limit_get_503_until_some_close() {
     const MAX: usize = 40;
     let mut config = test_config();
-    config.http_max_connections = MAX;
-    config.http_header_timeout = Duration::from_secs(4);
-    config.http_idle_timeout = Duration::from_secs(4);
+    config.http.max_connections = MAX;
+    config.http.header_timeout = Duration::from_secs(4);
+    config.http.idle_timeout = Duration::from_secs(4);
     let server = start(config).await;
     let addr = server.http_addr;
 

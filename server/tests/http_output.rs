@@ -190,7 +190,7 @@ async fn every_test_stream_plays_as_hls_cmaf_hls_ts_and_dash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_semantics_content_types_caching_cors_and_404s() {
     let mut config = test_config();
-    config.window = 2;
+    config.engine.window = 2;
     let server = start(config).await;
     let base = format!("http://{}", server.http_addr);
     // 4 segments with a window of 2.

@@ -20,7 +20,7 @@ async fn first_event(sub: &mut tonic::Streaming<pb::SliceResponse>) -> pb::Slice
 async fn max_subscribers_admits_exactly_that_many_viewers() {
     for max in [1usize, 3] {
         let mut config = test_config();
-        config.max_subscribers = max;
+        config.session.max_subscribers_per_session = max;
         let server = start(config).await;
         let mut c = client(&server).await;
         // A publisher that listens to its events (echoing frames too).

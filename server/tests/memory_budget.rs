@@ -36,10 +36,10 @@ fn rss_bytes() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ended_sessions_are_evicted_within_the_memory_limit() {
     let mut config = test_config();
-    config.memory_limit = Some(LIMIT);
-    config.ring_bytes = 8 << 20;
-    config.window = 100;
-    config.linger = Duration::from_secs(600);
+    config.session.memory_limit = LIMIT;
+    config.session.ring_max_bytes = 8 << 20;
+    config.engine.window = 100;
+    config.session.linger = Duration::from_secs(600);
     let server = start(config).await;
     // One stream repeated to 4 MB: its frames all stay in the window.
     let one = testdata("high_bframes_30.h264");
@@ -114,9 +114,9 @@ async fn ended_sessions_are_evicted_within_the_memory_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_sessions_over_the_limit_refuse_new_publishers() {
     let mut config = test_config();
-    config.ring_bytes = 4 << 20;
-    config.memory_limit = Some(1 << 20);
-    config.window = 100;
+    config.session.ring_max_bytes = 4 << 20;
+    config.session.memory_limit = 1 << 20;
+    config.engine.window = 100;
     let server = start(config).await;
     let one = testdata("high_bframes_30.h264");
     let mut c = client(&server).await;

@@ -763,7 +763,7 @@ async fn program_date_time_follows_capture_time_across_a_reconnect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_ring_never_lists_a_segment_whose_bytes_are_gone() {
     let mut config = test_config();
-    config.ring_bytes = 120_000;
+    config.session.ring_max_bytes = 120_000;
     let server = start(config).await;
     let base = format!("http://{}", server.http_addr);
     let data = common::testdata("gop_varying_30.h264");

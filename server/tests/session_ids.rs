@@ -103,13 +103,13 @@ async fn status(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encoded_ids_over_http_are_authorized_as_what_they_decode_to() {
     let mut config = test_config();
-    config.auth_tokens = vec![
+    config.auth.tokens = vec![
         // A static entry's session is read like any id: this one is cam1.
         "publish:cam%31:cam1-publish-key".into(),
         "play:cam1:cam1-viewer-key".into(),
         "play:cam2:cam2-viewer-key".into(),
     ];
-    config.auth_secret = Some(SECRET.into());
+    config.auth.secret = Some(SECRET.into());
     let server = start(config).await;
     // Published as `cam%31`, it is session cam1.
     assert_eq!(
@@ -256,7 +256,7 @@ async fn encoded_ids_over_grpc_are_the_ids_they_decode_to() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_tokens_check_the_decoded_id() {
     let mut config = test_config();
-    config.auth_tokens = vec![
+    config.auth.tokens = vec![
         "publish:cam1:cam1-publish-key".into(),
         "play:cam1:cam1-viewer-key".into(),
     ];
@@ -296,7 +296,7 @@ async fn invalid_ids_in_tokens_and_flags_are_refused_at_start() {
         "any:a%2531:viewer-key",
     ] {
         let mut config = test_config();
-        config.auth_tokens = vec![entry.into()];
+        config.auth.tokens = vec![entry.into()];
         let err = liveslice_server::app::start(&config)
             .await
             .err()
@@ -308,7 +308,7 @@ async fn invalid_ids_in_tokens_and_flags_are_refused_at_start() {
         );
     }
     let mut config = test_config();
-    config.demo = Some("%2e%2e".into());
+    config.server.demo = Some("%2e%2e".into());
     let err = liveslice_server::app::start(&config)
         .await
         .err()

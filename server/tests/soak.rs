@@ -131,9 +131,9 @@ async fn sessions_come_and_go_and_leave_nothing_behind() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(6);
     let mut config = test_config();
-    config.idle_timeout = Duration::from_millis(500);
-    config.publisher_grace = Duration::from_millis(200);
-    config.linger = Duration::from_millis(200);
+    config.session.publisher_idle_timeout = Duration::from_millis(500);
+    config.session.publisher_grace = Duration::from_millis(200);
+    config.session.linger = Duration::from_millis(200);
     let server = Arc::new(start(config).await);
     let metrics = tokio::runtime::Handle::current().metrics();
     tokio::time::sleep(Duration::from_millis(200)).await;

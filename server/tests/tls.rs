@@ -19,8 +19,8 @@ async fn grpc_and_http_over_tls() {
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     let mut config = test_config();
-    config.tls_cert = Some(cert_path);
-    config.tls_key = Some(key_path);
+    config.tls.cert = Some(cert_path);
+    config.tls.key = Some(key_path);
     let server = start(config).await;
 
     // gRPC: publish and subscribe over TLS.
@@ -94,8 +94,8 @@ async fn grpc_and_http_over_tls() {
 /// Starts with these PEM files and returns the error.
 async fn start_error(cert: &std::path::Path, key: &std::path::Path) -> String {
     let mut config = test_config();
-    config.tls_cert = Some(cert.to_path_buf());
-    config.tls_key = Some(key.to_path_buf());
+    config.tls.cert = Some(cert.to_path_buf());
+    config.tls.key = Some(key.to_path_buf());
     match liveslice_server::app::start(&config).await {
         Err(e) => e.to_string(),
         Ok(_) => panic!("started with {cert:?} and {key:?}"),
@@ -164,8 +164,8 @@ async fn bad_pem_files_are_named_with_the_problem() {
     }
     // The good pair starts.
     let mut config = test_config();
-    config.tls_cert = Some(cert);
-    config.tls_key = Some(key);
+    config.tls.cert = Some(cert);
+    config.tls.key = Some(key);
     liveslice_server::app::start(&config)
         .await
         .unwrap()
@@ -227,10 +227,10 @@ async fn tls_and_http2_connections_are_served_and_shed_when_idle() {
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     let mut config = test_config();
-    config.tls_cert = Some(cert_path);
-    config.tls_key = Some(key_path);
-    config.http_header_timeout = Duration::from_millis(1000);
-    config.http_idle_timeout = Duration::from_millis(1500);
+    config.tls.cert = Some(cert_path);
+    config.tls.key = Some(key_path);
+    config.http.header_timeout = Duration::from_millis(1000);
+    config.http.idle_timeout = Duration::from_millis(1500);
     let server = start(config).await;
     let addr = server.http_addr;
     let bound = Duration::from_secs(10);

@@ -48,14 +48,13 @@ pub fn clean_streams() -> Vec<String> {
 }
 
 pub fn test_config() -> Config {
-    Config {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        publisher_grace: Duration::from_millis(500),
-        subscribe_wait: Duration::from_secs(10),
-        linger: Duration::from_secs(60),
-        ..Default::default()
-    }
+    let mut config = Config::default();
+    config.server.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.server.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.session.publisher_grace = Duration::from_millis(500);
+    config.session.subscribe_wait = Duration::from_secs(10);
+    config.session.linger = Duration::from_secs(60);
+    config
 }
 
 pub async fn start() -> Running {

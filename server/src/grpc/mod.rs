@@ -32,14 +32,13 @@ use crate::session::{
     SubscriberGuard, Subscription,
 };
 
-/// Limits and defaults of the gRPC side.
+/// Limits and defaults of the gRPC side. Publisher and subscriber policy
+/// (idle publishers, how long a subscriber waits for a session, lag,
+/// subscriber limits) is the sessions': [`Registry::defaults`].
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
     pub pipeline: PipelineOptions,
     pub first_message_timeout: Duration,
-    pub subscribe_wait: Duration,
-    /// A publisher silent for this long is treated as gone.
-    pub idle_timeout: Duration,
     /// Responses buffered per stream before the stream's task waits.
     pub response_buffer: usize,
 }
@@ -49,8 +48,6 @@ impl Default for ServiceConfig {
         Self {
             pipeline: PipelineOptions::default(),
             first_message_timeout: Duration::from_secs(10),
-            subscribe_wait: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
             response_buffer: 32,
         }
     }
@@ -314,7 +311,7 @@ impl SliceServiceImpl {
                 first,
                 inbound,
                 tx,
-                self.config.idle_timeout,
+                self.registry.defaults().publisher_idle_timeout,
             )
             .in_current_span(),
         );
@@ -330,7 +327,7 @@ impl SliceServiceImpl {
         let id = first.session_id.clone();
         let sub = first.subscribe.unwrap_or_default();
         let wait = if sub.wait_ms == 0 {
-            self.config.subscribe_wait
+            self.registry.defaults().subscribe_wait
         } else {
             Duration::from_millis(sub.wait_ms as u64).min(Duration::from_secs(3600))
         };

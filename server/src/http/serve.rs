@@ -18,18 +18,49 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::time::Instant;
 
-/// What the HTTP listener tolerates.
-#[derive(Clone, Copy, Debug)]
+use crate::config::ConfigError;
+
+/// What the HTTP listener tolerates. Its part of the configuration: the
+/// keys (in a `--config` file, and as flags) are `http-header-timeout`,
+/// `http-idle-timeout` and `http-max-connections`; the defaults are
+/// [`Default`]'s.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpLimits {
     /// A request's headers must arrive within this: from the accept for a
     /// new connection (a TLS handshake counts), from the end of the previous
     /// response on a kept-alive HTTP/1.1 one (so it also bounds idleness
     /// there).
+    #[serde(rename = "http-header-timeout", with = "crate::config::duration")]
     pub header_timeout: Duration,
     /// A connection on which no byte moves either way for this long is closed.
+    #[serde(rename = "http-idle-timeout", with = "crate::config::duration")]
     pub idle_timeout: Duration,
     /// Most connections open at once.
+    #[serde(rename = "http-max-connections")]
     pub max_connections: usize,
+}
+
+impl HttpLimits {
+    /// Checks ranges and names the bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.header_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "http-header-timeout",
+                "must be more than 0",
+            ));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(ConfigError::new("http-idle-timeout", "must be more than 0"));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::new(
+                "http-max-connections",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for HttpLimits {

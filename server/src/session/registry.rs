@@ -10,25 +10,51 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::config::ConfigError;
+
 use super::{EndReason, Session, SessionOptions};
 
-/// Defaults and limits the registry enforces.
-#[derive(Clone, Debug)]
+/// Defaults and limits the registry enforces, and the policy for
+/// publishers and subscribers of every session: the session's part of the
+/// configuration. Each field's key (in a `--config` file, and as a flag) is
+/// named beside it; the defaults are [`Default`]'s.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SessionDefaults {
+    /// `max-sessions`: live sessions at once.
+    #[serde(rename = "max-sessions")]
     pub max_sessions: usize,
+    /// `max-subscribers`: subscribers per session (the gRPC subscriber
+    /// streams; not the publisher's own stream, not HTTP players).
+    #[serde(rename = "max-subscribers")]
     pub max_subscribers_per_session: usize,
-    /// Items a subscriber may fall behind the newest before it is moved
-    /// to the newest random access point; 0: as far as the window holds.
+    /// `subscriber-buffer`: items a subscriber may fall behind the newest
+    /// before it is moved to the newest random access point; 0: as far as
+    /// the window holds.
+    #[serde(rename = "subscriber-buffer")]
     pub max_lag_items: usize,
-    /// Bytes of frames a session's ring may hold.
+    /// `ring-bytes`: bytes of frames a session's ring may hold.
+    #[serde(rename = "ring-bytes")]
     pub ring_max_bytes: usize,
-    /// How long a vanished publisher may take to come back.
+    /// `publisher-grace`: how long a vanished publisher may take to come
+    /// back.
+    #[serde(rename = "publisher-grace", with = "crate::config::duration")]
     pub publisher_grace: Duration,
-    /// How long an ended session's last window stays served.
+    /// `idle-timeout`: a publisher silent this long is treated as gone.
+    #[serde(rename = "idle-timeout", with = "crate::config::duration")]
+    pub publisher_idle_timeout: Duration,
+    /// `subscribe-wait`: how long a subscriber waits for a session that does
+    /// not exist yet (unless it asks for another wait).
+    #[serde(rename = "subscribe-wait", with = "crate::config::duration")]
+    pub subscribe_wait: Duration,
+    /// `linger`: how long an ended session's last window stays served.
+    #[serde(rename = "linger", with = "crate::config::duration")]
     pub linger: Duration,
-    /// Bytes of media all sessions together may hold, live and lingering
-    /// (`--memory-limit`): beyond it lingering sessions are evicted, oldest
-    /// first, and then new sessions are refused.
+    /// `memory-limit`: bytes of media all sessions together may hold, live
+    /// and lingering: beyond it lingering sessions are evicted, oldest
+    /// first, and then new sessions are refused. Default: a quarter of
+    /// physical memory, at most 2 GiB.
+    #[serde(rename = "memory-limit")]
     pub memory_limit: usize,
 }
 
@@ -38,12 +64,60 @@ impl Default for SessionDefaults {
             max_sessions: 1000,
             max_subscribers_per_session: 1000,
             max_lag_items: 0,
-            ring_max_bytes: 64 << 20,
+            ring_max_bytes: crate::engine::pipeline::DEFAULT_MAX_WINDOW_BYTES,
             publisher_grace: Duration::from_secs(10),
+            publisher_idle_timeout: Duration::from_secs(30),
+            subscribe_wait: Duration::from_secs(10),
             linger: Duration::from_secs(60),
-            memory_limit: 2 << 30,
+            memory_limit: default_memory_limit(),
         }
     }
+}
+
+impl SessionDefaults {
+    /// Checks ranges and names the bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_sessions == 0 {
+            return Err(ConfigError::new("max-sessions", "must be at least 1"));
+        }
+        if self.max_subscribers_per_session == 0 {
+            return Err(ConfigError::new("max-subscribers", "must be at least 1"));
+        }
+        if self.max_lag_items != 0 && self.max_lag_items < 16 {
+            return Err(ConfigError::new(
+                "subscriber-buffer",
+                "must be 0 (the window) or at least 16",
+            ));
+        }
+        if self.memory_limit < 1 << 20 {
+            return Err(ConfigError::new(
+                "memory-limit",
+                "must be at least 1048576 bytes (1 MiB)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A quarter of physical memory, at most 2 GiB (2 GiB when physical memory
+/// cannot be read).
+pub fn default_memory_limit() -> usize {
+    let quarter = physical_memory_bytes().map_or(usize::MAX, |m| m / 4);
+    quarter.min(2 << 30)
+}
+
+/// Physical memory (Linux `/proc/meminfo` `MemTotal`), if it can be read.
+fn physical_memory_bytes() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kb.checked_mul(1024)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

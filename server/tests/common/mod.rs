@@ -26,14 +26,13 @@ pub fn testdata(name: &str) -> Vec<u8> {
 }
 
 pub fn test_config() -> Config {
-    Config {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        publisher_grace: Duration::from_millis(500),
-        subscribe_wait: Duration::from_secs(5),
-        linger: Duration::from_secs(30),
-        ..Default::default()
-    }
+    let mut config = Config::default();
+    config.server.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.server.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.session.publisher_grace = Duration::from_millis(500);
+    config.session.subscribe_wait = Duration::from_secs(5);
+    config.session.linger = Duration::from_secs(30);
+    config
 }
 
 pub async fn start(config: Config) -> Running {
