@@ -59,7 +59,7 @@ impl ItemLog {
     }
 
     /// Drops items before the frame `keep_from` (the first frame the ring
-    /// still holds), keeping at least [`MIN_TAIL`] items.
+    /// still holds), keeping at least `MIN_TAIL` items.
     pub fn evict_before_frame(&mut self, keep_from: u64) {
         while self.items.len() > MIN_TAIL {
             match self.items.front() {
