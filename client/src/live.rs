@@ -8,9 +8,9 @@
 //! emitted — codec configs from the SPS/PPS in front of random access
 //! points, parts by the segmenter's own rule — and the tree writer muxes
 //! them as the server does: a subscriber from the session's start gets the
-//! server's bytes. The part target is not on the wire: `--part-duration`
-//! must be the server's (its default is), clamped to the session's segment
-//! target as the engine clamps it. A viewer that joins late gets a tree of
+//! server's bytes. The part target comes from `SessionInfo.part_target_ms`
+//! (`--part-duration` stands in for a server that does not send it),
+//! clamped to the session's segment target as the engine clamps it. A viewer that joins late gets a tree of
 //! its own that plays, but whose CMAF chunk numbers and MPEG-TS continuity
 //! counters start at its first segment (see [`Replay`]).
 //!
@@ -106,6 +106,10 @@ impl LiveTree {
     /// they are taken when they are delivered, so they may already contain
     /// segments whose deltas are still on their way to us.
     pub fn session_info(&mut self, info: &pb::SessionInfo) {
+        if info.part_target_ms > 0 && self.replay.is_none() {
+            // The server says its part target: its parts, its bytes.
+            self.part_target_ms = info.part_target_ms;
+        }
         if info.segment_target_ms > 0 && self.own.is_none() {
             self.segment_target_ms = info.segment_target_ms;
         }

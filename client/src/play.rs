@@ -36,8 +36,9 @@ pub struct Args {
     /// Write a playable HLS (CMAF and MPEG-TS) + DASH tree into DIR.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// The server's `--part-duration` (its default is 500ms): `--out` muxes
-    /// segments by the same parts, for the server's bytes.
+    /// Part target for `--out` when the server does not say its own in
+    /// `SessionInfo` (servers that do are followed): `--out` muxes segments
+    /// by the server's parts, for the server's bytes.
     #[arg(long, value_name = "D", default_value = "500ms", value_parser = parse_part_duration, requires = "out")]
     pub part_duration: Duration,
     /// Write the frames as an H.264 Annex B stream to FILE (`-`: stdout,

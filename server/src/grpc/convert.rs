@@ -74,6 +74,7 @@ pub fn session_info(id: &str, s: &Snapshot, changed: bool) -> pb::SliceResponse 
         dash_manifest: s.dash.render(),
         media_sequence: s.media_sequence,
         segment_target_ms: s.segment_target_ms,
+        part_target_ms: s.part_target_ms,
         window_segments: s.window,
         availability_start_ms: s.availability_start_ms,
         changed,

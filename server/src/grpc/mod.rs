@@ -604,6 +604,7 @@ fn deliveries(
                     frame_rate: snapshot.frame_rate,
                     availability_start_ms: snapshot.availability_start_ms,
                     segment_target_ms: snapshot.segment_target_ms,
+                    part_target_ms: snapshot.part_target_ms,
                     window: snapshot.window,
                     ..Default::default()
                 };

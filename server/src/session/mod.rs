@@ -93,6 +93,8 @@ pub struct Snapshot {
     pub media_sequence: u64,
     pub availability_start_ms: u64,
     pub segment_target_ms: u32,
+    /// The part target in effect, ms.
+    pub part_target_ms: u32,
     pub window: u32,
     /// Index of the frame a joining subscriber starts at (the newest random
     /// access point), when it starts with frames.
@@ -531,6 +533,7 @@ impl Session {
             media_sequence,
             availability_start_ms: st.pipeline.availability_start_ms().unwrap_or(0),
             segment_target_ms: self.options.pipeline.segment_target_ms,
+            part_target_ms: self.options.pipeline.effective_part_target_ms(),
             window: self.options.pipeline.window as u32,
             start_frame: None,
             ended: st.ended.clone(),
