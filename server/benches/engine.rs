@@ -4,13 +4,19 @@
 //! (the work of `liveslice package`). Throughput is input bytes; frames/s
 //! = bytes/s ÷ (input bytes / 1800 frames), printed at the start.
 //!
+//! `mux_parts_only` muxes the stream's parts (500 ms, the server's default)
+//! with the `PartMuxer`, as a session does when each part closes: the time
+//! per part is that figure ÷ the part count printed at the start.
+//!
 //! `cargo bench -p liveslice-server --bench engine`
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use liveslice_server::engine::mux::parts::{Formats, PartMuxer};
 use liveslice_server::engine::mux::{cmaf, ts};
+use liveslice_server::engine::PartRecord;
 use liveslice_server::engine::{CodecConfig, Event, Frame, PipelineOptions, SessionPipeline};
 
 const INPUT: &str = concat!(
@@ -83,6 +89,48 @@ fn package(data: &Bytes) -> usize {
     out
 }
 
+/// Every part with its frames and config, from one engine run.
+type PartJob = (Arc<PartRecord>, Vec<Arc<Frame>>, Arc<CodecConfig>);
+
+fn part_jobs(events: &[Event]) -> Vec<PartJob> {
+    let mut frames: Vec<Arc<Frame>> = Vec::new();
+    let mut config: Option<Arc<CodecConfig>> = None;
+    let mut jobs = Vec::new();
+    for e in events {
+        match e {
+            Event::Frame(f) => frames.push(f.clone()),
+            Event::Config(c) => config = Some(c.clone()),
+            Event::Part(p) => {
+                let Some(cfg) = &config else { continue };
+                let mine: Vec<Arc<Frame>> = frames
+                    .iter()
+                    .filter(|f| {
+                        f.index >= p.first_frame_index
+                            && f.index < p.first_frame_index + u64::from(p.frame_count)
+                    })
+                    .cloned()
+                    .collect();
+                jobs.push((p.clone(), mine, cfg.clone()));
+            }
+            _ => {}
+        }
+    }
+    jobs
+}
+
+/// Muxes every part (CMAF chunk and MPEG-TS packets); returns output bytes.
+fn mux_parts(jobs: &[PartJob]) -> usize {
+    let mut muxer = PartMuxer::new(Formats::default());
+    let mut out = 0;
+    for (rec, frames, cfg) in jobs {
+        let refs: Vec<&Frame> = frames.iter().map(|f| f.as_ref()).collect();
+        if let Ok(m) = muxer.mux(rec.clone(), &refs, cfg) {
+            out += m.cmaf.len() + m.ts.len();
+        }
+    }
+    out
+}
+
 fn bench(c: &mut Criterion) {
     let Some(data) = input() else { return };
     let mut events = Vec::new();
@@ -102,6 +150,13 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("package_cmaf_and_ts", |b| b.iter(|| package(&data)));
+    let jobs = part_jobs(&events);
+    eprintln!(
+        "parts: {} (500 ms), {} muxed bytes",
+        jobs.len(),
+        mux_parts(&jobs)
+    );
+    g.bench_function("mux_parts_only", |b| b.iter(|| mux_parts(&jobs)));
     g.finish();
 }
 
