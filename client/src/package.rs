@@ -41,6 +41,10 @@ pub struct Args {
     /// them); 0 lists every segment, which is what a file usually wants.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub window: usize,
+    /// Output formats to write: cmaf (HLS fMP4 + DASH), ts (HLS over
+    /// MPEG-TS) or both; a format left out is neither muxed nor written.
+    #[arg(long, value_name = "cmaf,ts", default_value = "cmaf,ts", value_parser = liveslice_server::config::parse_formats)]
+    pub formats: liveslice_server::config::OutputFormats,
 }
 
 /// Read size: large, since nothing waits on us.
@@ -61,8 +65,9 @@ pub async fn run(a: Args) -> Result<()> {
         a.window
     };
     opts.target_rate = a.fps.map(|f| FrameRate::new(f, 1));
+    opts.formats = a.formats.0;
     let mut pipeline = SessionPipeline::new(opts);
-    let mut packager = Packager::new(TreeWriter::create(&a.out)?);
+    let mut packager = Packager::new(TreeWriter::with_formats(&a.out, a.formats.0)?);
 
     let mut buf = vec![0u8; READ_BYTES];
     let mut events = Vec::new();

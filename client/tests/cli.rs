@@ -442,3 +442,82 @@ async fn demo_publishes_into_a_running_server_until_interrupted() {
     assert_eq!(ended.reason, pb::session_ended::Reason::EndOfStream as i32);
     server.shutdown().await;
 }
+
+/// `package --formats`: a format left out is neither muxed nor written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn package_writes_only_the_formats_asked_for() {
+    let file = testdata_path("high_bframes_30.h264");
+    let names = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = walk(dir);
+        v.sort();
+        v
+    };
+    fn walk(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()).into_iter().map(|n| format!("{name}/{n}")));
+            } else {
+                out.push(name);
+            }
+        }
+        out
+    }
+    let cmaf = tempdir("formats-cmaf");
+    ok(
+        &run(&["package", s(&file), "--out", s(&cmaf), "--formats", "cmaf"]).await,
+        "package",
+    );
+    let files = names(&cmaf);
+    assert!(
+        files.contains(&"index.m3u8".to_string()) && files.contains(&"manifest.mpd".to_string())
+    );
+    assert!(files.iter().any(|f| f.ends_with(".m4s")));
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.starts_with("ts/") || f.ends_with(".ts")),
+        "{files:?}"
+    );
+
+    let ts = tempdir("formats-ts");
+    ok(
+        &run(&["package", s(&file), "--out", s(&ts), "--formats", "ts"]).await,
+        "package",
+    );
+    let files = names(&ts);
+    assert!(files.contains(&"ts/index.m3u8".to_string()), "{files:?}");
+    assert!(
+        files.iter().all(|f| f.starts_with("ts/")),
+        "only the MPEG-TS tree: {files:?}"
+    );
+
+    // Both (the default) write the same segments as each alone.
+    let both = tempdir("formats-both");
+    ok(
+        &run(&["package", s(&file), "--out", s(&both)]).await,
+        "package",
+    );
+    for f in names(&cmaf).iter().filter(|f| f.ends_with(".m4s")) {
+        assert_eq!(
+            std::fs::read(cmaf.join(f)).unwrap(),
+            std::fs::read(both.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    for f in names(&ts).iter().filter(|f| f.ends_with(".ts")) {
+        assert_eq!(
+            std::fs::read(ts.join(f)).unwrap(),
+            std::fs::read(both.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let out = run(&["package", s(&file), "--out", s(&both), "--formats", "flv"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown output format"));
+    for d in [cmaf, ts, both] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

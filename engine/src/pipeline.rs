@@ -15,6 +15,7 @@ use super::access_unit::{AccessUnit, AccessUnitAssembler, AssemblerLimits, Assem
 use super::annexb::{AnnexBSplitter, Split, SplitIssue};
 use super::filter::{DropReason, FrameFilter, Verdict};
 use super::frame::{CodecConfig, Frame, PartRecord, SegmentRecord, TIMESCALE};
+pub use super::mux::parts::Formats;
 use super::params::{sps_frame_rate, sps_reorder_frames};
 use super::playlist::{ManifestUpdate, Manifests, PlaylistOptions};
 use super::poc::PocState;
@@ -48,6 +49,9 @@ pub struct PipelineOptions {
     pub timing: TimingOptions,
     /// For DASH `<UTCTiming>`.
     pub utc_timing_url: String,
+    /// The output formats each part is muxed in (CMAF for HLS fMP4 and
+    /// DASH, MPEG-TS for HLS TS).
+    pub formats: Formats,
 }
 
 impl Default for PipelineOptions {
@@ -64,6 +68,7 @@ impl Default for PipelineOptions {
             max_au_bytes: DEFAULT_MAX_NAL_BYTES * 2,
             timing: TimingOptions::default(),
             utc_timing_url: "/time".into(),
+            formats: Formats::default(),
         }
     }
 }

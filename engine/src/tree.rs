@@ -152,6 +152,8 @@ impl TreeError {
 
 /// Writes the tree; see the module docs.
 pub struct TreeWriter {
+    /// Which files are written.
+    formats: Formats,
     dir: PathBuf,
     muxer: PartMuxer,
     /// Codec configs by id, as announced (the last few).
@@ -168,14 +170,27 @@ pub struct TreeWriter {
 }
 
 impl TreeWriter {
-    /// Creates `dir` and `dir/ts` if needed.
+    /// Creates `dir` and `dir/ts` if needed; writes both formats.
     pub fn create(dir: impl AsRef<Path>) -> Result<Self, TreeError> {
+        Self::with_formats(dir, Formats::default())
+    }
+
+    /// Creates `dir` (and `dir/ts` for MPEG-TS); writes only `formats`: the
+    /// CMAF files (init and media segments, `index.m3u8`, `manifest.mpd`)
+    /// and/or the MPEG-TS ones (`ts/`).
+    pub fn with_formats(dir: impl AsRef<Path>, formats: Formats) -> Result<Self, TreeError> {
         let dir = dir.as_ref().to_path_buf();
-        let ts = dir.join("ts");
-        std::fs::create_dir_all(&ts).map_err(|source| TreeError::CreateDir { path: ts, source })?;
+        let make = if formats.ts {
+            dir.join("ts")
+        } else {
+            dir.clone()
+        };
+        std::fs::create_dir_all(&make)
+            .map_err(|source| TreeError::CreateDir { path: make, source })?;
         Ok(Self {
             dir,
-            muxer: PartMuxer::new(Formats::default()),
+            formats,
+            muxer: PartMuxer::new(formats),
             configs: BTreeMap::new(),
             inits: BTreeMap::new(),
             frames: VecDeque::new(),
@@ -325,11 +340,17 @@ impl TreeWriter {
                 parts: parts.len(),
             });
         }
-        self.write_init(record.config_id, seq)?;
-        let ts = concat(&ts_segment_pieces(&parts));
-        self.write_file(&format!("ts/seg-{seq}.ts"), &ts, Some(seq))?;
-        let m4s = concat(&cmaf_segment_pieces(&parts));
-        self.write_file(&format!("seg-{seq}.m4s"), &m4s, Some(seq))?;
+        if self.formats.cmaf {
+            self.write_init(record.config_id, seq)?;
+        }
+        if self.formats.ts {
+            let ts = concat(&ts_segment_pieces(&parts));
+            self.write_file(&format!("ts/seg-{seq}.ts"), &ts, Some(seq))?;
+        }
+        if self.formats.cmaf {
+            let m4s = concat(&cmaf_segment_pieces(&parts));
+            self.write_file(&format!("seg-{seq}.m4s"), &m4s, Some(seq))?;
+        }
         self.segments.insert(seq);
         self.written += 1;
         Ok(())
@@ -387,20 +408,36 @@ impl TreeWriter {
             return Ok(());
         }
         self.write_playlists(&manifests.hls_cmaf().render(), &manifests.hls_ts().render())?;
-        self.write_dash(&manifests.dash(now_ms).render())?;
+        if self.formats.cmaf {
+            self.write_dash(&manifests.dash(now_ms).render())?;
+        }
         self.prune_before(manifests.media_sequence().saturating_sub(listed));
         Ok(())
     }
 
     /// `ts/index.m3u8` and `index.m3u8` as given (the caller makes sure
     /// they name segments the tree holds).
+    /// Formats left out (`with_formats`) are not written.
     pub fn write_playlists(&self, hls_cmaf: &str, hls_ts: &str) -> Result<(), TreeError> {
-        self.write_file("ts/index.m3u8", hls_ts.as_bytes(), None)?;
-        self.write_file("index.m3u8", hls_cmaf.as_bytes(), None)
+        if self.formats.ts {
+            self.write_file("ts/index.m3u8", hls_ts.as_bytes(), None)?;
+        }
+        if self.formats.cmaf {
+            self.write_file("index.m3u8", hls_cmaf.as_bytes(), None)?;
+        }
+        Ok(())
+    }
+
+    /// The formats this tree writes.
+    pub fn formats(&self) -> Formats {
+        self.formats
     }
 
     /// `manifest.mpd` as given.
     pub fn write_dash(&self, dash: &str) -> Result<(), TreeError> {
+        if !self.formats.cmaf {
+            return Ok(());
+        }
         self.write_file("manifest.mpd", dash.as_bytes(), None)
     }
 

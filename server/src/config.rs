@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | [`ServerConfig`] | `app` | `grpc-addr`, `http-addr`, `max-message-bytes`, `log-format`, `demo` |
 //! | [`HttpLimits`] | `http::serve` | `http-header-timeout`, `http-idle-timeout`, `http-max-connections` |
-//! | [`EngineConfig`] | here (the engine crate has no serde; its defaults are the engine's constants) | `segment-duration`, `part-duration`, `max-segment-duration`, `window`, `default-fps`, `max-nal-bytes` |
+//! | [`EngineConfig`] | here (the engine crate has no serde; its defaults are the engine's constants) | `segment-duration`, `part-duration`, `max-segment-duration`, `window`, `default-fps`, `max-nal-bytes`, `formats` |
 //! | [`SessionDefaults`] | `session::registry` | `max-sessions`, `max-subscribers`, `subscriber-buffer`, `ring-bytes`, `memory-limit`, `publisher-grace`, `idle-timeout`, `subscribe-wait`, `linger` |
 //! | [`AuthConfig`] | `auth` | `auth-token`, `auth-secret` |
 //! | [`TlsFiles`] | `app` | `tls-cert`, `tls-key` |
@@ -84,6 +84,76 @@ pub struct EngineConfig {
     pub default_fps: u32,
     /// Larger NAL units are dropped; an access unit may be twice this.
     pub max_nal_bytes: usize,
+    /// The outputs each part is muxed in, as it closes: `cmaf` (HLS fMP4
+    /// and DASH) and `ts` (HLS over MPEG-TS). Leaving one out saves its
+    /// muxing and its memory; its URLs then answer 404 saying so.
+    pub formats: OutputFormats,
+}
+
+/// Which outputs are muxed: a list of `cmaf`, `ts` (TOML: `["cmaf"]` or
+/// `"cmaf,ts"`; flag: `--formats cmaf,ts`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputFormats(pub crate::engine::pipeline::Formats);
+
+impl Default for OutputFormats {
+    fn default() -> Self {
+        Self(crate::engine::pipeline::Formats::default())
+    }
+}
+
+/// `cmaf,ts` → formats; names the unknown one.
+pub fn parse_formats(s: &str) -> Result<OutputFormats, String> {
+    let mut f = crate::engine::pipeline::Formats {
+        cmaf: false,
+        ts: false,
+    };
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match name.to_ascii_lowercase().as_str() {
+            "cmaf" => f.cmaf = true,
+            "ts" => f.ts = true,
+            _ => {
+                return Err(format!(
+                    "unknown output format {name:?} (use cmaf, ts or both)"
+                ))
+            }
+        }
+    }
+    if !f.cmaf && !f.ts {
+        return Err("at least one output format (cmaf, ts) is needed".into());
+    }
+    Ok(OutputFormats(f))
+}
+
+impl std::fmt::Display for OutputFormats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = [(self.0.cmaf, "cmaf"), (self.0.ts, "ts")]
+            .into_iter()
+            .filter_map(|(on, n)| on.then_some(n))
+            .collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl serde::Serialize for OutputFormats {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OutputFormats {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            One(String),
+            List(Vec<String>),
+        }
+        let text = match Given::deserialize(d)? {
+            Given::One(s) => s,
+            Given::List(v) => v.join(","),
+        };
+        parse_formats(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for EngineConfig {
@@ -95,6 +165,7 @@ impl Default for EngineConfig {
             window: DEFAULT_WINDOW,
             default_fps: DEFAULT_FPS,
             max_nal_bytes: DEFAULT_MAX_NAL_BYTES,
+            formats: OutputFormats::default(),
         }
     }
 }
@@ -161,6 +232,7 @@ impl EngineConfig {
             window: self.window,
             max_nal_bytes: self.max_nal_bytes,
             max_au_bytes: self.max_nal_bytes.saturating_mul(2),
+            formats: self.formats.0,
             ..PipelineOptions::default()
         }
     }

@@ -226,3 +226,41 @@ async fn ranges_cross_part_boundaries() {
     }
     server.shutdown().await;
 }
+
+/// `--formats cmaf`: parts are muxed as CMAF only; the MPEG-TS URLs answer
+/// 404 saying why, and the session holds no TS bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_left_out_is_not_muxed_and_says_so() {
+    let mut config = test_config();
+    config.engine.formats = liveslice_server::config::parse_formats("cmaf").expect("formats");
+    let server = start(config).await;
+    let http = format!("http://{}", server.http_addr);
+    let data = testdata("high_bframes_30.h264");
+    let mut c = client(&server).await;
+    let mut p = publish(&mut c, "cmafonly", Default::default())
+        .await
+        .expect("publish");
+    p.send_chunked(&data, &[32 * 1024]).await;
+    p.end().await;
+    drop(p.tx);
+    let _ = collect(&mut p.responses, Duration::from_secs(60)).await;
+    let (status, _, body) = get(&format!("{http}/live/cmafonly/index.m3u8")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, _, body) = get(&format!("{http}/live/cmafonly/seg-0.m4s")).await;
+    assert_eq!(status, 200);
+    assert!(is_styp(&body));
+    for path in ["ts/index.m3u8", "ts/seg-0.ts", "ts/part-0.ts"] {
+        let (status, _, body) = get(&format!("{http}/live/cmafonly/{path}")).await;
+        assert_eq!(status, 404, "{path}");
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.contains("MPEG-TS output is off") && text.contains("--formats"),
+            "{path}: {text}"
+        );
+    }
+    let session = server.registry.get("cmafonly").expect("lingering session");
+    let cmaf = session.cmaf_segment(0).expect("cmaf").len();
+    assert!(cmaf > 0);
+    assert!(session.ts_segment(0).is_err());
+    server.shutdown().await;
+}

@@ -79,6 +79,11 @@ pub(super) struct Flags {
     /// reaches a third of --ring-bytes.
     #[arg(long, env = "LIVESLICE_MAX_SEGMENT_DURATION", value_parser = parse_duration)]
     pub max_segment_duration: Option<Duration>,
+    /// Output formats each part is muxed in: cmaf (HLS fMP4 and DASH), ts
+    /// (HLS over MPEG-TS), or both (`cmaf,ts`). The URLs of a format left
+    /// out answer 404 saying so.
+    #[arg(long, env = "LIVESLICE_FORMATS", value_name = "cmaf,ts", value_parser = super::parse_formats)]
+    pub formats: Option<super::OutputFormats>,
     /// Segments in the live playlist window.
     #[arg(long, env = "LIVESLICE_WINDOW", value_parser = count)]
     pub window: Option<usize>,
@@ -254,6 +259,7 @@ impl Flags {
             segment_duration => engine.segment_duration;
             part_duration => engine.part_duration;
             window => engine.window;
+            formats => engine.formats;
             default_fps => engine.default_fps;
             max_nal_bytes => engine.max_nal_bytes;
             max_sessions => session.max_sessions;

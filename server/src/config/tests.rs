@@ -127,6 +127,7 @@ fn defaults_come_from_one_place() {
                 l,
                 "segment-duration"
                     | "part-duration"
+                    | "formats"
                     | "window"
                     | "default-fps"
                     | "max-nal-bytes"
@@ -425,4 +426,25 @@ fn bad_keys_and_values_are_named() {
         Err(LoadError::Invalid(e)) => assert_eq!(e.key, "config"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn output_formats() {
+    use super::parse_formats;
+    assert_eq!(
+        parse_formats("cmaf,ts").unwrap(),
+        super::OutputFormats::default()
+    );
+    let cmaf = parse_formats("CMAF").unwrap();
+    assert!(cmaf.0.cmaf && !cmaf.0.ts);
+    assert_eq!(cmaf.to_string(), "cmaf");
+    assert!(parse_formats("mp4").unwrap_err().contains("\"mp4\""));
+    assert!(parse_formats("").is_err());
+    // From a file, as a list or a string; printed back loadable.
+    let c = Config::from_toml("formats = [\"ts\"]\n").unwrap();
+    assert!(c.engine.formats.0.ts && !c.engine.formats.0.cmaf);
+    let c = Config::from_toml("formats = \"cmaf\"\n").unwrap();
+    assert_eq!(c.engine.formats, cmaf);
+    assert!(Config::from_toml(&c.to_toml()).unwrap().engine.formats == cmaf);
+    assert!(Config::from_toml("formats = \"flv\"\n").is_err());
 }

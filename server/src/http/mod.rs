@@ -344,6 +344,13 @@ async fn manifest(
     let Some(s) = session(registry, id) else {
         return no_session(id);
     };
+    let format = match kind {
+        ManifestKind::HlsTs => Format::Ts,
+        ManifestKind::HlsCmaf | ManifestKind::Dash => Format::Cmaf,
+    };
+    if !s.muxes(format) {
+        return not_found(format!("{}\n", MuxError::FormatOff(format)));
+    }
     viewer.viewers.saw(id, viewer.ip, viewer.agent.as_deref());
     match s.manifest(kind) {
         Some(text) => match token {
@@ -391,7 +398,10 @@ fn mux_response(
     match result {
         Ok(b) => ranged(headers, ct, SEGMENT_CACHE, b),
         Err(
-            e @ (MuxError::NotAvailable(_) | MuxError::PartNotAvailable(_) | MuxError::NoConfig(_)),
+            e @ (MuxError::NotAvailable(_)
+            | MuxError::PartNotAvailable(_)
+            | MuxError::NoConfig(_)
+            | MuxError::FormatOff(_)),
         ) => not_found(format!("{e}\n")),
         Err(e) => {
             tracing::error!(error = %e, "muxing failed");

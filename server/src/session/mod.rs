@@ -32,7 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::engine::mux::parts::{Formats, MuxedPart, PartMuxer};
+use crate::engine::mux::parts::{MuxedPart, PartMuxer};
 use crate::engine::pipeline::{DropReport, EngineError, Event, SegmentEvent};
 use crate::engine::playlist::{ManifestState, ManifestUpdate};
 use crate::engine::{CodecConfig, Frame, PartRecord, PipelineOptions, SessionPipeline};
@@ -270,7 +270,7 @@ impl Session {
                 first_listed: 0,
                 log: log::ItemLog::default(),
                 parts: parts::PartStore::default(),
-                part_muxer: Some(PartMuxer::new(Formats::default())),
+                part_muxer: Some(PartMuxer::new(options.pipeline.formats)),
             }),
             gate: Mutex::new(()),
             segments_stored: watch::channel(0).0,
@@ -562,7 +562,7 @@ impl Session {
         let mut muxer = st
             .part_muxer
             .take()
-            .unwrap_or_else(|| PartMuxer::new(Formats::default()));
+            .unwrap_or_else(|| PartMuxer::new(self.options.pipeline.formats));
         drop(st);
         let (muxed, inits) = mux_work(&self.id, &mut muxer, &work);
         let mut st = self.lock();
@@ -691,9 +691,21 @@ impl Session {
         })
     }
 
+    /// Whether the session muxes `format` (`--formats`).
+    pub fn muxes(&self, format: Format) -> bool {
+        let f = self.options.pipeline.formats;
+        match format {
+            Format::Cmaf => f.cmaf,
+            Format::Ts => f.ts,
+        }
+    }
+
     /// A complete segment's bytes as shared pieces (concatenated, they are
     /// the segment): nothing is muxed or copied here.
     pub fn segment_pieces(&self, sequence: u64, format: Format) -> Result<Vec<Bytes>, MuxError> {
+        if !self.muxes(format) {
+            return Err(MuxError::FormatOff(format));
+        }
         self.lock().parts.segment(sequence, format)
     }
 
@@ -714,6 +726,9 @@ impl Session {
 
     /// One part's bytes (session-wide part number) and its config id.
     pub fn part_bytes(&self, number: u64, format: Format) -> Result<(Bytes, u32), MuxError> {
+        if !self.muxes(format) {
+            return Err(MuxError::FormatOff(format));
+        }
         self.lock().parts.part(number, format)
     }
 
@@ -725,6 +740,9 @@ impl Session {
     /// The CMAF init segment for parameter-set generation `config_id`
     /// (muxed once, when the parameter sets arrived).
     pub fn init_segment(&self, config_id: u32) -> Result<Bytes, MuxError> {
+        if !self.muxes(Format::Cmaf) {
+            return Err(MuxError::FormatOff(Format::Cmaf));
+        }
         self.lock()
             .parts
             .init(config_id)

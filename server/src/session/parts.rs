@@ -25,6 +25,8 @@ pub enum MuxError {
     PartNotAvailable(u64),
     #[error("no init segment {0}")]
     NoConfig(u32),
+    #[error("{} output is off on this server (see --formats)", match .0 { Format::Cmaf => "CMAF", Format::Ts => "MPEG-TS" })]
+    FormatOff(Format),
     #[error("{0}")]
     Mux(String),
 }
