@@ -92,14 +92,8 @@ pub struct EngineConfig {
 
 /// Which outputs are muxed: a list of `cmaf`, `ts` (TOML: `["cmaf"]` or
 /// `"cmaf,ts"`; flag: `--formats cmaf,ts`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OutputFormats(pub crate::engine::pipeline::Formats);
-
-impl Default for OutputFormats {
-    fn default() -> Self {
-        Self(crate::engine::pipeline::Formats::default())
-    }
-}
 
 /// `cmaf,ts` → formats; names the unknown one.
 pub fn parse_formats(s: &str) -> Result<OutputFormats, String> {
