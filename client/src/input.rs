@@ -49,6 +49,35 @@ impl Input {
         }
     }
 
+    /// A regular file's whole content through a read-only memory map, so
+    /// frames are slices of it and nothing is copied by reads; `None` for
+    /// stdin, pipes and the embedded stream (read them with [`Input::open`]).
+    /// A container file is refused as by `open`.
+    pub fn map(&self) -> Result<Option<Bytes>> {
+        let Input::File(p) = self else {
+            return Ok(None);
+        };
+        let file =
+            std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+        let meta = file
+            .metadata()
+            .with_context(|| format!("cannot read {}", p.display()))?;
+        if !meta.is_file() || meta.len() == 0 {
+            return Ok(None);
+        }
+        // SAFETY: the map is read-only and private to this process; as with
+        // any memory map, a file truncated by another process while it is
+        // read would fault (SIGBUS), which is the documented trade for not
+        // copying a file that can be gigabytes long.
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .with_context(|| format!("cannot map {}", p.display()))?;
+        let bytes = Bytes::from_owner(map);
+        if let Some(c) = container::detect(&bytes[..bytes.len().min(SNIFF_BYTES)]) {
+            bail!("{}", self.container_refusal(c));
+        }
+        Ok(Some(bytes))
+    }
+
     /// Opens the input from its start. A container file (MP4, MPEG-TS,
     /// Matroska, FLV) is refused with the ffmpeg command that extracts its
     /// H.264 video.

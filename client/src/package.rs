@@ -52,7 +52,12 @@ const READ_BYTES: usize = 1 << 20;
 
 pub async fn run(a: Args) -> Result<()> {
     let input = Input::from_arg(&a.input);
-    let mut reader = input.open().await?;
+    // Opened (and a container refused) before anything is written.
+    let mapped = input.map()?;
+    let mut reader = match mapped {
+        Some(_) => None,
+        None => Some(input.open().await?),
+    };
     // The server's own pipeline options (limits, DASH time URL), with this
     // command's segment and part durations, window and frame rate, as a
     // publisher's options would set them.
@@ -69,24 +74,35 @@ pub async fn run(a: Args) -> Result<()> {
     let mut pipeline = SessionPipeline::new(opts);
     let mut packager = Packager::new(TreeWriter::with_formats(&a.out, a.formats.0)?);
 
-    let mut buf = vec![0u8; READ_BYTES];
     let mut events = Vec::new();
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .await
-            .with_context(|| format!("cannot read {input}"))?;
-        if n == 0 {
-            break;
+    if let Some(all) = mapped {
+        // A regular file: slices of its memory map, no copies.
+        let mut pos = 0;
+        while pos < all.len() {
+            let end = (pos + READ_BYTES).min(all.len());
+            pipeline.push(all.slice(pos..end), None, now_unix_ns(), false, &mut events);
+            packager.handle(&mut events, &pipeline, &input)?;
+            pos = end;
         }
-        pipeline.push(
-            Bytes::copy_from_slice(&buf[..n]),
-            None,
-            now_unix_ns(),
-            false,
-            &mut events,
-        );
-        packager.handle(&mut events, &pipeline, &input)?;
+    } else if let Some(reader) = reader.as_mut() {
+        let mut buf = vec![0u8; READ_BYTES];
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .await
+                .with_context(|| format!("cannot read {input}"))?;
+            if n == 0 {
+                break;
+            }
+            pipeline.push(
+                Bytes::copy_from_slice(&buf[..n]),
+                None,
+                now_unix_ns(),
+                false,
+                &mut events,
+            );
+            packager.handle(&mut events, &pipeline, &input)?;
+        }
     }
     pipeline.finish(now_unix_ns(), &mut events);
     packager.handle(&mut events, &pipeline, &input)?;
@@ -109,7 +125,17 @@ pub async fn run(a: Args) -> Result<()> {
         packager.media_ticks as f64 / TIMESCALE as f64,
         packager.drops_summary(", dropped ", "")
     );
-    println!("wrote {dir}/index.m3u8 (HLS, CMAF), {dir}/ts/index.m3u8 (HLS, MPEG-TS), {dir}/manifest.mpd (DASH)");
+    let mut wrote = Vec::new();
+    if a.formats.0.cmaf {
+        wrote.push(format!("{dir}/index.m3u8 (HLS, CMAF)"));
+    }
+    if a.formats.0.ts {
+        wrote.push(format!("{dir}/ts/index.m3u8 (HLS, MPEG-TS)"));
+    }
+    if a.formats.0.cmaf {
+        wrote.push(format!("{dir}/manifest.mpd (DASH)"));
+    }
+    println!("wrote {}", wrote.join(", "));
     Ok(())
 }
 
