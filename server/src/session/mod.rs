@@ -16,7 +16,8 @@
 //! to mux, and takes it again to store the bytes and release the log items
 //! that came after the first closed part (so a subscriber never sees a
 //! segment whose bytes are not stored yet). Writers (push, reconnect, end)
-//! are serialized by a gate no reader takes.
+//! are serialized by a gate that, of the readers, only a joining subscriber
+//! takes (so its snapshot and its cursor agree).
 
 pub mod log;
 pub mod parts;
@@ -469,6 +470,10 @@ impl Session {
     /// random access point the log holds (a late joiner sees video at
     /// once); otherwise at the end (events from now on).
     pub fn join(self: &Arc<Self>, with_frames: bool) -> (Snapshot, Subscription, SubscriberGuard) {
+        // Not in the middle of a push: its manifests (in the snapshot) and
+        // the log items it holds back until its parts are stored (after the
+        // cursor) must not both show the same segment.
+        let _gate = self.gate();
         let st = self.lock();
         let mut snapshot = self.snapshot(&st);
         let end = st.log.end();
@@ -866,6 +871,61 @@ mod tests {
         let session = session(500);
         let _st = session.lock();
         let _ = mux_work("m", &mut PartMuxer::default(), &MuxWork::default());
+    }
+
+    /// A subscriber that joins while a push is muxing gets a snapshot and a
+    /// cursor that agree: the first segment event it reads follows the last
+    /// segment its snapshot's playlist lists, never repeats it.
+    #[test]
+    fn a_join_during_a_push_sees_each_segment_once() {
+        let data = testdata("high_bframes_30.h264");
+        assert!(!data.is_empty());
+        let session = session(100);
+        let (generation, _) = session.attach_publisher().expect("publisher");
+        let pusher = {
+            let session = session.clone();
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    for chunk in data.chunks(701) {
+                        let _ =
+                            session.push(generation, Bytes::copy_from_slice(chunk), None, false);
+                    }
+                }
+            })
+        };
+        let mut checked = 0;
+        while !pusher.is_finished() || checked == 0 {
+            let (snap, mut sub, _guard) = session.join(false);
+            let listed = snap.hls_cmaf.entries.len() as u64;
+            let mut out = Vec::new();
+            // Read until the next segment event (or give up after a while).
+            for _ in 0..2000 {
+                session.read(&mut sub, &mut out, 64);
+                if out.iter().any(|i| matches!(i, SessionItem::Segment(_))) {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            if let Some(seq) = out.iter().find_map(|i| match i {
+                SessionItem::Segment(s) => Some(s.record.sequence),
+                _ => None,
+            }) {
+                if listed > 0 {
+                    assert_eq!(
+                        seq,
+                        snap.media_sequence + listed,
+                        "the snapshot lists up to {}",
+                        snap.media_sequence + listed - 1
+                    );
+                }
+                checked += 1;
+            }
+            if checked > 200 {
+                break;
+            }
+        }
+        pusher.join().expect("pusher");
+        assert!(checked > 0);
     }
 
     #[test]

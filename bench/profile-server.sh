@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Where the server's CPU goes under load: `perf record` (call graphs) of the
+# release server while the load generator runs SESSIONS real-time sessions
+# × 1 subscriber for SECS seconds on 127.0.0.1, then the top symbols by
+# self time and by inclusive time, and the server's CPU per frame.
+#
+#   bench/profile-server.sh [SESSIONS=100] [SECS=20]
+#
+# Needs Debian's `linux-perf` and release builds
+# (`cargo build --release -p liveslice-server -p liveslice-loadtest`).
+# Writes target/profile/{perf.data,self.txt,children.txt,loadtest.txt}; with
+# `inferno-flamegraph` on PATH (`cargo install inferno`) also flame.svg.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sessions=${1:-100}
+secs=${2:-20}
+out=target/profile
+mkdir -p "$out"
+command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf" >&2; exit 1; }
+grpc=127.0.0.1:50071
+RUST_LOG=warn target/release/liveslice-server --grpc-addr $grpc --http-addr 127.0.0.1:8097 \
+  >"$out/server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+sleep 1
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+before=$(ticks $server)
+target/release/liveslice-loadtest --server "http://$grpc" --server-pid $server \
+  --sessions "$sessions" --subscribers 1 --duration "${secs}s" >"$out/loadtest.txt" 2>&1 &
+load=$!
+sleep 2
+perf record -F 499 -g -p $server -o "$out/perf.data" -- sleep $((secs - 4)) 2>/dev/null
+wait $load
+after=$(ticks $server)
+frames=$(grep -Eo '[0-9,]+ frames/s' "$out/loadtest.txt" | head -1 | tr -d ', frames/s' || true)
+perf report -i "$out/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
+  | grep -E '^ +[0-9]' | head -40 >"$out/self.txt"
+perf report -i "$out/perf.data" --children --sort symbol --stdio 2>/dev/null \
+  | grep -E '^ +[0-9]' | head -60 >"$out/children.txt"
+if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
+  perf script -i "$out/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$out/flame.svg"
+fi
+cpu_s=$(echo "scale=3; ($after - $before) / $hz" | bc)
+echo "server CPU: ${cpu_s} s over ${secs} s; load: $(grep -E 'frames/s|p99' "$out/loadtest.txt" | head -3 | tr '\n' ' ')"
+if [ -n "$frames" ] && [ "$frames" -gt 0 ]; then
+  echo "server CPU per frame (in + 1 subscriber out): $(echo "scale=2; $cpu_s * 1000000 / ($frames * $secs)" | bc) µs"
+fi
+echo "top self time:"; head -25 "$out/self.txt"
