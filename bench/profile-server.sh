@@ -33,17 +33,18 @@ sleep 2
 perf record -F 499 -g -p $server -o "$out/perf.data" -- sleep $((secs - 4)) 2>/dev/null
 wait $load
 after=$(ticks $server)
-frames=$(grep -Eo '[0-9,]+ frames/s' "$out/loadtest.txt" | head -1 | tr -d ', frames/s' || true)
+# "In:   59943 frames (2997.0/s), …": frames published over the run.
+frames=$(grep -E '^ *In: ' "$out/loadtest.txt" | grep -Eo '[0-9]+ frames' | head -1 | grep -Eo '[0-9]+' || true)
 perf report -i "$out/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
-  | grep -E '^ +[0-9]' | head -40 >"$out/self.txt"
+  | grep -E '^ +[0-9]' | head -40 >"$out/self.txt" || true
 perf report -i "$out/perf.data" --children --sort symbol --stdio 2>/dev/null \
-  | grep -E '^ +[0-9]' | head -60 >"$out/children.txt"
+  | grep -E '^ +[0-9]' | head -60 >"$out/children.txt" || true
 if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
   perf script -i "$out/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$out/flame.svg"
 fi
 cpu_s=$(echo "scale=3; ($after - $before) / $hz" | bc)
-echo "server CPU: ${cpu_s} s over ${secs} s; load: $(grep -E 'frames/s|p99' "$out/loadtest.txt" | head -3 | tr '\n' ' ')"
+echo "server CPU: ${cpu_s} s over the ${secs} s run; $(grep -E '^ *(In|99 %)' "$out/loadtest.txt" | tr -s ' ' | tr '\n' ';')"
 if [ -n "$frames" ] && [ "$frames" -gt 0 ]; then
-  echo "server CPU per frame (in + 1 subscriber out): $(echo "scale=2; $cpu_s * 1000000 / ($frames * $secs)" | bc) µs"
+  echo "server CPU per frame (in + 1 subscriber out): $(echo "scale=2; $cpu_s * 1000000 / $frames" | bc) µs"
 fi
 echo "top self time:"; head -25 "$out/self.txt"
