@@ -291,14 +291,18 @@ impl SliceServiceImpl {
             parts: false,
         };
         tokio::spawn(
-            run_subscriber(
-                session.clone(),
-                snapshot,
-                sub,
-                None,
-                sub_opts,
+            forward(
+                subscriber_stream(
+                    session.clone(),
+                    snapshot,
+                    sub,
+                    None,
+                    None,
+                    sub_opts,
+                    false,
+                    tracing::Span::current(),
+                ),
                 tx.clone(),
-                false,
             )
             .in_current_span(),
         );
@@ -338,7 +342,6 @@ impl SliceServiceImpl {
             .map_err(|e| registry_status(e, &id))?;
         let (snapshot, log_sub, guard) = session.join(!sub.no_frames);
         tracing::info!(start_frame = snapshot.start_frame, "subscriber joined");
-        let (tx, rx) = mpsc::channel(self.config.response_buffer);
         let opts = SubscriberOptions {
             frames: !sub.no_frames,
             events: sub.events || sub.segments_cmaf || sub.segments_ts || sub.parts,
@@ -347,16 +350,16 @@ impl SliceServiceImpl {
             segments_ts: sub.segments_ts,
             parts: sub.parts,
         };
-        tokio::spawn(
-            async move {
-                run_subscriber(session, snapshot, log_sub, Some(guard), opts, tx, true).await;
-                // The subscriber's request stream is kept open until its
-                // response stream is done; it has nothing more to say.
-                drop(inbound);
-            }
-            .in_current_span(),
-        );
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(subscriber_stream(
+            session,
+            snapshot,
+            log_sub,
+            Some(guard),
+            Some(inbound),
+            opts,
+            true,
+            tracing::Span::current(),
+        ))))
     }
 }
 
@@ -464,94 +467,166 @@ async fn run_publisher(
     }
 }
 
-/// Sends a session to one client: session info, the snapshot's frames, then
-/// live items, skipping forward when the client falls behind.
-async fn run_subscriber(
+/// A subscriber's responses: session info, the snapshot's frames, then
+/// live items, skipping forward when the client falls behind. A stream the
+/// response body polls itself: no task or channel per subscriber, and a
+/// client that goes away drops it (and its place among the subscribers)
+/// at once.
+#[allow(clippy::too_many_arguments)]
+fn subscriber_stream(
     session: Arc<Session>,
     snapshot: Snapshot,
-    mut sub: Subscription,
-    _guard: Option<SubscriberGuard>,
+    sub: Subscription,
+    guard: Option<SubscriberGuard>,
+    inbound: Option<Streaming<pb::SliceRequest>>,
     opts: SubscriberOptions,
-    tx: Out,
     send_info: bool,
-) {
-    let mut filter = SubscriberFilter::new(opts);
-    if send_info
-        && opts.events
-        && tx
-            .send(Ok(convert::session_info(&session.id, &snapshot, false)))
-            .await
-            .is_err()
-    {
-        return;
+    span: tracing::Span,
+) -> impl Stream<Item = Result<pb::SliceResponse, Status>> + Send {
+    let mut st = SubscriberState {
+        filter: SubscriberFilter::new(opts),
+        responses: std::collections::VecDeque::new(),
+        out: Vec::new(),
+        items: Vec::with_capacity(READ_BATCH),
+        last_init: None,
+        done: false,
+        opts,
+        sub,
+        _guard: guard,
+        _inbound: inbound,
+        span,
+        frames_out: ::metrics::counter!(crate::metrics::FRAMES_OUT),
+        bytes_out: ::metrics::counter!(crate::metrics::BYTES_OUT),
+        latency: ::metrics::histogram!(crate::metrics::PUBLISH_TO_SEND),
+        lag_skips: ::metrics::counter!(crate::metrics::LAG_SKIPS),
+        last_snapshot: Snapshot::default(),
+        session,
+    };
+    if send_info && opts.events {
+        st.responses
+            .push_back(convert::session_info(&st.session.id, &snapshot, false));
     }
-    let mut out = Vec::new();
     if let Some(end) = &snapshot.ended {
-        filter.on_item(SessionItem::Ended(end.clone()), &mut out);
+        st.filter
+            .on_item(SessionItem::Ended(end.clone()), &mut st.out);
     }
-    let mut items = Vec::with_capacity(READ_BATCH);
-    let mut last_snapshot = snapshot;
-    let mut last_init: Option<u32> = None;
-    let mut responses = Vec::with_capacity(2);
-    let frames_out = ::metrics::counter!(crate::metrics::FRAMES_OUT);
-    let bytes_out = ::metrics::counter!(crate::metrics::BYTES_OUT);
-    let latency = ::metrics::histogram!(crate::metrics::PUBLISH_TO_SEND);
-    let lag_skips = ::metrics::counter!(crate::metrics::LAG_SKIPS);
-    loop {
-        for d in out.drain(..) {
+    st.last_snapshot = snapshot;
+    futures_util::stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(r) = st.responses.pop_front() {
+                return Some((Ok(r), st));
+            }
+            if st.done {
+                return None;
+            }
+            if !st.out.is_empty() {
+                st.convert();
+                continue;
+            }
+            // Read from the cursor; when caught up, wait for the session to
+            // append.
+            if let Read::Lagged { skipped } =
+                st.session.read(&mut st.sub, &mut st.items, READ_BATCH)
+            {
+                st.lag_skips.increment(1);
+                let _e = st.span.enter();
+                tracing::debug!(
+                    skipped,
+                    "subscriber passed by eviction; resuming at the newest random access point"
+                );
+                st.filter.lagged(skipped);
+                continue;
+            }
+            if st.items.is_empty() {
+                if st.sub.wake.changed().await.is_err() {
+                    return None; // the session is gone
+                }
+                continue;
+            }
+            let mut items = std::mem::take(&mut st.items);
+            for item in items.drain(..) {
+                st.filter.on_item(item, &mut st.out);
+            }
+            st.items = items;
+        }
+    })
+}
+
+/// A subscriber stream's state between polls.
+struct SubscriberState {
+    session: Arc<Session>,
+    sub: Subscription,
+    _guard: Option<SubscriberGuard>,
+    /// A subscriber's request stream stays open until its response stream
+    /// is done; it has nothing more to say.
+    _inbound: Option<Streaming<pb::SliceRequest>>,
+    filter: SubscriberFilter,
+    opts: SubscriberOptions,
+    /// Deliveries decided, not yet turned into responses.
+    out: Vec<Delivery>,
+    items: Vec<SessionItem>,
+    responses: std::collections::VecDeque<pb::SliceResponse>,
+    last_snapshot: Snapshot,
+    last_init: Option<u32>,
+    done: bool,
+    span: tracing::Span,
+    frames_out: ::metrics::Counter,
+    bytes_out: ::metrics::Counter,
+    latency: ::metrics::Histogram,
+    lag_skips: ::metrics::Counter,
+}
+
+impl SubscriberState {
+    /// Turns the decided deliveries into responses (stopping after the end).
+    fn convert(&mut self) {
+        let _e = self.span.enter();
+        let mut responses = Vec::with_capacity(2);
+        for d in std::mem::take(&mut self.out) {
+            if self.done {
+                break;
+            }
             let done = matches!(d, Delivery::End(_));
             let ingest = match &d {
                 Delivery::Frame(f) => Some((f.ingest_time_ns, f.data.len())),
                 _ => None,
             };
-            // One reused buffer: no allocation per frame.
             deliveries(
-                &session,
+                &self.session,
                 d,
-                &mut last_snapshot,
-                opts,
-                &mut last_init,
+                &mut self.last_snapshot,
+                self.opts,
+                &mut self.last_init,
                 &mut responses,
             );
-            for resp in responses.drain(..) {
-                if tx.send(Ok(resp)).await.is_err() {
-                    return; // the client went away
-                }
-            }
+            self.responses.extend(responses.drain(..));
             if let Some((ingest_ns, len)) = ingest {
-                frames_out.increment(1);
-                bytes_out.increment(len as u64);
+                self.frames_out.increment(1);
+                self.bytes_out.increment(len as u64);
                 let now = crate::session::now_unix_ns();
-                latency.record(now.saturating_sub(ingest_ns) as f64 / 1e9);
+                self.latency
+                    .record(now.saturating_sub(ingest_ns) as f64 / 1e9);
             }
-            if done {
-                return;
-            }
+            self.done |= done;
         }
-        // Read from the cursor; when caught up, wait for the session to
-        // append (or the client to go away: its place is freed at once).
-        if let Read::Lagged { skipped } = session.read(&mut sub, &mut items, READ_BATCH) {
-            lag_skips.increment(1);
-            tracing::debug!(
-                skipped,
-                "subscriber passed by eviction; resuming at the newest random access point"
-            );
-            filter.lagged(skipped);
-            continue;
-        }
-        if items.is_empty() {
-            tokio::select! {
-                r = sub.wake.changed() => {
-                    if r.is_err() {
-                        return; // the session is gone
+    }
+}
+
+/// Feeds a subscriber stream into a channel that another task also writes
+/// to (the publisher's own response stream: its events and its errors).
+async fn forward(stream: impl Stream<Item = Result<pb::SliceResponse, Status>> + Send, tx: Out) {
+    use futures_util::StreamExt;
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        tokio::select! {
+            next = stream.next() => match next {
+                Some(r) => {
+                    if tx.send(r).await.is_err() {
+                        return; // the client went away
                     }
                 }
-                _ = tx.closed() => return,
-            }
-            continue;
-        }
-        for item in items.drain(..) {
-            filter.on_item(item, &mut out);
+                None => return,
+            },
+            _ = tx.closed() => return,
         }
     }
 }
