@@ -21,7 +21,7 @@ grpc=127.0.0.1:50071
 RUST_LOG=warn target/release/liveslice-server --grpc-addr $grpc --http-addr 127.0.0.1:8097 \
   >"$out/server.log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 sleep 1
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
