@@ -237,6 +237,7 @@ mod tests {
             max_window_bytes: u64::MAX,
             window,
             utc_timing_url: url.into(),
+            ..Default::default()
         }
     }
 
