@@ -162,10 +162,7 @@ impl Manifests {
             last_segment,
             open_segment,
             open_parts: u32::try_from(open_parts).unwrap_or(u32::MAX),
-            next_part: self
-                .parts
-                .back()
-                .map_or(0, |p| p.number.saturating_add(1)),
+            next_part: self.parts.back().map_or(0, |p| p.number.saturating_add(1)),
         }
     }
 
@@ -454,13 +451,18 @@ mod tests {
         let full = m.hls_ll(Flavour::Cmaf, false);
         let delta = m.hls_ll(Flavour::Cmaf, true);
         // 18 s may not be skipped: 30 one-second segments leave 12.
-        assert!(delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=12\n"), "{delta}");
+        assert!(
+            delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=12\n"),
+            "{delta}"
+        );
         assert!(!delta.contains("seg-11.m4s") && delta.contains("seg-12.m4s"));
         // Applied to the full playlist (its first 12 segments in place of
         // the tag), the delta gives the full playlist back.
         let skip_at = delta.find("#EXT-X-SKIP").expect("skip");
         let rest = &delta[delta.find("SEGMENTS=12\n").expect("n") + 12..];
-        let seg12 = full.find("#EXT-X-PROGRAM-DATE-TIME:2026-11-25T12:00:12").expect("12");
+        let seg12 = full
+            .find("#EXT-X-PROGRAM-DATE-TIME:2026-11-25T12:00:12")
+            .expect("12");
         let first_seg = full.find("#EXT-X-PROGRAM-DATE-TIME").expect("first");
         assert_eq!(&delta[..skip_at], &full[..first_seg]);
         assert_eq!(rest, &full[seg12..]);
@@ -496,10 +498,13 @@ mod tests {
         r.config_id = 1;
         m.push(r, &cfg(1), 0);
         let text = m.hls_ll(Flavour::Cmaf, false);
-        assert!(text.contains(
-            "seg-0.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\"\n\
+        assert!(
+            text.contains(
+                "seg-0.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\"\n\
              #EXT-X-PROGRAM-DATE-TIME:2026-11-25T12:00:01.000Z\n\
              #EXT-X-PART:DURATION=0.200000,URI=\"part-5.m4s\",INDEPENDENT=YES\n#EXTINF"
-        ), "{text}");
+            ),
+            "{text}"
+        );
     }
 }

@@ -1,0 +1,314 @@
+//! Low-latency HLS over real HTTP: a session published in real time with
+//! capture times (1 s GOP, 1 s segments, 200 ms parts) and each answer of
+//! the origin: the playlist's low-latency tags and parts, blocking playlist
+//! reload held then satisfied, its `400` cases and `503` timeout, a
+//! preload-hint part request held until the part lands, delta updates,
+//! held requests bounded and released with the final playlist when the
+//! session ends, cache headers.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::history::{parse_hls, History};
+use common::{get, header, publish, start, test_config};
+use liveslice_server::config::Config;
+use liveslice_server::engine::pipeline::{frames_of, PipelineOptions};
+
+fn ll_config() -> Config {
+    let mut c = test_config();
+    c.engine.segment_duration = Duration::from_secs(1);
+    c.engine.part_duration = Duration::from_millis(200);
+    c
+}
+
+/// Publishes `baseline_30` (1 s GOP, 30 fps) in real time with capture
+/// times, looping, until `stop` (then ends the stream if `end`).
+fn publish_live(
+    server: &liveslice_server::app::Running,
+    session: &'static str,
+    stop: Arc<AtomicBool>,
+    end: bool,
+) -> tokio::task::JoinHandle<()> {
+    let grpc = server.grpc_addr;
+    let frames = frames_of(
+        Bytes::from(common::testdata("baseline_30.h264")),
+        PipelineOptions::default(),
+    );
+    tokio::spawn(async move {
+        let mut c = liveslice_proto::v1::slice_service_client::SliceServiceClient::connect(
+            format!("http://{grpc}"),
+        )
+        .await
+        .expect("connect");
+        let p = publish(&mut c, session, Default::default())
+            .await
+            .expect("publish");
+        let start = Instant::now();
+        let t0 = liveslice_server::session::now_unix_ns();
+        let mut i: u64 = 0;
+        'outer: loop {
+            for f in &frames {
+                if stop.load(Ordering::Relaxed) {
+                    break 'outer;
+                }
+                let due = Duration::from_nanos(i * 1_000_000_000 / 30);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+                p.send_at(f.data.clone(), t0 + due.as_nanos() as u64).await;
+                i += 1;
+            }
+        }
+        if end {
+            p.end().await;
+            // Keep the stream open until the server has ended the session.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        } else {
+            // Vanish without a word: the session waits out its grace.
+            std::future::pending::<()>().await;
+        }
+        drop(p);
+    })
+}
+
+async fn playlist(url: &str) -> (u16, Vec<(String, String)>, String) {
+    let (status, h, body) = get(url).await;
+    (status, h, String::from_utf8(body).expect("utf-8"))
+}
+
+/// Waits until the session's playlist lists at least `n` segments.
+async fn wait_segments(url: &str, n: usize) -> String {
+    for _ in 0..200 {
+        let (status, _, text) = playlist(url).await;
+        if status == 200 && parse_hls(&text).segments.len() >= n {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url}: never listed {n} segments");
+}
+
+fn tag_value<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| l.strip_prefix(tag))
+}
+
+fn preload_hint(text: &str) -> String {
+    tag_value(text, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"")
+        .expect("preload hint")
+        .trim_end_matches('"')
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_latency_playlists_parts_and_blocking_reload() {
+    let server = start(ll_config()).await;
+    let base = format!("http://{}/live/ll", server.http_addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = publish_live(&server, "ll", stop.clone(), true);
+    let url = format!("{base}/index.m3u8");
+    let text = wait_segments(&url, 2).await;
+
+    // The tags and their numbers: 1 s segments (at most 3 s: target
+    // duration 3), 200 ms parts at 30 fps (PART-TARGET 0.234).
+    assert!(text.contains("#EXT-X-VERSION:9\n"), "{text}");
+    assert!(text.contains("#EXT-X-TARGETDURATION:3\n"));
+    assert!(text.contains(
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=18.000,\
+         PART-HOLD-BACK=0.702,HOLD-BACK=9.000\n"
+    ));
+    assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.234\n"));
+    let h = parse_hls(&text);
+    assert!(!h.parts.is_empty());
+    // A segment's first part starts at its keyframe.
+    for parts in h.parts.values() {
+        assert!(parts[0].ends_with(",INDEPENDENT=YES"), "{parts:?}");
+    }
+    // Parts are served, immutable.
+    let first_part = h.parts.values().next().unwrap()[0].clone();
+    let uri = first_part
+        .split("URI=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let (status, headers, body) = get(&format!("{base}/{uri}")).await;
+    assert_eq!(status, 200, "{uri}");
+    assert!(&body[4..8] == b"moof", "a CMAF chunk");
+    assert!(header(&headers, "cache-control")
+        .unwrap()
+        .contains("immutable"));
+    // The playlist itself: never cached without a blocking query.
+    let (_, headers, _) = playlist(&url).await;
+    assert!(header(&headers, "cache-control")
+        .unwrap()
+        .contains("no-cache"));
+    // The TS flavour names its parts relative to ts/index.m3u8.
+    let (_, _, ts) = playlist(&format!("{base}/ts/index.m3u8")).await;
+    let ts_hint = preload_hint(&ts);
+    assert!(
+        ts_hint.starts_with("part-") && ts_hint.ends_with(".ts"),
+        "{ts}"
+    );
+
+    // Blocking reload for the next part: held, then answered with a
+    // playlist that lists it.
+    let (_, _, text) = playlist(&url).await;
+    let h = parse_hls(&text);
+    let open = h.open_segment();
+    let next_part = h.parts.get(&open).map_or(0, Vec::len);
+    let asked = Instant::now();
+    let (status, headers, blocked) =
+        playlist(&format!("{url}?_HLS_msn={open}&_HLS_part={next_part}")).await;
+    let held = asked.elapsed();
+    assert_eq!(status, 200);
+    let b = parse_hls(&blocked);
+    let listed = b.parts.get(&open).map_or(0, Vec::len) > next_part || b.open_segment() > open;
+    assert!(
+        listed,
+        "the answer lists part {next_part} of {open}:\n{blocked}"
+    );
+    assert!(held < Duration::from_secs(2), "held {held:?}");
+    assert!(header(&headers, "cache-control")
+        .unwrap()
+        .contains("max-age"));
+    // Held until the part exists: the next part comes ~200 ms later, so a
+    // request for the part after it must wait a while.
+    let (_, _, text) = playlist(&url).await;
+    let h = parse_hls(&text);
+    // Two parts on (five 200 ms parts a segment).
+    let k = h.parts.get(&h.open_segment()).map_or(0, Vec::len) + 1;
+    let (msn, part) = (h.open_segment() + k as u64 / 5, k % 5);
+    let asked = Instant::now();
+    let (status, _, blocked) = playlist(&format!("{url}?_HLS_msn={msn}&_HLS_part={part}")).await;
+    assert_eq!(status, 200);
+    let held = asked.elapsed();
+    assert!(held >= Duration::from_millis(100), "not held: {held:?}");
+    let b = parse_hls(&blocked);
+    assert!(b.parts.get(&msn).map_or(0, Vec::len) > part || b.open_segment() > msn);
+    // A past segment: at once.
+    let asked = Instant::now();
+    let (status, _, _) = playlist(&format!("{url}?_HLS_msn=0")).await;
+    assert_eq!(status, 200);
+    assert!(asked.elapsed() < Duration::from_millis(200));
+
+    // A preload hint: the GET is held until the part lands, then sent.
+    let (_, _, text) = playlist(&url).await;
+    let hint = preload_hint(&text);
+    let asked = Instant::now();
+    let (status, _, body) = get(&format!("{base}/{hint}")).await;
+    assert_eq!(status, 200, "{hint}");
+    assert!(&body[4..8] == b"moof");
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    // Too far ahead for a hint: not held.
+    let n: u64 = hint[5..hint.len() - 4].parse().unwrap();
+    let (status, _, _) = get(&format!("{base}/part-{}.m4s", n + 1000)).await;
+    assert_eq!(status, 404);
+
+    // 400s: part without msn, msn more than two past the last segment,
+    // part beyond the advance limit, not a number.
+    let (_, _, text) = playlist(&url).await;
+    let h = parse_hls(&text);
+    let last = h.open_segment() - 1;
+    for q in [
+        "_HLS_part=1".to_string(),
+        format!("_HLS_msn={}", last + 3),
+        format!("_HLS_msn={}&_HLS_part=40", last + 1),
+        "_HLS_msn=x".to_string(),
+    ] {
+        let (status, _, body) = playlist(&format!("{url}?{q}")).await;
+        assert_eq!(status, 400, "{q}: {body}");
+    }
+    let (status, _, _) = playlist(&format!("{url}?_HLS_msn={}", last + 2)).await;
+    assert_eq!(status, 200, "two past the last segment is allowed");
+
+    // Delta update: the window (6 one-second segments) is shorter than
+    // CAN-SKIP-UNTIL, so nothing is skipped, but the tag says so.
+    let (status, _, delta) = playlist(&format!("{url}?_HLS_skip=YES")).await;
+    assert_eq!(status, 200);
+    assert!(
+        delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=0\n"),
+        "{delta}"
+    );
+
+    // Every version a player sees is a legal successor of the one before.
+    let mut history = History::default();
+    for _ in 0..12 {
+        let (_, _, c) = playlist(&url).await;
+        let (_, _, t) = playlist(&format!("{base}/ts/index.m3u8")).await;
+        history.record_ll(&c, &t, "live", false);
+        tokio::time::sleep(Duration::from_millis(90)).await;
+    }
+
+    // A request held when the session ends gets the final playlist.
+    let (_, _, text) = playlist(&url).await;
+    let h = parse_hls(&text);
+    let far = h.open_segment() + 1;
+    let waiter = tokio::spawn({
+        let url = url.clone();
+        async move { playlist(&format!("{url}?_HLS_msn={far}&_HLS_part=0")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (status, _, text) = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("released at the end")
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
+    assert!(!text.contains("PRELOAD-HINT"));
+    publisher.await.unwrap();
+    server.shutdown().await;
+}
+
+/// A part that does not come within three target durations: `503`; and
+/// held requests beyond the per-session bound: `503` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_reload_times_out_and_is_bounded() {
+    let mut config = ll_config();
+    config.http.max_held_per_session = 2;
+    config.session.publisher_grace = Duration::from_secs(30);
+    let server = start(config).await;
+    let base = format!("http://{}/live/st", server.http_addr);
+    let url = format!("{base}/index.m3u8");
+    let stop = Arc::new(AtomicBool::new(false));
+    let _publisher = publish_live(&server, "st", stop.clone(), false);
+    let text = wait_segments(&url, 1).await;
+    // The publisher stalls (its stream stays open).
+    stop.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, _, text2) = playlist(&url).await;
+    let h = parse_hls(&text2);
+    assert!(parse_hls(&text).segments.len() <= h.segments.len());
+    let open = h.open_segment();
+    let next = h.parts.get(&open).map_or(0, Vec::len) + 1;
+    let q = format!("{url}?_HLS_msn={open}&_HLS_part={next}");
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let asked = Instant::now();
+                let (status, _, _) = playlist(&q).await;
+                (status, asked.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A third is over the per-session bound.
+    let (status, headers, _) = playlist(&q).await;
+    assert_eq!(status, 503);
+    assert_eq!(header(&headers, "retry-after"), Some("1"));
+    for h in held {
+        let (status, waited) = h.await.unwrap();
+        assert_eq!(status, 503);
+        // Three target durations (3 s each).
+        assert!(
+            waited >= Duration::from_secs(8) && waited < Duration::from_secs(12),
+            "{waited:?}"
+        );
+    }
+    server.shutdown().await;
+}
