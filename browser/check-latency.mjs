@@ -73,7 +73,8 @@ function startPlayer({ mode, session }) {
   v.addEventListener("waiting", () => window.ll.stalls++);
   const live = `/live/${encodeURIComponent(session)}`;
   if (mode.startsWith("hls")) {
-    const hls = new Hls({ lowLatencyMode: mode === "hls-ll", liveDurationInfinity: true });
+    // hls.js defaults otherwise: the README's player settings.
+    const hls = new Hls({ lowLatencyMode: mode === "hls-ll" });
     hls.on(Hls.Events.ERROR, (_, d) => {
       if (d.fatal) errors.push(`hls.js: ${d.type} ${d.details}`);
     });

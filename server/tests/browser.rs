@@ -195,10 +195,12 @@ async fn web_console_in_chromium() {
 
 /// Low latency in real players: a session published in real time with
 /// capture times (1 s GOP, 1 s segments, 200 ms parts), played side by side
-/// by hls.js with `lowLatencyMode` and without it (the same URL), each
-/// reporting its live latency (wall clock minus `hls.playingDate`) over
+/// by hls.js with `lowLatencyMode` and without it (the same URL) and by
+/// dash.js (which must switch to its low-latency mode from the MPD by
+/// itself), each reporting its live latency (wall clock minus
+/// `hls.playingDate`; dash.js `getCurrentLiveLatency()`) over
 /// `LIVESLICE_LATENCY_SECONDS` (default 30) of playback
-/// (`browser/check-latency.mjs`). Low-latency hls.js must sit under 2.5 s
+/// (`browser/check-latency.mjs`). Both low-latency players must sit under 2.5 s
 /// (loose for CI noise; BENCH.md has the figures).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn low_latency_players_in_chromium() {
@@ -236,7 +238,11 @@ async fn low_latency_players_in_chromium() {
             .arg(&base)
             .arg("ll")
             .arg(seconds.to_string())
-            .env("LIVESLICE_LATENCY_MODES", "hls-ll,hls")
+            .env(
+                "LIVESLICE_LATENCY_MODES",
+                std::env::var("LIVESLICE_LATENCY_MODES")
+                    .unwrap_or_else(|_| "hls-ll,hls,dash-ll".into()),
+            )
             .current_dir(&root)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -280,20 +286,31 @@ async fn low_latency_players_in_chromium() {
     };
     let ll = result("hls-ll");
     let plain = result("hls");
+    let dash = result("dash-ll");
     assert_eq!(ll["ok"], true, "hls.js low-latency: {ll}");
     assert_eq!(plain["ok"], true, "hls.js: {plain}");
+    assert_eq!(dash["ok"], true, "dash.js low-latency: {dash}");
+    assert_eq!(
+        dash["lowLatencyMode"], true,
+        "dash.js switched to its low-latency mode by itself: {dash}"
+    );
+    let p50_dash = dash["p50"].as_f64().unwrap_or(f64::MAX);
     let (p50_ll, p50) = (
         ll["p50"].as_f64().unwrap_or(f64::MAX),
         plain["p50"].as_f64().unwrap_or(f64::MAX),
     );
     println!(
         "live latency p50 over {seconds} s: hls.js low-latency {p50_ll:.3} s, \
-         hls.js regular {p50:.3} s (ratio {:.2})",
+         hls.js regular {p50:.3} s (ratio {:.2}), dash.js low-latency {p50_dash:.3} s",
         p50_ll / p50
     );
     assert!(
         p50_ll < 2.5,
         "low-latency hls.js sits {p50_ll} s behind live"
+    );
+    assert!(
+        p50_dash < 2.5,
+        "low-latency dash.js sits {p50_dash} s behind live"
     );
     let status = status.unwrap_or_else(|| panic!("check-latency did not finish within {limit:?}"));
     assert!(status.success(), "check-latency failed: {status}");

@@ -261,3 +261,78 @@ async fn blocking_reload_times_out_and_is_bounded() {
     }
     server.shutdown().await;
 }
+
+/// Low-latency DASH: the MPD's low-latency attributes, the segment in
+/// progress listed last, and served with chunked transfer encoding, each
+/// part as it closes; once complete, the same bytes as the segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_latency_dash_serves_the_segment_in_progress_chunked() {
+    let server = start(ll_config()).await;
+    let base = format!("http://{}/live/ld", server.http_addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = publish_live(&server, "ld", stop.clone(), true);
+    wait_segments(&format!("{base}/index.m3u8"), 2).await;
+
+    // Wait for an MPD that lists the segment in progress (its first part
+    // is out, so it is one more than the playlist's complete segments).
+    let mut found = None;
+    for _ in 0..100 {
+        let (_, _, mpd) = playlist(&format!("{base}/manifest.mpd")).await;
+        let (_, _, m3u8) = playlist(&format!("{base}/index.m3u8")).await;
+        let h = parse_hls(&m3u8);
+        let m = common::history::parse_mpd(&mpd);
+        let last = m
+            .periods
+            .values()
+            .filter_map(|p| p.segments.keys().next_back().copied())
+            .max();
+        if last == Some(h.open_segment()) {
+            found = Some((mpd, h.open_segment()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let (mpd, open) = found.expect("the MPD lists the segment in progress");
+    assert!(
+        mpd.contains(" availabilityTimeOffset=\"0.800\" availabilityTimeComplete=\"false\""),
+        "{mpd}"
+    );
+    assert!(mpd.contains(
+        "<ServiceDescription id=\"0\">\n    <Latency referenceId=\"0\" target=\"1468\" \
+         min=\"468\" max=\"4404\"/>\n    <PlaybackRate min=\"0.96\" max=\"1.04\"/>"
+    ));
+    assert!(mpd.contains("<UTCTiming"));
+
+    // The segment in progress: chunked, streamed as its parts close.
+    let asked = Instant::now();
+    let (status, headers, raw) =
+        common::raw_get(server.http_addr, &format!("/live/ld/seg-{open}.m4s"), &[]).await;
+    let took = asked.elapsed();
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "transfer-encoding"), Some("chunked"));
+    let body = common::dechunk(&raw);
+    assert_eq!(&body[4..8], b"styp");
+    let moofs = body.windows(4).filter(|w| w == b"moof").count();
+    assert_eq!(moofs, 5, "five 200 ms parts");
+    // Its first part was out when asked: the rest came as they closed.
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    // Complete now: the same bytes as the segment.
+    let (status, _, whole) = get(&format!("{base}/seg-{open}.m4s")).await;
+    assert_eq!(status, 200);
+    assert_eq!(whole, body);
+
+    // Every MPD version a player sees is a legal successor of the one
+    // before (the segment in progress may only get its real duration).
+    let mut history = History::default();
+    for _ in 0..15 {
+        let (_, _, m) = playlist(&format!("{base}/manifest.mpd")).await;
+        history.record_dash_ll(&m, "live");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.await.unwrap();
+    let (_, _, m) = playlist(&format!("{base}/manifest.mpd")).await;
+    history.record_dash_ll(&m, "ended");
+    assert!(m.contains("type=\"static\""));
+    server.shutdown().await;
+}

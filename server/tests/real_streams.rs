@@ -66,7 +66,7 @@ fn run(
                 Event::Dropped(_) => {}
                 Event::Ended(_) => record(p, out, now, name),
                 Event::Fatal(e) => panic!("{name}: fatal {e}"),
-                Event::Part(_) => record_ll(p, out, name),
+                Event::Part(_) => record_ll(p, out, now, name),
                 Event::Config(_) => {}
             }
         }
@@ -98,12 +98,12 @@ fn record(p: &SessionPipeline, out: &mut Outcome, now: u64, name: &str) {
         &m.dash(now / 1_000_000).render(),
         name,
     );
-    record_ll(p, out, name);
+    record_ll(p, out, now, name);
 }
 
 /// The low-latency renderings, as the origin serves them (once a segment
 /// is listed), at every part and segment.
-fn record_ll(p: &SessionPipeline, out: &mut Outcome, name: &str) {
+fn record_ll(p: &SessionPipeline, out: &mut Outcome, now: u64, name: &str) {
     let Some(m) = p.manifests() else { return };
     if m.segments().next().is_none() {
         return;
@@ -115,6 +115,8 @@ fn record_ll(p: &SessionPipeline, out: &mut Outcome, name: &str) {
         name,
         gaps,
     );
+    out.history
+        .record_dash_ll(&m.dash_ll(now / 1_000_000), name);
 }
 
 fn opts() -> PipelineOptions {
@@ -395,6 +397,7 @@ fn reconnect_and_resolution_change_never_rewrite_history() {
                     "res_change",
                     false,
                 );
+                h.record_dash_ll(&m.dash_ll(now / 1_000_000), "res_change");
             }
         }
     };
@@ -458,6 +461,7 @@ fn committed_streams_keep_a_legal_manifest_history() {
             out.history.hls_ll_cmaf.len()
         );
         assert!(out.history.hls_ll_ts.iter().all(|h| !h.parts.is_empty()));
+        assert!(out.history.dash_ll.iter().any(|m| m.low_latency));
         // Segments only ever start at random access points.
         for s in &out.segments {
             assert!(s.sap_type != 0, "{name}: segment {} forced", s.sequence);

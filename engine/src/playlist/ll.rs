@@ -507,4 +507,35 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn low_latency_mpd() {
+        let mut m = ll(6);
+        segment(&mut m, 0);
+        let regular = m.dash(0).render();
+        // No part of segment 1 yet: the regular MPD plus the attributes.
+        let text = m.dash_ll(0);
+        assert!(text.contains(
+            "<ServiceDescription id=\"0\">\n    <Latency referenceId=\"0\" target=\"1468\" \
+             min=\"468\" max=\"4404\"/>\n    <PlaybackRate min=\"0.96\" max=\"1.04\"/>\n  \
+             </ServiceDescription>\n  <Period"
+        ));
+        assert!(text.contains(
+            " availabilityTimeOffset=\"0.800\" availabilityTimeComplete=\"false\" \
+             media=\"seg-$Number$.m4s\""
+        ));
+        assert_eq!(text.matches("<S ").count(), 1);
+        assert!(!regular.contains("availabilityTimeOffset"));
+        // Its first part is out: segment 1 is listed, with the previous
+        // segment's duration.
+        m.push_part(&part(1, 0));
+        let text = m.dash_ll(0);
+        assert!(text.contains(
+            "<S t=\"0\" d=\"90000\"/>\n            <S t=\"90000\" d=\"90000\"/>\n          \
+             </SegmentTimeline>"
+        ));
+        // Ended: the regular static MPD.
+        m.end(0);
+        assert_eq!(m.dash_ll(0), m.dash(0).render());
+    }
 }

@@ -470,6 +470,59 @@ async fn dash(
     manifest(&r, &id, ask, viewer, &held).await
 }
 
+/// The CMAF segment in progress (low-latency DASH), with chunked transfer
+/// encoding (HTTP/1.1; an HTTP/2 stream's DATA frames): `styp`, then each
+/// part's chunk as it is stored, until the segment is complete. Counted as
+/// a held request; ends (short) if the session ends or no part comes within
+/// three target durations.
+fn segment_in_progress(
+    s: Arc<Session>,
+    id: &str,
+    seq: u64,
+    held: &Arc<ll::HeldRequests>,
+) -> Response {
+    let Some(guard) = held.acquire(id) else {
+        return held_busy();
+    };
+    let limit = s
+        .ll_state()
+        .map_or(std::time::Duration::from_secs(6), |st| ll::hold_limit(&st));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(4);
+    tokio::spawn(async move {
+        let _guard = guard;
+        if tx.send(Ok(crate::engine::mux::cmaf::styp())).await.is_err() {
+            return;
+        }
+        let mut sent = 0usize;
+        loop {
+            let seen = s.next_part_stored();
+            let (chunks, done) = s.segment_progress(seq, sent);
+            for c in chunks {
+                sent += 1;
+                if tx.send(Ok(c)).await.is_err() {
+                    return;
+                }
+            }
+            if done {
+                return;
+            }
+            let before = std::time::Instant::now();
+            s.wait_next_part(seen, limit).await;
+            if before.elapsed() >= limit {
+                return;
+            }
+        }
+    });
+    let mut r = Response::new(axum::body::Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(M4S));
+    // Complete, the segment is the same bytes: cacheable once it is.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
 /// A part by number: at once if stored; held (bounded) if it is one of the
 /// next parts (a preload hint names the next one before it exists).
 async fn part_response(
@@ -668,6 +721,9 @@ async fn cmaf_file(
     };
     if let Some(seq) = numbered(&file, "seg-", ".m4s") {
         s.wait_segment_stored(seq, SEGMENT_STORE_WAIT).await;
+        if s.segment_in_progress(seq) {
+            return segment_in_progress(s, &id, seq, &held);
+        }
         return mux_response(s.segment_pieces(seq, Format::Cmaf), M4S, &headers);
     }
     if let Some(n) = numbered(&file, "part-", ".m4s") {

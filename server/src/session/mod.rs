@@ -699,7 +699,7 @@ impl Session {
         Some(match kind {
             ManifestKind::HlsCmaf => m.hls_ll(HlsFlavour::Cmaf, skip),
             ManifestKind::HlsTs => m.hls_ll(HlsFlavour::Ts, skip),
-            ManifestKind::Dash => m.dash(now_unix_ns() / 1_000_000).render(),
+            ManifestKind::Dash => m.dash_ll(now_unix_ns() / 1_000_000),
         })
     }
 
@@ -749,6 +749,49 @@ impl Session {
             }
         };
         tokio::time::timeout(limit, wait).await.is_ok()
+    }
+
+    /// Whether segment `sequence` is the one in progress (the next to
+    /// complete) of a live session: a request for it may be served as its
+    /// parts land.
+    pub fn segment_in_progress(&self, sequence: u64) -> bool {
+        let st = self.lock();
+        st.ended.is_none()
+            && st.parts.next_segment() == sequence
+            && st.pipeline.manifests().is_some()
+    }
+
+    /// The CMAF chunks of segment `sequence` stored after the first `skip`,
+    /// and whether the segment is complete (or the session ended: nothing
+    /// more will come).
+    pub fn segment_progress(&self, sequence: u64, skip: usize) -> (Vec<Bytes>, bool) {
+        let st = self.lock();
+        let done = st.ended.is_some() || st.parts.segment_config(sequence).is_some();
+        (st.parts.cmaf_chunks_of(sequence, skip), done)
+    }
+
+    /// Resolves when another part is stored or the session ends (or after
+    /// `limit`).
+    pub async fn wait_next_part(&self, seen: u64, limit: std::time::Duration) {
+        let mut parts = self.parts_stored.subscribe();
+        let mut ended = self.ended_tx.subscribe();
+        let wait = async {
+            loop {
+                if *parts.borrow_and_update() > seen || *ended.borrow_and_update() {
+                    return;
+                }
+                tokio::select! {
+                    r = parts.changed() => if r.is_err() { return },
+                    r = ended.changed() => if r.is_err() { return },
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+
+    /// The next part number to be stored.
+    pub fn next_part_stored(&self) -> u64 {
+        *self.parts_stored.borrow()
     }
 
     /// Whether part `number` is stored, still to come (the next few parts),

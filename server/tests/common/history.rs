@@ -268,6 +268,9 @@ pub struct Mpd {
     pub max_segment_duration: String,
     pub media_presentation_duration: Option<String>,
     pub periods: BTreeMap<String, Period>,
+    /// Low-latency (`availabilityTimeComplete="false"`): the last `S` is
+    /// the segment in progress, listed with a predicted duration.
+    pub low_latency: bool,
 }
 
 pub fn parse_mpd(text: &str) -> Mpd {
@@ -275,6 +278,7 @@ pub fn parse_mpd(text: &str) -> Mpd {
     let root = doc.root_element();
     let attr = |n: roxmltree::Node, a: &str| n.attribute(a).unwrap_or("").to_string();
     let mut periods = BTreeMap::new();
+    let mut low_latency = false;
     for p in root.children().filter(|n| n.has_tag_name("Period")) {
         let aset = p
             .children()
@@ -288,6 +292,7 @@ pub fn parse_mpd(text: &str) -> Mpd {
             .children()
             .find(|n| n.has_tag_name("SegmentTemplate"))
             .expect("SegmentTemplate");
+        low_latency |= tpl.attribute("availabilityTimeComplete") == Some("false");
         let start_number: u64 = tpl
             .attribute("startNumber")
             .and_then(|v| v.parse().ok())
@@ -332,6 +337,7 @@ pub fn parse_mpd(text: &str) -> Mpd {
             .attribute("mediaPresentationDuration")
             .map(str::to_string),
         periods,
+        low_latency,
     }
 }
 
@@ -353,6 +359,19 @@ pub fn check_mpd_successor(prev: &Mpd, next: &Mpd, what: &str) {
     if !prev.dynamic {
         assert_eq!(next, prev, "{what}: a static MPD changed");
     }
+    // In a low-latency MPD the last S of the last period may be the segment
+    // in progress, listed with a predicted duration: its S@d (never its S@t)
+    // may change once, when it completes.
+    let in_progress = prev
+        .low_latency
+        .then(|| {
+            let (id, p) = prev
+                .periods
+                .iter()
+                .max_by_key(|(_, p)| p.segments.keys().next_back())?;
+            Some((id.clone(), *p.segments.keys().next_back()?))
+        })
+        .flatten();
     for (id, p) in &prev.periods {
         let Some(n) = next.periods.get(id) else {
             continue; // slid out of the window
@@ -372,7 +391,11 @@ pub fn check_mpd_successor(prev: &Mpd, next: &Mpd, what: &str) {
         assert_eq!(fixed(n), fixed(p), "{what}: Period {id} changed");
         for (number, td) in &n.segments {
             if let Some(old) = p.segments.get(number) {
-                assert_eq!(td, old, "{what}: Period {id} segment {number} moved");
+                if in_progress.as_ref() == Some(&(id.clone(), *number)) {
+                    assert_eq!(td.0, old.0, "{what}: Period {id} segment {number} moved");
+                } else {
+                    assert_eq!(td, old, "{what}: Period {id} segment {number} moved");
+                }
             }
         }
         // Segments leave from the front and arrive at the back.
@@ -443,6 +466,7 @@ pub struct History {
     /// The low-latency renderings (as the HTTP origin serves them).
     pub hls_ll_cmaf: Vec<Hls>,
     pub hls_ll_ts: Vec<Hls>,
+    pub dash_ll: Vec<Mpd>,
 }
 
 impl History {
@@ -487,6 +511,18 @@ impl History {
             if list.last() != Some(&h) {
                 list.push(h);
             }
+        }
+    }
+
+    /// Records one version of the low-latency MPD and checks it against the
+    /// previous one.
+    pub fn record_dash_ll(&mut self, text: &str, what: &str) {
+        let m = parse_mpd(text);
+        if let Some(prev) = self.dash_ll.last() {
+            check_mpd_successor(prev, &m, &format!("{what} LL-DASH"));
+        }
+        if self.dash_ll.last() != Some(&m) {
+            self.dash_ll.push(m);
         }
     }
 }
