@@ -63,7 +63,7 @@ async fn low_latency_playlists_parts_and_blocking_reload() {
 
     // The tags and their numbers: 1 s segments (at most 3 s: target
     // duration 3), 200 ms parts at 30 fps (PART-TARGET 0.234).
-    assert!(text.contains("#EXT-X-VERSION:9\n"), "{text}");
+    assert!(text.contains("#EXT-X-VERSION:7\n"), "{text}");
     assert!(text.contains("#EXT-X-TARGETDURATION:3\n"));
     assert!(text.contains(
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=18.000,\
@@ -208,7 +208,10 @@ async fn low_latency_playlists_parts_and_blocking_reload() {
         .unwrap();
     assert_eq!(status, 200);
     assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
-    assert!(!text.contains("PRELOAD-HINT"));
+    // The final playlist is the regular one.
+    assert!(!text.contains("PRELOAD-HINT") && !text.contains("EXT-X-PART"));
+    let (_, _, t) = playlist(&format!("{base}/ts/index.m3u8")).await;
+    history.record_ll(&text, &t, "ended", false);
     publisher.await.unwrap();
     server.shutdown().await;
 }
@@ -335,4 +338,71 @@ async fn low_latency_dash_serves_the_segment_in_progress_chunked() {
     history.record_dash_ll(&m, "ended");
     assert!(m.contains("type=\"static\""));
     server.shutdown().await;
+}
+
+/// A load measurement (BENCH.md): 1,000 blocking playlist requests held
+/// at once on one session (HTTP/1.1, one connection each, the clients in
+/// this process and runtime), what they cost in memory and how long after
+/// the part they wait for they are all answered. The issue's goal is under
+/// 10 MB and within 50 ms; the asserts here are only that every request is
+/// held and answered. Needs 1,000+ file descriptors:
+/// `cargo test -p liveslice-server --test ll_hls -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load measurement; run with --ignored"]
+async fn a_thousand_held_requests() {
+    const N: usize = 1000;
+    let server = start(ll_config()).await;
+    let url = format!("http://{}/live/k/index.m3u8", server.http_addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = publish_live(&server, "k", stop.clone(), true);
+    wait_segments(&url, 2).await;
+    // Right after a part lands, ask for the one after the next (~400 ms on).
+    let (_, _, text) = playlist(&url).await;
+    let h = parse_hls(&text);
+    let k = h.parts.get(&h.open_segment()).map_or(0, Vec::len) + 1;
+    let (msn, part) = (h.open_segment() + k as u64 / 5, k % 5);
+    let path = format!("/live/k/index.m3u8?_HLS_msn={msn}&_HLS_part={part}");
+    let rss_before = rss_kib();
+    let addr = server.http_addr;
+    let asked = Instant::now();
+    let tasks: Vec<_> = (0..N)
+        .map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move {
+                let (status, _, body) = common::raw_get(addr, &path, &[]).await;
+                (status, asked.elapsed(), body.len())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let rss_held = rss_kib();
+    let mut answers = Vec::with_capacity(N);
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    assert!(answers.iter().all(|a| a.0 == 200 && a.2 > 0));
+    let first = answers.iter().map(|a| a.1).min().unwrap();
+    let last = answers.iter().map(|a| a.1).max().unwrap();
+    let spread = last - first;
+    let grown_kib = rss_held.saturating_sub(rss_before);
+    println!(
+        "{N} held requests: RSS +{grown_kib} KiB while held (server and clients, one process); \
+         answered {first:?}..{last:?} after asking: spread {spread:?}"
+    );
+    assert!(first >= Duration::from_millis(100), "held: {first:?}");
+    stop.store(true, Ordering::Relaxed);
+    publisher.await.unwrap();
+    server.shutdown().await;
+}
+
+/// This process's resident set, KiB (Linux).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -5,8 +5,9 @@
 //! repeats line for line (so players without low-latency support read it as
 //! before):
 //!
-//! - `EXT-X-VERSION:9` (delta updates need it; fixed for the session, so it
-//!   is stated in full renderings too);
+//! - nothing about the version: none of the low-latency tags needs one, so
+//!   a full rendering keeps the regular playlist's (7 CMAF, 3 TS); a delta
+//!   update, which `EXT-X-SKIP` makes version 9, states 9;
 //! - `EXT-X-SERVER-CONTROL`: `CAN-BLOCK-RELOAD=YES`, `CAN-SKIP-UNTIL` = six
 //!   target durations, `PART-HOLD-BACK` = three part targets, `HOLD-BACK` =
 //!   three target durations;
@@ -17,6 +18,11 @@
 //! - `EXT-X-PRELOAD-HINT:TYPE=PART` naming the next part;
 //! - with `skip`, `EXT-X-SKIP:SKIPPED-SEGMENTS=N` in place of the segments
 //!   further than `CAN-SKIP-UNTIL` from the end (a delta update).
+//!
+//! Once the session has ended, the low-latency rendering is the regular
+//! playlist (with `EXT-X-ENDLIST`): the tags only serve live players, and a
+//! closed playlist is played to its end like any other (and equals the tree
+//! `liveslice package` / `play --out` writes).
 //!
 //! The parts of a segment are rendered from their records, which never
 //! change, so a part is listed identically in every version until it leaves
@@ -181,15 +187,21 @@ impl Manifests {
     }
 
     /// The low-latency HLS media playlist; with `skip`, a delta update
-    /// (`_HLS_skip=YES`). Without a part target it is the regular playlist.
+    /// (`_HLS_skip=YES`). Without a part target, and once ended, it is the
+    /// regular playlist.
     pub fn hls_ll(&self, flavour: Flavour, skip: bool) -> String {
-        if !self.has_parts() {
+        if !self.has_parts() || self.ended {
             return self.hls_state(flavour).render();
         }
         let skipped = if skip { self.skippable() } else { 0 };
         let first_kept = self.window.get(skipped).map(|w| w.rec.config_id);
+        let version = match (skip, flavour) {
+            (true, _) => 9,
+            (false, Flavour::Cmaf) => 7,
+            (false, Flavour::Ts) => 3,
+        };
         let mut s = String::with_capacity(1024 + self.window.len() * 160 + self.parts.len() * 64);
-        self.write_hls_head(&mut s, flavour, 9, first_kept, true);
+        self.write_hls_head(&mut s, flavour, version, first_kept, true);
         if skip {
             let _ = writeln!(s, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
         }
@@ -330,7 +342,7 @@ mod tests {
         m.push_part(&part(1, 1));
         assert_eq!(
             m.hls_ll(Flavour::Cmaf, false),
-            "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:0\n\
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:0\n\
              #EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n\
              #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=18.000,\
              PART-HOLD-BACK=0.702,HOLD-BACK=9.000\n\
@@ -349,17 +361,20 @@ mod tests {
         );
         // TS: the same, part URIs relative to ts/index.m3u8, no MAP.
         let ts = m.hls_ll(Flavour::Ts, false);
-        assert!(ts.contains("#EXT-X-VERSION:9\n"));
+        assert!(ts.contains("#EXT-X-VERSION:3\n"));
+        // A delta update states version 9 (EXT-X-SKIP needs it).
+        assert!(m.hls_ll(Flavour::Ts, true).contains("#EXT-X-VERSION:9\n"));
         assert!(ts.contains("#EXT-X-PART:DURATION=0.200000,URI=\"part-6.ts\"\n"));
         assert!(ts.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-7.ts\"\n"));
         assert!(!ts.contains("EXT-X-MAP"));
         // The regular renderings (gRPC, trees) are unchanged.
         assert!(!m.hls_cmaf().render().contains("EXT-X-PART"));
-        // Ended: no hint, nothing in progress.
+        // Ended: the regular playlist.
         m.end(0);
         let text = m.hls_ll(Flavour::Cmaf, false);
         assert!(text.ends_with("seg-0.m4s\n#EXT-X-ENDLIST\n"), "{text}");
-        assert!(!text.contains("PRELOAD-HINT"));
+        assert_eq!(text, m.hls_cmaf().render());
+        assert_eq!(m.hls_ll(Flavour::Ts, true), m.hls_ts().render());
     }
 
     #[test]
@@ -464,7 +479,10 @@ mod tests {
             .find("#EXT-X-PROGRAM-DATE-TIME:2026-11-25T12:00:12")
             .expect("12");
         let first_seg = full.find("#EXT-X-PROGRAM-DATE-TIME").expect("first");
-        assert_eq!(&delta[..skip_at], &full[..first_seg]);
+        assert_eq!(
+            delta[..skip_at].replace("VERSION:9", "VERSION:7"),
+            full[..first_seg]
+        );
         assert_eq!(rest, &full[seg12..]);
         // A short window has nothing to skip.
         let mut m = ll(6);

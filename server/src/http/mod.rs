@@ -393,11 +393,13 @@ async fn manifest(
         // (the query is part of the cache key).
         cache = BLOCKING_CACHE;
     }
-    match s.manifest_with(ask.kind, q.skip) {
+    match s.manifest_bytes(ask.kind, q.skip) {
         Some(text) => match ask.token {
-            Some(axum::Extension(QueryToken(t))) => {
-                body(ask.ct, cache, with_token(ask.kind, &text, &t))
-            }
+            Some(axum::Extension(QueryToken(t))) => body(
+                ask.ct,
+                cache,
+                with_token(ask.kind, &String::from_utf8_lossy(&text), &t),
+            ),
             None => body(ask.ct, cache, text),
         },
         None => not_found(format!("session {id:?} has no complete segment yet\n")),
@@ -541,7 +543,9 @@ async fn part_response(
         let limit = s
             .ll_state()
             .map_or(std::time::Duration::from_secs(6), |st| ll::hold_limit(&st));
-        if !s.wait_part_stored(n, limit).await && s.part_status(n) != PartStatus::Stored {
+        let stored = s.wait_part_stored(n, limit).await || s.part_status(n) == PartStatus::Stored;
+        // A session that ended without it: 404 below.
+        if !stored && !s.is_ended() {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the part did not come in time\n",

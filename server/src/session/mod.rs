@@ -230,6 +230,18 @@ pub struct Session {
     subscribers: AtomicUsize,
     /// Flips to true when the session ends, for tasks that must stop then.
     ended_tx: watch::Sender<bool>,
+    /// The HLS playlists last rendered for HTTP, by what they were rendered
+    /// from: the many requests a part releases at once share one rendering.
+    hls_cache: Mutex<Vec<HlsCached>>,
+}
+
+/// A rendered HLS playlist and what it was rendered from.
+struct HlsCached {
+    kind: ManifestKind,
+    skip: bool,
+    /// (parts stored, segments stored, ended) when it was rendered.
+    at: (u64, u64, bool),
+    text: Bytes,
 }
 
 /// Why a push was refused.
@@ -282,6 +294,7 @@ impl Session {
             max_lag_items: max_lag_items as u64,
             subscribers: AtomicUsize::new(0),
             ended_tx: watch::channel(false).0,
+            hls_cache: Mutex::new(Vec::with_capacity(4)),
         }
     }
 
@@ -701,6 +714,41 @@ impl Session {
             ManifestKind::HlsTs => m.hls_ll(HlsFlavour::Ts, skip),
             ManifestKind::Dash => m.dash_ll(now_unix_ns() / 1_000_000),
         })
+    }
+
+    /// [`manifest_with`](Self::manifest_with) as bytes, HLS renderings
+    /// shared: rendered once per change of the parts or segments stored (a
+    /// rendering made then lists at least those), so a thousand requests
+    /// released by one part cost one rendering.
+    pub fn manifest_bytes(&self, kind: ManifestKind, skip: bool) -> Option<Bytes> {
+        if kind == ManifestKind::Dash {
+            return self.manifest_with(kind, skip).map(Bytes::from);
+        }
+        // Read before rendering: the text is at least as new as the key.
+        let at = (
+            *self.parts_stored.borrow(),
+            *self.segments_stored.borrow(),
+            *self.ended_tx.borrow(),
+        );
+        {
+            let cache = self.hls_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = cache
+                .iter()
+                .find(|c| c.kind == kind && c.skip == skip && c.at == at)
+            {
+                return Some(c.text.clone());
+            }
+        }
+        let text = Bytes::from(self.manifest_with(kind, skip)?);
+        let mut cache = self.hls_cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|c| !(c.kind == kind && c.skip == skip) && c.at == at);
+        cache.push(HlsCached {
+            kind,
+            skip,
+            at,
+            text: text.clone(),
+        });
+        Some(text)
     }
 
     /// The low-latency live edge, `PART-TARGET` (ms) and

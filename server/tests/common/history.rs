@@ -17,7 +17,9 @@
 //!   segment is old enough to lose all of its parts at once (or leaves);
 //!   the segment in progress only gains parts (at the end), and once it is
 //!   complete it keeps exactly the parts it had plus those closed with it.
-//!   Parts are never added to a segment listed complete before.
+//!   Parts are never added to a segment listed complete before. The
+//!   closed playlist (`EXT-X-ENDLIST`) may drop the low-latency tags and
+//!   parts altogether: they serve live players only.
 //! - DASH: `availabilityStartTime` and `maxSegmentDuration` never change; a
 //!   Period present in two versions keeps its `@start`,
 //!   `presentationTimeOffset`, codec string, size, frame rate and init
@@ -161,6 +163,9 @@ pub fn check_hls_successor(prev: &Hls, next: &Hls, what: &str) {
 
 /// The part rules between two versions (see the module docs).
 fn check_parts_successor(prev: &Hls, next: &Hls, what: &str) {
+    if next.ended && !prev.ended && next.part_inf.is_none() && next.parts.is_empty() {
+        return; // closed: the regular playlist
+    }
     assert_eq!(
         next.part_inf, prev.part_inf,
         "{what}: EXT-X-PART-INF changed"
