@@ -28,6 +28,12 @@ struct Outcome {
     stats: PipelineStats,
     timing_note: Option<String>,
     history: History,
+    /// A part lasted longer than its frames at the frame period (frames
+    /// dropped, or a damaged picture order left a hole in the timeline): it
+    /// may be longer than `PART-TARGET`.
+    timeline_gaps: bool,
+    /// The last frame's decode time and the smallest step seen.
+    last_frame: Option<(u64, u64)>,
 }
 
 /// Runs the engine over `chunks` (each with an optional capture time),
@@ -46,14 +52,41 @@ fn run(
         stats: PipelineStats::default(),
         timing_note: None,
         history: History::default(),
+        timeline_gaps: false,
+        last_frame: None,
     };
     let mut now = NOW;
     let handle = |p: &SessionPipeline, events: &mut Vec<Event>, out: &mut Outcome, now: u64| {
         // Drops are reported at the end of a push, after the parts they
         // lengthened: note them first.
         for e in events.iter() {
-            if let Event::Dropped(d) = e {
-                *out.drops.entry(d.reason.as_str()).or_default() += d.count as u64
+            match e {
+                Event::Dropped(d) => {
+                    *out.drops.entry(d.reason.as_str()).or_default() += d.count as u64
+                }
+                Event::Frame(f) => {
+                    // The smallest decode-time step so far: the frame period.
+                    if let Some((dts, step)) = out.last_frame {
+                        let d = f.dts.saturating_sub(dts);
+                        let step = if d > 0 && (step == 0 || d < step) {
+                            d
+                        } else {
+                            step
+                        };
+                        out.last_frame = Some((f.dts, step));
+                    } else {
+                        out.last_frame = Some((f.dts, 0));
+                    }
+                }
+                // A part that lasts longer than its frames at the frame
+                // period spans a gap in the timeline.
+                Event::Part(p) => {
+                    if let Some((_, step)) = out.last_frame.filter(|(_, s)| *s > 0) {
+                        out.timeline_gaps |=
+                            p.duration > u64::from(p.frame_count) * step + step / 2;
+                    }
+                }
+                _ => {}
             }
         }
         for e in events.drain(..) {
@@ -108,7 +141,7 @@ fn record_ll(p: &SessionPipeline, out: &mut Outcome, now: u64, name: &str) {
     if m.segments().next().is_none() {
         return;
     }
-    let gaps = !out.drops.is_empty();
+    let gaps = out.timeline_gaps || !out.drops.is_empty();
     out.history.record_ll(
         &m.hls_ll(HlsFlavour::Cmaf, false),
         &m.hls_ll(HlsFlavour::Ts, false),
@@ -460,7 +493,11 @@ fn committed_streams_keep_a_legal_manifest_history() {
             "{name}: {} low-latency versions",
             out.history.hls_ll_cmaf.len()
         );
-        assert!(out.history.hls_ll_ts.iter().all(|h| !h.parts.is_empty()));
+        assert!(out
+            .history
+            .hls_ll_ts
+            .iter()
+            .all(|h| h.ended || !h.parts.is_empty()));
         assert!(out.history.dash_ll.iter().any(|m| m.low_latency));
         // Segments only ever start at random access points.
         for s in &out.segments {
