@@ -309,6 +309,9 @@ impl SessionPipeline {
         if let Some(s) = self.segmenter.as_mut() {
             let (part, segment) = s.finish_parts();
             if let Some(p) = part {
+                if let Some(m) = self.manifests.as_mut() {
+                    m.push_part(&p);
+                }
                 out.push(Event::Part(Arc::new(p)));
             }
             if let Some(rec) = segment {
@@ -338,6 +341,9 @@ impl SessionPipeline {
         }
         if let Some(s) = self.segmenter.as_mut() {
             s.mark_discontinuity();
+        }
+        if let Some(m) = self.manifests.as_mut() {
+            m.mark_discontinuity();
         }
         self.fatal = false;
     }
@@ -588,6 +594,9 @@ impl SessionPipeline {
         });
         let segment = placed.segment;
         if let Some(p) = placed.closed_part {
+            if let Some(m) = self.manifests.as_mut() {
+                m.push_part(&p);
+            }
             out.push(Event::Part(Arc::new(p)));
         }
         if let Some(rec) = placed.closed_segment {
@@ -641,6 +650,12 @@ impl SessionPipeline {
                         window: self.opts.window.max(1),
                         max_window_bytes: self.opts.window_bytes_limit() as u64,
                         utc_timing_url: self.opts.utc_timing_url.clone(),
+                        part_target_ms: self.opts.effective_part_target_ms(),
+                        // One frame period at the starting rate, rounded up.
+                        frame_interval_ms: u32::try_from(
+                            (1000 * u64::from(rate.den)).div_ceil(u64::from(rate.num.max(1))),
+                        )
+                        .unwrap_or(u32::MAX),
                     },
                     start_ms,
                 ));

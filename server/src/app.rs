@@ -384,7 +384,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             source,
         })?;
     let (http_stop, http_stop_rx) = oneshot::channel::<()>();
-    let router = crate::http::router(registry.clone(), auth.clone());
+    let router = crate::http::router(registry.clone(), auth.clone(), &config.http);
     let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
     let http_task = tokio::spawn(crate::http::serve::serve(
         http_listener,

@@ -192,3 +192,126 @@ async fn web_console_in_chromium() {
     }
     assert!(status.success(), "check-console failed: {status}");
 }
+
+/// Low latency in real players: a session published in real time with
+/// capture times (1 s GOP, 1 s segments, 200 ms parts), played side by side
+/// by hls.js with `lowLatencyMode` and without it (the same URL) and by
+/// dash.js (which must switch to its low-latency mode from the MPD by
+/// itself), each reporting its live latency (wall clock minus
+/// `hls.playingDate`; dash.js `getCurrentLiveLatency()`) over
+/// `LIVESLICE_LATENCY_SECONDS` (default 30) of playback
+/// (`browser/check-latency.mjs`). Both low-latency players must sit under 2.5 s
+/// (loose for CI noise; BENCH.md has the figures).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_latency_players_in_chromium() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let root = repo_root();
+    let browser_dir = root.join("browser");
+    let missing = missing_prerequisites(&browser_dir);
+    if !common::require_tool(
+        "the browser test",
+        &missing.join(", "),
+        missing.is_empty(),
+        "the commands in parentheses (.ci/run runs them)",
+    ) {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let seconds: u64 = std::env::var("LIVESLICE_LATENCY_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let mut config = test_config();
+    config.engine.segment_duration = Duration::from_secs(1);
+    config.engine.part_duration = Duration::from_millis(200);
+    let server = start(config).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = common::live::publish_live(&server, "ll", stop.clone(), true);
+    let base = format!("http://{}", server.http_addr);
+    let limit = Duration::from_secs(seconds + 60);
+    let script = browser_dir.join("check-latency.mjs");
+    let run = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("node")
+            .arg(&script)
+            .arg(&base)
+            .arg("ll")
+            .arg(seconds.to_string())
+            .env(
+                "LIVESLICE_LATENCY_MODES",
+                std::env::var("LIVESLICE_LATENCY_MODES")
+                    .unwrap_or_else(|_| "hls-ll,hls,dash-ll".into()),
+            )
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run node");
+        let out = drain(child.stdout.take().unwrap());
+        let err = drain(child.stderr.take().unwrap());
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for node") {
+                break Some(status);
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        (
+            status,
+            out.join().unwrap_or_default(),
+            err.join().unwrap_or_default(),
+        )
+    });
+    let (status, stdout, stderr) = run.await.expect("browser script task");
+    stop.store(true, Ordering::Relaxed);
+    let _ = publisher.await;
+    server.shutdown().await;
+    println!("check-latency:\n{stdout}");
+    if !stderr.is_empty() {
+        println!("check-latency stderr:\n{stderr}");
+    }
+    let result = |mode: &str| -> serde_json::Value {
+        stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["mode"] == mode)
+            .unwrap_or_else(|| panic!("no result for {mode}"))
+    };
+    let ll = result("hls-ll");
+    let plain = result("hls");
+    let dash = result("dash-ll");
+    assert_eq!(ll["ok"], true, "hls.js low-latency: {ll}");
+    assert_eq!(plain["ok"], true, "hls.js: {plain}");
+    assert_eq!(dash["ok"], true, "dash.js low-latency: {dash}");
+    assert_eq!(
+        dash["lowLatencyMode"], true,
+        "dash.js switched to its low-latency mode by itself: {dash}"
+    );
+    let p50_dash = dash["p50"].as_f64().unwrap_or(f64::MAX);
+    let (p50_ll, p50) = (
+        ll["p50"].as_f64().unwrap_or(f64::MAX),
+        plain["p50"].as_f64().unwrap_or(f64::MAX),
+    );
+    println!(
+        "live latency p50 over {seconds} s: hls.js low-latency {p50_ll:.3} s, \
+         hls.js regular {p50:.3} s (ratio {:.2}), dash.js low-latency {p50_dash:.3} s",
+        p50_ll / p50
+    );
+    assert!(
+        p50_ll < 2.5,
+        "low-latency hls.js sits {p50_ll} s behind live"
+    );
+    assert!(
+        p50_dash < 2.5,
+        "low-latency dash.js sits {p50_dash} s behind live"
+    );
+    let status = status.unwrap_or_else(|| panic!("check-latency did not finish within {limit:?}"));
+    assert!(status.success(), "check-latency failed: {status}");
+}

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::history::History;
 use liveslice_server::engine::pipeline::{PipelineOptions, PipelineStats, SessionPipeline};
+use liveslice_server::engine::playlist::HlsFlavour;
 use liveslice_server::engine::{DropReason, Event, Frame, SegmentRecord};
 
 const NOW: u64 = 1_800_000_000_000_000_000;
@@ -27,6 +28,12 @@ struct Outcome {
     stats: PipelineStats,
     timing_note: Option<String>,
     history: History,
+    /// A part lasted longer than its frames at the frame period (frames
+    /// dropped, or a damaged picture order left a hole in the timeline): it
+    /// may be longer than `PART-TARGET`.
+    timeline_gaps: bool,
+    /// The last frame's decode time and the smallest step seen.
+    last_frame: Option<(u64, u64)>,
 }
 
 /// Runs the engine over `chunks` (each with an optional capture time),
@@ -45,9 +52,43 @@ fn run(
         stats: PipelineStats::default(),
         timing_note: None,
         history: History::default(),
+        timeline_gaps: false,
+        last_frame: None,
     };
     let mut now = NOW;
     let handle = |p: &SessionPipeline, events: &mut Vec<Event>, out: &mut Outcome, now: u64| {
+        // Drops are reported at the end of a push, after the parts they
+        // lengthened: note them first.
+        for e in events.iter() {
+            match e {
+                Event::Dropped(d) => {
+                    *out.drops.entry(d.reason.as_str()).or_default() += d.count as u64
+                }
+                Event::Frame(f) => {
+                    // The smallest decode-time step so far: the frame period.
+                    if let Some((dts, step)) = out.last_frame {
+                        let d = f.dts.saturating_sub(dts);
+                        let step = if d > 0 && (step == 0 || d < step) {
+                            d
+                        } else {
+                            step
+                        };
+                        out.last_frame = Some((f.dts, step));
+                    } else {
+                        out.last_frame = Some((f.dts, 0));
+                    }
+                }
+                // A part that lasts longer than its frames at the frame
+                // period spans a gap in the timeline.
+                Event::Part(p) => {
+                    if let Some((_, step)) = out.last_frame.filter(|(_, s)| *s > 0) {
+                        out.timeline_gaps |=
+                            p.duration > u64::from(p.frame_count) * step + step / 2;
+                    }
+                }
+                _ => {}
+            }
+        }
         for e in events.drain(..) {
             match e {
                 Event::Frame(f) => out.frames.push(f),
@@ -55,12 +96,11 @@ fn run(
                     out.segments.push(s.record.clone());
                     record(p, out, now, name);
                 }
-                Event::Dropped(d) => {
-                    *out.drops.entry(d.reason.as_str()).or_default() += d.count as u64
-                }
+                Event::Dropped(_) => {}
                 Event::Ended(_) => record(p, out, now, name),
                 Event::Fatal(e) => panic!("{name}: fatal {e}"),
-                Event::Config(_) | Event::Part(_) => {}
+                Event::Part(_) => record_ll(p, out, now, name),
+                Event::Config(_) => {}
             }
         }
     };
@@ -91,6 +131,25 @@ fn record(p: &SessionPipeline, out: &mut Outcome, now: u64, name: &str) {
         &m.dash(now / 1_000_000).render(),
         name,
     );
+    record_ll(p, out, now, name);
+}
+
+/// The low-latency renderings, as the origin serves them (once a segment
+/// is listed), at every part and segment.
+fn record_ll(p: &SessionPipeline, out: &mut Outcome, now: u64, name: &str) {
+    let Some(m) = p.manifests() else { return };
+    if m.segments().next().is_none() {
+        return;
+    }
+    let gaps = out.timeline_gaps || !out.drops.is_empty();
+    out.history.record_ll(
+        &m.hls_ll(HlsFlavour::Cmaf, false),
+        &m.hls_ll(HlsFlavour::Ts, false),
+        name,
+        gaps,
+    );
+    out.history
+        .record_dash_ll(&m.dash_ll(now / 1_000_000), name);
 }
 
 fn opts() -> PipelineOptions {
@@ -364,13 +423,25 @@ fn reconnect_and_resolution_change_never_rewrite_history() {
                 &m.dash(now / 1_000_000).render(),
                 "res_change",
             );
+            if m.segments().next().is_some() {
+                h.record_ll(
+                    &m.hls_ll(HlsFlavour::Cmaf, false),
+                    &m.hls_ll(HlsFlavour::Ts, false),
+                    "res_change",
+                    false,
+                );
+                h.record_dash_ll(&m.dash_ll(now / 1_000_000), "res_change");
+            }
         }
     };
     for round in 0..3 {
         for c in data.chunks(8192) {
             now += 5_000_000;
             p.push(Bytes::copy_from_slice(c), None, now, false, &mut events);
-            if events.iter().any(|e| matches!(e, Event::Segment(_))) {
+            if events
+                .iter()
+                .any(|e| matches!(e, Event::Segment(_) | Event::Part(_)))
+            {
                 rec(&p, now, &mut history);
             }
             events.clear();
@@ -415,6 +486,19 @@ fn committed_streams_keep_a_legal_manifest_history() {
         o.window = 3;
         let out = run(name, chunks(&common::testdata(&format!("{name}.h264"))), o);
         assert!(out.history.hls_cmaf.len() >= 3, "{name}");
+        // The low-latency playlists changed at every part (500 ms parts of
+        // 1 s segments), and listed parts.
+        assert!(
+            out.history.hls_ll_cmaf.len() >= 2 * out.history.hls_cmaf.len() - 2,
+            "{name}: {} low-latency versions",
+            out.history.hls_ll_cmaf.len()
+        );
+        assert!(out
+            .history
+            .hls_ll_ts
+            .iter()
+            .all(|h| h.ended || !h.parts.is_empty()));
+        assert!(out.history.dash_ll.iter().any(|m| m.low_latency));
         // Segments only ever start at random access points.
         for s in &out.segments {
             assert!(s.sap_type != 0, "{name}: segment {} forced", s.sequence);

@@ -207,6 +207,77 @@ impl Manifests {
         s
     }
 
+    /// The low-latency MPD (DASH-IF low-latency guidance), as the HTTP
+    /// origin serves it: the regular MPD plus
+    ///
+    /// - `ServiceDescription`: a latency target of one segment target plus
+    ///   two part targets (the segment in progress is listed once its first
+    ///   part is out; measured with dash.js, lower targets stall at segment
+    ///   boundaries on a loaded machine), min two part targets, max three
+    ///   times the target, playback rates 0.96–1.04 to get there;
+    /// - on every `SegmentTemplate`, `availabilityTimeOffset` = segment
+    ///   target − part target and `availabilityTimeComplete="false"`: a
+    ///   segment is served (chunked, each part as it closes) while it is
+    ///   made;
+    /// - the segment in progress as the last `S`, once its first part is
+    ///   out, with the duration of the segment before it (the GOP, as a
+    ///   prediction; when it completes, its `S` states its real duration:
+    ///   the one entry that may change, see `server/tests/common/history.rs`).
+    ///   Not listed when it starts a new period (a new config or a
+    ///   discontinuity).
+    pub fn dash_ll(&self, now_ms: u64) -> String {
+        let mut text = self.dash_state(now_ms).render();
+        if !self.has_parts() || self.ended {
+            return text;
+        }
+        let seg = u64::from(self.opts.target_segment_ms);
+        let part = u64::from(self.opts.part_target_ms);
+        let ato = seg.saturating_sub(part);
+        let target = seg + 2 * self.part_target_ms();
+        let sd = format!(
+            "  <ServiceDescription id=\"0\">\n    <Latency referenceId=\"0\" target=\"{target}\" \
+             min=\"{}\" max=\"{}\"/>\n    <PlaybackRate min=\"0.96\" max=\"1.04\"/>\n  \
+             </ServiceDescription>\n",
+            (2 * self.part_target_ms()).min(target),
+            target.saturating_mul(3),
+        );
+        if let Some(at) = text.find("  <Period") {
+            text.insert_str(at, &sd);
+        }
+        let text = text.replace(
+            " media=\"seg-$Number$.m4s\"",
+            &format!(
+                " availabilityTimeOffset=\"{}.{:03}\" availabilityTimeComplete=\"false\" \
+                 media=\"seg-$Number$.m4s\"",
+                ato / 1000,
+                ato % 1000
+            ),
+        );
+        // The segment in progress, in the last period.
+        let pos = self.ll_position();
+        let (Some(last), Some(first)) = (
+            self.window.back(),
+            self.parts.iter().find(|p| p.segment == pos.open_segment),
+        ) else {
+            return text;
+        };
+        if self.open_discontinuity || first.config_id != last.rec.config_id {
+            return text;
+        }
+        let entry = format!(
+            "{S_INDENT}<S t=\"{}\" d=\"{}\"/>\n",
+            first.start, last.rec.duration
+        );
+        match text.rfind("          </SegmentTimeline>") {
+            Some(at) => {
+                let mut t = text;
+                t.insert_str(at, &entry);
+                t
+            }
+            None => text,
+        }
+    }
+
     pub(super) fn dash_state(&self, now_ms: u64) -> ManifestState {
         let last = self.periods.back().map(|p| p.id);
         ManifestState {
@@ -237,6 +308,7 @@ mod tests {
             max_window_bytes: u64::MAX,
             window,
             utc_timing_url: url.into(),
+            ..Default::default()
         }
     }
 

@@ -19,7 +19,7 @@ use super::{ManifestState, Manifests};
 use crate::frame::SegmentRecord;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Flavour {
+pub enum Flavour {
     /// fMP4 segments (`seg-N.m4s`) with `EXT-X-MAP` init segments; version 7.
     Cmaf,
     /// MPEG-TS segments (`seg-N.ts`), self-initializing; version 3 (decimal
@@ -64,6 +64,21 @@ impl Manifests {
             Flavour::Cmaf => 7,
             Flavour::Ts => 3,
         };
+        let first = self.window.front().map(|w| w.rec.config_id);
+        self.write_hls_head(&mut s, flavour, version, first, false);
+        s
+    }
+
+    /// The head: `map` is the config whose `EXT-X-MAP` (CMAF) the first
+    /// listed segment needs; `ll` adds the low-latency server control.
+    pub(super) fn write_hls_head(
+        &self,
+        s: &mut String,
+        flavour: Flavour,
+        version: u32,
+        map: Option<u32>,
+        ll: bool,
+    ) {
         let first = self.window.front().map(|w| &w.rec);
         // RFC 8216 numbers a segment's discontinuity as this value plus the
         // EXT-X-DISCONTINUITY tags before it in the playlist. The record of a
@@ -85,10 +100,12 @@ impl Manifests {
         if self.all_independent {
             s.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
         }
-        if let (Flavour::Cmaf, Some(first)) = (flavour, first) {
-            write_map(&mut s, first.config_id);
+        if ll {
+            self.write_ll_control(s);
         }
-        s
+        if let (Flavour::Cmaf, Some(config_id)) = (flavour, map) {
+            write_map(s, config_id);
+        }
     }
 
     pub(super) fn hls_tail(&self) -> String {
@@ -127,6 +144,7 @@ mod tests {
             max_window_bytes: u64::MAX,
             window,
             utc_timing_url: "/time".into(),
+            ..Default::default()
         }
     }
 

@@ -19,11 +19,15 @@
 
 mod dash;
 mod hls;
+mod ll;
 mod time;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::frame::{CodecConfig, SegmentRecord};
+use crate::frame::{CodecConfig, PartRecord, SegmentRecord};
+
+pub use hls::Flavour as HlsFlavour;
+pub use ll::{LlPosition, PART_SEGMENTS};
 
 pub use time::iso8601_ms;
 
@@ -44,6 +48,15 @@ pub struct PlaylistOptions {
     pub max_window_bytes: u64,
     /// URL of the origin's clock for DASH `<UTCTiming>`, e.g. `/time`.
     pub utc_timing_url: String,
+    /// Part target, ms (0: no parts, no low-latency tags). Low-latency
+    /// renderings ([`Manifests::hls_ll`]) list parts given to
+    /// [`Manifests::push_part`].
+    pub part_target_ms: u32,
+    /// The longest frame interval expected, ms (one frame period at the
+    /// stream's rate, rounded up): a part closes at the first frame boundary
+    /// at or after the part target, so it can last up to the target plus
+    /// one frame interval, and `PART-TARGET` announces that.
+    pub frame_interval_ms: u32,
 }
 
 impl Default for PlaylistOptions {
@@ -55,6 +68,8 @@ impl Default for PlaylistOptions {
             window: 6,
             max_window_bytes: u64::MAX,
             utc_timing_url: "/time".to_owned(),
+            part_target_ms: 0,
+            frame_interval_ms: 0,
         }
     }
 }
@@ -165,6 +180,13 @@ pub struct Manifests {
     /// is stated while this holds, and never again once it does not).
     all_independent: bool,
     ended: bool,
+    /// Parts of the last [`PART_SEGMENTS`] segments of the window and of
+    /// the open segment, oldest first (low-latency renderings only).
+    parts: VecDeque<PartRecord>,
+    /// The open segment follows a discontinuity (a publisher reconnect):
+    /// its parts are listed after `EXT-X-DISCONTINUITY`, as its entry will
+    /// be once it is complete.
+    open_discontinuity: bool,
 }
 
 impl Manifests {
@@ -186,6 +208,8 @@ impl Manifests {
             window_bytes: 0,
             all_independent: true,
             ended: false,
+            parts: VecDeque::new(),
+            open_discontinuity: false,
         }
     }
 
@@ -258,6 +282,8 @@ impl Manifests {
         let appended_hls_ts = seg.hls_ts.clone();
         let appended_dash = seg.dash_s.clone();
         self.window.push_back(seg);
+        self.open_discontinuity = false;
+        self.trim_parts();
 
         let mut removed: u32 = 0;
         let mut removed_from_old_last: u32 = 0;

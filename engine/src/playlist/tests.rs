@@ -370,6 +370,7 @@ fn run(seed: u64, steps: usize, is_hostile: bool, validate: bool) {
         window: rng.below(9) as usize,
         max_window_bytes: rng.pick(&[u64::MAX, 5000, 20000]),
         utc_timing_url: rng.pick(&["/time", "https://o.example/t?a=1&b=2"]).into(),
+        ..Default::default()
     };
     let window = opts.window.max(1);
     let max_ticks = u64::from(opts.max_segment_ms.max(opts.target_segment_ms).max(1000)) * 90;

@@ -86,6 +86,7 @@ fuzz_target!(|input: Input| {
         window: usize::from(input.window % 12),
         max_window_bytes: u64::from(input.max_window_bytes),
         utc_timing_url: "/time".into(),
+        ..Default::default()
     };
     let mut now_ms = 1_700_000_000_000 + u64::from(input.start_ms);
     let mut m = Manifests::new(opts, now_ms);

@@ -114,6 +114,13 @@ pub(super) struct Flags {
     /// descriptor limit (`ulimit -n`), which gRPC shares.
     #[arg(long, env = "LIVESLICE_HTTP_MAX_CONNECTIONS", value_parser = count)]
     pub http_max_connections: Option<usize>,
+    /// HTTP: low-latency HLS requests held at once (blocking playlist
+    /// reloads, preload-hint parts), all sessions together; beyond, `503`.
+    #[arg(long, env = "LIVESLICE_HTTP_MAX_HELD_REQUESTS", value_parser = count)]
+    pub http_max_held_requests: Option<usize>,
+    /// HTTP: the same, per session.
+    #[arg(long, env = "LIVESLICE_HTTP_MAX_HELD_PER_SESSION", value_parser = count)]
+    pub http_max_held_per_session: Option<usize>,
     /// Largest gRPC message accepted, in bytes (a publisher chunk must fit).
     #[arg(long, env = "LIVESLICE_MAX_MESSAGE_BYTES", value_parser = count)]
     pub max_message_bytes: Option<usize>,
@@ -256,6 +263,8 @@ impl Flags {
             http_header_timeout => http.header_timeout;
             http_idle_timeout => http.idle_timeout;
             http_max_connections => http.max_connections;
+            http_max_held_requests => http.max_held_requests;
+            http_max_held_per_session => http.max_held_per_session;
             segment_duration => engine.segment_duration;
             part_duration => engine.part_duration;
             window => engine.window;

@@ -138,6 +138,8 @@ fn defaults_come_from_one_place() {
                     | "http-header-timeout"
                     | "http-idle-timeout"
                     | "http-max-connections"
+                    | "http-max-held-requests"
+                    | "http-max-held-per-session"
                     | "max-sessions"
                     | "max-subscribers"
                     | "subscriber-buffer"

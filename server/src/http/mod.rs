@@ -5,12 +5,13 @@
 //! sessions up and sets headers.
 
 mod api;
+pub mod ll;
 mod pages;
 pub mod serve;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,7 +24,7 @@ use crate::auth::{bearer, Access, Auth, AuthError};
 use crate::engine::playlist::iso8601_ms;
 use crate::ids::parse_session_id;
 use crate::session::{now_unix_ns, ManifestKind, Registry, Session};
-use crate::session::{Format, MuxError};
+use crate::session::{Format, MuxError, PartStatus};
 
 const HLS: &str = "application/vnd.apple.mpegurl";
 const DASH: &str = "application/dash+xml";
@@ -34,7 +35,7 @@ const TS: &str = "video/mp2t";
 const MANIFEST_CACHE: &str = "no-cache, max-age=0";
 /// A segment never changes once listed; one minute covers its life in the
 /// window without outliving a session that reuses the id.
-const SEGMENT_CACHE: &str = "public, max-age=60";
+const SEGMENT_CACHE: &str = "public, max-age=60, immutable";
 
 /// What the HTTP handlers share.
 #[derive(Clone)]
@@ -43,7 +44,12 @@ pub struct HttpState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
-pub fn router(registry: Arc<Registry>, auth: Option<Arc<Auth>>) -> Router {
+pub fn router(
+    registry: Arc<Registry>,
+    auth: Option<Arc<Auth>>,
+    limits: &serve::HttpLimits,
+) -> Router {
+    let held = Arc::new(ll::HeldRequests::new(limits));
     let state = HttpState {
         registry: registry.clone(),
         metrics: crate::metrics::install(),
@@ -71,6 +77,7 @@ pub fn router(registry: Arc<Registry>, auth: Option<Arc<Auth>>) -> Router {
         .with_state(registry)
         .merge(metrics_route)
         .layer(Extension(viewers))
+        .layer(Extension(held))
         .layer(axum::middleware::from_fn_with_state(auth, authorize))
         .layer(axum::middleware::from_fn(session_from_path))
         .layer(axum::middleware::from_fn(count_requests))
@@ -231,9 +238,10 @@ fn with_token(kind: ManifestKind, text: &str, token: &str) -> String {
                 } else if !line.starts_with('#') {
                     out.push_str(line);
                     out.push_str(&q);
-                } else if let Some(uri) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
-                    let uri = uri.trim_end_matches('"');
-                    out.push_str(&format!("#EXT-X-MAP:URI=\"{uri}{q}\""));
+                } else if let Some((before, rest)) = line.split_once("URI=\"") {
+                    // EXT-X-MAP, EXT-X-PART, EXT-X-PRELOAD-HINT.
+                    let (uri, after) = rest.split_once('"').unwrap_or((rest, ""));
+                    out.push_str(&format!("{before}URI=\"{uri}{q}\"{after}"));
                 } else {
                     out.push_str(line);
                 }
@@ -333,18 +341,25 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Viewer {
     }
 }
 
+/// A manifest request: the session, what it asks, the token it came with.
+struct ManifestAsk {
+    kind: ManifestKind,
+    ct: &'static str,
+    query: Option<String>,
+    token: Option<axum::Extension<QueryToken>>,
+}
+
 async fn manifest(
     registry: &Registry,
     id: &str,
-    kind: ManifestKind,
-    ct: &'static str,
-    token: Option<axum::Extension<QueryToken>>,
+    ask: ManifestAsk,
     viewer: Viewer,
+    held: &Arc<ll::HeldRequests>,
 ) -> Response {
     let Some(s) = session(registry, id) else {
         return no_session(id);
     };
-    let format = match kind {
+    let format = match ask.kind {
         ManifestKind::HlsTs => Format::Ts,
         ManifestKind::HlsCmaf | ManifestKind::Dash => Format::Cmaf,
     };
@@ -352,42 +367,200 @@ async fn manifest(
         return not_found(format!("{}\n", MuxError::FormatOff(format)));
     }
     viewer.viewers.saw(id, viewer.ip, viewer.agent.as_deref());
-    match s.manifest(kind) {
-        Some(text) => match token {
-            Some(axum::Extension(QueryToken(t))) => {
-                body(ct, MANIFEST_CACHE, with_token(kind, &text, &t))
+    let hls = ask.kind != ManifestKind::Dash;
+    let q = if hls {
+        match ll::parse_query(ask.query.as_deref()) {
+            Ok(q) => q,
+            Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        }
+    } else {
+        ll::HlsQuery::default()
+    };
+    let mut cache = MANIFEST_CACHE;
+    if let (Some(msn), Some(state)) = (q.msn, s.ll_state()) {
+        // Blocking playlist reload: held until the playlist lists segment
+        // `msn` (part `part` of it), the session ends, or three target
+        // durations pass.
+        if let Err(e) = ll::check_blocking(&state, msn, q.part) {
+            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        }
+        if !state.ended {
+            let Some(_guard) = held.acquire(id) else {
+                return held_busy();
+            };
+            if !s.wait_listed(msn, q.part, ll::hold_limit(&state)).await {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the part asked for did not come within three target durations\n",
+                )
+                    .into_response();
             }
-            None => body(ct, MANIFEST_CACHE, text),
+        }
+        // The answer to a given _HLS_msn/_HLS_part never changes: cacheable
+        // (the query is part of the cache key).
+        cache = BLOCKING_CACHE;
+    }
+    match s.manifest_bytes(ask.kind, q.skip) {
+        Some(text) => match ask.token {
+            Some(axum::Extension(QueryToken(t))) => body(
+                ask.ct,
+                cache,
+                with_token(ask.kind, &String::from_utf8_lossy(&text), &t),
+            ),
+            None => body(ask.ct, cache, text),
         },
         None => not_found(format!("session {id:?} has no complete segment yet\n")),
     }
 }
 
+/// A blocking reload's answer: the same for every request with the same
+/// query, so a CDN may keep it (briefly: the session may end, and the id be
+/// reused).
+const BLOCKING_CACHE: &str = "public, max-age=6";
+
+fn held_busy() -> Response {
+    let mut r = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many held requests; retry later\n",
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 async fn hls_cmaf(
     State(r): State<Arc<Registry>>,
     Extension(SessionId(id)): Extension<SessionId>,
+    Extension(held): Extension<Arc<ll::HeldRequests>>,
+    RawQuery(query): RawQuery,
     token: Option<axum::Extension<QueryToken>>,
     viewer: Viewer,
 ) -> Response {
-    manifest(&r, &id, ManifestKind::HlsCmaf, HLS, token, viewer).await
+    let ask = ManifestAsk {
+        kind: ManifestKind::HlsCmaf,
+        ct: HLS,
+        query,
+        token,
+    };
+    manifest(&r, &id, ask, viewer, &held).await
 }
 
 async fn hls_ts(
     State(r): State<Arc<Registry>>,
     Extension(SessionId(id)): Extension<SessionId>,
+    Extension(held): Extension<Arc<ll::HeldRequests>>,
+    RawQuery(query): RawQuery,
     token: Option<axum::Extension<QueryToken>>,
     viewer: Viewer,
 ) -> Response {
-    manifest(&r, &id, ManifestKind::HlsTs, HLS, token, viewer).await
+    let ask = ManifestAsk {
+        kind: ManifestKind::HlsTs,
+        ct: HLS,
+        query,
+        token,
+    };
+    manifest(&r, &id, ask, viewer, &held).await
 }
 
 async fn dash(
     State(r): State<Arc<Registry>>,
     Extension(SessionId(id)): Extension<SessionId>,
+    Extension(held): Extension<Arc<ll::HeldRequests>>,
     token: Option<axum::Extension<QueryToken>>,
     viewer: Viewer,
 ) -> Response {
-    manifest(&r, &id, ManifestKind::Dash, DASH, token, viewer).await
+    let ask = ManifestAsk {
+        kind: ManifestKind::Dash,
+        ct: DASH,
+        query: None,
+        token,
+    };
+    manifest(&r, &id, ask, viewer, &held).await
+}
+
+/// The CMAF segment in progress (low-latency DASH), with chunked transfer
+/// encoding (HTTP/1.1; an HTTP/2 stream's DATA frames): `styp`, then each
+/// part's chunk as it is stored, until the segment is complete. Counted as
+/// a held request; ends (short) if the session ends or no part comes within
+/// three target durations.
+fn segment_in_progress(
+    s: Arc<Session>,
+    id: &str,
+    seq: u64,
+    held: &Arc<ll::HeldRequests>,
+) -> Response {
+    let Some(guard) = held.acquire(id) else {
+        return held_busy();
+    };
+    let limit = s
+        .ll_state()
+        .map_or(std::time::Duration::from_secs(6), |st| ll::hold_limit(&st));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(4);
+    tokio::spawn(async move {
+        let _guard = guard;
+        if tx.send(Ok(crate::engine::mux::cmaf::styp())).await.is_err() {
+            return;
+        }
+        let mut sent = 0usize;
+        loop {
+            let seen = s.next_part_stored();
+            let (chunks, done) = s.segment_progress(seq, sent);
+            for c in chunks {
+                sent += 1;
+                if tx.send(Ok(c)).await.is_err() {
+                    return;
+                }
+            }
+            if done {
+                return;
+            }
+            let before = std::time::Instant::now();
+            s.wait_next_part(seen, limit).await;
+            if before.elapsed() >= limit {
+                return;
+            }
+        }
+    });
+    let mut r = Response::new(axum::body::Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(M4S));
+    // Complete, the segment is the same bytes: cacheable once it is.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// A part by number: at once if stored; held (bounded) if it is one of the
+/// next parts (a preload hint names the next one before it exists).
+async fn part_response(
+    s: &Session,
+    id: &str,
+    n: u64,
+    format: Format,
+    ct: &'static str,
+    headers: &HeaderMap,
+    held: &Arc<ll::HeldRequests>,
+) -> Response {
+    if s.part_status(n) == PartStatus::Coming {
+        let Some(_guard) = held.acquire(id) else {
+            return held_busy();
+        };
+        let limit = s
+            .ll_state()
+            .map_or(std::time::Duration::from_secs(6), |st| ll::hold_limit(&st));
+        let stored = s.wait_part_stored(n, limit).await || s.part_status(n) == PartStatus::Stored;
+        // A session that ended without it: 404 below.
+        if !stored && !s.is_ended() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the part did not come in time\n",
+            )
+                .into_response();
+        }
+    }
+    mux_response(s.part_bytes(n, format).map(|(b, _)| vec![b]), ct, headers)
 }
 
 fn mux_response(
@@ -553,6 +726,7 @@ pub fn numbered(file: &str, prefix: &str, suffix: &str) -> Option<u64> {
 async fn cmaf_file(
     State(r): State<Arc<Registry>>,
     Extension(SessionId(id)): Extension<SessionId>,
+    Extension(held): Extension<Arc<ll::HeldRequests>>,
     Path((_, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
@@ -561,14 +735,13 @@ async fn cmaf_file(
     };
     if let Some(seq) = numbered(&file, "seg-", ".m4s") {
         s.wait_segment_stored(seq, SEGMENT_STORE_WAIT).await;
+        if s.segment_in_progress(seq) {
+            return segment_in_progress(s, &id, seq, &held);
+        }
         return mux_response(s.segment_pieces(seq, Format::Cmaf), M4S, &headers);
     }
     if let Some(n) = numbered(&file, "part-", ".m4s") {
-        return mux_response(
-            s.part_bytes(n, Format::Cmaf).map(|(b, _)| vec![b]),
-            M4S,
-            &headers,
-        );
+        return part_response(&s, &id, n, Format::Cmaf, M4S, &headers, &held).await;
     }
     if let Some(id) = numbered(&file, "init-", ".mp4").and_then(|n| u32::try_from(n).ok()) {
         return mux_response(s.init_segment(id).map(|b| vec![b]), MP4, &headers);
@@ -579,6 +752,7 @@ async fn cmaf_file(
 async fn ts_file(
     State(r): State<Arc<Registry>>,
     Extension(SessionId(id)): Extension<SessionId>,
+    Extension(held): Extension<Arc<ll::HeldRequests>>,
     Path((_, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
@@ -586,11 +760,7 @@ async fn ts_file(
         return no_session(&id);
     };
     if let Some(n) = numbered(&file, "part-", ".ts") {
-        return mux_response(
-            s.part_bytes(n, Format::Ts).map(|(b, _)| vec![b]),
-            TS,
-            &headers,
-        );
+        return part_response(&s, &id, n, Format::Ts, TS, &headers, &held).await;
     }
     let Some(seq) = numbered(&file, "seg-", ".ts") else {
         return not_found("no such file\n");

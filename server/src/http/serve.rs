@@ -22,7 +22,8 @@ use crate::config::ConfigError;
 
 /// What the HTTP listener tolerates. Its part of the configuration: the
 /// keys (in a `--config` file, and as flags) are `http-header-timeout`,
-/// `http-idle-timeout` and `http-max-connections`; the defaults are
+/// `http-idle-timeout`, `http-max-connections`, `http-max-held-requests`
+/// and `http-max-held-per-session`; the defaults are
 /// [`Default`]'s.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -39,6 +40,13 @@ pub struct HttpLimits {
     /// Most connections open at once.
     #[serde(rename = "http-max-connections")]
     pub max_connections: usize,
+    /// Low-latency HLS requests held at once (blocking playlist reloads and
+    /// preload-hint part requests), all sessions together; beyond, `503`.
+    #[serde(rename = "http-max-held-requests")]
+    pub max_held_requests: usize,
+    /// The same, per session.
+    #[serde(rename = "http-max-held-per-session")]
+    pub max_held_per_session: usize,
 }
 
 impl HttpLimits {
@@ -59,6 +67,18 @@ impl HttpLimits {
                 "must be at least 1",
             ));
         }
+        if self.max_held_requests == 0 {
+            return Err(ConfigError::new(
+                "http-max-held-requests",
+                "must be at least 1",
+            ));
+        }
+        if self.max_held_per_session == 0 {
+            return Err(ConfigError::new(
+                "http-max-held-per-session",
+                "must be at least 1",
+            ));
+        }
         Ok(())
     }
 }
@@ -69,6 +89,8 @@ impl Default for HttpLimits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 4096,
+            max_held_requests: 10_000,
+            max_held_per_session: 2_000,
         }
     }
 }

@@ -35,7 +35,7 @@ use tokio::sync::watch;
 
 use crate::engine::mux::parts::{MuxedPart, PartMuxer};
 use crate::engine::pipeline::{DropReport, EngineError, Event, SegmentEvent};
-use crate::engine::playlist::{ManifestState, ManifestUpdate};
+use crate::engine::playlist::{HlsFlavour, ManifestState, ManifestUpdate};
 use crate::engine::{CodecConfig, Frame, PartRecord, PipelineOptions, SessionPipeline};
 pub use parts::{Format, MuxError};
 use ring::Ring;
@@ -222,6 +222,9 @@ pub struct Session {
     /// The next segment whose bytes will be stored (for readers that wait
     /// for a segment the playlists already list).
     segments_stored: watch::Sender<u64>,
+    /// The next part whose bytes will be stored (for blocking playlist
+    /// reloads and preload-hint requests that wait for a part).
+    parts_stored: watch::Sender<u64>,
     /// The item log's end position, for subscribers' wake-ups.
     log_end: watch::Sender<u64>,
     /// Items a subscriber may fall behind the newest before it is moved on
@@ -230,6 +233,18 @@ pub struct Session {
     subscribers: AtomicUsize,
     /// Flips to true when the session ends, for tasks that must stop then.
     ended_tx: watch::Sender<bool>,
+    /// The HLS playlists last rendered for HTTP, by what they were rendered
+    /// from: the many requests a part releases at once share one rendering.
+    hls_cache: Mutex<Vec<HlsCached>>,
+}
+
+/// A rendered HLS playlist and what it was rendered from.
+struct HlsCached {
+    kind: ManifestKind,
+    skip: bool,
+    /// (parts stored, segments stored, ended) when it was rendered.
+    at: (u64, u64, bool),
+    text: Bytes,
 }
 
 /// Why a push was refused.
@@ -275,12 +290,14 @@ impl Session {
             }),
             gate: Mutex::new(()),
             segments_stored: watch::channel(0).0,
+            parts_stored: watch::channel(0).0,
             id,
             options,
             log_end: watch::channel(0).0,
             max_lag_items: max_lag_items as u64,
             subscribers: AtomicUsize::new(0),
             ended_tx: watch::channel(false).0,
+            hls_cache: Mutex::new(Vec::with_capacity(4)),
         }
     }
 
@@ -570,6 +587,7 @@ impl Session {
             .unwrap_or_else(|| PartMuxer::new(self.options.pipeline.formats));
         drop(st);
         let (muxed, inits) = mux_work(&self.id, &mut muxer, &work);
+        let next_part = muxed.last().map(|p| p.record.number.saturating_add(1));
         let mut st = self.lock();
         st.part_muxer = Some(muxer);
         for (id, b) in inits {
@@ -590,6 +608,9 @@ impl Session {
             st.log.push(item);
         }
         self.segments_stored.send_replace(st.parts.next_segment());
+        if let Some(n) = next_part {
+            self.parts_stored.send_replace(n);
+        }
         self.log_end.send_replace(st.log.end());
         (st, fatal)
     }
@@ -683,16 +704,23 @@ pub enum ManifestKind {
 }
 
 impl Session {
-    /// The manifest as of now; `None` before the first segment (a playlist
-    /// must list at least one segment, an MPD one period).
+    /// The manifest as of now, as the HTTP origin serves it (HLS: the
+    /// low-latency rendering, with `skip` a delta update); `None` before the
+    /// first segment (a playlist must list at least one segment, an MPD one
+    /// period).
     pub fn manifest(&self, kind: ManifestKind) -> Option<String> {
+        self.manifest_with(kind, false)
+    }
+
+    /// [`manifest`](Self::manifest), with `skip`: an HLS delta update.
+    pub fn manifest_with(&self, kind: ManifestKind, skip: bool) -> Option<String> {
         let st = self.lock();
         let m = st.pipeline.manifests()?;
         m.segments().next()?;
         Some(match kind {
-            ManifestKind::HlsCmaf => m.hls_cmaf().render(),
-            ManifestKind::HlsTs => m.hls_ts().render(),
-            ManifestKind::Dash => m.dash(now_unix_ns() / 1_000_000).render(),
+            ManifestKind::HlsCmaf => m.hls_ll(HlsFlavour::Cmaf, skip),
+            ManifestKind::HlsTs => m.hls_ll(HlsFlavour::Ts, skip),
+            ManifestKind::Dash => m.dash_ll(now_unix_ns() / 1_000_000),
         })
     }
 
@@ -703,6 +731,167 @@ impl Session {
             Format::Cmaf => f.cmaf,
             Format::Ts => f.ts,
         }
+    }
+
+    /// [`manifest_with`](Self::manifest_with) as bytes, HLS renderings
+    /// shared: rendered once per change of the parts or segments stored (a
+    /// rendering made then lists at least those), so a thousand requests
+    /// released by one part cost one rendering.
+    pub fn manifest_bytes(&self, kind: ManifestKind, skip: bool) -> Option<Bytes> {
+        if kind == ManifestKind::Dash {
+            return self.manifest_with(kind, skip).map(Bytes::from);
+        }
+        // Read before rendering: the text is at least as new as the key.
+        let at = (
+            *self.parts_stored.borrow(),
+            *self.segments_stored.borrow(),
+            *self.ended_tx.borrow(),
+        );
+        {
+            let cache = self.hls_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = cache
+                .iter()
+                .find(|c| c.kind == kind && c.skip == skip && c.at == at)
+            {
+                return Some(c.text.clone());
+            }
+        }
+        let text = Bytes::from(self.manifest_with(kind, skip)?);
+        let mut cache = self.hls_cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|c| !(c.kind == kind && c.skip == skip) && c.at == at);
+        cache.push(HlsCached {
+            kind,
+            skip,
+            at,
+            text: text.clone(),
+        });
+        Some(text)
+    }
+
+    /// The low-latency live edge, `PART-TARGET` (ms) and
+    /// `EXT-X-TARGETDURATION` (s), whether the session ended; `None` before
+    /// the first segment or without parts.
+    pub fn ll_state(&self) -> Option<LlState> {
+        let st = self.lock();
+        let m = st.pipeline.manifests()?;
+        m.segments().next()?;
+        m.has_parts().then(|| LlState {
+            position: m.ll_position(),
+            part_target_ms: m.part_target_ms(),
+            target_duration_s: m.target_duration_secs(),
+            ended: st.ended.is_some(),
+        })
+    }
+
+    /// Waits (up to `limit`) until the playlists list segment `msn`
+    /// complete, or part `part` of it (or anything later), with its bytes
+    /// stored, or the session ends. Returns whether that happened.
+    pub async fn wait_listed(
+        &self,
+        msn: u64,
+        part: Option<u32>,
+        limit: std::time::Duration,
+    ) -> bool {
+        let mut parts = self.parts_stored.subscribe();
+        let mut ended = self.ended_tx.subscribe();
+        let ready = |s: &Self| {
+            let st = s.lock();
+            st.ended.is_some()
+                || st.pipeline.manifests().is_some_and(|m| {
+                    m.lists(msn, part) && m.ll_position().next_part <= *s.parts_stored.borrow()
+                })
+        };
+        let wait = async {
+            loop {
+                parts.borrow_and_update();
+                if ready(self) {
+                    return;
+                }
+                tokio::select! {
+                    r = parts.changed() => if r.is_err() { return },
+                    r = ended.changed() => if r.is_err() { return },
+                }
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+
+    /// Whether segment `sequence` is the one in progress (the next to
+    /// complete) of a live session: a request for it may be served as its
+    /// parts land.
+    pub fn segment_in_progress(&self, sequence: u64) -> bool {
+        let st = self.lock();
+        st.ended.is_none()
+            && st.parts.next_segment() == sequence
+            && st.pipeline.manifests().is_some()
+    }
+
+    /// The CMAF chunks of segment `sequence` stored after the first `skip`,
+    /// and whether the segment is complete (or the session ended: nothing
+    /// more will come).
+    pub fn segment_progress(&self, sequence: u64, skip: usize) -> (Vec<Bytes>, bool) {
+        let st = self.lock();
+        let done = st.ended.is_some() || st.parts.segment_config(sequence).is_some();
+        (st.parts.cmaf_chunks_of(sequence, skip), done)
+    }
+
+    /// Resolves when another part is stored or the session ends (or after
+    /// `limit`).
+    pub async fn wait_next_part(&self, seen: u64, limit: std::time::Duration) {
+        let mut parts = self.parts_stored.subscribe();
+        let mut ended = self.ended_tx.subscribe();
+        let wait = async {
+            loop {
+                if *parts.borrow_and_update() > seen || *ended.borrow_and_update() {
+                    return;
+                }
+                tokio::select! {
+                    r = parts.changed() => if r.is_err() { return },
+                    r = ended.changed() => if r.is_err() { return },
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+
+    /// The next part number to be stored.
+    pub fn next_part_stored(&self) -> u64 {
+        *self.parts_stored.borrow()
+    }
+
+    /// Whether part `number` is stored, still to come (the next few parts),
+    /// or neither (gone, or too far ahead).
+    pub fn part_status(&self, number: u64) -> PartStatus {
+        let next = *self.parts_stored.borrow();
+        if number < next {
+            PartStatus::Stored
+        } else if self.lock().ended.is_none() && number <= next.saturating_add(PARTS_AHEAD) {
+            PartStatus::Coming
+        } else {
+            PartStatus::Unknown
+        }
+    }
+
+    /// Waits (up to `limit`) for part `number` to be stored or the session
+    /// to end; returns whether it was stored.
+    pub async fn wait_part_stored(&self, number: u64, limit: std::time::Duration) -> bool {
+        let mut parts = self.parts_stored.subscribe();
+        let mut ended = self.ended_tx.subscribe();
+        let wait = async {
+            loop {
+                if *parts.borrow_and_update() > number {
+                    return true;
+                }
+                if *ended.borrow_and_update() {
+                    return false;
+                }
+                tokio::select! {
+                    r = parts.changed() => if r.is_err() { return false },
+                    r = ended.changed() => if r.is_err() { return false },
+                }
+            }
+        };
+        tokio::time::timeout(limit, wait).await.unwrap_or(false)
     }
 
     /// A complete segment's bytes as shared pieces (concatenated, they are
@@ -771,6 +960,28 @@ impl Session {
     pub fn segment_config(&self, sequence: u64) -> Option<u32> {
         self.lock().parts.segment_config(sequence)
     }
+}
+
+/// How far ahead of the parts stored a request for a part may be held
+/// (the preload hint names the next one; the muxer may be one behind).
+const PARTS_AHEAD: u64 = 2;
+
+/// Where a part stands, for a request that names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartStatus {
+    Stored,
+    /// Among the next parts: a request for it may wait.
+    Coming,
+    Unknown,
+}
+
+/// The low-latency live edge of a session (see [`Session::ll_state`]).
+#[derive(Clone, Copy, Debug)]
+pub struct LlState {
+    pub position: crate::engine::playlist::LlPosition,
+    pub part_target_ms: u64,
+    pub target_duration_s: u64,
+    pub ended: bool,
 }
 
 /// A subscriber's cursor into the session's item log and its wake-up.

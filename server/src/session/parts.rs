@@ -176,6 +176,18 @@ impl PartStore {
         ))
     }
 
+    /// The CMAF chunks of segment `sequence` stored so far, from its
+    /// `skip`-th part on (a segment in progress, or a complete one).
+    pub fn cmaf_chunks_of(&self, sequence: u64, skip: usize) -> Vec<Bytes> {
+        let from = self.parts.partition_point(|p| p.record.segment < sequence);
+        self.parts
+            .range(from..)
+            .take_while(|p| p.record.segment == sequence)
+            .skip(skip)
+            .map(|p| p.cmaf.clone())
+            .collect()
+    }
+
     /// The records of the parts held, oldest first.
     pub fn part_records(&self) -> impl Iterator<Item = &Arc<crate::engine::PartRecord>> + '_ {
         self.parts.iter().map(|p| &p.record)

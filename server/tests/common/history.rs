@@ -10,6 +10,16 @@
 //!   discontinuity sequence grows exactly by the discontinuity tags that
 //!   left; `EXT-X-ENDLIST`, once there, stays; every rounded `EXTINF` fits
 //!   the target duration.
+//! - Low-latency HLS: `EXT-X-PART-INF` never changes; every part fits
+//!   `PART-TARGET`; a complete segment's parts add up to its `EXTINF`. Parts
+//!   are listed for the segment in progress and the last few complete ones:
+//!   a part, once listed, stays listed identically in place until its
+//!   segment is old enough to lose all of its parts at once (or leaves);
+//!   the segment in progress only gains parts (at the end), and once it is
+//!   complete it keeps exactly the parts it had plus those closed with it.
+//!   Parts are never added to a segment listed complete before. The
+//!   closed playlist (`EXT-X-ENDLIST`) may drop the low-latency tags and
+//!   parts altogether: they serve live players only.
 //! - DASH: `availabilityStartTime` and `maxSegmentDuration` never change; a
 //!   Period present in two versions keeps its `@start`,
 //!   `presentationTimeOffset`, codec string, size, frame rate and init
@@ -30,6 +40,27 @@ pub struct Hls {
     pub ended: bool,
     /// (sequence, uri, EXTINF text, PDT text, discontinuity) per segment.
     pub segments: Vec<(u64, String, String, String, bool)>,
+    /// `EXT-X-PART-INF` line, if any.
+    pub part_inf: Option<String>,
+    /// The `EXT-X-PART` lines of each segment that lists parts, by media
+    /// sequence (the segment in progress is the one after the last).
+    pub parts: BTreeMap<u64, Vec<String>>,
+}
+
+impl Hls {
+    /// Media sequence of the segment in progress (after the last listed).
+    pub fn open_segment(&self) -> u64 {
+        self.media_sequence + self.segments.len() as u64
+    }
+}
+
+/// `DURATION=` of an `EXT-X-PART` line, seconds.
+pub fn part_duration(line: &str) -> f64 {
+    line.split(['=', ','])
+        .skip_while(|t| !t.ends_with("DURATION"))
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::MAX)
 }
 
 pub fn parse_hls(text: &str) -> Hls {
@@ -41,6 +72,8 @@ pub fn parse_hls(text: &str) -> Hls {
         independent: false,
         ended: false,
         segments: Vec::new(),
+        part_inf: None,
+        parts: BTreeMap::new(),
     };
     let (mut extinf, mut pdt, mut disc) = (String::new(), String::new(), false);
     let num = |l: &str, tag: &str| -> Option<u64> { l.strip_prefix(tag)?.trim().parse().ok() };
@@ -53,6 +86,11 @@ pub fn parse_hls(text: &str) -> Hls {
             h.media_sequence = v;
         } else if let Some(v) = num(l, "#EXT-X-DISCONTINUITY-SEQUENCE:") {
             h.discontinuity_sequence = v;
+        } else if l.starts_with("#EXT-X-PART-INF:") {
+            h.part_inf = Some(l.to_string());
+        } else if l.starts_with("#EXT-X-PART:") {
+            let seq = h.media_sequence + h.segments.len() as u64;
+            h.parts.entry(seq).or_default().push(l.to_string());
         } else if l == "#EXT-X-INDEPENDENT-SEGMENTS" {
             h.independent = true;
         } else if l == "#EXT-X-ENDLIST" {
@@ -119,7 +157,83 @@ pub fn check_hls_successor(prev: &Hls, next: &Hls, what: &str) {
         !next.independent || prev.independent || prev.segments.is_empty(),
         "{what}: EXT-X-INDEPENDENT-SEGMENTS came back"
     );
+    check_parts_successor(prev, next, what);
     check_hls_alone(next, what);
+}
+
+/// The part rules between two versions (see the module docs).
+fn check_parts_successor(prev: &Hls, next: &Hls, what: &str) {
+    if next.ended && !prev.ended && next.part_inf.is_none() && next.parts.is_empty() {
+        return; // closed: the regular playlist
+    }
+    assert_eq!(
+        next.part_inf, prev.part_inf,
+        "{what}: EXT-X-PART-INF changed"
+    );
+    let complete = |h: &Hls, seq: u64| seq >= h.media_sequence && seq < h.open_segment();
+    for (seq, before) in &prev.parts {
+        if *seq < next.media_sequence {
+            continue; // the segment left
+        }
+        let now = next.parts.get(seq);
+        match now {
+            // Parts leave a segment all at once, and only a complete one.
+            None => assert!(
+                complete(next, *seq) && complete(prev, *seq),
+                "{what}: the parts of segment {seq} vanished while it was in progress \
+                 or as it completed"
+            ),
+            Some(now) => {
+                assert!(
+                    now.len() >= before.len() && now[..before.len()] == before[..],
+                    "{what}: a listed part of segment {seq} changed or vanished"
+                );
+                if complete(prev, *seq) {
+                    assert_eq!(
+                        now, before,
+                        "{what}: parts added to segment {seq}, complete before"
+                    );
+                }
+            }
+        }
+    }
+    for seq in next.parts.keys() {
+        assert!(
+            prev.parts.contains_key(seq) || !complete(prev, *seq),
+            "{what}: parts added to segment {seq}, listed complete without them before"
+        );
+    }
+}
+
+/// The part rules of one low-latency playlist. `timeline_gaps`: frames were
+/// dropped from the timeline (damaged references, up to the next keyframe),
+/// so a part may span the gap and be longer than `PART-TARGET` (stated as it
+/// is); otherwise every part must fit it.
+pub fn check_parts_alone(h: &Hls, what: &str, timeline_gaps: bool) {
+    if !h.parts.is_empty() {
+        let target: f64 = h
+            .part_inf
+            .as_deref()
+            .and_then(|l| l.strip_prefix("#EXT-X-PART-INF:PART-TARGET="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: EXT-X-PART without EXT-X-PART-INF"));
+        for (seq, parts) in &h.parts {
+            for p in parts {
+                assert!(
+                    timeline_gaps || part_duration(p) <= target + 1e-9,
+                    "{what}: {p} (segment {seq}) is longer than PART-TARGET {target}"
+                );
+            }
+            if let Some(s) = h.segments.iter().find(|s| s.0 == *seq) {
+                let sum: f64 = parts.iter().map(|p| part_duration(p)).sum();
+                let extinf: f64 = s.2.parse().unwrap_or(f64::MAX);
+                assert!(
+                    (sum - extinf).abs() < 1e-5 * (parts.len() as f64 + 1.0),
+                    "{what}: the parts of segment {seq} add up to {sum}, its EXTINF is {extinf}"
+                );
+            }
+        }
+    }
 }
 
 /// Rules one playlist must hold by itself.
@@ -159,6 +273,9 @@ pub struct Mpd {
     pub max_segment_duration: String,
     pub media_presentation_duration: Option<String>,
     pub periods: BTreeMap<String, Period>,
+    /// Low-latency (`availabilityTimeComplete="false"`): the last `S` is
+    /// the segment in progress, listed with a predicted duration.
+    pub low_latency: bool,
 }
 
 pub fn parse_mpd(text: &str) -> Mpd {
@@ -166,6 +283,7 @@ pub fn parse_mpd(text: &str) -> Mpd {
     let root = doc.root_element();
     let attr = |n: roxmltree::Node, a: &str| n.attribute(a).unwrap_or("").to_string();
     let mut periods = BTreeMap::new();
+    let mut low_latency = false;
     for p in root.children().filter(|n| n.has_tag_name("Period")) {
         let aset = p
             .children()
@@ -179,6 +297,7 @@ pub fn parse_mpd(text: &str) -> Mpd {
             .children()
             .find(|n| n.has_tag_name("SegmentTemplate"))
             .expect("SegmentTemplate");
+        low_latency |= tpl.attribute("availabilityTimeComplete") == Some("false");
         let start_number: u64 = tpl
             .attribute("startNumber")
             .and_then(|v| v.parse().ok())
@@ -223,6 +342,7 @@ pub fn parse_mpd(text: &str) -> Mpd {
             .attribute("mediaPresentationDuration")
             .map(str::to_string),
         periods,
+        low_latency,
     }
 }
 
@@ -244,6 +364,19 @@ pub fn check_mpd_successor(prev: &Mpd, next: &Mpd, what: &str) {
     if !prev.dynamic {
         assert_eq!(next, prev, "{what}: a static MPD changed");
     }
+    // In a low-latency MPD the last S of the last period may be the segment
+    // in progress, listed with a predicted duration: its S@d (never its S@t)
+    // may change once, when it completes.
+    let in_progress = prev
+        .low_latency
+        .then(|| {
+            let (id, p) = prev
+                .periods
+                .iter()
+                .max_by_key(|(_, p)| p.segments.keys().next_back())?;
+            Some((id.clone(), *p.segments.keys().next_back()?))
+        })
+        .flatten();
     for (id, p) in &prev.periods {
         let Some(n) = next.periods.get(id) else {
             continue; // slid out of the window
@@ -263,7 +396,11 @@ pub fn check_mpd_successor(prev: &Mpd, next: &Mpd, what: &str) {
         assert_eq!(fixed(n), fixed(p), "{what}: Period {id} changed");
         for (number, td) in &n.segments {
             if let Some(old) = p.segments.get(number) {
-                assert_eq!(td, old, "{what}: Period {id} segment {number} moved");
+                if in_progress.as_ref() == Some(&(id.clone(), *number)) {
+                    assert_eq!(td.0, old.0, "{what}: Period {id} segment {number} moved");
+                } else {
+                    assert_eq!(td, old, "{what}: Period {id} segment {number} moved");
+                }
             }
         }
         // Segments leave from the front and arrive at the back.
@@ -331,6 +468,10 @@ pub struct History {
     pub hls_cmaf: Vec<Hls>,
     pub hls_ts: Vec<Hls>,
     pub dash: Vec<Mpd>,
+    /// The low-latency renderings (as the HTTP origin serves them).
+    pub hls_ll_cmaf: Vec<Hls>,
+    pub hls_ll_ts: Vec<Hls>,
+    pub dash_ll: Vec<Mpd>,
 }
 
 impl History {
@@ -356,6 +497,37 @@ impl History {
         }
         if self.dash.last() != Some(&m) {
             self.dash.push(m);
+        }
+    }
+
+    /// Records one version of the low-latency HLS playlists and checks it
+    /// against the previous one.
+    pub fn record_ll(&mut self, hls_cmaf: &str, hls_ts: &str, what: &str, timeline_gaps: bool) {
+        for (list, text, name) in [
+            (&mut self.hls_ll_cmaf, hls_cmaf, "LL-HLS CMAF"),
+            (&mut self.hls_ll_ts, hls_ts, "LL-HLS TS"),
+        ] {
+            let h = parse_hls(text);
+            match list.last() {
+                Some(prev) => check_hls_successor(prev, &h, &format!("{what} {name}")),
+                None => check_hls_alone(&h, &format!("{what} {name}")),
+            }
+            check_parts_alone(&h, &format!("{what} {name}"), timeline_gaps);
+            if list.last() != Some(&h) {
+                list.push(h);
+            }
+        }
+    }
+
+    /// Records one version of the low-latency MPD and checks it against the
+    /// previous one.
+    pub fn record_dash_ll(&mut self, text: &str, what: &str) {
+        let m = parse_mpd(text);
+        if let Some(prev) = self.dash_ll.last() {
+            check_mpd_successor(prev, &m, &format!("{what} LL-DASH"));
+        }
+        if self.dash_ll.last() != Some(&m) {
+            self.dash_ll.push(m);
         }
     }
 }

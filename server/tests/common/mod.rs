@@ -6,6 +6,7 @@ mod require_tool;
 pub use require_tool::*;
 pub mod history;
 pub mod http;
+pub mod live;
 #[allow(unused_imports)]
 pub use http::{dechunk, get, header, http_get};
 
