@@ -613,6 +613,8 @@ mod tests {
 
     fn config(sps: &[u8], pps: &[u8]) -> CodecConfig {
         CodecConfig {
+            codec: Default::default(),
+            hevc: None,
             id: 1,
             sps: Bytes::copy_from_slice(sps),
             pps: vec![Bytes::copy_from_slice(pps)],

@@ -566,6 +566,8 @@ mod tests {
 
     fn cfg() -> CodecConfig {
         CodecConfig {
+            codec: Default::default(),
+            hevc: None,
             id: 3,
             sps: Bytes::from_static(SPS),
             pps: vec![Bytes::from_static(PPS)],
