@@ -1080,8 +1080,8 @@ mod tests {
     fn parameter_sets_of_the_test_streams_parse() {
         for (name, frames, depth, rate) in [
             ("hevc_closed_30.h265", 120, 0, (30, 1)),
-            ("hevc_bframes_30.h265", 180, 8, (30, 1)),
-            ("hevc_open_gop_30.h265", 180, 8, (30, 1)),
+            ("hevc_bframes_30.h265", 180, 2, (30, 1)),
+            ("hevc_open_gop_30.h265", 180, 2, (30, 1)),
             ("hevc_main10_2997.h265", 120, 2, (30000, 1001)),
         ] {
             let (aus, errs) = assemble(&testdata(name));
@@ -1094,7 +1094,7 @@ mod tests {
             let sps = aus[0].sps.as_ref().unwrap();
             assert_eq!((sps.width, sps.height), (320, 180), "{name}");
             assert_eq!(sps.frame_rate(), Some(rate), "{name}");
-            let _ = depth;
+            assert_eq!(sps.max_num_reorder_pics, depth, "{name}");
             let cfg = aus[0].config.as_ref().unwrap();
             if name.contains("main10") {
                 assert_eq!(sps.bit_depth_luma_minus8, 2);

@@ -754,7 +754,13 @@ impl SessionPipeline {
             if changed {
                 self.next_config_id += 1;
                 let cfg = Arc::new(cfg);
+                let first = self.aligner.is_none();
                 self.on_new_config(sps.frame_rate(), sps.max_num_reorder_pics, now_ns);
+                if first {
+                    if let Some(a) = self.aligner.as_mut() {
+                        a.set_poc_step_hint(1);
+                    }
+                }
                 self.prev_config = self.config.replace(cfg.clone());
                 out.push(Event::Config(cfg));
             }
