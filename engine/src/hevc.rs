@@ -18,6 +18,18 @@
 //! Limits: only the base layer (`nuh_layer_id` 0) is read, other layers'
 //! NAL units are left out; decoding starts only at IRAP pictures.
 
+// Parameter sets and slices come from network input: no panicking paths
+// outside the tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -94,7 +106,7 @@ pub fn is_radl(t: u8) -> bool {
 /// A sub-layer non-reference picture (TRAIL_N, TSA_N, STSA_N, RADL_N,
 /// RASL_N, RSV_VCL_N10/12/14).
 pub fn is_sub_layer_non_ref(t: u8) -> bool {
-    t <= 14 && t % 2 == 0
+    t <= 14 && t.is_multiple_of(2)
 }
 
 /// Whether `nal` looks like the start of an H.265 stream: a VPS or SPS
