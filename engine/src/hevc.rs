@@ -1222,6 +1222,142 @@ mod tests {
         }
     }
 
+    /// The pipeline's events for a whole test stream.
+    fn pipeline(name: &str) -> (Vec<crate::pipeline::Event>, crate::pipeline::PipelineStats) {
+        use crate::pipeline::{PipelineOptions, SessionPipeline};
+        let mut p = SessionPipeline::new(PipelineOptions::default());
+        let mut events = Vec::new();
+        p.push(Bytes::from(testdata(name)), None, 0, false, &mut events);
+        p.finish(0, &mut events);
+        assert_eq!(p.codec(), VideoCodec::H265);
+        (events, p.stats())
+    }
+
+    #[test]
+    fn init_segment_is_hvc1_with_hvcc_from_the_parameter_sets() {
+        use crate::pipeline::Event;
+        use mp4_atom::{Codec, Decode, Ftyp, Moov};
+        let (events, _) = pipeline("hevc_main10_2997.h265");
+        let cfg = events
+            .iter()
+            .find_map(|e| match e {
+                Event::Config(c) => Some(c.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let init = crate::mux::cmaf::init_segment(&cfg).unwrap();
+        let mut buf = &init[..];
+        let ftyp = Ftyp::decode(&mut buf).unwrap();
+        assert!(ftyp.compatible_brands.contains(&b"hvc1".into()));
+        let moov = Moov::decode(&mut buf).unwrap();
+        assert!(buf.is_empty());
+        let stsd = &moov.trak[0].mdia.minf.stbl.stsd;
+        let Codec::Hvc1(hvc1) = &stsd.codecs[0] else {
+            panic!("not hvc1: {:?}", stsd.codecs[0]);
+        };
+        assert_eq!((hvc1.visual.width, hvc1.visual.height), (320, 180));
+        let c = &hvc1.hvcc;
+        assert_eq!(c.configuration_version, 1);
+        assert_eq!(c.general_profile_idc, 2);
+        assert_eq!(c.general_profile_compatibility_flags, [0x20, 0, 0, 0]);
+        assert_eq!(c.general_constraint_indicator_flags, [0x90, 0, 0, 0, 0, 0]);
+        assert_eq!(c.general_level_idc, 60);
+        assert_eq!(c.chroma_format_idc, 1);
+        assert_eq!((c.bit_depth_luma_minus8, c.bit_depth_chroma_minus8), (2, 2));
+        assert_eq!(c.length_size_minus_one, 3);
+        let arrays: Vec<(bool, u8, usize)> = c
+            .arrays
+            .iter()
+            .map(|a| (a.completeness, a.nal_unit_type, a.nalus.len()))
+            .collect();
+        assert_eq!(arrays, [(true, 32, 1), (true, 33, 1), (true, 34, 1)]);
+        assert_eq!(c.arrays[1].nalus[0], cfg.sps.to_vec());
+    }
+
+    #[test]
+    fn parts_mux_hvc1_samples_without_parameter_sets_and_ts_with_type_0x24() {
+        use crate::mux::parts::{Formats, PartMuxer};
+        use crate::pipeline::Event;
+        let (events, stats) = pipeline("hevc_open_gop_30.h265");
+        assert_eq!(stats.frames, 180);
+        let mut cfg = None;
+        let mut frames = Vec::new();
+        let mut mux = PartMuxer::new(Formats::default());
+        let mut ts = Vec::new();
+        let mut cmaf = Vec::new();
+        for e in &events {
+            match e {
+                Event::Config(c) => cfg = Some(c.clone()),
+                Event::Frame(f) => frames.push(f.clone()),
+                Event::Part(p) => {
+                    let fs: Vec<&crate::frame::Frame> = frames
+                        .iter()
+                        .filter(|f| {
+                            f.index >= p.first_frame_index
+                                && f.index < p.first_frame_index + u64::from(p.frame_count)
+                        })
+                        .map(|f| f.as_ref())
+                        .collect();
+                    let m = mux.mux(p.clone(), &fs, cfg.as_ref().unwrap()).unwrap();
+                    ts.extend_from_slice(&m.ts);
+                    cmaf.extend_from_slice(&m.cmaf);
+                }
+                _ => {}
+            }
+        }
+        // CMAF: no VPS/SPS/PPS or AUD in any sample (hvc1).
+        let mut buf = &cmaf[..];
+        let mut samples = 0;
+        while !buf.is_empty() {
+            use mp4_atom::{Decode, Mdat, Moof};
+            let moof = Moof::decode(&mut buf).unwrap();
+            let mdat = Mdat::decode(&mut buf).unwrap();
+            let trun = &moof.traf[0].trun[0];
+            let mut data = &mdat.data[..];
+            for e in trun.samples.iter() {
+                let size = e.size.unwrap() as usize;
+                let (mut sample, rest) = data.split_at(size);
+                data = rest;
+                while !sample.is_empty() {
+                    let len = u32::from_be_bytes(sample[..4].try_into().unwrap()) as usize;
+                    let t = nal_type(&sample[4..]);
+                    assert!(!(32..=35).contains(&t), "NAL type {t} in a sample");
+                    sample = &sample[4 + len..];
+                }
+                samples += 1;
+            }
+        }
+        assert_eq!(samples, 180);
+        // TS: PMT stream type 0x24; every PES starts with an H.265 AUD, and
+        // keyframes carry VPS, SPS and PPS.
+        use mpeg2ts::pes::{PesPacketReader, ReadPesPacket};
+        use mpeg2ts::ts::{ReadTsPacket, TsPacketReader, TsPayload};
+        let mut reader = TsPacketReader::new(&ts[..]);
+        let mut pmts = 0;
+        while let Some(packet) = reader.read_ts_packet().unwrap() {
+            if let Some(TsPayload::Pmt(pmt)) = &packet.payload {
+                assert_eq!(pmt.es_info[0].stream_type, mpeg2ts::es::StreamType::H265);
+                pmts += 1;
+            }
+        }
+        assert!(pmts > 0);
+        let mut reader = PesPacketReader::new(TsPacketReader::new(&ts[..]));
+        let mut n = 0;
+        while let Some(pes) = reader.read_pes_packet().unwrap() {
+            assert_eq!(pes.data[..7], [0, 0, 0, 1, 0x46, 0x01, 0x50]);
+            let types: Vec<u8> = crate::annexb::nal_spans(&pes.data)
+                .iter()
+                .map(|r| nal_type(r.bytes(&pes.data)))
+                .collect();
+            assert_eq!(types.iter().filter(|t| **t == nal::AUD).count(), 1);
+            if frames[n].is_keyframe {
+                assert!(types.contains(&32) && types.contains(&33) && types.contains(&34));
+            }
+            n += 1;
+        }
+        assert_eq!(n, 180);
+    }
+
     #[test]
     fn codec_strings() {
         let h = HevcConfig {

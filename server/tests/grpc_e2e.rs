@@ -280,7 +280,11 @@ async fn bad_requests_get_clear_statuses_and_the_server_keeps_serving() {
     // session is one codec); the server goes on.
     let hevc = publish(&mut c, "hevc", Default::default()).await.unwrap();
     hevc.send(bytes::Bytes::from(
-        [testdata("hevc_closed_30.h265"), testdata("baseline_30.h264")].concat(),
+        [
+            testdata("hevc_closed_30.h265"),
+            testdata("baseline_30.h264"),
+        ]
+        .concat(),
     ))
     .await;
     let mut hevc = hevc;
