@@ -671,6 +671,40 @@ impl HevcParams {
         })
     }
 
+    /// Takes in the VPS/SPS/PPS one whole access unit carries (`data` in
+    /// Annex B, `nals` its NAL units: a frame's) and returns the codec
+    /// configuration of its first slice (id 0), as the assembler makes it;
+    /// `None` when it has no slice or its parameter sets are unknown.
+    pub fn access_unit_config(
+        &mut self,
+        data: &Bytes,
+        nals: &[super::frame::NalSpan],
+    ) -> Option<CodecConfig> {
+        let mut pps_id = None;
+        for span in nals {
+            let Some(nal) = data.get(span.start as usize..span.end as usize) else {
+                continue;
+            };
+            let raw = data.slice_ref(nal);
+            match nal_type(nal) {
+                nal::VPS => {
+                    let _ = self.put_vps(&raw, 0);
+                }
+                nal::SPS => {
+                    let _ = self.put_sps(&raw, 0);
+                }
+                nal::PPS => {
+                    let _ = self.put_pps(&raw, 0);
+                }
+                t if is_vcl(t) && pps_id.is_none() => {
+                    pps_id = self.parse_slice(nal, 0).ok().map(|s| s.pps_id);
+                }
+                _ => {}
+            }
+        }
+        self.codec_config(pps_id?)
+    }
+
     /// The codec configuration of pictures using `pps_id`: its SPS's VPS,
     /// the SPS, and every PPS of that SPS.
     pub fn codec_config(&self, pps_id: u8) -> Option<CodecConfig> {
