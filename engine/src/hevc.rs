@@ -1393,6 +1393,33 @@ mod tests {
     }
 
     #[test]
+    fn a_session_is_one_codec_across_reconnects() {
+        use crate::pipeline::{Event, PipelineOptions, SessionPipeline};
+        let h264 = Bytes::from(testdata("baseline_30.h264"));
+        let h265 = Bytes::from(testdata("hevc_closed_30.h265"));
+        for (first, second, codec) in [
+            (&h264, &h265, VideoCodec::H264),
+            (&h265, &h264, VideoCodec::H265),
+        ] {
+            let mut p = SessionPipeline::new(PipelineOptions::default());
+            let mut events = Vec::new();
+            p.push(first.clone(), None, 0, false, &mut events);
+            p.reconnect(0, &mut events);
+            p.push(second.clone(), None, 0, false, &mut events);
+            assert_eq!(p.codec(), codec);
+            let fatal: Vec<String> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Fatal(e) => Some(e.to_string()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(fatal.len(), 1, "{codec:?}: {fatal:?}");
+            assert!(fatal[0].contains("one codec"), "{}", fatal[0]);
+        }
+    }
+
+    #[test]
     fn codec_strings() {
         let h = HevcConfig {
             profile_idc: 1,

@@ -405,7 +405,7 @@ impl SessionPipeline {
                         Some(h) => {
                             // An H.264 SPS (a reserved type in H.265) in an
                             // H.265 session: the publisher changed codec.
-                            if n.nal_type() == 7 && hevc::nal_type(&n.data) >= 48 && h.seen_sps {
+                            if n.nal_type() == 7 && hevc::nal_type(&n.data) >= 48 {
                                 if !self.fatal {
                                     self.fatal = true;
                                     out.push(Event::Fatal(EngineError::UnsupportedCodec(format!(
@@ -415,7 +415,6 @@ impl SessionPipeline {
                                 }
                                 continue;
                             }
-                            h.seen_sps |= hevc::nal_type(&n.data) == hevc::nal::SPS;
                             h.assembler.push(n, &mut h.aus, &mut h.rejected);
                         }
                         None => self.assembler.push(n, &mut aus, &mut notes),
@@ -424,7 +423,10 @@ impl SessionPipeline {
                 Split::Issue(SplitIssue::Garbage { offset, len }) => self.note_drop(
                     DropReason::NotH264,
                     offset,
-                    format!("{len} bytes at byte {offset} are not H.264 NAL units"),
+                    format!(
+                        "{len} bytes at byte {offset} are not {} NAL units",
+                        self.codec.unwrap_or_default().name()
+                    ),
                 ),
                 Split::Issue(SplitIssue::TooLarge { offset, limit }) => self.note_drop(
                     DropReason::TooLarge,
@@ -437,8 +439,13 @@ impl SessionPipeline {
             match n {
                 AssemblerNote::LooksLikeHevc { offset } => {
                     self.fatal = true;
+                    let what = if self.codec == Some(VideoCodec::H264) {
+                        "in an H.264 session: a session is one codec"
+                    } else {
+                        "but sends no H.265 VPS/SPS first"
+                    };
                     out.push(Event::Fatal(EngineError::UnsupportedCodec(format!(
-                        "the stream looks like H.265/HEVC (NAL headers at byte {offset}); only H.264 is supported"
+                        "the stream looks like H.265/HEVC (NAL headers at byte {offset}) {what}"
                     ))));
                 }
                 AssemblerNote::ParamSetRejected(e) => {
@@ -1010,7 +1017,6 @@ struct HevcStages {
     poc: HevcPoc,
     aus: Vec<HevcAu>,
     rejected: Vec<HevcError>,
-    seen_sps: bool,
 }
 
 impl HevcStages {
@@ -1023,7 +1029,6 @@ impl HevcStages {
             poc: HevcPoc::default(),
             aus: Vec::new(),
             rejected: Vec::new(),
-            seen_sps: false,
         }
     }
 }
