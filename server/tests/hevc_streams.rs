@@ -426,3 +426,82 @@ async fn hevc_streams_play_as_hls_cmaf_hls_ts_and_dash() {
     }
     server.shutdown().await;
 }
+
+/// Decodes an H.265 Annex B stream with ffmpeg: (frames, stderr).
+fn ffmpeg_decode_hevc(data: &[u8]) -> (usize, String) {
+    let dir = tempdir();
+    let path = dir.join("stream.h265");
+    std::fs::write(&path, data).unwrap();
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "hevc", "-i"])
+        .arg(&path)
+        .args(["-f", "framemd5", "-"])
+        .output()
+        .expect("run ffmpeg");
+    let frames = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
+    let _ = std::fs::remove_dir_all(&dir);
+    (frames, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_subscriber_gets_every_hevc_frame_and_the_codec_string() {
+    if !have_ffmpeg("H.265 frames over gRPC decoded by ffmpeg") {
+        return;
+    }
+    let server = start(test_config()).await;
+    for name in ["hevc_open_gop_30", "hevc_main10_2997"] {
+        let data = stream(name);
+        let want = expected_packets(name);
+        let codec = expect(name)["codec"].as_str().unwrap().to_string();
+        // The subscriber waits for the session (--subscribe-wait).
+        let mut c = client(&server).await;
+        let session = name.to_string();
+        let sub = tokio::spawn(async move {
+            let mut sub = subscribe(&mut c, &session, true, 0).await.unwrap();
+            collect(&mut sub, Duration::from_secs(30)).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut pc = client(&server).await;
+        let p = publish(&mut pc, name, Default::default()).await.unwrap();
+        p.send_chunked(&data, &[4096]).await;
+        p.end().await;
+        let (responses, status) = sub.await.unwrap();
+        assert!(status.is_none(), "{name}: {status:?}");
+        // The SessionInfo sent once the parameter sets are known (the one
+        // on joining a session that has none yet names no codec).
+        let info = responses
+            .iter()
+            .filter_map(|r| match &r.event {
+                Some(PbEvent::SessionInfo(i)) if !i.codec.is_empty() => Some(i.clone()),
+                _ => None,
+            })
+            .next_back()
+            .expect("SessionInfo with a codec");
+        assert_eq!(info.codec, codec, "{name}");
+        assert_eq!((info.width, info.height), (320, 180), "{name}");
+        let frames = frames(&responses);
+        assert_eq!(frames.len(), want.len(), "{name}");
+        // Keyframes carry VPS/SPS/PPS: the frames joined are a stream
+        // ffmpeg decodes whole, with no error.
+        let joined: Vec<u8> = frames.iter().flat_map(|r| r.data.to_vec()).collect();
+        let (decoded, errors) = tokio::task::spawn_blocking(move || ffmpeg_decode_hevc(&joined))
+            .await
+            .unwrap();
+        assert_eq!(errors, "", "{name}");
+        assert_eq!(decoded, want.len(), "{name}");
+        // Presentation times relative to the first equal ffprobe's.
+        let p0 = frame_info(frames[0]).pts_90k as i64;
+        for (r, w) in frames.iter().zip(&want) {
+            assert_eq!(
+                frame_info(r).pts_90k as i64 - p0,
+                w.0 - want[0].0,
+                "{name}: frame {}",
+                frame_info(r).index
+            );
+        }
+    }
+    server.shutdown().await;
+}
