@@ -505,3 +505,38 @@ async fn a_grpc_subscriber_gets_every_hevc_frame_and_the_codec_string() {
     }
     server.shutdown().await;
 }
+
+/// The engine over `data` with no expectations: every access unit ends as
+/// a frame or a counted drop, nothing panics. Returns (frames, drops).
+fn run_damaged(data: &[u8], chunk: usize) -> (u64, u64) {
+    let mut p = SessionPipeline::new(opts());
+    let mut events = Vec::new();
+    for c in data.chunks(chunk.max(1)) {
+        p.push(Bytes::copy_from_slice(c), None, NOW, false, &mut events);
+        events.clear();
+    }
+    p.finish(NOW, &mut events);
+    let s = p.stats();
+    assert_eq!(s.access_units, s.frames + s.frames_dropped, "{s:?}");
+    (s.frames, s.frames_dropped)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    /// Random bit flips anywhere in an H.265 stream: no panic, and every
+    /// access unit ends as a frame or a counted drop, whatever the chunking.
+    #[test]
+    fn hevc_bit_flips_lose_nothing_silently(
+        stream in 0usize..4,
+        flips in proptest::collection::vec((0usize..200_000, 0u8..8), 1..100),
+        chunk in 1usize..20_000,
+    ) {
+        let mut data = self::stream(STREAMS[stream]);
+        for (pos, bit) in &flips {
+            let i = pos % data.len();
+            data[i] ^= 1 << bit;
+        }
+        let (frames, dropped) = run_damaged(&data, chunk);
+        proptest::prop_assert!(frames + dropped > 0);
+    }
+}
