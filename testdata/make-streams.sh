@@ -23,7 +23,7 @@ enc() { # name rate seconds ffmpeg-args...
   rm -f "$name.mp4"
 }
 
-if [ "${1:-all}" != real ]; then
+if [ "${1:-all}" = all ]; then
 # Baseline profile, no B-frames, no AUD, 1 s GOP, SPS/PPS before every IDR.
 enc baseline_30 30 6 -profile:v baseline -g 30 -keyint_min 30 -sc_threshold 0
 # High profile, 3 B-frames with pyramid, AUDs, 2 s GOP.
@@ -108,6 +108,35 @@ open('damaged_flipped.h264', 'wb').write(bytes(b))
 PY
 
 fi
+
+# --- H.265/HEVC (issue 16), Debian's ffmpeg with libx265. `./make-streams.sh
+# hevc` makes only these. Each has NAME.packets.csv (ffprobe's packets, as
+# above) and NAME.expect.toml (what the engine must make of it, checked by
+# server/tests/hevc_streams.rs). hevc_mp4toannexb puts VPS/SPS/PPS in front of
+# every IRAP picture.
+hevc() { # name rate seconds pix_fmt x265-params ffmpeg-args...
+  local name=$1 rate=$2 secs=$3 pix=$4 params=$5; shift 5
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=320x180:rate=$rate" -t "$secs" \
+    -pix_fmt "$pix" -c:v libx265 -preset veryfast -crf 32 -x265-params "log-level=error:$params" "$@" \
+    -tag:v hvc1 -video_track_timescale 90000 "$name.mp4"
+  ffmpeg -hide_banner -loglevel error -y -i "$name.mp4" -c copy -bsf:v hevc_mp4toannexb -f hevc "$name.h265"
+  ffprobe -v error -select_streams v:0 -show_entries packet=pts,dts,flags -of csv=p=0 "$name.mp4" \
+    | sed 's/,$//' > "$name.packets.csv"
+  rm -f "$name.mp4"
+}
+if [ "${1:-all}" = all ] || [ "${1:-all}" = hevc ]; then
+# Closed GOP, no B-frames: IDR_N_LP every 1 s, AUDs.
+hevc hevc_closed_30 30 4 yuv420p keyint=30:min-keyint=30:scenecut=0:open-gop=0:bframes=0:aud=1
+# Closed GOP with 3 B-frames (b-pyramid): IDR_W_RADL every 2 s, no AUDs.
+hevc hevc_bframes_30 30 6 yuv420p keyint=60:min-keyint=60:scenecut=0:open-gop=0:bframes=3:b-adapt=0:b-pyramid=1
+# Open GOP: one IDR, then a CRA every 1 s, each led by RASL pictures that
+# reference the previous GOP; AUDs.
+hevc hevc_open_gop_30 30 6 yuv420p keyint=30:min-keyint=30:scenecut=0:open-gop=1:bframes=3:b-adapt=0:aud=1:radl=0
+# Main 10 (10-bit 4:2:0), B-frames, 29.97 fps, closed 1 s GOP.
+hevc hevc_main10_2997 30000/1001 4 yuv420p10le keyint=30:min-keyint=30:scenecut=0:open-gop=0:bframes=2:b-adapt=0 \
+  -profile:v main10
+fi
+[ "${1:-all}" = hevc ] && { ls -l; exit 0; }
 
 # --- Streams from real encoders (issue 9). Each has NAME.expect.json beside
 # it: what liveslice must make of it (frames, segments, independence), checked

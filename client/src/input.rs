@@ -162,6 +162,12 @@ pub struct AuCutter {
     splits: Vec<Split>,
     aus: Vec<liveslice_engine::access_unit::AccessUnit>,
     notes: Vec<liveslice_engine::access_unit::AssemblerNote>,
+    /// The H.265 assembler, once an H.265 VPS/SPS came before any H.264 SPS.
+    hevc: Option<liveslice_engine::hevc::HevcAssembler>,
+    /// Whether the codec is decided (an SPS of either was seen).
+    decided: bool,
+    hevc_aus: Vec<liveslice_engine::hevc::HevcAu>,
+    hevc_rejected: Vec<liveslice_engine::hevc::HevcError>,
     /// Bytes received and not yet handed out.
     pending: BytesMut,
     /// Stream offset of `pending[0]`.
@@ -192,6 +198,10 @@ impl AuCutter {
             splits: Vec::new(),
             aus: Vec::new(),
             notes: Vec::new(),
+            hevc: None,
+            decided: false,
+            hevc_aus: Vec::new(),
+            hevc_rejected: Vec::new(),
             pending: BytesMut::new(),
             pending_offset: 0,
             max_pending: max_pending.max(1),
@@ -209,12 +219,37 @@ impl AuCutter {
             // Where this NAL unit's start code begins: if it starts a new
             // access unit, the previous one ends there.
             let start = nal.offset.saturating_sub(u64::from(nal.prefix_len));
-            self.assembler.push(nal, &mut self.aus, &mut self.notes);
-            self.notes.clear();
-            if self.aus.is_empty() {
+            if !self.decided {
+                if liveslice_engine::hevc::looks_like_hevc_parameter_set(&nal.data) {
+                    let opts = liveslice_engine::PipelineOptions::default();
+                    self.hevc = Some(liveslice_engine::hevc::HevcAssembler::new(
+                        opts.max_au_bytes,
+                        16_384,
+                    ));
+                    self.decided = true;
+                } else if nal.nal_type() == 7 && !nal.forbidden_bit() {
+                    self.decided = true;
+                }
+            }
+            let completed = match self.hevc.as_mut() {
+                Some(h) => {
+                    h.push(nal, &mut self.hevc_aus, &mut self.hevc_rejected);
+                    self.hevc_rejected.clear();
+                    let any = !self.hevc_aus.is_empty();
+                    self.hevc_aus.clear();
+                    any
+                }
+                None => {
+                    self.assembler.push(nal, &mut self.aus, &mut self.notes);
+                    self.notes.clear();
+                    let any = !self.aus.is_empty();
+                    self.aus.clear();
+                    any
+                }
+            };
+            if !completed {
                 continue;
             }
-            self.aus.clear();
             if start > self.pending_offset {
                 let len = usize::try_from(start - self.pending_offset)
                     .unwrap_or(usize::MAX)
@@ -350,6 +385,28 @@ mod tests {
             assert!(joined == data, "{name}: the bytes go out as they came");
             // Each cut is one access unit, as the engine frames it (these
             // streams carry their SPS/PPS in front of every keyframe).
+            for (c, f) in whole.iter().take(units).zip(&frames) {
+                assert!(*bytes(c) == f.data, "{name}: frame {}", f.index);
+            }
+        }
+    }
+
+    #[test]
+    fn cuts_h265_at_every_access_unit() {
+        for name in ["hevc_bframes_30.h265", "hevc_open_gop_30.h265"] {
+            let data = testdata(name);
+            let frames = liveslice_engine::pipeline::frames_of(
+                Bytes::from(data.clone()),
+                Default::default(),
+            );
+            let whole = cut(&data, data.len(), usize::MAX);
+            assert_eq!(cut(&data, 1500, usize::MAX), whole, "{name}");
+            let units = whole.iter().filter(|c| matches!(c, Cut::Units(_))).count();
+            assert!(
+                (frames.len() - 2..frames.len()).contains(&units),
+                "{name}: {units} cuts, {} frames",
+                frames.len()
+            );
             for (c, f) in whole.iter().take(units).zip(&frames) {
                 assert!(*bytes(c) == f.data, "{name}: frame {}", f.index);
             }

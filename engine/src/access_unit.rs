@@ -77,74 +77,87 @@ impl AccessUnit {
     /// received chunk when the NAL units were adjacent in one chunk and
     /// nothing is inserted; otherwise one copy with 4-byte start codes.
     pub fn annexb(&self, prefix: &[Bytes]) -> (Bytes, Vec<NalSpan>) {
-        let mut spans = Vec::with_capacity(self.nals.len() + prefix.len());
-        if prefix.is_empty() {
-            if let Some(bytes) = self.contiguous(&mut spans) {
-                return (bytes, spans);
-            }
-            spans.clear();
-        }
-        let total: usize = self.nals.iter().map(|n| n.data.len() + 4).sum::<usize>()
-            + prefix.iter().map(|p| p.len() + 4).sum::<usize>();
-        let mut out = BytesMut::with_capacity(total);
-        // Start codes as they were sent (3 or 4 bytes), so the copy is
-        // byte-identical to the zero-copy slice; inserted NAL units get 4.
-        let mut put = |out: &mut BytesMut, nal: &[u8], prefix_len: u8| {
-            let sc: &[u8] = if prefix_len == 3 {
-                &[0, 0, 1]
-            } else {
-                &[0, 0, 0, 1]
-            };
-            out.extend_from_slice(sc);
-            let start = out.len() as u32;
-            out.extend_from_slice(nal);
-            spans.push(NalSpan {
-                start,
-                end: out.len() as u32,
-            });
-        };
-        let mut rest = &self.nals[..];
-        if let Some(first) = rest.first() {
-            if first.nal_type() == 9 {
-                put(&mut out, &first.data, first.prefix_len);
-                rest = &rest[1..];
-            }
-        }
-        for p in prefix {
-            put(&mut out, p, 4);
-        }
-        for n in rest {
-            put(&mut out, &n.data, n.prefix_len);
-        }
-        (out.freeze(), spans)
+        annexb_of(&self.nals, prefix, |n| n.nal_type() == 9)
     }
+}
 
-    /// The access unit as one slice of its chunk, when it arrived as one run
-    /// of start codes and NAL units, exactly as the copy would write it.
-    fn contiguous(&self, spans: &mut Vec<NalSpan>) -> Option<Bytes> {
-        let first_nal = self.nals.first()?;
-        let first = first_nal.origin.as_ref()?;
-        if !first.prefix_in_chunk {
+/// `nals` as Annex B bytes, with `prefix` NAL units (parameter sets)
+/// inserted after the first NAL unit when `is_aud` says it is an access
+/// unit delimiter (else in front). A zero-copy slice of the received chunk
+/// when the NAL units were adjacent in one chunk and nothing is inserted;
+/// otherwise one copy with 4-byte start codes for the inserted ones.
+pub fn annexb_of(
+    nals: &[NalUnit],
+    prefix: &[Bytes],
+    is_aud: impl Fn(&NalUnit) -> bool,
+) -> (Bytes, Vec<NalSpan>) {
+    let mut spans = Vec::with_capacity(nals.len() + prefix.len());
+    if prefix.is_empty() {
+        if let Some(bytes) = contiguous(nals, &mut spans) {
+            return (bytes, spans);
+        }
+        spans.clear();
+    }
+    let total: usize = nals.iter().map(|n| n.data.len() + 4).sum::<usize>()
+        + prefix.iter().map(|p| p.len() + 4).sum::<usize>();
+    let mut out = BytesMut::with_capacity(total);
+    // Start codes as they were sent (3 or 4 bytes), so the copy is
+    // byte-identical to the zero-copy slice; inserted NAL units get 4.
+    let mut put = |out: &mut BytesMut, nal: &[u8], prefix_len: u8| {
+        let sc: &[u8] = if prefix_len == 3 {
+            &[0, 0, 1]
+        } else {
+            &[0, 0, 0, 1]
+        };
+        out.extend_from_slice(sc);
+        let start = out.len() as u32;
+        out.extend_from_slice(nal);
+        spans.push(NalSpan {
+            start,
+            end: out.len() as u32,
+        });
+    };
+    let mut rest = nals;
+    if let Some((first, tail)) = rest.split_first() {
+        if is_aud(first) {
+            put(&mut out, &first.data, first.prefix_len);
+            rest = tail;
+        }
+    }
+    for p in prefix {
+        put(&mut out, p, 4);
+    }
+    for n in rest {
+        put(&mut out, &n.data, n.prefix_len);
+    }
+    (out.freeze(), spans)
+}
+
+/// The NAL units as one slice of their chunk, when they arrived as one run
+/// of start codes and NAL units, exactly as the copy would write them.
+fn contiguous(nals: &[NalUnit], spans: &mut Vec<NalSpan>) -> Option<Bytes> {
+    let first_nal = nals.first()?;
+    let first = first_nal.origin.as_ref()?;
+    if !first.prefix_in_chunk {
+        return None;
+    }
+    let begin = first.start.checked_sub(first_nal.prefix_len as usize)?;
+    let mut end = begin;
+    for n in nals {
+        let o = n.origin.as_ref()?;
+        if o.chunk_seq != first.chunk_seq
+            || !o.prefix_in_chunk
+            || o.start.checked_sub(n.prefix_len as usize)? != end
+        {
             return None;
         }
-        let begin = first.start.checked_sub(first_nal.prefix_len as usize)?;
-        let mut end = begin;
-        for n in &self.nals {
-            let o = n.origin.as_ref()?;
-            if o.chunk_seq != first.chunk_seq
-                || !o.prefix_in_chunk
-                || o.start.checked_sub(n.prefix_len as usize)? != end
-            {
-                return None;
-            }
-            spans.push(NalSpan {
-                start: (o.start - begin) as u32,
-                end: (o.end - begin) as u32,
-            });
-            end = o.end;
-        }
-        Some(first.chunk.slice(begin..end))
+        spans.push(NalSpan {
+            start: (o.start - begin) as u32,
+            end: (o.end - begin) as u32,
+        });
+        end = o.end;
     }
+    Some(first.chunk.slice(begin..end))
 }
 
 /// What the assembler noticed besides access units.

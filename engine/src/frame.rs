@@ -83,12 +83,54 @@ impl Frame {
     }
 }
 
+/// The video codec of a session (decided at its first parameter sets; a
+/// session is one codec).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum VideoCodec {
+    #[default]
+    H264,
+    H265,
+}
+
+impl VideoCodec {
+    pub fn name(self) -> &'static str {
+        match self {
+            VideoCodec::H264 => "H.264",
+            VideoCodec::H265 => "H.265",
+        }
+    }
+}
+
+/// H.265 facts from the SPS's `profile_tier_level` and the VPS that `hvcC`
+/// and the codec string need.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HevcConfig {
+    /// The VPS NAL units (two-byte header first, as sent).
+    pub vps: Vec<Bytes>,
+    pub profile_space: u8,
+    pub tier_flag: bool,
+    pub profile_idc: u8,
+    /// `general_profile_compatibility_flag[0..32]`, flag 0 in the top bit.
+    pub profile_compat: u32,
+    /// The 48 bits of `general_*_constraint_flag`s, first flag in bit 47.
+    pub constraint_flags: u64,
+    pub level_idc: u8,
+    /// `sps_max_sub_layers_minus1 + 1`.
+    pub num_temporal_layers: u8,
+    pub temporal_id_nested: bool,
+}
+
 /// The parameter sets and derived facts a stream was coded with; one per
 /// SPS/PPS generation of a session (a new one when they change mid-stream).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CodecConfig {
     /// Increases by one each time the parameter sets change.
     pub id: u32,
+    /// H.264 unless `hevc` is set.
+    pub codec: VideoCodec,
+    /// For H.265: the VPS and profile_tier_level (`sps`/`pps` then hold the
+    /// H.265 SPS and PPS NAL units).
+    pub hevc: Option<Box<HevcConfig>>,
     /// The SPS NAL unit (header byte first, as sent).
     pub sps: Bytes,
     /// The PPS NAL units (header byte first, as sent).
@@ -110,13 +152,44 @@ pub struct CodecConfig {
 }
 
 impl CodecConfig {
-    /// RFC 6381 codec string, e.g. `avc1.64001f`.
+    /// RFC 6381 codec string, e.g. `avc1.64001f`, or for H.265 (ISO/IEC
+    /// 14496-15 Annex E) e.g. `hvc1.1.6.L93.B0`.
     pub fn codec_string(&self) -> String {
+        if let (VideoCodec::H265, Some(h)) = (self.codec, self.hevc.as_deref()) {
+            return hevc_codec_string(h);
+        }
         format!(
             "avc1.{:02x}{:02x}{:02x}",
             self.profile_idc, self.profile_compat, self.level_idc
         )
     }
+}
+
+/// `hvc1.<space><profile>.<compat>.<tier><level>.<constraints>`: the
+/// compatibility flags bit-reversed in hex, the constraint bytes in hex
+/// with trailing zero bytes left out (at least one kept).
+fn hevc_codec_string(h: &HevcConfig) -> String {
+    let space = match h.profile_space {
+        1 => "A",
+        2 => "B",
+        3 => "C",
+        _ => "",
+    };
+    let tier = if h.tier_flag { 'H' } else { 'L' };
+    let mut s = format!(
+        "hvc1.{space}{}.{:X}.{tier}{}",
+        h.profile_idc,
+        h.profile_compat.reverse_bits(),
+        h.level_idc
+    );
+    let bytes: Vec<u8> = (0..6)
+        .map(|i| (h.constraint_flags >> (40 - 8 * i)) as u8)
+        .collect();
+    let keep = bytes.iter().rposition(|b| *b != 0).map_or(1, |p| p + 1);
+    for b in bytes.iter().take(keep) {
+        s.push_str(&format!(".{b:X}"));
+    }
+    s
 }
 
 /// One segment: the single record every manifest and muxer renders from.

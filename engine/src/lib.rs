@@ -8,6 +8,7 @@ pub mod annexb;
 pub mod container;
 pub mod filter;
 pub mod frame;
+pub mod hevc;
 pub mod mux;
 pub mod params;
 pub mod pipeline;
@@ -19,5 +20,7 @@ pub mod timing;
 pub mod tree;
 
 pub use filter::DropReason;
-pub use frame::{CodecConfig, Frame, NalSpan, PartRecord, SegmentRecord, TIMESCALE};
+pub use frame::{
+    CodecConfig, Frame, HevcConfig, NalSpan, PartRecord, SegmentRecord, VideoCodec, TIMESCALE,
+};
 pub use pipeline::{Event, PipelineOptions, SessionPipeline};

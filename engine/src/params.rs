@@ -345,6 +345,8 @@ impl ParamSets {
             }
         }
         Some(CodecConfig {
+            codec: Default::default(),
+            hevc: None,
             id,
             profile_idc: sps_raw.get(1).copied().unwrap_or(0),
             profile_compat: sps_raw.get(2).copied().unwrap_or(0),

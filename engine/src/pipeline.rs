@@ -11,10 +11,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use h264_reader::nal::sps::{PicOrderCntType, SeqParameterSet};
 
-use super::access_unit::{AccessUnit, AccessUnitAssembler, AssemblerLimits, AssemblerNote};
+use super::access_unit::{
+    annexb_of, AccessUnit, AccessUnitAssembler, AssemblerLimits, AssemblerNote,
+};
 use super::annexb::{AnnexBSplitter, Split, SplitIssue};
 use super::filter::{DropReason, FrameFilter, Verdict};
-use super::frame::{CodecConfig, Frame, PartRecord, SegmentRecord, TIMESCALE};
+use super::frame::{CodecConfig, Frame, PartRecord, SegmentRecord, VideoCodec, TIMESCALE};
+use super::hevc::{self, HevcAssembler, HevcAu, HevcError, HevcFilter, HevcPoc};
 pub use super::mux::parts::Formats;
 use super::params::{sps_frame_rate, sps_reorder_frames};
 use super::playlist::{ManifestUpdate, Manifests, PlaylistOptions};
@@ -180,6 +183,11 @@ pub struct SessionPipeline {
     fatal: bool,
     ended: bool,
     availability_start_ms: Option<u64>,
+    /// The session's codec, decided at the first parameter sets (H.264
+    /// until then). A session is one codec.
+    codec: Option<VideoCodec>,
+    /// The H.265 stages, once the stream turned out to be H.265.
+    hevc: Option<Box<HevcStages>>,
     // Scratch buffers reused across pushes.
     splits: Vec<Split>,
     aus: Vec<AccessUnit>,
@@ -210,6 +218,8 @@ impl SessionPipeline {
             fatal: false,
             ended: false,
             availability_start_ms: None,
+            codec: None,
+            hevc: None,
             splits: Vec::new(),
             aus: Vec::new(),
             notes: Vec::new(),
@@ -255,7 +265,14 @@ impl SessionPipeline {
 
     /// Bytes held for incomplete NAL and access units.
     pub fn buffered(&self) -> usize {
-        self.splitter.buffered() + self.assembler.buffered()
+        self.splitter.buffered()
+            + self.assembler.buffered()
+            + self.hevc.as_ref().map_or(0, |h| h.assembler.buffered())
+    }
+
+    /// The session's video codec (H.264 until parameter sets say otherwise).
+    pub fn codec(&self) -> VideoCodec {
+        self.codec.unwrap_or_default()
     }
 
     /// Feeds publisher bytes. `capture_ns` is the capture time of the first
@@ -289,9 +306,13 @@ impl SessionPipeline {
         self.consume_splits(&mut splits, out);
         self.splits = splits;
         if end_of_access_unit {
-            let mut aus = std::mem::take(&mut self.aus);
-            self.assembler.flush(&mut aus, false, true);
-            self.aus = aus;
+            if let Some(h) = self.hevc.as_mut() {
+                h.assembler.flush(&mut h.aus, false);
+            } else {
+                let mut aus = std::mem::take(&mut self.aus);
+                self.assembler.flush(&mut aus, false, true);
+                self.aus = aus;
+            }
         }
         self.process_aus(now_ns, out);
         self.flush_drops(out);
@@ -331,6 +352,9 @@ impl SessionPipeline {
         self.flush_pending(now_ns, out);
         self.splitter = AnnexBSplitter::new(self.opts.max_nal_bytes);
         self.assembler = AccessUnitAssembler::new(assembler_limits(&self.opts));
+        if self.hevc.is_some() {
+            self.hevc = Some(Box::new(HevcStages::new(&self.opts)));
+        }
         self.filter.restart();
         self.poc = PocState::new();
         self.capture_marks.clear();
@@ -358,9 +382,13 @@ impl SessionPipeline {
         self.splitter.finish(&mut splits);
         self.consume_splits(&mut splits, out);
         self.splits = splits;
-        let mut aus = std::mem::take(&mut self.aus);
-        self.assembler.flush(&mut aus, true, false);
-        self.aus = aus;
+        if let Some(h) = self.hevc.as_mut() {
+            h.assembler.flush(&mut h.aus, true);
+        } else {
+            let mut aus = std::mem::take(&mut self.aus);
+            self.assembler.flush(&mut aus, true, false);
+            self.aus = aus;
+        }
         self.process_aus(now_ns, out);
         self.flush_drops(out);
     }
@@ -370,11 +398,41 @@ impl SessionPipeline {
         let mut notes = std::mem::take(&mut self.notes);
         for s in splits.drain(..) {
             match s {
-                Split::Nal(n) => self.assembler.push(n, &mut aus, &mut notes),
+                Split::Nal(n) => {
+                    if self.codec.is_none() {
+                        if hevc::looks_like_hevc_parameter_set(&n.data) {
+                            self.codec = Some(VideoCodec::H265);
+                            self.hevc = Some(Box::new(HevcStages::new(&self.opts)));
+                        } else if n.nal_type() == 7 && !n.forbidden_bit() {
+                            self.codec = Some(VideoCodec::H264);
+                        }
+                    }
+                    match self.hevc.as_mut() {
+                        Some(h) => {
+                            // An H.264 SPS (a reserved type in H.265) in an
+                            // H.265 session: the publisher changed codec.
+                            if n.nal_type() == 7 && hevc::nal_type(&n.data) >= 48 {
+                                if !self.fatal {
+                                    self.fatal = true;
+                                    out.push(Event::Fatal(EngineError::UnsupportedCodec(format!(
+                                        "an H.264 SPS at byte {} in an H.265 session: a session is one codec",
+                                        n.offset
+                                    ))));
+                                }
+                                continue;
+                            }
+                            h.assembler.push(n, &mut h.aus, &mut h.rejected);
+                        }
+                        None => self.assembler.push(n, &mut aus, &mut notes),
+                    }
+                }
                 Split::Issue(SplitIssue::Garbage { offset, len }) => self.note_drop(
                     DropReason::NotH264,
                     offset,
-                    format!("{len} bytes at byte {offset} are not H.264 NAL units"),
+                    format!(
+                        "{len} bytes at byte {offset} are not {} NAL units",
+                        self.codec.unwrap_or_default().name()
+                    ),
                 ),
                 Split::Issue(SplitIssue::TooLarge { offset, limit }) => self.note_drop(
                     DropReason::TooLarge,
@@ -387,8 +445,13 @@ impl SessionPipeline {
             match n {
                 AssemblerNote::LooksLikeHevc { offset } => {
                     self.fatal = true;
+                    let what = if self.codec == Some(VideoCodec::H264) {
+                        "in an H.264 session: a session is one codec"
+                    } else {
+                        "but sends no H.265 VPS/SPS first"
+                    };
                     out.push(Event::Fatal(EngineError::UnsupportedCodec(format!(
-                        "the stream looks like H.265/HEVC (NAL headers at byte {offset}); only H.264 is supported"
+                        "the stream looks like H.265/HEVC (NAL headers at byte {offset}) {what}"
                     ))));
                 }
                 AssemblerNote::ParamSetRejected(e) => {
@@ -396,11 +459,33 @@ impl SessionPipeline {
                 }
             }
         }
+        if let Some(h) = self.hevc.as_mut() {
+            for e in h.rejected.drain(..) {
+                tracing::warn!(error = %e, "H.265 parameter set rejected");
+            }
+        }
         self.aus = aus;
         self.notes = notes;
     }
 
     fn process_aus(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        if let Some(mut hevc_aus) = self.hevc.as_mut().map(|h| std::mem::take(&mut h.aus)) {
+            for au in hevc_aus.drain(..) {
+                if self.fatal {
+                    break;
+                }
+                let capture = self.take_capture(au.offset);
+                self.stats.access_units += 1;
+                let offset = au.offset;
+                if let Err((reason, detail)) = self.accept_hevc_au(au, capture, now_ns, out) {
+                    self.note_frame_drop(reason, offset, detail);
+                }
+            }
+            if let Some(h) = self.hevc.as_mut() {
+                h.aus = hevc_aus;
+            }
+            return;
+        }
         let mut aus = std::mem::take(&mut self.aus);
         for au in aus.drain(..) {
             if self.fatal {
@@ -508,7 +593,9 @@ impl SessionPipeline {
             if changed {
                 self.next_config_id += 1;
                 let cfg = Arc::new(cfg);
-                self.on_new_config(&cfg, sps, now_ns);
+                let rate = sps_frame_rate(sps);
+                let reorder = sps_reorder_frames(sps).unwrap_or_else(|| default_reorder(&cfg, sps));
+                self.on_new_config(rate, reorder, now_ns);
                 self.prev_config = self.config.replace(cfg.clone());
                 out.push(Event::Config(cfg));
             }
@@ -623,15 +710,178 @@ impl SessionPipeline {
         Ok(())
     }
 
-    fn on_new_config(&mut self, cfg: &CodecConfig, sps: &SeqParameterSet, now_ns: u64) {
-        let rate = sps_frame_rate(sps)
+    /// [`Self::accept_au`] for an H.265 access unit: decoding starts at
+    /// IRAP pictures (IDR and BLA without leading pictures: SAP type 1; CRA
+    /// and BLA_W_LP: SAP type 3), RASL pictures of an IRAP decoding starts
+    /// at are dropped as leading pictures, timing comes from the POC.
+    fn accept_hevc_au(
+        &mut self,
+        au: HevcAu,
+        capture: Option<u64>,
+        now_ns: u64,
+        out: &mut Vec<Event>,
+    ) -> Result<(), (DropReason, String)> {
+        let no_stages = || {
+            (
+                DropReason::UnknownParameterSet,
+                "no H.265 state".to_string(),
+            )
+        };
+        let judged = self.hevc.as_mut().ok_or_else(no_stages)?.filter.judge(&au);
+        let accepted = match judged {
+            Ok(a) => a,
+            Err(e) => {
+                if au.slices > 0 || au.has_aud {
+                    if let Some(a) = self.aligner.as_mut() {
+                        a.note_dropped(1);
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let (Some(slice), Some(sps)) = (au.slice.as_ref(), au.sps.clone()) else {
+            return Err((
+                DropReason::UnknownParameterSet,
+                format!("picture at byte {} has no usable SPS", au.offset),
+            ));
+        };
+        let t = slice.nal_type;
+        let keyframe = hevc::is_irap(t);
+        let sap_type = if hevc::is_idr(t) || t == hevc::nal::BLA_W_RADL || t == hevc::nal::BLA_N_LP
+        {
+            1
+        } else if keyframe {
+            3
+        } else {
+            0
+        };
+        if keyframe || self.config.is_none() {
+            let Some(mut cfg) = au.config.clone() else {
+                return Err((
+                    DropReason::UnknownParameterSet,
+                    format!("keyframe at byte {} has no usable VPS/SPS/PPS", au.offset),
+                ));
+            };
+            cfg.id = self.next_config_id;
+            let changed = match &self.config {
+                Some(cur) => !same_config(cur, &cfg),
+                None => true,
+            };
+            if changed {
+                self.next_config_id += 1;
+                let cfg = Arc::new(cfg);
+                let first = self.aligner.is_none();
+                self.on_new_config(sps.frame_rate(), sps.max_num_reorder_pics, now_ns);
+                if first {
+                    if let Some(a) = self.aligner.as_mut() {
+                        a.set_poc_step_hint(1);
+                    }
+                }
+                self.prev_config = self.config.replace(cfg.clone());
+                out.push(Event::Config(cfg));
+            }
+        }
+        let Some(config) = self.config.clone() else {
+            return Err((
+                DropReason::UnknownParameterSet,
+                format!("picture at byte {} has no usable VPS/SPS/PPS", au.offset),
+            ));
+        };
+        let poc = self.hevc.as_mut().ok_or_else(no_stages)?.poc.next(
+            &sps,
+            slice,
+            accepted.no_rasl_output,
+        );
+        let Some(aligner) = self.aligner.as_mut() else {
+            return Err((
+                DropReason::UnknownParameterSet,
+                format!("picture at byte {} came before any timing", au.offset),
+            ));
+        };
+        let times = aligner.next(TimingInput {
+            poc,
+            poc_resets: accepted.no_rasl_output,
+            order_by_poc: true,
+            capture_ns: capture,
+        });
+        if let Some(note) = aligner.take_rate_note() {
+            tracing::warn!(note = %note, "stream timing overruled");
+            self.timing_note = Some(note);
+        }
+        // VPS, SPS and PPS go in front of every IRAP picture.
+        let prefix: Vec<Bytes> = if keyframe && !(au.has_vps && au.has_sps && au.has_pps) {
+            let mut p: Vec<Bytes> = config
+                .hevc
+                .as_ref()
+                .map(|h| h.vps.clone())
+                .unwrap_or_default();
+            p.push(config.sps.clone());
+            p.extend(config.pps.iter().cloned());
+            p
+        } else {
+            Vec::new()
+        };
+        let (data, nals) = annexb_of(&au.nals, &prefix, |n| {
+            hevc::nal_type(&n.data) == hevc::nal::AUD
+        });
+        let index = self.stats.frames;
+        let now_ms = now_ns / 1_000_000;
+        let Some(segmenter) = self.segmenter.as_mut() else {
+            return Err((
+                DropReason::UnknownParameterSet,
+                format!("picture at byte {} came before any segment", au.offset),
+            ));
+        };
+        let placed = segmenter.place(FramePlacement {
+            index,
+            pts: times.pts,
+            dts: times.dts,
+            duration: times.duration,
+            is_keyframe: keyframe,
+            random_access: keyframe,
+            sap_type,
+            config_id: config.id,
+            bytes: data.len() as u64,
+            capture_ns: capture,
+        });
+        let segment = placed.segment;
+        if let Some(p) = placed.closed_part {
+            out.push(Event::Part(Arc::new(p)));
+        }
+        if let Some(rec) = placed.closed_segment {
+            self.emit_segment(rec, now_ms, out);
+        }
+        self.stats.frames += 1;
+        out.push(Event::Frame(Arc::new(Frame {
+            index,
+            data,
+            nals,
+            pts: times.pts,
+            dts: times.dts,
+            duration: times.duration,
+            is_keyframe: keyframe,
+            random_access: keyframe,
+            sap_type,
+            is_leading: hevc::is_rasl(t),
+            is_reference: !hevc::is_sub_layer_non_ref(t),
+            segment,
+            config_id: config.id,
+            capture_time_ns: capture,
+            ingest_time_ns: now_ns,
+        })));
+        Ok(())
+    }
+
+    /// First or changed parameter sets: `rate` from the SPS timing (if it
+    /// has any), `reorder` the reorder depth to start the aligner with.
+    fn on_new_config(&mut self, rate: Option<(u32, u32)>, reorder: u32, now_ns: u64) {
+        let rate = rate
             .map(|(n, d)| FrameRate::new(n, d))
             .or(self.opts.target_rate)
             .unwrap_or(self.opts.default_rate);
         match self.aligner.as_mut() {
             Some(a) => a.set_rate(rate),
             None => {
-                let reorder = sps_reorder_frames(sps).unwrap_or_else(|| default_reorder(cfg, sps));
                 self.aligner = Some(PtsAligner::new(rate, reorder, self.opts.timing));
                 // Timeline time 0 is the first frame's decode time, now.
                 let start_ms = now_ns / 1_000_000;
@@ -770,7 +1020,32 @@ fn reason_index(r: DropReason) -> usize {
 }
 
 fn same_config(a: &CodecConfig, b: &CodecConfig) -> bool {
-    a.sps == b.sps && a.pps == b.pps
+    a.sps == b.sps
+        && a.pps == b.pps
+        && a.hevc.as_ref().map(|h| &h.vps) == b.hevc.as_ref().map(|h| &h.vps)
+}
+
+/// The H.265 stages of a session: assembler, filter, POC.
+struct HevcStages {
+    assembler: HevcAssembler,
+    filter: HevcFilter,
+    poc: HevcPoc,
+    aus: Vec<HevcAu>,
+    rejected: Vec<HevcError>,
+}
+
+impl HevcStages {
+    fn new(opts: &PipelineOptions) -> Self {
+        let limits = assembler_limits(opts);
+        Self {
+            // Up to one slice segment per CTB of a 64x64-CTB 8K picture.
+            assembler: HevcAssembler::new(limits.max_au_bytes, 16_384),
+            filter: HevcFilter::new(),
+            poc: HevcPoc::default(),
+            aus: Vec::new(),
+            rejected: Vec::new(),
+        }
+    }
 }
 
 /// Reorder depth when the VUI does not say: none for Baseline (no B-frames)

@@ -42,6 +42,7 @@ use std::sync::Arc;
 
 use crate::annexb::nal_spans;
 use crate::frame::{CodecConfig, Frame, SegmentRecord, TIMESCALE};
+use crate::hevc::{looks_like_hevc_parameter_set, HevcParams};
 use crate::params::ParamSets;
 use crate::pipeline::{Event, SegmentEvent};
 use crate::playlist::ManifestUpdate;
@@ -71,6 +72,8 @@ struct Pending {
 pub struct Replay {
     parts: Partitioner,
     params: ParamSets,
+    /// H.265 parameter sets, once a frame showed the session is H.265.
+    hevc: Option<HevcParams>,
     /// The config of the last random access point received (its id is the
     /// server's, known from the record of its segment).
     current: Option<CodecConfig>,
@@ -86,6 +89,7 @@ impl Replay {
         Self {
             parts: Partitioner::new(u64::from(part_target_ms) * TIMESCALE / 1000, 0),
             params: ParamSets::new(),
+            hevc: None,
             current: None,
             emitted: None,
             pending: BTreeMap::new(),
@@ -99,8 +103,21 @@ impl Replay {
         frame.nals = nal_spans(&frame.data);
         // New parameter sets take effect where decoding can start, as in
         // the pipeline.
+        if self.hevc.is_none()
+            && self.current.is_none()
+            && frame
+                .nals
+                .iter()
+                .any(|n| looks_like_hevc_parameter_set(n.bytes(&frame.data)))
+        {
+            self.hevc = Some(HevcParams::new());
+        }
         if frame.random_access || self.current.is_none() {
-            if let Some(cfg) = self.params.access_unit_config(&frame.data, &frame.nals, 0) {
+            let cfg = match self.hevc.as_mut() {
+                Some(h) => h.access_unit_config(&frame.data, &frame.nals),
+                None => self.params.access_unit_config(&frame.data, &frame.nals, 0),
+            };
+            if let Some(cfg) = cfg {
                 self.current = Some(cfg);
             }
         }
@@ -134,10 +151,9 @@ impl Replay {
             return Err(Skipped::NoConfig { segment });
         };
         config.id = record.config_id;
-        let same = self
-            .emitted
-            .as_deref()
-            .is_some_and(|e| e.id == config.id && e.sps == config.sps && e.pps == config.pps);
+        let same = self.emitted.as_deref().is_some_and(|e| {
+            e.id == config.id && e.sps == config.sps && e.pps == config.pps && e.hevc == config.hevc
+        });
         if !same {
             let config = Arc::new(config);
             self.emitted = Some(config.clone());

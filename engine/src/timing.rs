@@ -127,6 +127,9 @@ pub struct PtsAligner {
     dropped_pending: i64,
     poc_gcd: i64,
     poc_offsets_seen: u32,
+    /// The POC step per frame assumed until the stream shows its own: 2
+    /// (H.264 encoders count fields), 1 for H.265.
+    poc_step_hint: i64,
     recent_slots: VecDeque<i64>,
     // Capture mapping: capture ns `c0` sits at timeline time `t0`.
     capture_anchor: Option<(u64, i64)>,
@@ -223,6 +226,7 @@ impl PtsAligner {
             dropped_pending: 0,
             poc_gcd: 0,
             poc_offsets_seen: 0,
+            poc_step_hint: 2,
             recent_slots: VecDeque::with_capacity(RECENT_SLOTS),
             capture_anchor: None,
             phase_error: 0.0,
@@ -250,6 +254,12 @@ impl PtsAligner {
 
     pub fn reorder(&self) -> usize {
         self.reorder
+    }
+
+    /// The POC step per frame to assume until 16 frames show the stream's
+    /// own (default 2, as H.264 encoders count; H.265 encoders step by 1).
+    pub fn set_poc_step_hint(&mut self, step: i64) {
+        self.poc_step_hint = step.max(1);
     }
 
     pub fn repairs(&self) -> TimingRepairs {
@@ -423,13 +433,14 @@ impl PtsAligner {
                 self.poc_gcd = gcd_i64(self.poc_gcd, off.abs());
                 self.poc_offsets_seen = self.poc_offsets_seen.saturating_add(1);
             }
-            // Most encoders step POC by 2 per frame; trust a larger common
-            // step only after many frames, and a step of 1 at once.
+            // Most H.264 encoders step POC by 2 per frame (H.265 ones by
+            // 1: the hint); trust a larger common step only after many
+            // frames, and a step of 1 at once.
             let step = match self.poc_gcd {
-                0 => 2,
+                0 => self.poc_step_hint,
                 1 => 1,
                 g if self.poc_offsets_seen >= 16 => g,
-                _ => 2,
+                _ => self.poc_step_hint,
             };
             self.epoch_base_slot + off.div_euclid(step)
         } else {

@@ -13,8 +13,8 @@ targets=(annexb_assembler pts_aligner session_pipeline slice_request
 # frames), a few cuts at odd places, and proto messages.
 for t in annexb_assembler session_pipeline; do
   mkdir -p "corpus/$t"
-  for f in ../../testdata/*.h264; do
-    n=$(basename "$f" .h264)
+  for f in ../../testdata/*.h264 ../../testdata/*.h265; do
+    n=$(basename "$f"); n=${n%.*}
     head -c 12000 "$f" | (printf '\x03\x10\x40\x07'; cat) > "corpus/$t/$n-start"
     { printf '\x05\x01\x02\x03\x04\x05'; dd if="$f" bs=9000 skip=40000 count=1 iflag=skip_bytes status=none; } > "corpus/$t/$n-mid"
   done

@@ -353,12 +353,23 @@ fn unknown_parameter_sets_and_missing_keyframe_are_named() {
 }
 
 #[test]
-fn hevc_input_is_rejected_as_unsupported() {
+fn hevc_input_is_taken_and_a_session_stays_one_codec() {
+    // H.265 parameter sets that do not parse: no frames, no fatal error.
     let hevc = b"\x00\x00\x00\x01\x40\x01\x0c\x01\xff\xff\x01\x60\x00\x00\x00\x01\x42\x01\x01\x01\x60\x00\x00\x00\x01\x44\x01\xc1\x72\xb4";
     let run = run_whole(hevc);
-    assert_eq!(run.fatal.len(), 1);
-    assert!(run.fatal[0].contains("H.265"), "{}", run.fatal[0]);
+    assert!(run.fatal.is_empty(), "{:?}", run.fatal);
     assert!(run.frames.is_empty());
+    // A real H.265 stream gives its frames; H.264 after it is refused.
+    let h265 = testdata("hevc_closed_30.h265");
+    assert_eq!(run_whole(&h265).frames.len(), 120);
+    let mixed = [h265, testdata("baseline_30.h264")].concat();
+    let run = run_whole(&mixed);
+    assert_eq!(run.fatal.len(), 1);
+    assert!(
+        run.fatal[0].contains("unsupported codec") && run.fatal[0].contains("H.265 session"),
+        "{}",
+        run.fatal[0]
+    );
 }
 
 #[test]

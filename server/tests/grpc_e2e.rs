@@ -276,10 +276,15 @@ async fn bad_requests_get_clear_statuses_and_the_server_keeps_serving() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 
-    // H.265 input: a clear unsupported-codec error; the server goes on.
+    // H.264 after H.265 in one session: a clear unsupported-codec error (a
+    // session is one codec); the server goes on.
     let hevc = publish(&mut c, "hevc", Default::default()).await.unwrap();
-    hevc.send(bytes::Bytes::from_static(
-        b"\x00\x00\x00\x01\x40\x01\x0c\x01\xff\xff\x01\x60\x00\x00\x00\x01\x42\x01\x01\x01\x60\x00\x00\x00\x01\x44\x01\xc1\x72\xb4\x00\x00\x00\x01\x26\x01\xaf",
+    hevc.send(bytes::Bytes::from(
+        [
+            testdata("hevc_closed_30.h265"),
+            testdata("baseline_30.h264"),
+        ]
+        .concat(),
     ))
     .await;
     let mut hevc = hevc;

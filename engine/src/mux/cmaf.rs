@@ -41,7 +41,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::frame::{CodecConfig, Frame, PartRecord, SegmentRecord, TIMESCALE};
+use crate::frame::{
+    CodecConfig, Frame, HevcConfig, PartRecord, SegmentRecord, VideoCodec, TIMESCALE,
+};
 
 /// The one track of our output.
 const TRACK_ID: u32 = 1;
@@ -72,6 +74,20 @@ const fn is_dropped_nal(nal_type: u8) -> bool {
     matches!(nal_type, 9 | 12)
 }
 
+/// Whether an NAL unit (by its header) stays out of a sample: for H.264 see
+/// [`is_dropped_nal`]; for H.265 AUD and filler data, and the VPS, SPS and
+/// PPS too: the sample entry is `hvc1`, whose parameter sets live only in
+/// `hvcC` (ISO/IEC 14496-15 8.4.1: `array_completeness` 1). `hvc1` rather
+/// than `hev1` because Apple's players (Safari, AVFoundation) play only
+/// `hvc1`; the cost is that a decoder which keeps its first `hvcC` across an
+/// `EXT-X-MAP` change does not see new parameter sets in band.
+fn is_dropped(header: u8, codec: VideoCodec) -> bool {
+    match codec {
+        VideoCodec::H264 => is_dropped_nal(header & 0x1f),
+        VideoCodec::H265 => matches!((header >> 1) & 0x3f, 32..=35 | 38),
+    }
+}
+
 /// `profile_idc` values whose `avcC` carries chroma format and bit depths
 /// (ISO/IEC 14496-15 §5.3.3.1.2).
 const fn has_avcc_ext(profile_idc: u8) -> bool {
@@ -79,6 +95,7 @@ const fn has_avcc_ext(profile_idc: u8) -> bool {
 }
 
 const FTYP_BRANDS: [&[u8; 4]; 4] = [b"iso6", b"cmfc", b"dash", b"avc1"];
+const FTYP_BRANDS_H265: [&[u8; 4]; 4] = [b"iso6", b"cmfc", b"dash", b"hvc1"];
 /// A DASH media segment (`msdh`) that is one CMAF fragment and one CMAF segment.
 const STYP_BRANDS: [&[u8; 4]; 3] = [b"msdh", b"cmfs", b"cmff"];
 
@@ -161,7 +178,15 @@ pub fn init_segment(cfg: &CodecConfig) -> Result<Bytes, CmafError> {
         .ok()
         .filter(|h| *h > 0)
         .ok_or(invalid("height must be 1..=65535"))?;
-    let avcc_size = avcc_size(cfg)?;
+    let hevc = match (cfg.codec, cfg.hevc.as_deref()) {
+        (VideoCodec::H265, Some(h)) => Some(h),
+        (VideoCodec::H265, None) => return Err(invalid("H.265 config without VPS")),
+        _ => None,
+    };
+    let avcc_size = match hevc {
+        Some(h) => hvcc_size(cfg, h)?,
+        None => avcc_size(cfg)?,
+    };
 
     let avc1_size = AVC1_FIXED_SIZE + avcc_size;
     let stsd_size = 16 + avc1_size;
@@ -173,7 +198,10 @@ pub fn init_segment(cfg: &CodecConfig) -> Result<Bytes, CmafError> {
     let total = FTYP_SIZE + moov_size;
 
     let mut b = BytesMut::with_capacity(total as usize);
-    put_brands(&mut b, b"ftyp", &FTYP_BRANDS);
+    match hevc {
+        Some(_) => put_brands(&mut b, b"ftyp", &FTYP_BRANDS_H265),
+        None => put_brands(&mut b, b"ftyp", &FTYP_BRANDS),
+    }
 
     put_box(&mut b, moov_size, b"moov");
     put_full_box(&mut b, MVHD_SIZE, b"mvhd", 0, 0);
@@ -230,7 +258,11 @@ pub fn init_segment(cfg: &CodecConfig) -> Result<Bytes, CmafError> {
     put_box(&mut b, stbl_size, b"stbl");
     put_full_box(&mut b, stsd_size, b"stsd", 0, 0);
     b.put_u32(1); // entry_count
-    put_box(&mut b, avc1_size, b"avc1");
+    put_box(
+        &mut b,
+        avc1_size,
+        if hevc.is_some() { b"hvc1" } else { b"avc1" },
+    );
     b.put_bytes(0, 6); // reserved
     b.put_u16(1); // data_reference_index
     b.put_u16(0); // pre_defined
@@ -245,7 +277,10 @@ pub fn init_segment(cfg: &CodecConfig) -> Result<Bytes, CmafError> {
     b.put_bytes(0, 32); // compressorname: empty
     b.put_u16(0x0018); // depth: colour, no alpha
     b.put_i16(-1); // pre_defined
-    put_avcc(&mut b, avcc_size, cfg);
+    match hevc {
+        Some(h) => put_hvcc(&mut b, avcc_size, cfg, h),
+        None => put_avcc(&mut b, avcc_size, cfg),
+    }
     for table in [b"stts", b"stsc"] {
         put_full_box(&mut b, EMPTY_TABLE_SIZE, table, 0, 0);
         b.put_u32(0); // entry_count
@@ -277,6 +312,16 @@ pub fn media_segment(
     frames: &[&Frame],
     end_dts: u64,
 ) -> Result<Bytes, CmafError> {
+    media_segment_of(record, frames, end_dts, VideoCodec::H264)
+}
+
+/// [`media_segment`] for frames of `codec`.
+pub fn media_segment_of(
+    record: &SegmentRecord,
+    frames: &[&Frame],
+    end_dts: u64,
+    codec: VideoCodec,
+) -> Result<Bytes, CmafError> {
     let sequence = record
         .sequence
         .checked_add(1)
@@ -288,6 +333,7 @@ pub fn media_segment(
             config_id: record.config_id,
             composition_shift: record.composition_shift,
             styp: true,
+            codec,
         },
         frames,
         end_dts,
@@ -300,6 +346,16 @@ pub fn media_segment(
 /// bytes are [`styp`] followed by its parts' chunks. `end_dts` is where the
 /// part ends (the next part's first DTS).
 pub fn part_chunk(part: &PartRecord, frames: &[&Frame], end_dts: u64) -> Result<Bytes, CmafError> {
+    part_chunk_of(part, frames, end_dts, VideoCodec::H264)
+}
+
+/// [`part_chunk`] for frames of `codec`.
+pub fn part_chunk_of(
+    part: &PartRecord,
+    frames: &[&Frame],
+    end_dts: u64,
+    codec: VideoCodec,
+) -> Result<Bytes, CmafError> {
     let sequence = part
         .number
         .checked_add(1)
@@ -311,6 +367,7 @@ pub fn part_chunk(part: &PartRecord, frames: &[&Frame], end_dts: u64) -> Result<
             config_id: part.config_id,
             composition_shift: part.composition_shift,
             styp: false,
+            codec,
         },
         frames,
         end_dts,
@@ -332,6 +389,8 @@ struct Fragment {
     composition_shift: u32,
     /// Put a `styp` in front.
     styp: bool,
+    /// Which NAL units stay out of samples.
+    codec: VideoCodec,
 }
 
 fn fragment(frag: Fragment, frames: &[&Frame], end_dts: u64) -> Result<Bytes, CmafError> {
@@ -350,7 +409,7 @@ fn fragment(frag: Fragment, frames: &[&Frame], end_dts: u64) -> Result<Bytes, Cm
         }
         sample_duration(frame, next_dts(frames, i, end_dts))?;
         composition_offset(frame, frag.composition_shift)?;
-        payload += u64::from(sample_size(frame)?);
+        payload += u64::from(sample_size(frame, frag.codec)?);
     }
     let too_large = || CmafError::SegmentTooLarge {
         frames: frames.len(),
@@ -389,14 +448,14 @@ fn fragment(frag: Fragment, frames: &[&Frame], end_dts: u64) -> Result<Bytes, Cm
     b.put_i32(data_offset);
     for (i, frame) in frames.iter().enumerate() {
         b.put_u32(sample_duration(frame, next_dts(frames, i, end_dts))?);
-        b.put_u32(sample_size(frame)?);
+        b.put_u32(sample_size(frame, frag.codec)?);
         b.put_u32(sample_flags(frame));
         b.put_i32(composition_offset(frame, frag.composition_shift)?);
     }
 
     put_box(&mut b, mdat_size, b"mdat");
     for frame in frames {
-        for nal in sample_nals(frame) {
+        for nal in sample_nals(frame, frag.codec) {
             let nal = nal?;
             // Checked in sample_size: the whole sample fits in 32 bits.
             b.put_u32(nal.len() as u32);
@@ -455,7 +514,10 @@ fn composition_offset(frame: &Frame, shift: u32) -> Result<i32, CmafError> {
 
 /// The NAL units that go into the frame's sample, each still to be given its
 /// length prefix. Empty spans carry nothing and are skipped.
-fn sample_nals(frame: &Frame) -> impl Iterator<Item = Result<&[u8], CmafError>> + '_ {
+fn sample_nals(
+    frame: &Frame,
+    codec: VideoCodec,
+) -> impl Iterator<Item = Result<&[u8], CmafError>> + '_ {
     frame.nals.iter().filter_map(move |span| {
         let Some(nal) = frame.data.get(span.start as usize..span.end as usize) else {
             return Some(Err(CmafError::InvalidNalSpan {
@@ -466,7 +528,7 @@ fn sample_nals(frame: &Frame) -> impl Iterator<Item = Result<&[u8], CmafError>> 
             }));
         };
         match nal.first() {
-            Some(header) if !is_dropped_nal(header & 0x1f) => Some(Ok(nal)),
+            Some(header) if !is_dropped(*header, codec) => Some(Ok(nal)),
             _ => None,
         }
     })
@@ -474,9 +536,9 @@ fn sample_nals(frame: &Frame) -> impl Iterator<Item = Result<&[u8], CmafError>> 
 
 /// Bytes of the frame's sample in `mdat`: its kept NAL units with their
 /// length prefixes.
-fn sample_size(frame: &Frame) -> Result<u32, CmafError> {
+fn sample_size(frame: &Frame, codec: VideoCodec) -> Result<u32, CmafError> {
     let mut size: u64 = 0;
-    for nal in sample_nals(frame) {
+    for nal in sample_nals(frame, codec) {
         size += NAL_LENGTH_SIZE + nal?.len() as u64;
     }
     if size == 0 {
@@ -549,6 +611,72 @@ fn put_avcc(b: &mut BytesMut, size: u32, cfg: &CodecConfig) {
     }
 }
 
+/// Validates what goes into `hvcC` and returns the box's size.
+fn hvcc_size(cfg: &CodecConfig, h: &HevcConfig) -> Result<u32, CmafError> {
+    let invalid = |reason| CmafError::InvalidConfig { id: cfg.id, reason };
+    let nal_type = |n: &Bytes| n.first().map(|b| (b >> 1) & 0x3f);
+    if h.vps.is_empty() || h.vps.iter().any(|v| nal_type(v) != Some(32)) {
+        return Err(invalid("VPS missing or not NAL unit type 32"));
+    }
+    if nal_type(&cfg.sps) != Some(33) {
+        return Err(invalid("SPS is empty or not NAL unit type 33"));
+    }
+    if cfg.pps.is_empty() || cfg.pps.iter().any(|p| nal_type(p) != Some(34)) {
+        return Err(invalid("PPS missing or not NAL unit type 34"));
+    }
+    if cfg.chroma_format_idc > 3 || cfg.bit_depth_luma_minus8 > 7 || cfg.bit_depth_chroma_minus8 > 7
+    {
+        return Err(invalid("chroma format or bit depth out of range"));
+    }
+    // 8 header, 23 fixed bytes, then 3 arrays of (1 type, 2 count) and
+    // (2 length + bytes) per NAL unit.
+    let mut size: u64 = 8 + 23 + 3 * 3;
+    let sps = std::slice::from_ref(&cfg.sps);
+    for list in [&h.vps[..], sps, &cfg.pps[..]] {
+        if list.len() > usize::from(u16::MAX) {
+            return Err(invalid("too many parameter sets"));
+        }
+        for n in list {
+            if n.len() > usize::from(u16::MAX) {
+                return Err(invalid("parameter set longer than 65535 bytes"));
+            }
+            size += 2 + n.len() as u64;
+        }
+    }
+    u32::try_from(size).map_err(|_| invalid("hvcC too large"))
+}
+
+/// HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 8.3.3.1); checked by
+/// [`hvcc_size`].
+fn put_hvcc(b: &mut BytesMut, size: u32, cfg: &CodecConfig, h: &HevcConfig) {
+    put_box(b, size, b"hvcC");
+    b.put_u8(1); // configurationVersion
+    b.put_u8((h.profile_space & 3) << 6 | u8::from(h.tier_flag) << 5 | (h.profile_idc & 0x1f));
+    b.put_u32(h.profile_compat);
+    b.put_u16((h.constraint_flags >> 32) as u16);
+    b.put_u32(h.constraint_flags as u32);
+    b.put_u8(h.level_idc);
+    b.put_u16(0xf000); // reserved, min_spatial_segmentation_idc 0
+    b.put_u8(0xfc); // reserved, parallelismType 0 (unknown)
+    b.put_u8(0xfc | cfg.chroma_format_idc);
+    b.put_u8(0xf8 | cfg.bit_depth_luma_minus8);
+    b.put_u8(0xf8 | cfg.bit_depth_chroma_minus8);
+    b.put_u16(0); // avgFrameRate: unspecified
+                  // constantFrameRate 0, numTemporalLayers, temporalIdNested,
+                  // lengthSizeMinusOne 3.
+    b.put_u8((h.num_temporal_layers & 7) << 3 | u8::from(h.temporal_id_nested) << 2 | 3);
+    b.put_u8(3); // numOfArrays
+    let sps = std::slice::from_ref(&cfg.sps);
+    for (nal_type, list) in [(32u8, &h.vps[..]), (33, sps), (34, &cfg.pps[..])] {
+        b.put_u8(0x80 | nal_type); // array_completeness 1
+        b.put_u16(list.len() as u16);
+        for n in list {
+            b.put_u16(n.len() as u16);
+            b.put_slice(n);
+        }
+    }
+}
+
 fn put_box(b: &mut BytesMut, size: u32, kind: &[u8; 4]) {
     b.put_u32(size);
     b.put_slice(kind);
@@ -613,6 +741,8 @@ mod tests {
 
     fn config(sps: &[u8], pps: &[u8]) -> CodecConfig {
         CodecConfig {
+            codec: Default::default(),
+            hevc: None,
             id: 1,
             sps: Bytes::copy_from_slice(sps),
             pps: vec![Bytes::copy_from_slice(pps)],

@@ -96,13 +96,13 @@ impl PartMuxer {
             });
         }
         let cmaf = if self.formats.cmaf {
-            cmaf::part_chunk(&part, frames, part.start + part.duration).map_err(|source| {
-                PartMuxError::Cmaf {
+            cmaf::part_chunk_of(&part, frames, part.start + part.duration, config.codec).map_err(
+                |source| PartMuxError::Cmaf {
                     part: part.number,
                     segment: part.segment,
                     source,
-                }
-            })?
+                },
+            )?
         } else {
             Bytes::new()
         };

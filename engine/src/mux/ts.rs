@@ -54,7 +54,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use crate::frame::{CodecConfig, Frame, NalSpan};
+use crate::frame::{CodecConfig, Frame, NalSpan, VideoCodec};
 
 /// Constant added to every PTS/DTS/PCR so that PCR (which runs ahead of DTS)
 /// never goes below 0.
@@ -98,14 +98,23 @@ const TIMESTAMP_MASK: u64 = (1 << 33) - 1;
 const STREAM_ID_VIDEO: u8 = 0xE0;
 /// Stream type of H.264 video in the PMT.
 const STREAM_TYPE_H264: u8 = 0x1B;
+/// Stream type of H.265 video in the PMT.
+const STREAM_TYPE_H265: u8 = 0x24;
 /// PES header up to and including PES_header_data_length.
 const PES_HEADER_FIXED: usize = 9;
 
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
 /// Access unit delimiter, primary_pic_type 7 (any slice type).
 const AUD: [u8; 6] = [0, 0, 0, 1, 0x09, 0xF0];
+/// H.265 access unit delimiter (type 35, layer 0, TemporalId 0),
+/// pic_type 2 (any slice type).
+const AUD_H265: [u8; 7] = [0, 0, 0, 1, 0x46, 0x01, 0x50];
 
 const NAL_AUD: u8 = 9;
+const NAL_AUD_H265: u8 = 35;
+const NAL_VPS_H265: u8 = 32;
+const NAL_SPS_H265: u8 = 33;
+const NAL_PPS_H265: u8 = 34;
 const NAL_SPS: u8 = 7;
 const NAL_PPS: u8 = 8;
 
@@ -137,6 +146,21 @@ const PMT_SECTION: [u8; 17] = [
     0xF0, 0x00,                         // reserved, ES_info_length 0
 ];
 const PMT_CRC: u32 = crc32_mpeg2(&PMT_SECTION);
+/// The PMT of an H.265 stream: the same with stream type 0x24.
+const PMT_SECTION_H265: [u8; 17] = {
+    let mut s = PMT_SECTION;
+    s[12] = STREAM_TYPE_H265;
+    s
+};
+const PMT_CRC_H265: u32 = crc32_mpeg2(&PMT_SECTION_H265);
+
+/// The AUD a frame's PES starts with.
+fn aud_of(codec: VideoCodec) -> &'static [u8] {
+    match codec {
+        VideoCodec::H264 => &AUD,
+        VideoCodec::H265 => &AUD_H265,
+    }
+}
 
 /// CRC-32/MPEG-2 (polynomial 0x04C11DB7, initial all ones, not reflected, no
 /// final xor), as PSI sections use. Only evaluated at compile time.
@@ -266,7 +290,18 @@ impl TsMuxer {
         let mut out = BytesMut::with_capacity(size);
         let mut counters = self.counters;
         write_psi(&mut out, PID_PAT, &mut counters.pat, &PAT_SECTION, PAT_CRC);
-        write_psi(&mut out, PID_PMT, &mut counters.pmt, &PMT_SECTION, PMT_CRC);
+        match cfg.codec {
+            VideoCodec::H264 => {
+                write_psi(&mut out, PID_PMT, &mut counters.pmt, &PMT_SECTION, PMT_CRC)
+            }
+            VideoCodec::H265 => write_psi(
+                &mut out,
+                PID_PMT,
+                &mut counters.pmt,
+                &PMT_SECTION_H265,
+                PMT_CRC_H265,
+            ),
+        }
         let mut previous_dts: Option<u64> = carried_dts;
         for frame in frames {
             if let Some(previous) = previous_dts {
@@ -311,7 +346,11 @@ fn pcr_base(dts: u64) -> u64 {
 /// that is dropped (empty, or an AUD: ours replaces it). A span outside the
 /// data is an error here, not silently empty as with [`NalSpan::bytes`]: a
 /// frame that lost bytes must not be muxed as if whole.
-fn es_nal<'a>(frame: &'a Frame, span: &NalSpan) -> Result<Option<&'a [u8]>, TsError> {
+fn es_nal<'a>(
+    frame: &'a Frame,
+    span: &NalSpan,
+    codec: VideoCodec,
+) -> Result<Option<&'a [u8]>, TsError> {
     let nal = frame
         .data
         .get(span.start as usize..span.end as usize)
@@ -323,7 +362,10 @@ fn es_nal<'a>(frame: &'a Frame, span: &NalSpan) -> Result<Option<&'a [u8]>, TsEr
         })?;
     match nal.first() {
         None => Ok(None),
-        Some(header) if header & 0x1F == NAL_AUD => Ok(None),
+        Some(header) if codec == VideoCodec::H264 && header & 0x1F == NAL_AUD => Ok(None),
+        Some(header) if codec == VideoCodec::H265 && (header >> 1) & 0x3F == NAL_AUD_H265 => {
+            Ok(None)
+        }
         Some(_) => Ok(Some(nal)),
     }
 }
@@ -347,13 +389,23 @@ impl FramePlan {
                 dts: frame.dts,
             });
         }
-        let mut es_len = AUD.len();
+        let codec = cfg.codec;
+        let mut es_len = aud_of(codec).len();
         let (mut kept, mut has_sps, mut has_pps) = (0usize, false, false);
+        // H.264 has no VPS.
+        let mut has_vps = codec == VideoCodec::H264;
         for span in &frame.nals {
-            if let Some(nal) = es_nal(frame, span)? {
-                let nal_type = nal.first().map_or(0, |h| h & 0x1F);
-                has_sps |= nal_type == NAL_SPS;
-                has_pps |= nal_type == NAL_PPS;
+            if let Some(nal) = es_nal(frame, span, codec)? {
+                if codec == VideoCodec::H265 {
+                    let nal_type = nal.first().map_or(0, |h| (h >> 1) & 0x3F);
+                    has_vps |= nal_type == NAL_VPS_H265;
+                    has_sps |= nal_type == NAL_SPS_H265;
+                    has_pps |= nal_type == NAL_PPS_H265;
+                } else {
+                    let nal_type = nal.first().map_or(0, |h| h & 0x1F);
+                    has_sps |= nal_type == NAL_SPS;
+                    has_pps |= nal_type == NAL_PPS;
+                }
                 kept += 1;
                 es_len = add(es_len, START_CODE.len() + nal.len())?;
             }
@@ -363,17 +415,21 @@ impl FramePlan {
         }
         // Both or neither: a PPS is parsed against its SPS, so when one is
         // missing the pair goes in front, before anything of the frame's.
-        let insert_parameter_sets = frame.random_access && !(has_sps && has_pps);
+        let insert_parameter_sets = frame.random_access && !(has_vps && has_sps && has_pps);
         if insert_parameter_sets {
             let usable = frame.config_id == cfg.id
                 && !cfg.sps.is_empty()
                 && !cfg.pps.is_empty()
-                && cfg.pps.iter().all(|p| !p.is_empty());
+                && cfg.pps.iter().all(|p| !p.is_empty())
+                && (codec == VideoCodec::H264 || !hevc_vps(cfg).is_empty());
             if !usable {
                 return Err(TsError::MissingParameterSets {
                     index: frame.index,
                     config_id: frame.config_id,
                 });
+            }
+            for vps in hevc_vps(cfg) {
+                es_len = add(es_len, START_CODE.len() + vps.len())?;
             }
             es_len = add(es_len, START_CODE.len() + cfg.sps.len())?;
             for pps in &cfg.pps {
@@ -394,6 +450,14 @@ impl FramePlan {
             .pes_len
             .saturating_sub(FIRST_PAYLOAD_MAX)
             .div_ceil(PACKET_PAYLOAD)
+    }
+}
+
+/// The VPS NAL units of an H.265 config (none for H.264).
+fn hevc_vps(cfg: &CodecConfig) -> &[Bytes] {
+    match (cfg.codec, cfg.hevc.as_deref()) {
+        (VideoCodec::H265, Some(h)) => &h.vps,
+        _ => &[],
     }
 }
 
@@ -483,8 +547,12 @@ fn write_pes(out: &mut BytesMut, cc: &mut u8, frame: &Frame, cfg: &CodecConfig, 
         room: first_payload - plan.header_len,
         unassigned: plan.pes_len - first_payload,
     };
-    payload.put(&AUD);
+    payload.put(aud_of(cfg.codec));
     if plan.insert_parameter_sets {
+        for vps in hevc_vps(cfg) {
+            payload.put(&START_CODE);
+            payload.put(vps);
+        }
         payload.put(&START_CODE);
         payload.put(&cfg.sps);
         for pps in &cfg.pps {
@@ -494,7 +562,7 @@ fn write_pes(out: &mut BytesMut, cc: &mut u8, frame: &Frame, cfg: &CodecConfig, 
     }
     for span in &frame.nals {
         // Validated by the plan: errors cannot happen here.
-        if let Ok(Some(nal)) = es_nal(frame, span) {
+        if let Ok(Some(nal)) = es_nal(frame, span, cfg.codec) {
             payload.put(&START_CODE);
             payload.put(nal);
         }
@@ -566,6 +634,8 @@ mod tests {
 
     fn cfg() -> CodecConfig {
         CodecConfig {
+            codec: Default::default(),
+            hevc: None,
             id: 3,
             sps: Bytes::from_static(SPS),
             pps: vec![Bytes::from_static(PPS)],

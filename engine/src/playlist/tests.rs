@@ -13,6 +13,8 @@ const PDT_BASE: u64 = 1_795_608_000_000;
 /// A High-profile 720p30 config.
 pub(super) fn cfg(id: u32) -> CodecConfig {
     CodecConfig {
+        codec: Default::default(),
+        hevc: None,
         id,
         sps: Bytes::from_static(&[0x67, 0x64, 0x00, 0x1f]),
         pps: vec![Bytes::from_static(&[0x68, 0xee, 0x3c, 0x80])],

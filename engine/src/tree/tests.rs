@@ -17,7 +17,13 @@ use crate::replay::{Replay, Skipped};
 const NOW_MS: u64 = 1_800_000_000_000;
 
 fn stream(name: &str) -> Bytes {
-    let path = format!("{}/../testdata/{name}.h264", env!("CARGO_MANIFEST_DIR"));
+    // H.265 streams are named hevc_*.
+    let ext = if name.starts_with("hevc_") {
+        "h265"
+    } else {
+        "h264"
+    };
+    let path = format!("{}/../testdata/{name}.{ext}", env!("CARGO_MANIFEST_DIR"));
     match std::fs::read(&path) {
         Ok(b) => Bytes::from(b),
         Err(e) => panic!("{path}: {e}"),
@@ -439,7 +445,16 @@ fn replay(got: Vec<Received>, part_ms: u32, dir: &Path) -> (Vec<u64>, Vec<Skippe
 
 #[test]
 fn a_subscription_from_the_start_replays_into_the_packaged_tree() {
-    for name in ["high_bframes_30", "res_change", "open_gop_30"] {
+    replays_into_the_packaged_tree(&["high_bframes_30", "res_change", "open_gop_30"]);
+}
+
+#[test]
+fn an_hevc_subscription_from_the_start_replays_into_the_packaged_tree() {
+    replays_into_the_packaged_tree(&["hevc_open_gop_30", "hevc_main10_2997"]);
+}
+
+fn replays_into_the_packaged_tree(names: &[&str]) {
+    for &name in names {
         let (a, b) = (tempdir("pkg"), tempdir("replay"));
         let events = package(&stream(name), options(1000), &a);
         let want = expected(&events);

@@ -101,6 +101,8 @@ fn kept(f: &Frame) -> Vec<&[u8]> {
 
 fn check_init(c: &ConfigIn) {
     let cfg = CodecConfig {
+        codec: Default::default(),
+        hevc: None,
         id: 1,
         sps: Bytes::copy_from_slice(&c.sps),
         pps: c.pps.iter().map(|p| Bytes::copy_from_slice(p)).collect(),

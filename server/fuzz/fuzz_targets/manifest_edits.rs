@@ -51,6 +51,8 @@ struct Input {
 
 fn config(id: u32) -> CodecConfig {
     CodecConfig {
+        codec: Default::default(),
+        hevc: None,
         id,
         sps: Bytes::from_static(&[0x67, 0x64, 0x00, 0x1f]),
         pps: vec![Bytes::from_static(&[0x68, 0xef])],

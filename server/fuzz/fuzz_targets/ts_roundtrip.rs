@@ -120,6 +120,8 @@ fn expected_es(f: &Frame, cfg: &CodecConfig) -> Option<Vec<u8>> {
 
 fuzz_target!(|input: Input| {
     let cfg = CodecConfig {
+        codec: Default::default(),
+        hevc: None,
         id: 1,
         sps: Bytes::from_static(SPS),
         pps: if input.no_pps {
