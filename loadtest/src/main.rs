@@ -3,6 +3,7 @@
 //! publish-to-receipt latency, throughput, drops, errors and the server's
 //! memory. See `loadtest/README.md`.
 
+mod probe;
 mod report;
 mod run;
 mod stats;
@@ -21,8 +22,11 @@ use run::{Plan, RampPlan, Rate};
 
 /// Hard cap on any run (and on a whole ramp).
 const MAX_RUN: Duration = Duration::from_secs(600);
-/// Streams (publishers + subscribers, one connection each) at most.
-const MAX_STREAMS: u64 = 10_000;
+/// Streams (publishers + subscribers) at most.
+const MAX_STREAMS: u64 = 20_000;
+/// Connections (one per publisher, plus one per subscriber or
+/// `--connections`) at most: each is a file descriptor on both sides.
+const MAX_CONNECTIONS: u64 = 10_001;
 
 /// Load generator for liveslice: N publishers (one session each) pushing a
 /// test stream, M subscribers per session; measures publish-to-receipt
@@ -40,9 +44,15 @@ struct Args {
     /// Publishing sessions (with --ramp: the first step).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=5000))]
     sessions: u32,
-    /// Subscribers per session.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    /// Subscribers per session (the server admits `--max-subscribers` per
+    /// session, 1000 by default).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     subscribers: u32,
+    /// Connections all subscribers share, many HTTP/2 streams on each
+    /// (fan-out: `--sessions 1 --subscribers 10000 --connections 8`); 0: one
+    /// connection per subscriber. Publishers always have their own.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    connections: u32,
     /// H.264 Annex B file to publish (default: the embedded
     /// testdata/high_bframes_30.h264, 30 fps with B-frames).
     #[arg(long, value_name = "FILE")]
@@ -54,16 +64,23 @@ struct Args {
     /// How long to publish (at most 10m). Ignored with --ramp.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// Open the sessions but send no frames (an empty keep-alive every 10 s):
-    /// for measuring what an idle session costs the server.
+    /// Open the sessions, send one keyframe and then nothing (an empty
+    /// keep-alive every 10 s): for measuring what an idle session costs the
+    /// server.
     #[arg(long)]
     idle: bool,
     /// Print one JSON object with every figure instead of the text summary.
     #[arg(long)]
     json: bool,
-    /// The server's process id, to sample its VmRSS from /proc/PID/status.
+    /// The server's process id, to sample its VmRSS from /proc/PID/status
+    /// (and its CPU time from /proc/PID/stat).
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
+    /// The server's HTTP origin (loopback only, e.g. http://127.0.0.1:8080),
+    /// to read the media bytes it holds (`liveslice_media_memory_bytes` on
+    /// /metrics) at the start and before the stop.
+    #[arg(long, value_name = "URL")]
+    http: Option<String>,
     /// Ramp: start with --sessions, add --step sessions every
     /// --step-duration until a step's p99 exceeds --max-p99, any frame is
     /// dropped or lagged, or --max-sessions is reached.
@@ -110,6 +127,26 @@ async fn plan(a: &Args) -> Result<Plan> {
     if streams > MAX_STREAMS {
         bail!("{most_sessions} sessions x (1 + {} subscribers) = {streams} streams; at most {MAX_STREAMS}", a.subscribers);
     }
+    let subscriber_streams = u64::from(most_sessions) * u64::from(a.subscribers);
+    let connections = u64::from(most_sessions)
+        + if a.connections == 0 {
+            subscriber_streams
+        } else {
+            subscriber_streams.min(u64::from(a.connections))
+        };
+    if connections > MAX_CONNECTIONS {
+        bail!(
+            "{connections} connections (one per publisher, {}); at most {MAX_CONNECTIONS}: share subscriber connections with --connections",
+            if a.connections == 0 { "one per subscriber" } else { "--connections for the subscribers" }
+        );
+    }
+    let metrics = match &a.http {
+        None => None,
+        Some(url) => {
+            let uri = target::loopback_uri_for("--http", url).await?;
+            Some(probe::Metrics::new(&uri).await?)
+        }
+    };
     let ramp = if a.ramp {
         if a.subscribers == 0 || a.idle || a.rate != Rate::Realtime {
             bail!("--ramp measures real-time latency: it needs --subscribers >= 1, --rate realtime and no --idle");
@@ -156,6 +193,8 @@ async fn plan(a: &Args) -> Result<Plan> {
         ramp,
         prefix: a.session_prefix.clone(),
         server_pid: a.server_pid,
+        connections: a.connections,
+        metrics,
     })
 }
 

@@ -98,9 +98,92 @@ fn figures_json(f: &Figures) -> Value {
     })
 }
 
+/// Memory figures derived from the samples, in KiB (signed: RSS can fall).
+#[derive(Default)]
+struct Memory {
+    /// Subscribers in the first step (all of them unless ramping).
+    subscribers: u64,
+    per_subscriber_joined_kib: Option<f64>,
+    per_subscriber_loaded_kib: Option<f64>,
+    /// Only without subscribers.
+    sessions: u64,
+    per_session_kib: Option<f64>,
+    media_per_session_kib: Option<f64>,
+    /// RSS growth over the media bytes held, without subscribers.
+    rss_per_media_byte: Option<f64>,
+}
+
+fn memory(plan: &Plan, o: &Outcome) -> Memory {
+    let mut m = Memory::default();
+    let Some(r) = &o.rss else { return m };
+    let kib = |k: u64| k as f64;
+    let media_growth_kib = match (o.media_start, o.media_loaded) {
+        (Some(a), Some(b)) => Some((b as f64 - a as f64) / 1024.0),
+        _ => None,
+    };
+    let subs = u64::from(plan.sessions) * u64::from(plan.subscribers);
+    if subs > 0 {
+        m.subscribers = subs;
+        if let (Some(before), Some(joined)) = (r.before_subscribers_kib, r.joined_kib) {
+            m.per_subscriber_joined_kib = Some((kib(joined) - kib(before)) / subs as f64);
+        }
+        if plan.ramp.is_none() {
+            if let (Some(before), Some(loaded)) = (r.before_subscribers_kib, r.loaded_kib) {
+                m.per_subscriber_loaded_kib = Some(
+                    (kib(loaded) - kib(before) - media_growth_kib.unwrap_or(0.0)) / subs as f64,
+                );
+            }
+        }
+    } else if plan.ramp.is_none() && plan.sessions > 0 {
+        let n = u64::from(plan.sessions);
+        m.sessions = n;
+        if let Some(loaded) = r.loaded_kib {
+            let growth = kib(loaded) - kib(r.start_kib);
+            m.per_session_kib = Some(growth / n as f64);
+            if let Some(media) = media_growth_kib {
+                m.media_per_session_kib = Some(media / n as f64);
+                if media > 0.0 {
+                    m.rss_per_media_byte = Some(growth / media);
+                }
+            }
+        }
+    }
+    m
+}
+
+/// Per-subscriber counts: how many lagged, the most Lagged one got, and
+/// frames expected (every frame the server accepted, to every subscriber
+/// of its session) against frames received.
+struct FanOut {
+    subscribers_lagged: u64,
+    max_lagged: u64,
+    expected: u64,
+    missing: u64,
+}
+
+fn fan_out(plan: &Plan, o: &Outcome) -> FanOut {
+    let c = &o.whole.counts;
+    let per_session = if c.server_frames > 0 {
+        c.server_frames
+    } else {
+        c.frames_sent
+    };
+    let expected = per_session * u64::from(plan.subscribers);
+    FanOut {
+        subscribers_lagged: o.subscribers.iter().filter(|s| s.lagged > 0).count() as u64,
+        max_lagged: o.subscribers.iter().map(|s| s.lagged).max().unwrap_or(0),
+        expected,
+        missing: expected.saturating_sub(c.frames_received),
+    }
+}
+
+fn cores(cpu_s: Option<f64>, seconds: f64) -> Option<f64> {
+    cpu_s.filter(|_| seconds > 0.0).map(|s| s / seconds)
+}
+
 pub fn json(plan: &Plan, o: &Outcome) -> Value {
     let mut v = figures_json(&o.whole);
-    let subs = &o.subscriber_frames;
+    let subs: Vec<u64> = o.subscribers.iter().map(|s| s.frames).collect();
     let m = v.as_object_mut().expect("an object");
     m.insert(
         "config".into(),
@@ -132,6 +215,51 @@ pub fn json(plan: &Plan, o: &Outcome) -> Value {
             "max": subs.iter().max(),
         }),
     );
+    let fo = fan_out(plan, o);
+    let h = &o.whole.latency;
+    m.insert(
+        "fanout".into(),
+        json!({
+            "subscribers": subs.len(),
+            "connections": if plan.connections == 0 { Value::from("one per subscriber") } else { Value::from(o.shared_connections) },
+            "latency_ms": if h.is_empty() { Value::Null } else { json!({
+                "p50": ms(h.value_at_quantile(0.5)),
+                "p99": ms(h.value_at_quantile(0.99)),
+                "max": ms(h.max()),
+            }) },
+            "lagged_events": o.whole.counts.lagged_events,
+            "subscribers_lagged": fo.subscribers_lagged,
+            "max_lagged_per_subscriber": fo.max_lagged,
+            "frames_expected": fo.expected,
+            "frames_missing": fo.missing,
+        }),
+    );
+    let mem = memory(plan, o);
+    m.insert(
+        "memory".into(),
+        json!({
+            "subscribers": mem.subscribers,
+            "per_subscriber_joined_kib": mem.per_subscriber_joined_kib,
+            "per_subscriber_loaded_kib": mem.per_subscriber_loaded_kib,
+            "sessions": mem.sessions,
+            "per_session_kib": mem.per_session_kib,
+            "media_per_session_kib": mem.media_per_session_kib,
+            "rss_growth_per_media_byte": mem.rss_per_media_byte,
+            "media_start_bytes": o.media_start,
+            "media_loaded_bytes": o.media_loaded,
+            "media_error": o.media_error,
+        }),
+    );
+    m.insert(
+        "cpu".into(),
+        json!({
+            "seconds": o.cpu.seconds,
+            "load_generator_s": o.cpu.load_generator_s,
+            "load_generator_cores": cores(o.cpu.load_generator_s, o.cpu.seconds),
+            "server_s": o.cpu.server_s,
+            "server_cores": cores(o.cpu.server_s, o.cpu.seconds),
+        }),
+    );
     m.insert(
         "server_frames_accepted".into(),
         json!(o.whole.counts.server_frames),
@@ -152,6 +280,8 @@ pub fn json(plan: &Plan, o: &Outcome) -> Value {
             (Some(r), _) => json!({
                 "pid": plan.server_pid,
                 "start_kib": r.start_kib,
+                "before_subscribers_kib": r.before_subscribers_kib,
+                "joined_kib": r.joined_kib,
                 "peak_kib": r.peak_kib,
                 "loaded_kib": r.loaded_kib,
                 "end_kib": r.end_kib,
@@ -331,8 +461,9 @@ pub fn text(plan: &Plan, o: &Outcome) -> String {
     } else {
         summary(&mut out, &o.whole);
     }
-    let subs = &o.subscriber_frames;
+    let subs: Vec<u64> = o.subscribers.iter().map(|s| s.frames).collect();
     if !subs.is_empty() {
+        let fo = fan_out(plan, o);
         let _ = writeln!(
             out,
             "Subscribers: {} ({} saw frames; {}..{} frames each)",
@@ -340,6 +471,25 @@ pub fn text(plan: &Plan, o: &Outcome) -> String {
             subs.iter().filter(|n| **n > 0).count(),
             subs.iter().min().unwrap_or(&0),
             subs.iter().max().unwrap_or(&0)
+        );
+        let h = &o.whole.latency;
+        let _ = writeln!(
+            out,
+            "Fan-out: {} subscribers on {}: latency p50 {}, p99 {}, max {}; Lagged: {} events in {} subscribers (at most {} for one); frames missing: {} of {}",
+            subs.len(),
+            if plan.connections == 0 {
+                "a connection each".to_string()
+            } else {
+                format!("{} shared connections", o.shared_connections)
+            },
+            lat(h, 0.5),
+            lat(h, 0.99),
+            if h.is_empty() { "-".into() } else { format!("{:.2} ms", ms(h.max())) },
+            o.whole.counts.lagged_events,
+            fo.subscribers_lagged,
+            fo.max_lagged,
+            fo.missing,
+            fo.expected
         );
     }
     let c = &o.whole.counts;
@@ -374,7 +524,75 @@ pub fn text(plan: &Plan, o: &Outcome) -> String {
         }
         _ => {}
     }
+    memory_lines(&mut out, plan, o);
+    let cpu = &o.cpu;
+    let _ = writeln!(
+        out,
+        "CPU over {:.1} s{}: load generator {}, server {}",
+        cpu.seconds,
+        if plan.ramp.is_some() {
+            ""
+        } else {
+            " of frames"
+        },
+        cpu_text(cpu.load_generator_s, cpu.seconds),
+        cpu_text(cpu.server_s, cpu.seconds),
+    );
     out
+}
+
+fn lat(h: &Histogram<u64>, q: f64) -> String {
+    if h.is_empty() {
+        "-".into()
+    } else {
+        format!("{:.2} ms", ms(h.value_at_quantile(q)))
+    }
+}
+
+fn cpu_text(s: Option<f64>, over: f64) -> String {
+    match (s, cores(s, over)) {
+        (Some(s), Some(c)) => format!("{s:.2} s ({c:.2} cores)"),
+        (Some(s), None) => format!("{s:.2} s"),
+        _ => "-".into(),
+    }
+}
+
+fn memory_lines(out: &mut String, plan: &Plan, o: &Outcome) {
+    let Some(r) = &o.rss else { return };
+    let mem = memory(plan, o);
+    let mib = |k: u64| k as f64 / 1024.0;
+    let opt_mib = |k: Option<u64>| k.map_or("-".into(), |k| format!("{:.1} MiB", mib(k)));
+    let media_mib =
+        |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
+    if mem.subscribers > 0 {
+        let _ = writeln!(
+            out,
+            "Per subscriber: {} of server RSS once joined ({} before the subscribers, {} with {} joined); {} while frames flowed ({} at the stop, less the media the sessions hold: {})",
+            mem.per_subscriber_joined_kib.map_or("-".into(), |k| format!("{k:.1} KiB")),
+            opt_mib(r.before_subscribers_kib),
+            opt_mib(r.joined_kib),
+            mem.subscribers,
+            mem.per_subscriber_loaded_kib.map_or("-".into(), |k| format!("{k:.1} KiB")),
+            opt_mib(r.loaded_kib),
+            media_mib(o.media_loaded),
+        );
+    } else if mem.sessions > 0 {
+        let _ = writeln!(
+            out,
+            "Per session: {} of server RSS ({:.1} MiB at the start, {} with {} sessions{}); media held: {} ({} per session); RSS growth / media held: {}",
+            mem.per_session_kib.map_or("-".into(), |k| format!("{k:.1} KiB")),
+            mib(r.start_kib),
+            opt_mib(r.loaded_kib),
+            mem.sessions,
+            if plan.idle { " idle after one keyframe" } else { "" },
+            media_mib(o.media_loaded),
+            mem.media_per_session_kib.map_or("-".into(), |k| format!("{k:.1} KiB")),
+            mem.rss_per_media_byte.map_or("-".into(), |x| format!("{x:.2}x")),
+        );
+    }
+    if let Some(e) = &o.media_error {
+        let _ = writeln!(out, "Media bytes held: {e}");
+    }
 }
 
 #[cfg(test)]

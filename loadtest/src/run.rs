@@ -2,14 +2,19 @@
 //! stops everything: at the end of `--duration`, at the end of a ramp, or on
 //! Ctrl-C.
 //!
-//! Per session: one publisher stream and M subscriber streams, each on its
-//! own HTTP/2 connection (like N cameras and N×M viewers), each driven by
-//! one task. The publisher first opens the session (and waits for its
-//! PublishAck), the subscribers join it (and wait for their SessionInfo),
-//! and only then does the publisher send frames, so no subscriber starts
-//! with a backlog of old frames.
+//! Per session: one publisher stream and M subscriber streams, each driven
+//! by one task. Every publisher has its own HTTP/2 connection (like N
+//! cameras); subscribers have one each too (N×M viewers), or with
+//! `--connections K` share K connections, many streams on each (the
+//! fan-out mode: thousands of subscribers of one session). The publishers
+//! first open their sessions (and wait for their PublishAck), then the
+//! subscribers join, a bounded number at a time (each waits for its
+//! SessionInfo), and only then do the publishers send frames, so no
+//! subscriber starts with a backlog of old frames and setting up
+//! connections and streams never counts as latency or lag. The server's
+//! memory is sampled between these phases.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,8 +28,10 @@ use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::probe::Metrics;
 use crate::stats::{
-    new_histogram, now_unix_ns, status_delta, Counters, Latencies, Rss, Snapshot, Statuses,
+    new_histogram, now_unix_ns, status_delta, Counters, CpuMark, CpuUse, Latencies, Rss, Snapshot,
+    Statuses, SubCounts, SubStats,
 };
 use crate::stream::TestStream;
 
@@ -56,6 +63,10 @@ pub struct Plan {
     pub ramp: Option<RampPlan>,
     pub prefix: String,
     pub server_pid: Option<u32>,
+    /// Connections all subscribers share; 0: one per subscriber.
+    pub connections: u32,
+    /// The server's HTTP origin, to read the media bytes it holds.
+    pub metrics: Option<Metrics>,
 }
 
 /// How long a publisher may take to get its PublishAck, and subscribers
@@ -65,6 +76,15 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections being set up at once.
 const CONNECT_CONCURRENCY: usize = 32;
+/// Subscribers joining at once (from their request to their SessionInfo),
+/// so that thousands of them on a few connections join gradually.
+const JOIN_CONCURRENCY: usize = 64;
+/// On top of SETUP_TIMEOUT, how long each subscriber may add to the time
+/// all of a step's subscribers take to join (10,000: 20 s more).
+const JOIN_ALLOWANCE: Duration = Duration::from_millis(2);
+/// HTTP/2 connection window of a shared subscriber connection: many
+/// streams draw on it at once (the stream window stays hyper's default).
+const SHARED_CONNECTION_WINDOW: u32 = 16 << 20;
 /// Requests queued per publisher before its task waits (HTTP/2 flow
 /// control holds the rest).
 const PUBLISH_QUEUE: usize = 8;
@@ -81,9 +101,13 @@ struct Shared {
     c: Counters,
     lat: Latencies,
     statuses: Statuses,
-    /// Frames received, one counter per subscriber.
-    sub_frames: Mutex<Vec<Arc<AtomicU64>>>,
+    /// One entry per subscriber started.
+    sub_stats: Mutex<Vec<Arc<SubStats>>>,
+    /// With `--connections`: the connections subscribers share (those that
+    /// could be opened). `None`: one connection per subscriber.
+    shared: Option<Vec<Channel>>,
     connect_permits: Semaphore,
+    join_permits: Semaphore,
     stop: watch::Receiver<bool>,
 }
 
@@ -99,7 +123,13 @@ pub struct Figures {
 }
 
 pub struct RssFigures {
+    /// Before the first session was opened.
     pub start_kib: u64,
+    /// With the first step's sessions open (publishers acknowledged), before
+    /// any subscriber joined.
+    pub before_subscribers_kib: Option<u64>,
+    /// Once the first step's subscribers joined, before any frame was sent.
+    pub joined_kib: Option<u64>,
     pub peak_kib: u64,
     /// Just before the stop, with every session live.
     pub loaded_kib: Option<u64>,
@@ -119,7 +149,16 @@ pub struct Outcome {
     pub stream_frames: usize,
     pub stream_kbps: f64,
     pub whole: Figures,
-    pub subscriber_frames: Vec<u64>,
+    /// Per subscriber: frames received and Lagged events.
+    pub subscribers: Vec<SubCounts>,
+    /// Subscriber connections opened (0: one per subscriber).
+    pub shared_connections: usize,
+    /// `liveslice_media_memory_bytes` at the start and just before the stop.
+    pub media_start: Option<u64>,
+    pub media_loaded: Option<u64>,
+    pub media_error: Option<String>,
+    /// CPU while frames flowed (the whole run for a ramp).
+    pub cpu: CpuUse,
     pub unfinished: u64,
     pub first_error: Option<String>,
     pub interrupted: bool,
@@ -136,15 +175,56 @@ fn is_stopped(stop: &watch::Receiver<bool>) -> bool {
     *stop.borrow()
 }
 
+fn client(ch: Channel) -> SliceServiceClient<Channel> {
+    SliceServiceClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// Opens the `k` connections subscribers share, one after the other.
+async fn shared_connections(
+    endpoint: &Endpoint,
+    k: usize,
+    c: &Counters,
+    statuses: &Statuses,
+) -> Vec<Channel> {
+    let endpoint = endpoint
+        .clone()
+        .initial_connection_window_size(SHARED_CONNECTION_WINDOW);
+    let mut out = Vec::with_capacity(k);
+    for _ in 0..k {
+        match endpoint.connect().await {
+            Ok(ch) => out.push(ch),
+            Err(e) => {
+                c.connect_failures.fetch_add(1, Relaxed);
+                statuses.other(
+                    "ConnectFailed",
+                    format!(
+                        "shared subscriber connection: cannot connect: {}",
+                        chain(&e)
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
 impl Shared {
+    /// Subscriber `index`'s client: its own connection, or a stream on one
+    /// of the shared ones.
+    async fn subscriber_client(&self, index: usize) -> Option<SliceServiceClient<Channel>> {
+        match &self.shared {
+            None => self.connect("subscriber").await,
+            Some(chs) if chs.is_empty() => None,
+            Some(chs) => Some(client(chs[index % chs.len()].clone())),
+        }
+    }
+
     async fn connect(&self, what: &str) -> Option<SliceServiceClient<Channel>> {
         let _permit = self.connect_permits.acquire().await.ok()?;
         match self.endpoint.clone().connect().await {
-            Ok(ch) => Some(
-                SliceServiceClient::new(ch)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            ),
+            Ok(ch) => Some(client(ch)),
             Err(e) => {
                 self.c.connect_failures.fetch_add(1, Relaxed);
                 self.statuses.other(
@@ -170,18 +250,13 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// A session whose publisher was acknowledged and whose subscribers joined.
+/// A session whose publisher was acknowledged.
 struct Opened {
     tx: mpsc::Sender<pb::SliceRequest>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-async fn open_session(
-    sh: Arc<Shared>,
-    id: String,
-    subscribers: u32,
-    first_sub: usize,
-) -> Option<Opened> {
+async fn open_publisher(sh: Arc<Shared>, id: String) -> Option<Opened> {
     let mut client = sh.connect("publisher").await?;
     let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
     let first = pb::SliceRequest {
@@ -222,23 +297,7 @@ async fn open_session(
             return None;
         }
     }
-    let mut tasks = vec![tokio::spawn(publisher_responses(sh.clone(), responses))];
-    let mut joined = Vec::new();
-    for j in 0..subscribers {
-        let (jtx, jrx) = oneshot::channel();
-        tasks.push(tokio::spawn(subscriber(
-            sh.clone(),
-            id.clone(),
-            first_sub + j as usize,
-            jtx,
-        )));
-        joined.push(jrx);
-    }
-    let deadline = Instant::now() + SETUP_TIMEOUT;
-    for j in joined {
-        // A subscriber that failed says so itself (its sender is dropped).
-        let _ = timeout_at(deadline, j).await;
-    }
+    let tasks = vec![tokio::spawn(publisher_responses(sh.clone(), responses))];
     Some(Opened { tx, tasks })
 }
 
@@ -263,12 +322,14 @@ async fn publisher_responses(sh: Arc<Shared>, mut responses: tonic::Streaming<pb
 }
 
 async fn subscriber(sh: Arc<Shared>, id: String, index: usize, joined: oneshot::Sender<()>) {
-    let frames = Arc::new(AtomicU64::new(0));
-    sh.sub_frames
+    let mine = Arc::new(SubStats::default());
+    sh.sub_stats
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push(frames.clone());
-    let Some(mut client) = sh.connect("subscriber").await else {
+        .push(mine.clone());
+    // Held from the request to the SessionInfo: joins are paced.
+    let mut permit = sh.join_permits.acquire().await.ok();
+    let Some(mut client) = sh.subscriber_client(index).await else {
         return;
     };
     let (tx, rx) = mpsc::channel(1);
@@ -309,11 +370,12 @@ async fn subscriber(sh: Arc<Shared>, id: String, index: usize, joined: oneshot::
                     }
                 }
                 next_index = Some(f.index + 1);
-                frames.fetch_add(1, Relaxed);
+                mine.frames.fetch_add(1, Relaxed);
                 sh.c.frames_received.fetch_add(1, Relaxed);
                 sh.c.bytes_received.fetch_add(r.data.len() as u64, Relaxed);
             }
             Some(PbEvent::SessionInfo(_)) => {
+                permit = None;
                 if let Some(j) = joined.take() {
                     let _ = j.send(());
                 }
@@ -323,6 +385,7 @@ async fn subscriber(sh: Arc<Shared>, id: String, index: usize, joined: oneshot::
                     .fetch_add(u64::from(d.count), Relaxed);
             }
             Some(PbEvent::Lagged(l)) => {
+                mine.lagged.fetch_add(1, Relaxed);
                 sh.c.lagged_events.fetch_add(1, Relaxed);
                 sh.c.lagged_skipped.fetch_add(l.skipped_frames, Relaxed);
                 // The skipped frames are counted by Lagged; the jump in
@@ -332,6 +395,7 @@ async fn subscriber(sh: Arc<Shared>, id: String, index: usize, joined: oneshot::
             _ => {}
         }
     }
+    drop(permit);
     drop(tx);
 }
 
@@ -340,6 +404,22 @@ async fn subscriber(sh: Arc<Shared>, id: String, index: usize, joined: oneshot::
 async fn feed(sh: Arc<Shared>, tx: mpsc::Sender<pb::SliceRequest>, start: Instant) {
     let mut stop = sh.stop.clone();
     if sh.idle {
+        // One keyframe (the stream's first access unit: the engine starts
+        // at a random access point), so the session has a picture, its
+        // parameters and a window, then nothing.
+        if let Some(au) = sh.stream.aus.first() {
+            let req = pb::SliceRequest {
+                data: au.data.clone(),
+                capture_time_ns: Some(now_unix_ns()),
+                end_of_access_unit: true,
+                ..Default::default()
+            };
+            if tx.send(req).await.is_err() {
+                return;
+            }
+            sh.c.frames_sent.fetch_add(1, Relaxed);
+            sh.c.bytes_sent.fetch_add(au.data.len() as u64, Relaxed);
+        }
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(IDLE_KEEPALIVE) => {}
@@ -418,53 +498,87 @@ pub async fn run(plan: &Plan, stream: Arc<TestStream>) -> Outcome {
             }
         });
     }
-    let sh = Arc::new(Shared {
-        stream: stream.clone(),
-        endpoint: plan.endpoint.clone(),
-        rate: plan.rate,
-        idle: plan.idle,
-        c: Counters::default(),
-        lat: Latencies::default(),
-        statuses: Statuses::default(),
-        sub_frames: Mutex::new(Vec::new()),
-        connect_permits: Semaphore::new(CONNECT_CONCURRENCY),
-        stop: stop_rx.clone(),
-    });
     let (rss, rss_error) = match plan.server_pid.map(Rss::start) {
         None => (None, None),
         Some(Ok(r)) => (Some(r), None),
         Some(Err(e)) => (None, Some(e)),
     };
+    let mut media_error = None;
+    let mut media = |r: anyhow::Result<u64>| match r {
+        Ok(b) => Some(b),
+        Err(e) => {
+            media_error.get_or_insert(format!("{e:#}"));
+            None
+        }
+    };
+    let media_start = match &plan.metrics {
+        Some(m) => media(m.media_bytes().await),
+        None => None,
+    };
+    let c = Counters::default();
+    let statuses = Statuses::default();
+    let most_sessions = plan
+        .ramp
+        .as_ref()
+        .map_or(plan.sessions, |r| r.max_sessions.max(plan.sessions));
+    let shared = if plan.connections > 0 && plan.subscribers > 0 {
+        let all = u64::from(most_sessions) * u64::from(plan.subscribers);
+        let k = u64::from(plan.connections).min(all) as usize;
+        Some(shared_connections(&plan.endpoint, k, &c, &statuses).await)
+    } else {
+        None
+    };
+    let sh = Arc::new(Shared {
+        stream: stream.clone(),
+        endpoint: plan.endpoint.clone(),
+        rate: plan.rate,
+        idle: plan.idle,
+        c,
+        lat: Latencies::default(),
+        statuses,
+        sub_stats: Mutex::new(Vec::new()),
+        shared,
+        connect_permits: Semaphore::new(CONNECT_CONCURRENCY),
+        join_permits: Semaphore::new(JOIN_CONCURRENCY),
+        stop: stop_rx.clone(),
+    });
     let mut fleet = Fleet {
         sh: sh.clone(),
         plan,
+        rss: rss.as_ref(),
         tasks: Vec::new(),
         live: 0,
+        first_marks: None,
     };
     let mut stop = stop_rx.clone();
     let t0 = Instant::now();
+    let cpu_t0 = CpuMark::now(plan.server_pid);
     let mut total_latency = new_histogram();
-    let ramp = match &plan.ramp {
+    let (elapsed, ramp, cpu_from) = match &plan.ramp {
         None => {
             fleet.grow(plan.sessions).await;
             let started = Instant::now();
+            let cpu_from = CpuMark::now(plan.server_pid);
             if sh.c.sessions_opened.load(Relaxed) > 0 {
                 tokio::select! {
                     _ = tokio::time::sleep(plan.duration) => {}
                     _ = stopped(&mut stop) => {}
                 }
             }
-            let elapsed = started.elapsed();
-            (elapsed, None)
+            (started.elapsed(), None, cpu_from)
         }
         Some(r) => {
             let (steps, best) = fleet.ramp(r, &mut total_latency).await;
-            (t0.elapsed(), Some((steps, best)))
+            (t0.elapsed(), Some((steps, best)), cpu_t0)
         }
     };
-    let (elapsed, ramp) = ramp;
     let interrupted = is_stopped(&stop_rx);
     let loaded_kib = rss.as_ref().and_then(Rss::sample);
+    let cpu = CpuMark::now(plan.server_pid).since(&cpu_from);
+    let media_loaded = match &plan.metrics {
+        Some(m) => media(m.media_bytes().await),
+        None => None,
+    };
     let _ = stop_tx.send(true);
     // Drain: publishers end their sessions, subscribers read to the end.
     let deadline = Instant::now() + DRAIN_TIMEOUT;
@@ -478,14 +592,15 @@ pub async fn run(plan: &Plan, stream: Arc<TestStream>) -> Outcome {
     let end_kib = rss.as_ref().and_then(Rss::sample);
     let _ = total_latency.add(sh.lat.take());
     let (statuses, first_error) = sh.statuses.snapshot();
-    let subscriber_frames = sh
-        .sub_frames
+    let subscribers = sh
+        .sub_stats
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .map(|f| f.load(Relaxed))
+        .map(|s| s.counts())
         .collect();
     let counts = sh.c.snapshot();
+    let marks = fleet.first_marks.unwrap_or_default();
     Outcome {
         stream_name: stream.name.clone(),
         stream_fps: stream.fps(),
@@ -500,12 +615,19 @@ pub async fn run(plan: &Plan, stream: Arc<TestStream>) -> Outcome {
             statuses,
             rss_kib: loaded_kib,
         },
-        subscriber_frames,
+        subscribers,
+        shared_connections: sh.shared.as_ref().map_or(0, Vec::len),
+        media_start,
+        media_loaded,
+        media_error,
+        cpu,
         unfinished,
         first_error,
         interrupted,
         rss: rss.as_ref().map(|r| RssFigures {
             start_kib: r.start_kib,
+            before_subscribers_kib: marks.before_subscribers_kib,
+            joined_kib: marks.joined_kib,
             peak_kib: r.peak(),
             loaded_kib,
             end_kib,
@@ -513,6 +635,13 @@ pub async fn run(plan: &Plan, stream: Arc<TestStream>) -> Outcome {
         rss_error,
         ramp,
     }
+}
+
+/// Server RSS around the first step's subscribers joining.
+#[derive(Clone, Copy, Default)]
+struct JoinMarks {
+    before_subscribers_kib: Option<u64>,
+    joined_kib: Option<u64>,
 }
 
 /// Session `n`'s start offset within one frame period: the golden-ratio
@@ -529,45 +658,70 @@ fn stagger(n: u64, period_ns: u64) -> u64 {
 struct Fleet<'a> {
     sh: Arc<Shared>,
     plan: &'a Plan,
+    rss: Option<&'a Rss>,
     tasks: Vec<JoinHandle<()>>,
     /// Sessions asked for (opened or not).
     live: u64,
+    first_marks: Option<JoinMarks>,
 }
 
 impl Fleet<'_> {
-    /// Opens sessions up to `target` and starts their publishers.
+    /// Opens sessions up to `target`: their publishers first, then their
+    /// subscribers (a bounded number joining at once), then starts the
+    /// publishers' frames.
     async fn grow(&mut self, target: u32) {
         let first = self.live;
         let mut opening = Vec::new();
         for n in first..u64::from(target) {
             let id = format!("{}-{}-{n}", self.plan.prefix, std::process::id());
-            let first_sub = (n * u64::from(self.plan.subscribers)) as usize;
             opening.push((
                 n,
-                tokio::spawn(open_session(
-                    self.sh.clone(),
-                    id,
-                    self.plan.subscribers,
-                    first_sub,
-                )),
+                id.clone(),
+                tokio::spawn(open_publisher(self.sh.clone(), id)),
             ));
         }
         self.live = u64::from(target).max(first);
         let mut opened = Vec::new();
-        for (n, h) in opening {
+        for (n, id, h) in opening {
             match h.await {
                 Ok(Some(o)) => {
                     self.sh.c.sessions_opened.fetch_add(1, Relaxed);
-                    opened.push((n, o));
+                    opened.push((n, id, o));
                 }
                 _ => {
                     self.sh.c.sessions_failed.fetch_add(1, Relaxed);
                 }
             }
         }
+        let before_subscribers_kib = self.rss.and_then(Rss::sample);
+        let subs = self.plan.subscribers;
+        let mut joined = Vec::new();
+        for (n, id, o) in &mut opened {
+            let first_sub = (*n * u64::from(subs)) as usize;
+            for j in 0..subs {
+                let (jtx, jrx) = oneshot::channel();
+                o.tasks.push(tokio::spawn(subscriber(
+                    self.sh.clone(),
+                    id.clone(),
+                    first_sub + j as usize,
+                    jtx,
+                )));
+                joined.push(jrx);
+            }
+        }
+        let deadline = Instant::now() + SETUP_TIMEOUT + JOIN_ALLOWANCE * joined.len() as u32;
+        for j in joined {
+            // A subscriber that failed says so itself (its sender is dropped).
+            let _ = timeout_at(deadline, j).await;
+        }
+        let joined_kib = self.rss.and_then(Rss::sample);
+        self.first_marks.get_or_insert(JoinMarks {
+            before_subscribers_kib,
+            joined_kib,
+        });
         let t0 = Instant::now() + Duration::from_millis(20);
         let period = self.sh.stream.frame_period_ns();
-        for (n, o) in opened {
+        for (n, _, o) in opened {
             let offset = if self.plan.rate == Rate::Realtime {
                 stagger(n, period)
             } else {

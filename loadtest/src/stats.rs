@@ -231,6 +231,84 @@ pub fn error_count(statuses: &BTreeMap<String, u64>) -> u64 {
         .sum()
 }
 
+/// One subscriber's own counts (the totals are in [`Counters`]).
+#[derive(Default)]
+pub struct SubStats {
+    pub frames: AtomicU64,
+    pub lagged: AtomicU64,
+}
+
+/// What one subscriber saw, for the report.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SubCounts {
+    pub frames: u64,
+    pub lagged: u64,
+}
+
+impl SubStats {
+    pub fn counts(&self) -> SubCounts {
+        SubCounts {
+            frames: self.frames.load(Relaxed),
+            lagged: self.lagged.load(Relaxed),
+        }
+    }
+}
+
+/// `/proc/PID/stat` reports CPU time in clock ticks of `USER_HZ`, which
+/// Linux fixes at 100 for user space on every architecture it is built for
+/// here.
+const USER_HZ: f64 = 100.0;
+
+/// CPU seconds (user + system) a process has used so far, from
+/// `/proc/PID/stat` (`self` for this process).
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces:
+    // count fields from after its closing one. utime and stime are fields
+    // 14 and 15, so the 12th and 13th after it.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
+}
+
+/// CPU used by this process and, when known, the server between two
+/// instants.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuMark {
+    at: std::time::Instant,
+    own: Option<f64>,
+    server: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuUse {
+    pub seconds: f64,
+    /// CPU seconds of the load generator and the server over `seconds`.
+    pub load_generator_s: Option<f64>,
+    pub server_s: Option<f64>,
+}
+
+impl CpuMark {
+    pub fn now(server_pid: Option<u32>) -> Self {
+        Self {
+            at: std::time::Instant::now(),
+            own: cpu_seconds("self"),
+            server: server_pid.and_then(|p| cpu_seconds(&p.to_string())),
+        }
+    }
+
+    pub fn since(&self, earlier: &CpuMark) -> CpuUse {
+        let d = |a: Option<f64>, b: Option<f64>| Some((a? - b?).max(0.0));
+        CpuUse {
+            seconds: self.at.duration_since(earlier.at).as_secs_f64(),
+            load_generator_s: d(self.own, earlier.own),
+            server_s: d(self.server, earlier.server),
+        }
+    }
+}
+
 /// The server's resident memory from /proc/PID/status, when readable:
 /// sampled at start, every 250 ms for the peak, and on request.
 pub struct Rss {
@@ -283,5 +361,24 @@ impl Rss {
 impl Drop for Rss {
     fn drop(&mut self) {
         self.sampler.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_cpu_time_is_readable_and_grows() {
+        let a = cpu_seconds("self").expect("/proc/self/stat");
+        let mut x = 0u64;
+        let t = std::time::Instant::now();
+        while t.elapsed() < Duration::from_millis(50) {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        std::hint::black_box(x);
+        let b = cpu_seconds("self").expect("/proc/self/stat");
+        assert!(b >= a, "{a} -> {b}");
+        assert!(cpu_seconds("4294967295").is_none());
     }
 }

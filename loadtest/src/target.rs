@@ -7,21 +7,26 @@ use std::net::IpAddr;
 use anyhow::{bail, Result};
 use tonic::transport::Uri;
 
-/// Checks `url` and returns it parsed.
+/// Checks `url` (given as `--server`) and returns it parsed.
 pub async fn loopback_uri(url: &str) -> Result<Uri> {
+    loopback_uri_for("--server", url).await
+}
+
+/// Checks `url`, given as the option `flag`, and returns it parsed.
+pub async fn loopback_uri_for(flag: &str, url: &str) -> Result<Uri> {
     let uri: Uri = match url.parse() {
         Ok(u) => u,
-        Err(e) => bail!("invalid --server {url:?} ({e}); expected e.g. http://127.0.0.1:50051"),
+        Err(e) => bail!("invalid {flag} {url:?} ({e}); expected e.g. http://127.0.0.1:50051"),
     };
     match uri.scheme_str() {
         Some("http") => {}
         Some(other) => bail!(
-            "--server {url:?}: scheme {other:?} is not supported (plaintext http:// to a loopback address only)"
+            "{flag} {url:?}: scheme {other:?} is not supported (plaintext http:// to a loopback address only)"
         ),
-        None => bail!("--server {url:?} needs a scheme, e.g. http://127.0.0.1:50051"),
+        None => bail!("{flag} {url:?} needs a scheme, e.g. http://127.0.0.1:50051"),
     }
     let Some(host) = uri.host() else {
-        bail!("--server {url:?} has no host");
+        bail!("{flag} {url:?} has no host");
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = host.parse::<IpAddr>() {

@@ -241,6 +241,8 @@ async fn flat_out_and_idle_sessions() {
     assert_eq!(u(&v, "/server_frames_accepted"), u(&v, "/in/frames"));
     assert_eq!(u(&v, "/errors"), 0, "{v:#}");
 
+    let http = format!("http://{}", s.http_addr);
+    let pid = std::process::id().to_string();
     let run = loadtest(
         &[
             "--server",
@@ -253,14 +255,25 @@ async fn flat_out_and_idle_sessions() {
             "--duration",
             "1s",
             "--json",
+            "--server-pid",
+            &pid,
+            "--http",
+            &http,
         ],
         Duration::from_secs(60),
     )
     .await;
     let v = json(&run);
     assert_eq!(u(&v, "/sessions_opened"), 3);
-    assert_eq!(u(&v, "/in/frames"), 0);
+    // One keyframe per session, then nothing.
+    assert_eq!(u(&v, "/in/frames"), 3, "{v:#}");
     assert_eq!(u(&v, "/errors"), 0, "{v:#}");
+    // Memory per idle session, and the media each holds (its keyframe).
+    // This process is the server, so the figures are not asserted, only
+    // that they are there.
+    assert_eq!(u(&v, "/memory/sessions"), 3, "{v:#}");
+    f(&v, "/memory/per_session_kib");
+    assert!(f(&v, "/memory/media_per_session_kib") > 0.0, "{v:#}");
     s.shutdown().await;
 }
 
@@ -316,4 +329,109 @@ async fn a_missing_server_is_reported() {
         run.took < Duration::from_secs(8),
         "does not wait out --duration"
     );
+}
+
+/// The fan-out mode at small scale: one session, 50 subscribers as streams
+/// on 2 shared HTTP/2 connections. Every subscriber gets every frame,
+/// nothing lags, and the report has the per-subscriber memory figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_over_shared_connections_reaches_every_subscriber() {
+    let s = server().await;
+    let url = format!("http://{}", s.grpc_addr);
+    let http = format!("http://{}", s.http_addr);
+    let pid = std::process::id().to_string();
+    let subs = 50u64;
+    let run = loadtest(
+        &[
+            "--server",
+            &url,
+            "--http",
+            &http,
+            "--sessions",
+            "1",
+            "--subscribers",
+            "50",
+            "--connections",
+            "2",
+            "--duration",
+            "3s",
+            "--json",
+            "--server-pid",
+            &pid,
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    let v = json(&run);
+    assert_eq!(u(&v, "/errors"), 0, "{v:#}");
+    assert_eq!(u(&v, "/connect_failures"), 0, "{v:#}");
+    assert_eq!(u(&v, "/status_codes/OK"), 1 + subs, "{v:#}");
+    assert_eq!(u(&v, "/fanout/subscribers"), subs, "{v:#}");
+    assert_eq!(u(&v, "/fanout/connections"), 2, "{v:#}");
+    // Every subscriber received frames, every frame the server accepted.
+    assert_eq!(u(&v, "/subscriber_frames/with_frames"), subs, "{v:#}");
+    let sent = u(&v, "/in/frames");
+    assert!(sent > 30, "{v:#}");
+    assert_eq!(u(&v, "/server_frames_accepted"), sent, "{v:#}");
+    assert_eq!(u(&v, "/subscriber_frames/min"), sent, "{v:#}");
+    assert_eq!(u(&v, "/out/frames"), sent * subs, "{v:#}");
+    assert_eq!(u(&v, "/fanout/frames_expected"), sent * subs, "{v:#}");
+    assert_eq!(u(&v, "/fanout/frames_missing"), 0, "{v:#}");
+    // Nothing lagged.
+    assert_eq!(u(&v, "/fanout/lagged_events"), 0, "{v:#}");
+    assert_eq!(u(&v, "/fanout/subscribers_lagged"), 0, "{v:#}");
+    assert_eq!(v["drops"]["any"], Value::Bool(false), "{v:#}");
+    assert_eq!(u(&v, "/latency/count"), sent * subs, "one sample per frame");
+    f(&v, "/fanout/latency_ms/p99");
+    // Memory: the server's RSS around the join, per subscriber; the media
+    // the session held at the stop; the load generator's own CPU.
+    assert_eq!(u(&v, "/memory/subscribers"), subs, "{v:#}");
+    assert!(u(&v, "/server_rss/before_subscribers_kib") > 0, "{v:#}");
+    assert!(u(&v, "/server_rss/joined_kib") > 0, "{v:#}");
+    f(&v, "/memory/per_subscriber_joined_kib");
+    f(&v, "/memory/per_subscriber_loaded_kib");
+    assert!(u(&v, "/memory/media_loaded_bytes") > 0, "{v:#}");
+    assert!(f(&v, "/cpu/load_generator_s") >= 0.0, "{v:#}");
+
+    // The text report says the same in its fan-out and memory lines.
+    let run = loadtest(
+        &[
+            "--server",
+            &url,
+            "--http",
+            &http,
+            "--sessions",
+            "1",
+            "--subscribers",
+            "10",
+            "--connections",
+            "2",
+            "--duration",
+            "1s",
+            "--server-pid",
+            &pid,
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("Fan-out: 10 subscribers on 2 shared connections"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("Lagged: 0 events in 0 subscribers"),
+        "{}",
+        run.stdout
+    );
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("Per subscriber: "))
+        .unwrap_or_else(|| panic!("no per-subscriber memory line: {}", run.stdout));
+    assert!(line.contains("KiB of server RSS once joined"), "{line}");
+    assert!(run.stdout.contains("CPU over "), "{}", run.stdout);
+    s.shutdown().await;
 }
