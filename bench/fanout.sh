@@ -10,6 +10,8 @@
 #   bench/fanout.sh                   # everything (about 5 minutes)
 #   FANOUT_COUNTS="1000 2000" bench/fanout.sh fanout
 #   bench/fanout.sh idle window       # memory measures only
+#   bench/fanout.sh small             # the fan-out counts with the small
+#                                     # embedded 320x180 stream (~1.1 KB/frame)
 #
 # Settings (environment): FANOUT_COUNTS (subscribers, default "1000 10000"),
 # CONNECTIONS (shared subscriber connections, 8), DURATION (each fan-out run,
@@ -72,6 +74,8 @@ loadtest() { # name args...
   local name=$1; shift
   echo
   echo "== $name: liveslice-loadtest $*"
+  echo "load average before (other users of the machine): $(cut -d' ' -f1-3 /proc/loadavg)" \
+    | tee "$out/fanout-$name.load"
   timeout 600 "$bin/liveslice-loadtest" --server "http://127.0.0.1:$grpc_port" \
     --http "http://127.0.0.1:$http_port" --server-pid "$server_pid" "$@" \
     | tee "$out/fanout-$name.txt"
@@ -86,6 +90,13 @@ for w in $what; do
           --connections "$connections" --duration "$duration"
       done
       ;;
+    small)
+      for n in $counts; do
+        start_server
+        loadtest "small$n" --sessions 1 --subscribers "$n" \
+          --connections "$connections" --duration "$duration"
+      done
+      ;;
     idle)
       start_server
       loadtest idle --idle --sessions "$idle_sessions" --subscribers 0 --duration 10s
@@ -96,7 +107,7 @@ for w in $what; do
         --duration "$window_duration"
       ;;
     *)
-      echo "unknown measure $w (fanout, idle, window)" >&2
+      echo "unknown measure $w (fanout, small, idle, window)" >&2
       exit 2
       ;;
   esac
@@ -105,7 +116,14 @@ stop_server
 
 echo
 echo "== Summary ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
-for f in "$out"/fanout-*.txt; do
+for w in $what; do
+  case $w in
+    fanout) for n in $counts; do echo "$out/fanout-subs$n.txt"; done ;;
+    small) for n in $counts; do echo "$out/fanout-small$n.txt"; done ;;
+    *) echo "$out/fanout-$w.txt" ;;
+  esac
+done | while read -r f; do
   echo "-- $(basename "$f" .txt)"
-  grep -E '^(Fan-out|Per subscriber|Per session|CPU over|Drops|Errors|Subscribers|Server memory)' "$f" || true
+  cat "${f%.txt}.load" 2>/dev/null || true
+  grep -E '^(Waited|CPU per|Fan-out|Per subscriber|Per session|CPU over|Drops|Errors|Subscribers|Server memory)' "$f" || true
 done

@@ -177,6 +177,13 @@ fn fan_out(plan: &Plan, o: &Outcome) -> FanOut {
     }
 }
 
+/// CPU microseconds per frame a subscriber received.
+fn per_frame_us(cpu_s: Option<f64>, frames: u64) -> Option<f64> {
+    cpu_s
+        .filter(|_| frames > 0)
+        .map(|s| s * 1e6 / frames as f64)
+}
+
 fn cores(cpu_s: Option<f64>, seconds: f64) -> Option<f64> {
     cpu_s.filter(|_| seconds > 0.0).map(|s| s / seconds)
 }
@@ -258,6 +265,11 @@ pub fn json(plan: &Plan, o: &Outcome) -> Value {
             "load_generator_cores": cores(o.cpu.load_generator_s, o.cpu.seconds),
             "server_s": o.cpu.server_s,
             "server_cores": cores(o.cpu.server_s, o.cpu.seconds),
+            "frames_received": o.cpu_frames,
+            "load_generator_us_per_frame": per_frame_us(o.cpu.load_generator_s, o.cpu_frames),
+            "server_us_per_frame": per_frame_us(o.cpu.server_s, o.cpu_frames),
+            "load_generator_waited_for_cpu_s": o.cpu.load_generator_wait_s,
+            "server_waited_for_cpu_s": o.cpu.server_wait_s,
         }),
     );
     m.insert(
@@ -538,6 +550,27 @@ pub fn text(plan: &Plan, o: &Outcome) -> String {
         cpu_text(cpu.load_generator_s, cpu.seconds),
         cpu_text(cpu.server_s, cpu.seconds),
     );
+    if let (Some(l), Some(s)) = (
+        per_frame_us(cpu.load_generator_s, o.cpu_frames),
+        per_frame_us(cpu.server_s, o.cpu_frames),
+    ) {
+        let _ = writeln!(
+            out,
+            "CPU per frame received ({} frames): load generator {l:.1} us, server {s:.1} us",
+            o.cpu_frames
+        );
+    }
+    if let (Some(l), Some(s)) = (cpu.load_generator_wait_s, cpu.server_wait_s) {
+        let _ = writeln!(
+            out,
+            "Waited for a CPU (runnable, another thread or process on it): load generator {l:.2} s, server {s:.2} s (summed over threads)"
+        );
+    } else if let Some(l) = cpu.load_generator_wait_s {
+        let _ = writeln!(
+            out,
+            "Waited for a CPU (runnable, another thread or process on it): load generator {l:.2} s (summed over threads)"
+        );
+    }
     out
 }
 

@@ -159,6 +159,8 @@ pub struct Outcome {
     pub media_error: Option<String>,
     /// CPU while frames flowed (the whole run for a ramp).
     pub cpu: CpuUse,
+    /// Frames subscribers received while `cpu` was measured.
+    pub cpu_frames: u64,
     pub unfinished: u64,
     pub first_error: Option<String>,
     pub interrupted: bool,
@@ -575,6 +577,8 @@ pub async fn run(plan: &Plan, stream: Arc<TestStream>) -> Outcome {
     let interrupted = is_stopped(&stop_rx);
     let loaded_kib = rss.as_ref().and_then(Rss::sample);
     let cpu = CpuMark::now(plan.server_pid).since(&cpu_from);
+    // No frame flows before `cpu_from`: these are the window's.
+    let cpu_frames = sh.c.frames_received.load(Relaxed);
     let media_loaded = match &plan.metrics {
         Some(m) => media(m.media_bytes().await),
         None => None,
@@ -621,6 +625,7 @@ pub async fn run(plan: &Plan, stream: Arc<TestStream>) -> Outcome {
         media_loaded,
         media_error,
         cpu,
+        cpu_frames,
         unfinished,
         first_error,
         interrupted,

@@ -273,6 +273,25 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) as f64 / USER_HZ)
 }
 
+/// Seconds a process's threads have spent runnable but waiting for a CPU
+/// (the second field of each `/proc/PID/task/TID/schedstat`, summed): on
+/// a machine shared with other work, how much the other work held us up.
+pub fn run_delay_seconds(pid: &str) -> Option<f64> {
+    let mut ns = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(t) = t else { continue };
+        let Ok(text) = std::fs::read_to_string(t.path().join("schedstat")) else {
+            continue;
+        };
+        ns += text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(ns as f64 / 1e9)
+}
+
 /// CPU used by this process and, when known, the server between two
 /// instants.
 #[derive(Clone, Copy, Debug)]
@@ -280,6 +299,8 @@ pub struct CpuMark {
     at: std::time::Instant,
     own: Option<f64>,
     server: Option<f64>,
+    own_wait: Option<f64>,
+    server_wait: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -288,14 +309,21 @@ pub struct CpuUse {
     /// CPU seconds of the load generator and the server over `seconds`.
     pub load_generator_s: Option<f64>,
     pub server_s: Option<f64>,
+    /// Seconds their threads waited, runnable, for a CPU (summed over
+    /// threads, so it can exceed `seconds`).
+    pub load_generator_wait_s: Option<f64>,
+    pub server_wait_s: Option<f64>,
 }
 
 impl CpuMark {
     pub fn now(server_pid: Option<u32>) -> Self {
+        let server = server_pid.map(|p| p.to_string());
         Self {
             at: std::time::Instant::now(),
             own: cpu_seconds("self"),
-            server: server_pid.and_then(|p| cpu_seconds(&p.to_string())),
+            server: server.as_deref().and_then(cpu_seconds),
+            own_wait: run_delay_seconds("self"),
+            server_wait: server.as_deref().and_then(run_delay_seconds),
         }
     }
 
@@ -305,6 +333,8 @@ impl CpuMark {
             seconds: self.at.duration_since(earlier.at).as_secs_f64(),
             load_generator_s: d(self.own, earlier.own),
             server_s: d(self.server, earlier.server),
+            load_generator_wait_s: d(self.own_wait, earlier.own_wait),
+            server_wait_s: d(self.server_wait, earlier.server_wait),
         }
     }
 }
@@ -380,5 +410,7 @@ mod tests {
         let b = cpu_seconds("self").expect("/proc/self/stat");
         assert!(b >= a, "{a} -> {b}");
         assert!(cpu_seconds("4294967295").is_none());
+        assert!(run_delay_seconds("self").is_some());
+        assert!(run_delay_seconds("4294967295").is_none());
     }
 }
