@@ -16,7 +16,7 @@
 # Settings (environment): FANOUT_COUNTS (subscribers, default "1000 10000"),
 # CONNECTIONS (shared subscriber connections, 8), DURATION (each fan-out run,
 # 20s), IDLE_SESSIONS (1000), WINDOW_SESSIONS (20), WINDOW_DURATION (30s),
-# GRPC_PORT / HTTP_PORT (50071 / 8101), INPUT (the 720p30 stream; made by
+# GRPC_PORT / HTTP_PORT (50191 / 8191), INPUT (the 720p30 stream; made by
 # make-bench-stream.sh when missing), CARGO_TARGET_DIR.
 # Traffic goes only to 127.0.0.1; every run is bounded by --duration and by
 # `timeout`.
@@ -33,8 +33,8 @@ duration=${DURATION:-20s}
 idle_sessions=${IDLE_SESSIONS:-1000}
 window_sessions=${WINDOW_SESSIONS:-20}
 window_duration=${WINDOW_DURATION:-30s}
-grpc_port=${GRPC_PORT:-50071}
-http_port=${HTTP_PORT:-8101}
+grpc_port=${GRPC_PORT:-50191}
+http_port=${HTTP_PORT:-8191}
 input=${INPUT:-$out/720p30_bframes.h264}
 what=${*:-fanout idle window}
 
@@ -63,6 +63,8 @@ start_server() {
     --shutdown-timeout 1s --shutdown-grace 0s &
   server_pid=$!
   for _ in $(seq 100); do
+    # Ours, not another process already on the port.
+    kill -0 "$server_pid" 2>/dev/null || break
     curl -fs "http://127.0.0.1:$http_port/metrics" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
