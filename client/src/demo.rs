@@ -52,7 +52,7 @@ pub async fn run(a: Args) -> Result<()> {
             config.server.grpc_addr = a.grpc_addr;
             config.server.http_addr = a.http_addr;
             let running = app::start(&config).await.map_err(|e| match e {
-                StartError::Bind { addr, source } => anyhow!(
+                StartError::Bind { addr, source, .. } => anyhow!(
                     "cannot listen on {addr}: {source}. Is a liveslice-server already running \
                      there? Then use `liveslice demo --server {}`, or choose other \
                      addresses with --grpc-addr/--http-addr (port 0 picks a free one).",

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
 use liveslice_engine::access_unit::{AccessUnitAssembler, AssemblerLimits};
 use liveslice_engine::annexb::{AnnexBSplitter, Split};
-use liveslice_engine::container::{self, Container, SNIFF_BYTES};
+use liveslice_engine::container::{self, Container, VideoCodec, SNIFF_BYTES};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// An input stream of H.264 Annex B bytes.
@@ -73,7 +73,10 @@ impl Input {
             .with_context(|| format!("cannot map {}", p.display()))?;
         let bytes = Bytes::from_owner(map);
         if let Some(c) = container::detect(&bytes[..bytes.len().min(SNIFF_BYTES)]) {
-            bail!("{}", self.container_refusal(c));
+            bail!(
+                "{}",
+                self.container_refusal(c, container::video_codec(&bytes))
+            );
         }
         Ok(Some(bytes))
     }
@@ -95,32 +98,59 @@ impl Input {
             .await
             .with_context(|| format!("cannot read {self}"))?;
         if let Some(c) = container::detect(&head) {
-            bail!("{}", self.container_refusal(c));
+            // A file: look at all of it for the codec (an MP4's `moov` is
+            // often at its end); a pipe: at what was read.
+            let codec = match self.map() {
+                Ok(Some(all)) => container::video_codec(&all),
+                _ => container::video_codec(&head),
+            };
+            bail!("{}", self.container_refusal(c, codec));
         }
         Ok(Box::pin(std::io::Cursor::new(head).chain(reader)))
     }
 
-    /// One line: what the input is and how to get H.264 out of it.
-    fn container_refusal(&self, c: Container) -> String {
-        match self {
+    /// One line: what the input is and how to get its video out of it, by
+    /// its codec (both commands when it is not known).
+    fn container_refusal(&self, c: Container, codec: Option<VideoCodec>) -> String {
+        let (input, output) = match self {
             Input::File(p) => {
                 let input = p.display().to_string();
-                let output = p.with_extension("h264").display().to_string();
+                let ext = if codec == Some(VideoCodec::H265) {
+                    "h265"
+                } else {
+                    "h264"
+                };
+                let output = p.with_extension(ext).display().to_string();
                 let output = if output == input {
-                    format!("{input}.annexb.h264")
+                    format!("{input}.annexb.{ext}")
                 } else {
                     output
                 };
-                format!(
-                    "{input} is in the {c} container format, not raw H.264 (Annex B) as \
-                     liveslice takes; extract the video with: {}",
-                    c.extract_command(&input, &output)
-                )
+                (input, output)
             }
+            _ => ("INPUT".to_string(), "-".to_string()),
+        };
+        let command = match codec {
+            Some(codec) => c.extract_command_for(codec, &input, &output),
+            None => format!(
+                "{} (H.265 video: {})",
+                c.extract_command(&input, &output),
+                c.extract_command_for(VideoCodec::H265, &input, &output)
+            ),
+        };
+        let raw = if codec == Some(VideoCodec::H265) {
+            "raw H.265 (Annex B)"
+        } else {
+            "raw H.264 (Annex B)"
+        };
+        match self {
+            Input::File(_) => format!(
+                "{input} is in the {c} container format, not {raw} as liveslice takes; \
+                 extract the video with: {command}"
+            ),
             _ => format!(
-                "{self} is in the {c} container format, not raw H.264 (Annex B) as liveslice \
-                 takes; have ffmpeg extract the video into the pipe: {}",
-                c.extract_command("INPUT", "-")
+                "{self} is in the {c} container format, not {raw} as liveslice takes; have \
+                 ffmpeg extract the video into the pipe: {command}"
             ),
         }
     }

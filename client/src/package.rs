@@ -113,7 +113,7 @@ pub async fn run(a: Args) -> Result<()> {
         let _ = std::fs::remove_dir(a.out.join("ts"));
         let _ = std::fs::remove_dir(&a.out);
         bail!(
-            "{input} contains no H.264 access units{}",
+            "{input} contains no H.264 or H.265 access units{}",
             packager.drops_summary(" (", ")")
         );
     }

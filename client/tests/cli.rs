@@ -300,7 +300,7 @@ async fn errors_say_what_is_wrong() {
     let err = fails(&out, "package of a text file");
     assert!(
         err.contains(&format!(
-            "{} contains no H.264 access units",
+            "{} contains no H.264 or H.265 access units",
             junk.display()
         )),
         "{err}"

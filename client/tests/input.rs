@@ -139,3 +139,45 @@ async fn containers_are_refused_with_the_command_that_extracts_the_video() {
     let _ = std::fs::remove_dir_all(&dir);
     server.shutdown().await;
 }
+
+/// An H.265 MP4 is refused with the command for H.265 (`hevc_mp4toannexb`,
+/// `-f hevc`), and that command's output packages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h265_container_gets_the_h265_command() {
+    if !require_ffmpeg("an H.265 MP4 made with ffmpeg") {
+        return;
+    }
+    let dir = tempdir("hevc-container");
+    let mp4 = dir.join("clip.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y", "-f", "hevc", "-i"])
+        .arg(testdata_path("hevc_bframes_30.h265"))
+        .args(["-c", "copy", "-tag:v", "hvc1"])
+        .arg(&mp4)
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success(), "ffmpeg made no H.265 MP4");
+    let out = run(&["package", s(&mp4), "--out", s(&dir.join("tree"))]).await;
+    let line = refusal(&fails(&out, "package of an H.265 MP4"), s(&mp4));
+    let h265 = dir.join("clip.h265");
+    let want = format!(
+        "ffmpeg -i {} -c:v copy -bsf:v hevc_mp4toannexb -an -f hevc {}",
+        mp4.display(),
+        h265.display()
+    );
+    assert!(line.contains("not raw H.265 (Annex B)"), "{line}");
+    assert!(line.contains(&want), "{line}");
+    assert!(!line.contains("h264_mp4toannexb"), "{line}");
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            &want.replace("ffmpeg -i", "ffmpeg -nostdin -v error -y -i"),
+        ])
+        .status()
+        .expect("run the command given");
+    assert!(status.success(), "the command given works");
+    let out = run(&["package", s(&h265), "--out", s(&dir.join("ok"))]).await;
+    let said = ok(&out, "package of the extracted H.265 stream");
+    assert!(said.contains(" frames in "), "{said}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -49,6 +49,44 @@ impl Container {
     }
 }
 
+/// The video codec a container file's sample descriptions name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VideoCodec {
+    H264,
+    H265,
+}
+
+/// The video codec named in a container's bytes (the whole file, or as
+/// much of it as is at hand): an H.265 sample entry or configuration box
+/// (`hvc1`, `hev1`, `hvcC`) or an H.264 one (`avc1`, `avc3`, `avcC`), or
+/// Matroska's codec ids. `None` when neither is found (for MP4, the `moov`
+/// may be past the bytes given).
+pub fn video_codec(bytes: &[u8]) -> Option<VideoCodec> {
+    let has = |tag: &[u8]| memchr::memmem::find(bytes, tag).is_some();
+    if has(b"hvcC") || has(b"hvc1") || has(b"hev1") || has(b"V_MPEGH/ISO/HEVC") {
+        Some(VideoCodec::H265)
+    } else if has(b"avcC") || has(b"avc1") || has(b"avc3") || has(b"V_MPEG4/ISO/AVC") {
+        Some(VideoCodec::H264)
+    } else {
+        None
+    }
+}
+
+impl Container {
+    /// [`Container::extract_command`] for the container's video codec:
+    /// H.265 is copied out with `hevc_mp4toannexb` as a raw `hevc` stream.
+    pub fn extract_command_for(self, codec: VideoCodec, input: &str, output: &str) -> String {
+        match codec {
+            VideoCodec::H264 => self.extract_command(input, output),
+            VideoCodec::H265 => format!(
+                "ffmpeg -i {} -c:v copy -bsf:v hevc_mp4toannexb -an -f hevc {}",
+                shell_quote(input),
+                shell_quote(output)
+            ),
+        }
+    }
+}
+
 impl fmt::Display for Container {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -221,6 +259,27 @@ mod tests {
             }
         }
         assert!(seen >= 4, "{seen} streams in {}", dir.display());
+    }
+
+    #[test]
+    fn the_video_codec_picks_the_extract_command() {
+        assert_eq!(
+            video_codec(b"....stsd....hvc1....hvcC.."),
+            Some(VideoCodec::H265)
+        );
+        assert_eq!(
+            video_codec(b"....stsd....avc1....avcC.."),
+            Some(VideoCodec::H264)
+        );
+        assert_eq!(video_codec(b"ftypisom"), None);
+        assert_eq!(
+            Container::Mp4.extract_command_for(VideoCodec::H265, "in.mp4", "in.h265"),
+            "ffmpeg -i in.mp4 -c:v copy -bsf:v hevc_mp4toannexb -an -f hevc in.h265"
+        );
+        assert_eq!(
+            Container::Mp4.extract_command_for(VideoCodec::H264, "in.mp4", "in.h264"),
+            Container::Mp4.extract_command("in.mp4", "in.h264")
+        );
     }
 
     #[test]

@@ -151,15 +151,31 @@ impl Shutdown {
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} ({flag}): {}", bind_reason(.source, flag))]
     Bind {
         addr: SocketAddr,
+        /// The flag that sets the address.
+        flag: &'static str,
+        #[source]
         source: std::io::Error,
     },
     #[error("reflection service: {0}")]
     Reflection(String),
     #[error("TLS: {0}")]
     Tls(String),
+}
+
+/// Why a bind failed, with what to do about the usual case.
+fn bind_reason(e: &std::io::Error, flag: &str) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "the address is in use (another liveslice-server?); stop it or choose another with {flag}"
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("permission denied (ports below 1024 need privileges); choose another with {flag}")
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// The PEM files of `--tls-cert` and `--tls-key`, checked at start so that
@@ -312,10 +328,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .await
         .map_err(|source| StartError::Bind {
             addr: server.grpc_addr,
+            flag: "--grpc-addr",
             source,
         })?;
     let grpc_addr = listener.local_addr().map_err(|source| StartError::Bind {
         addr: server.grpc_addr,
+        flag: "--grpc-addr",
         source,
     })?;
 
@@ -375,12 +393,14 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .await
         .map_err(|source| StartError::Bind {
             addr: server.http_addr,
+            flag: "--http-addr",
             source,
         })?;
     let http_addr = http_listener
         .local_addr()
         .map_err(|source| StartError::Bind {
             addr: server.http_addr,
+            flag: "--http-addr",
             source,
         })?;
     let (http_stop, http_stop_rx) = oneshot::channel::<()>();

@@ -65,8 +65,8 @@ async fn main() -> anyhow::Result<()> {
     let running = match app::start(&config).await {
         Ok(r) => r,
         Err(e) => {
-            let e = anyhow::Error::from(e).context("starting liveslice-server");
-            eprintln!("liveslice-server: {e:#}");
+            // The error says it all (its source is already in its text).
+            eprintln!("liveslice-server: cannot start: {e}");
             std::process::exit(1);
         }
     };

@@ -255,3 +255,35 @@ async fn sigterm_drains_http_players_and_ends_publishers_ok() {
         "HTTP served the closed playlist only until {last:?} after SIGTERM"
     );
 }
+
+/// A port in use stops the server with one line that names the address,
+/// the flag that sets it and what to do (not the OS error twice).
+#[test]
+fn a_port_in_use_is_one_line_naming_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_liveslice-server"))
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run the server");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    let line = lines[0];
+    assert!(
+        line.contains(&format!("cannot listen on 127.0.0.1:{port} (--http-addr)")),
+        "{line}"
+    );
+    assert!(
+        line.contains("in use") && line.contains("choose another with --http-addr"),
+        "{line}"
+    );
+    assert_eq!(line.matches("in use").count(), 1, "said once: {line}");
+}
