@@ -6,7 +6,7 @@
 // Plays the session side by side in one headless Chromium, one page per
 // mode, with the players the server itself serves (/assets/…):
 //
-//   hls-ll   hls.js, lowLatencyMode: true    (index.m3u8: parts, blocking reload)
+//   hls-ll   hls.js, lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 (parts, blocking reload)
 //   hls      hls.js, lowLatencyMode: false   (the same URL, whole segments)
 //   dash-ll  dash.js, its low-latency mode    (manifest.mpd)
 //
@@ -73,8 +73,14 @@ function startPlayer({ mode, session }) {
   v.addEventListener("waiting", () => window.ll.stalls++);
   const live = `/live/${encodeURIComponent(session)}`;
   if (mode.startsWith("hls")) {
-    // hls.js defaults otherwise: the README's player settings.
-    const hls = new Hls({ lowLatencyMode: mode === "hls-ll" });
+    // hls.js defaults otherwise: the README's player settings (for low
+    // latency, `maxLiveSyncPlaybackRate: 1.5` so a slow start is caught up
+    // instead of kept for the whole run).
+    const hls = new Hls(
+      mode === "hls-ll"
+        ? { lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 }
+        : { lowLatencyMode: false },
+    );
     hls.on(Hls.Events.ERROR, (_, d) => {
       if (d.fatal) errors.push(`hls.js: ${d.type} ${d.details}`);
     });
