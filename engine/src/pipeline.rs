@@ -579,26 +579,16 @@ impl SessionPipeline {
 
         // New parameter sets take effect where decoding can start.
         if random_access || self.config.is_none() {
-            let Some(mut cfg) = au.config.clone() else {
+            let Some(cfg) = au.config.clone() else {
                 return Err((
                     DropReason::UnknownParameterSet,
                     format!("keyframe at byte {} has no usable SPS/PPS", au.offset),
                 ));
             };
-            cfg.id = self.next_config_id;
-            let changed = match &self.config {
-                Some(cur) => !same_config(cur, &cfg),
-                None => true,
-            };
-            if changed {
-                self.next_config_id += 1;
-                let cfg = Arc::new(cfg);
-                let rate = sps_frame_rate(sps);
-                let reorder = sps_reorder_frames(sps).unwrap_or_else(|| default_reorder(&cfg, sps));
-                self.on_new_config(rate, reorder, now_ns);
-                self.prev_config = self.config.replace(cfg.clone());
-                out.push(Event::Config(cfg));
-            }
+            self.adopt_config(cfg, now_ns, out, |c| {
+                let reorder = sps_reorder_frames(sps).unwrap_or_else(|| default_reorder(c, sps));
+                (sps_frame_rate(sps), reorder)
+            });
         }
         let Some(config) = self.config.clone() else {
             return Err((
@@ -756,29 +746,18 @@ impl SessionPipeline {
             0
         };
         if keyframe || self.config.is_none() {
-            let Some(mut cfg) = au.config.clone() else {
+            let Some(cfg) = au.config.clone() else {
                 return Err((
                     DropReason::UnknownParameterSet,
                     format!("keyframe at byte {} has no usable VPS/SPS/PPS", au.offset),
                 ));
             };
-            cfg.id = self.next_config_id;
-            let changed = match &self.config {
-                Some(cur) => !same_config(cur, &cfg),
-                None => true,
-            };
-            if changed {
-                self.next_config_id += 1;
-                let cfg = Arc::new(cfg);
-                let first = self.aligner.is_none();
-                self.on_new_config(sps.frame_rate(), sps.max_num_reorder_pics, now_ns);
-                if first {
-                    if let Some(a) = self.aligner.as_mut() {
-                        a.set_poc_step_hint(1);
-                    }
+            let first = self.aligner.is_none();
+            let (rate, reorder) = (sps.frame_rate(), sps.max_num_reorder_pics);
+            if self.adopt_config(cfg, now_ns, out, |_| (rate, reorder)) && first {
+                if let Some(a) = self.aligner.as_mut() {
+                    a.set_poc_step_hint(1);
                 }
-                self.prev_config = self.config.replace(cfg.clone());
-                out.push(Event::Config(cfg));
             }
         }
         let Some(config) = self.config.clone() else {
@@ -874,6 +853,34 @@ impl SessionPipeline {
 
     /// First or changed parameter sets: `rate` from the SPS timing (if it
     /// has any), `reorder` the reorder depth to start the aligner with.
+    /// Makes `cfg` the session's codec configuration unless it is the one
+    /// in effect: a new id, timing set up for it (`timing` gives its frame
+    /// rate and reorder depth) and an `Event::Config`. Returns whether it
+    /// changed. One path for H.264 and H.265.
+    fn adopt_config(
+        &mut self,
+        mut cfg: CodecConfig,
+        now_ns: u64,
+        out: &mut Vec<Event>,
+        timing: impl FnOnce(&CodecConfig) -> (Option<(u32, u32)>, u32),
+    ) -> bool {
+        cfg.id = self.next_config_id;
+        if self
+            .config
+            .as_deref()
+            .is_some_and(|cur| same_config(cur, &cfg))
+        {
+            return false;
+        }
+        self.next_config_id += 1;
+        let (rate, reorder) = timing(&cfg);
+        self.on_new_config(rate, reorder, now_ns);
+        let cfg = Arc::new(cfg);
+        self.prev_config = self.config.replace(cfg.clone());
+        out.push(Event::Config(cfg));
+        true
+    }
+
     fn on_new_config(&mut self, rate: Option<(u32, u32)>, reorder: u32, now_ns: u64) {
         let rate = rate
             .map(|(n, d)| FrameRate::new(n, d))
