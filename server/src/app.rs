@@ -316,7 +316,11 @@ pub struct Running {
 /// Binds the listeners and starts serving.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     config.validate()?;
-    let registry = Registry::new(config.session.clone());
+    let recorder = config
+        .record
+        .store()?
+        .map(|store| crate::record::Recorder::start(store, &config.record));
+    let registry = Registry::with_recorder(config.session.clone(), recorder);
     let auth = config
         .auth
         .build()
@@ -487,6 +491,14 @@ impl Running {
             tracing::info!(?http_grace, "HTTP keeps serving the final playlists");
         }
         tokio::time::sleep_until(started + http_grace).await;
+        if let Some(r) = self.registry.recorder() {
+            // The sessions just ended: their last segments and final
+            // playlists are on their way to storage.
+            let limit = self.shutdown_timeout.max(Duration::from_secs(1));
+            if !r.flush(limit).await {
+                tracing::warn!(?limit, "recordings not completely written at shutdown");
+            }
+        }
         if let Some(u) = self.upkeep.take() {
             u.abort();
         }

@@ -13,6 +13,7 @@
 //! | [`AuthConfig`] | `auth` | `auth-token`, `auth-secret` |
 //! | [`TlsFiles`] | `app` | `tls-cert`, `tls-key` |
 //! | [`Shutdown`] | `app` | `shutdown-timeout`, `shutdown-grace` |
+//! | [`RecordConfig`] | `record` | `record`, `record-endpoint`, `record-region`, `record-queue-bytes`, `record-retries`, `record-concurrency`, `record-max-segments` |
 //!
 //! [`Config`] is those parts together. It comes from three sources, in order
 //! of precedence: flags and `LIVESLICE_*` environment variables (read by
@@ -41,6 +42,7 @@ use crate::engine::timing::FrameRate;
 use crate::engine::PipelineOptions;
 use crate::grpc::ServiceConfig;
 pub use crate::http::serve::HttpLimits;
+pub use crate::record::RecordConfig;
 pub use crate::session::SessionDefaults;
 
 /// The whole configuration: every component's part, and what only the
@@ -54,6 +56,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub tls: TlsFiles,
     pub shutdown: Shutdown,
+    pub record: RecordConfig,
     /// `--config`: the file the settings were read from.
     pub config_file: Option<PathBuf>,
     /// `--print-config`: print [`Config::to_toml`] and exit.
@@ -313,6 +316,7 @@ impl Config {
         put(toml::to_string(&shown.shutdown));
         put(toml::to_string(&shown.auth));
         put(toml::to_string(&shown.tls));
+        put(toml::to_string(&shown.record));
         out
     }
 
@@ -324,6 +328,7 @@ impl Config {
         self.http.validate()?;
         self.shutdown.validate()?;
         self.tls.validate()?;
+        self.record.validate()?;
         self.auth.validate()
     }
 

@@ -25,4 +25,6 @@ pub mod http;
 #[cfg(feature = "service")]
 pub mod metrics;
 #[cfg(feature = "service")]
+pub mod record;
+#[cfg(feature = "service")]
 pub mod session;

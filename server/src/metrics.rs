@@ -34,6 +34,18 @@ pub const PUBLISHERS: &str = "liveslice_publishers";
 pub const SUBSCRIBERS: &str = "liveslice_subscribers";
 pub const MEMORY: &str = "liveslice_media_memory_bytes";
 pub const MEMORY_LIMIT: &str = "liveslice_media_memory_limit_bytes";
+/// `--record`: objects written (segments, init segments, playlists).
+pub const RECORD_WRITES: &str = "liveslice_record_writes_total";
+pub const RECORD_BYTES: &str = "liveslice_record_bytes_total";
+/// Failed write attempts tried again (after a back-off).
+pub const RECORD_RETRIES: &str = "liveslice_record_retries_total";
+/// Writes given up after the last retry.
+pub const RECORD_FAILURES: &str = "liveslice_record_failures_total";
+/// Segments not recorded, by reason (`queue_full`, `write_failed`,
+/// `max_segments`).
+pub const RECORD_LOST: &str = "liveslice_record_segments_lost_total";
+/// Bytes waiting to be written (queued or in flight).
+pub const RECORD_QUEUE: &str = "liveslice_record_queue_bytes";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -110,6 +122,29 @@ fn describe() {
         Unit::Bytes,
         "The media memory budget (--memory-limit)"
     );
+    describe_counter!(
+        RECORD_WRITES,
+        "Objects written to the recording store (segments, init segments, playlists)"
+    );
+    describe_counter!(
+        RECORD_BYTES,
+        Unit::Bytes,
+        "Bytes written to the recording store"
+    );
+    describe_counter!(
+        RECORD_RETRIES,
+        "Recording writes that failed and were tried again"
+    );
+    describe_counter!(
+        RECORD_FAILURES,
+        "Recording writes given up after the last retry"
+    );
+    describe_counter!(RECORD_LOST, "Segments not recorded, by reason");
+    describe_gauge!(
+        RECORD_QUEUE,
+        Unit::Bytes,
+        "Bytes waiting to be written to the recording store"
+    );
     describe_gauge!(
         SUBSCRIBERS,
         "Attached gRPC subscribers (a publisher's own event stream is not one)"
@@ -146,8 +181,26 @@ pub fn render(handle: &PrometheusHandle, registry: &Registry) -> String {
     let memory: usize = sessions.iter().map(|s| s.memory_bytes()).sum();
     gauge!(MEMORY).set(memory as f64);
     gauge!(MEMORY_LIMIT).set(registry.defaults().memory_limit as f64);
+    if let Some(r) = registry.recorder() {
+        let queued = r
+            .stats()
+            .queued_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        gauge!(RECORD_QUEUE).set(queued as f64);
+    }
     handle.run_upkeep();
     handle.render()
+}
+
+/// The recording series, at zero from the start (when `--record` is on).
+pub fn record_zeros() {
+    for c in [RECORD_WRITES, RECORD_BYTES, RECORD_RETRIES, RECORD_FAILURES] {
+        counter!(c).increment(0);
+    }
+    for reason in ["queue_full", "write_failed", "max_segments"] {
+        counter!(RECORD_LOST, "reason" => reason).increment(0);
+    }
+    gauge!(RECORD_QUEUE).set(0.0);
 }
 
 pub fn dropped(reason: DropReason, n: u64) {

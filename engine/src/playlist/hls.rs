@@ -18,6 +18,15 @@ use super::time::{write_extinf_seconds, write_iso8601_ms};
 use super::{ManifestState, Manifests};
 use crate::frame::SegmentRecord;
 
+/// `#EXT-X-PLAYLIST-TYPE` (RFC 8216 4.3.3.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlaylistType {
+    /// Segments are only ever appended; `#EXT-X-ENDLIST` may follow.
+    Event,
+    /// The playlist never changes (it has `#EXT-X-ENDLIST`).
+    Vod,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavour {
     /// fMP4 segments (`seg-N.m4s`) with `EXT-X-MAP` init segments; version 7.
@@ -65,8 +74,35 @@ impl Manifests {
             Flavour::Ts => 3,
         };
         let first = self.window.front().map(|w| w.rec.config_id);
-        self.write_hls_head(&mut s, flavour, version, first, false);
+        self.write_hls_head(&mut s, flavour, version, first, false, None);
         s
+    }
+
+    /// The whole playlist with `#EXT-X-PLAYLIST-TYPE` (RFC 8216 4.3.3.5):
+    /// for a recording, whose playlist lists every segment of the session
+    /// (a window as long as the session). `Event` while the session goes
+    /// on (segments are only appended; `#EXT-X-ENDLIST` once it ended),
+    /// `Vod` once it ended (then with `#EXT-X-ENDLIST`).
+    pub fn hls_typed(&self, flavour: Flavour, playlist_type: PlaylistType) -> String {
+        let version = match flavour {
+            Flavour::Cmaf => 7,
+            Flavour::Ts => 3,
+        };
+        let first = self.window.front().map(|w| w.rec.config_id);
+        let mut state = self.hls_state(flavour);
+        state.head.clear();
+        self.write_hls_head(
+            &mut state.head,
+            flavour,
+            version,
+            first,
+            false,
+            Some(playlist_type),
+        );
+        if playlist_type == PlaylistType::Vod && state.tail.is_empty() {
+            state.tail = "#EXT-X-ENDLIST\n".to_owned();
+        }
+        state.render()
     }
 
     /// The head: `map` is the config whose `EXT-X-MAP` (CMAF) the first
@@ -78,6 +114,7 @@ impl Manifests {
         version: u32,
         map: Option<u32>,
         ll: bool,
+        playlist_type: Option<PlaylistType>,
     ) {
         let first = self.window.front().map(|w| &w.rec);
         // RFC 8216 numbers a segment's discontinuity as this value plus the
@@ -97,6 +134,11 @@ impl Manifests {
             self.target_duration,
             self.media_sequence(),
         );
+        match playlist_type {
+            Some(PlaylistType::Event) => s.push_str("#EXT-X-PLAYLIST-TYPE:EVENT\n"),
+            Some(PlaylistType::Vod) => s.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n"),
+            None => {}
+        }
         if self.all_independent {
             s.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
         }
@@ -329,5 +371,44 @@ mod tests {
         assert!(!text.contains("init-0.mp4"));
         let head = m.hls_cmaf().head;
         assert!(head.ends_with("#EXT-X-MAP:URI=\"init-1.mp4\"\n"));
+    }
+
+    /// A recording's playlist: every segment (no window), the type tag
+    /// after the version, EVENT growing only at its end and gaining
+    /// `#EXT-X-ENDLIST` at the end; VOD always closed.
+    #[test]
+    fn whole_session_typed_playlists() {
+        use super::PlaylistType;
+        use crate::playlist::HlsFlavour;
+        let live = Manifests::new(opts(2000, 2), 0);
+        let mut m = live.whole_session();
+        let c = cfg(0);
+        let mut prev = String::new();
+        for i in 0..10u64 {
+            let mut r = rec(i, i * 180_180, 180_180);
+            if i == 5 {
+                r.discontinuity = true;
+                r.discontinuity_sequence = 1;
+            } else if i > 5 {
+                r.discontinuity_sequence = 1;
+            }
+            m.push(r, &c, 0);
+            let event = m.hls_typed(HlsFlavour::Cmaf, PlaylistType::Event);
+            assert!(event.starts_with(
+                "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+                 #EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:EVENT\n"
+            ));
+            assert!(event.starts_with(&prev), "an EVENT playlist only grows");
+            assert!(!event.contains("#EXT-X-ENDLIST"));
+            prev = event;
+        }
+        assert_eq!(m.segments().count(), 10, "no segment leaves the window");
+        let vod = m.hls_typed(HlsFlavour::Ts, PlaylistType::Vod);
+        assert!(vod.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"));
+        assert!(vod.ends_with("seg-9.ts\n#EXT-X-ENDLIST\n"));
+        assert_eq!(vod.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
+        m.end(0);
+        let event = m.hls_typed(HlsFlavour::Cmaf, PlaylistType::Event);
+        assert_eq!(event, format!("{prev}#EXT-X-ENDLIST\n"));
     }
 }

@@ -201,7 +201,7 @@ impl Manifests {
             (false, Flavour::Ts) => 3,
         };
         let mut s = String::with_capacity(1024 + self.window.len() * 160 + self.parts.len() * 64);
-        self.write_hls_head(&mut s, flavour, version, first_kept, true);
+        self.write_hls_head(&mut s, flavour, version, first_kept, true, None);
         if skip {
             let _ = writeln!(s, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
         }

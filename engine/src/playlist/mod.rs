@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::frame::{CodecConfig, PartRecord, SegmentRecord};
 
 pub use hls::Flavour as HlsFlavour;
+pub use hls::PlaylistType;
 pub use ll::{LlPosition, PART_SEGMENTS};
 
 pub use time::iso8601_ms;
@@ -413,6 +414,40 @@ impl Manifests {
 
     pub fn is_ended(&self) -> bool {
         self.ended
+    }
+
+    /// What the manifests were configured with.
+    pub fn options(&self) -> &PlaylistOptions {
+        &self.opts
+    }
+
+    /// DASH `availabilityStartTime`, Unix ms (the session's first frame).
+    pub fn availability_start_ms(&self) -> u64 {
+        self.availability_start_ms
+    }
+
+    /// The codec config the manifests describe config `id` with (the
+    /// frame rate the timestamps are on), while a segment of it is in the
+    /// window.
+    pub fn config(&self, id: u32) -> Option<&CodecConfig> {
+        self.configs.get(&id)
+    }
+
+    /// Empty manifests configured as these, with a window as long as the
+    /// session (no segment ever leaves it, whatever the bytes): a
+    /// recording's, which lists every segment with
+    /// [`hls_typed`](Self::hls_typed) and a static MPD once ended. No
+    /// parts (`part_target_ms` 0).
+    pub fn whole_session(&self) -> Manifests {
+        Manifests::new(
+            PlaylistOptions {
+                window: usize::MAX,
+                max_window_bytes: u64::MAX,
+                part_target_ms: 0,
+                ..self.opts.clone()
+            },
+            self.availability_start_ms,
+        )
     }
 
     /// Whether the HLS playlists state `EXT-X-INDEPENDENT-SEGMENTS`: every

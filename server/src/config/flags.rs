@@ -172,6 +172,36 @@ pub(super) struct Flags {
     /// within the longer of this and --shutdown-timeout, plus 1 s.
     #[arg(long, env = "LIVESLICE_SHUTDOWN_GRACE", value_parser = parse_duration)]
     pub shutdown_grace: Option<Duration>,
+    /// Record every session: s3://BUCKET/PREFIX (credentials and region
+    /// from the AWS_* environment) or file:///DIR. Each segment and init
+    /// segment is written under PREFIX/SESSION_ID/ as it completes, with an
+    /// EVENT playlist during the session and VOD playlists and a static MPD
+    /// at its end. Publishing never waits for storage.
+    #[arg(long, env = "LIVESLICE_RECORD", value_name = "URL")]
+    pub record: Option<String>,
+    /// The S3 API's URL for S3-compatible stores (MinIO, moto, ...), e.g.
+    /// http://127.0.0.1:9000 (plain HTTP is allowed for it).
+    #[arg(long, env = "LIVESLICE_RECORD_ENDPOINT", value_name = "URL")]
+    pub record_endpoint: Option<String>,
+    /// The S3 region (default: AWS_REGION, or us-east-1).
+    #[arg(long, env = "LIVESLICE_RECORD_REGION", value_name = "REGION")]
+    pub record_region: Option<String>,
+    /// Bytes of segments waiting to be written, all sessions together;
+    /// segments beyond are not recorded (counted in /metrics and
+    /// /api/record) while publishing goes on.
+    #[arg(long, env = "LIVESLICE_RECORD_QUEUE_BYTES", value_parser = count)]
+    pub record_queue_bytes: Option<usize>,
+    /// Further attempts of a failed write (exponential back-off from
+    /// 200 ms, at most 10 s apart) before it is given up.
+    #[arg(long, env = "LIVESLICE_RECORD_RETRIES")]
+    pub record_retries: Option<u32>,
+    /// Recording writes in flight at once.
+    #[arg(long, env = "LIVESLICE_RECORD_CONCURRENCY", value_parser = count)]
+    pub record_concurrency: Option<usize>,
+    /// Segments recorded per session at most; later ones are not recorded
+    /// (counted).
+    #[arg(long, env = "LIVESLICE_RECORD_MAX_SEGMENTS", value_parser = count)]
+    pub record_max_segments: Option<usize>,
 }
 
 /// Flags that are not settings of a config file.
@@ -283,6 +313,19 @@ impl Flags {
             auth_tokens => auth.tokens;
             shutdown_timeout => shutdown.timeout;
             shutdown_grace => shutdown.grace;
+            record_queue_bytes => record.record_queue_bytes;
+            record_retries => record.record_retries;
+            record_concurrency => record.record_concurrency;
+            record_max_segments => record.record_max_segments;
+        }
+        if let Some(v) = self.record {
+            c.record.record = Some(v);
+        }
+        if let Some(v) = self.record_endpoint {
+            c.record.record_endpoint = Some(v);
+        }
+        if let Some(v) = self.record_region {
+            c.record.record_region = Some(v);
         }
         if let Some(v) = self.max_segment_duration {
             c.engine.max_segment_duration = Some(v);

@@ -90,6 +90,7 @@ fn defaults_come_from_one_place() {
         auth: AuthConfig::default(),
         tls: TlsFiles::default(),
         shutdown: Shutdown::default(),
+        record: RecordConfig::default(),
         config_file: None,
         print_config: false,
         mint_token: None,
@@ -150,6 +151,10 @@ fn defaults_come_from_one_place() {
                     | "linger"
                     | "shutdown-timeout"
                     | "shutdown-grace"
+                    | "record-queue-bytes"
+                    | "record-retries"
+                    | "record-concurrency"
+                    | "record-max-segments"
             )))
             .count(),
         "every fixed default is shown, once:\n{help}"
@@ -184,6 +189,39 @@ fn file_keys_are_the_flags() {
         };
         assert_eq!(env.to_string_lossy(), expected);
     }
+}
+
+/// `--record` and its settings from flags, variables and a file; a bad
+/// URL names its key.
+#[test]
+fn record_settings() {
+    let c = load(&[
+        "x",
+        "--record",
+        "s3://bucket/some/prefix",
+        "--record-endpoint",
+        "http://127.0.0.1:9000",
+        "--record-queue-bytes",
+        "8388608",
+    ])
+    .unwrap();
+    assert_eq!(c.record.record.as_deref(), Some("s3://bucket/some/prefix"));
+    assert_eq!(
+        c.record.record_endpoint.as_deref(),
+        Some("http://127.0.0.1:9000")
+    );
+    assert_eq!(c.record.record_queue_bytes, 8 << 20);
+    let c = load_with_env(&["x"], &[("LIVESLICE_RECORD", "file:///tmp/rec")]).unwrap();
+    assert_eq!(c.record.record.as_deref(), Some("file:///tmp/rec"));
+    let c = Config::from_toml("record = \"s3://b\"\nrecord-retries = 2\n").unwrap();
+    assert_eq!(c.record.record_retries, 2);
+    let printed = c.to_toml();
+    assert_eq!(Config::from_toml(&printed).unwrap().record, c.record);
+    assert_eq!(key_of(load(&["x", "--record", "ftp://x"])), "record");
+    assert_eq!(
+        key_of(load(&["x", "--record-concurrency", "0"])),
+        "record-concurrency"
+    );
 }
 
 /// A file deserializes straight into the typed parts; what it does not

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Serialize;
@@ -301,6 +301,20 @@ pub async fn sessions(
     Extension(viewers): Extension<Arc<HttpViewers>>,
 ) -> Response {
     json(list(&registry, &viewers))
+}
+
+/// `GET /api/record`: the recorder's counters (`--record`): objects and
+/// bytes written, retries, failures, the segments not recorded and why,
+/// by session, the queue and the last error; 404 when recording is off.
+pub async fn record(State(registry): State<Arc<Registry>>) -> Response {
+    match registry.recorder() {
+        Some(r) => json(r.status()),
+        None => (
+            StatusCode::NOT_FOUND,
+            "recording is off on this server (see --record)\n",
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /api/sessions/{id}`: the summary, the segments held and the

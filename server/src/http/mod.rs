@@ -62,6 +62,7 @@ pub fn router(
         .route("/", get(pages::index))
         .route("/api/sessions", get(api::sessions))
         .route("/api/sessions/{session}", get(api::session))
+        .route("/api/record", get(api::record))
         .route("/player/{session}", get(pages::player))
         .route("/favicon.ico", get(pages::favicon))
         .route("/favicon.svg", get(pages::favicon))
@@ -127,7 +128,8 @@ async fn session_from_path(
 struct QueryToken(String);
 
 /// With auth on, everything that names a session needs a play token for
-/// it, and the session list (`/`, `/api/sessions`) one for every session
+/// it, and the session list (`/`, `/api/sessions`) and the recorder's
+/// state (`/api/record`, which names sessions) one for every session
 /// (`*`); the player assets, the favicon, `/time`, `/healthz` and
 /// `/metrics` stay open.
 async fn authorize(
@@ -138,7 +140,7 @@ async fn authorize(
     let Some(auth) = auth else {
         return next.run(req).await;
     };
-    let session = if matches!(req.uri().path(), "/" | "/api/sessions") {
+    let session = if matches!(req.uri().path(), "/" | "/api/sessions" | "/api/record") {
         Some("*".to_string())
     } else {
         req.extensions().get::<SessionId>().map(|s| s.0.clone())

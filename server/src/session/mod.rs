@@ -130,6 +130,8 @@ struct SessionState {
     parts: parts::PartStore,
     /// The MPEG-TS continuity counters, taken out while a push muxes.
     part_muxer: Option<PartMuxer>,
+    /// `--record`: hands each complete segment to the server's recorder.
+    recorder: Option<crate::record::SessionRecorder>,
 }
 
 thread_local! {
@@ -177,6 +179,8 @@ struct MuxWork {
     inits: Vec<Arc<CodecConfig>>,
     segments: Vec<(u64, u32)>,
     deferred: Vec<SessionItem>,
+    /// Segments to hand to the recorder once their bytes are stored.
+    recorded: Vec<Arc<SegmentEvent>>,
 }
 
 impl MuxWork {
@@ -270,6 +274,7 @@ impl Session {
         mut options: SessionOptions,
         max_lag_items: usize,
         ring_max_bytes: usize,
+        recorder: Option<crate::record::SessionRecorder>,
     ) -> Self {
         // The engine keeps the window within the ring's budget, so the ring
         // evicts only whole segments the playlists no longer list.
@@ -287,6 +292,7 @@ impl Session {
                 log: log::ItemLog::default(),
                 parts: parts::PartStore::default(),
                 part_muxer: Some(PartMuxer::new(options.pipeline.formats)),
+                recorder,
             }),
             gate: Mutex::new(()),
             segments_stored: watch::channel(0).0,
@@ -453,6 +459,9 @@ impl Session {
         });
         st.ended = Some(end.clone());
         st.publisher = Publisher::None;
+        if let Some(r) = st.recorder.as_mut() {
+            r.end();
+        }
         st.log.push(SessionItem::Ended(end));
         self.log_end.send_replace(st.log.end());
         self.ended_tx.send_replace(true);
@@ -599,6 +608,9 @@ impl Session {
         for (seq, config_id) in work.segments {
             st.parts.store_segment(seq, config_id);
         }
+        if !work.recorded.is_empty() {
+            self.record(&mut st, &work.recorded);
+        }
         // Removed segments stay a window longer (RFC 8216 6.2.2).
         let keep_from = st
             .first_listed
@@ -613,6 +625,27 @@ impl Session {
         }
         self.log_end.send_replace(st.log.end());
         (st, fatal)
+    }
+
+    /// Hands complete segments (stored) to the recorder: their pieces
+    /// (shared `Bytes`) and records. Never waits (a channel send each).
+    fn record(&self, st: &mut SessionState, segments: &[Arc<SegmentEvent>]) {
+        let f = self.options.pipeline.formats;
+        let (Some(recorder), Some(live)) = (st.recorder.as_mut(), st.pipeline.manifests()) else {
+            return;
+        };
+        for s in segments {
+            let rec = &s.record;
+            let cmaf = f
+                .cmaf
+                .then(|| st.parts.segment(rec.sequence, Format::Cmaf).ok())
+                .flatten();
+            let ts =
+                f.ts.then(|| st.parts.segment(rec.sequence, Format::Ts).ok())
+                    .flatten();
+            let init = st.parts.init(rec.config_id);
+            recorder.segment(live, rec, init, cmaf, ts);
+        }
     }
 
     /// Moves engine events into the ring and the log, and collects what is
@@ -638,6 +671,9 @@ impl Session {
                 Event::Segment(s) => {
                     segments = true;
                     work.segments.push((s.record.sequence, s.record.config_id));
+                    if st.recorder.is_some() {
+                        work.recorded.push(s.clone());
+                    }
                     st.ring.push_segment(s.clone());
                     st.first_listed = s.manifest.media_sequence;
                     crate::metrics::segment(s.record.duration);
@@ -1025,6 +1061,7 @@ mod tests {
             },
             0,
             64 << 20,
+            None,
         ))
     }
 

@@ -155,16 +155,32 @@ pub struct Registry {
     changed: Notify,
     defaults: SessionDefaults,
     shutting_down: AtomicBool,
+    /// `--record`: every new session is recorded.
+    recorder: Option<crate::record::Recorder>,
 }
 
 impl Registry {
     pub fn new(defaults: SessionDefaults) -> Arc<Self> {
+        Self::with_recorder(defaults, None)
+    }
+
+    /// A registry whose sessions are recorded by `recorder`.
+    pub fn with_recorder(
+        defaults: SessionDefaults,
+        recorder: Option<crate::record::Recorder>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             sessions: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             defaults,
             shutting_down: AtomicBool::new(false),
+            recorder,
         })
+    }
+
+    /// The recorder (`--record`), if recording is on.
+    pub fn recorder(&self) -> Option<&crate::record::Recorder> {
+        self.recorder.as_ref()
     }
 
     pub fn defaults(&self) -> &SessionDefaults {
@@ -212,6 +228,7 @@ impl Registry {
             options,
             self.defaults.max_lag_items,
             self.defaults.ring_max_bytes,
+            self.recorder.as_ref().map(|r| r.session(id)),
         ));
         let (generation, resumed) = session.attach_publisher()?;
         // An ended session of the same id is replaced: its window stops being

@@ -1,0 +1,555 @@
+//! `--record URL`: every session's segments, init segments and playlists
+//! written to S3-compatible storage or local files as they complete.
+//!
+//! ```text
+//! {prefix}/{session_id}/init-N.mp4      CMAF init segment of codec config N
+//! {prefix}/{session_id}/seg-N.m4s       CMAF segment N (the bytes HTTP serves)
+//! {prefix}/{session_id}/ts/seg-N.ts     MPEG-TS segment N
+//! {prefix}/{session_id}/index.m3u8      HLS (CMAF), EXT-X-PLAYLIST-TYPE:EVENT, + ENDLIST at the end
+//! {prefix}/{session_id}/ts/index.m3u8   the same over MPEG-TS
+//! {prefix}/{session_id}/vod.m3u8        at the end: EXT-X-PLAYLIST-TYPE:VOD (and ts/vod.m3u8)
+//! {prefix}/{session_id}/manifest.mpd    at the end: the static MPD
+//! ```
+//!
+//! File names are the HTTP origin's and `liveslice package`'s. Playlists
+//! are rendered by the engine ([`Manifests::whole_session`], a window as
+//! long as the session) from the same `SegmentRecord`s the live playlists
+//! are, in the writer task, and name only segments already written.
+//!
+//! The live path never waits for storage: a session hands each completed
+//! segment (its `PartStore` pieces: shared `Bytes`, no copy) to the
+//! server's one [`Recorder`] under a byte budget (`--record-queue-bytes`).
+//! A segment that does not fit is not recorded; a write that fails is
+//! retried with exponential back-off (`--record-retries`) and then given
+//! up. Either way it is counted (metrics, `/api/record`, the log) and the
+//! recorded playlists mark the gap with `EXT-X-DISCONTINUITY` (the DASH MPD
+//! starts a new period there). Writes run on tokio tasks, at most
+//! `--record-concurrency` at once; a session's playlist is written after
+//! its segments, one write at a time, newest text last.
+
+mod writer;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::ObjectStore;
+use tokio::sync::mpsc;
+
+use crate::config::ConfigError;
+use crate::engine::playlist::Manifests;
+use crate::engine::{CodecConfig, SegmentRecord};
+
+/// The recording part of the configuration (`record-*` keys).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RecordConfig {
+    /// `record`: where sessions are recorded, `s3://BUCKET/PREFIX` or
+    /// `file:///ABSOLUTE/DIR`; none: no recording.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    /// `record-endpoint`: the S3 API's URL for S3-compatible stores (MinIO,
+    /// moto, ...), e.g. `http://127.0.0.1:9000`; plain `http://` is allowed
+    /// for it. None: `AWS_ENDPOINT`, or AWS's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_endpoint: Option<String>,
+    /// `record-region`: the S3 region; none: `AWS_REGION` /
+    /// `AWS_DEFAULT_REGION`, or `us-east-1`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_region: Option<String>,
+    /// `record-queue-bytes`: bytes of segments waiting to be written, all
+    /// sessions together; a segment beyond it is not recorded (counted).
+    pub record_queue_bytes: usize,
+    /// `record-retries`: further attempts of a failed write, with
+    /// exponential back-off from 200 ms (at most 10 s between attempts).
+    pub record_retries: u32,
+    /// `record-concurrency`: writes in flight at once.
+    pub record_concurrency: usize,
+    /// `record-max-segments`: segments recorded per session (what its
+    /// playlists list; each costs the writer a few hundred bytes until the
+    /// session ends); later ones are not recorded (counted).
+    pub record_max_segments: usize,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        Self {
+            record: None,
+            record_endpoint: None,
+            record_region: None,
+            record_queue_bytes: 256 << 20,
+            record_retries: 5,
+            record_concurrency: 8,
+            record_max_segments: 100_000,
+        }
+    }
+}
+
+/// Where recordings go, parsed from `--record`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    S3 { bucket: String, prefix: String },
+    File { dir: std::path::PathBuf },
+}
+
+impl Target {
+    /// `s3://BUCKET[/PREFIX]` or `file:///DIR`.
+    pub fn parse(url: &str) -> Result<Target, String> {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(format!("{url:?} names no bucket (s3://BUCKET/PREFIX)"));
+            }
+            return Ok(Target::S3 {
+                bucket: bucket.to_owned(),
+                prefix: prefix.trim_matches('/').to_owned(),
+            });
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(format!("{url:?} is not an absolute file URL (file:///DIR)"));
+            }
+            return Ok(Target::File { dir: path.into() });
+        }
+        Err(format!(
+            "{url:?}: use s3://BUCKET/PREFIX or file:///ABSOLUTE/DIR"
+        ))
+    }
+}
+
+impl RecordConfig {
+    /// Checks ranges and names the bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.record {
+            Target::parse(url).map_err(|r| ConfigError::new("record", r))?;
+        }
+        if self.record_queue_bytes < 1 << 20 {
+            return Err(ConfigError::new(
+                "record-queue-bytes",
+                "must be at least 1048576 bytes (1 MiB)",
+            ));
+        }
+        if self.record_retries > 20 {
+            return Err(ConfigError::new("record-retries", "must be at most 20"));
+        }
+        if !(1..=256).contains(&self.record_concurrency) {
+            return Err(ConfigError::new(
+                "record-concurrency",
+                "must be between 1 and 256",
+            ));
+        }
+        if self.record_max_segments == 0 {
+            return Err(ConfigError::new(
+                "record-max-segments",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The store `record` names (`None`: recording is off).
+    pub fn store(&self) -> Result<Option<Store>, ConfigError> {
+        let Some(url) = &self.record else {
+            return Ok(None);
+        };
+        let target = Target::parse(url).map_err(|r| ConfigError::new("record", r))?;
+        let client = object_store::ClientOptions::new()
+            .with_timeout(Duration::from_secs(30))
+            .with_connect_timeout(Duration::from_secs(5));
+        // The writer retries with its own back-off (and counts it).
+        let retry = object_store::RetryConfig {
+            max_retries: 0,
+            retry_timeout: Duration::from_secs(30),
+            ..Default::default()
+        };
+        match target {
+            Target::S3 { bucket, prefix } => {
+                // HTTPS to the store: reqwest's rustls with ring, the
+                // crypto the TLS edge uses (a provider already installed
+                // stays).
+                let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(retry);
+                let mut client = client;
+                if let Some(endpoint) = &self.record_endpoint {
+                    b = b.with_endpoint(endpoint);
+                    if endpoint.starts_with("http://") {
+                        b = b.with_allow_http(true);
+                        client = client.with_allow_http(true);
+                    }
+                }
+                if let Some(region) = &self.record_region {
+                    b = b.with_region(region);
+                }
+                let store = b
+                    .with_client_options(client)
+                    .build()
+                    .map_err(|e| ConfigError::new("record", e.to_string()))?;
+                Ok(Some(Store {
+                    store: Arc::new(store),
+                    prefix,
+                    content_types: true,
+                }))
+            }
+            Target::File { dir } => {
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    ConfigError::new("record", format!("cannot create {}: {e}", dir.display()))
+                })?;
+                let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| ConfigError::new("record", e.to_string()))?;
+                Ok(Some(Store {
+                    store: Arc::new(store),
+                    prefix: String::new(),
+                    content_types: false,
+                }))
+            }
+        }
+    }
+}
+
+/// An opened recording store.
+pub struct Store {
+    pub store: Arc<dyn ObjectStore>,
+    /// Key prefix (`s3://BUCKET/PREFIX`'s PREFIX; none for files).
+    pub prefix: String,
+    /// Objects get a `Content-Type` (S3; local files have none).
+    pub content_types: bool,
+}
+
+/// Counters of the recorder (also in `/metrics`); `/api/record` shows them.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Objects written.
+    pub writes: AtomicU64,
+    /// Bytes written.
+    pub bytes: AtomicU64,
+    /// Attempts that failed and were tried again.
+    pub retries: AtomicU64,
+    /// Writes given up after the last retry.
+    pub failures: AtomicU64,
+    /// Segments not recorded: the queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Segments not recorded: a write failed for good.
+    pub lost_write_failed: AtomicU64,
+    /// Segments not recorded: `--record-max-segments` reached.
+    pub dropped_max_segments: AtomicU64,
+    /// Bytes waiting to be written (queued or in flight).
+    pub queued_bytes: AtomicUsize,
+}
+
+/// Shared between the sessions' handles and the writer task.
+#[derive(Debug)]
+struct Shared {
+    stats: Stats,
+    /// `--record-queue-bytes`.
+    limit: usize,
+    /// The last write error, for `/api/record`.
+    last_error: Mutex<Option<String>>,
+    /// Segments not recorded, by session id (the last few hundred
+    /// sessions).
+    lost: Mutex<BTreeMap<String, u64>>,
+    /// Recordings still being written (ended or not).
+    open: AtomicUsize,
+}
+
+/// Sessions whose losses `/api/record` names.
+const LOST_SESSIONS_SHOWN: usize = 256;
+
+impl Shared {
+    fn lost(&self, session_id: &str) {
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        *lost.entry(session_id.to_owned()).or_default() += 1;
+        while lost.len() > LOST_SESSIONS_SHOWN {
+            lost.pop_first();
+        }
+    }
+}
+
+/// What the sessions send the writer.
+enum Msg {
+    /// A segment to record: its objects (`init-N.mp4` first when new) and
+    /// what its playlists entry is rendered from.
+    Segment {
+        rec: u64,
+        record: SegmentRecord,
+        cfg: CodecConfig,
+        objects: Vec<(String, Vec<Bytes>)>,
+        bytes: usize,
+    },
+    /// A segment that is not recorded (queue full).
+    Lost { rec: u64 },
+    /// The first message of a recording.
+    Begin {
+        rec: u64,
+        session_id: String,
+        manifests: Box<Manifests>,
+    },
+    /// The session ended: write the final playlists.
+    End { rec: u64 },
+}
+
+/// The server's recorder: a handle to its writer task.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::UnboundedSender<Msg>,
+    shared: Arc<Shared>,
+    next_rec: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    /// Starts the writer task (on the current tokio runtime) writing to
+    /// `store`.
+    pub fn start(store: Store, config: &RecordConfig) -> Recorder {
+        let Store {
+            store,
+            prefix,
+            content_types,
+        } = store;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            stats: Stats::default(),
+            limit: config.record_queue_bytes,
+            last_error: Mutex::new(None),
+            lost: Mutex::new(BTreeMap::new()),
+            open: AtomicUsize::new(0),
+        });
+        crate::metrics::record_zeros();
+        tokio::spawn(writer::run(writer::Writer::new(
+            store,
+            prefix,
+            content_types,
+            config,
+            shared.clone(),
+            rx,
+        )));
+        Recorder {
+            tx,
+            shared,
+            next_rec: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A recording for a new session.
+    pub fn session(&self, session_id: &str) -> SessionRecorder {
+        SessionRecorder {
+            recorder: self.clone(),
+            rec: self.next_rec.fetch_add(1, Ordering::Relaxed),
+            session_id: session_id.to_owned(),
+            begun: false,
+            inits_sent: BTreeSet::new(),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// What `/api/record` shows.
+    pub fn status(&self) -> RecordStatus {
+        let s = &self.shared.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RecordStatus {
+            writes: get(&s.writes),
+            bytes: get(&s.bytes),
+            retries: get(&s.retries),
+            failures: get(&s.failures),
+            segments_lost_queue_full: get(&s.dropped_queue_full),
+            segments_lost_write_failed: get(&s.lost_write_failed),
+            segments_lost_max_segments: get(&s.dropped_max_segments),
+            queued_bytes: s.queued_bytes.load(Ordering::Relaxed),
+            queue_limit_bytes: self.shared.limit,
+            recordings_open: self.shared.open.load(Ordering::Relaxed),
+            last_error: self
+                .shared
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            lost_by_session: self
+                .shared
+                .lost
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    /// Waits (up to `limit`) until every recording is written (ended
+    /// sessions' final playlists included); returns whether they were.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let done = || {
+            self.shared.open.load(Ordering::Relaxed) == 0
+                && self.shared.stats.queued_bytes.load(Ordering::Relaxed) == 0
+        };
+        let wait = async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+}
+
+/// The recorder's state, as `/api/record` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RecordStatus {
+    /// Objects written (segments, init segments, playlists).
+    pub writes: u64,
+    pub bytes: u64,
+    /// Failed attempts tried again.
+    pub retries: u64,
+    /// Writes given up after the last retry.
+    pub failures: u64,
+    /// Segments not recorded because `--record-queue-bytes` was reached
+    /// (storage too slow or down).
+    pub segments_lost_queue_full: u64,
+    /// Segments not recorded because a write failed after every retry.
+    pub segments_lost_write_failed: u64,
+    /// Segments not recorded because `--record-max-segments` was reached.
+    pub segments_lost_max_segments: u64,
+    pub queued_bytes: usize,
+    pub queue_limit_bytes: usize,
+    pub recordings_open: usize,
+    pub last_error: Option<String>,
+    /// Segments not recorded, by session id.
+    pub lost_by_session: BTreeMap<String, u64>,
+}
+
+/// One session's recording: lives in the session's state, called under its
+/// lock; every call is a channel send (never waits).
+pub struct SessionRecorder {
+    recorder: Recorder,
+    rec: u64,
+    session_id: String,
+    begun: bool,
+    /// Init segments handed to the writer.
+    inits_sent: BTreeSet<u32>,
+}
+
+impl SessionRecorder {
+    /// A complete segment: `record` as the live manifests got it (`live`,
+    /// whose options and codec configs the recording's manifests take),
+    /// its CMAF pieces and init segment and its MPEG-TS pieces (`None`: a
+    /// format the server does not mux).
+    pub fn segment(
+        &mut self,
+        live: &Manifests,
+        record: &SegmentRecord,
+        init: Option<Bytes>,
+        cmaf: Option<Vec<Bytes>>,
+        ts: Option<Vec<Bytes>>,
+    ) {
+        let shared = &self.recorder.shared;
+        if !self.begun {
+            self.begun = true;
+            shared.open.fetch_add(1, Ordering::Relaxed);
+            let _ = self.recorder.tx.send(Msg::Begin {
+                rec: self.rec,
+                session_id: self.session_id.clone(),
+                manifests: Box::new(live.whole_session()),
+            });
+        }
+        let Some(cfg) = live.config(record.config_id).cloned() else {
+            tracing::error!(session_id = %self.session_id, sequence = record.sequence,
+                "recording: the segment's codec config is not in the manifests");
+            return self.lost(record.sequence);
+        };
+        let mut objects = Vec::with_capacity(3);
+        let new_init = cmaf.is_some() && !self.inits_sent.contains(&record.config_id);
+        if new_init {
+            match init {
+                Some(b) => objects.push((format!("init-{}.mp4", record.config_id), vec![b])),
+                None => return self.lost(record.sequence),
+            }
+        }
+        if let Some(ts) = ts {
+            objects.push((format!("ts/seg-{}.ts", record.sequence), ts));
+        }
+        if let Some(cmaf) = cmaf {
+            objects.push((format!("seg-{}.m4s", record.sequence), cmaf));
+        }
+        let bytes: usize = objects
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(Bytes::len))
+            .sum();
+        let queued = &shared.stats.queued_bytes;
+        let fits = queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q.saturating_add(bytes) <= shared.limit).then_some(q + bytes)
+            })
+            .is_ok();
+        if !fits {
+            shared
+                .stats
+                .dropped_queue_full
+                .fetch_add(1, Ordering::Relaxed);
+            ::metrics::counter!(crate::metrics::RECORD_LOST, "reason" => "queue_full").increment(1);
+            tracing::warn!(session_id = %self.session_id, sequence = record.sequence, bytes,
+                limit = shared.limit, "recording: queue full (storage slow or down); segment not recorded");
+            return self.lost(record.sequence);
+        }
+        if new_init {
+            self.inits_sent.insert(record.config_id);
+        }
+        let _ = self.recorder.tx.send(Msg::Segment {
+            rec: self.rec,
+            record: record.clone(),
+            cfg,
+            objects,
+            bytes,
+        });
+    }
+
+    fn lost(&mut self, _sequence: u64) {
+        self.recorder.shared.lost(&self.session_id);
+        let _ = self.recorder.tx.send(Msg::Lost { rec: self.rec });
+    }
+
+    /// The session ended: the final playlists follow its last segment.
+    pub fn end(&mut self) {
+        if self.begun {
+            let _ = self.recorder.tx.send(Msg::End { rec: self.rec });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            Target::parse("s3://b/x/y/"),
+            Ok(Target::S3 {
+                bucket: "b".into(),
+                prefix: "x/y".into()
+            })
+        );
+        assert_eq!(
+            Target::parse("s3://b"),
+            Ok(Target::S3 {
+                bucket: "b".into(),
+                prefix: String::new()
+            })
+        );
+        assert_eq!(
+            Target::parse("file:///tmp/r"),
+            Ok(Target::File {
+                dir: "/tmp/r".into()
+            })
+        );
+        for bad in ["s3://", "s3:///p", "file://rel", "http://x", "/tmp/r"] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

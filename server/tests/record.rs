@@ -1,0 +1,349 @@
+//! `--record`: sessions published over real gRPC are written to a real S3
+//! API (moto on loopback) or to local files, and play back as VOD with
+//! every frame; a store that is down costs recordings, never publishing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::s3::{have_moto, Moto};
+use common::*;
+use liveslice_proto::v1 as pb;
+use liveslice_server::app::Running;
+use pb::slice_response::Event;
+
+const BUCKET: &str = "rec";
+
+/// Credentials for moto (it accepts any); the same values in every test of
+/// this binary, so setting them twice races with nothing.
+fn moto_credentials() {
+    std::env::set_var("AWS_ACCESS_KEY_ID", "liveslice-test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "liveslice-test");
+}
+
+fn s3_config(moto: &Moto, prefix: &str) -> liveslice_server::config::Config {
+    moto_credentials();
+    let mut config = test_config();
+    config.record.record = Some(format!("s3://{BUCKET}/{prefix}"));
+    config.record.record_endpoint = Some(moto.endpoint());
+    config.record.record_region = Some("us-east-1".into());
+    config
+}
+
+/// The segments the publisher was told about (SegmentReady events).
+fn segments(responses: &[pb::SliceResponse]) -> Vec<pb::SegmentReady> {
+    responses
+        .iter()
+        .filter_map(|r| match &r.event {
+            Some(Event::SegmentReady(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Publishes `data` into `id` in two halves; `between` runs after the
+/// first. Returns the segments made.
+async fn publish_in_halves<F: std::future::Future<Output = ()>>(
+    server: &Running,
+    id: &str,
+    data: &[u8],
+    between: impl FnOnce() -> F,
+) -> Vec<pb::SegmentReady> {
+    let mut c = client(server).await;
+    let mut p = publish(&mut c, id, Default::default()).await.unwrap();
+    let half = data.len() / 2;
+    p.send_chunked(&data[..half], &[16 * 1024]).await;
+    between().await;
+    p.send_chunked(&data[half..], &[16 * 1024]).await;
+    p.end().await;
+    drop(p.tx);
+    let (responses, status) = collect(&mut p.responses, Duration::from_secs(30)).await;
+    assert!(status.is_none(), "{status:?}");
+    segments(&responses)
+}
+
+/// Waits (up to 20 s) until `f` gives something.
+async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn lines_with<'a>(text: &'a str, suffix: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.ends_with(suffix)).collect()
+}
+
+/// Checks a finished recording read through `get` (name → bytes): every
+/// segment and init segment is there, the VOD playlists list every segment
+/// in order, the EVENT playlist gained ENDLIST, the MPD is static.
+fn check_recording(get: &dyn Fn(&str) -> Option<Vec<u8>>, segs: &[pb::SegmentReady]) {
+    let text = |name: &str| {
+        String::from_utf8(get(name).unwrap_or_else(|| panic!("{name} is recorded"))).expect("UTF-8")
+    };
+    let vod = text("vod.m3u8");
+    assert!(vod.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"), "{vod}");
+    assert!(vod.ends_with("#EXT-X-ENDLIST\n"), "{vod}");
+    let listed = lines_with(&vod, ".m4s");
+    let want: Vec<String> = segs
+        .iter()
+        .map(|s| format!("seg-{}.m4s", s.sequence))
+        .collect();
+    assert_eq!(listed, want, "the VOD playlist lists every segment");
+    let ts_vod = text("ts/vod.m3u8");
+    assert_eq!(lines_with(&ts_vod, ".ts").len(), segs.len());
+    for s in segs {
+        let m4s = get(&format!("seg-{}.m4s", s.sequence)).expect("segment recorded");
+        assert!(m4s.len() > 100);
+        assert!(get(&format!("ts/seg-{}.ts", s.sequence)).is_some());
+    }
+    assert!(get("init-0.mp4").is_some());
+    let event = text("index.m3u8");
+    assert!(event.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"));
+    assert!(event.ends_with("#EXT-X-ENDLIST\n"));
+    assert_eq!(lines_with(&event, ".m4s").len(), segs.len());
+    let mpd = text("manifest.mpd");
+    assert!(mpd.contains(r#"type="static""#), "{mpd}");
+}
+
+/// ffmpeg decodes `url` with no errors and `frames` frames.
+async fn plays(url: String, frames: usize) {
+    let shown = url.clone();
+    let (got, errors) = tokio::task::spawn_blocking(move || ffmpeg_frames(&url))
+        .await
+        .unwrap();
+    assert_eq!(errors, "", "{shown}");
+    assert_eq!(got, frames, "{shown}: every frame");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_recorded_in_s3_plays_as_vod_with_every_frame() {
+    if !have_moto("recording to S3") || !have_ffmpeg("recorded VOD checked with ffmpeg") {
+        return;
+    }
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let server = start(s3_config(&moto, "live/rec")).await;
+    let data = testdata("high_bframes_30.h264");
+    let (frames, errors) = ffmpeg_decode_annexb(&data);
+    assert_eq!(errors, "");
+
+    let segs = publish_in_halves(&server, "cam1", &data, || async {
+        // During the session: an EVENT playlist with what is written so
+        // far, no ENDLIST, every segment it names already there.
+        let event = eventually("the EVENT playlist during the session", || {
+            moto.get(BUCKET, "live/rec/cam1/index.m3u8")
+        })
+        .await;
+        let event = String::from_utf8(event).unwrap();
+        assert!(event.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"), "{event}");
+        assert!(!event.contains("#EXT-X-ENDLIST"), "{event}");
+        for seg in lines_with(&event, ".m4s") {
+            assert!(moto.get(BUCKET, &format!("live/rec/cam1/{seg}")).is_some());
+        }
+        assert!(moto.get(BUCKET, "live/rec/cam1/vod.m3u8").is_none());
+    })
+    .await;
+    assert!(segs.len() >= 3);
+    let total: u32 = segs.iter().map(|s| s.frame_count).sum();
+    assert_eq!(total as usize, frames);
+
+    let recorder = server.registry.recorder().expect("recording is on");
+    assert!(
+        recorder.flush(Duration::from_secs(20)).await,
+        "written in 20 s"
+    );
+    let keys = moto.list(BUCKET, "live/rec/cam1/");
+    assert!(
+        keys.contains(&"live/rec/cam1/vod.m3u8".to_string()),
+        "{keys:?}"
+    );
+    check_recording(
+        &|name| moto.get(BUCKET, &format!("live/rec/cam1/{name}")),
+        &segs,
+    );
+
+    // Played straight from the S3 API's URLs.
+    let base = format!("{}/{BUCKET}/live/rec/cam1", moto.endpoint());
+    plays(format!("{base}/vod.m3u8"), frames).await;
+    plays(format!("{base}/ts/vod.m3u8"), frames).await;
+
+    // Counted: nothing lost, objects and bytes written.
+    let status = recorder.status();
+    assert_eq!(status.failures, 0);
+    assert_eq!(
+        status.segments_lost_queue_full + status.segments_lost_write_failed,
+        0
+    );
+    assert!(
+        status.writes as usize > 2 * segs.len(),
+        "segments, init, playlists"
+    );
+    let (_, _, metrics) = get(&format!("http://{}/metrics", server.http_addr)).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("liveslice_record_writes_total"),
+        "{metrics}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_is_a_discontinuity_in_the_recording() {
+    if !have_moto("recording to S3") || !have_ffmpeg("recorded VOD checked with ffmpeg") {
+        return;
+    }
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let mut config = s3_config(&moto, "");
+    config.session.publisher_grace = Duration::from_secs(5);
+    let server = start(config).await;
+    let data = testdata("baseline_30.h264");
+
+    let proxy = CutProxy::start(server.grpc_addr).await;
+    let mut pc = proxy.client().await;
+    let p1 = publish(&mut pc, "flaky", Default::default()).await.unwrap();
+    p1.send_chunked(&data, &[4000]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut();
+    drop(p1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut c2 = client(&server).await;
+    let mut p2 = publish(&mut c2, "flaky", Default::default()).await.unwrap();
+    p2.send_chunked(&data, &[4000]).await;
+    p2.end().await;
+    drop(p2.tx);
+    let (responses, status) = collect(&mut p2.responses, Duration::from_secs(30)).await;
+    assert!(status.is_none(), "{status:?}");
+    assert!(!segments(&responses).is_empty());
+
+    let recorder = server.registry.recorder().expect("recording is on");
+    assert!(recorder.flush(Duration::from_secs(20)).await);
+    let vod = moto.get(BUCKET, "flaky/vod.m3u8");
+    let vod =
+        String::from_utf8(vod.unwrap_or_else(|| panic!("VOD: {:?}", recorder.status()))).unwrap();
+    assert_eq!(vod.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{vod}");
+    let listed = lines_with(&vod, ".m4s").len();
+    let session = server.registry.get("flaky").expect("lingers");
+    assert_eq!(
+        listed as u64,
+        session.stats().segments,
+        "every segment listed"
+    );
+    plays(
+        format!("{}/{BUCKET}/flaky/vod.m3u8", moto.endpoint()),
+        session.frames() as usize,
+    )
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_recorded_to_files_plays_as_vod_with_every_frame() {
+    if !have_ffmpeg("recorded VOD checked with ffmpeg") {
+        return;
+    }
+    let dir = tempdir();
+    let mut config = test_config();
+    config.record.record = Some(format!("file://{}", dir.join("rec").display()));
+    let server = start(config).await;
+    let data = testdata("main_slices4_30.h264");
+    let (frames, _) = ffmpeg_decode_annexb(&data);
+    let root = dir.join("rec/files");
+    let segs = publish_in_halves(&server, "files", &data, || async {
+        let event = eventually("the EVENT playlist during the session", || {
+            std::fs::read_to_string(root.join("index.m3u8")).ok()
+        })
+        .await;
+        assert!(event.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"));
+        assert!(!event.contains("#EXT-X-ENDLIST"));
+    })
+    .await;
+    let recorder = server.registry.recorder().expect("recording is on");
+    assert!(recorder.flush(Duration::from_secs(20)).await);
+    check_recording(&|name| std::fs::read(root.join(name)).ok(), &segs);
+    for name in ["vod.m3u8", "ts/vod.m3u8", "manifest.mpd"] {
+        plays(root.join(name).display().to_string(), frames).await;
+    }
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Storage down (nothing listens at the endpoint): publishing goes on at
+/// full speed and loses nothing; every segment's recording is lost, and
+/// that is counted in /metrics and /api/record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_down_never_slows_publishing_and_losses_are_counted() {
+    moto_credentials();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let mut config = test_config();
+    config.record.record = Some(format!("s3://{BUCKET}/down"));
+    config.record.record_endpoint = Some(endpoint);
+    config.record.record_region = Some("us-east-1".into());
+    config.record.record_retries = 2;
+    config.record.record_queue_bytes = 1 << 20;
+    let server = start(config).await;
+    let data = testdata("baseline_30.h264");
+    let looped: Vec<u8> = (0..6).flat_map(|_| data.iter().copied()).collect();
+
+    let started = Instant::now();
+    let mut c = client(&server).await;
+    let mut p = publish(&mut c, "down", Default::default()).await.unwrap();
+    p.send_chunked(&looped, &[16 * 1024]).await;
+    p.end().await;
+    drop(p.tx);
+    let (responses, status) = collect(&mut p.responses, Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert!(status.is_none(), "{status:?}");
+    let segs = segments(&responses);
+    let frames: u32 = segs.iter().map(|s| s.frame_count).sum();
+    assert_eq!(frames, 6 * 180, "every frame published");
+    // Loose: a publisher that waited on the store would wait for retries
+    // (0.2 s + 0.4 s per object, 8 at a time) and queue room.
+    assert!(took < Duration::from_secs(10), "publishing took {took:?}");
+
+    let recorder = server.registry.recorder().expect("recording is on");
+    assert!(
+        recorder.flush(Duration::from_secs(30)).await,
+        "given up in 30 s"
+    );
+    let st = recorder.status();
+    assert_eq!(
+        st.segments_lost_queue_full + st.segments_lost_write_failed,
+        segs.len() as u64,
+        "{st:?}"
+    );
+    assert!(st.failures > 0 && st.retries >= 2 * st.failures, "{st:?}");
+    assert!(
+        st.segments_lost_queue_full > 0,
+        "the 1 MiB queue filled: {st:?}"
+    );
+    assert_eq!(st.lost_by_session.get("down"), Some(&(segs.len() as u64)));
+    assert!(st.last_error.is_some());
+    assert_eq!(st.writes, 0);
+
+    let (_, _, metrics) = get(&format!("http://{}/metrics", server.http_addr)).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    let value = |line_start: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{line_start} in {metrics}"))
+    };
+    assert!(value("liveslice_record_failures_total") >= 1.0);
+    assert!(value("liveslice_record_retries_total") >= 2.0);
+    assert!(value("liveslice_record_segments_lost_total{reason=\"queue_full\"}") >= 1.0);
+    let (status, _, api) = get(&format!("http://{}/api/record", server.http_addr)).await;
+    assert_eq!(status, 200);
+    let api: serde_json::Value = serde_json::from_slice(&api).unwrap();
+    assert_eq!(api["lost_by_session"]["down"], segs.len() as u64);
+    server.shutdown().await;
+}
