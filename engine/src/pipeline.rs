@@ -55,6 +55,12 @@ pub struct PipelineOptions {
     /// The output formats each part is muxed in (CMAF for HLS fMP4 and
     /// DASH, MPEG-TS for HLS TS).
     pub formats: Formats,
+    /// A DVR time-shift window, ms (0: none): the playlists list about this
+    /// much (`ceil(dvr_window_ms / segment_target_ms)` segments, at least
+    /// `window`), not trimmed to `max_window_bytes`: whoever runs the
+    /// pipeline keeps only the newest `window` segments in memory and
+    /// serves the older ones from elsewhere (the server: its recording).
+    pub dvr_window_ms: u64,
 }
 
 impl Default for PipelineOptions {
@@ -72,6 +78,7 @@ impl Default for PipelineOptions {
             timing: TimingOptions::default(),
             utc_timing_url: "/time".into(),
             formats: Formats::default(),
+            dvr_window_ms: 0,
         }
     }
 }
@@ -904,8 +911,12 @@ impl SessionPipeline {
                     PlaylistOptions {
                         target_segment_ms: self.opts.segment_target_ms,
                         max_segment_ms,
-                        window: self.opts.window.max(1),
-                        max_window_bytes: self.opts.window_bytes_limit() as u64,
+                        window: self.opts.listed_window(),
+                        max_window_bytes: if self.opts.dvr_window_ms > 0 {
+                            u64::MAX
+                        } else {
+                            self.opts.window_bytes_limit() as u64
+                        },
                         utc_timing_url: self.opts.utc_timing_url.clone(),
                         part_target_ms: self.opts.effective_part_target_ms(),
                         // One frame period at the starting rate, rounded up.
@@ -998,6 +1009,18 @@ impl PipelineOptions {
             0 => 0,
             p => p.clamp(100, self.segment_target_ms.max(100)),
         }
+    }
+
+    /// Segments the playlists list: `window`, or with a DVR window
+    /// (`dvr_window_ms`) the segments of about that long if more.
+    pub fn listed_window(&self) -> usize {
+        let window = self.window.max(1);
+        if self.dvr_window_ms == 0 {
+            return window;
+        }
+        let target = u64::from(self.segment_target_ms.max(100));
+        let dvr = usize::try_from(self.dvr_window_ms.div_ceil(target)).unwrap_or(usize::MAX);
+        window.max(dvr)
     }
 
     /// Bytes at which an open segment is cut even without a random access

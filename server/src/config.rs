@@ -13,7 +13,7 @@
 //! | [`AuthConfig`] | `auth` | `auth-token`, `auth-secret` |
 //! | [`TlsFiles`] | `app` | `tls-cert`, `tls-key` |
 //! | [`Shutdown`] | `app` | `shutdown-timeout`, `shutdown-grace` |
-//! | [`RecordConfig`] | `record` | `record`, `record-endpoint`, `record-region`, `record-queue-bytes`, `record-retries`, `record-concurrency`, `record-max-segments` |
+//! | [`RecordConfig`] | `record` | `record`, `record-endpoint`, `record-region`, `record-queue-bytes`, `record-retries`, `record-concurrency`, `record-max-segments`, `dvr` |
 //!
 //! [`Config`] is those parts together. It comes from three sources, in order
 //! of precedence: flags and `LIVESLICE_*` environment variables (read by
@@ -339,7 +339,12 @@ impl Config {
 
     /// Each session's pipeline options (before its publisher's own).
     pub fn pipeline(&self) -> PipelineOptions {
-        self.engine.pipeline(self.session.ring_max_bytes)
+        let mut p = self.engine.pipeline(self.session.ring_max_bytes);
+        p.dvr_window_ms = self
+            .record
+            .dvr
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        p
     }
 
     pub fn service(&self) -> ServiceConfig {

@@ -347,3 +347,104 @@ async fn storage_down_never_slows_publishing_and_losses_are_counted() {
     assert_eq!(api["lost_by_session"]["down"], segs.len() as u64);
     server.shutdown().await;
 }
+
+/// `--dvr`: the live playlists and MPD list far more than memory holds (a
+/// memory window of 2 segments); segments that left memory are served by
+/// the origin with the recording's bytes; no playlist rewrites what it
+/// said; after the end ffmpeg plays the whole session from the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dvr_serves_segments_that_left_memory_from_the_recording() {
+    if !have_moto("DVR from S3") || !have_ffmpeg("DVR playlists checked with ffmpeg") {
+        return;
+    }
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let mut config = s3_config(&moto, "dvr");
+    config.engine.window = 2;
+    config.record.dvr = Some(Duration::from_secs(600));
+    let server = start(config).await;
+    let base = format!("http://{}/live/tv", server.http_addr);
+    let data = testdata("baseline_30.h264");
+    let looped: Vec<u8> = (0..4).flat_map(|_| data.iter().copied()).collect();
+
+    let mut c = client(&server).await;
+    let mut p = publish(&mut c, "tv", Default::default()).await.unwrap();
+    let mut history = common::history::History::default();
+    for chunk in looped.chunks(looped.len() / 8 + 1) {
+        p.send_chunked(chunk, &[16 * 1024]).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (status, _, cmaf) = get(&format!("{base}/index.m3u8")).await;
+        if status != 200 {
+            continue;
+        }
+        let (_, _, ts) = get(&format!("{base}/ts/index.m3u8")).await;
+        let (_, _, mpd) = get(&format!("{base}/manifest.mpd")).await;
+        let (cmaf, ts) = (
+            String::from_utf8(cmaf).unwrap(),
+            String::from_utf8(ts).unwrap(),
+        );
+        history.record_ll(&cmaf, &ts, "live", false);
+        history.record_dash_ll(&String::from_utf8(mpd).unwrap(), "live");
+    }
+    // Live: segment 0 left memory long ago, and is still listed.
+    let session = server.registry.get("tv").expect("live");
+    let listed = session.info().hls_cmaf.entries.len();
+    assert!(listed >= 8, "the DVR window lists {listed} segments");
+    assert!(session.segment_records().len() <= 2, "memory keeps 2");
+    assert!(session.lists_segment(0));
+    assert!(session
+        .segment_pieces(0, liveslice_server::session::Format::Cmaf)
+        .is_err());
+    let (_, _, playlist) = get(&format!("{base}/index.m3u8")).await;
+    let playlist = String::from_utf8(playlist).unwrap();
+    assert!(playlist.contains("#EXT-X-MEDIA-SEQUENCE:0\n"), "{playlist}");
+    assert!(playlist.contains("\nseg-0.m4s\n"), "{playlist}");
+    for (name, origin) in [
+        ("seg-0.m4s", format!("{base}/seg-0.m4s")),
+        ("ts/seg-0.ts", format!("{base}/ts/seg-0.ts")),
+        ("init-0.mp4", format!("{base}/init-0.mp4")),
+    ] {
+        let stored = eventually("segment 0 recorded", || {
+            moto.get(BUCKET, &format!("dvr/tv/{name}"))
+        })
+        .await;
+        let (status, _, served) = get(&origin).await;
+        assert_eq!(
+            status,
+            200,
+            "{origin}: {}",
+            String::from_utf8_lossy(&served)
+        );
+        assert_eq!(served, stored, "{origin}: the recording's bytes");
+    }
+    // A sequence never listed is still a 404.
+    let (status, _, _) = get(&format!("{base}/seg-9999.m4s")).await;
+    assert_eq!(status, 404);
+
+    p.end().await;
+    drop(p.tx);
+    let (responses, status) = collect(&mut p.responses, Duration::from_secs(30)).await;
+    assert!(status.is_none(), "{status:?}");
+    let frames: u32 = segments(&responses).iter().map(|s| s.frame_count).sum();
+    assert_eq!(frames, 4 * 180);
+    let (_, _, cmaf) = get(&format!("{base}/index.m3u8")).await;
+    let (_, _, ts) = get(&format!("{base}/ts/index.m3u8")).await;
+    history.record_ll(
+        &String::from_utf8(cmaf).unwrap(),
+        &String::from_utf8(ts).unwrap(),
+        "ended",
+        false,
+    );
+    assert!(
+        server
+            .registry
+            .recorder()
+            .unwrap()
+            .flush(Duration::from_secs(20))
+            .await
+    );
+    for path in ["index.m3u8", "ts/index.m3u8", "manifest.mpd"] {
+        plays(format!("{base}/{path}"), frames as usize).await;
+    }
+    server.shutdown().await;
+}

@@ -202,6 +202,11 @@ pub(super) struct Flags {
     /// (counted).
     #[arg(long, env = "LIVESLICE_RECORD_MAX_SEGMENTS", value_parser = count)]
     pub record_max_segments: Option<usize>,
+    /// A time-shift window (e.g. 2h) the live playlists and MPD offer,
+    /// longer than the memory window (--window): segments that left memory
+    /// are served from the recording. Needs --record.
+    #[arg(long, env = "LIVESLICE_DVR", value_parser = parse_duration, value_name = "DURATION")]
+    pub dvr: Option<Duration>,
 }
 
 /// Flags that are not settings of a config file.
@@ -326,6 +331,9 @@ impl Flags {
         }
         if let Some(v) = self.record_region {
             c.record.record_region = Some(v);
+        }
+        if let Some(v) = self.dvr {
+            c.record.dvr = Some(v);
         }
         if let Some(v) = self.max_segment_duration {
             c.engine.max_segment_duration = Some(v);

@@ -222,6 +222,12 @@ fn record_settings() {
         key_of(load(&["x", "--record-concurrency", "0"])),
         "record-concurrency"
     );
+    // --dvr: needs --record; the pipeline's time-shift window.
+    assert_eq!(key_of(load(&["x", "--dvr", "2h"])), "dvr");
+    let c = load(&["x", "--record", "file:///tmp/r", "--dvr", "2h"]).unwrap();
+    assert_eq!(c.pipeline().dvr_window_ms, 7_200_000);
+    assert_eq!(c.pipeline().listed_window(), 3600, "2 h of 2 s segments");
+    assert_eq!(Config::default().pipeline().listed_window(), 6);
 }
 
 /// A file deserializes straight into the typed parts; what it does not

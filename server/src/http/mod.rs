@@ -740,15 +740,71 @@ async fn cmaf_file(
         if s.segment_in_progress(seq) {
             return segment_in_progress(s, &id, seq, &held);
         }
-        return mux_response(s.segment_pieces(seq, Format::Cmaf), M4S, &headers);
+        let pieces = s.segment_pieces(seq, Format::Cmaf);
+        let pieces = dvr(&r, &s, &id, &file, Some(seq), pieces).await;
+        return mux_or(pieces, M4S, &headers);
     }
     if let Some(n) = numbered(&file, "part-", ".m4s") {
         return part_response(&s, &id, n, Format::Cmaf, M4S, &headers, &held).await;
     }
-    if let Some(id) = numbered(&file, "init-", ".mp4").and_then(|n| u32::try_from(n).ok()) {
-        return mux_response(s.init_segment(id).map(|b| vec![b]), MP4, &headers);
+    if let Some(config) = numbered(&file, "init-", ".mp4").and_then(|n| u32::try_from(n).ok()) {
+        let init = s.init_segment(config).map(|b| vec![b]);
+        let init = dvr(&r, &s, &id, &file, None, init).await;
+        return mux_or(init, MP4, &headers);
     }
     not_found("no such file\n")
+}
+
+/// With `--dvr`: a segment the playlists list (or an init segment) that
+/// left memory, read from the recording; `Err` a response saying why not.
+async fn dvr(
+    r: &Registry,
+    s: &Session,
+    id: &str,
+    name: &str,
+    sequence: Option<u64>,
+    held: Result<Vec<Bytes>, MuxError>,
+) -> Result<Result<Vec<Bytes>, MuxError>, Response> {
+    let gone = matches!(held, Err(MuxError::NotAvailable(_) | MuxError::NoConfig(_)));
+    let recorder = r
+        .recorder()
+        .filter(|_| s.options.pipeline.dvr_window_ms > 0);
+    let (true, Some(recorder)) = (gone, recorder) else {
+        return Ok(held);
+    };
+    if sequence.is_some_and(|seq| !s.lists_segment(seq)) {
+        return Ok(held);
+    }
+    let file = match name.strip_suffix(".ts") {
+        Some(_) => format!("ts/{name}"),
+        None => name.to_owned(),
+    };
+    match recorder.read(id, &file).await {
+        Ok(Some(b)) => Ok(Ok(vec![b])),
+        Ok(None) => Err(not_found(format!(
+            "{name} left memory and is not in the recording (see /api/record)\n"
+        ))),
+        Err(e) => {
+            tracing::warn!(session_id = id, file, error = %e, "DVR: reading the recording failed");
+            Err((
+                StatusCode::BAD_GATEWAY,
+                format!("{name}: reading the recording failed\n"),
+            )
+                .into_response())
+        }
+    }
+}
+
+/// [`mux_response`] of what [`dvr`] found, or its response.
+fn mux_or(
+    found: Result<Result<Vec<Bytes>, MuxError>, Response>,
+    ct: &'static str,
+    headers: &HeaderMap,
+) -> Response {
+    match found {
+        Ok(result) => mux_response(result, ct, headers),
+        Err(r) => r,
+    }
 }
 
 async fn ts_file(
@@ -768,7 +824,9 @@ async fn ts_file(
         return not_found("no such file\n");
     };
     s.wait_segment_stored(seq, SEGMENT_STORE_WAIT).await;
-    mux_response(s.segment_pieces(seq, Format::Ts), TS, &headers)
+    let pieces = s.segment_pieces(seq, Format::Ts);
+    let pieces = dvr(&r, &s, &id, &file, Some(seq), pieces).await;
+    mux_or(pieces, TS, &headers)
 }
 
 /// How long a segment request waits for a segment the playlists list but

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc;
 
 use crate::config::ConfigError;
@@ -71,6 +71,14 @@ pub struct RecordConfig {
     /// playlists list; each costs the writer a few hundred bytes until the
     /// session ends); later ones are not recorded (counted).
     pub record_max_segments: usize,
+    /// `dvr`: a time-shift window the live playlists and MPD offer, longer
+    /// than the memory window (`window`); the segments that left memory
+    /// are served from the recording. Needs `record`.
+    #[serde(
+        with = "crate::config::opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dvr: Option<Duration>,
 }
 
 impl Default for RecordConfig {
@@ -83,6 +91,7 @@ impl Default for RecordConfig {
             record_retries: 5,
             record_concurrency: 8,
             record_max_segments: 100_000,
+            dvr: None,
         }
     }
 }
@@ -139,6 +148,17 @@ impl RecordConfig {
                 "record-concurrency",
                 "must be between 1 and 256",
             ));
+        }
+        if let Some(dvr) = self.dvr {
+            if self.record.is_none() {
+                return Err(ConfigError::new(
+                    "dvr",
+                    "needs --record (older segments are served from the recording)",
+                ));
+            }
+            if dvr < Duration::from_secs(1) || dvr > Duration::from_secs(7 * 86_400) {
+                return Err(ConfigError::new("dvr", "must be between 1s and 7 days"));
+            }
         }
         if self.record_max_segments == 0 {
             return Err(ConfigError::new(
@@ -297,6 +317,18 @@ pub struct Recorder {
     tx: mpsc::UnboundedSender<Msg>,
     shared: Arc<Shared>,
     next_rec: Arc<AtomicU64>,
+    /// For reads (`--dvr`).
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+}
+
+/// The key of a session's recorded file `name` (`seg-3.m4s`, `ts/seg-3.ts`).
+fn key(prefix: &str, session_id: &str, name: &str) -> object_store::path::Path {
+    if prefix.is_empty() {
+        object_store::path::Path::from(format!("{session_id}/{name}"))
+    } else {
+        object_store::path::Path::from(format!("{prefix}/{session_id}/{name}"))
+    }
 }
 
 impl std::fmt::Debug for Recorder {
@@ -324,8 +356,8 @@ impl Recorder {
         });
         crate::metrics::record_zeros();
         tokio::spawn(writer::run(writer::Writer::new(
-            store,
-            prefix,
+            store.clone(),
+            prefix.clone(),
             content_types,
             config,
             shared.clone(),
@@ -335,6 +367,23 @@ impl Recorder {
             tx,
             shared,
             next_rec: Arc::new(AtomicU64::new(0)),
+            store,
+            prefix,
+        }
+    }
+
+    /// A session's recorded file `name` (`seg-3.m4s`, `ts/seg-3.ts`,
+    /// `init-0.mp4`): `Ok(None)` if it is not there.
+    pub async fn read(
+        &self,
+        session_id: &str,
+        name: &str,
+    ) -> Result<Option<Bytes>, object_store::Error> {
+        let path = key(&self.prefix, session_id, name);
+        match self.store.get(&path).await {
+            Ok(r) => r.bytes().await.map(Some),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

@@ -113,11 +113,7 @@ impl Writer {
     }
 
     fn key(&self, session_id: &str, name: &str) -> Path {
-        if self.prefix.is_empty() {
-            Path::from(format!("{session_id}/{name}"))
-        } else {
-            Path::from(format!("{}/{session_id}/{name}", self.prefix))
-        }
+        super::key(&self.prefix, session_id, name)
     }
 
     fn take(&mut self, msg: Msg) {

@@ -611,10 +611,15 @@ impl Session {
         if !work.recorded.is_empty() {
             self.record(&mut st, &work.recorded);
         }
-        // Removed segments stay a window longer (RFC 8216 6.2.2).
-        let keep_from = st
-            .first_listed
-            .saturating_sub(self.options.pipeline.window as u64);
+        // Removed segments stay a window longer (RFC 8216 6.2.2). With a
+        // DVR window, segments that left the ring are served from the
+        // recording.
+        let keep_from = if self.memory().is_some() {
+            st.ring.first_segment().unwrap_or(0)
+        } else {
+            st.first_listed
+                .saturating_sub(self.options.pipeline.window as u64)
+        };
         st.parts.evict_before(keep_from);
         for item in work.deferred {
             st.log.push(item);
@@ -625,6 +630,25 @@ impl Session {
         }
         self.log_end.send_replace(st.log.end());
         (st, fatal)
+    }
+
+    /// With a DVR window (`--dvr`), what memory keeps: the newest `window`
+    /// segments within the window's byte budget.
+    fn memory(&self) -> Option<ring::Memory> {
+        let p = &self.options.pipeline;
+        (p.dvr_window_ms > 0).then(|| ring::Memory {
+            segments: p.window.max(1),
+            bytes: p.window_bytes_limit() as u64,
+        })
+    }
+
+    /// Whether segment `sequence` is listed in the playlists now (with a
+    /// DVR window, maybe no longer in memory).
+    pub fn lists_segment(&self, sequence: u64) -> bool {
+        let st = self.lock();
+        st.pipeline
+            .manifests()
+            .is_some_and(|m| m.segments().any(|r| r.sequence == sequence))
     }
 
     /// Hands complete segments (stored) to the recorder: their pieces
@@ -674,7 +698,7 @@ impl Session {
                     if st.recorder.is_some() {
                         work.recorded.push(s.clone());
                     }
-                    st.ring.push_segment(s.clone());
+                    st.ring.push_segment(s.clone(), self.memory());
                     st.first_listed = s.manifest.media_sequence;
                     crate::metrics::segment(s.record.duration);
                     tracing::debug!(session_id = %self.id, sequence = s.record.sequence,

@@ -5,7 +5,10 @@
 //! Eviction is in whole segments and in step with the playlists: the ring
 //! keeps exactly the segments the manifests list (the engine trims that
 //! window to its byte budget, and cuts the open segment at a third of it),
-//! so a listed segment always has every one of its bytes here.
+//! so a listed segment always has every one of its bytes here. With a DVR
+//! window (`--dvr`) the playlists list more than memory holds: the ring
+//! then keeps the newest `window` segments within the byte budget
+//! ([`Memory`]), and the older listed ones are served from the recording.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,6 +21,17 @@ pub struct Ring {
     frames: VecDeque<Arc<Frame>>,
     segments: VecDeque<Arc<SegmentEvent>>,
     bytes: usize,
+    /// Sum of the held segments' `byte_size`.
+    segment_bytes: u64,
+}
+
+/// What the ring keeps when the playlists list more than memory holds (a
+/// DVR window): the newest `segments` closed segments, within `bytes`
+/// (at least one).
+#[derive(Clone, Copy, Debug)]
+pub struct Memory {
+    pub segments: usize,
+    pub bytes: u64,
 }
 
 impl Ring {
@@ -43,16 +57,25 @@ impl Ring {
     }
 
     /// Adds a closed segment; segments before the first one the manifests
-    /// now list leave, with their frames.
-    pub fn push_segment(&mut self, s: Arc<SegmentEvent>) {
+    /// now list leave, with their frames, and with `memory` (a DVR window)
+    /// those beyond it too.
+    pub fn push_segment(&mut self, s: Arc<SegmentEvent>, memory: Option<Memory>) {
         let first_listed = s.manifest.media_sequence;
+        self.segment_bytes += s.record.byte_size;
         self.segments.push_back(s);
         while self
             .segments
             .front()
             .is_some_and(|f| f.record.sequence < first_listed)
         {
-            self.segments.pop_front();
+            self.pop_segment();
+        }
+        if let Some(m) = memory {
+            while self.segments.len() > m.segments.max(1)
+                || (self.segment_bytes > m.bytes && self.segments.len() > 1)
+            {
+                self.pop_segment();
+            }
         }
         if let Some(first) = self.segments.front() {
             let keep_from = first.record.first_frame_index;
@@ -60,6 +83,17 @@ impl Ring {
                 self.pop_front();
             }
         }
+    }
+
+    fn pop_segment(&mut self) {
+        if let Some(s) = self.segments.pop_front() {
+            self.segment_bytes = self.segment_bytes.saturating_sub(s.record.byte_size);
+        }
+    }
+
+    /// Sequence of the oldest segment held.
+    pub fn first_segment(&self) -> Option<u64> {
+        self.segments.front().map(|s| s.record.sequence)
     }
 
     fn pop_front(&mut self) {
@@ -167,7 +201,7 @@ mod tests {
             r.push_frame(frame(i, i % 10 == 0, 100));
             if i % 10 == 9 {
                 // The manifests list two segments.
-                r.push_segment(segment(i / 10, (i / 10).saturating_sub(1)));
+                r.push_segment(segment(i / 10, (i / 10).saturating_sub(1)), None);
             }
         }
         // Segments 3 and 4 listed, plus the open one (frames 50..54).
@@ -176,5 +210,35 @@ mod tests {
         assert_eq!(r.first_frame_index(), Some(30));
         assert_eq!(r.segment_frames(3).unwrap().len(), 10);
         assert!(r.segment_frames(2).is_none());
+    }
+
+    /// A DVR window: the manifests list everything, the ring keeps the
+    /// newest `segments` within `bytes`.
+    #[test]
+    fn a_dvr_window_keeps_memory_to_its_own_window() {
+        let mut r = Ring::new();
+        let memory = Memory {
+            segments: 3,
+            bytes: 10_000,
+        };
+        for i in 0..55 {
+            r.push_frame(frame(i, i % 10 == 0, 100));
+            if i % 10 == 9 {
+                r.push_segment(segment(i / 10, 0), Some(memory));
+            }
+        }
+        assert_eq!(r.first_segment(), Some(2));
+        assert_eq!(r.first_frame_index(), Some(20));
+        // Two segments' bytes at most: the newest two stay.
+        let tight = Memory {
+            segments: 3,
+            bytes: 2_000,
+        };
+        for i in 55..60 {
+            r.push_frame(frame(i, false, 100));
+        }
+        r.push_segment(segment(5, 0), Some(tight));
+        assert_eq!(r.first_segment(), Some(4));
+        assert_eq!(r.first_frame_index(), Some(40));
     }
 }
