@@ -286,7 +286,9 @@ async fn storage_down_never_slows_publishing_and_losses_are_counted() {
     config.record.record = Some(format!("s3://{BUCKET}/down"));
     config.record.record_endpoint = Some(endpoint);
     config.record.record_region = Some("us-east-1".into());
-    config.record.record_retries = 2;
+    // 0.2 + 0.4 + 0.8 + 1.6 s of back-off per segment, 8 at a time: the
+    // 1 MiB queue fills whatever the machine's speed.
+    config.record.record_retries = 4;
     config.record.record_queue_bytes = 1 << 20;
     let server = start(config).await;
     let data = testdata("baseline_30.h264");
@@ -305,7 +307,7 @@ async fn storage_down_never_slows_publishing_and_losses_are_counted() {
     let frames: u32 = segs.iter().map(|s| s.frame_count).sum();
     assert_eq!(frames, 6 * 180, "every frame published");
     // Loose: a publisher that waited on the store would wait for retries
-    // (0.2 s + 0.4 s per object, 8 at a time) and queue room.
+    // (3 s per object, 8 at a time) and queue room.
     assert!(took < Duration::from_secs(10), "publishing took {took:?}");
 
     let recorder = server.registry.recorder().expect("recording is on");
@@ -319,7 +321,7 @@ async fn storage_down_never_slows_publishing_and_losses_are_counted() {
         segs.len() as u64,
         "{st:?}"
     );
-    assert!(st.failures > 0 && st.retries >= 2 * st.failures, "{st:?}");
+    assert!(st.failures > 0 && st.retries >= 4 * st.failures, "{st:?}");
     assert!(
         st.segments_lost_queue_full > 0,
         "the 1 MiB queue filled: {st:?}"
@@ -339,7 +341,7 @@ async fn storage_down_never_slows_publishing_and_losses_are_counted() {
             .unwrap_or_else(|| panic!("{line_start} in {metrics}"))
     };
     assert!(value("liveslice_record_failures_total") >= 1.0);
-    assert!(value("liveslice_record_retries_total") >= 2.0);
+    assert!(value("liveslice_record_retries_total") >= 4.0);
     assert!(value("liveslice_record_segments_lost_total{reason=\"queue_full\"}") >= 1.0);
     let (status, _, api) = get(&format!("http://{}/api/record", server.http_addr)).await;
     assert_eq!(status, 200);
