@@ -29,7 +29,7 @@
 
 mod writer;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -156,8 +156,9 @@ impl RecordConfig {
                     "needs --record (older segments are served from the recording)",
                 ));
             }
-            if dvr < Duration::from_secs(1) || dvr > Duration::from_secs(7 * 86_400) {
-                return Err(ConfigError::new("dvr", "must be between 1s and 7 days"));
+            // The playlists list every segment of it, rendered whole.
+            if dvr < Duration::from_secs(1) || dvr > Duration::from_secs(86_400) {
+                return Err(ConfigError::new("dvr", "must be between 1s and 24h"));
             }
         }
         if self.record_max_segments == 0 {
@@ -268,9 +269,9 @@ struct Shared {
     limit: usize,
     /// The last write error, for `/api/record`.
     last_error: Mutex<Option<String>>,
-    /// Segments not recorded, by session id (the last few hundred
-    /// sessions).
-    lost: Mutex<BTreeMap<String, u64>>,
+    /// Segments not recorded, by session id, oldest loss first (the last
+    /// [`LOST_SESSIONS_SHOWN`] sessions that lost any).
+    lost: Mutex<VecDeque<(String, u64)>>,
     /// Recordings still being written (ended or not).
     open: AtomicUsize,
 }
@@ -281,9 +282,14 @@ const LOST_SESSIONS_SHOWN: usize = 256;
 impl Shared {
     fn lost(&self, session_id: &str) {
         let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
-        *lost.entry(session_id.to_owned()).or_default() += 1;
-        while lost.len() > LOST_SESSIONS_SHOWN {
-            lost.pop_first();
+        match lost.iter_mut().find(|(id, _)| id == session_id) {
+            Some((_, n)) => *n += 1,
+            None => {
+                lost.push_back((session_id.to_owned(), 1));
+                while lost.len() > LOST_SESSIONS_SHOWN {
+                    lost.pop_front();
+                }
+            }
         }
     }
 }
@@ -351,7 +357,7 @@ impl Recorder {
             stats: Stats::default(),
             limit: config.record_queue_bytes,
             last_error: Mutex::new(None),
-            lost: Mutex::new(BTreeMap::new()),
+            lost: Mutex::new(VecDeque::new()),
             open: AtomicUsize::new(0),
         });
         crate::metrics::record_zeros();
@@ -428,7 +434,9 @@ impl Recorder {
                 .lost
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+                .iter()
+                .cloned()
+                .collect(),
         }
     }
 
@@ -469,7 +477,8 @@ pub struct RecordStatus {
     pub queue_limit_bytes: usize,
     pub recordings_open: usize,
     pub last_error: Option<String>,
-    /// Segments not recorded, by session id.
+    /// Segments not recorded, by session id (the last 256 sessions that
+    /// lost any).
     pub lost_by_session: BTreeMap<String, u64>,
 }
 
@@ -487,12 +496,14 @@ pub struct SessionRecorder {
 impl SessionRecorder {
     /// A complete segment: `record` as the live manifests got it (`live`,
     /// whose options and codec configs the recording's manifests take),
-    /// its CMAF pieces and init segment and its MPEG-TS pieces (`None`: a
-    /// format the server does not mux).
+    /// its CMAF pieces and init segment and its MPEG-TS pieces, for the
+    /// `formats` the server muxes (one of those missing: the segment is
+    /// not recorded, rather than listed without it).
     pub fn segment(
         &mut self,
         live: &Manifests,
         record: &SegmentRecord,
+        formats: crate::engine::pipeline::Formats,
         init: Option<Bytes>,
         cmaf: Option<Vec<Bytes>>,
         ts: Option<Vec<Bytes>>,
@@ -507,17 +518,22 @@ impl SessionRecorder {
                 manifests: Box::new(live.whole_session()),
             });
         }
+        if (formats.cmaf && cmaf.is_none()) || (formats.ts && ts.is_none()) {
+            tracing::error!(session_id = %self.session_id, sequence = record.sequence,
+                "recording: the segment's bytes are not stored");
+            return self.lost();
+        }
         let Some(cfg) = live.config(record.config_id).cloned() else {
             tracing::error!(session_id = %self.session_id, sequence = record.sequence,
                 "recording: the segment's codec config is not in the manifests");
-            return self.lost(record.sequence);
+            return self.lost();
         };
         let mut objects = Vec::with_capacity(3);
         let new_init = cmaf.is_some() && !self.inits_sent.contains(&record.config_id);
         if new_init {
             match init {
                 Some(b) => objects.push((format!("init-{}.mp4", record.config_id), vec![b])),
-                None => return self.lost(record.sequence),
+                None => return self.lost(),
             }
         }
         if let Some(ts) = ts {
@@ -544,7 +560,7 @@ impl SessionRecorder {
             ::metrics::counter!(crate::metrics::RECORD_LOST, "reason" => "queue_full").increment(1);
             tracing::warn!(session_id = %self.session_id, sequence = record.sequence, bytes,
                 limit = shared.limit, "recording: queue full (storage slow or down); segment not recorded");
-            return self.lost(record.sequence);
+            return self.lost();
         }
         if new_init {
             self.inits_sent.insert(record.config_id);
@@ -558,7 +574,7 @@ impl SessionRecorder {
         });
     }
 
-    fn lost(&mut self, _sequence: u64) {
+    fn lost(&mut self) {
         self.recorder.shared.lost(&self.session_id);
         let _ = self.recorder.tx.send(Msg::Lost { rec: self.rec });
     }
@@ -574,6 +590,81 @@ impl SessionRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::PipelineOptions;
+    use crate::session::{EndReason, Registry, SessionOptions};
+    use object_store::ObjectStoreExt;
+
+    /// Segments that found the queue full are not listed, every listed one
+    /// is written, and the first listed after a gap follows an
+    /// `EXT-X-DISCONTINUITY`.
+    #[tokio::test]
+    async fn a_segment_not_recorded_leaves_a_discontinuity() {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let config = RecordConfig {
+            // About one segment of the stream, both formats.
+            record_queue_bytes: 150_000,
+            ..Default::default()
+        };
+        let recorder = Recorder::start(
+            Store {
+                store: store.clone(),
+                prefix: "p".into(),
+                content_types: false,
+            },
+            &config,
+        );
+        let registry = Registry::with_recorder(Default::default(), Some(recorder.clone()));
+        let grant = registry
+            .publish(
+                "s",
+                SessionOptions {
+                    pipeline: PipelineOptions::default(),
+                    echo_frames: false,
+                },
+            )
+            .expect("publish");
+        let data = std::fs::read(format!(
+            "{}/../testdata/high_bframes_30.h264",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("testdata");
+        // The writer (this thread's runtime) runs only between the rounds:
+        // within a round, the queue fills after the first segment.
+        for _ in 0..3 {
+            for chunk in data.chunks(7_001) {
+                grant
+                    .session
+                    .push(grant.generation, Bytes::copy_from_slice(chunk), None, false)
+                    .expect("push");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(grant.session.end(EndReason::EndOfStream, String::new()));
+        assert!(recorder.flush(Duration::from_secs(10)).await);
+        let st = recorder.status();
+        assert!(st.segments_lost_queue_full > 0, "{st:?}");
+        let read = |name: &str| {
+            let store = store.clone();
+            let path = object_store::path::Path::from(format!("p/s/{name}"));
+            async move { store.get(&path).await.ok()?.bytes().await.ok() }
+        };
+        let vod = String::from_utf8(read("vod.m3u8").await.expect("VOD").to_vec()).expect("UTF-8");
+        let listed: Vec<&str> = vod.lines().filter(|l| l.ends_with(".m4s")).collect();
+        let total = grant.session.stats().segments;
+        assert_eq!(
+            listed.len() as u64 + st.segments_lost_queue_full,
+            total,
+            "{vod}"
+        );
+        for name in &listed {
+            assert!(read(name).await.is_some(), "{name}");
+        }
+        assert!(vod.contains("#EXT-X-DISCONTINUITY\n"), "{vod}");
+        assert_eq!(
+            st.lost_by_session.get("s"),
+            Some(&st.segments_lost_queue_full)
+        );
+    }
 
     #[test]
     fn targets() {

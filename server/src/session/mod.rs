@@ -668,7 +668,7 @@ impl Session {
                 f.ts.then(|| st.parts.segment(rec.sequence, Format::Ts).ok())
                     .flatten();
             let init = st.parts.init(rec.config_id);
-            recorder.segment(live, rec, init, cmaf, ts);
+            recorder.segment(live, rec, f, init, cmaf, ts);
         }
     }
 
