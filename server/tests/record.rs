@@ -450,3 +450,44 @@ async fn dvr_serves_segments_that_left_memory_from_the_recording() {
     }
     server.shutdown().await;
 }
+
+/// The store goes away mid-session (moto killed): publishing goes on, what
+/// was written before stays written, and the writes that fail after are
+/// counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_dies_mid_session_costs_only_the_recording() {
+    if !have_moto("recording to S3") {
+        return;
+    }
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let mut config = s3_config(&moto, "dies");
+    config.record.record_retries = 1;
+    let server = start(config).await;
+    let data = testdata("high_bframes_30.h264");
+    let segs = publish_in_halves(&server, "cam", &data, || {
+        let m = moto;
+        async move {
+            let before = eventually("a segment written before the store dies", || {
+                Some(m.list(BUCKET, "dies/cam/")).filter(|k| k.iter().any(|k| k.ends_with(".m4s")))
+            })
+            .await;
+            assert!(
+                before.iter().any(|k| k.ends_with("index.m3u8")),
+                "{before:?}"
+            );
+            drop(m);
+        }
+    })
+    .await;
+    let frames: u32 = segs.iter().map(|s| s.frame_count).sum();
+    let (want, _) = ffmpeg_decode_annexb(&data);
+    assert_eq!(frames as usize, want, "every frame published");
+    let recorder = server.registry.recorder().expect("recording is on");
+    assert!(recorder.flush(Duration::from_secs(20)).await);
+    let st = recorder.status();
+    assert!(st.writes > 0, "{st:?}");
+    assert!(st.failures > 0, "{st:?}");
+    assert!(st.segments_lost_write_failed > 0, "{st:?}");
+    server.shutdown().await;
+}
