@@ -46,7 +46,12 @@ use crate::mux::parts::{
     cmaf_segment_pieces, concat, ts_segment_pieces, Formats, MuxedPart, PartMuxError, PartMuxer,
 };
 use crate::pipeline::Event;
-use crate::playlist::Manifests;
+use crate::playlist::{init_name, segment_name, HlsFlavour, Manifests};
+
+/// `ts/seg-N.ts`: MPEG-TS segments live beside their playlist, under `ts/`.
+fn ts_segment_file(seq: u64) -> String {
+    format!("ts/{}", segment_name(seq, HlsFlavour::Ts))
+}
 
 /// Codec configs kept (a tree rarely needs more than the last two).
 const MAX_CONFIGS: usize = 8;
@@ -345,11 +350,11 @@ impl TreeWriter {
         }
         if self.formats.ts {
             let ts = concat(&ts_segment_pieces(&parts));
-            self.write_file(&format!("ts/seg-{seq}.ts"), &ts, Some(seq))?;
+            self.write_file(&ts_segment_file(seq), &ts, Some(seq))?;
         }
         if self.formats.cmaf {
             let m4s = concat(&cmaf_segment_pieces(&parts));
-            self.write_file(&format!("seg-{seq}.m4s"), &m4s, Some(seq))?;
+            self.write_file(&segment_name(seq, HlsFlavour::Cmaf), &m4s, Some(seq))?;
         }
         self.segments.insert(seq);
         self.written += 1;
@@ -358,7 +363,7 @@ impl TreeWriter {
 
     /// `init-N.mp4`, unless the same one is on disk.
     fn write_init(&mut self, config: u32, segment: u64) -> Result<(), TreeError> {
-        let name = format!("init-{config}.mp4");
+        let name = init_name(config);
         let Some(cfg) = self.configs.get(&config).cloned() else {
             return Err(TreeError::UnknownConfig {
                 path: self.dir.join(name),
@@ -448,12 +453,12 @@ impl TreeWriter {
         let keep = self.segments.split_off(&sequence);
         for seq in std::mem::replace(&mut self.segments, keep) {
             let _ = std::fs::remove_file(self.segment_path(seq));
-            let _ = std::fs::remove_file(self.dir.join(format!("ts/seg-{seq}.ts")));
+            let _ = std::fs::remove_file(self.dir.join(ts_segment_file(seq)));
         }
     }
 
     fn segment_path(&self, seq: u64) -> PathBuf {
-        self.dir.join(format!("seg-{seq}.m4s"))
+        self.dir.join(segment_name(seq, HlsFlavour::Cmaf))
     }
 
     /// Writes `name` (relative to the tree; `ts/` at most) atomically: a

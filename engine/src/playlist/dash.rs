@@ -188,7 +188,7 @@ impl Manifests {
              presentationTimeOffset=\"{pto}\"",
             bandwidth(self.period_segments(p)),
         );
-        write_attr(s, "initialization", &format!("init-{}.mp4", p.config_id));
+        write_attr(s, "initialization", &super::init_name(p.config_id));
         let _ = write!(
             s,
             " media=\"seg-$Number$.m4s\" startNumber=\"{start_number}\">\n          <SegmentTimeline>\n"

@@ -38,7 +38,7 @@ pub enum Flavour {
 
 /// URI of the init segment of a config; the CMAF muxer serves this name.
 fn write_map(out: &mut String, config_id: u32) {
-    let _ = writeln!(out, "#EXT-X-MAP:URI=\"init-{config_id}.mp4\"");
+    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", super::init_name(config_id));
 }
 
 /// One segment's lines. `config_changed`: its config differs from the
@@ -58,11 +58,7 @@ pub(super) fn entry(rec: &SegmentRecord, flavour: Flavour, config_changed: bool)
     write_iso8601_ms(&mut s, rec.program_date_time_ms);
     s.push_str("\n#EXTINF:");
     write_extinf_seconds(&mut s, rec.duration);
-    let ext = match flavour {
-        Flavour::Cmaf => "m4s",
-        Flavour::Ts => "ts",
-    };
-    let _ = write!(s, ",\nseg-{}.{ext}\n", rec.sequence);
+    let _ = write!(s, ",\n{}\n", super::segment_name(rec.sequence, flavour));
     s
 }
 

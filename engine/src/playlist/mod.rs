@@ -32,6 +32,22 @@ pub use ll::{LlPosition, PART_SEGMENTS};
 
 pub use time::iso8601_ms;
 
+/// The name of the CMAF init segment of codec config `config_id`, as the
+/// playlists, the MPD, the HTTP origin and recordings name it.
+pub fn init_name(config_id: u32) -> String {
+    format!("init-{config_id}.mp4")
+}
+
+/// The name of media segment `sequence` in `flavour` (the MPEG-TS ones
+/// live under `ts/`, beside their playlist), as the playlists, the HTTP
+/// origin and recordings name it.
+pub fn segment_name(sequence: u64, flavour: HlsFlavour) -> String {
+    match flavour {
+        HlsFlavour::Cmaf => format!("seg-{sequence}.m4s"),
+        HlsFlavour::Ts => format!("seg-{sequence}.ts"),
+    }
+}
+
 /// What the manifests are configured with (per session).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlaylistOptions {

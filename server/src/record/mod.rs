@@ -39,7 +39,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc;
 
 use crate::config::ConfigError;
-use crate::engine::playlist::Manifests;
+use crate::engine::playlist::{init_name, segment_name, HlsFlavour, Manifests};
 use crate::engine::{CodecConfig, SegmentRecord};
 
 /// The recording part of the configuration (`record-*` keys).
@@ -532,15 +532,16 @@ impl SessionRecorder {
         let new_init = cmaf.is_some() && !self.inits_sent.contains(&record.config_id);
         if new_init {
             match init {
-                Some(b) => objects.push((format!("init-{}.mp4", record.config_id), vec![b])),
+                Some(b) => objects.push((init_name(record.config_id), vec![b])),
                 None => return self.lost(),
             }
         }
         if let Some(ts) = ts {
-            objects.push((format!("ts/seg-{}.ts", record.sequence), ts));
+            let name = segment_name(record.sequence, HlsFlavour::Ts);
+            objects.push((format!("ts/{name}"), ts));
         }
         if let Some(cmaf) = cmaf {
-            objects.push((format!("seg-{}.m4s", record.sequence), cmaf));
+            objects.push((segment_name(record.sequence, HlsFlavour::Cmaf), cmaf));
         }
         let bytes: usize = objects
             .iter()
