@@ -163,6 +163,8 @@ pub enum StartError {
     Reflection(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Why a bind failed, with what to do about the usual case.
@@ -311,12 +313,50 @@ pub struct Running {
     http_stop: Option<oneshot::Sender<()>>,
     http_task: JoinHandle<std::io::Result<()>>,
     upkeep: Option<JoinHandle<()>>,
+    /// The cluster's tasks (`--cluster`): stopped with the server.
+    cluster_tasks: Vec<JoinHandle<()>>,
+}
+
+/// Joins the cluster (`--cluster`) in the configured role: an origin's
+/// registry replicates its sessions, an edge's serves the cluster's. Returns
+/// the tasks to stop with the server (none for a single node).
+async fn join_cluster(
+    config: &Config,
+    registry: &Arc<Registry>,
+) -> Result<Vec<JoinHandle<()>>, StartError> {
+    use crate::cluster::{self, Role};
+    let Some(url) = &config.cluster.cluster else {
+        return Ok(Vec::new());
+    };
+    let (client, js, kv) = cluster::connect(&config.cluster, url).await?;
+    let node_id = config.cluster.node_id();
+    let tasks = match config.cluster.role {
+        Role::Origin => {
+            registry.set_replicator(Arc::new(cluster::origin::Origin::new(
+                js,
+                kv,
+                node_id.clone(),
+                config.cluster.cluster_queue,
+            )));
+            vec![cluster::watch_connection(client, |_| {})]
+        }
+        Role::Edge => {
+            registry.set_edge();
+            let edge = cluster::edge::Edge::new(js, kv, registry.clone());
+            let watcher = edge.spawn();
+            let monitor = cluster::watch_connection(client, move |up| edge.set_up(up));
+            vec![watcher, monitor]
+        }
+    };
+    tracing::info!(%url, role = ?config.cluster.role, %node_id, "joined the cluster");
+    Ok(tasks)
 }
 
 /// Binds the listeners and starts serving.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     config.validate()?;
     let registry = Registry::new(config.session.clone());
+    let cluster_tasks = join_cluster(config, &registry).await?;
     let auth = config
         .auth
         .build()
@@ -436,6 +476,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         http_stop: Some(http_stop),
         http_task,
         upkeep,
+        cluster_tasks,
         registry,
         shutdown_timeout: config.shutdown.timeout,
         shutdown_grace: config.shutdown.grace,
@@ -489,6 +530,9 @@ impl Running {
         tokio::time::sleep_until(started + http_grace).await;
         if let Some(u) = self.upkeep.take() {
             u.abort();
+        }
+        for t in self.cluster_tasks.drain(..) {
+            t.abort();
         }
         if let Some(stop) = self.http_stop.take() {
             let _ = stop.send(());

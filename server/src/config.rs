@@ -13,6 +13,7 @@
 //! | [`AuthConfig`] | `auth` | `auth-token`, `auth-secret` |
 //! | [`TlsFiles`] | `app` | `tls-cert`, `tls-key` |
 //! | [`Shutdown`] | `app` | `shutdown-timeout`, `shutdown-grace` |
+//! | [`ClusterConfig`] | `cluster` | `cluster`, `role`, `node-id`, `cluster-retention`, `cluster-max-bytes`, `cluster-queue` |
 //!
 //! [`Config`] is those parts together. It comes from three sources, in order
 //! of precedence: flags and `LIVESLICE_*` environment variables (read by
@@ -33,6 +34,7 @@ use clap::FromArgMatches;
 
 pub use crate::app::{LogFormat, ServerConfig, Shutdown, TlsFiles};
 pub use crate::auth::AuthConfig;
+pub use crate::cluster::ClusterConfig;
 use crate::engine::pipeline::{
     DEFAULT_FPS, DEFAULT_MAX_NAL_BYTES, DEFAULT_PART_TARGET_MS, DEFAULT_SEGMENT_TARGET_MS,
     DEFAULT_WINDOW,
@@ -54,6 +56,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub tls: TlsFiles,
     pub shutdown: Shutdown,
+    pub cluster: ClusterConfig,
     /// `--config`: the file the settings were read from.
     pub config_file: Option<PathBuf>,
     /// `--print-config`: print [`Config::to_toml`] and exit.
@@ -313,6 +316,7 @@ impl Config {
         put(toml::to_string(&shown.shutdown));
         put(toml::to_string(&shown.auth));
         put(toml::to_string(&shown.tls));
+        put(toml::to_string(&shown.cluster));
         out
     }
 
@@ -324,6 +328,7 @@ impl Config {
         self.http.validate()?;
         self.shutdown.validate()?;
         self.tls.validate()?;
+        self.cluster.validate()?;
         self.auth.validate()
     }
 

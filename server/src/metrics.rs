@@ -34,6 +34,10 @@ pub const PUBLISHERS: &str = "liveslice_publishers";
 pub const SUBSCRIBERS: &str = "liveslice_subscribers";
 pub const MEMORY: &str = "liveslice_media_memory_bytes";
 pub const MEMORY_LIMIT: &str = "liveslice_media_memory_limit_bytes";
+pub const CLUSTER_PUBLISHED: &str = "liveslice_cluster_published_total";
+pub const CLUSTER_DROPPED: &str = "liveslice_cluster_dropped_total";
+pub const CLUSTER_RECEIVED: &str = "liveslice_cluster_received_total";
+pub const CLUSTER_CONNECTED: &str = "liveslice_cluster_connected";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -110,6 +114,22 @@ fn describe() {
         Unit::Bytes,
         "The media memory budget (--memory-limit)"
     );
+    describe_counter!(
+        CLUSTER_PUBLISHED,
+        "Session items published to the cluster (JetStream), acknowledged"
+    );
+    describe_counter!(
+        CLUSTER_DROPPED,
+        "Session items not replicated: the queue to the cluster was full or JetStream did not acknowledge them"
+    );
+    describe_counter!(
+        CLUSTER_RECEIVED,
+        "Session items an edge read from the cluster"
+    );
+    describe_gauge!(
+        CLUSTER_CONNECTED,
+        "1 while the connection to the cluster (--cluster) is up, 0 while it is down"
+    );
     describe_gauge!(
         SUBSCRIBERS,
         "Attached gRPC subscribers (a publisher's own event stream is not one)"
@@ -121,7 +141,15 @@ fn describe() {
 /// series.
 fn zeros() {
     for c in [
-        FRAMES_IN, BYTES_IN, FRAMES_OUT, BYTES_OUT, SEGMENTS, LAG_SKIPS,
+        FRAMES_IN,
+        BYTES_IN,
+        FRAMES_OUT,
+        BYTES_OUT,
+        SEGMENTS,
+        LAG_SKIPS,
+        CLUSTER_PUBLISHED,
+        CLUSTER_DROPPED,
+        CLUSTER_RECEIVED,
     ] {
         counter!(c).increment(0);
     }

@@ -401,6 +401,18 @@ impl Manifests {
         self.dash_state(now_ms)
     }
 
+    /// The options the manifests were made with (a replica of the session
+    /// makes its own from them, so it renders the same text).
+    pub fn options(&self) -> &PlaylistOptions {
+        &self.opts
+    }
+
+    /// Wall clock (Unix ms) of timeline time 0: DASH
+    /// `MPD@availabilityStartTime`.
+    pub fn availability_start_ms(&self) -> u64 {
+        self.availability_start_ms
+    }
+
     /// Sequence of the first segment in the window (0 before the first).
     pub fn media_sequence(&self) -> u64 {
         self.window.front().map_or(0, |s| s.rec.sequence)

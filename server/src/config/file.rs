@@ -9,8 +9,8 @@ use std::path::Path;
 use serde::de::{DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 
 use super::{
-    AuthConfig, Config, ConfigError, EngineConfig, HttpLimits, ServerConfig, SessionDefaults,
-    Shutdown, TlsFiles,
+    AuthConfig, ClusterConfig, Config, ConfigError, EngineConfig, HttpLimits, ServerConfig,
+    SessionDefaults, Shutdown, TlsFiles,
 };
 
 /// Reads and parses the file at `path`; an error names the file.
@@ -60,6 +60,7 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
         auth: part(&mut settings)?,
         tls: part(&mut settings)?,
         shutdown: part(&mut settings)?,
+        cluster: part(&mut settings)?,
         config_file: None,
         print_config: false,
         mint_token: None,
@@ -67,7 +68,7 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
 }
 
 /// Every key a config file may set, part by part.
-pub(super) fn parts() -> [&'static [&'static str]; 7] {
+pub(super) fn parts() -> [&'static [&'static str]; 8] {
     [
         keys_of::<ServerConfig>(),
         keys_of::<HttpLimits>(),
@@ -76,6 +77,7 @@ pub(super) fn parts() -> [&'static [&'static str]; 7] {
         keys_of::<AuthConfig>(),
         keys_of::<TlsFiles>(),
         keys_of::<Shutdown>(),
+        keys_of::<ClusterConfig>(),
     ]
 }
 

@@ -90,6 +90,7 @@ fn defaults_come_from_one_place() {
         auth: AuthConfig::default(),
         tls: TlsFiles::default(),
         shutdown: Shutdown::default(),
+        cluster: crate::cluster::ClusterConfig::default(),
         config_file: None,
         print_config: false,
         mint_token: None,
@@ -150,6 +151,10 @@ fn defaults_come_from_one_place() {
                     | "linger"
                     | "shutdown-timeout"
                     | "shutdown-grace"
+                    | "role"
+                    | "cluster-retention"
+                    | "cluster-max-bytes"
+                    | "cluster-queue"
             )))
             .count(),
         "every fixed default is shown, once:\n{help}"

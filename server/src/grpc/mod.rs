@@ -145,6 +145,7 @@ fn registry_status(e: RegistryError, id: &str) -> Status {
              a new publisher may start it again)"
         )),
         RegistryError::ShuttingDown => Status::unavailable(e.to_string()),
+        RegistryError::EdgeNode => Status::failed_precondition(e.to_string()),
     }
 }
 

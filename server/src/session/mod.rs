@@ -22,11 +22,12 @@
 pub mod log;
 pub mod parts;
 pub mod registry;
+pub mod replica;
 pub mod ring;
 pub mod subscriber;
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,9 +36,10 @@ use tokio::sync::watch;
 
 use crate::engine::mux::parts::{MuxedPart, PartMuxer};
 use crate::engine::pipeline::{DropReport, EngineError, Event, SegmentEvent};
-use crate::engine::playlist::{HlsFlavour, ManifestState, ManifestUpdate};
+use crate::engine::playlist::{HlsFlavour, ManifestState, ManifestUpdate, Manifests};
 use crate::engine::{CodecConfig, Frame, PartRecord, PipelineOptions, SessionPipeline};
 pub use parts::{Format, MuxError};
+use replica::{Mirror, ReplicaItem, ReplicaTx, SessionStart};
 use ring::Ring;
 
 pub use registry::{Registry, RegistryError, SessionDefaults};
@@ -114,8 +116,74 @@ enum Publisher {
     None,
 }
 
+/// What makes a session's events: the engine, from a publisher's bytes (an
+/// origin), or a [`Mirror`] of the origin's, from its replicated items (an
+/// edge).
+enum Source {
+    Engine(Box<SessionPipeline>),
+    Mirror(Box<Mirror>),
+}
+
+impl Source {
+    fn manifests(&self) -> Option<&Manifests> {
+        match self {
+            Source::Engine(p) => p.manifests(),
+            Source::Mirror(m) => Some(m.manifests()),
+        }
+    }
+
+    fn config(&self) -> Option<&Arc<CodecConfig>> {
+        match self {
+            Source::Engine(p) => p.config(),
+            Source::Mirror(m) => m.config(),
+        }
+    }
+
+    fn frame_rate(&self) -> Option<(u32, u32)> {
+        match self {
+            Source::Engine(p) => p.frame_rate().map(|r| (r.num, r.den)),
+            Source::Mirror(m) => Some(m.start().frame_rate),
+        }
+    }
+
+    fn availability_start_ms(&self) -> Option<u64> {
+        match self {
+            Source::Engine(p) => p.availability_start_ms(),
+            Source::Mirror(m) => Some(m.start().availability_start_ms),
+        }
+    }
+
+    fn timing_note(&self) -> Option<&str> {
+        match self {
+            Source::Engine(p) => p.timing_note(),
+            Source::Mirror(_) => None,
+        }
+    }
+
+    fn stats(&self) -> crate::engine::pipeline::PipelineStats {
+        match self {
+            Source::Engine(p) => p.stats(),
+            Source::Mirror(m) => m.stats(),
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        match self {
+            Source::Engine(p) => p.buffered(),
+            Source::Mirror(_) => 0,
+        }
+    }
+
+    fn finish(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        match self {
+            Source::Engine(p) => p.finish(now_ns, out),
+            Source::Mirror(m) => m.finish(now_ns / 1_000_000, out),
+        }
+    }
+}
+
 struct SessionState {
-    pipeline: SessionPipeline,
+    pipeline: Source,
     ring: Ring,
     publisher: Publisher,
     generation: u64,
@@ -130,6 +198,8 @@ struct SessionState {
     parts: parts::PartStore,
     /// The MPEG-TS continuity counters, taken out while a push muxes.
     part_muxer: Option<PartMuxer>,
+    /// The session's start was handed to the replica.
+    replica_started: bool,
 }
 
 thread_local! {
@@ -180,8 +250,10 @@ struct MuxWork {
 }
 
 impl MuxWork {
+    /// Nothing to mux and no segment to mark complete (a mirror session
+    /// may be handed a segment's record apart from its last part).
     fn is_empty(&self) -> bool {
-        self.parts.is_empty() && self.inits.is_empty()
+        self.parts.is_empty() && self.inits.is_empty() && self.segments.is_empty()
     }
 }
 
@@ -236,6 +308,11 @@ pub struct Session {
     /// The HLS playlists last rendered for HTTP, by what they were rendered
     /// from: the many requests a part releases at once share one rendering.
     hls_cache: Mutex<Vec<HlsCached>>,
+    /// Where an origin's session replicates what happens (`--cluster`).
+    replica: Option<ReplicaTx>,
+    /// A mirror session whose replica cannot be read right now (an edge cut
+    /// off from the cluster): it is not served, rather than served stale.
+    unreadable: AtomicBool,
 }
 
 /// A rendered HLS playlist and what it was rendered from.
@@ -270,13 +347,33 @@ impl Session {
         mut options: SessionOptions,
         max_lag_items: usize,
         ring_max_bytes: usize,
+        replica: Option<ReplicaTx>,
     ) -> Self {
         // The engine keeps the window within the ring's budget, so the ring
         // evicts only whole segments the playlists no longer list.
         options.pipeline.max_window_bytes = ring_max_bytes;
+        let source = Source::Engine(Box::new(SessionPipeline::new(options.pipeline.clone())));
+        Self::with_source(id, options, max_lag_items, source, replica)
+    }
+
+    /// A session filled from a replica of the origin's (see
+    /// [`replica::Mirror`]); it takes no publisher.
+    fn mirror(id: String, start: Arc<SessionStart>, max_lag_items: usize) -> Self {
+        let options = start.session_options();
+        let source = Source::Mirror(Box::new(Mirror::new(start)));
+        Self::with_source(id, options, max_lag_items, source, None)
+    }
+
+    fn with_source(
+        id: String,
+        options: SessionOptions,
+        max_lag_items: usize,
+        source: Source,
+        replica: Option<ReplicaTx>,
+    ) -> Self {
         Self {
             state: Mutex::new(SessionState {
-                pipeline: SessionPipeline::new(options.pipeline.clone()),
+                pipeline: source,
                 ring: Ring::new(),
                 publisher: Publisher::None,
                 generation: 0,
@@ -287,6 +384,7 @@ impl Session {
                 log: log::ItemLog::default(),
                 parts: parts::PartStore::default(),
                 part_muxer: Some(PartMuxer::new(options.pipeline.formats)),
+                replica_started: false,
             }),
             gate: Mutex::new(()),
             segments_stored: watch::channel(0).0,
@@ -298,7 +396,48 @@ impl Session {
             subscribers: AtomicUsize::new(0),
             ended_tx: watch::channel(false).0,
             hls_cache: Mutex::new(Vec::with_capacity(4)),
+            replica,
+            unreadable: AtomicBool::new(false),
         }
+    }
+
+    /// Whether this session is a mirror of another node's (an edge's).
+    pub fn is_mirror(&self) -> bool {
+        matches!(self.lock().pipeline, Source::Mirror(_))
+    }
+
+    /// Marks a mirror session readable or not (its replica can be read).
+    pub fn set_readable(&self, readable: bool) {
+        self.unreadable.store(!readable, Ordering::Relaxed);
+    }
+
+    /// False while a mirror session's replica cannot be read: its numbering
+    /// may be behind the origin's, so it must not be served.
+    pub fn is_readable(&self) -> bool {
+        !self.unreadable.load(Ordering::Relaxed)
+    }
+
+    /// Items its replication queue dropped (full queue), if it replicates.
+    pub fn replica_dropped(&self) -> Option<u64> {
+        self.replica.as_ref().map(ReplicaTx::dropped)
+    }
+
+    /// Feeds a mirror session the origin's items, in order, and fans out
+    /// what they stand for (as a push does). Ignored by an engine session.
+    pub fn apply_replica(&self, items: Vec<ReplicaItem>) {
+        let _gate = self.gate();
+        let st = self.lock();
+        if st.ended.is_some() {
+            return;
+        }
+        let now_ms = now_unix_ns() / 1_000_000;
+        let _ = self.run_engine(st, |source, out| {
+            if let Source::Mirror(m) = source {
+                for item in items {
+                    m.apply(item, now_ms, out);
+                }
+            }
+        });
     }
 
     /// Resolves once the session has ended.
@@ -395,8 +534,15 @@ impl Session {
         let resumed = match st.publisher {
             Publisher::Active(_) => return Err(RegistryError::AlreadyPublishing),
             Publisher::Gone(_) => {
-                let (again, _) = self.run_engine(st, |p, out| p.reconnect(now_unix_ns(), out));
+                let (again, _) = self.run_engine(st, |s, out| {
+                    if let Source::Engine(p) = s {
+                        p.reconnect(now_unix_ns(), out);
+                    }
+                });
                 st = again;
+                if let Some(r) = &self.replica {
+                    r.send(ReplicaItem::Discontinuity);
+                }
                 true
             }
             Publisher::None => false,
@@ -424,8 +570,10 @@ impl Session {
             return Err(PushError::NotPublisher);
         }
         ::metrics::counter!(crate::metrics::BYTES_IN).increment(data.len() as u64);
-        let (_, fatal) = self.run_engine(st, |p, out| {
-            p.push(data, capture_ns, now_unix_ns(), end_of_access_unit, out)
+        let (_, fatal) = self.run_engine(st, |s, out| {
+            if let Source::Engine(p) = s {
+                p.push(data, capture_ns, now_unix_ns(), end_of_access_unit, out);
+            }
         });
         match fatal {
             Some(e) => Err(PushError::Fatal(e)),
@@ -442,7 +590,7 @@ impl Session {
         if st.ended.is_some() {
             return false;
         }
-        let (mut st, _) = self.run_engine(st, |p, out| p.finish(now_unix_ns(), out));
+        let (mut st, _) = self.run_engine(st, |s, out| s.finish(now_unix_ns(), out));
         let stats = st.pipeline.stats();
         let end = Arc::new(SessionEnd {
             reason,
@@ -548,7 +696,7 @@ impl Session {
         };
         Snapshot {
             config: st.pipeline.config().cloned(),
-            frame_rate: st.pipeline.frame_rate().map(|r| (r.num, r.den)),
+            frame_rate: st.pipeline.frame_rate(),
             hls_cmaf,
             hls_ts,
             dash,
@@ -570,7 +718,7 @@ impl Session {
     fn run_engine<'a>(
         &'a self,
         mut st: StateGuard<'a>,
-        f: impl FnOnce(&mut SessionPipeline, &mut Vec<Event>),
+        f: impl FnOnce(&mut Source, &mut Vec<Event>),
     ) -> (StateGuard<'a>, Option<EngineError>) {
         let mut events = std::mem::take(&mut st.events);
         f(&mut st.pipeline, &mut events);
@@ -629,6 +777,9 @@ impl Session {
         let mut frames = 0u64;
         let mut segments = false;
         for e in events.drain(..) {
+            if self.replica.is_some() {
+                self.replicate(st, &e);
+            }
             let item = match e {
                 Event::Frame(f) => {
                     frames += 1;
@@ -692,6 +843,53 @@ impl Session {
             ::metrics::counter!(crate::metrics::FRAMES_IN).increment(frames);
         }
         fatal
+    }
+}
+
+impl Session {
+    /// Hands an engine event to the replica (an origin's session in a
+    /// cluster): the start first, at the first parameter sets.
+    fn replicate(&self, st: &mut SessionState, e: &Event) {
+        let Some(r) = &self.replica else {
+            return;
+        };
+        let item = match e {
+            Event::Frame(f) => ReplicaItem::Frame(f.clone()),
+            Event::Config(c) => {
+                if !st.replica_started {
+                    if let Some(m) = st.pipeline.manifests() {
+                        let rate = st
+                            .pipeline
+                            .frame_rate()
+                            .unwrap_or((c.frame_rate_num, c.frame_rate_den));
+                        let start = SessionStart::of(m, self.options.pipeline.formats, rate);
+                        r.send(ReplicaItem::Start(Arc::new(start)));
+                        st.replica_started = true;
+                    }
+                }
+                ReplicaItem::Config(c.clone())
+            }
+            Event::Part(p) => ReplicaItem::Part(p.clone()),
+            Event::Segment(s) => {
+                // The config its manifest entry was made with: the one its
+                // frames use, at the rate the timestamps are on.
+                let Some(cfg) = st.configs.get(&s.record.config_id).or(st.pipeline.config()) else {
+                    return;
+                };
+                let cfg = match st.pipeline.frame_rate() {
+                    Some(rate) if rate != (cfg.frame_rate_num, cfg.frame_rate_den) => {
+                        let mut c = CodecConfig::clone(cfg);
+                        (c.frame_rate_num, c.frame_rate_den) = rate;
+                        Arc::new(c)
+                    }
+                    _ => cfg.clone(),
+                };
+                ReplicaItem::Segment(Arc::new(s.record.clone()), cfg)
+            }
+            Event::Ended(_) => ReplicaItem::End,
+            Event::Dropped(_) | Event::Fatal(_) => return,
+        };
+        r.send(item);
     }
 }
 
@@ -1025,6 +1223,7 @@ mod tests {
             },
             0,
             64 << 20,
+            None,
         ))
     }
 

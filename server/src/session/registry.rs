@@ -5,13 +5,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use crate::config::ConfigError;
 
+use super::replica::{Replicator, SessionStart};
 use super::{EndReason, Session, SessionOptions};
 
 /// Defaults and limits the registry enforces, and the policy for
@@ -134,6 +135,8 @@ pub enum RegistryError {
     Ended,
     #[error("server is shutting down")]
     ShuttingDown,
+    #[error("this server is an edge (--role edge): it serves sessions from the cluster and takes no publishers; publish to an origin")]
+    EdgeNode,
     #[error(
         "the server's media memory limit is reached ({held} of {limit} bytes held by live sessions; \
          raise --memory-limit or lower --ring-bytes)"
@@ -155,6 +158,10 @@ pub struct Registry {
     changed: Notify,
     defaults: SessionDefaults,
     shutting_down: AtomicBool,
+    /// Replicates new sessions (an origin in a cluster).
+    replicator: OnceLock<Arc<dyn Replicator>>,
+    /// An edge: sessions come from the cluster, never from publishers.
+    edge: AtomicBool,
 }
 
 impl Registry {
@@ -164,7 +171,63 @@ impl Registry {
             changed: Notify::new(),
             defaults,
             shutting_down: AtomicBool::new(false),
+            replicator: OnceLock::new(),
+            edge: AtomicBool::new(false),
         })
+    }
+
+    /// Every session created from now on is replicated by `r` (an origin in
+    /// a cluster). Set once; later calls are ignored.
+    pub fn set_replicator(&self, r: Arc<dyn Replicator>) {
+        let _ = self.replicator.set(r);
+    }
+
+    /// Makes this registry an edge's: publishers are refused
+    /// ([`RegistryError::EdgeNode`]), sessions are mirrors
+    /// ([`mirror`](Self::mirror)).
+    pub fn set_edge(&self) {
+        self.edge.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_edge(&self) -> bool {
+        self.edge.load(Ordering::Relaxed)
+    }
+
+    /// Creates a session filled from a replica of another node's (an
+    /// edge's), replacing an ended one of the same id.
+    pub fn mirror(
+        &self,
+        id: &str,
+        start: Arc<SessionStart>,
+    ) -> Result<Arc<Session>, RegistryError> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(RegistryError::ShuttingDown);
+        }
+        let mut map = self.map();
+        if map.get(id).is_some_and(|s| !s.is_ended()) {
+            return Err(RegistryError::AlreadyPublishing);
+        }
+        let live = map.values().filter(|s| !s.is_ended()).count();
+        if live >= self.defaults.max_sessions {
+            return Err(RegistryError::TooManySessions(self.defaults.max_sessions));
+        }
+        let held = self.enforce_memory(&mut map);
+        if held >= self.defaults.memory_limit {
+            return Err(RegistryError::MemoryLimit {
+                limit: self.defaults.memory_limit,
+                held,
+            });
+        }
+        let session = Arc::new(Session::mirror(
+            id.to_string(),
+            start,
+            self.defaults.max_lag_items,
+        ));
+        map.insert(id.to_string(), session.clone());
+        drop(map);
+        self.changed.notify_waiters();
+        tracing::info!(session_id = %id, "mirror session created");
+        Ok(session)
     }
 
     pub fn defaults(&self) -> &SessionDefaults {
@@ -184,6 +247,9 @@ impl Registry {
     ) -> Result<PublishGrant, RegistryError> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(RegistryError::ShuttingDown);
+        }
+        if self.is_edge() {
+            return Err(RegistryError::EdgeNode);
         }
         let mut map = self.map();
         if let Some(existing) = map.get(id) {
@@ -212,6 +278,7 @@ impl Registry {
             options,
             self.defaults.max_lag_items,
             self.defaults.ring_max_bytes,
+            self.replicator.get().and_then(|r| r.attach(id)),
         ));
         let (generation, resumed) = session.attach_publisher()?;
         // An ended session of the same id is replaced: its window stops being

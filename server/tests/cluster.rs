@@ -1,0 +1,296 @@
+//! Session replication over a real NATS JetStream (`nats-server -js`, which
+//! these tests need): an origin publishes, edges serve the same playlists
+//! and segments, byte for byte.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::nats::Nats;
+use common::*;
+use liveslice_proto::v1 as pb;
+use liveslice_server::cluster::Role;
+use liveslice_server::config::Config;
+
+fn origin_config(nats: &Nats, node: &str) -> Config {
+    let mut c = test_config();
+    c.cluster.cluster = Some(nats.url());
+    c.cluster.node_id = Some(node.into());
+    // The whole test stream stays listed: players decode all of it.
+    c.engine.window = 60;
+    c
+}
+
+fn edge_config(nats: &Nats, node: &str) -> Config {
+    let mut c = origin_config(nats, node);
+    c.cluster.role = Role::Edge;
+    c
+}
+
+/// `publishTime` is the moment the MPD is rendered: the one attribute two
+/// nodes never share.
+fn without_publish_time(mpd: &str) -> String {
+    let mut out = String::with_capacity(mpd.len());
+    let mut rest = mpd;
+    while let Some(i) = rest.find("publishTime=\"") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "publishTime=\"".len()..];
+        let end = after.find('"').unwrap_or(after.len());
+        rest = &after[(end + 1).min(after.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
+async fn text(url: &str) -> (u16, String) {
+    let (status, _, body) = get(url).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Waits until `url` answers 200 with a body containing `needle`.
+async fn wait_for_text(url: &str, needle: &str, limit: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let (status, body) = text(url).await;
+        if status == 200 && body.contains(needle) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} did not show {needle:?} within {limit:?} (status {status}):\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The URIs a playlist names: segments, parts and init segments.
+fn uris(playlist: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in playlist.lines() {
+        if !line.starts_with('#') && !line.is_empty() {
+            out.push(line.to_string());
+        }
+        for piece in line.split(',') {
+            if let Some(v) = piece
+                .split_once("URI=\"")
+                .and_then(|(_, v)| v.split('"').next())
+            {
+                out.push(v.to_string());
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_serves_the_origins_playlists_and_segments_byte_for_byte() {
+    let Some(nats) = Nats::start("cluster replication") else {
+        return;
+    };
+    let origin = start(origin_config(&nats, "origin-1")).await;
+    let edge = start(edge_config(&nats, "edge-1")).await;
+    let o = format!("http://{}", origin.http_addr);
+    let e = format!("http://{}", edge.http_addr);
+
+    // An edge takes no publishers, and says why.
+    let mut ec = client(&edge).await;
+    let refused = match publish(&mut ec, "nope", Default::default()).await {
+        Err(s) => s,
+        Ok(mut p) => {
+            let (_, status) = collect(&mut p.responses, Duration::from_secs(10)).await;
+            status.expect("the edge refuses the publisher")
+        }
+    };
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("edge"), "{refused:?}");
+
+    let data = testdata("high_bframes_30.h264");
+    let mut c = client(&origin).await;
+    let mut p = publish(&mut c, "cam", Default::default()).await.unwrap();
+    p.send_chunked(&data, &[64 * 1024, 1000, 7]).await;
+    p.end().await;
+    drop(p.tx);
+    let (_, status) = collect(&mut p.responses, Duration::from_secs(30)).await;
+    assert!(status.is_none(), "{status:?}");
+
+    // The edge catches up to the end of the session.
+    let origin_hls = wait_for_text(
+        &format!("{o}/live/cam/index.m3u8"),
+        "#EXT-X-ENDLIST",
+        Duration::from_secs(5),
+    )
+    .await;
+    let edge_hls = wait_for_text(
+        &format!("{e}/live/cam/index.m3u8"),
+        "#EXT-X-ENDLIST",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(edge_hls, origin_hls, "HLS (CMAF) playlists differ");
+    assert!(origin_hls.matches("#EXTINF").count() > 2, "{origin_hls}");
+
+    let (_, origin_ts) = text(&format!("{o}/live/cam/ts/index.m3u8")).await;
+    let (_, edge_ts) = text(&format!("{e}/live/cam/ts/index.m3u8")).await;
+    assert_eq!(edge_ts, origin_ts, "HLS (TS) playlists differ");
+
+    let (_, origin_mpd) = text(&format!("{o}/live/cam/manifest.mpd")).await;
+    let (_, edge_mpd) = text(&format!("{e}/live/cam/manifest.mpd")).await;
+    assert!(origin_mpd.contains("<S "), "{origin_mpd}");
+    assert_eq!(
+        without_publish_time(&edge_mpd),
+        without_publish_time(&origin_mpd),
+        "MPDs differ"
+    );
+
+    // Every segment, part and init segment: the same bytes.
+    let mut checked = 0;
+    for (dir, playlist) in [("", &origin_hls), ("ts/", &origin_ts)] {
+        for uri in uris(playlist) {
+            let (os, _, ob) = get(&format!("{o}/live/cam/{dir}{uri}")).await;
+            let (es, _, eb) = get(&format!("{e}/live/cam/{dir}{uri}")).await;
+            assert_eq!(
+                (os, es),
+                (200, 200),
+                "{dir}{uri}: {}",
+                String::from_utf8_lossy(&eb)
+            );
+            assert!(!ob.is_empty(), "{dir}{uri}");
+            assert!(ob == eb, "{dir}{uri}: {} vs {} bytes", ob.len(), eb.len());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "only {checked} files");
+    // And every part (the ended playlists no longer list them).
+    let mut parts = 0;
+    for n in 0.. {
+        let (os, _, ob) = get(&format!("{o}/live/cam/part-{n}.m4s")).await;
+        if os != 200 {
+            break;
+        }
+        let (es, _, eb) = get(&format!("{e}/live/cam/part-{n}.m4s")).await;
+        assert_eq!(es, 200, "part {n}");
+        assert!(ob == eb, "part-{n}.m4s differs");
+        let (_, _, ot) = get(&format!("{o}/live/cam/ts/part-{n}.ts")).await;
+        let (_, _, et) = get(&format!("{e}/live/cam/ts/part-{n}.ts")).await;
+        assert!(!ot.is_empty() && ot == et, "part-{n}.ts differs");
+        parts += 1;
+    }
+    assert!(parts > 10, "only {parts} parts");
+
+    // Players decode the same frames from both.
+    if have_ffmpeg("cluster output decoded by ffmpeg") {
+        let want = liveslice_server::engine::pipeline::frames_of(
+            bytes::Bytes::from(data),
+            Default::default(),
+        )
+        .len();
+        for base in [&o, &e] {
+            for path in ["index.m3u8", "ts/index.m3u8", "manifest.mpd"] {
+                let url = format!("{base}/live/cam/{path}");
+                let (frames, errors) = tokio::task::spawn_blocking(move || ffmpeg_frames(&url))
+                    .await
+                    .unwrap();
+                assert_eq!(errors, "", "{base} {path}");
+                assert_eq!(frames, want, "{base} {path}");
+            }
+        }
+    }
+    edge.shutdown().await;
+    origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_edge_joins_live_and_losing_nats_is_reported_not_served_stale() {
+    let Some(mut nats) = Nats::start("cluster replication") else {
+        return;
+    };
+    let origin = start(origin_config(&nats, "origin-1")).await;
+    let o = format!("http://{}", origin.http_addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = live::publish_live(&origin, "live", stop.clone(), true);
+    wait_for_text(
+        &format!("{o}/live/live/index.m3u8"),
+        "#EXTINF",
+        Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // An edge started mid-stream serves the live window, the origin's
+    // numbering and all.
+    let edge = start(edge_config(&nats, "edge-late")).await;
+    let e = format!("http://{}", edge.http_addr);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, before) = text(&format!("{o}/live/live/index.m3u8")).await;
+        let (es, at_edge) = text(&format!("{e}/live/live/index.m3u8")).await;
+        let (_, after) = text(&format!("{o}/live/live/index.m3u8")).await;
+        if es == 200 && (at_edge == before || at_edge == after) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edge's playlist never matched the origin's:\n{at_edge}\n---\n{after}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // gRPC subscribers on the edge get frames, from a keyframe.
+    let mut ec = client(&edge).await;
+    let mut sub = subscribe(&mut ec, "live", true, 0)
+        .await
+        .expect("subscribe");
+    let mut frames = Vec::new();
+    while frames.len() < 10 {
+        let m = tokio::time::timeout(Duration::from_secs(10), sub.message())
+            .await
+            .expect("frames within 10 s")
+            .expect("stream ok")
+            .expect("stream open");
+        if let Some(pb::slice_response::Event::Frame(f)) = &m.event {
+            frames.push((f.random_access, m.is_keyframe));
+        }
+    }
+    assert_eq!(frames[0], (true, true), "a subscriber starts at a keyframe");
+    drop(sub);
+
+    // NATS goes away: the origin keeps serving and says so; the edge
+    // answers 503 rather than a playlist that has stopped.
+    nats.stop();
+    let (_, first) = text(&format!("{o}/live/live/index.m3u8")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (s, _) = text(&format!("{e}/live/live/index.m3u8")).await;
+        if s == 503 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edge still serves {s} without NATS"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = text(&format!("{o}/metrics")).await;
+    assert!(
+        metrics.contains("liveslice_cluster_connected 0"),
+        "{metrics}"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (s, later) = text(&format!("{o}/live/live/index.m3u8")).await;
+    assert_eq!(s, 200);
+    assert_ne!(later, first, "the origin's playlist moves on without NATS");
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
+    nats.restart();
+    edge.shutdown().await;
+    origin.shutdown().await;
+}
