@@ -329,6 +329,7 @@ async fn join_cluster(
         return Ok(Vec::new());
     };
     let (client, js, kv) = cluster::connect(&config.cluster, url).await?;
+    registry.set_cluster_up(true);
     let node_id = config.cluster.node_id();
     let tasks = match config.cluster.role {
         Role::Origin => {
@@ -338,13 +339,20 @@ async fn join_cluster(
                 node_id.clone(),
                 config.cluster.cluster_queue,
             )));
-            vec![cluster::watch_connection(client, |_| {})]
+            let registry = registry.clone();
+            vec![cluster::watch_connection(client, move |up| {
+                registry.set_cluster_up(up)
+            })]
         }
         Role::Edge => {
             registry.set_edge();
             let edge = cluster::edge::Edge::new(js, kv, registry.clone());
             let watcher = edge.spawn();
-            let monitor = cluster::watch_connection(client, move |up| edge.set_up(up));
+            let registry = registry.clone();
+            let monitor = cluster::watch_connection(client, move |up| {
+                registry.set_cluster_up(up);
+                edge.set_up(up);
+            });
             vec![watcher, monitor]
         }
     };

@@ -264,6 +264,8 @@ async fn a_late_edge_joins_live_and_losing_nats_is_reported_not_served_stale() {
 
     // NATS goes away: the origin keeps serving and says so; the edge
     // answers 503 rather than a playlist that has stopped.
+    let (s, health) = text(&format!("{e}/healthz")).await;
+    assert_eq!((s, health.as_str()), (200, "ok\ncluster: connected\n"));
     nats.stop();
     let (_, first) = text(&format!("{o}/live/live/index.m3u8")).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -278,6 +280,21 @@ async fn a_late_edge_joins_live_and_losing_nats_is_reported_not_served_stale() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The origin still serves, and says the cluster is unreachable.
+    let health = wait_for_text(
+        &format!("{o}/healthz"),
+        "cluster: unreachable",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(health.starts_with("ok\n"), "{health}");
+    let (s, health) = text(&format!("{e}/healthz")).await;
+    assert_eq!(s, 503, "an edge without NATS is unhealthy: {health}");
+    let mut ec = client(&edge).await;
+    let refused = subscribe(&mut ec, "live", true, 0)
+        .await
+        .expect_err("no subscriber on an edge cut off from NATS");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     let (_, metrics) = text(&format!("{o}/metrics")).await;
     assert!(
         metrics.contains("liveslice_cluster_connected 0"),

@@ -68,7 +68,7 @@ pub fn router(
         .route("/assets/hls.min.js", get(pages::hls_js))
         .route("/assets/dash.mediaplayer.min.js", get(pages::dash_js))
         .route("/time", get(time))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/live/{session}/index.m3u8", get(hls_cmaf))
         .route("/live/{session}/manifest.mpd", get(dash))
         .route("/live/{session}/ts/index.m3u8", get(hls_ts))
@@ -286,6 +286,23 @@ async fn metrics(State(s): State<HttpState>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "metrics recorder not installed\n",
         )
+            .into_response(),
+    }
+}
+
+/// Liveness, and the cluster's state in a cluster: an origin without NATS
+/// still serves (200, saying replication is paused); an edge without it
+/// cannot (503, so a load balancer sends players elsewhere).
+async fn healthz(State(r): State<Arc<Registry>>) -> Response {
+    match r.cluster_up() {
+        None => "ok\n".into_response(),
+        Some(true) => "ok\ncluster: connected\n".into_response(),
+        Some(false) if r.is_edge() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster: unreachable (this edge serves nothing until NATS is back)\n",
+        )
+            .into_response(),
+        Some(false) => "ok\ncluster: unreachable (serving locally; replication to edges paused)\n"
             .into_response(),
     }
 }

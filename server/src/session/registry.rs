@@ -4,7 +4,7 @@
 //! ended session's last window is still served.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -162,6 +162,8 @@ pub struct Registry {
     replicator: OnceLock<Arc<dyn Replicator>>,
     /// An edge: sessions come from the cluster, never from publishers.
     edge: AtomicBool,
+    /// The connection to the cluster: 0 none (a single node), 1 up, 2 down.
+    cluster: AtomicU8,
 }
 
 impl Registry {
@@ -173,7 +175,23 @@ impl Registry {
             shutting_down: AtomicBool::new(false),
             replicator: OnceLock::new(),
             edge: AtomicBool::new(false),
+            cluster: AtomicU8::new(0),
         })
+    }
+
+    /// Records whether the connection to the cluster is up (for health).
+    pub fn set_cluster_up(&self, up: bool) {
+        self.cluster
+            .store(if up { 1 } else { 2 }, Ordering::Relaxed);
+    }
+
+    /// Whether the connection to the cluster is up; `None` for a single
+    /// node.
+    pub fn cluster_up(&self) -> Option<bool> {
+        match self.cluster.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n == 1),
+        }
     }
 
     /// Every session created from now on is replicated by `r` (an origin in
