@@ -311,3 +311,73 @@ async fn a_late_edge_joins_live_and_losing_nats_is_reported_not_served_stale() {
     edge.shutdown().await;
     origin.shutdown().await;
 }
+
+/// BENCH.md's figure: how much later a part is servable on an edge than on
+/// its origin (part closed on the origin → part servable on the edge), p50
+/// and p99 over a live stream with 100 ms parts. Run with
+/// `cargo test -p liveslice-server --test cluster -- --ignored --nocapture edge_latency`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for BENCH.md (30 s), not a check"]
+async fn edge_latency() {
+    let Some(nats) = Nats::start("edge latency") else {
+        return;
+    };
+    let mut oc = origin_config(&nats, "origin-1");
+    oc.engine.part_duration = Duration::from_millis(100);
+    oc.engine.segment_duration = Duration::from_secs(1);
+    let origin = start(oc).await;
+    let mut ec = edge_config(&nats, "edge-1");
+    ec.engine.part_duration = Duration::from_millis(100);
+    let edge = start(ec).await;
+    let o = format!("http://{}", origin.http_addr);
+    let e = format!("http://{}", edge.http_addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = live::publish_live(&origin, "lat", stop.clone(), true);
+    let hls = wait_for_text(
+        &format!("{e}/live/lat/index.m3u8"),
+        "PRELOAD-HINT",
+        Duration::from_secs(20),
+    )
+    .await;
+    let hint = |pl: &str| -> u64 {
+        pl.split("URI=\"part-")
+            .last()
+            .and_then(|r| r.split('.').next())
+            .and_then(|n| n.parse().ok())
+            .expect("a preload hint")
+    };
+    let first = hint(&hls) + 2;
+    let mut added = Vec::new();
+    for n in first..first + 300 {
+        let t0 = std::time::Instant::now();
+        let at_origin = async {
+            let (s, _, _) = get(&format!("{o}/live/lat/part-{n}.m4s")).await;
+            assert_eq!(s, 200, "origin part {n}");
+            t0.elapsed()
+        };
+        let at_edge = async {
+            loop {
+                let (s, _, _) = get(&format!("{e}/live/lat/part-{n}.m4s")).await;
+                if s == 200 {
+                    return t0.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        let (o_t, e_t) = tokio::join!(at_origin, at_edge);
+        added.push(e_t.saturating_sub(o_t));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
+    added.sort();
+    let pct = |p: usize| added[(added.len() * p / 100).min(added.len() - 1)];
+    println!(
+        "edge latency over {} parts of 100 ms: p50 {:?}, p99 {:?}, max {:?}",
+        added.len(),
+        pct(50),
+        pct(99),
+        added[added.len() - 1]
+    );
+    edge.shutdown().await;
+    origin.shutdown().await;
+}
