@@ -65,6 +65,33 @@ async fn wait_for_text(url: &str, needle: &str, limit: Duration) -> String {
     }
 }
 
+/// Waits until the edge's `path` equals the origin's (between two reads of
+/// the origin's, which moves on as parts close).
+async fn wait_until_equal(o: &str, e: &str, path: &str, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let (_, before) = text(&format!("{o}/{path}")).await;
+        let (es, at_edge) = text(&format!("{e}/{path}")).await;
+        let (_, after) = text(&format!("{o}/{path}")).await;
+        if es == 200 && (at_edge == before || at_edge == after) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edge's {path} never matched the origin's within {limit:?} (edge: {es}):\n{}\n--- origin:\n{}",
+            tail(&at_edge),
+            tail(&after)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A playlist's last lines (where two differ).
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(6)..].join("\n")
+}
+
 /// The URIs a playlist names: segments, parts and init segments.
 fn uris(playlist: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -228,20 +255,8 @@ async fn a_late_edge_joins_live_and_losing_nats_is_reported_not_served_stale() {
     // numbering and all.
     let edge = start(edge_config(&nats, "edge-late")).await;
     let e = format!("http://{}", edge.http_addr);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, before) = text(&format!("{o}/live/live/index.m3u8")).await;
-        let (es, at_edge) = text(&format!("{e}/live/live/index.m3u8")).await;
-        let (_, after) = text(&format!("{o}/live/live/index.m3u8")).await;
-        if es == 200 && (at_edge == before || at_edge == after) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the edge's playlist never matched the origin's:\n{at_edge}\n---\n{after}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_equal(&o, &e, "live/live/index.m3u8", Duration::from_secs(20)).await;
+    wait_until_equal(&o, &e, "live/live/ts/index.m3u8", Duration::from_secs(5)).await;
 
     // gRPC subscribers on the edge get frames, from a keyframe.
     let mut ec = client(&edge).await;
@@ -305,9 +320,16 @@ async fn a_late_edge_joins_live_and_losing_nats_is_reported_not_served_stale() {
     assert_eq!(s, 200);
     assert_ne!(later, first, "the origin's playlist moves on without NATS");
 
+    // NATS is back: the origin publishes its backlog (nothing was lost:
+    // the outage was shorter than its queue) and the edge serves the
+    // session again, caught up, the origin's playlist line for line.
+    nats.restart();
+    wait_until_equal(&o, &e, "live/live/index.m3u8", Duration::from_secs(30)).await;
+    let (s, _) = text(&format!("{e}/live/live/seg-0.m4s")).await;
+    assert_eq!(s, 200);
+
     stop.store(true, Ordering::Relaxed);
     let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
-    nats.restart();
     edge.shutdown().await;
     origin.shutdown().await;
 }

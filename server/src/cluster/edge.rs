@@ -235,87 +235,125 @@ async fn follow(
         broken.store(true, Ordering::Relaxed);
         session.set_readable(false);
     };
-    let messages = async {
-        let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: subject.clone(),
-                deliver_policy: jetstream::consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        consumer.messages().await.map_err(|e| e.to_string())
-    };
-    let mut messages = match messages.await {
-        Ok(m) => m,
-        Err(e) => {
-            break_off(&format!("cannot read its items: {e}"));
-            return;
-        }
-    };
     let mut decoder = Decoder::default();
     let mut joined = false;
-    while let Some(m) = messages.next().await {
-        let m = match m {
+    // The stream sequence of the last message read: after an outage the
+    // consumer is made again from the one after it (the server may have
+    // lost the old consumer), so nothing is skipped or read twice.
+    let mut last_read: Option<u64> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let start = match last_read {
+            None => jetstream::consumer::DeliverPolicy::All,
+            Some(n) => jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: n + 1,
+            },
+        };
+        let messages = async {
+            let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+            let consumer = stream
+                .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                    filter_subject: subject.clone(),
+                    deliver_policy: start,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            consumer.messages().await.map_err(|e| e.to_string())
+        };
+        let mut messages = match messages.await {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(session_id = %session.id, error = %e, "reading the session's items");
+                tracing::debug!(session_id = %session.id, error = %e, "cannot read the session's items yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             }
         };
-        ::metrics::counter!(crate::metrics::CLUSTER_RECEIVED).increment(1);
-        let body = match decoder.decode(&m.payload, MAX_ITEM_BYTES) {
-            Ok(Decoded::Body(b)) => b,
-            Ok(Decoded::Partial) => continue,
-            Ok(Decoded::Missing { expected, got }) if joined => {
-                break_off(&format!("item {expected} is missing (got {got})"));
-                return;
-            }
-            Err(e) if joined => {
-                break_off(&e.to_string());
-                return;
-            }
-            // Before joining, whatever came first may be cut off.
-            Ok(Decoded::Missing { .. }) | Err(_) => {
-                decoder = Decoder::default();
-                continue;
-            }
-        };
-        match wire::received(*body) {
-            Ok(Received::Sync(config)) => {
-                if !joined {
-                    joined = true;
-                    session.apply_replica(vec![ReplicaItem::Config(config)]);
+        backoff = Duration::from_millis(100);
+        while let Some(m) = messages.next().await {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(session_id = %session.id, error = %e, "reading the session's items; reading again");
+                    break;
                 }
+            };
+            if let Ok(info) = m.info() {
+                last_read = Some(info.stream_sequence);
             }
-            Ok(Received::Gap(lost)) => {
-                if joined {
-                    break_off(&format!("the origin lost {lost} items"));
-                    return;
-                }
-            }
-            Ok(Received::Item(item)) => {
-                if !joined {
-                    continue;
-                }
-                let end = matches!(item, ReplicaItem::End);
-                session.apply_replica(vec![item]);
-                if end {
-                    registry.end(
-                        &session,
-                        EndReason::EndOfStream,
-                        "the session ended on its origin".into(),
-                    );
-                    return;
-                }
-            }
-            Err(e) => {
-                if joined {
-                    break_off(&e.to_string());
+            match read(&registry, &session, &mut decoder, &mut joined, &m.payload) {
+                Flow::Go => {}
+                Flow::Stop => return,
+                Flow::Broken(why) => {
+                    break_off(&why);
                     return;
                 }
             }
         }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// What reading a message leads to.
+enum Flow {
+    Go,
+    /// The session ended.
+    Stop,
+    /// Its items cannot be trusted any more.
+    Broken(String),
+}
+
+/// Reads one message of a session's subject into its mirror session.
+fn read(
+    registry: &Arc<Registry>,
+    session: &Arc<Session>,
+    decoder: &mut Decoder,
+    joined: &mut bool,
+    payload: &[u8],
+) -> Flow {
+    ::metrics::counter!(crate::metrics::CLUSTER_RECEIVED).increment(1);
+    let joined_now = *joined;
+    let body = match decoder.decode(payload, MAX_ITEM_BYTES) {
+        Ok(Decoded::Body(b)) => b,
+        Ok(Decoded::Partial) => return Flow::Go,
+        Ok(Decoded::Missing { expected, got }) if joined_now => {
+            return Flow::Broken(format!("item {expected} is missing (got {got})"));
+        }
+        Err(e) if joined_now => return Flow::Broken(e.to_string()),
+        // Before joining, whatever came first may be cut off.
+        Ok(Decoded::Missing { .. }) | Err(_) => {
+            *decoder = Decoder::default();
+            return Flow::Go;
+        }
+    };
+    match wire::received(*body) {
+        Ok(Received::Sync(config)) => {
+            if !joined_now {
+                *joined = true;
+                session.apply_replica(vec![ReplicaItem::Config(config)]);
+            }
+            Flow::Go
+        }
+        Ok(Received::Gap(lost)) if joined_now => {
+            Flow::Broken(format!("the origin lost {lost} items"))
+        }
+        Ok(Received::Gap(_)) => Flow::Go,
+        Ok(Received::Item(_)) if !joined_now => Flow::Go,
+        Ok(Received::Item(item)) => {
+            let end = matches!(item, ReplicaItem::End);
+            session.apply_replica(vec![item]);
+            if end {
+                registry.end(
+                    session,
+                    EndReason::EndOfStream,
+                    "the session ended on its origin".into(),
+                );
+                return Flow::Stop;
+            }
+            Flow::Go
+        }
+        Err(e) if joined_now => Flow::Broken(e.to_string()),
+        Err(_) => Flow::Go,
     }
 }

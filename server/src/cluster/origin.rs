@@ -1,8 +1,18 @@
 //! The origin's side: each session's items, published to JetStream by a
 //! task of their own, and the session's lease, renewed while it lives.
+//!
+//! Messages are published one at a time, each acknowledged before the next
+//! (so the stream holds them in order, whatever happens to the connection),
+//! with a message id (`<subject>-<number>`): a message whose
+//! acknowledgement was lost is published again and JetStream's duplicate
+//! window drops the second copy. While NATS is unreachable the task retries
+//! and the session's queue takes the backlog, so a short outage is caught
+//! up without a gap; an outage longer than the queue lasts, or than
+//! [`RETRY_FOR`], loses items, which the numbering shows to every edge.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -14,8 +24,11 @@ use crate::engine::CodecConfig;
 use crate::session::now_unix_ns;
 use crate::session::replica::{ReplicaItem, ReplicaTx, Replicator};
 
-/// Publish acknowledgements awaited at most at once per session.
-const ACKS_IN_FLIGHT: usize = 256;
+/// How long one message is retried before it is given up (JetStream's
+/// default duplicate window, within which a retry is never stored twice).
+pub const RETRY_FOR: Duration = Duration::from_secs(120);
+/// The wait for one acknowledgement.
+const ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// Replicates an origin's sessions (see the module docs).
 pub struct Origin {
@@ -62,7 +75,6 @@ impl Replicator for Origin {
             subject,
             lease: None,
             encoder: Encoder::default(),
-            acks: VecDeque::new(),
             configs: BTreeMap::new(),
             last_frame_segment: None,
             next_item: 0,
@@ -85,7 +97,6 @@ struct Publisher {
     subject: String,
     lease: Option<Lease>,
     encoder: Encoder,
-    acks: VecDeque<jetstream::context::PublishAckFuture>,
     /// Parameter sets by id, for the `Sync` in front of each segment.
     configs: BTreeMap<u32, Arc<CodecConfig>>,
     last_frame_segment: Option<u64>,
@@ -112,7 +123,6 @@ impl Publisher {
                 _ = renew.tick() => self.renew().await,
             }
         }
-        self.flush().await;
         if let Some(l) = self.lease.as_mut() {
             l.ended = true;
         }
@@ -175,47 +185,56 @@ impl Publisher {
         }
     }
 
-    /// Publishes one body (its fragments), awaiting the oldest
-    /// acknowledgements when too many are in flight.
+    /// Publishes one body (its fragments).
     async fn publish(&mut self, body: Body) {
-        for payload in self.encoder.encode(body, MAX_PAYLOAD) {
-            while self.acks.len() >= ACKS_IN_FLIGHT {
-                self.await_oldest().await;
-            }
-            self.send(payload).await;
+        for (seq, payload) in self.encoder.encode(body, MAX_PAYLOAD) {
+            self.send(seq, payload).await;
         }
     }
 
-    async fn send(&mut self, payload: Bytes) {
-        match self.js.publish(self.subject.clone(), payload).await {
-            Ok(ack) => self.acks.push_back(ack),
-            Err(e) => self.failed(&e.to_string()),
-        }
-    }
-
-    async fn await_oldest(&mut self) {
-        if let Some(ack) = self.acks.pop_front() {
-            match ack.await {
-                Ok(_) => {
+    /// Publishes one message and waits for its acknowledgement, retrying
+    /// (same message id) with back-off for up to [`RETRY_FOR`].
+    async fn send(&mut self, seq: u64, payload: Bytes) {
+        let id = format!("{}-{seq}", self.subject);
+        let started = tokio::time::Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt = async {
+                let msg = jetstream::message::PublishMessage::build()
+                    .payload(payload.clone())
+                    .message_id(&id);
+                let ack = self
+                    .js
+                    .send_publish(self.subject.clone(), msg)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ack.await.map_err(|e| e.to_string())
+            };
+            let error = match tokio::time::timeout(ACK_WAIT, attempt).await {
+                Ok(Ok(_)) => {
                     ::metrics::counter!(crate::metrics::CLUSTER_PUBLISHED).increment(1);
                     if self.down {
                         self.down = false;
                         tracing::info!(session_id = %self.session_id, "replication resumed");
                     }
+                    return;
                 }
-                Err(e) => self.failed(&e.to_string()),
+                Ok(Err(e)) => e,
+                Err(_) => "no acknowledgement".to_string(),
+            };
+            self.failed(&error);
+            if started.elapsed() >= RETRY_FOR {
+                ::metrics::counter!(crate::metrics::CLUSTER_DROPPED).increment(1);
+                tracing::warn!(session_id = %self.session_id, seq, "a message given up after {RETRY_FOR:?}; edges stop serving this session");
+                return;
             }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 
-    async fn flush(&mut self) {
-        while !self.acks.is_empty() {
-            self.await_oldest().await;
-        }
-    }
-
+    /// Publishing failed (logged once per outage).
     fn failed(&mut self, error: &str) {
-        ::metrics::counter!(crate::metrics::CLUSTER_DROPPED).increment(1);
         if !self.down {
             self.down = true;
             tracing::warn!(session_id = %self.session_id, error, "publishing to the cluster failed; the session is served locally");
@@ -235,7 +254,7 @@ impl Publisher {
         match tokio::time::timeout(LEASE_RENEW, put).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => self.failed(&e.to_string()),
-            Err(_) => self.failed("lease renewal timed out"),
+            Err(_) => self.failed("the lease renewal timed out"),
         }
     }
 }

@@ -465,17 +465,22 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// The payloads of one body, in order (one unless fragmented).
-    pub fn encode(&mut self, body: Body, max_payload: usize) -> Vec<Bytes> {
+    /// The payloads of one body with their message numbers, in order (one
+    /// unless fragmented).
+    pub fn encode(&mut self, body: Body, max_payload: usize) -> Vec<(u64, Bytes)> {
+        let seq = self.next;
         let env = Envelope {
-            seq: self.next,
+            seq,
             body: Some(body),
         };
         self.next += 1;
         let whole = env.encode_to_vec();
         if whole.len() <= max_payload {
-            return vec![Bytes::from(whole)];
+            return vec![(seq, Bytes::from(whole))];
         }
+        // The fragments are numbered, not the envelope inside them (its
+        // number is not read).
+        self.next = seq;
         let whole = Bytes::from(whole);
         // Room for the fragment's own framing.
         let piece = max_payload.saturating_sub(64).max(1024);
@@ -483,14 +488,15 @@ impl Encoder {
         (0..count)
             .map(|i| {
                 let data = whole.slice(i * piece..((i + 1) * piece).min(whole.len()));
+                let seq = self.next_seq();
                 let env = Envelope {
-                    seq: self.next_seq(),
+                    seq,
                     body: Some(Body::Fragment(WireFragment {
                         data,
                         last: i + 1 == count,
                     })),
                 };
-                Bytes::from(env.encode_to_vec())
+                (seq, Bytes::from(env.encode_to_vec()))
             })
             .collect()
     }
@@ -585,13 +591,21 @@ mod tests {
             ingest_time_ns: 9,
         };
         let mut enc = Encoder::default();
+        let mut dec = Decoder::default();
+        // Numbering runs on across a fragmented item.
+        let before = enc.encode(Body::Discontinuity(true), 100_000);
+        assert!(matches!(
+            dec.decode(&before[0].1, 1 << 20).expect("decodes"),
+            Decoded::Body(_)
+        ));
         let body = body_of(&ReplicaItem::Frame(Arc::new(frame.clone()))).expect("published");
         let msgs = enc.encode(body, 100_000);
         assert!(msgs.len() > 1);
-        assert!(msgs.iter().all(|m| m.len() <= 100_000));
-        let mut dec = Decoder::default();
+        assert!(msgs.iter().all(|(_, m)| m.len() <= 100_000));
+        let seqs: Vec<u64> = msgs.iter().map(|(n, _)| *n).collect();
+        assert_eq!(seqs, (1..=msgs.len() as u64).collect::<Vec<_>>());
         let mut got = None;
-        for m in &msgs {
+        for (_, m) in &msgs {
             match dec.decode(m, 16 << 20).expect("decodes") {
                 Decoded::Body(b) => got = Some(b),
                 Decoded::Partial => {}
@@ -607,12 +621,17 @@ mod tests {
             (3003, 0, 2, Some(5))
         );
         assert_eq!(f.nals.len(), 100_000);
+        let after = enc.encode(Body::End(true), 1000);
+        assert!(matches!(
+            dec.decode(&after[0].1, 1 << 20).expect("decodes"),
+            Decoded::Body(_)
+        ));
         // A message skipped: the next one says so.
         let a = enc.encode(Body::End(true), 1000);
         let b = enc.encode(Body::End(true), 1000);
         let _ = a;
         assert!(matches!(
-            dec.decode(&b[0], 1 << 20).expect("decodes"),
+            dec.decode(&b[0].1, 1 << 20).expect("decodes"),
             Decoded::Missing { .. }
         ));
     }
