@@ -120,8 +120,10 @@ async fn an_edge_serves_the_origins_playlists_and_segments_byte_for_byte() {
     };
     let origin = start(origin_config(&nats, "origin-1")).await;
     let edge = start(edge_config(&nats, "edge-1")).await;
+    let edge2 = start(edge_config(&nats, "edge-2")).await;
     let o = format!("http://{}", origin.http_addr);
     let e = format!("http://{}", edge.http_addr);
+    let e2 = format!("http://{}", edge2.http_addr);
 
     // An edge takes no publishers, and says why.
     let mut ec = client(&edge).await;
@@ -162,6 +164,13 @@ async fn an_edge_serves_the_origins_playlists_and_segments_byte_for_byte() {
     )
     .await;
     assert_eq!(edge_hls, origin_hls, "HLS (CMAF) playlists differ");
+    let edge2_hls = wait_for_text(
+        &format!("{e2}/live/cam/index.m3u8"),
+        "#EXT-X-ENDLIST",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(edge2_hls, origin_hls, "the second edge's playlist differs");
     assert!(origin_hls.matches("#EXTINF").count() > 2, "{origin_hls}");
 
     let (_, origin_ts) = text(&format!("{o}/live/cam/ts/index.m3u8")).await;
@@ -183,6 +192,8 @@ async fn an_edge_serves_the_origins_playlists_and_segments_byte_for_byte() {
         for uri in uris(playlist) {
             let (os, _, ob) = get(&format!("{o}/live/cam/{dir}{uri}")).await;
             let (es, _, eb) = get(&format!("{e}/live/cam/{dir}{uri}")).await;
+            let (_, _, e2b) = get(&format!("{e2}/live/cam/{dir}{uri}")).await;
+            assert!(e2b == ob, "{dir}{uri} on the second edge");
             assert_eq!(
                 (os, es),
                 (200, 200),
@@ -230,8 +241,73 @@ async fn an_edge_serves_the_origins_playlists_and_segments_byte_for_byte() {
             }
         }
     }
+    edge2.shutdown().await;
     edge.shutdown().await;
     origin.shutdown().await;
+}
+
+/// An origin killed (SIGKILL: no end message, no final lease) stops
+/// renewing its leases; once they expire the edges end its sessions, with
+/// final playlists, instead of serving them as live forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_ends_the_sessions_of_a_killed_origin_when_their_lease_expires() {
+    let Some(nats) = Nats::start("cluster replication") else {
+        return;
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_liveslice-server"))
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--demo",
+            "demo",
+            "--node-id",
+            "origin-doomed",
+            "--cluster",
+        ])
+        .arg(nats.url())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("liveslice-server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    // "liveslice-server: gRPC on 127.0.0.1:P, HTTP on http://127.0.0.1:Q/"
+    let first = lines.next().expect("a first line").expect("text");
+    let o = first
+        .split("HTTP on ")
+        .nth(1)
+        .expect("the HTTP address")
+        .trim_end_matches('/')
+        .to_string();
+    std::thread::spawn(move || for _ in lines {});
+    let edge = start(edge_config(&nats, "edge-1")).await;
+    let e = format!("http://{}", edge.http_addr);
+    wait_for_text(
+        &format!("{o}/live/demo/index.m3u8"),
+        "#EXTINF",
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_until_equal(&o, &e, "live/demo/index.m3u8", Duration::from_secs(20)).await;
+
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let (s, live) = text(&format!("{e}/live/demo/index.m3u8")).await;
+    assert_eq!(s, 200);
+    assert!(!live.contains("#EXT-X-ENDLIST"), "{live}");
+    // The lease lives 10 s after its last renewal; the edge checks every 2 s.
+    let ended = wait_for_text(
+        &format!("{e}/live/demo/index.m3u8"),
+        "#EXT-X-ENDLIST",
+        Duration::from_secs(25),
+    )
+    .await;
+    // What it listed stays, closed: nothing is renumbered.
+    let first_listed = |p: &str| p.lines().find(|l| l.starts_with("seg-")).map(str::to_owned);
+    assert!(first_listed(&ended).is_some(), "{ended}");
+    edge.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
