@@ -246,6 +246,70 @@ async fn an_edge_serves_the_origins_playlists_and_segments_byte_for_byte() {
     origin.shutdown().await;
 }
 
+/// A publisher that reconnects within the grace period continues the
+/// session with a discontinuity on the origin; the edge's playlists show
+/// the same discontinuity, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_reconnect_is_the_same_discontinuity_on_the_edge() {
+    let Some(nats) = Nats::start("cluster replication") else {
+        return;
+    };
+    let mut oc = origin_config(&nats, "origin-1");
+    oc.session.publisher_grace = Duration::from_secs(5);
+    let origin = start(oc).await;
+    let edge = start(edge_config(&nats, "edge-1")).await;
+    let o = format!("http://{}", origin.http_addr);
+    let e = format!("http://{}", edge.http_addr);
+    let data = testdata("baseline_30.h264");
+
+    let proxy = CutProxy::start(origin.grpc_addr).await;
+    let mut pc = proxy.client().await;
+    let p1 = publish(&mut pc, "flaky", Default::default()).await.unwrap();
+    p1.send_chunked(&data, &[4000]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The publisher's network goes away (no clean half-close).
+    proxy.cut();
+    drop(p1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut c2 = client(&origin).await;
+    let mut p2 = publish(&mut c2, "flaky", Default::default()).await.unwrap();
+    p2.send_chunked(&data, &[4000]).await;
+    p2.end().await;
+    drop(p2.tx);
+    let (_, status) = collect(&mut p2.responses, Duration::from_secs(30)).await;
+    assert!(status.is_none(), "{status:?}");
+
+    let origin_hls = wait_for_text(
+        &format!("{o}/live/flaky/index.m3u8"),
+        "#EXT-X-ENDLIST",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        origin_hls.contains("#EXT-X-DISCONTINUITY\n"),
+        "{origin_hls}"
+    );
+    let edge_hls = wait_for_text(
+        &format!("{e}/live/flaky/index.m3u8"),
+        "#EXT-X-ENDLIST",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(edge_hls, origin_hls);
+    for path in ["ts/index.m3u8", "manifest.mpd"] {
+        let (_, a) = text(&format!("{o}/live/flaky/{path}")).await;
+        let (_, b) = text(&format!("{e}/live/flaky/{path}")).await;
+        assert_eq!(without_publish_time(&b), without_publish_time(&a), "{path}");
+    }
+    for uri in uris(&origin_hls) {
+        let (_, _, a) = get(&format!("{o}/live/flaky/{uri}")).await;
+        let (_, _, b) = get(&format!("{e}/live/flaky/{uri}")).await;
+        assert!(!a.is_empty() && a == b, "{uri}");
+    }
+    edge.shutdown().await;
+    origin.shutdown().await;
+}
+
 /// An origin killed (SIGKILL: no end message, no final lease) stops
 /// renewing its leases; once they expire the edges end its sessions, with
 /// final playlists, instead of serving them as live forever.
