@@ -346,7 +346,10 @@ async fn join_cluster(
         }
         Role::Edge => {
             registry.set_edge();
-            let edge = cluster::edge::Edge::new(js, kv, registry.clone());
+            // An item is at most an access unit (twice --max-nal-bytes)
+            // and its timing, in fragments.
+            let max_item = config.engine.max_nal_bytes.saturating_mul(2) + (1 << 20);
+            let edge = cluster::edge::Edge::new(js, kv, registry.clone(), max_item);
             let watcher = edge.spawn();
             let registry = registry.clone();
             let monitor = cluster::watch_connection(client, move |up| {

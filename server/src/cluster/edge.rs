@@ -15,14 +15,13 @@ use super::{session_of_token, session_token, Lease, LEASE_RENEW, STREAM};
 use crate::session::replica::ReplicaItem;
 use crate::session::{EndReason, Registry, Session};
 
-/// Largest item (a fragmented frame) an edge accepts, bytes.
-const MAX_ITEM_BYTES: usize = 64 << 20;
-
 /// Serves the cluster's sessions on this node (see the module docs).
 pub struct Edge {
     js: jetstream::Context,
     kv: jetstream::kv::Store,
     registry: Arc<Registry>,
+    /// Largest item (a frame in fragments) accepted, bytes.
+    max_item_bytes: usize,
     followers: Mutex<HashMap<String, Follower>>,
     /// The connection to the cluster is up.
     up: AtomicBool,
@@ -38,15 +37,20 @@ struct Follower {
 }
 
 impl Edge {
+    /// `max_item_bytes`: the largest item (a frame, in fragments) read,
+    /// bytes; a larger one breaks the session off (its origin would not
+    /// have taken it with the same `--max-nal-bytes`).
     pub fn new(
         js: jetstream::Context,
         kv: jetstream::kv::Store,
         registry: Arc<Registry>,
+        max_item_bytes: usize,
     ) -> Arc<Self> {
         Arc::new(Self {
             js,
             kv,
             registry,
+            max_item_bytes,
             followers: Mutex::new(HashMap::new()),
             up: AtomicBool::new(true),
         })
@@ -146,6 +150,7 @@ impl Edge {
         let broken = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(tracing::Instrument::instrument(
             follow(
+                self.max_item_bytes,
                 self.js.clone(),
                 self.registry.clone(),
                 session.clone(),
@@ -224,6 +229,7 @@ impl Drop for AbortOnDrop {
 /// Reads a session's subject from the start of what the stream holds,
 /// joins at the first segment start, and feeds the mirror session.
 async fn follow(
+    max_item_bytes: usize,
     js: jetstream::Context,
     registry: Arc<Registry>,
     session: Arc<Session>,
@@ -246,7 +252,7 @@ async fn follow(
         let start = match last_read {
             None => jetstream::consumer::DeliverPolicy::All,
             Some(n) => jetstream::consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: n + 1,
+                start_sequence: n.saturating_add(1),
             },
         };
         let messages = async {
@@ -282,7 +288,12 @@ async fn follow(
             if let Ok(info) = m.info() {
                 last_read = Some(info.stream_sequence);
             }
-            match read(&registry, &session, &mut decoder, &mut joined, &m.payload) {
+            let reader = Reader {
+                registry: &registry,
+                session: &session,
+                max_item_bytes,
+            };
+            match reader.read(&mut decoder, &mut joined, &m.payload) {
                 Flow::Go => {}
                 Flow::Stop => return,
                 Flow::Broken(why) => {
@@ -304,56 +315,60 @@ enum Flow {
     Broken(String),
 }
 
-/// Reads one message of a session's subject into its mirror session.
-fn read(
-    registry: &Arc<Registry>,
-    session: &Arc<Session>,
-    decoder: &mut Decoder,
-    joined: &mut bool,
-    payload: &[u8],
-) -> Flow {
-    ::metrics::counter!(crate::metrics::CLUSTER_RECEIVED).increment(1);
-    let joined_now = *joined;
-    let body = match decoder.decode(payload, MAX_ITEM_BYTES) {
-        Ok(Decoded::Body(b)) => b,
-        Ok(Decoded::Partial) => return Flow::Go,
-        Ok(Decoded::Missing { expected, got }) if joined_now => {
-            return Flow::Broken(format!("item {expected} is missing (got {got})"));
-        }
-        Err(e) if joined_now => return Flow::Broken(e.to_string()),
-        // Before joining, whatever came first may be cut off.
-        Ok(Decoded::Missing { .. }) | Err(_) => {
-            *decoder = Decoder::default();
-            return Flow::Go;
-        }
-    };
-    match wire::received(*body) {
-        Ok(Received::Sync(config)) => {
-            if !joined_now {
-                *joined = true;
-                session.apply_replica(vec![ReplicaItem::Config(config)]);
+/// Reads a session's messages into its mirror session.
+struct Reader<'a> {
+    registry: &'a Arc<Registry>,
+    session: &'a Arc<Session>,
+    max_item_bytes: usize,
+}
+
+impl Reader<'_> {
+    /// Reads one message of the session's subject.
+    fn read(&self, decoder: &mut Decoder, joined: &mut bool, payload: &[u8]) -> Flow {
+        let (registry, session) = (self.registry, self.session);
+        ::metrics::counter!(crate::metrics::CLUSTER_RECEIVED).increment(1);
+        let joined_now = *joined;
+        let body = match decoder.decode(payload, self.max_item_bytes) {
+            Ok(Decoded::Body(b)) => b,
+            Ok(Decoded::Partial) => return Flow::Go,
+            Ok(Decoded::Missing { expected, got }) if joined_now => {
+                return Flow::Broken(format!("item {expected} is missing (got {got})"));
             }
-            Flow::Go
-        }
-        Ok(Received::Gap(lost)) if joined_now => {
-            Flow::Broken(format!("the origin lost {lost} items"))
-        }
-        Ok(Received::Gap(_)) => Flow::Go,
-        Ok(Received::Item(_)) if !joined_now => Flow::Go,
-        Ok(Received::Item(item)) => {
-            let end = matches!(item, ReplicaItem::End);
-            session.apply_replica(vec![item]);
-            if end {
-                registry.end(
-                    session,
-                    EndReason::EndOfStream,
-                    "the session ended on its origin".into(),
-                );
-                return Flow::Stop;
+            Err(e) if joined_now => return Flow::Broken(e.to_string()),
+            // Before joining, whatever came first may be cut off.
+            Ok(Decoded::Missing { .. }) | Err(_) => {
+                *decoder = Decoder::default();
+                return Flow::Go;
             }
-            Flow::Go
+        };
+        match wire::received(*body) {
+            Ok(Received::Sync(config)) => {
+                if !joined_now {
+                    *joined = true;
+                    session.apply_replica(vec![ReplicaItem::Config(config)]);
+                }
+                Flow::Go
+            }
+            Ok(Received::Gap(lost)) if joined_now => {
+                Flow::Broken(format!("the origin lost {lost} items"))
+            }
+            Ok(Received::Gap(_)) => Flow::Go,
+            Ok(Received::Item(_)) if !joined_now => Flow::Go,
+            Ok(Received::Item(item)) => {
+                let end = matches!(item, ReplicaItem::End);
+                session.apply_replica(vec![item]);
+                if end {
+                    registry.end(
+                        session,
+                        EndReason::EndOfStream,
+                        "the session ended on its origin".into(),
+                    );
+                    return Flow::Stop;
+                }
+                Flow::Go
+            }
+            Err(e) if joined_now => Flow::Broken(e.to_string()),
+            Err(_) => Flow::Go,
         }
-        Err(e) if joined_now => Flow::Broken(e.to_string()),
-        Err(_) => Flow::Go,
     }
 }

@@ -136,7 +136,7 @@ impl Publisher {
             tracing::warn!(session_id = %self.session_id, lost, "replication queue overflowed: items lost; edges stop serving this session");
             self.publish(Body::Gap(lost)).await;
         }
-        self.next_item = n + 1;
+        self.next_item = n.wrapping_add(1);
         match &item {
             ReplicaItem::Start(start) => {
                 self.lease = Some(Lease {

@@ -539,7 +539,7 @@ impl Decoder {
                 });
             }
         }
-        self.expected = Some(env.seq + 1);
+        self.expected = Some(env.seq.wrapping_add(1));
         match env.body.ok_or(WireError::Empty)? {
             Body::Fragment(f) => {
                 if self.fragments.len() + f.data.len() > max_bytes {
