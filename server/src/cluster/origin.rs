@@ -172,10 +172,10 @@ impl Publisher {
                     l.last_part = Some(p.number);
                 }
             }
-            ReplicaItem::Segment(r, _) => {
+            ReplicaItem::Segment(s) => {
                 if let Some(l) = self.lease.as_mut() {
-                    l.last_segment = Some(r.sequence);
-                    l.discontinuity_sequence = r.discontinuity_sequence;
+                    l.last_segment = Some(s.record.sequence);
+                    l.discontinuity_sequence = s.record.discontinuity_sequence;
                 }
             }
             ReplicaItem::Discontinuity | ReplicaItem::End => {}

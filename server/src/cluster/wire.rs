@@ -15,8 +15,9 @@ use prost::Message;
 
 use crate::engine::annexb::nal_spans;
 use crate::engine::frame::{HevcConfig, VideoCodec};
+use crate::engine::playlist::SegmentPlace;
 use crate::engine::{CodecConfig, Frame, PartRecord, SegmentRecord};
-use crate::session::replica::ReplicaItem;
+use crate::session::replica::{ReplicaItem, ReplicaSegment};
 
 /// One NATS message.
 #[derive(Clone, PartialEq, Message)]
@@ -207,6 +208,14 @@ pub struct WireSegment {
     /// The config its manifest entries were made with.
     #[prost(message, optional, tag = "14")]
     pub manifest_config: Option<WireConfig>,
+    /// Its place in the origin's manifests: DASH period id and start, and
+    /// whether every segment so far was independent.
+    #[prost(uint64, optional, tag = "15")]
+    pub period_id: Option<u64>,
+    #[prost(uint64, tag = "16")]
+    pub period_start: u64,
+    #[prost(bool, tag = "17")]
+    pub all_independent: bool,
 }
 
 fn byte(v: u32) -> u8 {
@@ -364,7 +373,8 @@ impl From<WirePart> for PartRecord {
 }
 
 impl WireSegment {
-    fn of(r: &SegmentRecord, cfg: &CodecConfig) -> Self {
+    fn of(seg: &ReplicaSegment) -> Self {
+        let r = &seg.record;
         Self {
             sequence: r.sequence,
             start: r.start,
@@ -379,8 +389,19 @@ impl WireSegment {
             byte_size: r.byte_size,
             config_id: r.config_id,
             composition_shift: r.composition_shift,
-            manifest_config: Some(cfg.into()),
+            manifest_config: Some(seg.config.as_ref().into()),
+            period_id: seg.place.map(|p| p.period_id),
+            period_start: seg.place.map_or(0, |p| p.period_start),
+            all_independent: seg.place.is_some_and(|p| p.all_independent),
         }
+    }
+
+    fn place(&self) -> Option<SegmentPlace> {
+        self.period_id.map(|period_id| SegmentPlace {
+            period_id,
+            period_start: self.period_start,
+            all_independent: self.all_independent,
+        })
     }
 
     fn record(&self) -> SegmentRecord {
@@ -410,7 +431,7 @@ pub fn body_of(item: &ReplicaItem) -> Option<Body> {
         ReplicaItem::Config(c) => Body::Config(c.as_ref().into()),
         ReplicaItem::Frame(f) => Body::Frame(f.as_ref().into()),
         ReplicaItem::Part(p) => Body::Part(p.as_ref().into()),
-        ReplicaItem::Segment(r, cfg) => Body::Segment(WireSegment::of(r, cfg)),
+        ReplicaItem::Segment(s) => Body::Segment(WireSegment::of(s)),
         ReplicaItem::Discontinuity => Body::Discontinuity(true),
         ReplicaItem::End => Body::End(true),
     })
@@ -446,9 +467,14 @@ pub fn received(body: Body) -> Result<Received, WireError> {
         Body::Frame(f) => ReplicaItem::Frame(Arc::new(f.into())),
         Body::Part(p) => ReplicaItem::Part(Arc::new(p.into())),
         Body::Segment(s) => {
-            let rec = s.record();
+            let record = s.record();
+            let place = s.place();
             let cfg = s.manifest_config.ok_or(WireError::NoManifestConfig)?;
-            ReplicaItem::Segment(Arc::new(rec), Arc::new(cfg.into()))
+            ReplicaItem::Segment(Arc::new(ReplicaSegment {
+                record,
+                config: Arc::new(cfg.into()),
+                place,
+            }))
         }
         Body::Discontinuity(_) => ReplicaItem::Discontinuity,
         Body::End(_) => ReplicaItem::End,

@@ -884,7 +884,14 @@ impl Session {
                     }
                     _ => cfg.clone(),
                 };
-                ReplicaItem::Segment(Arc::new(s.record.clone()), cfg)
+                ReplicaItem::Segment(Arc::new(replica::ReplicaSegment {
+                    record: s.record.clone(),
+                    config: cfg,
+                    place: st
+                        .pipeline
+                        .manifests()
+                        .and_then(|m| m.place_of(s.record.sequence)),
+                }))
             }
             Event::Ended(_) => ReplicaItem::End,
             Event::Dropped(_) | Event::Fatal(_) => return,
@@ -1336,6 +1343,113 @@ mod tests {
         }
         pusher.join().expect("pusher");
         assert!(checked > 0);
+    }
+
+    fn without_publish_time(text: &str) -> String {
+        text.lines()
+            .map(|l| match l.find(" publishTime=\"") {
+                Some(i) => {
+                    let rest = &l[i + 14..];
+                    let end = rest.find('"').map_or(rest.len(), |e| e + 1);
+                    format!("{}{}", &l[..i], &rest[end..])
+                }
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A mirror session fed an origin's replica items from a segment on
+    /// (as an edge that joins mid-stream, after the stream's start has
+    /// expired) renders the origin's playlists and MPD and muxes its
+    /// segments' bytes, once its window holds the same segments: across a
+    /// publisher reconnect (a discontinuity, a new DASH period) too.
+    #[test]
+    fn a_mirror_joining_mid_stream_renders_the_origins_bytes() {
+        let data = testdata("baseline_30.h264");
+        assert!(!data.is_empty());
+        let options = SessionOptions {
+            pipeline: PipelineOptions {
+                segment_target_ms: 1000,
+                part_target_ms: 250,
+                window: 3,
+                ..Default::default()
+            },
+            echo_frames: false,
+        };
+        let (tx, mut rx) = ReplicaTx::channel(1 << 16);
+        let origin = Arc::new(Session::new("m".into(), options, 0, 64 << 20, Some(tx)));
+        for pass in 0..2 {
+            let (generation, _) = origin.attach_publisher().expect("publisher");
+            for chunk in data.chunks(5_000) {
+                origin
+                    .push(generation, Bytes::copy_from_slice(chunk), None, false)
+                    .expect("push");
+            }
+            if pass == 0 {
+                assert!(origin.publisher_vanished(generation));
+            }
+        }
+        let mut items = Vec::new();
+        while let Ok((_, item)) = rx.try_recv() {
+            items.push(item);
+        }
+        let Some(ReplicaItem::Start(start)) = items.first().cloned() else {
+            panic!("the start comes first");
+        };
+        let segments = origin.segment_records();
+        let last = segments.last().map(|r| r.sequence).expect("segments");
+        assert!(last >= 10, "{last} segments");
+        // 6 segments a pass: joins before the discontinuity and after it
+        // (where the origin's DASH period started before the join).
+        for join in [0, 2, 4, 7] {
+            // An edge joins where a segment's first frame is, with the
+            // config in effect (the Sync it joins at carries it).
+            let at = items
+                .iter()
+                .position(|i| matches!(i, ReplicaItem::Frame(f) if f.segment == join))
+                .expect("the segment's first frame");
+            let config = items[..at]
+                .iter()
+                .rev()
+                .find_map(|i| match i {
+                    ReplicaItem::Config(c) => Some(c.clone()),
+                    _ => None,
+                })
+                .expect("a config before it");
+            let mirror = Arc::new(Session::mirror("m".into(), start.clone(), 0));
+            let mut feed = vec![ReplicaItem::Config(config)];
+            feed.extend(items[at..].iter().cloned());
+            mirror.apply_replica(feed);
+            for kind in [ManifestKind::HlsCmaf, ManifestKind::HlsTs] {
+                assert_eq!(
+                    mirror.manifest(kind),
+                    origin.manifest(kind),
+                    "{kind:?}, joined at {join}"
+                );
+            }
+            assert_eq!(
+                mirror
+                    .manifest(ManifestKind::Dash)
+                    .map(|t| without_publish_time(&t)),
+                origin
+                    .manifest(ManifestKind::Dash)
+                    .map(|t| without_publish_time(&t)),
+                "MPD, joined at {join}"
+            );
+            for rec in &segments[segments.len() - 3..] {
+                assert_eq!(
+                    mirror
+                        .cmaf_segment(rec.sequence)
+                        .expect("cmaf at the mirror"),
+                    origin
+                        .cmaf_segment(rec.sequence)
+                        .expect("cmaf at the origin"),
+                    "segment {}, joined at {join}",
+                    rec.sequence
+                );
+            }
+        }
     }
 
     #[test]

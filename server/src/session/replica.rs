@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::engine::pipeline::{Event, Formats, PipelineStats, SegmentEvent};
-use crate::engine::playlist::{Manifests, PlaylistOptions};
+use crate::engine::playlist::{Manifests, PlaylistOptions, SegmentPlace};
 use crate::engine::{CodecConfig, Frame, PartRecord, PipelineOptions, SegmentRecord};
 
 use super::SessionOptions;
@@ -34,13 +34,24 @@ pub enum ReplicaItem {
     Frame(Arc<Frame>),
     /// A part closed (after its frames).
     Part(Arc<PartRecord>),
-    /// A segment closed; with the config its manifest entries were made
-    /// with (the frame rate the timestamps are on).
-    Segment(Arc<SegmentRecord>, Arc<CodecConfig>),
+    /// A segment closed.
+    Segment(Arc<ReplicaSegment>),
     /// A publisher took over: the next segment follows a discontinuity.
     Discontinuity,
     /// The stream ended: the manifests are final.
     End,
+}
+
+/// A closed segment as a replica needs it.
+#[derive(Clone, Debug)]
+pub struct ReplicaSegment {
+    pub record: SegmentRecord,
+    /// The config its manifest entries were made with (at the frame rate
+    /// the timestamps are on).
+    pub config: Arc<CodecConfig>,
+    /// Where it stands in the origin's manifests (a replica that starts at
+    /// it continues from there).
+    pub place: Option<SegmentPlace>,
 }
 
 /// What a replica needs to render a session's manifests as its origin
@@ -207,10 +218,15 @@ impl Mirror {
                 self.manifests.push_part(&p);
                 out.push(Event::Part(p));
             }
-            ReplicaItem::Segment(rec, cfg) => {
-                self.stats.segments = rec.sequence.saturating_add(1);
-                let record = SegmentRecord::clone(&rec);
-                let manifest = self.manifests.push(record.clone(), &cfg, now_ms);
+            ReplicaItem::Segment(seg) => {
+                let record = seg.record.clone();
+                self.stats.segments = record.sequence.saturating_add(1);
+                // The first segment of a replica that joined mid-stream
+                // goes where the origin has it (its DASH period).
+                if let Some(place) = seg.place {
+                    self.manifests.continue_from(place);
+                }
+                let manifest = self.manifests.push(record.clone(), &seg.config, now_ms);
                 out.push(Event::Segment(Arc::new(SegmentEvent { record, manifest })));
             }
             ReplicaItem::Discontinuity => self.manifests.mark_discontinuity(),
