@@ -178,7 +178,7 @@ impl Publisher {
                     l.discontinuity_sequence = s.record.discontinuity_sequence;
                 }
             }
-            ReplicaItem::Discontinuity | ReplicaItem::End => {}
+            ReplicaItem::Discontinuity | ReplicaItem::End | ReplicaItem::TsContinuity { .. } => {}
         }
         if let Some(body) = wire::body_of(&item) {
             self.publish(body).await;

@@ -25,7 +25,7 @@ pub struct Envelope {
     /// Per-session message number, from 0, one more per message.
     #[prost(uint64, tag = "1")]
     pub seq: u64,
-    #[prost(oneof = "Body", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10")]
+    #[prost(oneof = "Body", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub body: Option<Body>,
 }
 
@@ -52,6 +52,21 @@ pub enum Body {
     /// A piece of an envelope's encoding too large for one message.
     #[prost(message, tag = "10")]
     Fragment(WireFragment),
+    #[prost(message, tag = "11")]
+    TsContinuity(WireTsContinuity),
+}
+
+/// MPEG-TS continuity counters after a part (4 bits each).
+#[derive(Clone, PartialEq, Message)]
+pub struct WireTsContinuity {
+    #[prost(uint64, tag = "1")]
+    pub after_part: u64,
+    #[prost(uint32, tag = "2")]
+    pub pat: u32,
+    #[prost(uint32, tag = "3")]
+    pub pmt: u32,
+    #[prost(uint32, tag = "4")]
+    pub video: u32,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -434,6 +449,15 @@ pub fn body_of(item: &ReplicaItem) -> Option<Body> {
         ReplicaItem::Segment(s) => Body::Segment(WireSegment::of(s)),
         ReplicaItem::Discontinuity => Body::Discontinuity(true),
         ReplicaItem::End => Body::End(true),
+        ReplicaItem::TsContinuity {
+            after_part,
+            counters,
+        } => Body::TsContinuity(WireTsContinuity {
+            after_part: *after_part,
+            pat: counters[0].into(),
+            pmt: counters[1].into(),
+            video: counters[2].into(),
+        }),
     })
 }
 
@@ -478,6 +502,10 @@ pub fn received(body: Body) -> Result<Received, WireError> {
         }
         Body::Discontinuity(_) => ReplicaItem::Discontinuity,
         Body::End(_) => ReplicaItem::End,
+        Body::TsContinuity(t) => ReplicaItem::TsContinuity {
+            after_part: t.after_part,
+            counters: [byte(t.pat), byte(t.pmt), byte(t.video)],
+        },
         Body::Sync(c) => return Ok(Received::Sync(Arc::new(c.into()))),
         Body::Gap(n) => return Ok(Received::Gap(n)),
         Body::Fragment(_) => return Err(WireError::Empty),

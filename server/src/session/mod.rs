@@ -200,6 +200,11 @@ struct SessionState {
     part_muxer: Option<PartMuxer>,
     /// The session's start was handed to the replica.
     replica_started: bool,
+    /// A mirror's muxer has muxed a part (its TS counters are its own).
+    muxed_any: bool,
+    /// For a mirror that has not muxed yet: the origin's TS counters after
+    /// a part, to continue at the part after it.
+    ts_resume: Option<(u64, [u8; 3])>,
 }
 
 thread_local! {
@@ -385,6 +390,8 @@ impl Session {
                 parts: parts::PartStore::default(),
                 part_muxer: Some(PartMuxer::new(options.pipeline.formats)),
                 replica_started: false,
+                muxed_any: false,
+                ts_resume: None,
             }),
             gate: Mutex::new(()),
             segments_stored: watch::channel(0).0,
@@ -431,6 +438,18 @@ impl Session {
             return;
         }
         let now_ms = now_unix_ns() / 1_000_000;
+        let mut st = st;
+        // Only the first counters after the join point count (the parts
+        // after it are muxed here from then on).
+        if !st.muxed_any && st.ts_resume.is_none() {
+            st.ts_resume = items.iter().find_map(|item| match item {
+                ReplicaItem::TsContinuity {
+                    after_part,
+                    counters,
+                } => Some((*after_part, *counters)),
+                _ => None,
+            });
+        }
         let _ = self.run_engine(st, |source, out| {
             if let Source::Mirror(m) = source {
                 for item in items {
@@ -733,11 +752,36 @@ impl Session {
             .part_muxer
             .take()
             .unwrap_or_else(|| PartMuxer::new(self.options.pipeline.formats));
+        // A mirror that joined mid-stream continues the origin's TS
+        // counters from the part before its first.
+        if let Some((first, _, _)) = work.parts.first() {
+            if let Some((after, counters)) = st.ts_resume.take() {
+                if !st.muxed_any && after.checked_add(1) == Some(first.number) {
+                    muxer.set_ts_continuity(counters);
+                }
+            }
+        }
         drop(st);
         let (muxed, inits) = mux_work(&self.id, &mut muxer, &work);
         let next_part = muxed.last().map(|p| p.record.number.saturating_add(1));
+        // The counters after a segment's last part, for replicas that start
+        // at the next segment.
+        let continuity = muxed.last().and_then(|p| {
+            let ends_segment = work
+                .segments
+                .iter()
+                .any(|(seq, _)| *seq == p.record.segment);
+            ends_segment.then(|| ReplicaItem::TsContinuity {
+                after_part: p.record.number,
+                counters: muxer.ts_continuity(),
+            })
+        });
         let mut st = self.lock();
+        st.muxed_any |= !muxed.is_empty();
         st.part_muxer = Some(muxer);
+        if let (Some(r), Some(item)) = (&self.replica, continuity) {
+            r.send(item);
+        }
         for (id, b) in inits {
             st.parts.store_init(id, b);
         }
@@ -1362,7 +1406,8 @@ mod tests {
     /// A mirror session fed an origin's replica items from a segment on
     /// (as an edge that joins mid-stream, after the stream's start has
     /// expired) renders the origin's playlists and MPD and muxes its
-    /// segments' bytes, once its window holds the same segments: across a
+    /// segments' bytes (CMAF, and MPEG-TS with the origin's continuity
+    /// counters), once its window holds the same segments: across a
     /// publisher reconnect (a discontinuity, a new DASH period) too.
     #[test]
     fn a_mirror_joining_mid_stream_renders_the_origins_bytes() {
@@ -1446,6 +1491,13 @@ mod tests {
                         .cmaf_segment(rec.sequence)
                         .expect("cmaf at the origin"),
                     "segment {}, joined at {join}",
+                    rec.sequence
+                );
+                // TS too: the mirror continued the origin's counters.
+                assert_eq!(
+                    mirror.ts_segment(rec.sequence).expect("ts at the mirror"),
+                    origin.ts_segment(rec.sequence).expect("ts at the origin"),
+                    "TS segment {}, joined at {join}",
                     rec.sequence
                 );
             }

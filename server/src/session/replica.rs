@@ -38,6 +38,14 @@ pub enum ReplicaItem {
     Segment(Arc<ReplicaSegment>),
     /// A publisher took over: the next segment follows a discontinuity.
     Discontinuity,
+    /// The MPEG-TS continuity counters (PAT, PMT, video) after part
+    /// `after_part`, the last of its segment, was muxed: a replica that
+    /// starts muxing at the next segment continues them (and writes the
+    /// origin's bytes).
+    TsContinuity {
+        after_part: u64,
+        counters: [u8; 3],
+    },
     /// The stream ended: the manifests are final.
     End,
 }
@@ -230,6 +238,8 @@ impl Mirror {
                 out.push(Event::Segment(Arc::new(SegmentEvent { record, manifest })));
             }
             ReplicaItem::Discontinuity => self.manifests.mark_discontinuity(),
+            // The session's muxer takes it (see `Session::apply_replica`).
+            ReplicaItem::TsContinuity { .. } => {}
             ReplicaItem::End => self.finish(now_ms, out),
         }
     }
