@@ -543,3 +543,66 @@ async fn edge_latency() {
     edge.shutdown().await;
     origin.shutdown().await;
 }
+
+/// BENCH.md's figure: how many items (frames, part and segment records) per
+/// second one origin publishes to JetStream, with 100 sessions each pushing
+/// a whole stream as fast as the server takes it. Run with
+/// `cargo test -p liveslice-server --test cluster -- --ignored --nocapture origin_publish_rate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for BENCH.md, not a check"]
+async fn origin_publish_rate() {
+    let Some(nats) = Nats::start("origin publish rate") else {
+        return;
+    };
+    let origin = start(origin_config(&nats, "origin-1")).await;
+    let o = format!("http://{}", origin.http_addr);
+    let published = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("liveslice_cluster_published_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before = published(&text(&format!("{o}/metrics")).await.1);
+    let data = bytes::Bytes::from(testdata("high_bframes_30.h264"));
+    let sessions = 100;
+    let t0 = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..sessions {
+        let data = data.clone();
+        let mut c = client(&origin).await;
+        tasks.push(tokio::spawn(async move {
+            let mut p = publish(&mut c, &format!("rate{i}"), Default::default())
+                .await
+                .expect("publish");
+            p.send_chunked(&data, &[64 * 1024]).await;
+            p.end().await;
+            drop(p.tx);
+            let _ = collect(&mut p.responses, Duration::from_secs(60)).await;
+        }));
+    }
+    for t in tasks {
+        t.await.expect("publisher");
+    }
+    let ingest = t0.elapsed();
+    // Until the count stops moving: every item acknowledged.
+    let (mut last, mut last_change) = (before, t0.elapsed());
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = published(&text(&format!("{o}/metrics")).await.1);
+        if now != last {
+            (last, last_change) = (now, t0.elapsed());
+        } else if t0.elapsed() - last_change > Duration::from_secs(2) {
+            break;
+        }
+    }
+    let items = last - before;
+    let frames: u64 = origin.registry.sessions().iter().map(|s| s.frames()).sum();
+    println!(
+        "{sessions} sessions, {frames} frames, {items} items published in {last_change:?} \
+         (ingest done at {ingest:?}): {:.0} items/s, {:.0} frames/s",
+        items as f64 / last_change.as_secs_f64(),
+        frames as f64 / last_change.as_secs_f64()
+    );
+    origin.shutdown().await;
+}
