@@ -246,6 +246,57 @@ async fn an_edge_serves_the_origins_playlists_and_segments_byte_for_byte() {
     origin.shutdown().await;
 }
 
+/// H.265 goes over the cluster the same way (its VPS and profile in the
+/// replicated parameter sets): the edge's playlists, MPD and files are the
+/// origin's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h265_session_is_the_same_bytes_on_the_edge() {
+    let Some(nats) = Nats::start("cluster replication") else {
+        return;
+    };
+    let origin = start(origin_config(&nats, "origin-1")).await;
+    let edge = start(edge_config(&nats, "edge-1")).await;
+    let o = format!("http://{}", origin.http_addr);
+    let e = format!("http://{}", edge.http_addr);
+    let data = testdata("hevc_bframes_30.h265");
+    let mut c = client(&origin).await;
+    let mut p = publish(&mut c, "hevc", Default::default()).await.unwrap();
+    p.send_chunked(&data, &[64 * 1024]).await;
+    p.end().await;
+    drop(p.tx);
+    let (_, status) = collect(&mut p.responses, Duration::from_secs(30)).await;
+    assert!(status.is_none(), "{status:?}");
+    let origin_hls = wait_for_text(
+        &format!("{o}/live/hevc/index.m3u8"),
+        "#EXT-X-ENDLIST",
+        Duration::from_secs(5),
+    )
+    .await;
+    let edge_hls = wait_for_text(
+        &format!("{e}/live/hevc/index.m3u8"),
+        "#EXT-X-ENDLIST",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(edge_hls, origin_hls);
+    let (_, mpd) = text(&format!("{o}/live/hevc/manifest.mpd")).await;
+    assert!(mpd.contains("codecs=\"hvc1."), "{mpd}");
+    let (_, edge_mpd) = text(&format!("{e}/live/hevc/manifest.mpd")).await;
+    assert_eq!(without_publish_time(&edge_mpd), without_publish_time(&mpd));
+    let (_, origin_ts) = text(&format!("{o}/live/hevc/ts/index.m3u8")).await;
+    let (_, edge_ts) = text(&format!("{e}/live/hevc/ts/index.m3u8")).await;
+    assert_eq!(edge_ts, origin_ts);
+    for (dir, playlist) in [("", &origin_hls), ("ts/", &origin_ts)] {
+        for uri in uris(playlist) {
+            let (_, _, a) = get(&format!("{o}/live/hevc/{dir}{uri}")).await;
+            let (_, _, b) = get(&format!("{e}/live/hevc/{dir}{uri}")).await;
+            assert!(!a.is_empty() && a == b, "{dir}{uri}");
+        }
+    }
+    edge.shutdown().await;
+    origin.shutdown().await;
+}
+
 /// A publisher that reconnects within the grace period continues the
 /// session with a discontinuity on the origin; the edge's playlists show
 /// the same discontinuity, byte for byte.
