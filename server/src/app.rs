@@ -163,6 +163,8 @@ pub enum StartError {
     Reflection(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Why a bind failed, with what to do about the usual case.
@@ -311,6 +313,54 @@ pub struct Running {
     http_stop: Option<oneshot::Sender<()>>,
     http_task: JoinHandle<std::io::Result<()>>,
     upkeep: Option<JoinHandle<()>>,
+    /// The cluster's tasks (`--cluster`): stopped with the server.
+    cluster_tasks: Vec<JoinHandle<()>>,
+}
+
+/// Joins the cluster (`--cluster`) in the configured role: an origin's
+/// registry replicates its sessions, an edge's serves the cluster's. Returns
+/// the tasks to stop with the server (none for a single node).
+async fn join_cluster(
+    config: &Config,
+    registry: &Arc<Registry>,
+) -> Result<Vec<JoinHandle<()>>, StartError> {
+    use crate::cluster::{self, Role};
+    let Some(url) = &config.cluster.cluster else {
+        return Ok(Vec::new());
+    };
+    let (client, js, kv) = cluster::connect(&config.cluster, url).await?;
+    registry.set_cluster_up(true);
+    let node_id = config.cluster.node_id();
+    let tasks = match config.cluster.role {
+        Role::Origin => {
+            registry.set_replicator(Arc::new(cluster::origin::Origin::new(
+                js,
+                kv,
+                node_id.clone(),
+                config.cluster.cluster_queue,
+            )));
+            let registry = registry.clone();
+            vec![cluster::watch_connection(client, move |up| {
+                registry.set_cluster_up(up)
+            })]
+        }
+        Role::Edge => {
+            registry.set_edge();
+            // An item is at most an access unit (twice --max-nal-bytes)
+            // and its timing, in fragments.
+            let max_item = config.engine.max_nal_bytes.saturating_mul(2) + (1 << 20);
+            let edge = cluster::edge::Edge::new(js, kv, registry.clone(), max_item);
+            let watcher = edge.spawn();
+            let registry = registry.clone();
+            let monitor = cluster::watch_connection(client, move |up| {
+                registry.set_cluster_up(up);
+                edge.set_up(up);
+            });
+            vec![watcher, monitor]
+        }
+    };
+    tracing::info!(%url, role = ?config.cluster.role, %node_id, "joined the cluster");
+    Ok(tasks)
 }
 
 /// Binds the listeners and starts serving.
@@ -321,6 +371,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .store()?
         .map(|store| crate::record::Recorder::start(store, &config.record));
     let registry = Registry::with_recorder(config.session.clone(), recorder);
+    let cluster_tasks = join_cluster(config, &registry).await?;
     let auth = config
         .auth
         .build()
@@ -440,6 +491,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         http_stop: Some(http_stop),
         http_task,
         upkeep,
+        cluster_tasks,
         registry,
         shutdown_timeout: config.shutdown.timeout,
         shutdown_grace: config.shutdown.grace,
@@ -501,6 +553,9 @@ impl Running {
         }
         if let Some(u) = self.upkeep.take() {
             u.abort();
+        }
+        for t in self.cluster_tasks.drain(..) {
+            t.abort();
         }
         if let Some(stop) = self.http_stop.take() {
             let _ = stop.send(());

@@ -14,6 +14,7 @@
 //! | [`TlsFiles`] | `app` | `tls-cert`, `tls-key` |
 //! | [`Shutdown`] | `app` | `shutdown-timeout`, `shutdown-grace` |
 //! | [`RecordConfig`] | `record` | `record`, `record-endpoint`, `record-region`, `record-queue-bytes`, `record-retries`, `record-concurrency`, `record-max-segments`, `dvr` |
+//! | [`ClusterConfig`] | `cluster` | `cluster`, `role`, `node-id`, `cluster-retention`, `cluster-max-bytes`, `cluster-queue` |
 //!
 //! [`Config`] is those parts together. It comes from three sources, in order
 //! of precedence: flags and `LIVESLICE_*` environment variables (read by
@@ -34,6 +35,7 @@ use clap::FromArgMatches;
 
 pub use crate::app::{LogFormat, ServerConfig, Shutdown, TlsFiles};
 pub use crate::auth::AuthConfig;
+pub use crate::cluster::ClusterConfig;
 use crate::engine::pipeline::{
     DEFAULT_FPS, DEFAULT_MAX_NAL_BYTES, DEFAULT_PART_TARGET_MS, DEFAULT_SEGMENT_TARGET_MS,
     DEFAULT_WINDOW,
@@ -57,6 +59,7 @@ pub struct Config {
     pub tls: TlsFiles,
     pub shutdown: Shutdown,
     pub record: RecordConfig,
+    pub cluster: ClusterConfig,
     /// `--config`: the file the settings were read from.
     pub config_file: Option<PathBuf>,
     /// `--print-config`: print [`Config::to_toml`] and exit.
@@ -317,6 +320,7 @@ impl Config {
         put(toml::to_string(&shown.auth));
         put(toml::to_string(&shown.tls));
         put(toml::to_string(&shown.record));
+        put(toml::to_string(&shown.cluster));
         out
     }
 
@@ -329,6 +333,7 @@ impl Config {
         self.shutdown.validate()?;
         self.tls.validate()?;
         self.record.validate()?;
+        self.cluster.validate()?;
         self.auth.validate()
     }
 

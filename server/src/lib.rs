@@ -15,6 +15,8 @@ pub mod app;
 #[cfg(feature = "service")]
 pub mod auth;
 #[cfg(feature = "service")]
+pub mod cluster;
+#[cfg(feature = "service")]
 pub mod config;
 #[cfg(feature = "service")]
 pub mod demo;

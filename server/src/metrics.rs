@@ -46,6 +46,10 @@ pub const RECORD_FAILURES: &str = "liveslice_record_failures_total";
 pub const RECORD_LOST: &str = "liveslice_record_segments_lost_total";
 /// Bytes waiting to be written (queued or in flight).
 pub const RECORD_QUEUE: &str = "liveslice_record_queue_bytes";
+pub const CLUSTER_PUBLISHED: &str = "liveslice_cluster_published_total";
+pub const CLUSTER_DROPPED: &str = "liveslice_cluster_dropped_total";
+pub const CLUSTER_RECEIVED: &str = "liveslice_cluster_received_total";
+pub const CLUSTER_CONNECTED: &str = "liveslice_cluster_connected";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -145,6 +149,22 @@ fn describe() {
         Unit::Bytes,
         "Bytes waiting to be written to the recording store"
     );
+    describe_counter!(
+        CLUSTER_PUBLISHED,
+        "Session items published to the cluster (JetStream), acknowledged"
+    );
+    describe_counter!(
+        CLUSTER_DROPPED,
+        "Session items not replicated: the queue to the cluster was full or JetStream did not acknowledge them"
+    );
+    describe_counter!(
+        CLUSTER_RECEIVED,
+        "Session items an edge read from the cluster"
+    );
+    describe_gauge!(
+        CLUSTER_CONNECTED,
+        "1 while the connection to the cluster (--cluster) is up, 0 while it is down"
+    );
     describe_gauge!(
         SUBSCRIBERS,
         "Attached gRPC subscribers (a publisher's own event stream is not one)"
@@ -156,7 +176,15 @@ fn describe() {
 /// series.
 fn zeros() {
     for c in [
-        FRAMES_IN, BYTES_IN, FRAMES_OUT, BYTES_OUT, SEGMENTS, LAG_SKIPS,
+        FRAMES_IN,
+        BYTES_IN,
+        FRAMES_OUT,
+        BYTES_OUT,
+        SEGMENTS,
+        LAG_SKIPS,
+        CLUSTER_PUBLISHED,
+        CLUSTER_DROPPED,
+        CLUSTER_RECEIVED,
     ] {
         counter!(c).increment(0);
     }

@@ -550,3 +550,124 @@ fn dockerfile_builds_the_server_and_runs_it_unprivileged() {
         assert!(repo().join(path).exists(), "{path}");
     }
 }
+
+// --- Compose ---
+
+/// deploy/compose/compose.yaml: NATS with JetStream, two origins and two
+/// edges of the image the README builds; each liveslice service's
+/// environment is a configuration the server accepts, in the role its name
+/// says, on the cluster the NATS service is; the host ports do not collide.
+#[test]
+fn compose_file_runs_a_cluster_the_server_accepts() {
+    const FLATTEN: &str = r#"
+import json, sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+for name, svc in sorted(doc["services"].items()):
+    print("service\t%s" % name)
+    def walk(path, v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(path + [str(k)], x)
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(path + [str(i)], x)
+        else:
+            print("%s\t%s" % (".".join(path), json.dumps(v)))
+    walk([], svc)
+"#;
+    if !require_tool(
+        "the Compose file check",
+        "python3 with PyYAML",
+        runs("python3", &["-c", "import yaml"]),
+        "pip install pyyaml",
+    ) {
+        return;
+    }
+    let out = Command::new("python3")
+        .args(["-c", FLATTEN])
+        .arg(repo().join("deploy/compose/compose.yaml"))
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "deploy/compose/compose.yaml does not parse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut services: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut current = String::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let (k, v) = line.split_once('\t').expect("path\tvalue");
+        if k == "service" {
+            current = v.to_string();
+            services.entry(current.clone()).or_default();
+        } else {
+            let v = serde_json::from_str::<serde_json::Value>(v)
+                .map(|j| match j {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .unwrap_or_default();
+            services
+                .get_mut(&current)
+                .expect("a service")
+                .insert(k.to_string(), v);
+        }
+    }
+    let names: Vec<&str> = services.keys().map(String::as_str).collect();
+    assert_eq!(names, ["edge-1", "edge-2", "nats", "origin-1", "origin-2"]);
+
+    let nats = &services["nats"];
+    let command: Vec<&str> = (0..)
+        .map_while(|i| nats.get(&format!("command.{i}")).map(String::as_str))
+        .collect();
+    assert!(
+        command.contains(&"-js"),
+        "NATS without JetStream: {command:?}"
+    );
+
+    let version = env!("CARGO_PKG_VERSION");
+    let image = format!("liveslice-server:{version}");
+    assert!(
+        read("README.md").contains(&format!("`docker build -t {image} .`")),
+        "README does not build {image}"
+    );
+    let mut host_ports = Vec::new();
+    for (name, svc) in &services {
+        for (k, v) in svc {
+            if k.starts_with("ports.") {
+                host_ports.push(v.split(':').next().unwrap_or_default().to_string());
+            }
+        }
+        if name == "nats" {
+            continue;
+        }
+        assert_eq!(svc["image"], image, "{name}");
+        let env: Vec<(&str, &str)> = svc
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("environment.")?, v.as_str())))
+            .collect();
+        let printed = print_config("", &format!("{name}.toml"), &env);
+        assert!(
+            printed.contains("cluster = \"nats://nats:4222\""),
+            "{name}: {printed}"
+        );
+        let role = if name.starts_with("edge") {
+            "edge"
+        } else {
+            "origin"
+        };
+        assert!(
+            printed.contains(&format!("role = \"{role}\"")),
+            "{name}: {printed}"
+        );
+        assert!(
+            printed.contains(&format!("node-id = \"{name}\"")),
+            "{name}: {printed}"
+        );
+    }
+    let count = host_ports.len();
+    host_ports.sort();
+    host_ports.dedup();
+    assert_eq!(host_ports.len(), count, "host ports collide");
+    assert_eq!(count, 8, "two ports (gRPC, HTTP) per liveslice service");
+}

@@ -78,6 +78,17 @@ impl PartMuxer {
         }
     }
 
+    /// The MPEG-TS continuity counters the next part starts from (see
+    /// [`ts::TsMuxer::continuity`]).
+    pub fn ts_continuity(&self) -> [u8; 3] {
+        self.ts.continuity()
+    }
+
+    /// Continues another muxer's MPEG-TS continuity counters.
+    pub fn set_ts_continuity(&mut self, c: [u8; 3]) {
+        self.ts.set_continuity(c);
+    }
+
     /// Muxes one part. `frames` are its frames in decode order (exactly
     /// `part.frame_count` of them), `config` its codec configuration.
     /// Nothing is written, and the TS counters stay, on an error.

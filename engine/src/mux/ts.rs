@@ -233,6 +233,23 @@ impl TsMuxer {
         Self::default()
     }
 
+    /// The continuity counters (ISO/IEC 13818-1 2.4.3.3, 4 bits each) the
+    /// next packets of the PAT, PMT and video PIDs get.
+    pub fn continuity(&self) -> [u8; 3] {
+        [self.counters.pat, self.counters.pmt, self.counters.video]
+    }
+
+    /// Continues another muxer's counters (see [`continuity`](Self::continuity)),
+    /// so parts muxed here from a segment's start are the bytes it would
+    /// have written.
+    pub fn set_continuity(&mut self, c: [u8; 3]) {
+        self.counters = Counters {
+            pat: c[0] & 0x0f,
+            pmt: c[1] & 0x0f,
+            video: c[2] & 0x0f,
+        };
+    }
+
     /// One HLS segment: PAT, PMT, then one PES per frame. `frames` in decode order.
     ///
     /// Fails, writing nothing and leaving the counters as they were, on an

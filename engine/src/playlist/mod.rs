@@ -204,6 +204,23 @@ pub struct Manifests {
     /// its parts are listed after `EXT-X-DISCONTINUITY`, as its entry will
     /// be once it is complete.
     open_discontinuity: bool,
+    /// The DASH period (id, start) the first segment pushed belongs to,
+    /// when these manifests continue another copy's (see
+    /// [`Manifests::continue_from`]).
+    first_period: Option<(u64, u64)>,
+}
+
+/// Where a segment stands in the manifests of the copy that made them, for
+/// another copy that starts at it ([`Manifests::continue_from`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentPlace {
+    /// Id of the DASH period it belongs to.
+    pub period_id: u64,
+    /// Media time (90 kHz) of that period's first segment.
+    pub period_start: u64,
+    /// `EXT-X-INDEPENDENT-SEGMENTS` held with it pushed (every segment so
+    /// far was independent).
+    pub all_independent: bool,
 }
 
 impl Manifests {
@@ -227,6 +244,37 @@ impl Manifests {
             ended: false,
             parts: VecDeque::new(),
             open_discontinuity: false,
+            first_period: None,
+        }
+    }
+
+    /// Where segment `sequence` (in the window) stands: its DASH period and
+    /// whether every segment up to it was independent.
+    pub fn place_of(&self, sequence: u64) -> Option<SegmentPlace> {
+        let seg = self
+            .window
+            .iter()
+            .rev()
+            .find(|s| s.rec.sequence == sequence)?;
+        let period = self.periods.iter().find(|p| p.id == seg.period)?;
+        Some(SegmentPlace {
+            period_id: period.id,
+            period_start: period.start,
+            all_independent: self.all_independent,
+        })
+    }
+
+    /// Makes these (empty) manifests continue another copy's whose
+    /// segments before the next one pushed are not available here (a
+    /// replica that joins a live session): that segment is put in the DASH
+    /// period `place` names, period ids go on from there, and
+    /// `EXT-X-INDEPENDENT-SEGMENTS` is as the other copy says, so both
+    /// render the same text once their windows hold the same segments.
+    /// Ignored once a segment was pushed.
+    pub fn continue_from(&mut self, place: SegmentPlace) {
+        if self.window.is_empty() && self.periods.is_empty() {
+            self.first_period = Some((place.period_id, place.period_start));
+            self.all_independent = place.all_independent;
         }
     }
 
@@ -272,12 +320,16 @@ impl Manifests {
             }
         };
         if new_period {
+            let (id, start) = match self.first_period.take() {
+                Some(p) if prev.is_none() => p,
+                _ => (self.next_period_id, rec.start),
+            };
             self.periods.push_back(Period {
-                id: self.next_period_id,
-                start: rec.start,
+                id,
+                start,
                 config_id: rec.config_id,
             });
-            self.next_period_id = self.next_period_id.wrapping_add(1);
+            self.next_period_id = id.wrapping_add(1);
         }
         let period = self.periods.back().map_or(0, |p| p.id);
 
@@ -418,6 +470,18 @@ impl Manifests {
         self.dash_state(now_ms)
     }
 
+    /// The options the manifests were made with (a replica of the session
+    /// makes its own from them, so it renders the same text).
+    pub fn options(&self) -> &PlaylistOptions {
+        &self.opts
+    }
+
+    /// Wall clock (Unix ms) of timeline time 0: DASH
+    /// `MPD@availabilityStartTime`.
+    pub fn availability_start_ms(&self) -> u64 {
+        self.availability_start_ms
+    }
+
     /// Sequence of the first segment in the window (0 before the first).
     pub fn media_sequence(&self) -> u64 {
         self.window.front().map_or(0, |s| s.rec.sequence)
@@ -430,16 +494,6 @@ impl Manifests {
 
     pub fn is_ended(&self) -> bool {
         self.ended
-    }
-
-    /// What the manifests were configured with.
-    pub fn options(&self) -> &PlaylistOptions {
-        &self.opts
-    }
-
-    /// DASH `availabilityStartTime`, Unix ms (the session's first frame).
-    pub fn availability_start_ms(&self) -> u64 {
-        self.availability_start_ms
     }
 
     /// The codec config the manifests describe config `id` with (the

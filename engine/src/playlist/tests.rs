@@ -517,3 +517,59 @@ fn replayed_segment_is_ignored() {
     assert_eq!(u.dash.remove_entries, 0);
     assert_eq!((m.hls_cmaf(), m.dash(PDT_BASE)), before);
 }
+
+/// A copy that starts at a later segment ([`Manifests::continue_from`] with
+/// that segment's place in the original) renders what the original does
+/// once both windows hold the same segments: period ids and starts
+/// included, across a config change (a new period) before and after the
+/// join.
+#[test]
+fn a_copy_continued_from_a_segment_renders_the_same() {
+    let opts = PlaylistOptions {
+        window: 3,
+        ..PlaylistOptions::default()
+    };
+    let d = 180_180;
+    let recs: Vec<(SegmentRecord, u32)> = (0..12u64)
+        .map(|i| {
+            // Config 1 from segment 2, config 2 from segment 9.
+            let config = match i {
+                0..=1 => 0,
+                2..=8 => 1,
+                _ => 2,
+            };
+            let mut r = rec(i, i * d, d);
+            r.config_id = config;
+            (r, config)
+        })
+        .collect();
+    let mut original = Manifests::new(opts.clone(), PDT_BASE);
+    let mut copy = Manifests::new(opts.clone(), PDT_BASE);
+    let mut naive = Manifests::new(opts, PDT_BASE);
+    for (r, c) in &recs {
+        original.push(r.clone(), &cfg(*c), PDT_BASE);
+        if r.sequence == 5 {
+            let place = original.place_of(5).expect("segment 5 is in the window");
+            assert_eq!((place.period_id, place.period_start), (1, 2 * d));
+            copy.continue_from(place);
+        }
+        if r.sequence >= 5 {
+            copy.push(r.clone(), &cfg(*c), PDT_BASE);
+            naive.push(r.clone(), &cfg(*c), PDT_BASE);
+        }
+        if r.sequence >= 7 {
+            assert_eq!(
+                copy.dash(PDT_BASE),
+                original.dash(PDT_BASE),
+                "at {}",
+                r.sequence
+            );
+            assert_eq!(copy.hls_cmaf(), original.hls_cmaf(), "at {}", r.sequence);
+        }
+    }
+    // Without it the period would be renumbered and moved.
+    assert_ne!(
+        naive.dash(PDT_BASE).render(),
+        original.dash(PDT_BASE).render()
+    );
+}

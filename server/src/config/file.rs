@@ -9,8 +9,8 @@ use std::path::Path;
 use serde::de::{DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 
 use super::{
-    AuthConfig, Config, ConfigError, EngineConfig, HttpLimits, RecordConfig, ServerConfig,
-    SessionDefaults, Shutdown, TlsFiles,
+    AuthConfig, ClusterConfig, Config, ConfigError, EngineConfig, HttpLimits, RecordConfig,
+    ServerConfig, SessionDefaults, Shutdown, TlsFiles,
 };
 
 /// Reads and parses the file at `path`; an error names the file.
@@ -61,6 +61,7 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
         tls: part(&mut settings)?,
         shutdown: part(&mut settings)?,
         record: part(&mut settings)?,
+        cluster: part(&mut settings)?,
         config_file: None,
         print_config: false,
         mint_token: None,
@@ -68,7 +69,7 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
 }
 
 /// Every key a config file may set, part by part.
-pub(super) fn parts() -> [&'static [&'static str]; 8] {
+pub(super) fn parts() -> [&'static [&'static str]; 9] {
     [
         keys_of::<ServerConfig>(),
         keys_of::<HttpLimits>(),
@@ -78,6 +79,7 @@ pub(super) fn parts() -> [&'static [&'static str]; 8] {
         keys_of::<TlsFiles>(),
         keys_of::<Shutdown>(),
         keys_of::<RecordConfig>(),
+        keys_of::<ClusterConfig>(),
     ]
 }
 

@@ -56,6 +56,31 @@ pub(super) struct Flags {
     /// Log format: `text` for people, `json` for log pipelines.
     #[arg(long, env = "LIVESLICE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Join a cluster: NATS server URL(s) with JetStream, nats://HOST:PORT
+    /// (comma-separated for several). Without it the server is a single
+    /// node and needs no NATS.
+    #[arg(long, env = "LIVESLICE_CLUSTER", value_name = "nats://HOST:PORT")]
+    pub cluster: Option<String>,
+    /// Role in the cluster: origin (takes publishers, replicates their
+    /// sessions) or edge (serves the cluster's sessions, takes no
+    /// publishers).
+    #[arg(long, env = "LIVESLICE_ROLE")]
+    pub role: Option<crate::cluster::Role>,
+    /// This node's id in session leases (default: host name and process
+    /// id).
+    #[arg(long, env = "LIVESLICE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// How long JetStream keeps a session's items: at least the live window
+    /// plus a margin, so an edge that joins finds the whole window.
+    #[arg(long, env = "LIVESLICE_CLUSTER_RETENTION", value_parser = parse_duration)]
+    pub cluster_retention: Option<Duration>,
+    /// Bytes the cluster's stream may hold in all (oldest items go first).
+    #[arg(long, env = "LIVESLICE_CLUSTER_MAX_BYTES")]
+    pub cluster_max_bytes: Option<u64>,
+    /// Items per session waiting to be published to the cluster; beyond it
+    /// items are dropped and counted (the live path never waits).
+    #[arg(long, env = "LIVESLICE_CLUSTER_QUEUE", value_parser = count)]
+    pub cluster_queue: Option<usize>,
     /// gRPC listen address (health and reflection are served there too).
     #[arg(long, env = "LIVESLICE_GRPC_ADDR")]
     pub grpc_addr: Option<SocketAddr>,
@@ -322,6 +347,10 @@ impl Flags {
             record_retries => record.record_retries;
             record_concurrency => record.record_concurrency;
             record_max_segments => record.record_max_segments;
+            role => cluster.role;
+            cluster_retention => cluster.cluster_retention;
+            cluster_max_bytes => cluster.cluster_max_bytes;
+            cluster_queue => cluster.cluster_queue;
         }
         if let Some(v) = self.record {
             c.record.record = Some(v);
@@ -334,6 +363,12 @@ impl Flags {
         }
         if let Some(v) = self.dvr {
             c.record.dvr = Some(v);
+        }
+        if let Some(v) = self.cluster {
+            c.cluster.cluster = Some(v);
+        }
+        if let Some(v) = self.node_id {
+            c.cluster.node_id = Some(v);
         }
         if let Some(v) = self.max_segment_duration {
             c.engine.max_segment_duration = Some(v);

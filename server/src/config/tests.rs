@@ -91,6 +91,7 @@ fn defaults_come_from_one_place() {
         tls: TlsFiles::default(),
         shutdown: Shutdown::default(),
         record: RecordConfig::default(),
+        cluster: crate::cluster::ClusterConfig::default(),
         config_file: None,
         print_config: false,
         mint_token: None,
@@ -155,6 +156,10 @@ fn defaults_come_from_one_place() {
                     | "record-retries"
                     | "record-concurrency"
                     | "record-max-segments"
+                    | "role"
+                    | "cluster-retention"
+                    | "cluster-max-bytes"
+                    | "cluster-queue"
             )))
             .count(),
         "every fixed default is shown, once:\n{help}"

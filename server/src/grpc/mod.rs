@@ -145,6 +145,7 @@ fn registry_status(e: RegistryError, id: &str) -> Status {
              a new publisher may start it again)"
         )),
         RegistryError::ShuttingDown => Status::unavailable(e.to_string()),
+        RegistryError::EdgeNode => Status::failed_precondition(e.to_string()),
     }
 }
 
@@ -340,6 +341,11 @@ impl SliceServiceImpl {
             .wait_for(&id, wait)
             .await
             .map_err(|e| registry_status(e, &id))?;
+        if !session.is_readable() {
+            return Err(Status::unavailable(format!(
+                "session {id:?} cannot be read from the cluster right now (this edge lost NATS); retry"
+            )));
+        }
         let (snapshot, log_sub, guard) = session.join(!sub.no_frames);
         tracing::info!(start_frame = snapshot.start_frame, "subscriber joined");
         let opts = SubscriberOptions {

@@ -69,7 +69,7 @@ pub fn router(
         .route("/assets/hls.min.js", get(pages::hls_js))
         .route("/assets/dash.mediaplayer.min.js", get(pages::dash_js))
         .route("/time", get(time))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/live/{session}/index.m3u8", get(hls_cmaf))
         .route("/live/{session}/manifest.mpd", get(dash))
         .route("/live/{session}/ts/index.m3u8", get(hls_ts))
@@ -292,6 +292,23 @@ async fn metrics(State(s): State<HttpState>) -> Response {
     }
 }
 
+/// Liveness, and the cluster's state in a cluster: an origin without NATS
+/// still serves (200, saying replication is paused); an edge without it
+/// cannot (503, so a load balancer sends players elsewhere).
+async fn healthz(State(r): State<Arc<Registry>>) -> Response {
+    match r.cluster_up() {
+        None => "ok\n".into_response(),
+        Some(true) => "ok\ncluster: connected\n".into_response(),
+        Some(false) if r.is_edge() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster: unreachable (this edge serves nothing until NATS is back)\n",
+        )
+            .into_response(),
+        Some(false) => "ok\ncluster: unreachable (serving locally; replication to edges paused)\n"
+            .into_response(),
+    }
+}
+
 fn not_found(what: impl Into<String>) -> Response {
     (StatusCode::NOT_FOUND, what.into()).into_response()
 }
@@ -304,9 +321,23 @@ fn body(content_type: &'static str, cache: &'static str, bytes: impl Into<Bytes>
     r
 }
 
-/// The session (live, or ended and lingering) for a URL's (decoded) id.
-fn session(registry: &Registry, id: &str) -> Option<Arc<Session>> {
-    registry.get(id)
+/// The session (live, or ended and lingering) for a URL's (decoded) id, or
+/// the response saying why it is not served: 404 when there is none, 503
+/// while an edge cannot read it from the cluster (its numbering may be
+/// behind the origin's; it is never served stale).
+fn session(registry: &Registry, id: &str) -> Result<Arc<Session>, Box<Response>> {
+    let s = registry.get(id).ok_or_else(|| Box::new(no_session(id)))?;
+    if !s.is_readable() {
+        let mut r = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("session {id:?} cannot be read from the cluster right now\n"),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(Box::new(r));
+    }
+    Ok(s)
 }
 
 fn no_session(id: &str) -> Response {
@@ -358,8 +389,9 @@ async fn manifest(
     viewer: Viewer,
     held: &Arc<ll::HeldRequests>,
 ) -> Response {
-    let Some(s) = session(registry, id) else {
-        return no_session(id);
+    let s = match session(registry, id) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
     let format = match ask.kind {
         ManifestKind::HlsTs => Format::Ts,
@@ -732,8 +764,9 @@ async fn cmaf_file(
     Path((_, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(s) = session(&r, &id) else {
-        return no_session(&id);
+    let s = match session(&r, &id) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
     if let Some(seq) = numbered(&file, "seg-", ".m4s") {
         s.wait_segment_stored(seq, SEGMENT_STORE_WAIT).await;
@@ -814,8 +847,9 @@ async fn ts_file(
     Path((_, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(s) = session(&r, &id) else {
-        return no_session(&id);
+    let s = match session(&r, &id) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
     if let Some(n) = numbered(&file, "part-", ".ts") {
         return part_response(&s, &id, n, Format::Ts, TS, &headers, &held).await;

@@ -22,11 +22,12 @@
 pub mod log;
 pub mod parts;
 pub mod registry;
+pub mod replica;
 pub mod ring;
 pub mod subscriber;
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,9 +36,10 @@ use tokio::sync::watch;
 
 use crate::engine::mux::parts::{MuxedPart, PartMuxer};
 use crate::engine::pipeline::{DropReport, EngineError, Event, SegmentEvent};
-use crate::engine::playlist::{HlsFlavour, ManifestState, ManifestUpdate};
+use crate::engine::playlist::{HlsFlavour, ManifestState, ManifestUpdate, Manifests};
 use crate::engine::{CodecConfig, Frame, PartRecord, PipelineOptions, SessionPipeline};
 pub use parts::{Format, MuxError};
+use replica::{Mirror, ReplicaItem, ReplicaTx, SessionStart};
 use ring::Ring;
 
 pub use registry::{Registry, RegistryError, SessionDefaults};
@@ -114,8 +116,74 @@ enum Publisher {
     None,
 }
 
+/// What makes a session's events: the engine, from a publisher's bytes (an
+/// origin), or a [`Mirror`] of the origin's, from its replicated items (an
+/// edge).
+enum Source {
+    Engine(Box<SessionPipeline>),
+    Mirror(Box<Mirror>),
+}
+
+impl Source {
+    fn manifests(&self) -> Option<&Manifests> {
+        match self {
+            Source::Engine(p) => p.manifests(),
+            Source::Mirror(m) => Some(m.manifests()),
+        }
+    }
+
+    fn config(&self) -> Option<&Arc<CodecConfig>> {
+        match self {
+            Source::Engine(p) => p.config(),
+            Source::Mirror(m) => m.config(),
+        }
+    }
+
+    fn frame_rate(&self) -> Option<(u32, u32)> {
+        match self {
+            Source::Engine(p) => p.frame_rate().map(|r| (r.num, r.den)),
+            Source::Mirror(m) => Some(m.start().frame_rate),
+        }
+    }
+
+    fn availability_start_ms(&self) -> Option<u64> {
+        match self {
+            Source::Engine(p) => p.availability_start_ms(),
+            Source::Mirror(m) => Some(m.start().availability_start_ms),
+        }
+    }
+
+    fn timing_note(&self) -> Option<&str> {
+        match self {
+            Source::Engine(p) => p.timing_note(),
+            Source::Mirror(_) => None,
+        }
+    }
+
+    fn stats(&self) -> crate::engine::pipeline::PipelineStats {
+        match self {
+            Source::Engine(p) => p.stats(),
+            Source::Mirror(m) => m.stats(),
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        match self {
+            Source::Engine(p) => p.buffered(),
+            Source::Mirror(_) => 0,
+        }
+    }
+
+    fn finish(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        match self {
+            Source::Engine(p) => p.finish(now_ns, out),
+            Source::Mirror(m) => m.finish(now_ns / 1_000_000, out),
+        }
+    }
+}
+
 struct SessionState {
-    pipeline: SessionPipeline,
+    pipeline: Source,
     ring: Ring,
     publisher: Publisher,
     generation: u64,
@@ -132,6 +200,13 @@ struct SessionState {
     part_muxer: Option<PartMuxer>,
     /// `--record`: hands each complete segment to the server's recorder.
     recorder: Option<crate::record::SessionRecorder>,
+    /// The session's start was handed to the replica.
+    replica_started: bool,
+    /// A mirror's muxer has muxed a part (its TS counters are its own).
+    muxed_any: bool,
+    /// For a mirror that has not muxed yet: the origin's TS counters after
+    /// a part, to continue at the part after it.
+    ts_resume: Option<(u64, [u8; 3])>,
 }
 
 thread_local! {
@@ -184,8 +259,10 @@ struct MuxWork {
 }
 
 impl MuxWork {
+    /// Nothing to mux and no segment to mark complete (a mirror session
+    /// may be handed a segment's record apart from its last part).
     fn is_empty(&self) -> bool {
-        self.parts.is_empty() && self.inits.is_empty()
+        self.parts.is_empty() && self.inits.is_empty() && self.segments.is_empty()
     }
 }
 
@@ -240,6 +317,11 @@ pub struct Session {
     /// The HLS playlists last rendered for HTTP, by what they were rendered
     /// from: the many requests a part releases at once share one rendering.
     hls_cache: Mutex<Vec<HlsCached>>,
+    /// Where an origin's session replicates what happens (`--cluster`).
+    replica: Option<ReplicaTx>,
+    /// A mirror session whose replica cannot be read right now (an edge cut
+    /// off from the cluster): it is not served, rather than served stale.
+    unreadable: AtomicBool,
 }
 
 /// A rendered HLS playlist and what it was rendered from.
@@ -275,13 +357,34 @@ impl Session {
         max_lag_items: usize,
         ring_max_bytes: usize,
         recorder: Option<crate::record::SessionRecorder>,
+        replica: Option<ReplicaTx>,
     ) -> Self {
         // The engine keeps the window within the ring's budget, so the ring
         // evicts only whole segments the playlists no longer list.
         options.pipeline.max_window_bytes = ring_max_bytes;
+        let source = Source::Engine(Box::new(SessionPipeline::new(options.pipeline.clone())));
+        Self::with_source(id, options, max_lag_items, source, recorder, replica)
+    }
+
+    /// A session filled from a replica of the origin's (see
+    /// [`replica::Mirror`]); it takes no publisher.
+    fn mirror(id: String, start: Arc<SessionStart>, max_lag_items: usize) -> Self {
+        let options = start.session_options();
+        let source = Source::Mirror(Box::new(Mirror::new(start)));
+        Self::with_source(id, options, max_lag_items, source, None, None)
+    }
+
+    fn with_source(
+        id: String,
+        options: SessionOptions,
+        max_lag_items: usize,
+        source: Source,
+        recorder: Option<crate::record::SessionRecorder>,
+        replica: Option<ReplicaTx>,
+    ) -> Self {
         Self {
             state: Mutex::new(SessionState {
-                pipeline: SessionPipeline::new(options.pipeline.clone()),
+                pipeline: source,
                 ring: Ring::new(),
                 publisher: Publisher::None,
                 generation: 0,
@@ -293,6 +396,9 @@ impl Session {
                 parts: parts::PartStore::default(),
                 part_muxer: Some(PartMuxer::new(options.pipeline.formats)),
                 recorder,
+                replica_started: false,
+                muxed_any: false,
+                ts_resume: None,
             }),
             gate: Mutex::new(()),
             segments_stored: watch::channel(0).0,
@@ -304,7 +410,60 @@ impl Session {
             subscribers: AtomicUsize::new(0),
             ended_tx: watch::channel(false).0,
             hls_cache: Mutex::new(Vec::with_capacity(4)),
+            replica,
+            unreadable: AtomicBool::new(false),
         }
+    }
+
+    /// Whether this session is a mirror of another node's (an edge's).
+    pub fn is_mirror(&self) -> bool {
+        matches!(self.lock().pipeline, Source::Mirror(_))
+    }
+
+    /// Marks a mirror session readable or not (its replica can be read).
+    pub fn set_readable(&self, readable: bool) {
+        self.unreadable.store(!readable, Ordering::Relaxed);
+    }
+
+    /// False while a mirror session's replica cannot be read: its numbering
+    /// may be behind the origin's, so it must not be served.
+    pub fn is_readable(&self) -> bool {
+        !self.unreadable.load(Ordering::Relaxed)
+    }
+
+    /// Items its replication queue dropped (full queue), if it replicates.
+    pub fn replica_dropped(&self) -> Option<u64> {
+        self.replica.as_ref().map(ReplicaTx::dropped)
+    }
+
+    /// Feeds a mirror session the origin's items, in order, and fans out
+    /// what they stand for (as a push does). Ignored by an engine session.
+    pub fn apply_replica(&self, items: Vec<ReplicaItem>) {
+        let _gate = self.gate();
+        let st = self.lock();
+        if st.ended.is_some() {
+            return;
+        }
+        let now_ms = now_unix_ns() / 1_000_000;
+        let mut st = st;
+        // Only the first counters after the join point count (the parts
+        // after it are muxed here from then on).
+        if !st.muxed_any && st.ts_resume.is_none() {
+            st.ts_resume = items.iter().find_map(|item| match item {
+                ReplicaItem::TsContinuity {
+                    after_part,
+                    counters,
+                } => Some((*after_part, *counters)),
+                _ => None,
+            });
+        }
+        let _ = self.run_engine(st, |source, out| {
+            if let Source::Mirror(m) = source {
+                for item in items {
+                    m.apply(item, now_ms, out);
+                }
+            }
+        });
     }
 
     /// Resolves once the session has ended.
@@ -401,8 +560,15 @@ impl Session {
         let resumed = match st.publisher {
             Publisher::Active(_) => return Err(RegistryError::AlreadyPublishing),
             Publisher::Gone(_) => {
-                let (again, _) = self.run_engine(st, |p, out| p.reconnect(now_unix_ns(), out));
+                let (again, _) = self.run_engine(st, |s, out| {
+                    if let Source::Engine(p) = s {
+                        p.reconnect(now_unix_ns(), out);
+                    }
+                });
                 st = again;
+                if let Some(r) = &self.replica {
+                    r.send(ReplicaItem::Discontinuity);
+                }
                 true
             }
             Publisher::None => false,
@@ -430,8 +596,10 @@ impl Session {
             return Err(PushError::NotPublisher);
         }
         ::metrics::counter!(crate::metrics::BYTES_IN).increment(data.len() as u64);
-        let (_, fatal) = self.run_engine(st, |p, out| {
-            p.push(data, capture_ns, now_unix_ns(), end_of_access_unit, out)
+        let (_, fatal) = self.run_engine(st, |s, out| {
+            if let Source::Engine(p) = s {
+                p.push(data, capture_ns, now_unix_ns(), end_of_access_unit, out);
+            }
         });
         match fatal {
             Some(e) => Err(PushError::Fatal(e)),
@@ -448,7 +616,7 @@ impl Session {
         if st.ended.is_some() {
             return false;
         }
-        let (mut st, _) = self.run_engine(st, |p, out| p.finish(now_unix_ns(), out));
+        let (mut st, _) = self.run_engine(st, |s, out| s.finish(now_unix_ns(), out));
         let stats = st.pipeline.stats();
         let end = Arc::new(SessionEnd {
             reason,
@@ -557,7 +725,7 @@ impl Session {
         };
         Snapshot {
             config: st.pipeline.config().cloned(),
-            frame_rate: st.pipeline.frame_rate().map(|r| (r.num, r.den)),
+            frame_rate: st.pipeline.frame_rate(),
             hls_cmaf,
             hls_ts,
             dash,
@@ -579,7 +747,7 @@ impl Session {
     fn run_engine<'a>(
         &'a self,
         mut st: StateGuard<'a>,
-        f: impl FnOnce(&mut SessionPipeline, &mut Vec<Event>),
+        f: impl FnOnce(&mut Source, &mut Vec<Event>),
     ) -> (StateGuard<'a>, Option<EngineError>) {
         let mut events = std::mem::take(&mut st.events);
         f(&mut st.pipeline, &mut events);
@@ -594,11 +762,36 @@ impl Session {
             .part_muxer
             .take()
             .unwrap_or_else(|| PartMuxer::new(self.options.pipeline.formats));
+        // A mirror that joined mid-stream continues the origin's TS
+        // counters from the part before its first.
+        if let Some((first, _, _)) = work.parts.first() {
+            if let Some((after, counters)) = st.ts_resume.take() {
+                if !st.muxed_any && after.checked_add(1) == Some(first.number) {
+                    muxer.set_ts_continuity(counters);
+                }
+            }
+        }
         drop(st);
         let (muxed, inits) = mux_work(&self.id, &mut muxer, &work);
         let next_part = muxed.last().map(|p| p.record.number.saturating_add(1));
+        // The counters after a segment's last part, for replicas that start
+        // at the next segment.
+        let continuity = muxed.last().and_then(|p| {
+            let ends_segment = work
+                .segments
+                .iter()
+                .any(|(seq, _)| *seq == p.record.segment);
+            ends_segment.then(|| ReplicaItem::TsContinuity {
+                after_part: p.record.number,
+                counters: muxer.ts_continuity(),
+            })
+        });
         let mut st = self.lock();
+        st.muxed_any |= !muxed.is_empty();
         st.part_muxer = Some(muxer);
+        if let (Some(r), Some(item)) = (&self.replica, continuity) {
+            r.send(item);
+        }
         for (id, b) in inits {
             st.parts.store_init(id, b);
         }
@@ -686,6 +879,9 @@ impl Session {
         let mut frames = 0u64;
         let mut segments = false;
         for e in events.drain(..) {
+            if self.replica.is_some() {
+                self.replicate(st, &e);
+            }
             let item = match e {
                 Event::Frame(f) => {
                     frames += 1;
@@ -752,6 +948,60 @@ impl Session {
             ::metrics::counter!(crate::metrics::FRAMES_IN).increment(frames);
         }
         fatal
+    }
+}
+
+impl Session {
+    /// Hands an engine event to the replica (an origin's session in a
+    /// cluster): the start first, at the first parameter sets.
+    fn replicate(&self, st: &mut SessionState, e: &Event) {
+        let Some(r) = &self.replica else {
+            return;
+        };
+        let item = match e {
+            Event::Frame(f) => ReplicaItem::Frame(f.clone()),
+            Event::Config(c) => {
+                if !st.replica_started {
+                    if let Some(m) = st.pipeline.manifests() {
+                        let rate = st
+                            .pipeline
+                            .frame_rate()
+                            .unwrap_or((c.frame_rate_num, c.frame_rate_den));
+                        let start = SessionStart::of(m, self.options.pipeline.formats, rate);
+                        r.send(ReplicaItem::Start(Arc::new(start)));
+                        st.replica_started = true;
+                    }
+                }
+                ReplicaItem::Config(c.clone())
+            }
+            Event::Part(p) => ReplicaItem::Part(p.clone()),
+            Event::Segment(s) => {
+                // The config its manifest entry was made with: the one its
+                // frames use, at the rate the timestamps are on.
+                let Some(cfg) = st.configs.get(&s.record.config_id).or(st.pipeline.config()) else {
+                    return;
+                };
+                let cfg = match st.pipeline.frame_rate() {
+                    Some(rate) if rate != (cfg.frame_rate_num, cfg.frame_rate_den) => {
+                        let mut c = CodecConfig::clone(cfg);
+                        (c.frame_rate_num, c.frame_rate_den) = rate;
+                        Arc::new(c)
+                    }
+                    _ => cfg.clone(),
+                };
+                ReplicaItem::Segment(Arc::new(replica::ReplicaSegment {
+                    record: s.record.clone(),
+                    config: cfg,
+                    place: st
+                        .pipeline
+                        .manifests()
+                        .and_then(|m| m.place_of(s.record.sequence)),
+                }))
+            }
+            Event::Ended(_) => ReplicaItem::End,
+            Event::Dropped(_) | Event::Fatal(_) => return,
+        };
+        r.send(item);
     }
 }
 
@@ -1086,6 +1336,7 @@ mod tests {
             0,
             64 << 20,
             None,
+            None,
         ))
     }
 
@@ -1198,6 +1449,128 @@ mod tests {
         }
         pusher.join().expect("pusher");
         assert!(checked > 0);
+    }
+
+    fn without_publish_time(text: &str) -> String {
+        text.lines()
+            .map(|l| match l.find(" publishTime=\"") {
+                Some(i) => {
+                    let rest = &l[i + 14..];
+                    let end = rest.find('"').map_or(rest.len(), |e| e + 1);
+                    format!("{}{}", &l[..i], &rest[end..])
+                }
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A mirror session fed an origin's replica items from a segment on
+    /// (as an edge that joins mid-stream, after the stream's start has
+    /// expired) renders the origin's playlists and MPD and muxes its
+    /// segments' bytes (CMAF, and MPEG-TS with the origin's continuity
+    /// counters), once its window holds the same segments: across a
+    /// publisher reconnect (a discontinuity, a new DASH period) too.
+    #[test]
+    fn a_mirror_joining_mid_stream_renders_the_origins_bytes() {
+        let data = testdata("baseline_30.h264");
+        assert!(!data.is_empty());
+        let options = SessionOptions {
+            pipeline: PipelineOptions {
+                segment_target_ms: 1000,
+                part_target_ms: 250,
+                window: 3,
+                ..Default::default()
+            },
+            echo_frames: false,
+        };
+        let (tx, mut rx) = ReplicaTx::channel(1 << 16);
+        let origin = Arc::new(Session::new(
+            "m".into(),
+            options,
+            0,
+            64 << 20,
+            None,
+            Some(tx),
+        ));
+        for pass in 0..2 {
+            let (generation, _) = origin.attach_publisher().expect("publisher");
+            for chunk in data.chunks(5_000) {
+                origin
+                    .push(generation, Bytes::copy_from_slice(chunk), None, false)
+                    .expect("push");
+            }
+            if pass == 0 {
+                assert!(origin.publisher_vanished(generation));
+            }
+        }
+        let mut items = Vec::new();
+        while let Ok((_, item)) = rx.try_recv() {
+            items.push(item);
+        }
+        let Some(ReplicaItem::Start(start)) = items.first().cloned() else {
+            panic!("the start comes first");
+        };
+        let segments = origin.segment_records();
+        let last = segments.last().map(|r| r.sequence).expect("segments");
+        assert!(last >= 10, "{last} segments");
+        // 6 segments a pass: joins before the discontinuity and after it
+        // (where the origin's DASH period started before the join).
+        for join in [0, 2, 4, 7] {
+            // An edge joins where a segment's first frame is, with the
+            // config in effect (the Sync it joins at carries it).
+            let at = items
+                .iter()
+                .position(|i| matches!(i, ReplicaItem::Frame(f) if f.segment == join))
+                .expect("the segment's first frame");
+            let config = items[..at]
+                .iter()
+                .rev()
+                .find_map(|i| match i {
+                    ReplicaItem::Config(c) => Some(c.clone()),
+                    _ => None,
+                })
+                .expect("a config before it");
+            let mirror = Arc::new(Session::mirror("m".into(), start.clone(), 0));
+            let mut feed = vec![ReplicaItem::Config(config)];
+            feed.extend(items[at..].iter().cloned());
+            mirror.apply_replica(feed);
+            for kind in [ManifestKind::HlsCmaf, ManifestKind::HlsTs] {
+                assert_eq!(
+                    mirror.manifest(kind),
+                    origin.manifest(kind),
+                    "{kind:?}, joined at {join}"
+                );
+            }
+            assert_eq!(
+                mirror
+                    .manifest(ManifestKind::Dash)
+                    .map(|t| without_publish_time(&t)),
+                origin
+                    .manifest(ManifestKind::Dash)
+                    .map(|t| without_publish_time(&t)),
+                "MPD, joined at {join}"
+            );
+            for rec in &segments[segments.len() - 3..] {
+                assert_eq!(
+                    mirror
+                        .cmaf_segment(rec.sequence)
+                        .expect("cmaf at the mirror"),
+                    origin
+                        .cmaf_segment(rec.sequence)
+                        .expect("cmaf at the origin"),
+                    "segment {}, joined at {join}",
+                    rec.sequence
+                );
+                // TS too: the mirror continued the origin's counters.
+                assert_eq!(
+                    mirror.ts_segment(rec.sequence).expect("ts at the mirror"),
+                    origin.ts_segment(rec.sequence).expect("ts at the origin"),
+                    "TS segment {}, joined at {join}",
+                    rec.sequence
+                );
+            }
+        }
     }
 
     #[test]

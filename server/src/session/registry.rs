@@ -4,14 +4,15 @@
 //! ended session's last window is still served.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use crate::config::ConfigError;
 
+use super::replica::{Replicator, SessionStart};
 use super::{EndReason, Session, SessionOptions};
 
 /// Defaults and limits the registry enforces, and the policy for
@@ -134,6 +135,8 @@ pub enum RegistryError {
     Ended,
     #[error("server is shutting down")]
     ShuttingDown,
+    #[error("this server is an edge (--role edge): it serves sessions from the cluster and takes no publishers; publish to an origin")]
+    EdgeNode,
     #[error(
         "the server's media memory limit is reached ({held} of {limit} bytes held by live sessions; \
          raise --memory-limit or lower --ring-bytes)"
@@ -157,6 +160,12 @@ pub struct Registry {
     shutting_down: AtomicBool,
     /// `--record`: every new session is recorded.
     recorder: Option<crate::record::Recorder>,
+    /// Replicates new sessions (an origin in a cluster).
+    replicator: OnceLock<Arc<dyn Replicator>>,
+    /// An edge: sessions come from the cluster, never from publishers.
+    edge: AtomicBool,
+    /// The connection to the cluster: 0 none (a single node), 1 up, 2 down.
+    cluster: AtomicU8,
 }
 
 impl Registry {
@@ -175,12 +184,84 @@ impl Registry {
             defaults,
             shutting_down: AtomicBool::new(false),
             recorder,
+            replicator: OnceLock::new(),
+            edge: AtomicBool::new(false),
+            cluster: AtomicU8::new(0),
         })
     }
 
     /// The recorder (`--record`), if recording is on.
     pub fn recorder(&self) -> Option<&crate::record::Recorder> {
         self.recorder.as_ref()
+    }
+
+    /// Records whether the connection to the cluster is up (for health).
+    pub fn set_cluster_up(&self, up: bool) {
+        self.cluster
+            .store(if up { 1 } else { 2 }, Ordering::Relaxed);
+    }
+
+    /// Whether the connection to the cluster is up; `None` for a single
+    /// node.
+    pub fn cluster_up(&self) -> Option<bool> {
+        match self.cluster.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n == 1),
+        }
+    }
+
+    /// Every session created from now on is replicated by `r` (an origin in
+    /// a cluster). Set once; later calls are ignored.
+    pub fn set_replicator(&self, r: Arc<dyn Replicator>) {
+        let _ = self.replicator.set(r);
+    }
+
+    /// Makes this registry an edge's: publishers are refused
+    /// ([`RegistryError::EdgeNode`]), sessions are mirrors
+    /// ([`mirror`](Self::mirror)).
+    pub fn set_edge(&self) {
+        self.edge.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_edge(&self) -> bool {
+        self.edge.load(Ordering::Relaxed)
+    }
+
+    /// Creates a session filled from a replica of another node's (an
+    /// edge's), replacing an ended one of the same id.
+    pub fn mirror(
+        &self,
+        id: &str,
+        start: Arc<SessionStart>,
+    ) -> Result<Arc<Session>, RegistryError> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(RegistryError::ShuttingDown);
+        }
+        let mut map = self.map();
+        if map.get(id).is_some_and(|s| !s.is_ended()) {
+            return Err(RegistryError::AlreadyPublishing);
+        }
+        let live = map.values().filter(|s| !s.is_ended()).count();
+        if live >= self.defaults.max_sessions {
+            return Err(RegistryError::TooManySessions(self.defaults.max_sessions));
+        }
+        let held = self.enforce_memory(&mut map);
+        if held >= self.defaults.memory_limit {
+            return Err(RegistryError::MemoryLimit {
+                limit: self.defaults.memory_limit,
+                held,
+            });
+        }
+        let session = Arc::new(Session::mirror(
+            id.to_string(),
+            start,
+            self.defaults.max_lag_items,
+        ));
+        map.insert(id.to_string(), session.clone());
+        drop(map);
+        self.changed.notify_waiters();
+        tracing::info!(session_id = %id, "mirror session created");
+        Ok(session)
     }
 
     pub fn defaults(&self) -> &SessionDefaults {
@@ -200,6 +281,9 @@ impl Registry {
     ) -> Result<PublishGrant, RegistryError> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(RegistryError::ShuttingDown);
+        }
+        if self.is_edge() {
+            return Err(RegistryError::EdgeNode);
         }
         let mut map = self.map();
         if let Some(existing) = map.get(id) {
@@ -229,6 +313,7 @@ impl Registry {
             self.defaults.max_lag_items,
             self.defaults.ring_max_bytes,
             self.recorder.as_ref().map(|r| r.session(id)),
+            self.replicator.get().and_then(|r| r.attach(id)),
         ));
         let (generation, resumed) = session.attach_publisher()?;
         // An ended session of the same id is replaced: its window stops being

@@ -7,6 +7,7 @@ pub use require_tool::*;
 pub mod history;
 pub mod http;
 pub mod live;
+pub mod nats;
 pub mod s3;
 #[allow(unused_imports)]
 pub use http::{dechunk, get, header, http_get};
