@@ -805,6 +805,7 @@ mod tests {
             byte_size: frames.iter().map(|f| f.data.len() as u64).sum(),
             config_id: 1,
             composition_shift: 6000,
+            audio: None,
         }
     }
 
@@ -1364,6 +1365,7 @@ mod tests {
                 byte_size: 0,
                 config_id: 1,
                 composition_shift: rand(10_000) as u32,
+                audio: None,
             };
             let end = dts.wrapping_add(rand(6000)).wrapping_sub(100);
             if let Ok(seg) = media_segment(&rec, &refs, end) {

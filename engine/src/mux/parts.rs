@@ -259,6 +259,7 @@ mod tests {
             byte_size: 0,
             config_id: 0,
             composition_shift: 0,
+            audio: None,
         });
         let err = muxer.mux(rec, &[], &CodecConfig::default()).unwrap_err();
         assert!(matches!(

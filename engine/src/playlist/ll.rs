@@ -323,6 +323,7 @@ mod tests {
             byte_size: 1000,
             config_id: 0,
             composition_shift: 0,
+            audio: None,
         }
     }
 

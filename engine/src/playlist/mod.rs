@@ -24,7 +24,7 @@ mod time;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::frame::{CodecConfig, PartRecord, SegmentRecord};
+use crate::frame::{AudioConfig, CodecConfig, PartRecord, SegmentRecord};
 
 pub use hls::Flavour as HlsFlavour;
 pub use ll::{LlPosition, PART_SEGMENTS};
@@ -169,6 +169,8 @@ pub struct Manifests {
     periods: VecDeque<Period>,
     /// The configs referenced by the window (by `SegmentRecord::config_id`).
     configs: BTreeMap<u32, CodecConfig>,
+    /// The session's audio format, once it has audio.
+    audio: Option<AudioConfig>,
     next_period_id: u64,
     /// `EXT-X-TARGETDURATION`, seconds; fixed for the session.
     target_duration: u64,
@@ -202,6 +204,7 @@ impl Manifests {
             window: VecDeque::with_capacity(cap),
             periods: VecDeque::new(),
             configs: BTreeMap::new(),
+            audio: None,
             next_period_id: 0,
             target_duration,
             max_segment_ms,
@@ -228,6 +231,22 @@ impl Manifests {
     /// is not above the last one (a replay; HLS forbids the media sequence
     /// going back), and anything after [`end`](Self::end).
     pub fn push(&mut self, rec: SegmentRecord, cfg: &CodecConfig, now_ms: u64) -> ManifestUpdate {
+        self.push_av(rec, Some(cfg), None, now_ms)
+    }
+
+    /// [`push`](Self::push) for a session with audio: `video` is the
+    /// segment's video config (`None` in an audio-only session), `audio`
+    /// the session's audio format (`None` until it has audio).
+    pub fn push_av(
+        &mut self,
+        rec: SegmentRecord,
+        video: Option<&CodecConfig>,
+        audio: Option<&AudioConfig>,
+        now_ms: u64,
+    ) -> ManifestUpdate {
+        if let Some(a) = audio {
+            self.audio.get_or_insert_with(|| a.clone());
+        }
         let segment_sequence = Some(rec.sequence);
         let prev = self
             .window
@@ -275,9 +294,11 @@ impl Manifests {
         self.window_bytes = self.window_bytes.saturating_add(seg.rec.byte_size);
         // A period's codec string, size and frame rate are fixed when it
         // starts: the first record of a config decides them.
-        self.configs
-            .entry(seg.rec.config_id)
-            .or_insert_with(|| cfg.clone());
+        if let Some(cfg) = video {
+            self.configs
+                .entry(seg.rec.config_id)
+                .or_insert_with(|| cfg.clone());
+        }
         let appended_hls_cmaf = seg.hls_cmaf.clone();
         let appended_hls_ts = seg.hls_ts.clone();
         let appended_dash = seg.dash_s.clone();

@@ -48,6 +48,7 @@ pub(super) fn rec(sequence: u64, start: u64, duration: u64) -> SegmentRecord {
         byte_size: 500_000,
         config_id: 0,
         composition_shift: 0,
+        audio: None,
     }
 }
 
@@ -317,6 +318,7 @@ impl Stream {
             byte_size: rng.below(5_000_000),
             config_id: self.config,
             composition_shift: 0,
+            audio: None,
         };
         self.seq += 1;
         self.start += duration;
@@ -358,6 +360,7 @@ fn hostile(rng: &mut Rng, last_seq: &mut u64) -> SegmentRecord {
         byte_size: extreme(rng),
         config_id: rng.pick(&[0, 1, 2, u32::MAX]),
         composition_shift: rng.below(u64::from(u32::MAX)) as u32,
+        audio: None,
     }
 }
 

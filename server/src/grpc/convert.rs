@@ -34,6 +34,7 @@ pub fn frame(f: &Frame) -> pb::SliceResponse {
             capture_time_ns: f.capture_time_ns,
             ingest_time_ns: f.ingest_time_ns,
             is_reference: f.is_reference,
+            ..Default::default()
         })),
     }
 }
@@ -84,6 +85,7 @@ pub fn session_info(id: &str, s: &Snapshot, changed: bool) -> pb::SliceResponse 
         hls_ts_playlist: s.hls_ts.render(),
         start_frame_index: s.start_frame.unwrap_or(0),
         timing_note: s.timing_note.clone().unwrap_or_default(),
+        ..Default::default()
     }))
 }
 
@@ -142,6 +144,7 @@ pub fn manifest_delta(u: &ManifestUpdate) -> pb::SliceResponse {
         segment_sequence: u.segment_sequence.unwrap_or(0),
         ended: u.ended,
         hls_ts: Some(edit(&u.hls_ts)),
+        ..Default::default()
     }))
 }
 
@@ -161,6 +164,9 @@ pub fn drop_reason(r: DropReason) -> pb::DropReason {
         DropReason::NotH264 => pb::DropReason::NotH264,
         DropReason::TooLarge => pb::DropReason::TooLarge,
         DropReason::LeadingPicture => pb::DropReason::LeadingPicture,
+        DropReason::BadAudio => pb::DropReason::BadAudio,
+        DropReason::AudioTiming => pb::DropReason::AudioTiming,
+        DropReason::NoVideoTrack => pb::DropReason::NoVideoTrack,
     }
 }
 

@@ -675,6 +675,7 @@ impl Session {
                     fatal = Some(e);
                     continue;
                 }
+                Event::AudioFrame(_) | Event::AudioConfig(_) => continue,
             };
             if work.parts.is_empty() {
                 st.log.push(item);

@@ -152,6 +152,7 @@ mod tests {
                 byte_size: 1000,
                 config_id: 0,
                 composition_shift: 0,
+                audio: None,
             },
             manifest: ManifestUpdate {
                 media_sequence: first_listed,
