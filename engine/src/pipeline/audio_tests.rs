@@ -508,3 +508,105 @@ fn audio_stays_within_a_frame_of_the_video_for_an_hour() {
     );
     assert!(audio.repairs().drift_slips > 5);
 }
+
+/// Muxes a publish's parts (TS with both tracks, CMAF video and audio
+/// chunks) as the server does; returns (TS segments, CMAF audio segments).
+fn mux_parts(units: &[Unit]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, bytes::Bytes) {
+    use crate::mux::cmaf_audio::audio_init_segment;
+    use crate::mux::parts::{cmaf_audio_segment_pieces, concat, ts_segment_pieces, PartMuxer};
+    let mut p = SessionPipeline::new(PipelineOptions::default());
+    let mut events = Vec::new();
+    for u in units {
+        match u {
+            Unit::Video(d, t) => p.push(d.clone(), None, BASE_NS + t, true, &mut events),
+            Unit::Audio(d, t) => {
+                p.push_audio(d.clone(), AudioInput::Adts, None, BASE_NS + t, &mut events)
+            }
+        }
+    }
+    p.finish(BASE_NS + 10_000_000_000, &mut events);
+    let mut muxer = PartMuxer::default();
+    let (mut frames, mut audio, mut parts) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ts, mut cmaf_audio) = (Vec::new(), Vec::new());
+    let mut cfg = None;
+    let acfg = p.audio_config().cloned().unwrap();
+    for e in events {
+        match e {
+            Event::Config(c) => cfg = Some(c),
+            Event::Frame(f) => frames.push(f),
+            Event::AudioFrame(f) => audio.push(f),
+            Event::Part(rec) => {
+                let fs: Vec<&Frame> = frames
+                    .iter()
+                    .filter(|f| {
+                        f.index >= rec.first_frame_index
+                            && f.index < rec.first_frame_index + u64::from(rec.frame_count)
+                    })
+                    .map(|f| f.as_ref())
+                    .collect();
+                let span = rec.audio.clone().unwrap();
+                let a: Vec<&AudioFrame> = audio
+                    .iter()
+                    .filter(|f| {
+                        f.index >= span.first_frame_index
+                            && f.index < span.first_frame_index + u64::from(span.frame_count)
+                    })
+                    .map(|f| f.as_ref())
+                    .collect();
+                parts.push(
+                    muxer
+                        .mux_av(rec, &fs, cfg.as_deref(), Some((&a, &acfg)))
+                        .expect("mux"),
+                );
+            }
+            Event::Segment(s) => {
+                let mine: Vec<_> = parts
+                    .iter()
+                    .filter(|p| p.record.segment == s.record.sequence)
+                    .collect();
+                ts.push(concat(&ts_segment_pieces(mine.iter().copied())).to_vec());
+                cmaf_audio.push(concat(&cmaf_audio_segment_pieces(mine.iter().copied())).to_vec());
+            }
+            _ => {}
+        }
+    }
+    (ts, cmaf_audio, audio_init_segment(&acfg).unwrap())
+}
+
+#[test]
+fn ts_carries_both_tracks_and_every_audio_frame() {
+    let (units, _) = interleave("av_48k_stereo.h264", "av_48k_stereo.aac", 0);
+    let (ts, cmaf_audio, init) = mux_parts(&units);
+    assert_eq!(ts.len(), 2);
+    let all: Vec<u8> = ts.concat();
+    assert_eq!(all.len() % 188, 0);
+    // Count ADTS frames in the audio PID's payload.
+    let mut audio_es = Vec::new();
+    for p in all.chunks(188) {
+        let pid = (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2]);
+        if pid != 0x101 {
+            continue;
+        }
+        let afc = (p[3] >> 4) & 3;
+        let mut at = 4;
+        if afc & 2 != 0 {
+            at += 1 + usize::from(p[4]);
+        }
+        let mut payload = &p[at..];
+        if p[1] & 0x40 != 0 {
+            let hl = 9 + usize::from(payload[8]);
+            assert_eq!(payload[3], 0xC0);
+            payload = &payload[hl..];
+        }
+        audio_es.extend_from_slice(payload);
+    }
+    assert_eq!(adts_frames(&Bytes::from(audio_es)).len(), 188);
+    if let Ok(dir) = std::env::var("LIVESLICE_DUMP") {
+        std::fs::write(format!("{dir}/av.ts"), &all).unwrap();
+        let mut mp4 = init.to_vec();
+        for c in &cmaf_audio {
+            mp4.extend_from_slice(c);
+        }
+        std::fs::write(format!("{dir}/audio.mp4"), mp4).unwrap();
+    }
+}
