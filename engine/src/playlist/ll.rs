@@ -32,10 +32,10 @@
 
 use std::fmt::Write;
 
-use super::hls::Flavour;
+use super::hls::{audio_ticks, Flavour};
 use super::time::write_extinf_seconds;
 use super::Manifests;
-use crate::frame::PartRecord;
+use crate::frame::{AudioConfig, PartRecord};
 
 /// Complete segments whose parts are listed (besides the segment in
 /// progress): about three target durations' worth at the usual one to two
@@ -62,20 +62,33 @@ pub struct LlPosition {
 }
 
 fn part_uri(out: &mut String, number: u64, flavour: Flavour) {
-    let ext = match flavour {
-        Flavour::Cmaf => "m4s",
-        Flavour::Ts => "ts",
+    let _ = match flavour {
+        Flavour::Cmaf => write!(out, "part-{number}.m4s"),
+        Flavour::Ts => write!(out, "part-{number}.ts"),
+        Flavour::Audio => write!(out, "audio-part-{number}.m4s"),
     };
-    let _ = write!(out, "part-{number}.{ext}");
 }
 
-fn write_part(out: &mut String, p: &PartRecord, flavour: Flavour) {
+fn write_part(out: &mut String, p: &PartRecord, flavour: Flavour, audio: Option<&AudioConfig>) {
     out.push_str("#EXT-X-PART:DURATION=");
-    write_extinf_seconds(out, p.duration);
+    let audio_span = p.audio.as_ref().filter(|a| a.frame_count > 0);
+    match (flavour, audio_span, audio) {
+        (Flavour::Audio, Some(a), Some(cfg)) => {
+            write_extinf_seconds(out, audio_ticks(a.duration, cfg))
+        }
+        _ => write_extinf_seconds(out, p.duration),
+    }
     out.push_str(",URI=\"");
     part_uri(out, p.number, flavour);
     out.push('"');
-    if p.independent {
+    if flavour == Flavour::Audio {
+        // Every AAC frame is independent; a part without audio is a gap.
+        if audio_span.is_some() {
+            out.push_str(",INDEPENDENT=YES");
+        } else {
+            out.push_str(",GAP=YES");
+        }
+    } else if p.independent {
         out.push_str(",INDEPENDENT=YES");
     }
     out.push('\n');
@@ -197,7 +210,7 @@ impl Manifests {
         let first_kept = self.window.get(skipped).map(|w| w.rec.config_id);
         let version = match (skip, flavour) {
             (true, _) => 9,
-            (false, Flavour::Cmaf) => 7,
+            (false, Flavour::Cmaf | Flavour::Audio) => 7,
             (false, Flavour::Ts) => 3,
         };
         let mut s = String::with_capacity(1024 + self.window.len() * 160 + self.parts.len() * 64);
@@ -209,6 +222,7 @@ impl Manifests {
             let entry = match flavour {
                 Flavour::Cmaf => &w.hls_cmaf,
                 Flavour::Ts => &w.hls_ts,
+                Flavour::Audio => &w.hls_audio,
             };
             let mut parts = self
                 .parts
@@ -219,7 +233,7 @@ impl Manifests {
                 (Some(_), Some(at)) => {
                     s.push_str(&entry[..at]);
                     for p in parts {
-                        write_part(&mut s, p, flavour);
+                        write_part(&mut s, p, flavour, self.audio.as_ref());
                     }
                     s.push_str(&entry[at..]);
                 }
@@ -244,7 +258,7 @@ impl Manifests {
                 }
             }
             for p in open {
-                write_part(&mut s, p, flavour);
+                write_part(&mut s, p, flavour, self.audio.as_ref());
             }
             s.push_str("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"");
             part_uri(&mut s, pos.next_part, flavour);

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::frame::{AudioConfig, CodecConfig, PartRecord, SegmentRecord};
 
-pub use hls::Flavour as HlsFlavour;
+pub use hls::{Flavour as HlsFlavour, AUDIO_INIT};
 pub use ll::{LlPosition, PART_SEGMENTS};
 
 pub use time::iso8601_ms;
@@ -135,6 +135,9 @@ pub struct ManifestUpdate {
     pub hls_cmaf: ManifestEdit,
     pub hls_ts: ManifestEdit,
     pub dash: ManifestEdit,
+    /// The HLS audio media playlist (sessions with audio; an empty edit
+    /// otherwise).
+    pub hls_audio: ManifestEdit,
 }
 
 /// A segment in the live window with its cached, rendered entries.
@@ -146,6 +149,10 @@ struct WindowSegment {
     hls_cmaf: String,
     hls_ts: String,
     dash_s: String,
+    /// Its entry in the audio playlist.
+    hls_audio: String,
+    /// Its `S` in the audio AdaptationSet (empty without audio frames).
+    dash_audio_s: String,
 }
 
 /// A DASH period: a run of segments with one codec config and no
@@ -288,10 +295,13 @@ impl Manifests {
             hls_cmaf: hls::entry(&rec, hls::Flavour::Cmaf, config_changed),
             hls_ts: hls::entry(&rec, hls::Flavour::Ts, config_changed),
             dash_s: dash::s_entry(&rec),
+            hls_audio: hls::audio_entry(&rec, self.audio.as_ref()),
+            dash_audio_s: dash::audio_s_entry(&rec),
             period,
             rec,
         };
-        self.window_bytes = self.window_bytes.saturating_add(seg.rec.byte_size);
+        let seg_bytes = seg.rec.byte_size + seg.rec.audio.as_ref().map_or(0, |a| a.byte_size);
+        self.window_bytes = self.window_bytes.saturating_add(seg_bytes);
         // A period's codec string, size and frame rate are fixed when it
         // starts: the first record of a config decides them.
         if let Some(cfg) = video {
@@ -301,7 +311,12 @@ impl Manifests {
         }
         let appended_hls_cmaf = seg.hls_cmaf.clone();
         let appended_hls_ts = seg.hls_ts.clone();
-        let appended_dash = seg.dash_s.clone();
+        let appended_dash = if video.is_none() {
+            seg.dash_audio_s.clone()
+        } else {
+            seg.dash_s.clone()
+        };
+        let appended_hls_audio = seg.hls_audio.clone();
         self.window.push_back(seg);
         self.open_discontinuity = false;
         self.trim_parts();
@@ -312,7 +327,9 @@ impl Manifests {
             || (self.window_bytes > self.opts.max_window_bytes && self.window.len() > 1)
         {
             if let Some(gone) = self.window.pop_front() {
-                self.window_bytes = self.window_bytes.saturating_sub(gone.rec.byte_size);
+                let gone_bytes =
+                    gone.rec.byte_size + gone.rec.audio.as_ref().map_or(0, |a| a.byte_size);
+                self.window_bytes = self.window_bytes.saturating_sub(gone_bytes);
                 removed = removed.saturating_add(1);
                 if Some(gone.period) == old_last_period {
                     removed_from_old_last = removed_from_old_last.saturating_add(1);
@@ -363,6 +380,12 @@ impl Manifests {
                 append_entries: vec![appended_dash],
                 tail: self.dash_tail(),
             },
+            hls_audio: ManifestEdit {
+                head: self.hls_head(hls::Flavour::Audio),
+                remove_entries: removed,
+                append_entries: vec![appended_hls_audio],
+                tail: self.hls_tail(),
+            },
         }
     }
 
@@ -389,6 +412,7 @@ impl Manifests {
             hls_cmaf: rewrap(self.hls_head(hls::Flavour::Cmaf), self.hls_tail()),
             hls_ts: rewrap(self.hls_head(hls::Flavour::Ts), self.hls_tail()),
             dash: rewrap(self.dash_head(now_ms), self.dash_tail()),
+            hls_audio: rewrap(self.hls_head(hls::Flavour::Audio), self.hls_tail()),
         }
     }
 
