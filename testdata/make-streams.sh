@@ -167,11 +167,13 @@ av av_48k_stereo 4 48000 "testsrc2=size=320x180:rate=30" \
 av av_44k_mono 4 44100 "testsrc2=size=320x180:rate=25" \
   "-profile:v baseline -g 50 -keyint_min 50 -sc_threshold 0 -crf 34" \
   "anoisesrc=color=pink:amplitude=0.3:sample_rate=44100" "-b:a 64k -ar 44100 -ac 1"
-# The demo's tone (`liveslice demo` loops it with high_bframes_30.h264, 6 s):
-# 48 kHz stereo, 440 Hz with a beep every second.
+# The demos' tone (`liveslice demo` and the server's --demo loop it with
+# high_bframes_30.h264, a 6 s loop): 48 kHz mono, 440 Hz with a beep every
+# second, exactly 24 s (1,125 frames with the priming frame) so that it
+# loops in step with every fourth video loop.
 ffmpeg -hide_banner -loglevel error -y -f lavfi \
-  -i "sine=frequency=440:beep_factor=4:sample_rate=48000,pan=stereo|c0=c0|c1=c0" -t 6 \
-  -c:a aac -b:a 64k -ar 48000 -ac 2 -f adts tone_48k_stereo.aac
+  -i "sine=frequency=440:beep_factor=4:sample_rate=48000,atrim=end_sample=$((24 * 48000 - 1024))" \
+  -c:a aac -b:a 32k -ar 48000 -ac 1 -f adts tone_48k_mono.aac
 fi
 [ "${1:-all}" = audio ] && { ls -l ./*.aac av_*; exit 0; }
 
