@@ -387,6 +387,7 @@ async fn demo_publishes_into_a_running_server_until_interrupted() {
         subscribe: Some(pb::SubscribeOptions {
             events: true,
             wait_ms: 10_000,
+            audio: true,
             ..Default::default()
         }),
         ..Default::default()
@@ -398,19 +399,29 @@ async fn demo_publishes_into_a_running_server_until_interrupted() {
         .await
         .unwrap()
         .into_inner();
-    let mut frames = 0;
+    // The demo has sound: audio frames flow too, with the audio codec.
+    let (mut frames, mut audio) = (0, 0);
+    let mut audio_codec = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while frames < 45 {
+    while frames < 45 || audio < 20 || audio_codec.is_empty() {
         let msg = tokio::time::timeout_at(deadline, stream.message())
             .await
             .expect("frames within 10 s")
             .unwrap()
             .expect("stream open");
-        if let Some(Event::Frame(f)) = &msg.event {
-            assert!(f.capture_time_ns.is_some(), "capture times are sent");
-            frames += 1;
+        match &msg.event {
+            Some(Event::Frame(f)) if f.track == pb::Track::Audio as i32 => audio += 1,
+            Some(Event::Frame(f)) => {
+                assert!(f.capture_time_ns.is_some(), "capture times are sent");
+                frames += 1;
+            }
+            Some(Event::SessionInfo(i)) if !i.audio_codec.is_empty() => {
+                audio_codec = i.audio_codec.clone()
+            }
+            _ => {}
         }
     }
+    assert_eq!(audio_codec, "mp4a.40.2");
     assert!(
         server.registry.get("tour").is_some_and(|s| !s.is_ended()),
         "session tour is live"
