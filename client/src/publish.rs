@@ -55,9 +55,9 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub window: Option<u32>,
     /// An AAC file (ADTS) to publish as the session's audio track beside
-    /// the video, from the same start (with --realtime; looped with
-    /// --loop). Its capture times are the video's clock: audio and video
-    /// play in step.
+    /// the video, from the same start (looped with --loop); the two go out
+    /// interleaved by time, with capture times on one clock, so they play
+    /// in step. An MPEG-TS input brings its own audio.
     #[arg(long, value_name = "FILE.aac")]
     pub audio: Option<std::path::PathBuf>,
     /// H.264 Annex B file, or `-` for stdin.
@@ -135,7 +135,7 @@ pub struct Plan {
     /// Print server events as they come (off for `demo`, which has its own
     /// status line).
     pub verbose: bool,
-    /// An audio track to send beside the video (with `realtime`).
+    /// An audio track to send beside the video, interleaved by time.
     pub audio: Option<AudioTrack>,
 }
 
@@ -181,7 +181,21 @@ impl Summary {
 }
 
 pub async fn run(a: Args) -> Result<()> {
-    let input = Input::from_arg(&a.input);
+    let mut input = Input::from_arg(&a.input);
+    // An MPEG-TS file: its video and audio go out as the session's tracks.
+    let mut ts_audio = None;
+    if let Input::File(path) = &input {
+        use liveslice_engine::container::{detect, Container, SNIFF_BYTES};
+        let ts = std::fs::read(path)
+            .ok()
+            .filter(|d| detect(&d[..d.len().min(SNIFF_BYTES)]) == Some(Container::MpegTs));
+        if let Some(data) = ts {
+            let name = path.display().to_string();
+            let d = crate::demux::demux_ts(&data, &name)?;
+            ts_audio = d.audio;
+            input = Input::Memory(format!("the video of {name}"), d.video);
+        }
+    }
     let plan = Plan {
         server: Server::new(&a.server.server, &a.server.access)?,
         session: a.session,
@@ -197,9 +211,6 @@ pub async fn run(a: Args) -> Result<()> {
         verbose: true,
         audio: match &a.audio {
             Some(path) => {
-                if !a.realtime {
-                    bail!("--audio needs --realtime (audio and video go out paced together)");
-                }
                 let data = std::fs::read(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
                 Some(
@@ -207,7 +218,7 @@ pub async fn run(a: Args) -> Result<()> {
                         .with_context(|| path.display().to_string())?,
                 )
             }
-            None => None,
+            None => ts_audio,
         },
     };
     let (stop_tx, stop) = watch::channel(false);
@@ -251,7 +262,9 @@ pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Sum
     }
     let started = Instant::now();
     // Open the input first: a typo in the path should not create a session.
-    let mut source = if plan.realtime {
+    // With audio, the two tracks go out interleaved by time (paced with
+    // --realtime, else as fast as the server takes them).
+    let mut source = if plan.realtime || plan.audio.is_some() {
         Feed::Paced(Box::new(AuSource::open(plan).await?))
     } else if plan.input.is_live() {
         // A pipe: each access unit goes out as soon as it is complete.
@@ -651,6 +664,29 @@ async fn feed_paced(
                 bail!("{}: a lap produced no frames", plan.input);
             }
             if !plan.looping {
+                // The audio left after the last video frame goes too.
+                if let (Some(track), Some(base)) = (&plan.audio, audio_base) {
+                    for (data, t) in track.frames.iter().skip(audio_next) {
+                        let t = base + audio_lap + t;
+                        if plan.realtime {
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(start + Duration::from_nanos(t)) => {}
+                                _ = stopped(stop) => return Ok(()),
+                            }
+                        }
+                        let req = pb::SliceRequest {
+                            data: data.clone(),
+                            capture_time_ns: Some(start_unix + t),
+                            track: pb::Track::Audio as i32,
+                            ..Default::default()
+                        };
+                        if tx.send(req).await.is_err() {
+                            return Ok(());
+                        }
+                        sent.bytes += data.len() as u64;
+                        sent.messages += 1;
+                    }
+                }
                 return Ok(());
             }
             lap_offset += lap_end;
@@ -683,9 +719,11 @@ async fn feed_paced(
                 if t > until {
                     break;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep_until(start + Duration::from_nanos(t)) => {}
-                    _ = stopped(stop) => return Ok(()),
+                if plan.realtime {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(start + Duration::from_nanos(t)) => {}
+                        _ = stopped(stop) => return Ok(()),
+                    }
                 }
                 let req = pb::SliceRequest {
                     data: data.clone(),
@@ -702,9 +740,11 @@ async fn feed_paced(
                 audio_next += 1;
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep_until(at) => {}
-            _ = stopped(stop) => return Ok(()),
+        if plan.realtime {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = stopped(stop) => return Ok(()),
+            }
         }
         let req = pb::SliceRequest {
             data: f.data.clone(),
