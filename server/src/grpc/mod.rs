@@ -733,17 +733,17 @@ fn deliveries(
                 let rate = snapshot.audio.as_ref().map(|a| a.sample_rate);
                 let mut ready = convert::part_ready(&p, rate);
                 if let Some(pb::slice_response::Event::PartReady(r)) = ready.event.as_mut() {
-                    if opts.segments_cmaf {
+                    if opts.segments_cmaf && p.frame_count > 0 {
                         match session.part_bytes(p.number, crate::session::Format::Cmaf) {
                             Ok((b, _)) => r.cmaf = b,
                             Err(e) => tracing::warn!(error = %e, "CMAF part for a subscriber"),
                         }
-                        if p.audio.as_ref().is_some_and(|a| a.frame_count > 0) {
-                            match session.part_bytes(p.number, crate::session::Format::AudioCmaf) {
-                                Ok((b, _)) => r.audio_cmaf = b,
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "CMAF audio part for a subscriber")
-                                }
+                    }
+                    if opts.segments_cmaf && p.audio.as_ref().is_some_and(|a| a.frame_count > 0) {
+                        match session.part_bytes(p.number, crate::session::Format::AudioCmaf) {
+                            Ok((b, _)) => r.audio_cmaf = b,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "CMAF audio part for a subscriber")
                             }
                         }
                     }
@@ -793,7 +793,9 @@ fn attach_segment_bytes(
     let Some(pb::slice_response::Event::SegmentReady(r)) = ready.event.as_mut() else {
         return;
     };
-    if opts.segments_cmaf {
+    // An audio-only session's segments have no video track.
+    let video = record.frame_count > 0;
+    if opts.segments_cmaf && video {
         if last_init.0 != Some(record.config_id) {
             match session.init_segment(record.config_id) {
                 Ok(b) => {
@@ -807,17 +809,17 @@ fn attach_segment_bytes(
             Ok(b) => r.cmaf = b,
             Err(e) => tracing::warn!(error = %e, "CMAF segment for a subscriber"),
         }
-        if record.audio.as_ref().is_some_and(|a| a.frame_count > 0) {
-            if !last_init.1 {
-                if let Ok(b) = session.audio_init_segment() {
-                    r.audio_cmaf_init = b;
-                    last_init.1 = true;
-                }
+    }
+    if opts.segments_cmaf && record.audio.as_ref().is_some_and(|a| a.frame_count > 0) {
+        if !last_init.1 {
+            if let Ok(b) = session.audio_init_segment() {
+                r.audio_cmaf_init = b;
+                last_init.1 = true;
             }
-            match session.cmaf_audio_segment(record.sequence) {
-                Ok(b) => r.audio_cmaf = b,
-                Err(e) => tracing::warn!(error = %e, "CMAF audio segment for a subscriber"),
-            }
+        }
+        match session.cmaf_audio_segment(record.sequence) {
+            Ok(b) => r.audio_cmaf = b,
+            Err(e) => tracing::warn!(error = %e, "CMAF audio segment for a subscriber"),
         }
     }
     if opts.segments_ts {
