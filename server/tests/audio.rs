@@ -51,10 +51,25 @@ fn adts_frames(data: &[u8]) -> Vec<Bytes> {
 
 /// One message to send: (track, data, media time in ns for ordering).
 fn messages(name: &str, audio: bool, video: bool) -> Vec<(pb::Track, Bytes, u64)> {
+    av_messages(
+        &format!("{name}.h264"),
+        &format!("{name}.aac"),
+        audio,
+        video,
+    )
+}
+
+/// [`messages`] of any video file and ADTS file.
+fn av_messages(
+    video_file: &str,
+    audio_file: &str,
+    audio: bool,
+    video: bool,
+) -> Vec<(pb::Track, Bytes, u64)> {
     let mut out = Vec::new();
     if video {
         let v = frames_of(
-            Bytes::from(testdata(&format!("{name}.h264"))),
+            Bytes::from(testdata(video_file)),
             PipelineOptions::default(),
         );
         for f in v {
@@ -66,7 +81,7 @@ fn messages(name: &str, audio: bool, video: bool) -> Vec<(pb::Track, Bytes, u64)
         }
     }
     if audio {
-        let a = adts_frames(&testdata(&format!("{name}.aac")));
+        let a = adts_frames(&testdata(audio_file));
         let rate = AdtsHeader::parse(&a[0]).unwrap().unwrap().sample_rate();
         for (n, f) in a.into_iter().enumerate() {
             out.push((
@@ -407,4 +422,33 @@ async fn bad_audio_is_reported_and_the_session_goes_on() {
         _ => None,
     });
     assert_eq!(ended, Some(pb::session_ended::Reason::EndOfStream as i32));
+}
+
+/// H.265 video with AAC audio: both in the TS (stream types 0x24 and 0x0F)
+/// and in HLS CMAF (`hvc1` + the audio rendition), every frame of each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hevc_with_audio() {
+    if !have_ffmpeg("H.265 + AAC output checked with ffprobe") {
+        return;
+    }
+    let server = start(test_config()).await;
+    let base = format!("http://{}", server.http_addr);
+    let msgs = av_messages("hevc_closed_30.h265", "av_48k_stereo.aac", true, true);
+    publish_av(&server, "hevcav", msgs).await;
+    for path in ["ts/index.m3u8", "master.m3u8"] {
+        let url = format!("{base}/live/hevcav/{path}");
+        let streams = probe_async(url.clone()).await;
+        let video = streams.iter().find(|s| s.0 == "video");
+        let audio = streams.iter().find(|s| s.0 == "audio");
+        let (Some(video), Some(audio)) = (video, audio) else {
+            panic!("{path}: streams {streams:?}");
+        };
+        assert_eq!((video.1.as_str(), video.2), ("hevc", 120), "{path}");
+        assert_eq!((audio.1.as_str(), audio.2), ("aac", 188), "{path}");
+        assert!(
+            (video.3 - audio.3).abs() <= 1024.0 / 48_000.0 + 1e-3,
+            "{path}: {streams:?}"
+        );
+        assert_eq!(decode_errors(url).await, "", "{path}");
+    }
 }
