@@ -571,4 +571,65 @@ mod tests {
         m.end(0);
         assert_eq!(m.dash_ll(0), m.dash(0).render());
     }
+
+    /// The audio playlist's low-latency rendering: each part with the
+    /// duration of its audio span (`audio-part-N.m4s`, every AAC frame
+    /// independent), a part without audio as a gap, the preload hint for
+    /// the next audio part.
+    #[test]
+    fn audio_parts_are_listed_with_their_audio_durations() {
+        let a = crate::audio::config::parse_asc(&[0x11, 0x90]).unwrap();
+        let mut m = ll(6);
+        let mut at = 0u64;
+        let audio_part = |p: &mut PartRecord, at: &mut u64, frames: u32| {
+            p.audio = Some(crate::frame::AudioSpan {
+                first_frame_index: *at / 1024,
+                frame_count: frames,
+                start: *at,
+                duration: u64::from(frames) * 1024,
+                byte_size: 100,
+                config_id: 0,
+            });
+            *at += u64::from(frames) * 1024;
+        };
+        for i in 0..5 {
+            let mut p = part(0, i);
+            audio_part(&mut p, &mut at, if i == 4 { 10 } else { 9 });
+            m.push_part(&p);
+        }
+        let mut r = rec(0, 0, 90_000);
+        r.audio = Some(crate::frame::AudioSpan {
+            first_frame_index: 0,
+            frame_count: 46,
+            start: 0,
+            duration: 46 * 1024,
+            byte_size: 4600,
+            config_id: 0,
+        });
+        m.push_av(r, Some(&cfg(0)), Some(&a), 0);
+        let mut p = part(1, 0);
+        audio_part(&mut p, &mut at, 9);
+        m.push_part(&p);
+        m.push_part(&part(1, 1)); // no audio (yet)
+        let text = m.hls_ll(Flavour::Audio, false);
+        assert!(
+            text.contains("#EXT-X-MAP:URI=\"audio-init.mp4\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "#EXT-X-PART:DURATION=0.192000,URI=\"audio-part-0.m4s\",INDEPENDENT=YES\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("#EXTINF:0.981333,\naudio-0.m4s\n"), "{text}");
+        assert!(
+            text.contains("URI=\"audio-part-6.m4s\",GAP=YES\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"audio-part-7.m4s\"\n"),
+            "{text}"
+        );
+    }
 }
