@@ -423,6 +423,33 @@ impl SessionPipeline {
         }
         self.time_untimed(now_ns);
         self.release(false, now_ns, out);
+        if self.audio.tracks == Tracks::Video {
+            // Audio waits for the video it goes with, for at most the
+            // longest segment: past that the video has stopped, and the
+            // oldest audio is dropped (memory stays bounded).
+            let max = u64::from(self.opts.effective_max_segment_ms())
+                * u64::from(self.audio.rate())
+                / 1000
+                / u64::from(AAC_FRAME_SAMPLES);
+            while self.audio.pending.len() as u64 > max.max(1) {
+                let Some(f) = self.audio.pending.pop_front() else {
+                    break;
+                };
+                // It was counted as accepted (or as silence): now dropped.
+                if f.filler {
+                    self.audio.stats.filled -= 1;
+                    continue;
+                }
+                self.audio.stats.frames -= 1;
+                self.audio_frame_drop(
+                    DropReason::AudioTiming,
+                    0,
+                    "audio ahead of the video by more than the longest segment (the video \
+                     stopped): dropped oldest first"
+                        .into(),
+                );
+            }
+        }
     }
 
     /// The session is audio-only: its timeline starts at its first audio
@@ -822,7 +849,12 @@ impl SessionPipeline {
         };
         let limit = end + self.audio.shift + END_TOLERANCE;
         self.assign_before(limit, seg, out);
-        while self.audio.pending.pop_front().is_some() {
+        while let Some(f) = self.audio.pending.pop_front() {
+            if f.filler {
+                self.audio.stats.filled -= 1;
+                continue;
+            }
+            self.audio.stats.frames -= 1;
             self.audio_frame_drop(
                 DropReason::AudioTiming,
                 0,

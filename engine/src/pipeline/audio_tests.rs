@@ -610,3 +610,37 @@ fn ts_carries_both_tracks_and_every_audio_frame() {
         std::fs::write(format!("{dir}/audio.mp4"), mp4).unwrap();
     }
 }
+
+/// Audio that runs on while the video has stopped is held for at most the
+/// longest segment, then dropped oldest first (memory stays bounded), and
+/// every frame is still accounted for.
+#[test]
+fn audio_without_its_video_is_bounded() {
+    let (units, _) = interleave("av_48k_stereo.h264", "av_48k_stereo.aac", 0);
+    let a = adts_frames(&testdata("av_48k_stereo.aac"));
+    let mut p = SessionPipeline::new(PipelineOptions::default());
+    let mut events = Vec::new();
+    // One second of both, then only audio (the whole file, ten times).
+    for u in &units {
+        match u {
+            Unit::Video(d, t) if *t < 1_000_000_000 => {
+                p.push(d.clone(), None, BASE_NS + t, true, &mut events)
+            }
+            Unit::Audio(d, t) if *t < 1_000_000_000 => {
+                p.push_audio(d.clone(), AudioInput::Adts, None, BASE_NS + t, &mut events)
+            }
+            _ => {}
+        }
+    }
+    for _ in 0..10 {
+        for f in &a {
+            p.push_audio(f.clone(), AudioInput::Adts, None, BASE_NS, &mut events);
+        }
+    }
+    assert!(p.buffered() < 6 * 48_000 / 1024 * 400, "{}", p.buffered());
+    let s = p.audio_stats();
+    assert!(s.frames_dropped > 0);
+    p.finish(BASE_NS, &mut events);
+    let s = p.audio_stats();
+    assert_eq!(s.frames_in, s.frames + s.frames_dropped, "{s:?}");
+}
