@@ -452,3 +452,65 @@ async fn hevc_with_audio() {
         assert_eq!(decode_errors(url).await, "", "{path}");
     }
 }
+
+/// A gRPC subscriber asking for segment bytes gets the CMAF audio track's
+/// init segment once and each segment's audio bytes: joined, they are an
+/// MP4 ffprobe reads with every audio frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_segment_bytes_carry_the_audio_track() {
+    if !have_ffmpeg("CMAF audio bytes checked with ffprobe") {
+        return;
+    }
+    let server = start(test_config()).await;
+    let mut c = client(&server).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(pb::SliceRequest {
+        session_id: "segbytes".into(),
+        role: pb::Role::Subscribe as i32,
+        subscribe: Some(pb::SubscribeOptions {
+            segments_cmaf: true,
+            no_frames: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let sub = tokio::spawn(async move {
+        let mut s = c
+            .stream_slices(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let got = collect(&mut s, Duration::from_secs(30)).await;
+        drop(tx);
+        got
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish_av(&server, "segbytes", messages("av_48k_stereo", true, true)).await;
+    let (responses, _) = sub.await.unwrap();
+    let mut mp4 = Vec::new();
+    let mut inits = 0;
+    for r in &responses {
+        if let Some(PbEvent::SegmentReady(s)) = &r.event {
+            if !s.audio_cmaf_init.is_empty() {
+                inits += 1;
+                mp4.extend_from_slice(&s.audio_cmaf_init);
+            }
+            assert!(!s.audio_cmaf.is_empty(), "segment {}", s.sequence);
+            mp4.extend_from_slice(&s.audio_cmaf);
+        }
+    }
+    assert_eq!(inits, 1, "the audio init segment once");
+    let dir = tempdir();
+    let path = dir.join("audio.mp4");
+    std::fs::write(&path, &mp4).unwrap();
+    let streams = probe(path.to_str().unwrap());
+    assert_eq!(streams.len(), 1, "{streams:?}");
+    assert_eq!(
+        (streams[0].1.as_str(), streams[0].2),
+        ("aac", 188),
+        "{streams:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
