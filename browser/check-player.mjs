@@ -18,6 +18,9 @@
 //                             default browser/screenshots)
 //   LIVESLICE_PLAYER_MODES    comma-separated modes (default hls,dash,native)
 //   LIVESLICE_PLAYER_TIMEOUT  seconds to wait per mode (default 30)
+//   LIVESLICE_AUDIO_MODES     comma-separated modes that must also decode
+//                             audio (Chromium's webkitAudioDecodedByteCount
+//                             > 0 while playing; default none)
 //   CHROMIUM                  browser binary (default /usr/bin/chromium)
 
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
@@ -40,6 +43,7 @@ if (baseUrl.hostname !== "127.0.0.1") {
 const shotDir = resolve(shotArg || process.env.LIVESLICE_SCREENSHOT_DIR || join(here, "screenshots"));
 const modes = (process.env.LIVESLICE_PLAYER_MODES || "hls,dash,native").split(",").map(s => s.trim()).filter(Boolean);
 const timeoutMs = Number(process.env.LIVESLICE_PLAYER_TIMEOUT || 30) * 1000;
+const audioModes = (process.env.LIVESLICE_AUDIO_MODES || "").split(",").map(s => s.trim()).filter(Boolean);
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 mkdirSync(shotDir, { recursive: true });
 
@@ -124,6 +128,7 @@ async function checkMode(browser, mode) {
           // What the page reports (refreshed every 500 ms) ...
           currentTime: l.currentTime || 0,
           decodedFrames: l.decodedFrames || 0,
+          audioBytes: v ? v.webkitAudioDecodedByteCount || 0 : 0,
           // ... and the video element right now.
           videoTime: v ? v.currentTime : 0,
           videoFrames: q.totalVideoFrames || 0,
@@ -148,7 +153,8 @@ async function checkMode(browser, mode) {
       // at about real-time pace (a long-running server starts players well
       // past 3 s, and live players seek to the live edge).
       const past = samples.findLast(([t]) => t <= now - t0 - 1000);
-      if (past && s.currentTime > 3 && s.decodedFrames > 0 && s.readyState >= 2 && !s.seeking) {
+      const audioOk = !audioModes.includes(mode) || s.audioBytes > 0;
+      if (past && audioOk && s.currentTime > 3 && s.decodedFrames > 0 && s.readyState >= 2 && !s.seeking) {
         const wall = (now - t0 - past[0]) / 1000;
         const moved = s.videoTime - past[1];
         const frames = s.videoFrames - past[2];
@@ -181,6 +187,7 @@ async function checkMode(browser, mode) {
     currentTime: Number((s.currentTime || 0).toFixed(3)),
     firstTime: firstTime === null ? null : Number(firstTime.toFixed(3)),
     decodedFrames: s.decodedFrames || 0,
+    audioDecodedBytes: s.audioBytes || 0,
     droppedFrames: s.droppedFrames || 0,
     advance,
     videoSize: `${s.videoWidth || 0}x${s.videoHeight || 0}`,

@@ -138,6 +138,45 @@ hevc hevc_main10_2997 30000/1001 4 yuv420p10le keyint=30:min-keyint=30:scenecut=
 fi
 [ "${1:-all}" = hevc ] && { ls -l; exit 0; }
 
+# --- AAC audio (issue 16), Debian's ffmpeg with its native `aac` encoder.
+# `./make-streams.sh audio` makes only these. A stream with audio is two
+# files, NAME.h264 (raw Annex B, as above) and NAME.aac (ADTS), encoded
+# together from one source so their timelines start together; the tests
+# publish both tracks of one session. NAME.expect.toml says what the engine
+# must make of them (checked by server/tests/audio.rs). ffmpeg's encoder
+# writes one frame of priming first (N samples make ceil(N/1024)+1
+# frames), so the audio source is 1,024 samples short of the video: the
+# ADTS file then ends within one frame of the video's end.
+av() { # name seconds rate video-filter video-args audio-source audio-args
+  local name=$1 secs=$2 rate=$3 vsrc=$4 vargs=$5 asrc=$6 aargs=$7
+  asrc="$asrc,atrim=end_sample=$((secs * rate - 1024))"
+  # shellcheck disable=SC2086
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "$vsrc" -f lavfi -i "$asrc" -t "$secs" \
+    -map 0:v -pix_fmt yuv420p -c:v libx264 -preset veryfast $vargs \
+    -map 1:a -c:a aac $aargs -video_track_timescale 90000 "$name.mp4"
+  ffmpeg -hide_banner -loglevel error -y -i "$name.mp4" -map 0:v -c copy -bsf:v h264_mp4toannexb -f h264 "$name.h264"
+  ffmpeg -hide_banner -loglevel error -y -i "$name.mp4" -map 0:a -c copy -f adts "$name.aac"
+  rm -f "$name.mp4"
+}
+if [ "${1:-all}" = all ] || [ "${1:-all}" = audio ]; then
+# 48 kHz stereo sine (a beep every second) with High-profile video, B-frames, 1 s GOP.
+av av_48k_stereo 4 48000 "testsrc2=size=320x180:rate=30" \
+  "-profile:v high -bf 2 -b_strategy 0 -g 30 -keyint_min 30 -sc_threshold 0 -crf 34 -x264-params aud=1" \
+  "sine=frequency=440:beep_factor=4:sample_rate=48000,pan=stereo|c0=c0|c1=c0" "-b:a 96k -ar 48000 -ac 2"
+# 44.1 kHz mono noise with Baseline video at 25 fps, 2 s GOP.
+av av_44k_mono 4 44100 "testsrc2=size=320x180:rate=25" \
+  "-profile:v baseline -g 50 -keyint_min 50 -sc_threshold 0 -crf 34" \
+  "anoisesrc=color=pink:amplitude=0.3:sample_rate=44100:seed=7" "-b:a 64k -ar 44100 -ac 1"
+# The demos' tone (`liveslice demo` and the server's --demo loop it with
+# high_bframes_30.h264, a 6 s loop): 48 kHz mono, 440 Hz with a beep every
+# second, exactly 24 s (1,125 frames with the priming frame) so that it
+# loops in step with every fourth video loop.
+ffmpeg -hide_banner -loglevel error -y -f lavfi \
+  -i "sine=frequency=440:beep_factor=4:sample_rate=48000,atrim=end_sample=$((24 * 48000 - 1024))" \
+  -c:a aac -b:a 32k -ar 48000 -ac 1 -f adts tone_48k_mono.aac
+fi
+[ "${1:-all}" = audio ] && { ls -l ./*.aac av_*; exit 0; }
+
 # --- Streams from real encoders (issue 9). Each has NAME.expect.json beside
 # it: what liveslice must make of it (frames, segments, independence), checked
 # by server/tests/real_streams.rs. `./make-streams.sh real` makes only these.

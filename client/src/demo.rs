@@ -19,6 +19,9 @@ use crate::{play, publish};
 /// High profile with B-frames, 320x180, 30 fps, 6 s (the server's `--demo`
 /// stream).
 static STREAM: &[u8] = include_bytes!("../../testdata/high_bframes_30.h264");
+/// The demo's sound: 24 s of a 440 Hz tone with a beep every second (48 kHz
+/// mono AAC), four laps of the video, so the two loop in step.
+static TONE: &[u8] = include_bytes!("../../testdata/tone_48k_mono.aac");
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -137,6 +140,9 @@ async fn tour(session: &str, grpc: &Server, http: &str, own_server: bool) -> Res
         segment_duration_ms: 0,
         window: 0,
         verbose: false,
+        audio: Some(publish::AudioTrack::from_adts(bytes::Bytes::from_static(
+            TONE,
+        ))?),
     };
     let mut publisher = tokio::spawn(async move { publish::publish(&plan, stop).await });
 

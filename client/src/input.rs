@@ -20,6 +20,9 @@ pub enum Input {
     Stdin,
     /// Bytes compiled into the binary (the demo's test stream).
     Embedded(&'static str, &'static [u8]),
+    /// Bytes in memory (the video of a demuxed container), and what they
+    /// came from.
+    Memory(String, Bytes),
 }
 
 pub type Reader = Pin<Box<dyn AsyncRead + Send>>;
@@ -45,7 +48,7 @@ impl Input {
         match self {
             Input::Stdin => true,
             Input::File(p) => std::fs::metadata(p).is_ok_and(|m| !m.is_file()),
-            Input::Embedded(..) => false,
+            Input::Embedded(..) | Input::Memory(..) => false,
         }
     }
 
@@ -93,6 +96,7 @@ impl Input {
             ),
             Input::Stdin => Box::pin(tokio::io::stdin()),
             Input::Embedded(_, bytes) => return Ok(Box::pin(*bytes)),
+            Input::Memory(_, bytes) => return Ok(Box::pin(std::io::Cursor::new(bytes.clone()))),
         };
         let head = read_head(&mut reader)
             .await
@@ -311,6 +315,7 @@ impl fmt::Display for Input {
             Input::File(p) => write!(f, "{}", p.display()),
             Input::Stdin => f.write_str("stdin"),
             Input::Embedded(name, _) => f.write_str(name),
+            Input::Memory(name, _) => f.write_str(name),
         }
     }
 }

@@ -189,6 +189,7 @@ impl LiveTree {
             byte_size: s.byte_size,
             config_id: s.config_id,
             composition_shift: s.composition_shift_90k,
+            audio: None,
         };
         let mut events = std::mem::take(&mut self.events);
         let received = match self.replay().segment(rec.clone(), &mut events) {

@@ -13,6 +13,7 @@
 //! on stderr.
 
 mod demo;
+mod demux;
 mod input;
 mod live;
 mod package;

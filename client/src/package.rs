@@ -178,7 +178,11 @@ impl Packager {
                     self.drops.insert(d.reason, d);
                 }
                 Event::Fatal(e) => bail!("{input}: {e}"),
-                Event::Config(_) | Event::Frame(_) | Event::Part(_) => {}
+                Event::Config(_)
+                | Event::Frame(_)
+                | Event::Part(_)
+                | Event::AudioFrame(_)
+                | Event::AudioConfig(_) => {}
             }
         }
         if let (true, Some(m)) = (changed, pipeline.manifests()) {

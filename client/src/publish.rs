@@ -54,9 +54,54 @@ pub struct Args {
     /// Segments in the session's live playlist window (default: the server's).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub window: Option<u32>,
+    /// An AAC file (ADTS) to publish as the session's audio track beside
+    /// the video, from the same start (looped with --loop); the two go out
+    /// interleaved by time, with capture times on one clock, so they play
+    /// in step. An MPEG-TS input brings its own audio.
+    #[arg(long, value_name = "FILE.aac")]
+    pub audio: Option<std::path::PathBuf>,
     /// H.264 Annex B file, or `-` for stdin.
     #[arg(value_name = "FILE|-")]
     pub input: String,
+}
+
+/// An audio track to publish beside the video: ADTS frames and their
+/// times (ns from the track's start), looped on their own length.
+#[derive(Clone, Debug)]
+pub struct AudioTrack {
+    pub frames: Vec<(Bytes, u64)>,
+    /// The track's length, ns (its last frame's end).
+    pub length_ns: u64,
+}
+
+impl AudioTrack {
+    /// The ADTS frames of `data` (bytes that are not ADTS frames are left
+    /// out, as the server would).
+    pub fn from_adts(data: Bytes) -> Result<Self> {
+        use liveslice_engine::audio::adts::{AdtsItem, AdtsParser};
+        let mut items = Vec::new();
+        let mut p = AdtsParser::new();
+        p.push(data.clone(), &mut items);
+        p.finish(&mut items);
+        let mut frames = Vec::new();
+        let mut end = 0;
+        for i in items {
+            if let AdtsItem::Frame(f) = i {
+                let rate = u64::from(f.header.sample_rate().max(1));
+                let at = frames.len() as u64 * 1024 * 1_000_000_000 / rate;
+                end = at + 1024 * 1_000_000_000 / rate;
+                let start = f.offset as usize;
+                frames.push((data.slice(start..start + f.header.frame_len), at));
+            }
+        }
+        if frames.is_empty() {
+            bail!("the audio file has no ADTS frames (AAC in ADTS, e.g. ffmpeg -c:a aac -f adts)");
+        }
+        Ok(Self {
+            frames,
+            length_ns: end,
+        })
+    }
 }
 
 /// The server's default `--max-message-bytes` is 4 MiB; a chunk must fit.
@@ -90,6 +135,8 @@ pub struct Plan {
     /// Print server events as they come (off for `demo`, which has its own
     /// status line).
     pub verbose: bool,
+    /// An audio track to send beside the video, interleaved by time.
+    pub audio: Option<AudioTrack>,
 }
 
 /// What the server said about the stream.
@@ -134,7 +181,21 @@ impl Summary {
 }
 
 pub async fn run(a: Args) -> Result<()> {
-    let input = Input::from_arg(&a.input);
+    let mut input = Input::from_arg(&a.input);
+    // An MPEG-TS file: its video and audio go out as the session's tracks.
+    let mut ts_audio = None;
+    if let Input::File(path) = &input {
+        use liveslice_engine::container::{detect, Container, SNIFF_BYTES};
+        let ts = std::fs::read(path)
+            .ok()
+            .filter(|d| detect(&d[..d.len().min(SNIFF_BYTES)]) == Some(Container::MpegTs));
+        if let Some(data) = ts {
+            let name = path.display().to_string();
+            let d = crate::demux::demux_ts(&data, &name)?;
+            ts_audio = d.audio;
+            input = Input::Memory(format!("the video of {name}"), d.video);
+        }
+    }
     let plan = Plan {
         server: Server::new(&a.server.server, &a.server.access)?,
         session: a.session,
@@ -148,6 +209,17 @@ pub async fn run(a: Args) -> Result<()> {
             .map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(60_000)),
         window: a.window.unwrap_or(0),
         verbose: true,
+        audio: match &a.audio {
+            Some(path) => {
+                let data = std::fs::read(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                Some(
+                    AudioTrack::from_adts(Bytes::from(data))
+                        .with_context(|| path.display().to_string())?,
+                )
+            }
+            None => ts_audio,
+        },
     };
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
@@ -190,7 +262,9 @@ pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Sum
     }
     let started = Instant::now();
     // Open the input first: a typo in the path should not create a session.
-    let mut source = if plan.realtime {
+    // With audio, the two tracks go out interleaved by time (paced with
+    // --realtime, else as fast as the server takes them).
+    let mut source = if plan.realtime || plan.audio.is_some() {
         Feed::Paced(Box::new(AuSource::open(plan).await?))
     } else if plan.input.is_live() {
         // A pipe: each access unit goes out as soon as it is complete.
@@ -569,6 +643,10 @@ async fn feed_paced(
     // largest PTS - DTS so far (the encoder's reorder delay), and their
     // capture times are never ahead of the wall clock when they are sent.
     let mut delay = 0u64;
+    // The audio track's next frame (index, lap).
+    let (mut audio_next, mut audio_lap) = (0usize, 0u64);
+    // The audio starts with the first presented video frame (ns).
+    let mut audio_base: Option<u64> = None;
     loop {
         let next = tokio::select! {
             r = src.next() => r?,
@@ -586,6 +664,29 @@ async fn feed_paced(
                 bail!("{}: a lap produced no frames", plan.input);
             }
             if !plan.looping {
+                // The audio left after the last video frame goes too.
+                if let (Some(track), Some(base)) = (&plan.audio, audio_base) {
+                    for (data, t) in track.frames.iter().skip(audio_next) {
+                        let t = base + audio_lap + t;
+                        if plan.realtime {
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(start + Duration::from_nanos(t)) => {}
+                                _ = stopped(stop) => return Ok(()),
+                            }
+                        }
+                        let req = pb::SliceRequest {
+                            data: data.clone(),
+                            capture_time_ns: Some(start_unix + t),
+                            track: pb::Track::Audio as i32,
+                            ..Default::default()
+                        };
+                        if tx.send(req).await.is_err() {
+                            return Ok(());
+                        }
+                        sent.bytes += data.len() as u64;
+                        sent.messages += 1;
+                    }
+                }
                 return Ok(());
             }
             lap_offset += lap_end;
@@ -600,9 +701,50 @@ async fn feed_paced(
         let dts = lap_offset + f.dts;
         let pts = lap_offset + f.pts;
         let at = start + Duration::from_nanos(ticks_to_ns(dts + delay));
-        tokio::select! {
-            _ = tokio::time::sleep_until(at) => {}
-            _ = stopped(stop) => return Ok(()),
+        // The audio captured up to this frame's send time goes first, each
+        // frame at its own time (capture times on the video's clock).
+        if let Some(track) = &plan.audio {
+            let base = *audio_base.get_or_insert(ticks_to_ns(pts));
+            let until = ticks_to_ns(pts);
+            loop {
+                let Some((data, t)) = track.frames.get(audio_next) else {
+                    if !plan.looping {
+                        break;
+                    }
+                    audio_next = 0;
+                    audio_lap += track.length_ns;
+                    continue;
+                };
+                let t = base + audio_lap + t;
+                if t > until {
+                    break;
+                }
+                if plan.realtime {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(start + Duration::from_nanos(t)) => {}
+                        _ = stopped(stop) => return Ok(()),
+                    }
+                }
+                let req = pb::SliceRequest {
+                    data: data.clone(),
+                    capture_time_ns: Some(start_unix + t),
+                    track: pb::Track::Audio as i32,
+                    ..Default::default()
+                };
+                tokio::select! {
+                    r = tx.send(req) => if r.is_err() { return Ok(()) },
+                    _ = stopped(stop) => return Ok(()),
+                }
+                sent.bytes += data.len() as u64;
+                sent.messages += 1;
+                audio_next += 1;
+            }
+        }
+        if plan.realtime {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = stopped(stop) => return Ok(()),
+            }
         }
         let req = pb::SliceRequest {
             data: f.data.clone(),

@@ -351,13 +351,17 @@ pub fn drop_reason_name(reason: i32) -> &'static str {
         R::NotH264 => "not H.264",
         R::TooLarge => "too large",
         R::LeadingPicture => "open-GOP leading picture",
+        R::BadAudio => "bad audio",
+        R::AudioTiming => "audio timing",
+        R::NoVideoTrack => "video in an audio-only session",
     }
 }
 
 /// "3 frames", "1 byte run": what a drop report counts (the server counts
 /// runs of non-H.264 bytes, not frames, for `NOT_H264`).
 pub fn dropped_count(reason: i32, n: u64) -> String {
-    let (one, many) = if reason == pb::DropReason::NotH264 as i32 {
+    let runs = reason == pb::DropReason::NotH264 as i32;
+    let (one, many) = if runs {
         ("byte run", "byte runs")
     } else {
         ("frame", "frames")

@@ -387,6 +387,7 @@ async fn demo_publishes_into_a_running_server_until_interrupted() {
         subscribe: Some(pb::SubscribeOptions {
             events: true,
             wait_ms: 10_000,
+            audio: true,
             ..Default::default()
         }),
         ..Default::default()
@@ -398,19 +399,29 @@ async fn demo_publishes_into_a_running_server_until_interrupted() {
         .await
         .unwrap()
         .into_inner();
-    let mut frames = 0;
+    // The demo has sound: audio frames flow too, with the audio codec.
+    let (mut frames, mut audio) = (0, 0);
+    let mut audio_codec = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while frames < 45 {
+    while frames < 45 || audio < 20 || audio_codec.is_empty() {
         let msg = tokio::time::timeout_at(deadline, stream.message())
             .await
             .expect("frames within 10 s")
             .unwrap()
             .expect("stream open");
-        if let Some(Event::Frame(f)) = &msg.event {
-            assert!(f.capture_time_ns.is_some(), "capture times are sent");
-            frames += 1;
+        match &msg.event {
+            Some(Event::Frame(f)) if f.track == pb::Track::Audio as i32 => audio += 1,
+            Some(Event::Frame(f)) => {
+                assert!(f.capture_time_ns.is_some(), "capture times are sent");
+                frames += 1;
+            }
+            Some(Event::SessionInfo(i)) if !i.audio_codec.is_empty() => {
+                audio_codec = i.audio_codec.clone()
+            }
+            _ => {}
         }
     }
+    assert_eq!(audio_codec, "mp4a.40.2");
     assert!(
         server.registry.get("tour").is_some_and(|s| !s.is_ended()),
         "session tour is live"
@@ -520,4 +531,135 @@ async fn package_writes_only_the_formats_asked_for() {
     for d in [cmaf, ts, both] {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+/// `publish FILE.ts`: an MPEG-TS file's video and AAC audio go out as the
+/// session's two tracks, every frame of each (counted by ffprobe in the
+/// file and by the server's segment records), and the session's MPEG-TS
+/// output carries both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_of_an_mpeg_ts_file_sends_its_audio_and_video() {
+    if !require_ffmpeg("publish of an MPEG-TS file with audio") {
+        return;
+    }
+    let dir = tempdir("ts-av");
+    let ts = dir.join("av.ts");
+    let made = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "3",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "30",
+            "-bf",
+            "2",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-ac",
+            "2",
+            "-f",
+            "mpegts",
+        ])
+        .arg(&ts)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(made, "ffmpeg made {}", ts.display());
+    let count = |kind: &str| {
+        let out = std::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                kind,
+                "-count_packets",
+                "-show_entries",
+                "stream=nb_read_packets",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&ts)
+            .output()
+            .unwrap();
+        text(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let (video_in, audio_in) = (count("v"), count("a"));
+    // Audio presented before the first video frame (the encoder's priming,
+    // which ffmpeg places before the video) has no place in the session:
+    // dropped with AUDIO_TIMING. Every other frame comes out.
+    let pts = |kind: &str| -> Vec<f64> {
+        let out = std::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                kind,
+                "-show_entries",
+                "packet=pts_time",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&ts)
+            .output()
+            .unwrap();
+        text(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+            .collect()
+    };
+    let first_video = pts("v").into_iter().fold(f64::MAX, f64::min);
+    let early = pts("a")
+        .into_iter()
+        .filter(|t| t + 512.0 / 48_000.0 < first_video)
+        .count() as u64;
+
+    let server = start().await;
+    let out = run(&[
+        "publish",
+        "--server",
+        &grpc_url(&server),
+        "--session",
+        "tsav",
+        s(&ts),
+    ])
+    .await;
+    ok(&out, "publish FILE.ts");
+    let session = server.registry.get("tsav").expect("session tsav");
+    let records = session.segment_records();
+    let video: u64 = records.iter().map(|r| u64::from(r.frame_count)).sum();
+    let audio: u64 = records
+        .iter()
+        .map(|r| r.audio.as_ref().map_or(0, |a| u64::from(a.frame_count)))
+        .sum();
+    assert_eq!(video, video_in, "video frames");
+    assert_eq!(
+        audio,
+        audio_in - early,
+        "audio frames in == out ({early} before the video)"
+    );
+    assert_eq!(
+        session.audio().0.map(|a| a.codec_string()).as_deref(),
+        Some("mp4a.40.2")
+    );
+    server.shutdown().await;
 }

@@ -28,10 +28,22 @@ pub enum DropReason {
     /// An open-GOP leading picture, for a receiver that starts at the
     /// keyframe it leads (it references pictures before that keyframe).
     LeadingPicture,
+    /// Audio that cannot be used: bytes that are not ADTS frames, an AAC
+    /// format the session does not carry (another rate or channel count
+    /// than its first audio, an unsupported profile), raw AAC frames
+    /// without an AudioSpecificConfig.
+    BadAudio,
+    /// An audio frame with no place on the timeline: before the session's
+    /// first video frame, after its last, late for a time already given to
+    /// silence, or dropped to keep the audio in step with the capture clock.
+    AudioTiming,
+    /// Video sent to a session that is audio-only (its first seconds had
+    /// audio and no video).
+    NoVideoTrack,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::ForbiddenBit,
         DropReason::UnknownParameterSet,
         DropReason::BadSliceHeader,
@@ -42,6 +54,9 @@ impl DropReason {
         DropReason::NotH264,
         DropReason::TooLarge,
         DropReason::LeadingPicture,
+        DropReason::BadAudio,
+        DropReason::AudioTiming,
+        DropReason::NoVideoTrack,
     ];
 
     /// Stable snake_case name, for metrics and logs.
@@ -57,6 +72,9 @@ impl DropReason {
             DropReason::NotH264 => "not_h264",
             DropReason::TooLarge => "too_large",
             DropReason::LeadingPicture => "leading_picture",
+            DropReason::BadAudio => "bad_audio",
+            DropReason::AudioTiming => "audio_timing",
+            DropReason::NoVideoTrack => "no_video_track",
         }
     }
 }

@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 
-/// The MPEG timescale every media time in the engine uses.
+/// The MPEG timescale every video media time in the engine uses (audio
+/// times are in samples of their own rate, see [`AudioFrame`]).
 pub const TIMESCALE: u64 = 90_000;
 
 /// One NAL unit inside [`Frame::data`]: `data[start..end]` is the NAL unit
@@ -225,6 +226,41 @@ pub struct SegmentRecord {
     /// shift composition times by it so a segment's first presented frame is
     /// at its decode start.
     pub composition_shift: u32,
+    /// The audio track's part of the segment, when the session has audio
+    /// (`None` for a video-only session, and for segments before its audio
+    /// started). In an audio-only session the video fields are empty
+    /// (`frame_count` 0) and `start`/`duration` are the audio's, in 90 kHz.
+    pub audio: Option<AudioSpan>,
+}
+
+/// The run of audio frames that belongs to one segment or part: every
+/// audio frame belongs to exactly one part, the one whose video range
+/// contains the frame (split at the AAC frame boundary nearest the video
+/// cut), so the spans of consecutive parts follow each other frame for
+/// frame.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AudioSpan {
+    /// Index (among the session's audio frames) of its first frame; the
+    /// index the next frame would get when `frame_count` is 0.
+    pub first_frame_index: u64,
+    pub frame_count: u32,
+    /// Media time of its first frame in samples (the timescale is the
+    /// sample rate of `config_id`), on the presentation timeline the CMAF
+    /// tracks share: 0 is the session's first presented video frame.
+    pub start: u64,
+    /// Samples from `start` to the end of its last frame (0 when empty).
+    pub duration: u64,
+    /// Raw AAC bytes of its frames.
+    pub byte_size: u64,
+    /// Which [`AudioConfig`] its frames use.
+    pub config_id: u32,
+}
+
+impl AudioSpan {
+    /// Where the span ends, in samples.
+    pub fn end(&self) -> u64 {
+        self.start.saturating_add(self.duration)
+    }
 }
 
 /// One part: a run of consecutive frames (decode order) inside a segment,
@@ -256,4 +292,82 @@ pub struct PartRecord {
     pub config_id: u32,
     /// As [`SegmentRecord::composition_shift`].
     pub composition_shift: u32,
+    /// The audio track's part of it, as [`SegmentRecord::audio`].
+    pub audio: Option<AudioSpan>,
+}
+
+/// Samples per AAC frame (AAC-LC and the other 1,024-sample object types;
+/// 960-sample framing is refused).
+pub const AAC_FRAME_SAMPLES: u32 = 1024;
+
+/// The audio format of a session's audio track (one per session: the
+/// first audio that arrives decides it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AudioConfig {
+    pub id: u32,
+    /// The MPEG-4 audio object type the codec string names: 2 for AAC-LC
+    /// (1 Main, 3 SSR, 4 LTP; 5 HE-AAC and 29 HE-AAC v2 when an
+    /// AudioSpecificConfig signals them explicitly).
+    pub object_type: u8,
+    /// The AAC core's object type (1–4): what an ADTS header states.
+    pub core_object_type: u8,
+    /// The AAC core's sampling rate (Hz): the audio timescale. Each frame
+    /// is [`AAC_FRAME_SAMPLES`] samples of it.
+    pub sample_rate: u32,
+    /// `sampling_frequency_index` of `sample_rate` (0–12), as ADTS states it.
+    pub sample_rate_index: u8,
+    /// `channel_configuration` (1–7).
+    pub channel_config: u8,
+    /// The AudioSpecificConfig (ISO/IEC 14496-3 1.6.2.1), as `esds` carries it.
+    pub asc: Bytes,
+}
+
+impl AudioConfig {
+    /// RFC 6381 codec string, e.g. `mp4a.40.2`.
+    pub fn codec_string(&self) -> String {
+        format!("mp4a.40.{}", self.object_type)
+    }
+
+    /// Channels the configuration plays (7 is 7.1: eight).
+    pub fn channels(&self) -> u32 {
+        match self.channel_config {
+            7 => 8,
+            c => u32::from(c),
+        }
+    }
+
+    /// 90 kHz ticks of `samples` (rounded down).
+    pub fn ticks(&self, samples: u64) -> u64 {
+        (u128::from(samples) * u128::from(TIMESCALE) / u128::from(self.sample_rate.max(1))) as u64
+    }
+}
+
+/// One accepted, timed AAC frame of the session's audio track.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AudioFrame {
+    /// Index among the session's audio frames, in order.
+    pub index: u64,
+    /// The raw AAC frame (`raw_data_block`, no ADTS header). Usually a
+    /// zero-copy slice of what the publisher sent.
+    pub data: Bytes,
+    /// Presentation time in samples of its config's rate, on the timeline
+    /// the CMAF tracks share (0 is the first presented video frame; see
+    /// [`AudioSpan::start`]).
+    pub time: u64,
+    /// Presentation time, 90 kHz, on the video frames' PTS scale (what
+    /// MPEG-TS and gRPC carry): `time` in 90 kHz plus the composition shift.
+    pub pts: u64,
+    /// Samples ([`AAC_FRAME_SAMPLES`]).
+    pub duration: u32,
+    /// Media sequence number of the segment it belongs to.
+    pub segment: u64,
+    /// Which [`AudioConfig`] it was coded with.
+    pub config_id: u32,
+    /// Silence the engine put where the publisher's audio had a gap, or
+    /// fell behind the video it should accompany.
+    pub filler: bool,
+    /// The publisher's capture time, if it sent one.
+    pub capture_time_ns: Option<u64>,
+    /// Wall-clock time the frame was accepted (Unix ns).
+    pub ingest_time_ns: u64,
 }

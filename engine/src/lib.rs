@@ -5,6 +5,7 @@
 
 pub mod access_unit;
 pub mod annexb;
+pub mod audio;
 pub mod container;
 pub mod filter;
 pub mod frame;
@@ -21,6 +22,7 @@ pub mod tree;
 
 pub use filter::DropReason;
 pub use frame::{
-    CodecConfig, Frame, HevcConfig, NalSpan, PartRecord, SegmentRecord, VideoCodec, TIMESCALE,
+    AudioConfig, AudioFrame, AudioSpan, CodecConfig, Frame, HevcConfig, NalSpan, PartRecord,
+    SegmentRecord, VideoCodec, AAC_FRAME_SAMPLES, TIMESCALE,
 };
 pub use pipeline::{Event, PipelineOptions, SessionPipeline};

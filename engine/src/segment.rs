@@ -204,6 +204,7 @@ impl Partitioner {
             byte_size: p.bytes,
             config_id: p.config_id,
             composition_shift: self.composition_shift,
+            audio: None,
         })
     }
 }
@@ -252,6 +253,11 @@ impl Segmenter {
 
     pub fn options(&self) -> SegmenterOptions {
         self.opts
+    }
+
+    /// The composition shift, once the first frame set it.
+    pub fn composition_shift(&self) -> Option<u32> {
+        self.composition_shift
     }
 
     /// The sequence number the next frame would get.
@@ -395,6 +401,7 @@ impl Segmenter {
             byte_size: o.bytes,
             config_id: o.config_id,
             composition_shift: self.composition_shift.unwrap_or(0),
+            audio: None,
         })
     }
 }

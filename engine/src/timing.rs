@@ -321,6 +321,16 @@ impl PtsAligner {
         (self.period_num, self.period_den) = rate.ticks_fraction();
     }
 
+    /// How capture times map onto the timeline: capture time `c0` (ns) is
+    /// at timeline time `t0` (90 kHz, the PTS scale), and the timeline runs
+    /// at the capture clock's speed from there. `None` until a frame brought
+    /// a capture time. The grid follows this mapping (jitter snapped, gaps
+    /// skipped, drift steered), so anything else captured on the same clock
+    /// (the audio) is placed through it to be presented with the video.
+    pub fn capture_mapping(&self) -> Option<(u64, i64)> {
+        self.capture_anchor
+    }
+
     /// Continues the timeline after a publisher reconnect: the next frame is
     /// presented right after the last one, and the new publisher's capture
     /// clock is learned afresh.

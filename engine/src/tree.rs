@@ -240,6 +240,9 @@ impl TreeWriter {
                 self.parts.clear();
                 Ok(())
             }
+            // The tree carries video only (yet): audio is served by the
+            // server's origin.
+            Event::AudioFrame(_) | Event::AudioConfig(_) => Ok(()),
             Event::Dropped(_) | Event::Fatal(_) => Ok(()),
         }
     }

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}
-targets=(annexb_assembler pts_aligner session_pipeline slice_request
+targets=(annexb_assembler pts_aligner session_pipeline av_pipeline slice_request
   cmaf_roundtrip ts_roundtrip manifest_edits http_parse config_load first_message)
 
 # Seeds: the start of each test stream (parameter sets, a keyframe, a few
@@ -18,6 +18,11 @@ for t in annexb_assembler session_pipeline; do
     head -c 12000 "$f" | (printf '\x03\x10\x40\x07'; cat) > "corpus/$t/$n-start"
     { printf '\x05\x01\x02\x03\x04\x05'; dd if="$f" bs=9000 skip=40000 count=1 iflag=skip_bytes status=none; } > "corpus/$t/$n-mid"
   done
+done
+# The A/V target: a video chunk, then an ADTS chunk, of each A/V stream.
+mkdir -p corpus/av_pipeline
+for n in av_48k_stereo av_44k_mono; do
+  { printf '\x10\x00'; head -c 4000 "../../testdata/$n.h264"; printf '\x01'; head -c 2000 "../../testdata/$n.aac"; } > "corpus/av_pipeline/$n"
 done
 mkdir -p corpus/pts_aligner corpus/slice_request
 printf '\x1e\x00\x02\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x00\x06\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00' > corpus/pts_aligner/ibbp

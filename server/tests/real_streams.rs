@@ -100,7 +100,7 @@ fn run(
                 Event::Ended(_) => record(p, out, now, name),
                 Event::Fatal(e) => panic!("{name}: fatal {e}"),
                 Event::Part(_) => record_ll(p, out, now, name),
-                Event::Config(_) => {}
+                Event::Config(_) | Event::AudioFrame(_) | Event::AudioConfig(_) => {}
             }
         }
     };

@@ -97,7 +97,7 @@ const fn has_avcc_ext(profile_idc: u8) -> bool {
 const FTYP_BRANDS: [&[u8; 4]; 4] = [b"iso6", b"cmfc", b"dash", b"avc1"];
 const FTYP_BRANDS_H265: [&[u8; 4]; 4] = [b"iso6", b"cmfc", b"dash", b"hvc1"];
 /// A DASH media segment (`msdh`) that is one CMAF fragment and one CMAF segment.
-const STYP_BRANDS: [&[u8; 4]; 3] = [b"msdh", b"cmfs", b"cmff"];
+pub(super) const STYP_BRANDS: [&[u8; 4]; 3] = [b"msdh", b"cmfs", b"cmff"];
 
 // Box sizes that do not depend on the input.
 const FTYP_SIZE: u32 = 16 + 4 * FTYP_BRANDS.len() as u32;
@@ -677,18 +677,18 @@ fn put_hvcc(b: &mut BytesMut, size: u32, cfg: &CodecConfig, h: &HevcConfig) {
     }
 }
 
-fn put_box(b: &mut BytesMut, size: u32, kind: &[u8; 4]) {
+pub(super) fn put_box(b: &mut BytesMut, size: u32, kind: &[u8; 4]) {
     b.put_u32(size);
     b.put_slice(kind);
 }
 
-fn put_full_box(b: &mut BytesMut, size: u32, kind: &[u8; 4], version: u8, flags: u32) {
+pub(super) fn put_full_box(b: &mut BytesMut, size: u32, kind: &[u8; 4], version: u8, flags: u32) {
     put_box(b, size, kind);
     b.put_u32(u32::from(version) << 24 | (flags & 0x00ff_ffff));
 }
 
 /// `ftyp` or `styp`: the first brand is also the major brand.
-fn put_brands(b: &mut BytesMut, kind: &[u8; 4], brands: &[&[u8; 4]]) {
+pub(super) fn put_brands(b: &mut BytesMut, kind: &[u8; 4], brands: &[&[u8; 4]]) {
     put_box(b, 16 + 4 * brands.len() as u32, kind);
     if let Some(major) = brands.first() {
         b.put_slice(*major);
@@ -699,14 +699,14 @@ fn put_brands(b: &mut BytesMut, kind: &[u8; 4], brands: &[&[u8; 4]]) {
     }
 }
 
-fn put_unity_matrix(b: &mut BytesMut) {
+pub(super) fn put_unity_matrix(b: &mut BytesMut) {
     for v in [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000u32] {
         b.put_u32(v);
     }
 }
 
 /// ISO 639-2/T `und` (undetermined).
-const LANGUAGE_UND: u16 = language_code(b"und");
+pub(super) const LANGUAGE_UND: u16 = language_code(b"und");
 
 /// ISO 639-2/T code packed as three 5-bit letters.
 const fn language_code(code: &[u8; 3]) -> u16 {
@@ -805,6 +805,7 @@ mod tests {
             byte_size: frames.iter().map(|f| f.data.len() as u64).sum(),
             config_id: 1,
             composition_shift: 6000,
+            audio: None,
         }
     }
 
@@ -1364,6 +1365,7 @@ mod tests {
                 byte_size: 0,
                 config_id: 1,
                 composition_shift: rand(10_000) as u32,
+                audio: None,
             };
             let end = dts.wrapping_add(rand(6000)).wrapping_sub(100);
             if let Ok(seg) = media_segment(&rec, &refs, end) {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{cmaf, ts};
-use crate::frame::{CodecConfig, Frame, PartRecord};
+use super::{cmaf, cmaf_audio, ts};
+use crate::frame::{AudioConfig, AudioFrame, CodecConfig, Frame, PartRecord};
 
 /// Why a part could not be muxed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +27,19 @@ pub enum PartMuxError {
         segment: u64,
         source: ts::TsError,
     },
+    #[error("part {part} (segment {segment}): CMAF audio: {source}")]
+    CmafAudio {
+        part: u64,
+        segment: u64,
+        source: cmaf::CmafError,
+    },
+    #[error("part {part} (segment {segment}) has {got} audio frames, its record says {want}")]
+    AudioFrameCount {
+        part: u64,
+        segment: u64,
+        got: usize,
+        want: u32,
+    },
     #[error("part {part} (segment {segment}) has {got} frames, its record says {want}")]
     FrameCount {
         part: u64,
@@ -42,8 +55,10 @@ pub struct MuxedPart {
     pub record: Arc<PartRecord>,
     /// `moof` + `mdat` (no `styp`).
     pub cmaf: Bytes,
-    /// PAT, PMT, then the frames' PES packets.
+    /// PAT, PMT, then the frames' PES packets (video and audio).
     pub ts: Bytes,
+    /// The audio track's `moof` + `mdat` (empty without audio frames).
+    pub audio_cmaf: Bytes,
 }
 
 /// Which output formats to mux.
@@ -80,12 +95,12 @@ impl PartMuxer {
 
     /// The MPEG-TS continuity counters the next part starts from (see
     /// [`ts::TsMuxer::continuity`]).
-    pub fn ts_continuity(&self) -> [u8; 3] {
+    pub fn ts_continuity(&self) -> [u8; 4] {
         self.ts.continuity()
     }
 
     /// Continues another muxer's MPEG-TS continuity counters.
-    pub fn set_ts_continuity(&mut self, c: [u8; 3]) {
+    pub fn set_ts_continuity(&mut self, c: [u8; 4]) {
         self.ts.set_continuity(c);
     }
 
@@ -98,6 +113,33 @@ impl PartMuxer {
         frames: &[&Frame],
         config: &CodecConfig,
     ) -> Result<MuxedPart, PartMuxError> {
+        self.mux_av(part, frames, Some(config), None)
+    }
+
+    /// [`mux`](Self::mux) with the part's audio: `audio` its audio frames
+    /// (exactly those its record's `audio` span names) and the session's
+    /// audio format. The MPEG-TS packets carry both tracks; the CMAF audio
+    /// track is its own chunk. Without video frames (an audio-only session)
+    /// `config` may be `None` and only the audio is muxed.
+    pub fn mux_av(
+        &mut self,
+        part: Arc<PartRecord>,
+        frames: &[&Frame],
+        config: Option<&CodecConfig>,
+        audio: Option<(&[&AudioFrame], &AudioConfig)>,
+    ) -> Result<MuxedPart, PartMuxError> {
+        let want_audio = part.audio.as_ref().map_or(0, |a| a.frame_count);
+        let got_audio = audio.map_or(0, |(a, _)| a.len());
+        if audio.is_some() && got_audio != want_audio as usize {
+            return Err(PartMuxError::AudioFrameCount {
+                part: part.number,
+                segment: part.segment,
+                got: got_audio,
+                want: want_audio,
+            });
+        }
+        let audio = audio.filter(|(a, _)| !a.is_empty());
+        let config = config.filter(|_| !frames.is_empty());
         if frames.len() != part.frame_count as usize {
             return Err(PartMuxError::FrameCount {
                 part: part.number,
@@ -106,20 +148,29 @@ impl PartMuxer {
                 want: part.frame_count,
             });
         }
-        let cmaf = if self.formats.cmaf {
-            cmaf::part_chunk_of(&part, frames, part.start + part.duration, config.codec).map_err(
-                |source| PartMuxError::Cmaf {
+        let cmaf = match config {
+            Some(config) if self.formats.cmaf => {
+                cmaf::part_chunk_of(&part, frames, part.start + part.duration, config.codec)
+                    .map_err(|source| PartMuxError::Cmaf {
+                        part: part.number,
+                        segment: part.segment,
+                        source,
+                    })?
+            }
+            _ => Bytes::new(),
+        };
+        let audio_cmaf = match audio {
+            Some((a, _)) if self.formats.cmaf => cmaf_audio::audio_fragment(part.number, a)
+                .map_err(|source| PartMuxError::CmafAudio {
                     part: part.number,
                     segment: part.segment,
                     source,
-                },
-            )?
-        } else {
-            Bytes::new()
+                })?,
+            _ => Bytes::new(),
         };
-        let ts = if self.formats.ts {
+        let ts = if self.formats.ts && (config.is_some() || audio.is_some()) {
             self.ts
-                .part(frames, config, part.index == 0)
+                .part_av(frames, config, audio, part.index == 0)
                 .map_err(|source| PartMuxError::Ts {
                     part: part.number,
                     segment: part.segment,
@@ -132,6 +183,7 @@ impl PartMuxer {
             record: part,
             cmaf,
             ts,
+            audio_cmaf,
         })
     }
 }
@@ -141,6 +193,19 @@ impl PartMuxer {
 pub fn cmaf_segment_pieces<'a>(parts: impl IntoIterator<Item = &'a MuxedPart>) -> Vec<Bytes> {
     std::iter::once(cmaf::styp())
         .chain(parts.into_iter().map(|p| p.cmaf.clone()))
+        .collect()
+}
+
+/// The pieces of the CMAF audio segment made of `parts`: `styp`, then each
+/// part's audio chunk (parts without audio have none).
+pub fn cmaf_audio_segment_pieces<'a>(parts: impl IntoIterator<Item = &'a MuxedPart>) -> Vec<Bytes> {
+    std::iter::once(cmaf_audio::audio_styp())
+        .chain(
+            parts
+                .into_iter()
+                .filter(|p| !p.audio_cmaf.is_empty())
+                .map(|p| p.audio_cmaf.clone()),
+        )
         .collect()
 }
 
@@ -270,6 +335,7 @@ mod tests {
             byte_size: 0,
             config_id: 0,
             composition_shift: 0,
+            audio: None,
         });
         let err = muxer.mux(rec, &[], &CodecConfig::default()).unwrap_err();
         assert!(matches!(

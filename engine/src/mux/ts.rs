@@ -54,7 +54,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use crate::frame::{CodecConfig, Frame, NalSpan, VideoCodec};
+use crate::audio::adts::AdtsHeader;
+use crate::frame::{AudioConfig, AudioFrame, CodecConfig, Frame, NalSpan, VideoCodec};
 
 /// Constant added to every PTS/DTS/PCR so that PCR (which runs ahead of DTS)
 /// never goes below 0.
@@ -73,6 +74,15 @@ const PACKET_PAYLOAD: usize = PACKET_SIZE - 4;
 const PID_PAT: u16 = 0x0000;
 const PID_PMT: u16 = 0x1000;
 const PID_VIDEO: u16 = 0x0100;
+const PID_AUDIO: u16 = 0x0101;
+/// Stream type of AAC in ADTS (ISO/IEC 13818-7) in the PMT.
+const STREAM_TYPE_AAC_ADTS: u8 = 0x0F;
+const STREAM_ID_AUDIO: u8 = 0xC0;
+/// Audio frames in one PES: one, so every AAC frame has its own PTS
+/// (players and ffprobe time grouped frames by the first one's PTS only).
+const MAX_AUDIO_PER_PES: usize = 1;
+/// The ADTS header written in front of each AAC frame (no CRC).
+const ADTS_HEADER: usize = 7;
 
 /// adaptation_field_control values.
 const AFC_PAYLOAD: u8 = 0b01;
@@ -208,6 +218,152 @@ pub enum TsError {
     MissingParameterSets { index: u64, config_id: u32 },
     #[error("segment too large to address")]
     TooLarge,
+    #[error("audio frame {index}: {len} bytes do not fit an ADTS frame, or its format has no ADTS header")]
+    AudioFrame { index: u64, len: usize },
+    #[error("audio frame {index}: PTS {pts} is before the previous audio frame's {previous}")]
+    AudioNotIncreasing { index: u64, pts: u64, previous: u64 },
+}
+
+/// The PMT section (without CRC) for the tracks a part has: video (stream
+/// type 0x1B or 0x24) on PID 0x100, AAC in ADTS (0x0F) on PID 0x101; the
+/// PCR on the video PID, or the audio PID without video. Video alone is
+/// version 0 (the bytes liveslice always wrote); with audio, version 1;
+/// audio alone, version 2.
+fn pmt_section(video: Option<VideoCodec>, audio: bool) -> Vec<u8> {
+    let streams = usize::from(video.is_some()) + usize::from(audio);
+    let section_length = 9 + 5 * streams + 4;
+    let version: u8 = match (video.is_some(), audio) {
+        (true, false) => 0,
+        (true, true) => 1,
+        _ => 2,
+    };
+    let pcr_pid = if video.is_some() {
+        PID_VIDEO
+    } else {
+        PID_AUDIO
+    };
+    let mut s = vec![
+        0x02,
+        0xB0 | (section_length >> 8) as u8,
+        section_length as u8,
+        0x00,
+        0x01,
+        0xC1 | (version << 1),
+        0x00,
+        0x00,
+        0xE0 | (pcr_pid >> 8) as u8,
+        pcr_pid as u8,
+        0xF0,
+        0x00,
+    ];
+    if let Some(codec) = video {
+        let st = match codec {
+            VideoCodec::H264 => STREAM_TYPE_H264,
+            VideoCodec::H265 => STREAM_TYPE_H265,
+        };
+        s.extend_from_slice(&[
+            st,
+            0xE0 | (PID_VIDEO >> 8) as u8,
+            PID_VIDEO as u8,
+            0xF0,
+            0x00,
+        ]);
+    }
+    if audio {
+        s.extend_from_slice(&[
+            STREAM_TYPE_AAC_ADTS,
+            0xE0 | (PID_AUDIO >> 8) as u8,
+            PID_AUDIO as u8,
+            0xF0,
+            0x00,
+        ]);
+    }
+    s
+}
+
+/// One PES of audio frames (consecutive), planned.
+struct AudioPes {
+    /// Its frames: `frames[range]`.
+    range: std::ops::Range<usize>,
+    /// Before the video frame at this index (`usize::MAX`: after all).
+    before_video: usize,
+    /// PES bytes: 14 header bytes and the ADTS frames.
+    pes_len: usize,
+}
+
+/// Groups a part's audio frames into PES packets placed before the first
+/// video frame whose decode time is at or after their presentation time.
+fn plan_audio(
+    frames: &[&Frame],
+    audio: &[&AudioFrame],
+    acfg: &AudioConfig,
+) -> Result<Vec<AudioPes>, TsError> {
+    let mut out: Vec<AudioPes> = Vec::new();
+    let mut v = 0usize;
+    let mut previous: Option<u64> = None;
+    for (i, a) in audio.iter().enumerate() {
+        if AdtsHeader::write(
+            acfg.core_object_type,
+            acfg.sample_rate_index,
+            acfg.channel_config,
+            a.data.len(),
+        )
+        .is_none()
+            || a.data.is_empty()
+        {
+            return Err(TsError::AudioFrame {
+                index: a.index,
+                len: a.data.len(),
+            });
+        }
+        if let Some(p) = previous {
+            if a.pts < p {
+                return Err(TsError::AudioNotIncreasing {
+                    index: a.index,
+                    pts: a.pts,
+                    previous: p,
+                });
+            }
+        }
+        previous = Some(a.pts);
+        while frames.get(v).is_some_and(|f| f.dts < a.pts) {
+            v += 1;
+        }
+        let before = if v < frames.len() { v } else { usize::MAX };
+        let bytes = ADTS_HEADER + a.data.len();
+        match out.last_mut() {
+            Some(last)
+                if last.before_video == before
+                    && last.range.len() < MAX_AUDIO_PER_PES
+                    && !frames.is_empty() =>
+            {
+                last.range.end = i + 1;
+                last.pes_len += bytes;
+            }
+            _ => out.push(AudioPes {
+                range: i..i + 1,
+                before_video: before,
+                pes_len: PES_HEADER_FIXED + 5 + bytes,
+            }),
+        }
+    }
+    for p in &out {
+        // PES_packet_length counts the bytes after it (all but 6).
+        if p.pes_len - 6 > usize::from(u16::MAX) {
+            return Err(TsError::TooLarge);
+        }
+    }
+    Ok(out)
+}
+
+/// TS packets of an audio PES: the first carries a PCR when `pcr`.
+fn audio_packet_count(pes_len: usize, pcr: bool) -> usize {
+    let first = if pcr {
+        FIRST_PAYLOAD_MAX
+    } else {
+        PACKET_PAYLOAD
+    };
+    1 + pes_len.saturating_sub(first).div_ceil(PACKET_PAYLOAD)
 }
 
 /// Next continuity counter to use on each PID.
@@ -216,6 +372,7 @@ struct Counters {
     pat: u8,
     pmt: u8,
     video: u8,
+    audio: u8,
 }
 
 /// One per session (stream); keeps continuity counters across segments
@@ -235,18 +392,24 @@ impl TsMuxer {
 
     /// The continuity counters (ISO/IEC 13818-1 2.4.3.3, 4 bits each) the
     /// next packets of the PAT, PMT and video PIDs get.
-    pub fn continuity(&self) -> [u8; 3] {
-        [self.counters.pat, self.counters.pmt, self.counters.video]
+    pub fn continuity(&self) -> [u8; 4] {
+        [
+            self.counters.pat,
+            self.counters.pmt,
+            self.counters.video,
+            self.counters.audio,
+        ]
     }
 
     /// Continues another muxer's counters (see [`continuity`](Self::continuity)),
     /// so parts muxed here from a segment's start are the bytes it would
     /// have written.
-    pub fn set_continuity(&mut self, c: [u8; 3]) {
+    pub fn set_continuity(&mut self, c: [u8; 4]) {
         self.counters = Counters {
             pat: c[0] & 0x0f,
             pmt: c[1] & 0x0f,
             video: c[2] & 0x0f,
+            audio: c[3] & 0x0f,
         };
     }
 
@@ -273,9 +436,32 @@ impl TsMuxer {
         cfg: &CodecConfig,
         starts_segment: bool,
     ) -> Result<Bytes, TsError> {
-        if frames.is_empty() {
-            return Err(TsError::NoFrames);
-        }
+        self.part_av(frames, Some(cfg), None, starts_segment)
+    }
+
+    /// [`part`](Self::part) with the part's audio frames (`audio`, with the
+    /// session's audio format): each run of them in a PES on the audio PID
+    /// (stream type 0x0F, ADTS in PES, PTS only), placed before the first
+    /// video frame whose decode time is at or after it. Without video (an
+    /// audio-only session, `cfg` `None`) every audio PES carries the PCR.
+    pub fn part_av(
+        &mut self,
+        frames: &[&Frame],
+        cfg: Option<&CodecConfig>,
+        audio: Option<(&[&AudioFrame], &AudioConfig)>,
+        starts_segment: bool,
+    ) -> Result<Bytes, TsError> {
+        let audio = audio.filter(|(a, _)| !a.is_empty());
+        let Some(cfg) = cfg.filter(|_| !frames.is_empty()) else {
+            return match audio {
+                Some((a, acfg)) => self.audio_only_part(a, acfg),
+                None => Err(TsError::NoFrames),
+            };
+        };
+        let audio_pes = match audio {
+            Some((a, acfg)) => plan_audio(frames, a, acfg)?,
+            None => Vec::new(),
+        };
 
         let carried_dts = if starts_segment {
             None
@@ -301,26 +487,47 @@ impl TsMuxer {
             packets = add(packets, plan.packet_count())?;
             previous_dts = Some(frame.dts);
         }
+        for p in &audio_pes {
+            packets = add(packets, audio_packet_count(p.pes_len, false))?;
+        }
         let size = packets.checked_mul(PACKET_SIZE).ok_or(TsError::TooLarge)?;
 
         // Pass 2: write. Counters go to a copy, committed on success.
         let mut out = BytesMut::with_capacity(size);
         let mut counters = self.counters;
         write_psi(&mut out, PID_PAT, &mut counters.pat, &PAT_SECTION, PAT_CRC);
-        match cfg.codec {
-            VideoCodec::H264 => {
+        match (cfg.codec, audio.is_some()) {
+            (VideoCodec::H264, false) => {
                 write_psi(&mut out, PID_PMT, &mut counters.pmt, &PMT_SECTION, PMT_CRC)
             }
-            VideoCodec::H265 => write_psi(
+            (VideoCodec::H265, false) => write_psi(
                 &mut out,
                 PID_PMT,
                 &mut counters.pmt,
                 &PMT_SECTION_H265,
                 PMT_CRC_H265,
             ),
+            (codec, true) => {
+                let section = pmt_section(Some(codec), true);
+                let crc = crc32_mpeg2(&section);
+                write_psi(&mut out, PID_PMT, &mut counters.pmt, &section, crc)
+            }
         }
         let mut previous_dts: Option<u64> = carried_dts;
-        for frame in frames {
+        let mut next_audio = audio_pes.iter().peekable();
+        for (vi, frame) in frames.iter().enumerate() {
+            while let Some(p) = next_audio.next_if(|p| p.before_video == vi) {
+                if let Some((a, acfg)) = audio {
+                    write_audio_pes(
+                        &mut out,
+                        &mut counters.audio,
+                        a.get(p.range.clone()).unwrap_or(&[]),
+                        acfg,
+                        p.pes_len,
+                        None,
+                    );
+                }
+            }
             if let Some(previous) = previous_dts {
                 let last_cc = counters.video.wrapping_sub(1) & 0x0F;
                 for k in 1..=pcr_fill_count(frame.dts.wrapping_sub(previous)) {
@@ -332,11 +539,152 @@ impl TsMuxer {
             write_pes(&mut out, &mut counters.video, frame, cfg, &plan);
             previous_dts = Some(frame.dts);
         }
+        for p in next_audio {
+            if let Some((a, acfg)) = audio {
+                write_audio_pes(
+                    &mut out,
+                    &mut counters.audio,
+                    a.get(p.range.clone()).unwrap_or(&[]),
+                    acfg,
+                    p.pes_len,
+                    None,
+                );
+            }
+        }
         debug_assert_eq!(out.len(), size);
         self.counters = counters;
         self.last_dts = previous_dts;
         Ok(out.freeze())
     }
+}
+
+impl TsMuxer {
+    /// An audio-only part: PAT, PMT (audio alone), then one PES per audio
+    /// frame, each with a PCR.
+    fn audio_only_part(
+        &mut self,
+        audio: &[&AudioFrame],
+        acfg: &AudioConfig,
+    ) -> Result<Bytes, TsError> {
+        let mut pes = plan_audio(&[], audio, acfg)?;
+        // One frame per PES: a PCR with every frame.
+        let mut single = Vec::with_capacity(audio.len());
+        for p in pes.drain(..) {
+            for i in p.range {
+                single.push(AudioPes {
+                    range: i..i + 1,
+                    before_video: usize::MAX,
+                    pes_len: PES_HEADER_FIXED
+                        + 5
+                        + ADTS_HEADER
+                        + audio.get(i).map_or(0, |a| a.data.len()),
+                });
+            }
+        }
+        let mut packets: usize = 2;
+        for p in &single {
+            packets = add(packets, audio_packet_count(p.pes_len, true))?;
+        }
+        let size = packets.checked_mul(PACKET_SIZE).ok_or(TsError::TooLarge)?;
+        let mut out = BytesMut::with_capacity(size);
+        let mut counters = self.counters;
+        write_psi(&mut out, PID_PAT, &mut counters.pat, &PAT_SECTION, PAT_CRC);
+        let section = pmt_section(None, true);
+        let crc = crc32_mpeg2(&section);
+        write_psi(&mut out, PID_PMT, &mut counters.pmt, &section, crc);
+        for p in &single {
+            let pcr = audio.get(p.range.start).map(|a| pcr_base(a.pts));
+            write_audio_pes(
+                &mut out,
+                &mut counters.audio,
+                audio.get(p.range.clone()).unwrap_or(&[]),
+                acfg,
+                p.pes_len,
+                pcr,
+            );
+        }
+        debug_assert_eq!(out.len(), size);
+        self.counters = counters;
+        self.last_dts = None;
+        Ok(out.freeze())
+    }
+}
+
+/// Writes one audio PES (its frames with ADTS headers); `pcr`: the first
+/// packet carries it (audio-only output).
+fn write_audio_pes(
+    out: &mut BytesMut,
+    cc: &mut u8,
+    frames: &[&AudioFrame],
+    acfg: &AudioConfig,
+    pes_len: usize,
+    pcr: Option<u64>,
+) {
+    let Some(first) = frames.first() else {
+        return;
+    };
+    let first_room = if pcr.is_some() {
+        FIRST_PAYLOAD_MAX
+    } else {
+        PACKET_PAYLOAD
+    };
+    let first_payload = pes_len.min(first_room);
+    let af_len = PACKET_PAYLOAD - first_payload; // adaptation field bytes
+    match (pcr, af_len) {
+        (Some(pcr), _) => {
+            put_header(
+                out,
+                PID_AUDIO,
+                true,
+                AFC_ADAPTATION_AND_PAYLOAD,
+                next_cc(cc),
+            );
+            out.put_u8((af_len - 1) as u8);
+            out.put_u8(AF_PCR | AF_RANDOM_ACCESS);
+            put_pcr(out, pcr);
+            out.put_bytes(0xFF, af_len - AF_PCR_SIZE);
+        }
+        (None, 0) => put_header(out, PID_AUDIO, true, AFC_PAYLOAD, next_cc(cc)),
+        (None, n) => {
+            put_header(
+                out,
+                PID_AUDIO,
+                true,
+                AFC_ADAPTATION_AND_PAYLOAD,
+                next_cc(cc),
+            );
+            out.put_u8((n - 1) as u8);
+            if n >= 2 {
+                out.put_u8(0);
+                out.put_bytes(0xFF, n - 2);
+            }
+        }
+    }
+    out.put_slice(&[0, 0, 1, STREAM_ID_AUDIO]);
+    out.put_u16((pes_len - 6) as u16);
+    out.put_u8(0x84); // '10', not scrambled, data_alignment_indicator
+    out.put_slice(&[0x80, 5]);
+    put_timestamp(out, 0b0010, timestamp(first.pts));
+    let mut payload = PesPayload {
+        out,
+        cc,
+        room: first_payload - (PES_HEADER_FIXED + 5),
+        unassigned: pes_len - first_payload,
+        pid: PID_AUDIO,
+    };
+    for a in frames {
+        // Checked by the plan.
+        if let Some(h) = AdtsHeader::write(
+            acfg.core_object_type,
+            acfg.sample_rate_index,
+            acfg.channel_config,
+            a.data.len(),
+        ) {
+            payload.put(&h);
+            payload.put(&a.data);
+        }
+    }
+    debug_assert_eq!((payload.room, payload.unassigned), (0, 0));
 }
 
 fn add(a: usize, b: usize) -> Result<usize, TsError> {
@@ -563,6 +911,7 @@ fn write_pes(out: &mut BytesMut, cc: &mut u8, frame: &Frame, cfg: &CodecConfig, 
         cc,
         room: first_payload - plan.header_len,
         unassigned: plan.pes_len - first_payload,
+        pid: PID_VIDEO,
     };
     payload.put(aud_of(cfg.codec));
     if plan.insert_parameter_sets {
@@ -596,6 +945,7 @@ struct PesPayload<'a> {
     room: usize,
     /// PES bytes not yet given a packet.
     unassigned: usize,
+    pid: u16,
 }
 
 impl PesPayload<'_> {
@@ -621,10 +971,10 @@ impl PesPayload<'_> {
         self.room = payload;
         let cc = next_cc(self.cc);
         if payload == PACKET_PAYLOAD {
-            put_header(self.out, PID_VIDEO, false, AFC_PAYLOAD, cc);
+            put_header(self.out, self.pid, false, AFC_PAYLOAD, cc);
             return;
         }
-        put_header(self.out, PID_VIDEO, false, AFC_ADAPTATION_AND_PAYLOAD, cc);
+        put_header(self.out, self.pid, false, AFC_ADAPTATION_AND_PAYLOAD, cc);
         let af_size = PACKET_PAYLOAD - payload;
         self.out.put_u8((af_size - 1) as u8); // 0: the length byte alone
         if af_size >= 2 {

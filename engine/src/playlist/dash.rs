@@ -47,6 +47,15 @@ pub(super) fn s_entry(rec: &SegmentRecord) -> String {
     s
 }
 
+/// One `S` of the audio AdaptationSet: the segment's audio span, in
+/// samples (empty for a segment without audio frames).
+pub(super) fn audio_s_entry(rec: &SegmentRecord) -> String {
+    match rec.audio.as_ref().filter(|a| a.frame_count > 0) {
+        Some(a) => format!("{S_INDENT}<S t=\"{}\" d=\"{}\"/>\n", a.start, a.duration),
+        None => String::new(),
+    }
+}
+
 /// Appends ` name="value"` with the value XML-escaped.
 fn write_attr(out: &mut String, name: &str, value: &str) {
     out.push(' ');
@@ -112,10 +121,17 @@ impl Manifests {
         if self.ended {
             // The end of the last segment: periods keep the starts they had
             // while live, so nothing a viewer was shown moves.
-            let end = self
-                .window
-                .back()
-                .map_or(0, |w| w.rec.start.saturating_add(w.rec.duration));
+            let end = self.window.back().map_or(0, |w| {
+                let video = w.rec.start.saturating_add(w.rec.duration);
+                // The audio may run on a little past the last video frame.
+                let audio = w
+                    .rec
+                    .audio
+                    .as_ref()
+                    .zip(self.audio.as_ref())
+                    .map_or(0, |(a, cfg)| super::hls::audio_ticks(a.end(), cfg));
+                video.max(audio)
+            });
             s.push_str(" mediaPresentationDuration=\"");
             write_xs_duration_ticks(&mut s, end);
             s.push('"');
@@ -148,12 +164,91 @@ impl Manifests {
             if i == last {
                 break;
             }
+            let video = self.period_has_video(p);
             for seg in self.period_segments(p) {
-                s.push_str(&seg.dash_s);
+                s.push_str(if video {
+                    &seg.dash_s
+                } else {
+                    &seg.dash_audio_s
+                });
             }
-            s.push_str(PERIOD_CLOSE);
+            s.push_str(AS_CLOSE);
+            if video {
+                self.write_audio_set(&mut s, p, true);
+            }
+            s.push_str(PERIOD_END);
         }
         s
+    }
+
+    /// Whether a period has video (a session's periods all do, but an
+    /// audio-only session's).
+    fn period_has_video(&self, p: &Period) -> bool {
+        self.configs.contains_key(&p.config_id)
+    }
+
+    /// The audio AdaptationSet of a period: opening through
+    /// `<SegmentTimeline>`, then (`whole`) its `S` lines and closing tags.
+    /// Nothing when the period has no audio frames.
+    fn write_audio_set(&self, s: &mut String, p: &Period, whole: bool) {
+        let Some(cfg) = self.audio.as_ref() else {
+            return;
+        };
+        let mut with_audio = self
+            .period_segments(p)
+            .filter(|w| !w.dash_audio_s.is_empty())
+            .peekable();
+        // As the primary set (an audio-only period, `whole` false) the set
+        // is always written: its segments all have audio.
+        let first = if whole {
+            with_audio.peek().map(|w| w.rec.sequence)
+        } else {
+            self.period_segments(p).next().map(|w| w.rec.sequence)
+        };
+        let Some(start_number) = first.or((!whole).then_some(0)) else {
+            return;
+        };
+        let (bytes, samples) = self.period_segments(p).fold((0u128, 0u128), |(b, t), w| {
+            let a = w.rec.audio.as_ref();
+            (
+                b + u128::from(a.map_or(0, |a| a.byte_size)),
+                t + u128::from(a.map_or(0, |a| a.duration)),
+            )
+        });
+        let bandwidth =
+            u64::try_from((bytes * 8 * u128::from(cfg.sample_rate)).div_ceil(samples.max(1)))
+                .unwrap_or(u64::MAX)
+                .max(1);
+        let pto = u128::from(p.start) * u128::from(cfg.sample_rate) / u128::from(TIMESCALE);
+        s.push_str(
+            "    <AdaptationSet id=\"1\" contentType=\"audio\" mimeType=\"audio/mp4\" lang=\"und\" \
+             segmentAlignment=\"true\">\n      <AudioChannelConfiguration \
+             schemeIdUri=\"urn:mpeg:dash:23003:3:audio_channel_configuration:2011\"",
+        );
+        let _ = write!(
+            s,
+            " value=\"{}\"/>\n      <Representation id=\"a{}\"",
+            cfg.channels(),
+            cfg.id
+        );
+        write_attr(s, "codecs", &cfg.codec_string());
+        let _ = write!(
+            s,
+            " audioSamplingRate=\"{}\" bandwidth=\"{bandwidth}\">\n        <SegmentTemplate \
+             timescale=\"{}\" presentationTimeOffset=\"{pto}\"",
+            cfg.sample_rate, cfg.sample_rate
+        );
+        write_attr(s, "initialization", super::hls::AUDIO_INIT);
+        let _ = write!(
+            s,
+            " media=\"audio-$Number$.m4s\" startNumber=\"{start_number}\">\n          <SegmentTimeline>\n"
+        );
+        if whole {
+            for w in with_audio {
+                s.push_str(&w.dash_audio_s);
+            }
+            s.push_str(AS_CLOSE);
+        }
     }
 
     fn write_period_open(&self, s: &mut String, p: &Period) {
@@ -163,8 +258,13 @@ impl Manifests {
         let start_number = self.period_segments(p).next().map_or(0, |w| w.rec.sequence);
         let _ = write!(s, "  <Period id=\"{}\" start=\"", p.id);
         write_xs_duration_ticks(s, start);
+        s.push_str("\">\n");
+        if !self.period_has_video(p) {
+            self.write_audio_set(s, p, false);
+            return;
+        }
         s.push_str(
-            "\">\n    <AdaptationSet id=\"0\" contentType=\"video\" mimeType=\"video/mp4\" \
+            "    <AdaptationSet id=\"0\" contentType=\"video\" mimeType=\"video/mp4\" \
              segmentAlignment=\"true\">\n      <Representation",
         );
         write_attr(s, "id", &format!("v{}", p.config_id));
@@ -197,8 +297,12 @@ impl Manifests {
 
     pub(super) fn dash_tail(&self) -> String {
         let mut s = String::with_capacity(256);
-        if !self.periods.is_empty() {
-            s.push_str(PERIOD_CLOSE);
+        if let Some(p) = self.periods.back() {
+            s.push_str(AS_CLOSE);
+            if self.period_has_video(p) {
+                self.write_audio_set(&mut s, p, true);
+            }
+            s.push_str(PERIOD_END);
         }
         s.push_str("  <UTCTiming");
         write_attr(&mut s, "schemeIdUri", "urn:mpeg:dash:utc:http-iso:2014");
@@ -244,15 +348,17 @@ impl Manifests {
         if let Some(at) = text.find("  <Period") {
             text.insert_str(at, &sd);
         }
-        let text = text.replace(
-            " media=\"seg-$Number$.m4s\"",
-            &format!(
-                " availabilityTimeOffset=\"{}.{:03}\" availabilityTimeComplete=\"false\" \
-                 media=\"seg-$Number$.m4s\"",
-                ato / 1000,
-                ato % 1000
-            ),
-        );
+        for media in ["seg-$Number$.m4s", "audio-$Number$.m4s"] {
+            text = text.replace(
+                &format!(" media=\"{media}\""),
+                &format!(
+                    " availabilityTimeOffset=\"{}.{:03}\" availabilityTimeComplete=\"false\" \
+                     media=\"{media}\"",
+                    ato / 1000,
+                    ato % 1000
+                ),
+            );
+        }
         // The segment in progress, in the last period.
         let pos = self.ll_position();
         let (Some(last), Some(first)) = (
@@ -264,37 +370,76 @@ impl Manifests {
         if self.open_discontinuity || first.config_id != last.rec.config_id {
             return text;
         }
-        let entry = format!(
-            "{S_INDENT}<S t=\"{}\" d=\"{}\"/>\n",
-            first.start, last.rec.duration
-        );
-        match text.rfind("          </SegmentTimeline>") {
-            Some(at) => {
-                let mut t = text;
-                t.insert_str(at, &entry);
-                t
-            }
-            None => text,
+        // The S of each set in the last period, in the order the sets are
+        // written: video (when there is video), then audio.
+        let video = self
+            .periods
+            .back()
+            .is_some_and(|p| self.period_has_video(p));
+        let mut entries = Vec::new();
+        if video {
+            entries.push(Some(format!(
+                "{S_INDENT}<S t=\"{}\" d=\"{}\"/>\n",
+                first.start, last.rec.duration
+            )));
         }
+        let audio = first
+            .audio
+            .as_ref()
+            .zip(last.rec.audio.as_ref())
+            .filter(|(f, l)| {
+                f.frame_count > 0 && l.frame_count > 0 && !last.dash_audio_s.is_empty()
+            })
+            .map(|(f, l)| format!("{S_INDENT}<S t=\"{}\" d=\"{}\"/>\n", f.start, l.duration));
+        entries.push(audio);
+        let Some(period_at) = text.rfind("  <Period") else {
+            return text;
+        };
+        let close = "          </SegmentTimeline>";
+        let mut at = period_at;
+        let mut out = text.clone();
+        let mut shift = 0;
+        for e in entries {
+            let Some(rel) = text[at..].find(close) else {
+                break;
+            };
+            let pos = at + rel;
+            if let Some(e) = e {
+                out.insert_str(pos + shift, &e);
+                shift += e.len();
+            }
+            at = pos + close.len();
+        }
+        out
     }
 
     pub(super) fn dash_state(&self, now_ms: u64) -> ManifestState {
-        let last = self.periods.back().map(|p| p.id);
+        let last = self.periods.back();
+        let video = last.is_some_and(|p| self.period_has_video(p));
+        let last = last.map(|p| p.id);
         ManifestState {
             head: self.dash_head(now_ms),
             entries: self
                 .window
                 .iter()
                 .filter(|w| Some(w.period) == last)
-                .map(|w| w.dash_s.clone())
+                .map(|w| {
+                    if video {
+                        w.dash_s.clone()
+                    } else {
+                        w.dash_audio_s.clone()
+                    }
+                })
                 .collect(),
             tail: self.dash_tail(),
         }
     }
 }
 
-const PERIOD_CLOSE: &str = "          </SegmentTimeline>\n        </SegmentTemplate>\n      \
-                            </Representation>\n    </AdaptationSet>\n  </Period>\n";
+/// Closes an AdaptationSet opened through `<SegmentTimeline>`.
+const AS_CLOSE: &str = "          </SegmentTimeline>\n        </SegmentTemplate>\n      \
+                        </Representation>\n    </AdaptationSet>\n";
+const PERIOD_END: &str = "  </Period>\n";
 
 #[cfg(test)]
 mod tests {

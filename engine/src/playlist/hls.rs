@@ -16,7 +16,7 @@ use std::fmt::Write;
 
 use super::time::{write_extinf_seconds, write_iso8601_ms};
 use super::{ManifestState, Manifests};
-use crate::frame::SegmentRecord;
+use crate::frame::{AudioConfig, SegmentRecord, TIMESCALE};
 
 /// `#EXT-X-PLAYLIST-TYPE` (RFC 8216 4.3.3.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +34,62 @@ pub enum Flavour {
     /// MPEG-TS segments (`seg-N.ts`), self-initializing; version 3 (decimal
     /// EXTINF).
     Ts,
+    /// The CMAF audio track (`audio-N.m4s`, `EXT-X-MAP` `audio-init.mp4`):
+    /// the `EXT-X-MEDIA TYPE=AUDIO` rendition; version 7.
+    Audio,
+}
+
+/// The audio track's init segment, as the origin serves it.
+pub const AUDIO_INIT: &str = "audio-init.mp4";
+
+/// `samples` of `cfg`'s rate in 90 kHz ticks (rounded).
+pub(super) fn audio_ticks(samples: u64, cfg: &AudioConfig) -> u64 {
+    let rate = u128::from(cfg.sample_rate.max(1));
+    ((u128::from(samples) * u128::from(TIMESCALE) + rate / 2) / rate) as u64
+}
+
+/// One segment's lines in the audio playlist: its audio span's duration
+/// and wall-clock time; a segment with no audio (before the audio
+/// started) is an `EXT-X-GAP` of the video's duration, so the audio
+/// playlist's media sequence numbers stay the video's.
+pub(super) fn audio_entry(rec: &SegmentRecord, audio: Option<&AudioConfig>) -> String {
+    let mut s = String::with_capacity(112);
+    if rec.discontinuity {
+        s.push_str("#EXT-X-DISCONTINUITY\n");
+    }
+    let span = rec.audio.as_ref().filter(|a| a.frame_count > 0);
+    match (span, audio) {
+        (Some(a), Some(cfg)) => {
+            // The video's wall clock moved by the audio's offset from it.
+            let a_ms = audio_ticks(a.start, cfg) as i128 / 90;
+            let v_ms = if rec.frame_count == 0 {
+                a_ms
+            } else {
+                i128::from(rec.start / 90)
+            };
+            let pdt = (i128::from(rec.program_date_time_ms) + a_ms - v_ms).max(0) as u64;
+            s.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+            write_iso8601_ms(&mut s, pdt);
+            s.push_str("\n#EXTINF:");
+            write_extinf_seconds(&mut s, audio_ticks(a.duration, cfg));
+        }
+        _ => {
+            s.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+            write_iso8601_ms(&mut s, rec.program_date_time_ms);
+            s.push_str("\n#EXTINF:");
+            write_extinf_seconds(&mut s, rec.duration);
+            s.push_str(",\n#EXT-X-GAP");
+        }
+    }
+    let _ = write!(
+        s,
+        ",\n{}\n",
+        super::segment_name(rec.sequence, Flavour::Audio)
+    );
+    if s.contains(",\n#EXT-X-GAP,") {
+        s = s.replace(",\n#EXT-X-GAP,", ",\n#EXT-X-GAP");
+    }
+    s
 }
 
 /// URI of the init segment of a config; the CMAF muxer serves this name.
@@ -63,10 +119,99 @@ pub(super) fn entry(rec: &SegmentRecord, flavour: Flavour, config_changed: bool)
 }
 
 impl Manifests {
+    /// The HLS multivariant playlist (RFC 8216 4.3.4): the video playlist
+    /// (`index.m3u8`) with the codecs, resolution and frame rate of the
+    /// newest segment and the peak bit rate of the window, and, when the
+    /// session has audio, an `EXT-X-MEDIA TYPE=AUDIO` rendition
+    /// (`audio.m3u8`, CMAF) it names as its `AUDIO` group. For MPEG-TS
+    /// (`ts` true) the audio is muxed into the video's segments: one
+    /// variant whose `CODECS` name both. An audio-only session's variant is
+    /// the audio playlist (CMAF) or `index.m3u8` (TS). `None` before the
+    /// first segment.
+    pub fn hls_multivariant(&self, ts: bool) -> Option<String> {
+        let last = self.window.back()?;
+        let video = self.configs.get(&last.rec.config_id);
+        let audio = self.audio.as_ref();
+        let mut s = String::from("#EXTM3U\n#EXT-X-VERSION:");
+        s.push_str(if ts { "3\n" } else { "7\n" });
+        if self.all_independent {
+            s.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+        }
+        let (bytes, ticks) = self.window.iter().fold((0u128, 0u128), |(b, t), w| {
+            let a = w.rec.audio.as_ref().map_or(0, |a| a.byte_size);
+            (
+                b.max(
+                    u128::from(w.rec.byte_size + a) * u128::from(TIMESCALE)
+                        / u128::from(w.rec.duration.max(1)),
+                ),
+                t,
+            )
+        });
+        let _ = ticks;
+        // Bytes per second of the busiest segment, as bits, with the
+        // containers' overhead (about 10 %).
+        let bandwidth = (bytes * 8 * 11 / 10).max(1);
+        let mut codecs: Vec<String> = Vec::new();
+        if let Some(v) = video {
+            codecs.push(v.codec_string());
+        }
+        if let Some(a) = audio {
+            codecs.push(a.codec_string());
+        }
+        let group = audio.is_some() && video.is_some() && !ts;
+        if group {
+            if let Some(a) = audio {
+                let _ = writeln!(
+                    s,
+                    "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,\
+                     AUTOSELECT=YES,CHANNELS=\"{}\",URI=\"audio.m3u8\"",
+                    a.channels()
+                );
+            }
+        }
+        let _ = write!(
+            s,
+            "#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{}\"",
+            codecs.join(",")
+        );
+        if let Some(v) = video {
+            let _ = write!(s, ",RESOLUTION={}x{}", v.width, v.height);
+            if v.frame_rate_num > 0 && v.frame_rate_den > 0 {
+                let _ = write!(
+                    s,
+                    ",FRAME-RATE={:.3}",
+                    f64::from(v.frame_rate_num) / f64::from(v.frame_rate_den)
+                );
+            }
+        }
+        if group {
+            s.push_str(",AUDIO=\"audio\"");
+        }
+        s.push('\n');
+        s.push_str(if video.is_none() && audio.is_some() && !ts {
+            "audio.m3u8\n"
+        } else {
+            "index.m3u8\n"
+        });
+        Some(s)
+    }
+
+    /// The HLS audio media playlist (empty entries before any audio).
+    pub fn hls_audio(&self) -> ManifestState {
+        self.hls_state(Flavour::Audio)
+    }
+
+    /// Whether the session has audio (its manifests list an audio track).
+    pub fn has_audio(&self) -> bool {
+        self.audio.is_some()
+    }
+}
+
+impl Manifests {
     pub(super) fn hls_head(&self, flavour: Flavour) -> String {
         let mut s = String::with_capacity(224);
         let version = match flavour {
-            Flavour::Cmaf => 7,
+            Flavour::Cmaf | Flavour::Audio => 7,
             Flavour::Ts => 3,
         };
         let first = self.window.front().map(|w| w.rec.config_id);
@@ -81,7 +226,7 @@ impl Manifests {
     /// `Vod` once it ended (then with `#EXT-X-ENDLIST`).
     pub fn hls_typed(&self, flavour: Flavour, playlist_type: PlaylistType) -> String {
         let version = match flavour {
-            Flavour::Cmaf => 7,
+            Flavour::Cmaf | Flavour::Audio => 7,
             Flavour::Ts => 3,
         };
         let first = self.window.front().map(|w| w.rec.config_id);
@@ -141,8 +286,12 @@ impl Manifests {
         if ll {
             self.write_ll_control(s);
         }
-        if let (Flavour::Cmaf, Some(config_id)) = (flavour, map) {
-            write_map(s, config_id);
+        match (flavour, map) {
+            (Flavour::Cmaf, Some(config_id)) => write_map(s, config_id),
+            (Flavour::Audio, _) => {
+                let _ = writeln!(s, "#EXT-X-MAP:URI=\"{AUDIO_INIT}\"");
+            }
+            _ => {}
         }
     }
 
@@ -163,6 +312,7 @@ impl Manifests {
                 .map(|w| match flavour {
                     Flavour::Cmaf => w.hls_cmaf.clone(),
                     Flavour::Ts => w.hls_ts.clone(),
+                    Flavour::Audio => w.hls_audio.clone(),
                 })
                 .collect(),
             tail: self.hls_tail(),

@@ -32,10 +32,10 @@
 
 use std::fmt::Write;
 
-use super::hls::Flavour;
+use super::hls::{audio_ticks, Flavour};
 use super::time::write_extinf_seconds;
 use super::Manifests;
-use crate::frame::PartRecord;
+use crate::frame::{AudioConfig, PartRecord};
 
 /// Complete segments whose parts are listed (besides the segment in
 /// progress): about three target durations' worth at the usual one to two
@@ -62,20 +62,33 @@ pub struct LlPosition {
 }
 
 fn part_uri(out: &mut String, number: u64, flavour: Flavour) {
-    let ext = match flavour {
-        Flavour::Cmaf => "m4s",
-        Flavour::Ts => "ts",
+    let _ = match flavour {
+        Flavour::Cmaf => write!(out, "part-{number}.m4s"),
+        Flavour::Ts => write!(out, "part-{number}.ts"),
+        Flavour::Audio => write!(out, "audio-part-{number}.m4s"),
     };
-    let _ = write!(out, "part-{number}.{ext}");
 }
 
-fn write_part(out: &mut String, p: &PartRecord, flavour: Flavour) {
+fn write_part(out: &mut String, p: &PartRecord, flavour: Flavour, audio: Option<&AudioConfig>) {
     out.push_str("#EXT-X-PART:DURATION=");
-    write_extinf_seconds(out, p.duration);
+    let audio_span = p.audio.as_ref().filter(|a| a.frame_count > 0);
+    match (flavour, audio_span, audio) {
+        (Flavour::Audio, Some(a), Some(cfg)) => {
+            write_extinf_seconds(out, audio_ticks(a.duration, cfg))
+        }
+        _ => write_extinf_seconds(out, p.duration),
+    }
     out.push_str(",URI=\"");
     part_uri(out, p.number, flavour);
     out.push('"');
-    if p.independent {
+    if flavour == Flavour::Audio {
+        // Every AAC frame is independent; a part without audio is a gap.
+        if audio_span.is_some() {
+            out.push_str(",INDEPENDENT=YES");
+        } else {
+            out.push_str(",GAP=YES");
+        }
+    } else if p.independent {
         out.push_str(",INDEPENDENT=YES");
     }
     out.push('\n');
@@ -197,7 +210,7 @@ impl Manifests {
         let first_kept = self.window.get(skipped).map(|w| w.rec.config_id);
         let version = match (skip, flavour) {
             (true, _) => 9,
-            (false, Flavour::Cmaf) => 7,
+            (false, Flavour::Cmaf | Flavour::Audio) => 7,
             (false, Flavour::Ts) => 3,
         };
         let mut s = String::with_capacity(1024 + self.window.len() * 160 + self.parts.len() * 64);
@@ -209,6 +222,7 @@ impl Manifests {
             let entry = match flavour {
                 Flavour::Cmaf => &w.hls_cmaf,
                 Flavour::Ts => &w.hls_ts,
+                Flavour::Audio => &w.hls_audio,
             };
             let mut parts = self
                 .parts
@@ -219,7 +233,7 @@ impl Manifests {
                 (Some(_), Some(at)) => {
                     s.push_str(&entry[..at]);
                     for p in parts {
-                        write_part(&mut s, p, flavour);
+                        write_part(&mut s, p, flavour, self.audio.as_ref());
                     }
                     s.push_str(&entry[at..]);
                 }
@@ -244,7 +258,7 @@ impl Manifests {
                 }
             }
             for p in open {
-                write_part(&mut s, p, flavour);
+                write_part(&mut s, p, flavour, self.audio.as_ref());
             }
             s.push_str("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"");
             part_uri(&mut s, pos.next_part, flavour);
@@ -323,6 +337,7 @@ mod tests {
             byte_size: 1000,
             config_id: 0,
             composition_shift: 0,
+            audio: None,
         }
     }
 
@@ -555,5 +570,66 @@ mod tests {
         // Ended: the regular static MPD.
         m.end(0);
         assert_eq!(m.dash_ll(0), m.dash(0).render());
+    }
+
+    /// The audio playlist's low-latency rendering: each part with the
+    /// duration of its audio span (`audio-part-N.m4s`, every AAC frame
+    /// independent), a part without audio as a gap, the preload hint for
+    /// the next audio part.
+    #[test]
+    fn audio_parts_are_listed_with_their_audio_durations() {
+        let a = crate::audio::config::parse_asc(&[0x11, 0x90]).unwrap();
+        let mut m = ll(6);
+        let mut at = 0u64;
+        let audio_part = |p: &mut PartRecord, at: &mut u64, frames: u32| {
+            p.audio = Some(crate::frame::AudioSpan {
+                first_frame_index: *at / 1024,
+                frame_count: frames,
+                start: *at,
+                duration: u64::from(frames) * 1024,
+                byte_size: 100,
+                config_id: 0,
+            });
+            *at += u64::from(frames) * 1024;
+        };
+        for i in 0..5 {
+            let mut p = part(0, i);
+            audio_part(&mut p, &mut at, if i == 4 { 10 } else { 9 });
+            m.push_part(&p);
+        }
+        let mut r = rec(0, 0, 90_000);
+        r.audio = Some(crate::frame::AudioSpan {
+            first_frame_index: 0,
+            frame_count: 46,
+            start: 0,
+            duration: 46 * 1024,
+            byte_size: 4600,
+            config_id: 0,
+        });
+        m.push_av(r, Some(&cfg(0)), Some(&a), 0);
+        let mut p = part(1, 0);
+        audio_part(&mut p, &mut at, 9);
+        m.push_part(&p);
+        m.push_part(&part(1, 1)); // no audio (yet)
+        let text = m.hls_ll(Flavour::Audio, false);
+        assert!(
+            text.contains("#EXT-X-MAP:URI=\"audio-init.mp4\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "#EXT-X-PART:DURATION=0.192000,URI=\"audio-part-0.m4s\",INDEPENDENT=YES\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("#EXTINF:0.981333,\naudio-0.m4s\n"), "{text}");
+        assert!(
+            text.contains("URI=\"audio-part-6.m4s\",GAP=YES\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"audio-part-7.m4s\"\n"),
+            "{text}"
+        );
     }
 }

@@ -24,10 +24,10 @@ mod time;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::frame::{CodecConfig, PartRecord, SegmentRecord};
+use crate::frame::{AudioConfig, CodecConfig, PartRecord, SegmentRecord};
 
-pub use hls::Flavour as HlsFlavour;
 pub use hls::PlaylistType;
+pub use hls::{Flavour as HlsFlavour, AUDIO_INIT};
 pub use ll::{LlPosition, PART_SEGMENTS};
 
 pub use time::iso8601_ms;
@@ -45,6 +45,7 @@ pub fn segment_name(sequence: u64, flavour: HlsFlavour) -> String {
     match flavour {
         HlsFlavour::Cmaf => format!("seg-{sequence}.m4s"),
         HlsFlavour::Ts => format!("seg-{sequence}.ts"),
+        HlsFlavour::Audio => format!("audio-{sequence}.m4s"),
     }
 }
 
@@ -152,6 +153,9 @@ pub struct ManifestUpdate {
     pub hls_cmaf: ManifestEdit,
     pub hls_ts: ManifestEdit,
     pub dash: ManifestEdit,
+    /// The HLS audio media playlist (sessions with audio; an empty edit
+    /// otherwise).
+    pub hls_audio: ManifestEdit,
 }
 
 /// A segment in the live window with its cached, rendered entries.
@@ -163,6 +167,10 @@ struct WindowSegment {
     hls_cmaf: String,
     hls_ts: String,
     dash_s: String,
+    /// Its entry in the audio playlist.
+    hls_audio: String,
+    /// Its `S` in the audio AdaptationSet (empty without audio frames).
+    dash_audio_s: String,
 }
 
 /// A DASH period: a run of segments with one codec config and no
@@ -186,6 +194,8 @@ pub struct Manifests {
     periods: VecDeque<Period>,
     /// The configs referenced by the window (by `SegmentRecord::config_id`).
     configs: BTreeMap<u32, CodecConfig>,
+    /// The session's audio format, once it has audio.
+    audio: Option<AudioConfig>,
     next_period_id: u64,
     /// `EXT-X-TARGETDURATION`, seconds; fixed for the session.
     target_duration: u64,
@@ -236,6 +246,7 @@ impl Manifests {
             window: VecDeque::with_capacity(cap),
             periods: VecDeque::new(),
             configs: BTreeMap::new(),
+            audio: None,
             next_period_id: 0,
             target_duration,
             max_segment_ms,
@@ -293,6 +304,22 @@ impl Manifests {
     /// is not above the last one (a replay; HLS forbids the media sequence
     /// going back), and anything after [`end`](Self::end).
     pub fn push(&mut self, rec: SegmentRecord, cfg: &CodecConfig, now_ms: u64) -> ManifestUpdate {
+        self.push_av(rec, Some(cfg), None, now_ms)
+    }
+
+    /// [`push`](Self::push) for a session with audio: `video` is the
+    /// segment's video config (`None` in an audio-only session), `audio`
+    /// the session's audio format (`None` until it has audio).
+    pub fn push_av(
+        &mut self,
+        rec: SegmentRecord,
+        video: Option<&CodecConfig>,
+        audio: Option<&AudioConfig>,
+        now_ms: u64,
+    ) -> ManifestUpdate {
+        if let Some(a) = audio {
+            self.audio.get_or_insert_with(|| a.clone());
+        }
         let segment_sequence = Some(rec.sequence);
         let prev = self
             .window
@@ -338,18 +365,28 @@ impl Manifests {
             hls_cmaf: hls::entry(&rec, hls::Flavour::Cmaf, config_changed),
             hls_ts: hls::entry(&rec, hls::Flavour::Ts, config_changed),
             dash_s: dash::s_entry(&rec),
+            hls_audio: hls::audio_entry(&rec, self.audio.as_ref()),
+            dash_audio_s: dash::audio_s_entry(&rec),
             period,
             rec,
         };
-        self.window_bytes = self.window_bytes.saturating_add(seg.rec.byte_size);
+        let seg_bytes = seg.rec.byte_size + seg.rec.audio.as_ref().map_or(0, |a| a.byte_size);
+        self.window_bytes = self.window_bytes.saturating_add(seg_bytes);
         // A period's codec string, size and frame rate are fixed when it
         // starts: the first record of a config decides them.
-        self.configs
-            .entry(seg.rec.config_id)
-            .or_insert_with(|| cfg.clone());
+        if let Some(cfg) = video {
+            self.configs
+                .entry(seg.rec.config_id)
+                .or_insert_with(|| cfg.clone());
+        }
         let appended_hls_cmaf = seg.hls_cmaf.clone();
         let appended_hls_ts = seg.hls_ts.clone();
-        let appended_dash = seg.dash_s.clone();
+        let appended_dash = if video.is_none() {
+            seg.dash_audio_s.clone()
+        } else {
+            seg.dash_s.clone()
+        };
+        let appended_hls_audio = seg.hls_audio.clone();
         self.window.push_back(seg);
         self.open_discontinuity = false;
         self.trim_parts();
@@ -360,7 +397,9 @@ impl Manifests {
             || (self.window_bytes > self.opts.max_window_bytes && self.window.len() > 1)
         {
             if let Some(gone) = self.window.pop_front() {
-                self.window_bytes = self.window_bytes.saturating_sub(gone.rec.byte_size);
+                let gone_bytes =
+                    gone.rec.byte_size + gone.rec.audio.as_ref().map_or(0, |a| a.byte_size);
+                self.window_bytes = self.window_bytes.saturating_sub(gone_bytes);
                 removed = removed.saturating_add(1);
                 if Some(gone.period) == old_last_period {
                     removed_from_old_last = removed_from_old_last.saturating_add(1);
@@ -411,6 +450,12 @@ impl Manifests {
                 append_entries: vec![appended_dash],
                 tail: self.dash_tail(),
             },
+            hls_audio: ManifestEdit {
+                head: self.hls_head(hls::Flavour::Audio),
+                remove_entries: removed,
+                append_entries: vec![appended_hls_audio],
+                tail: self.hls_tail(),
+            },
         }
     }
 
@@ -437,6 +482,7 @@ impl Manifests {
             hls_cmaf: rewrap(self.hls_head(hls::Flavour::Cmaf), self.hls_tail()),
             hls_ts: rewrap(self.hls_head(hls::Flavour::Ts), self.hls_tail()),
             dash: rewrap(self.dash_head(now_ms), self.dash_tail()),
+            hls_audio: rewrap(self.hls_head(hls::Flavour::Audio), self.hls_tail()),
         }
     }
 

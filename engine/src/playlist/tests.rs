@@ -48,6 +48,7 @@ pub(super) fn rec(sequence: u64, start: u64, duration: u64) -> SegmentRecord {
         byte_size: 500_000,
         config_id: 0,
         composition_shift: 0,
+        audio: None,
     }
 }
 
@@ -317,6 +318,7 @@ impl Stream {
             byte_size: rng.below(5_000_000),
             config_id: self.config,
             composition_shift: 0,
+            audio: None,
         };
         self.seq += 1;
         self.start += duration;
@@ -358,6 +360,7 @@ fn hostile(rng: &mut Rng, last_seq: &mut u64) -> SegmentRecord {
         byte_size: extreme(rng),
         config_id: rng.pick(&[0, 1, 2, u32::MAX]),
         composition_shift: rng.below(u64::from(u32::MAX)) as u32,
+        audio: None,
     }
 }
 
@@ -572,4 +575,156 @@ fn a_copy_continued_from_a_segment_renders_the_same() {
         naive.dash(PDT_BASE).render(),
         original.dash(PDT_BASE).render()
     );
+}
+
+/// 48 kHz stereo AAC-LC.
+fn audio_cfg() -> crate::frame::AudioConfig {
+    crate::audio::config::parse_asc(&[0x11, 0x90]).unwrap()
+}
+
+/// `rec` with the audio span of its media time (48 kHz, frames of 1,024
+/// samples; spans meet exactly, as the engine makes them).
+fn av_rec(sequence: u64, start: u64, duration: u64, audio_start: &mut u64) -> SegmentRecord {
+    let mut r = rec(sequence, start, duration);
+    let end = (start + duration) * 48_000 / 90_000;
+    let frames = (end.saturating_sub(*audio_start) + 512) / 1024;
+    r.audio = Some(crate::frame::AudioSpan {
+        first_frame_index: *audio_start / 1024,
+        frame_count: frames as u32,
+        start: *audio_start,
+        duration: frames * 1024,
+        byte_size: frames * 300,
+        config_id: 0,
+    });
+    *audio_start += frames * 1024;
+    r
+}
+
+/// A session with audio: the audio playlist and the MPD (audio in the
+/// tail) kept by edits equal the fresh renderings; the audio playlist, the
+/// multivariant playlist and the MPD are valid and say what they carry.
+#[test]
+fn audio_manifests_follow_the_edit_model_and_validate() {
+    let a = audio_cfg();
+    let mut m = Manifests::new(
+        PlaylistOptions {
+            window: 4,
+            ..Default::default()
+        },
+        PDT_BASE,
+    );
+    let mut audio_at = 0;
+    let mut t = 0;
+    let (mut hls_audio, mut dash) = (m.hls_audio(), m.dash(PDT_BASE));
+    for i in 0..8u64 {
+        let d = 180_180 + (i % 3) * 3003;
+        let mut r = av_rec(i, t, d, &mut audio_at);
+        r.config_id = u32::from(i >= 5);
+        r.discontinuity = i == 5;
+        t += d;
+        let u = m.push_av(r, Some(&cfg(u32::from(i >= 5))), Some(&a), PDT_BASE);
+        hls_audio.apply(&u.hls_audio);
+        dash.apply(&u.dash);
+        assert_eq!(hls_audio, m.hls_audio(), "after segment {i}");
+        assert_eq!(
+            dash.render(),
+            m.dash(PDT_BASE).render(),
+            "after segment {i}"
+        );
+    }
+    let text = m.hls_audio().render();
+    let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("audio playlist parses");
+    assert_eq!(parsed.segments.len(), 4);
+    assert!(text.contains("#EXT-X-MAP:URI=\"audio-init.mp4\""), "{text}");
+    assert!(text.contains("audio-7.m4s"), "{text}");
+    for (seg, w) in parsed.segments.iter().zip(m.segments()) {
+        let span = w.audio.as_ref().unwrap();
+        let want = span.duration as f64 / 48_000.0;
+        assert!(
+            (f64::from(seg.duration) - want).abs() < 1e-5,
+            "{} vs {want}",
+            seg.duration
+        );
+    }
+    let master = m.hls_multivariant(false).unwrap();
+    assert!(
+        master.contains("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\""),
+        "{master}"
+    );
+    assert!(
+        master.contains("CODECS=\"avc1.64001f,mp4a.40.2\""),
+        "{master}"
+    );
+    assert!(
+        master.contains(",AUDIO=\"audio\"\nindex.m3u8\n"),
+        "{master}"
+    );
+    let ts_master = m.hls_multivariant(true).unwrap();
+    assert!(!ts_master.contains("EXT-X-MEDIA"), "{ts_master}");
+    assert!(ts_master.contains("mp4a.40.2"), "{ts_master}");
+    // The MPD: two periods, each with a video and an audio set whose S
+    // entries are the spans and meet exactly.
+    let text = m.dash(PDT_BASE).render();
+    check_mpd(&text, true);
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let sets: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("AdaptationSet") && n.attribute("contentType") == Some("audio"))
+        .collect();
+    assert_eq!(sets.len(), 2, "{text}");
+    for set in sets {
+        let tmpl = set
+            .descendants()
+            .find(|n| n.has_tag_name("SegmentTemplate"))
+            .unwrap();
+        assert_eq!(tmpl.attribute("timescale"), Some("48000"));
+        assert_eq!(tmpl.attribute("media"), Some("audio-$Number$.m4s"));
+        let s: Vec<(u64, u64)> = tmpl
+            .descendants()
+            .filter(|n| n.has_tag_name("S"))
+            .map(|n| {
+                let v = |a| n.attribute(a).unwrap().parse::<u64>().unwrap();
+                (v("t"), v("d"))
+            })
+            .collect();
+        assert!(!s.is_empty());
+        for w in s.windows(2) {
+            assert_eq!(w[0].0 + w[0].1, w[1].0);
+        }
+    }
+    // Low latency: the audio playlist lists the parts of the audio.
+    m.end(PDT_BASE);
+    assert!(m.hls_audio().render().ends_with("#EXT-X-ENDLIST\n"));
+}
+
+/// An audio-only session: the MPD has one audio set whose S lines are the
+/// entries; the multivariant playlist names the audio playlist.
+#[test]
+fn audio_only_manifests() {
+    let a = audio_cfg();
+    let mut m = Manifests::new(PlaylistOptions::default(), PDT_BASE);
+    let mut dash = m.dash(PDT_BASE);
+    let mut audio_at = 0;
+    for i in 0..4u64 {
+        let mut r = av_rec(i, i * 180_000, 180_000, &mut audio_at);
+        r.frame_count = 0;
+        r.byte_size = 0;
+        let u = m.push_av(r, None, Some(&a), PDT_BASE);
+        dash.apply(&u.dash);
+        assert_eq!(dash, m.dash(PDT_BASE));
+    }
+    let text = m.dash(PDT_BASE).render();
+    let doc = roxmltree::Document::parse(&text).expect("well-formed");
+    assert!(!text.contains("contentType=\"video\""), "{text}");
+    assert_eq!(
+        doc.descendants().filter(|n| n.has_tag_name("S")).count(),
+        4,
+        "{text}"
+    );
+    let master = m.hls_multivariant(false).unwrap();
+    assert!(
+        master.contains("CODECS=\"mp4a.40.2\"\naudio.m3u8"),
+        "{master}"
+    );
+    assert_eq!(m.hls_audio().entries.len(), 4);
 }

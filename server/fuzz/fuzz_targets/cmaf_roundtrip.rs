@@ -187,6 +187,7 @@ fuzz_target!(|input: Input| {
         byte_size: 0,
         config_id: 1,
         composition_shift: u32::from(input.shift),
+        audio: None,
     };
     let refs: Vec<&Frame> = frames.iter().collect();
     let out = media_segment(&record, &refs, end_dts);

@@ -113,6 +113,7 @@ fuzz_target!(|input: Input| {
             byte_size: u64::from(r.byte_size),
             config_id: u32::from(r.config_id % 3),
             composition_shift: u32::from(r.composition_shift),
+            audio: None,
         };
         start += rec.duration;
         let cfg = config(rec.config_id);

@@ -67,6 +67,8 @@ pub struct WireTsContinuity {
     pub pmt: u32,
     #[prost(uint32, tag = "4")]
     pub video: u32,
+    #[prost(uint32, tag = "5")]
+    pub audio: u32,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -383,6 +385,7 @@ impl From<WirePart> for PartRecord {
             byte_size: p.byte_size,
             config_id: p.config_id,
             composition_shift: p.composition_shift,
+            audio: None,
         }
     }
 }
@@ -434,6 +437,8 @@ impl WireSegment {
             byte_size: self.byte_size,
             config_id: self.config_id,
             composition_shift: self.composition_shift,
+            // Audio is not replicated yet (edges serve the video track).
+            audio: None,
         }
     }
 }
@@ -457,6 +462,7 @@ pub fn body_of(item: &ReplicaItem) -> Option<Body> {
             pat: counters[0].into(),
             pmt: counters[1].into(),
             video: counters[2].into(),
+            audio: counters[3].into(),
         }),
     })
 }
@@ -504,7 +510,7 @@ pub fn received(body: Body) -> Result<Received, WireError> {
         Body::End(_) => ReplicaItem::End,
         Body::TsContinuity(t) => ReplicaItem::TsContinuity {
             after_part: t.after_part,
-            counters: [byte(t.pat), byte(t.pmt), byte(t.video)],
+            counters: [byte(t.pat), byte(t.pmt), byte(t.video), byte(t.audio)],
         },
         Body::Sync(c) => return Ok(Received::Sync(Arc::new(c.into()))),
         Body::Gap(n) => return Ok(Received::Gap(n)),

@@ -4,9 +4,13 @@
 use liveslice_proto::v1 as pb;
 use pb::slice_response::Event as PbEvent;
 
+use crate::engine::audio::adts::AdtsHeader;
 use crate::engine::pipeline::{ticks_to_ns, DropReport, SegmentEvent};
 use crate::engine::playlist::{ManifestEdit, ManifestState, ManifestUpdate};
-use crate::engine::{DropReason, Frame, PartRecord, SegmentRecord};
+use crate::engine::{
+    AudioConfig, AudioFrame, AudioSpan, DropReason, Frame, PartRecord, SegmentRecord,
+    AAC_FRAME_SAMPLES,
+};
 use crate::session::{EndReason, SessionEnd, Snapshot};
 
 fn event(e: PbEvent) -> pb::SliceResponse {
@@ -34,7 +38,57 @@ pub fn frame(f: &Frame) -> pb::SliceResponse {
             capture_time_ns: f.capture_time_ns,
             ingest_time_ns: f.ingest_time_ns,
             is_reference: f.is_reference,
+            ..Default::default()
         })),
+    }
+}
+
+/// An audio frame: `data` is the AAC frame behind its ADTS header.
+pub fn audio_frame(f: &AudioFrame, cfg: &AudioConfig) -> pb::SliceResponse {
+    let mut data = Vec::with_capacity(7 + f.data.len());
+    if let Some(h) = AdtsHeader::write(
+        cfg.core_object_type,
+        cfg.sample_rate_index,
+        cfg.channel_config,
+        f.data.len(),
+    ) {
+        data.extend_from_slice(&h);
+    }
+    data.extend_from_slice(&f.data);
+    pb::SliceResponse {
+        data: data.into(),
+        timestamp_ns: ticks_to_ns(f.pts),
+        is_keyframe: true,
+        event: Some(PbEvent::Frame(pb::FrameInfo {
+            index: f.index,
+            pts_90k: f.pts,
+            dts_90k: f.pts,
+            duration_90k: cfg.ticks(u64::from(AAC_FRAME_SAMPLES)) as u32,
+            dts_ns: ticks_to_ns(f.pts),
+            segment_sequence: f.segment,
+            random_access: true,
+            sap_type: 1,
+            capture_time_ns: f.capture_time_ns,
+            ingest_time_ns: f.ingest_time_ns,
+            is_reference: true,
+            track: pb::Track::Audio as i32,
+            audio_time: f.time,
+            audio_filler: f.filler,
+            ..Default::default()
+        })),
+    }
+}
+
+/// An audio span; `uri` names its CMAF file.
+fn audio_span(a: &AudioSpan, rate: u32, uri: String) -> pb::AudioSpan {
+    pb::AudioSpan {
+        first_frame_index: a.first_frame_index,
+        frame_count: a.frame_count,
+        start: a.start,
+        duration: a.duration,
+        timescale: rate,
+        byte_size: a.byte_size,
+        uri_cmaf: uri,
     }
 }
 
@@ -84,6 +138,16 @@ pub fn session_info(id: &str, s: &Snapshot, changed: bool) -> pb::SliceResponse 
         hls_ts_playlist: s.hls_ts.render(),
         start_frame_index: s.start_frame.unwrap_or(0),
         timing_note: s.timing_note.clone().unwrap_or_default(),
+        audio_codec: s
+            .audio
+            .as_ref()
+            .map(|a| a.codec_string())
+            .unwrap_or_default(),
+        audio_sample_rate: s.audio.as_ref().map_or(0, |a| a.sample_rate),
+        audio_channels: s.audio.as_ref().map_or(0, |a| a.channels()),
+        audio_specific_config: s.audio.as_ref().map(|a| a.asc.clone()).unwrap_or_default(),
+        audio_only: s.audio_only,
+        hls_audio_state: s.audio.is_some().then(|| state(&s.hls_audio)),
     }))
 }
 
@@ -95,7 +159,7 @@ pub fn segment_uri_ts(sequence: u64) -> String {
     format!("ts/seg-{sequence}.ts")
 }
 
-pub fn segment_ready(r: &SegmentRecord) -> pb::SliceResponse {
+pub fn segment_ready(r: &SegmentRecord, audio_rate: Option<u32>) -> pb::SliceResponse {
     event(PbEvent::SegmentReady(pb::SegmentReady {
         sequence: r.sequence,
         start_90k: r.start,
@@ -111,11 +175,16 @@ pub fn segment_ready(r: &SegmentRecord) -> pb::SliceResponse {
         first_frame_index: r.first_frame_index,
         config_id: r.config_id,
         composition_shift_90k: r.composition_shift,
+        audio: r
+            .audio
+            .as_ref()
+            .zip(audio_rate)
+            .map(|(a, rate)| audio_span(a, rate, format!("audio-{}.m4s", r.sequence))),
         ..Default::default()
     }))
 }
 
-pub fn part_ready(p: &PartRecord) -> pb::SliceResponse {
+pub fn part_ready(p: &PartRecord, audio_rate: Option<u32>) -> pb::SliceResponse {
     event(PbEvent::PartReady(pb::PartReady {
         number: p.number,
         segment: p.segment,
@@ -129,6 +198,11 @@ pub fn part_ready(p: &PartRecord) -> pb::SliceResponse {
         config_id: p.config_id,
         uri_cmaf: format!("part-{}.m4s", p.number),
         uri_ts: format!("ts/part-{}.ts", p.number),
+        audio: p
+            .audio
+            .as_ref()
+            .zip(audio_rate)
+            .map(|(a, rate)| audio_span(a, rate, format!("audio-part-{}.m4s", p.number))),
         ..Default::default()
     }))
 }
@@ -142,11 +216,15 @@ pub fn manifest_delta(u: &ManifestUpdate) -> pb::SliceResponse {
         segment_sequence: u.segment_sequence.unwrap_or(0),
         ended: u.ended,
         hls_ts: Some(edit(&u.hls_ts)),
+        hls_audio: Some(edit(&u.hls_audio)),
     }))
 }
 
-pub fn segment(s: &SegmentEvent) -> [pb::SliceResponse; 2] {
-    [segment_ready(&s.record), manifest_delta(&s.manifest)]
+pub fn segment(s: &SegmentEvent, audio_rate: Option<u32>) -> [pb::SliceResponse; 2] {
+    [
+        segment_ready(&s.record, audio_rate),
+        manifest_delta(&s.manifest),
+    ]
 }
 
 pub fn drop_reason(r: DropReason) -> pb::DropReason {
@@ -161,6 +239,9 @@ pub fn drop_reason(r: DropReason) -> pb::DropReason {
         DropReason::NotH264 => pb::DropReason::NotH264,
         DropReason::TooLarge => pb::DropReason::TooLarge,
         DropReason::LeadingPicture => pb::DropReason::LeadingPicture,
+        DropReason::BadAudio => pb::DropReason::BadAudio,
+        DropReason::AudioTiming => pb::DropReason::AudioTiming,
+        DropReason::NoVideoTrack => pb::DropReason::NoVideoTrack,
     }
 }
 

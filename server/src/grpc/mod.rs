@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::auth::{Access, Auth, AuthError};
+use crate::engine::pipeline::AudioInput;
 use crate::engine::timing::FrameRate;
 use crate::engine::PipelineOptions;
 use crate::session::log::Read;
@@ -290,6 +291,7 @@ impl SliceServiceImpl {
             segments_cmaf: false,
             segments_ts: false,
             parts: false,
+            audio: false,
         };
         tokio::spawn(
             forward(
@@ -355,6 +357,7 @@ impl SliceServiceImpl {
             segments_cmaf: sub.segments_cmaf,
             segments_ts: sub.segments_ts,
             parts: sub.parts,
+            audio: sub.audio,
         };
         Ok(Response::new(Box::pin(subscriber_stream(
             session,
@@ -397,13 +400,38 @@ async fn run_publisher(
             return;
         }
         let eos = msg.end_of_stream;
-        if !msg.data.is_empty() || msg.end_of_access_unit {
-            match session.push(
+        let audio = msg.track == pb::Track::Audio as i32;
+        if msg.track != pb::Track::Video as i32 && !audio {
+            let _ = tx
+                .send(Err(Status::invalid_argument(format!(
+                    "track {} is not a track (0 video, 1 audio)",
+                    msg.track
+                ))))
+                .await;
+            registry.publisher_vanished(&session, generation);
+            return;
+        }
+        let pushed = if audio && !msg.data.is_empty() {
+            let input = if msg.audio_specific_config.is_empty() {
+                AudioInput::Adts
+            } else {
+                AudioInput::Raw {
+                    asc: msg.audio_specific_config,
+                }
+            };
+            Some(session.push_audio(generation, msg.data, input, msg.capture_time_ns))
+        } else if !audio && (!msg.data.is_empty() || msg.end_of_access_unit) {
+            Some(session.push(
                 generation,
                 msg.data,
                 msg.capture_time_ns,
                 msg.end_of_access_unit,
-            ) {
+            ))
+        } else {
+            None
+        };
+        if let Some(pushed) = pushed {
+            match pushed {
                 Ok(()) => {}
                 Err(PushError::Fatal(e)) => {
                     tracing::warn!(error = %e, "publisher stream rejected");
@@ -494,7 +522,7 @@ fn subscriber_stream(
         responses: std::collections::VecDeque::new(),
         out: Vec::new(),
         items: Vec::with_capacity(READ_BATCH),
-        last_init: None,
+        last_init: (None, false),
         done: false,
         opts,
         sub,
@@ -573,7 +601,8 @@ struct SubscriberState {
     items: Vec<SessionItem>,
     responses: std::collections::VecDeque<pb::SliceResponse>,
     last_snapshot: Snapshot,
-    last_init: Option<u32>,
+    /// The last video init segment sent, and whether the audio one was.
+    last_init: (Option<u32>, bool),
     done: bool,
     span: tracing::Span,
     frames_out: ::metrics::Counter,
@@ -645,11 +674,19 @@ fn deliveries(
     d: Delivery,
     snapshot: &mut Snapshot,
     opts: SubscriberOptions,
-    last_init: &mut Option<u32>,
+    last_init: &mut (Option<u32>, bool),
     out: &mut Vec<pb::SliceResponse>,
 ) {
     match d {
         Delivery::Frame(f) => out.push(convert::frame(&f)),
+        Delivery::Audio(f) => {
+            if snapshot.audio.is_none() {
+                snapshot.audio = session.audio().0;
+            }
+            if let Some(cfg) = &snapshot.audio {
+                out.push(convert::audio_frame(&f, cfg));
+            }
+        }
         Delivery::Lagged {
             skipped,
             resume_index,
@@ -661,7 +698,11 @@ fn deliveries(
         }
         Delivery::Event(item) => match item {
             SessionItem::Segment(s) => {
-                let [mut ready, delta] = convert::segment(&s);
+                if snapshot.audio.is_none() && s.record.audio.is_some() {
+                    snapshot.audio = session.audio().0;
+                }
+                let rate = snapshot.audio.as_ref().map(|a| a.sample_rate);
+                let [mut ready, delta] = convert::segment(&s, rate);
                 if opts.segments_cmaf || opts.segments_ts {
                     attach_segment_bytes(session, &s.record, &mut ready, opts, last_init);
                 }
@@ -692,12 +733,24 @@ fn deliveries(
                 out.push(convert::session_info(&session.id, &announce, changed));
             }
             SessionItem::Part(p) => {
-                let mut ready = convert::part_ready(&p);
+                if snapshot.audio.is_none() && p.audio.is_some() {
+                    snapshot.audio = session.audio().0;
+                }
+                let rate = snapshot.audio.as_ref().map(|a| a.sample_rate);
+                let mut ready = convert::part_ready(&p, rate);
                 if let Some(pb::slice_response::Event::PartReady(r)) = ready.event.as_mut() {
-                    if opts.segments_cmaf {
+                    if opts.segments_cmaf && p.frame_count > 0 {
                         match session.part_bytes(p.number, crate::session::Format::Cmaf) {
                             Ok((b, _)) => r.cmaf = b,
                             Err(e) => tracing::warn!(error = %e, "CMAF part for a subscriber"),
+                        }
+                    }
+                    if opts.segments_cmaf && p.audio.as_ref().is_some_and(|a| a.frame_count > 0) {
+                        match session.part_bytes(p.number, crate::session::Format::AudioCmaf) {
+                            Ok((b, _)) => r.audio_cmaf = b,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "CMAF audio part for a subscriber")
+                            }
                         }
                     }
                     if opts.segments_ts {
@@ -709,7 +762,26 @@ fn deliveries(
                 }
                 out.push(ready);
             }
-            SessionItem::Frame(_) | SessionItem::Ended(_) => {}
+            SessionItem::AudioConfig(c) => {
+                // The audio track started: say so (its format, and whether
+                // the session is audio-only).
+                let now = session.info();
+                snapshot.audio = Some(c);
+                snapshot.audio_only = now.audio_only;
+                let announce = Snapshot {
+                    config: snapshot.config.clone(),
+                    audio: snapshot.audio.clone(),
+                    audio_only: now.audio_only,
+                    frame_rate: snapshot.frame_rate,
+                    availability_start_ms: now.availability_start_ms,
+                    segment_target_ms: snapshot.segment_target_ms,
+                    part_target_ms: snapshot.part_target_ms,
+                    window: snapshot.window,
+                    ..Default::default()
+                };
+                out.push(convert::session_info(&session.id, &announce, true));
+            }
+            SessionItem::Frame(_) | SessionItem::AudioFrame(_) | SessionItem::Ended(_) => {}
         },
     }
 }
@@ -722,17 +794,19 @@ fn attach_segment_bytes(
     record: &crate::engine::SegmentRecord,
     ready: &mut pb::SliceResponse,
     opts: SubscriberOptions,
-    last_init: &mut Option<u32>,
+    last_init: &mut (Option<u32>, bool),
 ) {
     let Some(pb::slice_response::Event::SegmentReady(r)) = ready.event.as_mut() else {
         return;
     };
-    if opts.segments_cmaf {
-        if *last_init != Some(record.config_id) {
+    // An audio-only session's segments have no video track.
+    let video = record.frame_count > 0;
+    if opts.segments_cmaf && video {
+        if last_init.0 != Some(record.config_id) {
             match session.init_segment(record.config_id) {
                 Ok(b) => {
                     r.cmaf_init = b;
-                    *last_init = Some(record.config_id);
+                    last_init.0 = Some(record.config_id);
                 }
                 Err(e) => tracing::warn!(error = %e, "init segment for a subscriber"),
             }
@@ -740,6 +814,18 @@ fn attach_segment_bytes(
         match session.cmaf_segment(record.sequence) {
             Ok(b) => r.cmaf = b,
             Err(e) => tracing::warn!(error = %e, "CMAF segment for a subscriber"),
+        }
+    }
+    if opts.segments_cmaf && record.audio.as_ref().is_some_and(|a| a.frame_count > 0) {
+        if !last_init.1 {
+            if let Ok(b) = session.audio_init_segment() {
+                r.audio_cmaf_init = b;
+                last_init.1 = true;
+            }
+        }
+        match session.cmaf_audio_segment(record.sequence) {
+            Ok(b) => r.audio_cmaf = b,
+            Err(e) => tracing::warn!(error = %e, "CMAF audio segment for a subscriber"),
         }
     }
     if opts.segments_ts {

@@ -71,6 +71,9 @@ pub fn router(
         .route("/time", get(time))
         .route("/healthz", get(healthz))
         .route("/live/{session}/index.m3u8", get(hls_cmaf))
+        .route("/live/{session}/master.m3u8", get(hls_master))
+        .route("/live/{session}/audio.m3u8", get(hls_audio))
+        .route("/live/{session}/ts/master.m3u8", get(hls_ts_master))
         .route("/live/{session}/manifest.mpd", get(dash))
         .route("/live/{session}/ts/index.m3u8", get(hls_ts))
         .route("/live/{session}/ts/{file}", get(ts_file))
@@ -233,7 +236,10 @@ fn with_token(kind: ManifestKind, text: &str, token: &str) -> String {
         ManifestKind::Dash => text
             .replace(".mp4\"", &format!(".mp4{q}\""))
             .replace(".m4s\"", &format!(".m4s{q}\"")),
-        ManifestKind::HlsCmaf | ManifestKind::HlsTs => {
+        ManifestKind::HlsCmaf
+        | ManifestKind::HlsTs
+        | ManifestKind::HlsAudio
+        | ManifestKind::HlsMultivariant { .. } => {
             let mut out = String::with_capacity(text.len() + 64 * q.len());
             for line in text.lines() {
                 if line.is_empty() {
@@ -394,14 +400,20 @@ async fn manifest(
         Err(r) => return *r,
     };
     let format = match ask.kind {
-        ManifestKind::HlsTs => Format::Ts,
-        ManifestKind::HlsCmaf | ManifestKind::Dash => Format::Cmaf,
+        ManifestKind::HlsTs | ManifestKind::HlsMultivariant { ts: true } => Format::Ts,
+        ManifestKind::HlsCmaf
+        | ManifestKind::Dash
+        | ManifestKind::HlsAudio
+        | ManifestKind::HlsMultivariant { ts: false } => Format::Cmaf,
     };
     if !s.muxes(format) {
         return not_found(format!("{}\n", MuxError::FormatOff(format)));
     }
     viewer.viewers.saw(id, viewer.ip, viewer.agent.as_deref());
-    let hls = ask.kind != ManifestKind::Dash;
+    let hls = !matches!(
+        ask.kind,
+        ManifestKind::Dash | ManifestKind::HlsMultivariant { .. }
+    );
     let q = if hls {
         match ll::parse_query(ask.query.as_deref()) {
             Ok(q) => q,
@@ -497,6 +509,60 @@ async fn hls_ts(
     manifest(&r, &id, ask, viewer, &held).await
 }
 
+/// The multivariant playlist (`master.m3u8`): the video playlist with the
+/// audio rendition, for players that want the audio too.
+async fn hls_master(
+    State(r): State<Arc<Registry>>,
+    Extension(SessionId(id)): Extension<SessionId>,
+    Extension(held): Extension<Arc<ll::HeldRequests>>,
+    token: Option<axum::Extension<QueryToken>>,
+    viewer: Viewer,
+) -> Response {
+    let ask = ManifestAsk {
+        kind: ManifestKind::HlsMultivariant { ts: false },
+        ct: HLS,
+        query: None,
+        token,
+    };
+    manifest(&r, &id, ask, viewer, &held).await
+}
+
+/// The MPEG-TS multivariant playlist (`ts/master.m3u8`): one variant whose
+/// segments carry both tracks.
+async fn hls_ts_master(
+    State(r): State<Arc<Registry>>,
+    Extension(SessionId(id)): Extension<SessionId>,
+    Extension(held): Extension<Arc<ll::HeldRequests>>,
+    token: Option<axum::Extension<QueryToken>>,
+    viewer: Viewer,
+) -> Response {
+    let ask = ManifestAsk {
+        kind: ManifestKind::HlsMultivariant { ts: true },
+        ct: HLS,
+        query: None,
+        token,
+    };
+    manifest(&r, &id, ask, viewer, &held).await
+}
+
+/// The audio media playlist (`audio.m3u8`, CMAF audio track).
+async fn hls_audio(
+    State(r): State<Arc<Registry>>,
+    Extension(SessionId(id)): Extension<SessionId>,
+    Extension(held): Extension<Arc<ll::HeldRequests>>,
+    RawQuery(query): RawQuery,
+    token: Option<axum::Extension<QueryToken>>,
+    viewer: Viewer,
+) -> Response {
+    let ask = ManifestAsk {
+        kind: ManifestKind::HlsAudio,
+        ct: HLS,
+        query,
+        token,
+    };
+    manifest(&r, &id, ask, viewer, &held).await
+}
+
 async fn dash(
     State(r): State<Arc<Registry>>,
     Extension(SessionId(id)): Extension<SessionId>,
@@ -522,6 +588,7 @@ fn segment_in_progress(
     s: Arc<Session>,
     id: &str,
     seq: u64,
+    audio: bool,
     held: &Arc<ll::HeldRequests>,
 ) -> Response {
     let Some(guard) = held.acquire(id) else {
@@ -533,15 +600,24 @@ fn segment_in_progress(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(4);
     tokio::spawn(async move {
         let _guard = guard;
-        if tx.send(Ok(crate::engine::mux::cmaf::styp())).await.is_err() {
+        let styp = if audio {
+            crate::engine::mux::cmaf_audio::audio_styp()
+        } else {
+            crate::engine::mux::cmaf::styp()
+        };
+        if tx.send(Ok(styp)).await.is_err() {
             return;
         }
         let mut sent = 0usize;
         loop {
             let seen = s.next_part_stored();
-            let (chunks, done) = s.segment_progress(seq, sent);
+            let (chunks, done) = s.segment_progress(seq, sent, audio);
             for c in chunks {
                 sent += 1;
+                // A part without audio has no audio chunk.
+                if c.is_empty() {
+                    continue;
+                }
                 if tx.send(Ok(c)).await.is_err() {
                     return;
                 }
@@ -771,11 +847,24 @@ async fn cmaf_file(
     if let Some(seq) = numbered(&file, "seg-", ".m4s") {
         s.wait_segment_stored(seq, SEGMENT_STORE_WAIT).await;
         if s.segment_in_progress(seq) {
-            return segment_in_progress(s, &id, seq, &held);
+            return segment_in_progress(s, &id, seq, false, &held);
         }
         let pieces = s.segment_pieces(seq, Format::Cmaf);
         let pieces = dvr(&r, &s, &id, &file, Some(seq), pieces).await;
         return mux_or(pieces, M4S, &headers);
+    }
+    if let Some(seq) = numbered(&file, "audio-", ".m4s") {
+        s.wait_segment_stored(seq, SEGMENT_STORE_WAIT).await;
+        if s.segment_in_progress(seq) {
+            return segment_in_progress(s, &id, seq, true, &held);
+        }
+        return mux_response(s.segment_pieces(seq, Format::AudioCmaf), M4S, &headers);
+    }
+    if let Some(n) = numbered(&file, "audio-part-", ".m4s") {
+        return part_response(&s, &id, n, Format::AudioCmaf, M4S, &headers, &held).await;
+    }
+    if file == crate::engine::playlist::AUDIO_INIT {
+        return mux_response(s.audio_init_segment().map(|b| vec![b]), MP4, &headers);
     }
     if let Some(n) = numbered(&file, "part-", ".m4s") {
         return part_response(&s, &id, n, Format::Cmaf, M4S, &headers, &held).await;

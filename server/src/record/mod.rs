@@ -300,7 +300,7 @@ enum Msg {
     /// what its playlists entry is rendered from.
     Segment {
         rec: u64,
-        record: SegmentRecord,
+        record: Box<SegmentRecord>,
         cfg: CodecConfig,
         objects: Vec<(String, Vec<Bytes>)>,
         bytes: usize,
@@ -568,7 +568,7 @@ impl SessionRecorder {
         }
         let _ = self.recorder.tx.send(Msg::Segment {
             rec: self.rec,
-            record: record.clone(),
+            record: Box::new(record.clone()),
             cfg,
             objects,
             bytes,

@@ -172,7 +172,7 @@ impl Writer {
                         r.formats.0 = true;
                     }
                 }
-                r.order.push_back(Slot::Writing(Box::new((record, cfg))));
+                r.order.push_back(Slot::Writing(Box::new((*record, cfg))));
                 self.waiting.push_back(Job::Segment {
                     rec,
                     sequence,

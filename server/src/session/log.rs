@@ -61,24 +61,53 @@ impl ItemLog {
     /// Drops items before the frame `keep_from` (the first frame the ring
     /// still holds), keeping at least `MIN_TAIL` items.
     pub fn evict_before_frame(&mut self, keep_from: u64) {
+        self.evict_before(Some(keep_from), None);
+    }
+
+    /// Drops items before the first video frame the ring still holds
+    /// (`video`) or, in a session without video, before its first audio
+    /// frame (`audio`), keeping at least `MIN_TAIL` items.
+    pub fn evict_before(&mut self, video: Option<u64>, audio: Option<u64>) {
         while self.items.len() > MIN_TAIL {
-            match self.items.front() {
-                Some(SessionItem::Frame(f)) if f.index >= keep_from => break,
-                Some(_) => {
+            match (self.items.front(), video, audio) {
+                (Some(SessionItem::Frame(f)), Some(v), _) if f.index >= v => break,
+                (Some(SessionItem::AudioFrame(f)), None, Some(a)) if f.index >= a => break,
+                (Some(_), _, _) => {
                     self.items.pop_front();
                     self.first += 1;
                 }
-                None => break,
+                (None, _, _) => break,
             }
         }
     }
 
-    /// Position of the newest random access frame, if the log holds one.
+    /// Position of the newest random access frame, if the log holds one;
+    /// in a log with no video frame (an audio-only session), of the first
+    /// audio frame of the newest segment.
     pub fn newest_random_access(&self) -> Option<u64> {
-        self.items
+        if let Some(i) = self
+            .items
             .iter()
             .rposition(|i| matches!(i, SessionItem::Frame(f) if f.random_access))
-            .map(|i| self.first + i as u64)
+        {
+            return Some(self.first + i as u64);
+        }
+        if self
+            .items
+            .iter()
+            .any(|i| matches!(i, SessionItem::Frame(_)))
+        {
+            return None;
+        }
+        let mut newest: Option<(usize, u64)> = None;
+        for (i, item) in self.items.iter().enumerate() {
+            if let SessionItem::AudioFrame(f) = item {
+                if newest.is_none_or(|(_, seg)| seg != f.segment) {
+                    newest = Some((i, f.segment));
+                }
+            }
+        }
+        newest.map(|(i, _)| self.first + i as u64)
     }
 
     /// Index of the first frame at or after position `pos`.

@@ -35,9 +35,11 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::engine::mux::parts::{MuxedPart, PartMuxer};
-use crate::engine::pipeline::{DropReport, EngineError, Event, SegmentEvent};
+use crate::engine::pipeline::{AudioInput, DropReport, EngineError, Event, SegmentEvent, Tracks};
 use crate::engine::playlist::{HlsFlavour, ManifestState, ManifestUpdate, Manifests};
-use crate::engine::{CodecConfig, Frame, PartRecord, PipelineOptions, SessionPipeline};
+use crate::engine::{
+    AudioConfig, AudioFrame, CodecConfig, Frame, PartRecord, PipelineOptions, SessionPipeline,
+};
 pub use parts::{Format, MuxError};
 use replica::{Mirror, ReplicaItem, ReplicaTx, SessionStart};
 use ring::Ring;
@@ -69,6 +71,10 @@ pub struct SessionEnd {
 pub enum SessionItem {
     Frame(Arc<Frame>),
     Config(Arc<CodecConfig>),
+    /// An audio frame of the session's audio track.
+    AudioFrame(Arc<AudioFrame>),
+    /// The session's audio format (once, when its audio starts).
+    AudioConfig(Arc<AudioConfig>),
     /// A part closed; its bytes are stored (it is logged only then).
     Part(Arc<PartRecord>),
     Segment(Arc<SegmentEvent>),
@@ -89,6 +95,12 @@ pub struct SessionOptions {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub config: Option<Arc<CodecConfig>>,
+    /// The audio track's format, once the session has audio.
+    pub audio: Option<Arc<AudioConfig>>,
+    /// The session has audio and no video.
+    pub audio_only: bool,
+    /// The HLS audio media playlist (empty without audio).
+    pub hls_audio: ManifestState,
     pub frame_rate: Option<(u32, u32)>,
     pub hls_cmaf: ManifestState,
     pub hls_ts: ManifestState,
@@ -146,6 +158,22 @@ impl Source {
         }
     }
 
+    /// The audio format; a mirror carries video only (audio is not
+    /// replicated yet).
+    fn audio_config(&self) -> Option<&Arc<AudioConfig>> {
+        match self {
+            Source::Engine(p) => p.audio_config(),
+            Source::Mirror(_) => None,
+        }
+    }
+
+    fn tracks(&self) -> Tracks {
+        match self {
+            Source::Engine(p) => p.tracks(),
+            Source::Mirror(_) => Tracks::Video,
+        }
+    }
+
     fn availability_start_ms(&self) -> Option<u64> {
         match self {
             Source::Engine(p) => p.availability_start_ms(),
@@ -191,6 +219,8 @@ struct SessionState {
     events: Vec<Event>,
     /// Parameter-set generations still referenced, by id (for muxing).
     configs: std::collections::BTreeMap<u32, Arc<CodecConfig>>,
+    /// The audio format (for muxing).
+    audio_config: Option<Arc<AudioConfig>>,
     /// The playlists' media sequence (first listed segment).
     first_listed: u64,
     log: log::ItemLog,
@@ -206,7 +236,7 @@ struct SessionState {
     muxed_any: bool,
     /// For a mirror that has not muxed yet: the origin's TS counters after
     /// a part, to continue at the part after it.
-    ts_resume: Option<(u64, [u8; 3])>,
+    ts_resume: Option<(u64, [u8; 4])>,
 }
 
 thread_local! {
@@ -242,8 +272,16 @@ fn holds_session_lock() -> bool {
     STATE_LOCKS.with(Cell::get) > 0
 }
 
-/// A closed part, its frames and its parameter sets (`Arc` clones).
-type PartToMux = (Arc<PartRecord>, Vec<Arc<Frame>>, Arc<CodecConfig>);
+/// A closed part to mux: its record, video frames and config (`None`
+/// without video), audio frames and format (`None` without audio); `Arc`
+/// clones.
+struct PartToMux {
+    record: Arc<PartRecord>,
+    frames: Vec<Arc<Frame>>,
+    config: Option<Arc<CodecConfig>>,
+    audio: Vec<Arc<AudioFrame>>,
+    audio_config: Option<Arc<AudioConfig>>,
+}
 
 /// What a push leaves to do after the session lock is let go: parts and
 /// init segments to mux, then segments to mark complete and log items to
@@ -252,6 +290,7 @@ type PartToMux = (Arc<PartRecord>, Vec<Arc<Frame>>, Arc<CodecConfig>);
 struct MuxWork {
     parts: Vec<PartToMux>,
     inits: Vec<Arc<CodecConfig>>,
+    audio_init: Option<Arc<AudioConfig>>,
     segments: Vec<(u64, u32)>,
     deferred: Vec<SessionItem>,
     /// Segments to hand to the recorder once their bytes are stored.
@@ -262,7 +301,10 @@ impl MuxWork {
     /// Nothing to mux and no segment to mark complete (a mirror session
     /// may be handed a segment's record apart from its last part).
     fn is_empty(&self) -> bool {
-        self.parts.is_empty() && self.inits.is_empty() && self.segments.is_empty()
+        self.parts.is_empty()
+            && self.inits.is_empty()
+            && self.segments.is_empty()
+            && self.audio_init.is_none()
     }
 }
 
@@ -272,16 +314,28 @@ fn mux_work(
     session_id: &str,
     muxer: &mut PartMuxer,
     work: &MuxWork,
-) -> (Vec<MuxedPart>, Vec<(u32, Bytes)>) {
+) -> (Vec<MuxedPart>, Vec<(u32, Bytes)>, Option<Bytes>) {
     debug_assert!(!holds_session_lock(), "muxing with the session lock held");
     let mut muxed = Vec::with_capacity(work.parts.len());
-    for (rec, frames, cfg) in &work.parts {
-        let refs: Vec<&Frame> = frames.iter().map(|f| f.as_ref()).collect();
-        match muxer.mux(rec.clone(), &refs, cfg) {
+    for p in &work.parts {
+        let refs: Vec<&Frame> = p.frames.iter().map(|f| f.as_ref()).collect();
+        let audio: Vec<&AudioFrame> = p.audio.iter().map(|f| f.as_ref()).collect();
+        let audio = p.audio_config.as_deref().map(|c| (audio.as_slice(), c));
+        match muxer.mux_av(p.record.clone(), &refs, p.config.as_deref(), audio) {
             Ok(m) => muxed.push(m),
             Err(e) => tracing::error!(session_id, error = %e, "part not muxed"),
         }
     }
+    let audio_init = work
+        .audio_init
+        .as_ref()
+        .and_then(|c| match parts::mux_audio_init(c) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::error!(session_id, error = %e, "audio init segment not muxed");
+                None
+            }
+        });
     let mut inits = Vec::with_capacity(work.inits.len());
     for cfg in &work.inits {
         match parts::mux_init(cfg) {
@@ -289,7 +343,7 @@ fn mux_work(
             Err(e) => tracing::error!(session_id, error = %e, "init segment not muxed"),
         }
     }
-    (muxed, inits)
+    (muxed, inits, audio_init)
 }
 
 /// One live session.
@@ -391,6 +445,7 @@ impl Session {
                 ended: None,
                 events: Vec::new(),
                 configs: Default::default(),
+                audio_config: None,
                 first_listed: 0,
                 log: log::ItemLog::default(),
                 parts: parts::PartStore::default(),
@@ -607,6 +662,35 @@ impl Session {
         }
     }
 
+    /// Feeds publisher audio (ADTS bytes, or one raw AAC frame: see
+    /// [`AudioInput`]) and fans out what the engine made of it.
+    pub fn push_audio(
+        &self,
+        generation: u64,
+        data: Bytes,
+        input: AudioInput,
+        capture_ns: Option<u64>,
+    ) -> Result<(), PushError> {
+        let _gate = self.gate();
+        let st = self.lock();
+        if st.ended.is_some() {
+            return Err(PushError::Ended);
+        }
+        if st.publisher != Publisher::Active(generation) {
+            return Err(PushError::NotPublisher);
+        }
+        ::metrics::counter!(crate::metrics::BYTES_IN).increment(data.len() as u64);
+        let (_, fatal) = self.run_engine(st, |s, out| {
+            if let Source::Engine(p) = s {
+                p.push_audio(data, input, capture_ns, now_unix_ns(), out);
+            }
+        });
+        match fatal {
+            Some(e) => Err(PushError::Fatal(e)),
+            None => Ok(()),
+        }
+    }
+
     /// Ends the session: flushes the last frames into a final segment,
     /// closes the manifests and tells every subscriber. Returns false if it
     /// had already ended.
@@ -719,12 +803,21 @@ impl Session {
 
     fn snapshot(&self, st: &SessionState) -> Snapshot {
         let now_ms = now_unix_ns() / 1_000_000;
-        let (hls_cmaf, hls_ts, dash, media_sequence) = match st.pipeline.manifests() {
-            Some(m) => (m.hls_cmaf(), m.hls_ts(), m.dash(now_ms), m.media_sequence()),
+        let (hls_cmaf, hls_ts, dash, media_sequence, hls_audio) = match st.pipeline.manifests() {
+            Some(m) => (
+                m.hls_cmaf(),
+                m.hls_ts(),
+                m.dash(now_ms),
+                m.media_sequence(),
+                m.hls_audio(),
+            ),
             None => Default::default(),
         };
         Snapshot {
             config: st.pipeline.config().cloned(),
+            audio: st.pipeline.audio_config().cloned(),
+            audio_only: st.pipeline.tracks() == Tracks::AudioOnly,
+            hls_audio,
             frame_rate: st.pipeline.frame_rate(),
             hls_cmaf,
             hls_ts,
@@ -764,7 +857,7 @@ impl Session {
             .unwrap_or_else(|| PartMuxer::new(self.options.pipeline.formats));
         // A mirror that joined mid-stream continues the origin's TS
         // counters from the part before its first.
-        if let Some((first, _, _)) = work.parts.first() {
+        if let Some(first) = work.parts.first().map(|p| &p.record) {
             if let Some((after, counters)) = st.ts_resume.take() {
                 if !st.muxed_any && after.checked_add(1) == Some(first.number) {
                     muxer.set_ts_continuity(counters);
@@ -772,7 +865,7 @@ impl Session {
             }
         }
         drop(st);
-        let (muxed, inits) = mux_work(&self.id, &mut muxer, &work);
+        let (muxed, inits, audio_init) = mux_work(&self.id, &mut muxer, &work);
         let next_part = muxed.last().map(|p| p.record.number.saturating_add(1));
         // The counters after a segment's last part, for replicas that start
         // at the next segment.
@@ -794,6 +887,9 @@ impl Session {
         }
         for (id, b) in inits {
             st.parts.store_init(id, b);
+        }
+        if let Some(b) = audio_init {
+            st.parts.store_audio_init(b);
         }
         for p in muxed {
             st.parts.store_part(p);
@@ -917,15 +1013,36 @@ impl Session {
                 Event::Ended(u) => SessionItem::Final(u),
                 Event::Part(p) => {
                     let frames = st.ring.frames_from(p.first_frame_index, p.frame_count);
-                    match (frames, st.configs.get(&p.config_id)) {
-                        (Some(frames), Some(cfg)) => {
-                            work.parts.push((p.clone(), frames, cfg.clone()));
+                    let config = st.configs.get(&p.config_id).cloned();
+                    let audio = match &p.audio {
+                        Some(a) => st.ring.audio_from(a.first_frame_index, a.frame_count),
+                        None => Some(Vec::new()),
+                    };
+                    let audio_config = st.audio_config.clone().filter(|_| p.audio.is_some());
+                    match (frames, audio) {
+                        (Some(frames), Some(audio)) if config.is_some() || frames.is_empty() => {
+                            work.parts.push(PartToMux {
+                                record: p.clone(),
+                                frames,
+                                config,
+                                audio,
+                                audio_config,
+                            });
                             work.deferred.push(SessionItem::Part(p));
                         }
                         _ => tracing::error!(session_id = %self.id, part = p.number,
                             "a closed part's frames or parameter sets are not held"),
                     }
                     continue;
+                }
+                Event::AudioFrame(f) => {
+                    st.ring.push_audio(f.clone());
+                    SessionItem::AudioFrame(f)
+                }
+                Event::AudioConfig(c) => {
+                    st.audio_config = Some(c.clone());
+                    work.audio_init = Some(c.clone());
+                    SessionItem::AudioConfig(c)
                 }
                 Event::Fatal(e) => {
                     fatal = Some(e);
@@ -940,8 +1057,9 @@ impl Session {
         }
         if segments {
             // The log lets go of what the ring let go of.
-            if let Some(first) = st.ring.first_frame_index() {
-                st.log.evict_before_frame(first);
+            let (video, audio) = (st.ring.first_frame_index(), st.ring.first_audio_index());
+            if video.is_some() || audio.is_some() {
+                st.log.evict_before(video, audio);
             }
         }
         if frames > 0 {
@@ -999,7 +1117,10 @@ impl Session {
                 }))
             }
             Event::Ended(_) => ReplicaItem::End,
-            Event::Dropped(_) | Event::Fatal(_) => return,
+            // Audio is not replicated yet: an edge serves the video track.
+            Event::Dropped(_) | Event::Fatal(_) | Event::AudioFrame(_) | Event::AudioConfig(_) => {
+                return
+            }
         };
         r.send(item);
     }
@@ -1011,6 +1132,12 @@ pub enum ManifestKind {
     HlsCmaf,
     HlsTs,
     Dash,
+    /// The HLS audio media playlist (CMAF audio track).
+    HlsAudio,
+    /// The HLS multivariant playlist, CMAF (`ts` false) or MPEG-TS.
+    HlsMultivariant {
+        ts: bool,
+    },
 }
 
 impl Session {
@@ -1027,10 +1154,16 @@ impl Session {
         let st = self.lock();
         let m = st.pipeline.manifests()?;
         m.segments().next()?;
+        let audio_only = st.pipeline.tracks() == Tracks::AudioOnly;
         Some(match kind {
+            // An audio-only session's index.m3u8 is its audio playlist.
+            ManifestKind::HlsCmaf if audio_only => m.hls_ll(HlsFlavour::Audio, skip),
             ManifestKind::HlsCmaf => m.hls_ll(HlsFlavour::Cmaf, skip),
             ManifestKind::HlsTs => m.hls_ll(HlsFlavour::Ts, skip),
             ManifestKind::Dash => m.dash_ll(now_unix_ns() / 1_000_000),
+            ManifestKind::HlsAudio if m.has_audio() => m.hls_ll(HlsFlavour::Audio, skip),
+            ManifestKind::HlsAudio => return None,
+            ManifestKind::HlsMultivariant { ts } => m.hls_multivariant(ts)?,
         })
     }
 
@@ -1038,7 +1171,7 @@ impl Session {
     pub fn muxes(&self, format: Format) -> bool {
         let f = self.options.pipeline.formats;
         match format {
-            Format::Cmaf => f.cmaf,
+            Format::Cmaf | Format::AudioCmaf => f.cmaf,
             Format::Ts => f.ts,
         }
     }
@@ -1048,7 +1181,10 @@ impl Session {
     /// rendering made then lists at least those), so a thousand requests
     /// released by one part cost one rendering.
     pub fn manifest_bytes(&self, kind: ManifestKind, skip: bool) -> Option<Bytes> {
-        if kind == ManifestKind::Dash {
+        if matches!(
+            kind,
+            ManifestKind::Dash | ManifestKind::HlsMultivariant { .. }
+        ) {
             return self.manifest_with(kind, skip).map(Bytes::from);
         }
         // Read before rendering: the text is at least as new as the key.
@@ -1139,10 +1275,10 @@ impl Session {
     /// The CMAF chunks of segment `sequence` stored after the first `skip`,
     /// and whether the segment is complete (or the session ended: nothing
     /// more will come).
-    pub fn segment_progress(&self, sequence: u64, skip: usize) -> (Vec<Bytes>, bool) {
+    pub fn segment_progress(&self, sequence: u64, skip: usize, audio: bool) -> (Vec<Bytes>, bool) {
         let st = self.lock();
         let done = st.ended.is_some() || st.parts.segment_config(sequence).is_some();
-        (st.parts.cmaf_chunks_of(sequence, skip), done)
+        (st.parts.cmaf_chunks_of(sequence, skip, audio), done)
     }
 
     /// Resolves when another part is stored or the session ends (or after
@@ -1251,6 +1387,29 @@ impl Session {
             .parts
             .init(config_id)
             .ok_or(MuxError::NoConfig(config_id))
+    }
+
+    /// The CMAF audio track's init segment.
+    pub fn audio_init_segment(&self) -> Result<Bytes, MuxError> {
+        if !self.muxes(Format::Cmaf) {
+            return Err(MuxError::FormatOff(Format::Cmaf));
+        }
+        self.lock().parts.audio_init().ok_or(MuxError::NoConfig(0))
+    }
+
+    /// The session's audio format and whether it is audio-only.
+    pub fn audio(&self) -> (Option<Arc<AudioConfig>>, bool) {
+        let st = self.lock();
+        (
+            st.pipeline.audio_config().cloned(),
+            st.pipeline.tracks() == Tracks::AudioOnly,
+        )
+    }
+
+    /// The CMAF audio segment `sequence` in one buffer.
+    pub fn cmaf_audio_segment(&self, sequence: u64) -> Result<Bytes, MuxError> {
+        let pieces = self.segment_pieces(sequence, Format::AudioCmaf)?;
+        Ok(crate::engine::mux::parts::concat(&pieces))
     }
 
     /// The CMAF media segment `sequence` in one buffer (its pieces joined:

@@ -25,7 +25,7 @@ pub enum MuxError {
     PartNotAvailable(u64),
     #[error("no init segment {0}")]
     NoConfig(u32),
-    #[error("{} output is off on this server (see --formats)", match .0 { Format::Cmaf => "CMAF", Format::Ts => "MPEG-TS" })]
+    #[error("{} output is off on this server (see --formats)", match .0 { Format::Cmaf | Format::AudioCmaf => "CMAF", Format::Ts => "MPEG-TS" })]
     FormatOff(Format),
     #[error("{0}")]
     Mux(String),
@@ -36,6 +36,8 @@ pub enum MuxError {
 pub enum Format {
     Cmaf,
     Ts,
+    /// The CMAF audio track.
+    AudioCmaf,
 }
 
 /// A complete segment's place in the store.
@@ -54,6 +56,8 @@ pub struct PartStore {
     /// Complete segments, oldest first.
     segments: VecDeque<StoredSegment>,
     init: BTreeMap<u32, Bytes>,
+    /// The audio track's init segment (one audio format per session).
+    audio_init: Option<Bytes>,
     bytes: usize,
 }
 
@@ -75,7 +79,7 @@ impl PartStore {
 
     /// Adds a muxed part (parts arrive in number order).
     pub fn store_part(&mut self, p: MuxedPart) {
-        self.bytes += p.cmaf.len() + p.ts.len();
+        self.bytes += p.cmaf.len() + p.ts.len() + p.audio_cmaf.len();
         self.parts.push_back(p);
     }
 
@@ -114,9 +118,20 @@ impl PartStore {
             .is_some_and(|p| p.record.segment < keep_from)
         {
             if let Some(p) = self.parts.pop_front() {
-                self.bytes -= p.cmaf.len() + p.ts.len();
+                self.bytes -= p.cmaf.len() + p.ts.len() + p.audio_cmaf.len();
             }
         }
+    }
+
+    pub fn store_audio_init(&mut self, b: Bytes) {
+        self.bytes += b.len();
+        if let Some(old) = self.audio_init.replace(b) {
+            self.bytes -= old.len();
+        }
+    }
+
+    pub fn audio_init(&self) -> Option<Bytes> {
+        self.audio_init.clone()
     }
 
     pub fn init(&self, config_id: u32) -> Option<Bytes> {
@@ -151,6 +166,7 @@ impl PartStore {
         Ok(match format {
             Format::Cmaf => parts::cmaf_segment_pieces(parts),
             Format::Ts => parts::ts_segment_pieces(parts),
+            Format::AudioCmaf => parts::cmaf_audio_segment_pieces(parts),
         })
     }
 
@@ -171,6 +187,7 @@ impl PartStore {
             match format {
                 Format::Cmaf => p.cmaf.clone(),
                 Format::Ts => p.ts.clone(),
+                Format::AudioCmaf => p.audio_cmaf.clone(),
             },
             p.record.config_id,
         ))
@@ -178,13 +195,19 @@ impl PartStore {
 
     /// The CMAF chunks of segment `sequence` stored so far, from its
     /// `skip`-th part on (a segment in progress, or a complete one).
-    pub fn cmaf_chunks_of(&self, sequence: u64, skip: usize) -> Vec<Bytes> {
+    pub fn cmaf_chunks_of(&self, sequence: u64, skip: usize, audio: bool) -> Vec<Bytes> {
         let from = self.parts.partition_point(|p| p.record.segment < sequence);
         self.parts
             .range(from..)
             .take_while(|p| p.record.segment == sequence)
             .skip(skip)
-            .map(|p| p.cmaf.clone())
+            .map(|p| {
+                if audio {
+                    p.audio_cmaf.clone()
+                } else {
+                    p.cmaf.clone()
+                }
+            })
             .collect()
     }
 
@@ -197,6 +220,12 @@ impl PartStore {
 /// Muxes a CMAF init segment.
 pub fn mux_init(cfg: &CodecConfig) -> Result<Bytes, MuxError> {
     crate::engine::mux::cmaf::init_segment(cfg).map_err(|e| MuxError::Mux(e.to_string()))
+}
+
+/// Muxes the CMAF audio track's init segment.
+pub fn mux_audio_init(cfg: &crate::engine::AudioConfig) -> Result<Bytes, MuxError> {
+    crate::engine::mux::cmaf_audio::audio_init_segment(cfg)
+        .map_err(|e| MuxError::Mux(e.to_string()))
 }
 
 /// Parameter-set generations whose init segments are kept (a window rarely

@@ -44,7 +44,7 @@ pub enum ReplicaItem {
     /// origin's bytes).
     TsContinuity {
         after_part: u64,
-        counters: [u8; 3],
+        counters: [u8; 4],
     },
     /// The stream ended: the manifests are final.
     End,

@@ -14,11 +14,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::engine::pipeline::SegmentEvent;
-use crate::engine::Frame;
+use crate::engine::{AudioFrame, Frame};
 
 #[derive(Default)]
 pub struct Ring {
     frames: VecDeque<Arc<Frame>>,
+    /// The audio frames of the same segments, in index order.
+    audio: VecDeque<Arc<AudioFrame>>,
     segments: VecDeque<Arc<SegmentEvent>>,
     bytes: usize,
     /// Sum of the held segments' `byte_size`.
@@ -56,6 +58,32 @@ impl Ring {
         self.frames.push_back(f);
     }
 
+    pub fn push_audio(&mut self, f: Arc<AudioFrame>) {
+        self.bytes += f.data.len();
+        self.audio.push_back(f);
+    }
+
+    /// `count` audio frames from audio frame `first` on, if all are held.
+    pub fn audio_from(&self, first: u64, count: u32) -> Option<Vec<Arc<AudioFrame>>> {
+        if count == 0 {
+            return Some(Vec::new());
+        }
+        let oldest = self.audio.front()?.index;
+        let start = usize::try_from(first.checked_sub(oldest)?).ok()?;
+        let end = start.checked_add(count as usize)?;
+        let out: Vec<Arc<AudioFrame>> = self
+            .audio
+            .range(start..end.min(self.audio.len()))
+            .cloned()
+            .collect();
+        (out.len() == count as usize && out.first().map(|f| f.index) == Some(first)).then_some(out)
+    }
+
+    /// Index of the oldest audio frame held.
+    pub fn first_audio_index(&self) -> Option<u64> {
+        self.audio.front().map(|f| f.index)
+    }
+
     /// Adds a closed segment; segments before the first one the manifests
     /// now list leave, with their frames, and with `memory` (a DVR window)
     /// those beyond it too.
@@ -77,10 +105,25 @@ impl Ring {
                 self.pop_segment();
             }
         }
-        if let Some(first) = self.segments.front() {
-            let keep_from = first.record.first_frame_index;
-            while self.frames.front().is_some_and(|f| f.index < keep_from) {
-                self.pop_front();
+        let keep = self.segments.front().map(|first| {
+            let r = &first.record;
+            (
+                (r.frame_count > 0).then_some(r.first_frame_index),
+                r.audio.as_ref().map(|a| a.first_frame_index),
+            )
+        });
+        if let Some((video, audio)) = keep {
+            if let Some(keep_from) = video {
+                while self.frames.front().is_some_and(|f| f.index < keep_from) {
+                    self.pop_front();
+                }
+            }
+            if let Some(keep_from) = audio {
+                while self.audio.front().is_some_and(|f| f.index < keep_from) {
+                    if let Some(f) = self.audio.pop_front() {
+                        self.bytes -= f.data.len();
+                    }
+                }
             }
         }
     }
@@ -104,6 +147,9 @@ impl Ring {
 
     /// `count` frames from frame `first` on, if all are held.
     pub fn frames_from(&self, first: u64, count: u32) -> Option<Vec<Arc<Frame>>> {
+        if count == 0 {
+            return Some(Vec::new());
+        }
         let oldest = self.frames.front()?.index;
         let start = usize::try_from(first.checked_sub(oldest)?).ok()?;
         let end = start.checked_add(count as usize)?;
@@ -186,6 +232,7 @@ mod tests {
                 byte_size: 1000,
                 config_id: 0,
                 composition_shift: 0,
+                audio: None,
             },
             manifest: ManifestUpdate {
                 media_sequence: first_listed,

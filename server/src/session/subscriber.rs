@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{SessionEnd, SessionItem};
-use crate::engine::Frame;
+use crate::engine::{AudioFrame, Frame};
 
 /// What a subscriber asked for.
 #[derive(Clone, Copy, Debug)]
@@ -19,14 +19,21 @@ pub struct SubscriberOptions {
     pub segments_ts: bool,
     /// Deliver part events (with bytes as `segments_*` say).
     pub parts: bool,
+    /// Deliver the audio track's frames too (with `frames`).
+    pub audio: bool,
 }
 
 /// One thing to send to the subscriber.
 #[derive(Clone, Debug)]
 pub enum Delivery {
     Frame(Arc<Frame>),
+    /// An audio frame: always decodable, so never held for a keyframe.
+    Audio(Arc<AudioFrame>),
     Event(SessionItem),
-    Lagged { skipped: u64, resume_index: u64 },
+    Lagged {
+        skipped: u64,
+        resume_index: u64,
+    },
     End(Arc<SessionEnd>),
 }
 
@@ -81,6 +88,11 @@ impl SubscriberFilter {
     pub fn on_item(&mut self, item: SessionItem, out: &mut Vec<Delivery>) {
         match item {
             SessionItem::Frame(f) => self.on_frame(f, out),
+            SessionItem::AudioFrame(f) => {
+                if self.opts.frames && self.opts.audio {
+                    out.push(Delivery::Audio(f));
+                }
+            }
             SessionItem::Ended(e) => out.push(Delivery::End(e)),
             SessionItem::Part(p) => {
                 if self.opts.parts {
@@ -269,6 +281,7 @@ mod tests {
             segments_cmaf: false,
             segments_ts: false,
             parts: false,
+            audio: false,
         }
     }
 
@@ -380,6 +393,7 @@ mod tests {
             segments_cmaf: false,
             segments_ts: false,
             parts: false,
+            audio: false,
         });
         let mut out = Vec::new();
         f.on_item(

@@ -11,12 +11,19 @@ use std::sync::Arc;
 use bytes::Bytes;
 use h264_reader::nal::sps::{PicOrderCntType, SeqParameterSet};
 
+mod audio;
+
+pub use audio::{AudioInput, AudioStats, Tracks, AUDIO_WAIT};
+use audio::{AudioSide, Queued};
+
 use super::access_unit::{
     annexb_of, AccessUnit, AccessUnitAssembler, AssemblerLimits, AssemblerNote,
 };
 use super::annexb::{AnnexBSplitter, Split, SplitIssue};
 use super::filter::{DropReason, FrameFilter, Verdict};
-use super::frame::{CodecConfig, Frame, PartRecord, SegmentRecord, VideoCodec, TIMESCALE};
+use super::frame::{
+    AudioConfig, AudioFrame, CodecConfig, Frame, PartRecord, SegmentRecord, VideoCodec, TIMESCALE,
+};
 use super::hevc::{self, HevcAssembler, HevcAu, HevcError, HevcFilter, HevcPoc};
 pub use super::mux::parts::Formats;
 use super::params::{sps_frame_rate, sps_reorder_frames};
@@ -134,6 +141,11 @@ pub enum Event {
     Frame(Arc<Frame>),
     /// First or changed parameter sets (a new init segment).
     Config(Arc<CodecConfig>),
+    /// An audio frame, timed and placed (it precedes the `Part` it belongs
+    /// to).
+    AudioFrame(Arc<AudioFrame>),
+    /// The session's audio format (once, before its first audio frame).
+    AudioConfig(Arc<AudioConfig>),
     /// A part is complete (before the segment it ends, if it ends one).
     Part(Arc<PartRecord>),
     /// A segment is complete (after its last part).
@@ -195,6 +207,9 @@ pub struct SessionPipeline {
     codec: Option<VideoCodec>,
     /// The H.265 stages, once the stream turned out to be H.265.
     hevc: Option<Box<HevcStages>>,
+    /// The audio track, and the video outputs held while a cut waits for
+    /// the audio to reach it.
+    audio: AudioSide,
     // Scratch buffers reused across pushes.
     splits: Vec<Split>,
     aus: Vec<AccessUnit>,
@@ -227,6 +242,7 @@ impl SessionPipeline {
             availability_start_ms: None,
             codec: None,
             hevc: None,
+            audio: AudioSide::default(),
             splits: Vec::new(),
             aus: Vec::new(),
             notes: Vec::new(),
@@ -275,6 +291,7 @@ impl SessionPipeline {
         self.splitter.buffered()
             + self.assembler.buffered()
             + self.hevc.as_ref().map_or(0, |h| h.assembler.buffered())
+            + self.audio.buffered()
     }
 
     /// The session's video codec (H.264 until parameter sets say otherwise).
@@ -295,6 +312,21 @@ impl SessionPipeline {
         out: &mut Vec<Event>,
     ) {
         if self.fatal || self.ended {
+            return;
+        }
+        if self.audio.tracks == Tracks::AudioOnly {
+            let offset = self.stats.bytes_in;
+            self.stats.bytes_in += chunk.len() as u64;
+            self.note_drop(
+                DropReason::NoVideoTrack,
+                offset,
+                format!(
+                    "{} bytes of video at byte {offset}: the session is audio-only (its first \
+                     segment of audio came with no video)",
+                    chunk.len()
+                ),
+            );
+            self.flush_drops(out);
             return;
         }
         self.stats.bytes_in += chunk.len() as u64;
@@ -321,7 +353,8 @@ impl SessionPipeline {
                 self.aus = aus;
             }
         }
-        self.process_aus(now_ns, out);
+        self.process_aus(now_ns);
+        self.release(false, now_ns, out);
         self.flush_drops(out);
     }
 
@@ -332,20 +365,38 @@ impl SessionPipeline {
             return;
         }
         self.flush_pending(now_ns, out);
+        self.finish_audio_input(out);
+        self.release(true, now_ns, out);
         self.ended = true;
         let now_ms = now_ns / 1_000_000;
         if let Some(s) = self.segmenter.as_mut() {
             let (part, segment) = s.finish_parts();
-            if let Some(p) = part {
+            let audio_only = self.audio.tracks == Tracks::AudioOnly;
+            if let Some(p) = &part {
+                self.assign_tail(p.start + p.duration, out);
+            }
+            if let Some(mut p) = part {
+                p.audio = self.take_span(false);
+                if audio_only {
+                    audio::audio_only_record_part(&mut p);
+                }
                 if let Some(m) = self.manifests.as_mut() {
                     m.push_part(&p);
                 }
                 out.push(Event::Part(Arc::new(p)));
             }
-            if let Some(rec) = segment {
-                self.emit_segment(rec, now_ms, out);
+            if let Some(mut rec) = segment {
+                rec.audio = self.take_span(true);
+                let cfg = if audio_only {
+                    audio::audio_only_record(&mut rec);
+                    None
+                } else {
+                    self.segment_config(&rec)
+                };
+                self.emit_segment_now(rec, cfg, now_ms, out);
             }
         }
+        self.flush_drops(out);
         if let Some(m) = self.manifests.as_mut() {
             out.push(Event::Ended(Arc::new(m.end(now_ms))));
         }
@@ -357,6 +408,8 @@ impl SessionPipeline {
     /// and the timeline continues with a discontinuity.
     pub fn reconnect(&mut self, now_ns: u64, out: &mut Vec<Event>) {
         self.flush_pending(now_ns, out);
+        self.reconnect_audio(out);
+        self.release(false, now_ns, out);
         self.splitter = AnnexBSplitter::new(self.opts.max_nal_bytes);
         self.assembler = AccessUnitAssembler::new(assembler_limits(&self.opts));
         if self.hevc.is_some() {
@@ -396,7 +449,8 @@ impl SessionPipeline {
             self.assembler.flush(&mut aus, true, false);
             self.aus = aus;
         }
-        self.process_aus(now_ns, out);
+        self.process_aus(now_ns);
+        self.release(false, now_ns, out);
         self.flush_drops(out);
     }
 
@@ -475,7 +529,7 @@ impl SessionPipeline {
         self.notes = notes;
     }
 
-    fn process_aus(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+    fn process_aus(&mut self, now_ns: u64) {
         if let Some(mut hevc_aus) = self.hevc.as_mut().map(|h| std::mem::take(&mut h.aus)) {
             for au in hevc_aus.drain(..) {
                 if self.fatal {
@@ -484,7 +538,7 @@ impl SessionPipeline {
                 let capture = self.take_capture(au.offset);
                 self.stats.access_units += 1;
                 let offset = au.offset;
-                if let Err((reason, detail)) = self.accept_hevc_au(au, capture, now_ns, out) {
+                if let Err((reason, detail)) = self.accept_hevc_au(au, capture, now_ns) {
                     self.note_frame_drop(reason, offset, detail);
                 }
             }
@@ -499,7 +553,7 @@ impl SessionPipeline {
                 break;
             }
             let capture = self.take_capture(au.offset);
-            self.process_au(au, capture, now_ns, out);
+            self.process_au(au, capture, now_ns);
         }
         self.aus = aus;
     }
@@ -516,16 +570,10 @@ impl SessionPipeline {
         found
     }
 
-    fn process_au(
-        &mut self,
-        au: AccessUnit,
-        capture: Option<u64>,
-        now_ns: u64,
-        out: &mut Vec<Event>,
-    ) {
+    fn process_au(&mut self, au: AccessUnit, capture: Option<u64>, now_ns: u64) {
         self.stats.access_units += 1;
         let offset = au.offset;
-        if let Err((reason, detail)) = self.accept_au(au, capture, now_ns, out) {
+        if let Err((reason, detail)) = self.accept_au(au, capture, now_ns) {
             self.note_frame_drop(reason, offset, detail);
         }
     }
@@ -538,7 +586,6 @@ impl SessionPipeline {
         au: AccessUnit,
         capture: Option<u64>,
         now_ns: u64,
-        out: &mut Vec<Event>,
     ) -> Result<(), (DropReason, String)> {
         let sps = au.sps.clone();
         let verdict = self.filter.judge(&au, sps.as_deref());
@@ -592,7 +639,7 @@ impl SessionPipeline {
                     format!("keyframe at byte {} has no usable SPS/PPS", au.offset),
                 ));
             };
-            self.adopt_config(cfg, now_ns, out, |c| {
+            self.adopt_config(cfg, now_ns, |c| {
                 let reorder = sps_reorder_frames(sps).unwrap_or_else(|| default_reorder(c, sps));
                 (sps_frame_rate(sps), reorder)
             });
@@ -657,7 +704,6 @@ impl SessionPipeline {
         };
         let (data, nals) = au.annexb(&prefix);
         let index = self.stats.frames;
-        let now_ms = now_ns / 1_000_000;
         let Some(segmenter) = self.segmenter.as_mut() else {
             return Err((
                 DropReason::UnknownParameterSet,
@@ -677,17 +723,15 @@ impl SessionPipeline {
             capture_ns: capture,
         });
         let segment = placed.segment;
+        self.on_video_frame(times.dts);
         if let Some(p) = placed.closed_part {
-            if let Some(m) = self.manifests.as_mut() {
-                m.push_part(&p);
-            }
-            out.push(Event::Part(Arc::new(p)));
+            self.queue(Queued::Part(p));
         }
         if let Some(rec) = placed.closed_segment {
-            self.emit_segment(rec, now_ms, out);
+            self.queue_segment(rec);
         }
         self.stats.frames += 1;
-        out.push(Event::Frame(Arc::new(Frame {
+        self.queue(Queued::Frame(Arc::new(Frame {
             index,
             data,
             nals,
@@ -716,7 +760,6 @@ impl SessionPipeline {
         au: HevcAu,
         capture: Option<u64>,
         now_ns: u64,
-        out: &mut Vec<Event>,
     ) -> Result<(), (DropReason, String)> {
         let no_stages = || {
             (
@@ -761,7 +804,7 @@ impl SessionPipeline {
             };
             let first = self.aligner.is_none();
             let (rate, reorder) = (sps.frame_rate(), sps.max_num_reorder_pics);
-            if self.adopt_config(cfg, now_ns, out, |_| (rate, reorder)) && first {
+            if self.adopt_config(cfg, now_ns, |_| (rate, reorder)) && first {
                 if let Some(a) = self.aligner.as_mut() {
                     a.set_poc_step_hint(1);
                 }
@@ -811,7 +854,6 @@ impl SessionPipeline {
             hevc::nal_type(&n.data) == hevc::nal::AUD
         });
         let index = self.stats.frames;
-        let now_ms = now_ns / 1_000_000;
         let Some(segmenter) = self.segmenter.as_mut() else {
             return Err((
                 DropReason::UnknownParameterSet,
@@ -831,14 +873,15 @@ impl SessionPipeline {
             capture_ns: capture,
         });
         let segment = placed.segment;
+        self.on_video_frame(times.dts);
         if let Some(p) = placed.closed_part {
-            out.push(Event::Part(Arc::new(p)));
+            self.queue(Queued::Part(p));
         }
         if let Some(rec) = placed.closed_segment {
-            self.emit_segment(rec, now_ms, out);
+            self.queue_segment(rec);
         }
         self.stats.frames += 1;
-        out.push(Event::Frame(Arc::new(Frame {
+        self.queue(Queued::Frame(Arc::new(Frame {
             index,
             data,
             nals,
@@ -868,7 +911,6 @@ impl SessionPipeline {
         &mut self,
         mut cfg: CodecConfig,
         now_ns: u64,
-        out: &mut Vec<Event>,
         timing: impl FnOnce(&CodecConfig) -> (Option<(u32, u32)>, u32),
     ) -> bool {
         cfg.id = self.next_config_id;
@@ -884,7 +926,7 @@ impl SessionPipeline {
         self.on_new_config(rate, reorder, now_ns);
         let cfg = Arc::new(cfg);
         self.prev_config = self.config.replace(cfg.clone());
-        out.push(Event::Config(cfg));
+        self.queue(Queued::Event(Event::Config(cfg)));
         true
     }
 
@@ -898,64 +940,91 @@ impl SessionPipeline {
             None => {
                 self.aligner = Some(PtsAligner::new(rate, reorder, self.opts.timing));
                 // Timeline time 0 is the first frame's decode time, now.
-                let start_ms = now_ns / 1_000_000;
-                self.availability_start_ms = Some(start_ms);
-                let max_segment_ms = self.opts.effective_max_segment_ms();
-                let mut seg_opts = SegmenterOptions::with_target_ms(self.opts.segment_target_ms);
-                seg_opts.max_duration = u64::from(max_segment_ms) * TIMESCALE / 1000;
-                seg_opts.max_bytes = self.opts.segment_bytes_limit() as u64;
-                seg_opts.part_target =
-                    u64::from(self.opts.effective_part_target_ms()) * TIMESCALE / 1000;
-                self.segmenter = Some(Segmenter::new(seg_opts, start_ms));
-                self.manifests = Some(Manifests::new(
-                    PlaylistOptions {
-                        target_segment_ms: self.opts.segment_target_ms,
-                        max_segment_ms,
-                        window: self.opts.listed_window(),
-                        max_window_bytes: if self.opts.dvr_window_ms > 0 {
-                            u64::MAX
-                        } else {
-                            self.opts.window_bytes_limit() as u64
-                        },
-                        utc_timing_url: self.opts.utc_timing_url.clone(),
-                        part_target_ms: self.opts.effective_part_target_ms(),
-                        // One frame period at the starting rate, rounded up.
-                        frame_interval_ms: u32::try_from(
-                            (1000 * u64::from(rate.den)).div_ceil(u64::from(rate.num.max(1))),
-                        )
-                        .unwrap_or(u32::MAX),
-                    },
-                    start_ms,
-                ));
+                // One frame period at the starting rate, rounded up.
+                let frame_ms = (1000 * u64::from(rate.den)).div_ceil(u64::from(rate.num.max(1)));
+                self.start_timeline(
+                    now_ns / 1_000_000,
+                    u32::try_from(frame_ms).unwrap_or(u32::MAX),
+                );
             }
         }
     }
 
-    fn emit_segment(&mut self, rec: SegmentRecord, now_ms: u64, out: &mut Vec<Event>) {
-        // The segment's own parameter sets: when it closed because new ones
-        // arrived, `config` is already the next segment's.
-        let cfg = [self.config.as_ref(), self.prev_config.as_ref()]
+    /// The session timeline starts: time 0 is wall-clock `start_ms`;
+    /// segments and manifests are set up (`frame_interval_ms`: the longest
+    /// frame interval expected, for `PART-TARGET`).
+    fn start_timeline(&mut self, start_ms: u64, frame_interval_ms: u32) {
+        self.availability_start_ms = Some(start_ms);
+        let max_segment_ms = self.opts.effective_max_segment_ms();
+        let mut seg_opts = SegmenterOptions::with_target_ms(self.opts.segment_target_ms);
+        seg_opts.max_duration = u64::from(max_segment_ms) * TIMESCALE / 1000;
+        seg_opts.max_bytes = self.opts.segment_bytes_limit() as u64;
+        seg_opts.part_target = u64::from(self.opts.effective_part_target_ms()) * TIMESCALE / 1000;
+        self.segmenter = Some(Segmenter::new(seg_opts, start_ms));
+        self.manifests = Some(Manifests::new(
+            PlaylistOptions {
+                target_segment_ms: self.opts.segment_target_ms,
+                max_segment_ms,
+                window: self.opts.listed_window(),
+                max_window_bytes: if self.opts.dvr_window_ms > 0 {
+                    u64::MAX
+                } else {
+                    self.opts.window_bytes_limit() as u64
+                },
+                utc_timing_url: self.opts.utc_timing_url.clone(),
+                part_target_ms: self.opts.effective_part_target_ms(),
+                frame_interval_ms,
+            },
+            start_ms,
+        ));
+    }
+
+    /// The video config a closed segment uses: when it closed because new
+    /// parameter sets arrived, `config` is already the next segment's.
+    fn segment_config(&self, rec: &SegmentRecord) -> Option<Arc<CodecConfig>> {
+        [self.config.as_ref(), self.prev_config.as_ref()]
             .into_iter()
             .flatten()
             .find(|c| c.id == rec.config_id)
-            .or(self.config.as_ref());
-        let (Some(m), Some(cfg)) = (self.manifests.as_mut(), cfg) else {
+            .or(self.config.as_ref())
+            .cloned()
+    }
+
+    /// Queues a closed video segment with its config (released after the
+    /// audio reached its end).
+    fn queue_segment(&mut self, rec: SegmentRecord) {
+        let cfg = self.segment_config(&rec);
+        self.queue(Queued::Segment(rec, cfg));
+    }
+
+    /// Adds a closed segment to the manifests and emits it. `cfg` is its
+    /// video config (`None` in an audio-only session).
+    fn emit_segment_now(
+        &mut self,
+        rec: SegmentRecord,
+        cfg: Option<Arc<CodecConfig>>,
+        now_ms: u64,
+        out: &mut Vec<Event>,
+    ) {
+        let audio = self.audio.config.clone();
+        let Some(m) = self.manifests.as_mut() else {
             return;
         };
+        if cfg.is_none() && audio.is_none() {
+            return;
+        }
         // Manifests state the frame rate timestamps are really on.
         let rate = self.aligner.as_ref().map(PtsAligner::rate);
-        let adjusted;
-        let cfg: &CodecConfig = match rate {
+        let cfg = cfg.map(|cfg| match rate {
             Some(r) if (r.num, r.den) != (cfg.frame_rate_num, cfg.frame_rate_den) => {
-                let mut c = CodecConfig::clone(cfg);
+                let mut c = CodecConfig::clone(&cfg);
                 (c.frame_rate_num, c.frame_rate_den) = (r.num, r.den);
-                adjusted = c;
-                &adjusted
+                c
             }
-            _ => cfg,
-        };
+            _ => CodecConfig::clone(&cfg),
+        });
         self.stats.segments += 1;
-        let manifest = m.push(rec.clone(), cfg, now_ms);
+        let manifest = m.push_av(rec.clone(), cfg.as_ref(), audio.as_deref(), now_ms);
         out.push(Event::Segment(Arc::new(SegmentEvent {
             record: rec,
             manifest,

@@ -1,0 +1,86 @@
+//! `liveslice publish` of an MPEG-TS file: its video (H.264/H.265 PES, Annex
+//! B) and its first AAC audio stream (ADTS in PES) taken apart with the
+//! `mpeg2ts` crate's PES reader, so both go out as the session's two tracks,
+//! the audio aligned to the video by their PTS.
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use mpeg2ts::pes::{PesPacketReader, ReadPesPacket};
+use mpeg2ts::ts::TsPacketReader;
+
+use crate::publish::AudioTrack;
+
+/// A demuxed MPEG-TS file.
+pub struct Demuxed {
+    /// The video elementary stream (Annex B).
+    pub video: Bytes,
+    /// The audio track, placed against the video: its frames' times are
+    /// from the video's first presented frame.
+    pub audio: Option<AudioTrack>,
+}
+
+/// Takes `data` (an MPEG-TS file) apart.
+pub fn demux_ts(data: &[u8], name: &str) -> Result<Demuxed> {
+    let mut reader = PesPacketReader::new(TsPacketReader::new(std::io::Cursor::new(data)));
+    let mut video = Vec::new();
+    let mut audio = Vec::new();
+    let (mut video_pts, mut audio_pts): (Option<u64>, Option<u64>) = (None, None);
+    let mut audio_id = None;
+    loop {
+        let pes = match reader.read_pes_packet() {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(e) => bail!("{name}: not a readable MPEG-TS file: {e}"),
+        };
+        let id = pes.header.stream_id;
+        let pts = pes.header.pts.map(|t| t.as_u64());
+        if id.is_video() {
+            if let Some(p) = pts {
+                video_pts = Some(video_pts.map_or(p, |v| v.min(p)));
+            }
+            video.extend_from_slice(&pes.data);
+        } else if id.is_audio() && audio_id.is_none_or(|a| a == id.as_u8()) {
+            audio_id = Some(id.as_u8());
+            if audio_pts.is_none() {
+                audio_pts = pts;
+            }
+            audio.extend_from_slice(&pes.data);
+        }
+    }
+    if video.is_empty() {
+        bail!("{name}: the MPEG-TS file has no video stream");
+    }
+    let audio = if audio.is_empty() {
+        None
+    } else {
+        let mut track = AudioTrack::from_adts(Bytes::from(audio))
+            .with_context(|| format!("{name}: its audio is not AAC in ADTS"))?;
+        // Where the audio starts against the video (33-bit PTS, 90 kHz).
+        let offset_ticks = match (audio_pts, video_pts) {
+            (Some(a), Some(v)) => {
+                let d = (a.wrapping_sub(v)) & ((1 << 33) - 1);
+                if d >= 1 << 32 {
+                    d as i64 - (1 << 33)
+                } else {
+                    d as i64
+                }
+            }
+            _ => 0,
+        };
+        let offset_ns = offset_ticks * 1_000_000_000 / 90_000;
+        track.frames = track
+            .frames
+            .into_iter()
+            .filter_map(|(f, t)| {
+                let t = t as i64 + offset_ns;
+                (t >= 0).then_some((f, t as u64))
+            })
+            .collect();
+        track.length_ns = (track.length_ns as i64 + offset_ns).max(0) as u64;
+        (!track.frames.is_empty()).then_some(track)
+    };
+    Ok(Demuxed {
+        video: Bytes::from(video),
+        audio,
+    })
+}
