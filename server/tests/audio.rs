@@ -15,11 +15,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::av::*;
 use common::*;
 use liveslice_proto::v1 as pb;
-use liveslice_server::engine::audio::adts::AdtsHeader;
-use liveslice_server::engine::pipeline::frames_of;
-use liveslice_server::engine::{PipelineOptions, TIMESCALE};
 use pb::slice_response::Event as PbEvent;
 
 const STREAMS: [&str; 2] = ["av_48k_stereo", "av_44k_mono"];
@@ -35,99 +33,6 @@ fn expect(name: &str) -> toml::Table {
 
 fn int(t: &toml::Table, k: &str) -> u64 {
     t[k].as_integer().unwrap() as u64
-}
-
-/// The ADTS frames of a file, each with its header.
-fn adts_frames(data: &[u8]) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 7 <= data.len() {
-        let h = AdtsHeader::parse(&data[pos..]).unwrap().unwrap();
-        out.push(Bytes::copy_from_slice(&data[pos..pos + h.frame_len]));
-        pos += h.frame_len;
-    }
-    out
-}
-
-/// One message to send: (track, data, media time in ns for ordering).
-fn messages(name: &str, audio: bool, video: bool) -> Vec<(pb::Track, Bytes, u64)> {
-    av_messages(
-        &format!("{name}.h264"),
-        &format!("{name}.aac"),
-        audio,
-        video,
-    )
-}
-
-/// [`messages`] of any video file and ADTS file.
-fn av_messages(
-    video_file: &str,
-    audio_file: &str,
-    audio: bool,
-    video: bool,
-) -> Vec<(pb::Track, Bytes, u64)> {
-    let mut out = Vec::new();
-    if video {
-        let v = frames_of(
-            Bytes::from(testdata(video_file)),
-            PipelineOptions::default(),
-        );
-        for f in v {
-            out.push((
-                pb::Track::Video,
-                f.data.clone(),
-                f.dts * 1_000_000_000 / TIMESCALE,
-            ));
-        }
-    }
-    if audio {
-        let a = adts_frames(&testdata(audio_file));
-        let rate = AdtsHeader::parse(&a[0]).unwrap().unwrap().sample_rate();
-        for (n, f) in a.into_iter().enumerate() {
-            out.push((
-                pb::Track::Audio,
-                f,
-                n as u64 * 1024 * 1_000_000_000 / u64::from(rate),
-            ));
-        }
-    }
-    out.sort_by_key(|m| m.2);
-    out
-}
-
-/// Publishes the messages (as fast as they go) and reads the publisher's
-/// responses to the end.
-async fn publish_av(
-    server: &liveslice_server::app::Running,
-    id: &str,
-    msgs: Vec<(pb::Track, Bytes, u64)>,
-) -> Vec<pb::SliceResponse> {
-    let mut c = client(server).await;
-    let mut p = publish(&mut c, id, Default::default()).await.unwrap();
-    let tx = p.tx.clone();
-    let sender = tokio::spawn(async move {
-        for (track, data, _) in msgs {
-            tx.send(pb::SliceRequest {
-                data,
-                track: track as i32,
-                end_of_access_unit: track == pb::Track::Video,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        }
-        tx.send(pb::SliceRequest {
-            end_of_stream: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    });
-    drop(p.tx);
-    let (responses, status) = collect(&mut p.responses, Duration::from_secs(30)).await;
-    sender.await.unwrap();
-    assert!(status.is_none(), "{status:?}");
-    responses
 }
 
 /// ffprobe of a URL: per stream (codec_type, codec_name, packets, duration

@@ -246,6 +246,78 @@ async fn an_edge_serves_the_origins_playlists_and_segments_byte_for_byte() {
     origin.shutdown().await;
 }
 
+/// A session with audio: the edge serves the origin's multivariant and
+/// audio playlists, MPD (with its audio sets) and every audio and video
+/// file (CMAF audio track, MPEG-TS with the audio PID) byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_with_audio_is_the_same_bytes_on_the_edge() {
+    let Some(nats) = Nats::start("cluster replication of audio") else {
+        return;
+    };
+    let origin = start(origin_config(&nats, "origin-a")).await;
+    let edge = start(edge_config(&nats, "edge-a")).await;
+    let o = format!("http://{}", origin.http_addr);
+    let e = format!("http://{}", edge.http_addr);
+    common::av::publish_av(
+        &origin,
+        "av",
+        common::av::messages("av_48k_stereo", true, true),
+    )
+    .await;
+    let mut lists = Vec::new();
+    for path in ["index.m3u8", "audio.m3u8", "ts/index.m3u8"] {
+        let at_origin = wait_for_text(
+            &format!("{o}/live/av/{path}"),
+            "#EXT-X-ENDLIST",
+            Duration::from_secs(5),
+        )
+        .await;
+        let at_edge = wait_for_text(
+            &format!("{e}/live/av/{path}"),
+            "#EXT-X-ENDLIST",
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(at_edge, at_origin, "{path} differs");
+        lists.push((path, at_origin));
+    }
+    assert!(lists[1].1.contains("audio-init.mp4"), "{}", lists[1].1);
+    for path in ["master.m3u8", "ts/master.m3u8"] {
+        let (os, om) = text(&format!("{o}/live/av/{path}")).await;
+        let (es, em) = text(&format!("{e}/live/av/{path}")).await;
+        assert_eq!((os, es), (200, 200), "{path}");
+        assert!(om.contains("mp4a.40.2"), "{path}: {om}");
+        assert_eq!(em, om, "{path} differs");
+    }
+    let (_, origin_mpd) = text(&format!("{o}/live/av/manifest.mpd")).await;
+    let (_, edge_mpd) = text(&format!("{e}/live/av/manifest.mpd")).await;
+    assert!(origin_mpd.contains("contentType=\"audio\""), "{origin_mpd}");
+    assert_eq!(
+        without_publish_time(&edge_mpd),
+        without_publish_time(&origin_mpd),
+        "MPDs differ"
+    );
+    let mut checked = 0;
+    for (path, playlist) in &lists {
+        let dir = if path.starts_with("ts/") { "ts/" } else { "" };
+        for uri in uris(playlist) {
+            let (os, _, ob) = get(&format!("{o}/live/av/{dir}{uri}")).await;
+            let (es, _, eb) = get(&format!("{e}/live/av/{dir}{uri}")).await;
+            assert_eq!((os, es), (200, 200), "{dir}{uri}");
+            assert!(
+                !ob.is_empty() && ob == eb,
+                "{dir}{uri}: {} vs {} bytes",
+                ob.len(),
+                eb.len()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8, "only {checked} files");
+    edge.shutdown().await;
+    origin.shutdown().await;
+}
+
 /// H.265 goes over the cluster the same way (its VPS and profile in the
 /// replicated parameter sets): the edge's playlists, MPD and files are the
 /// origin's.

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use super::wire::{self, Body, Encoder};
 use super::{session_token, Lease, LEASE_RENEW, MAX_PAYLOAD, SUBJECT_PREFIX};
+use crate::engine::frame::AudioConfig;
 use crate::engine::CodecConfig;
 use crate::session::now_unix_ns;
 use crate::session::replica::{ReplicaItem, ReplicaTx, Replicator};
@@ -76,6 +77,7 @@ impl Replicator for Origin {
             lease: None,
             encoder: Encoder::default(),
             configs: BTreeMap::new(),
+            audio: None,
             last_frame_segment: None,
             next_item: 0,
             down: false,
@@ -99,6 +101,8 @@ struct Publisher {
     encoder: Encoder,
     /// Parameter sets by id, for the `Sync` in front of each segment.
     configs: BTreeMap<u32, Arc<CodecConfig>>,
+    /// The audio format, sent again after each `Sync`.
+    audio: Option<Arc<AudioConfig>>,
     last_frame_segment: Option<u64>,
     /// The next item number expected from the queue (a jump: items were
     /// dropped).
@@ -164,6 +168,10 @@ impl Publisher {
                     if let Some(c) = self.configs.get(&f.config_id) {
                         let sync = Body::Sync(c.as_ref().into());
                         self.publish(sync).await;
+                        if let Some(a) = &self.audio {
+                            let again = Body::AudioConfig(a.as_ref().into());
+                            self.publish(again).await;
+                        }
                     }
                 }
             }
@@ -178,7 +186,11 @@ impl Publisher {
                     l.discontinuity_sequence = s.record.discontinuity_sequence;
                 }
             }
-            ReplicaItem::Discontinuity | ReplicaItem::End | ReplicaItem::TsContinuity { .. } => {}
+            ReplicaItem::AudioConfig(a) => self.audio = Some(a.clone()),
+            ReplicaItem::AudioFrame(_)
+            | ReplicaItem::Discontinuity
+            | ReplicaItem::End
+            | ReplicaItem::TsContinuity { .. } => {}
         }
         if let Some(body) = wire::body_of(&item) {
             self.publish(body).await;

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::engine::annexb::nal_spans;
+use crate::engine::frame::{AudioConfig, AudioFrame, AudioSpan};
 use crate::engine::frame::{HevcConfig, VideoCodec};
 use crate::engine::playlist::SegmentPlace;
 use crate::engine::{CodecConfig, Frame, PartRecord, SegmentRecord};
@@ -25,7 +26,7 @@ pub struct Envelope {
     /// Per-session message number, from 0, one more per message.
     #[prost(uint64, tag = "1")]
     pub seq: u64,
-    #[prost(oneof = "Body", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(oneof = "Body", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13")]
     pub body: Option<Body>,
 }
 
@@ -54,6 +55,162 @@ pub enum Body {
     Fragment(WireFragment),
     #[prost(message, tag = "11")]
     TsContinuity(WireTsContinuity),
+    /// The audio format (first, changed, and again before each segment so
+    /// a replica that joins there has it).
+    #[prost(message, tag = "12")]
+    AudioConfig(WireAudioConfig),
+    #[prost(message, tag = "13")]
+    AudioFrame(WireAudioFrame),
+}
+
+/// An [`AudioConfig`] (ISO/IEC 14496-3 AudioSpecificConfig and what the
+/// engine read from it).
+#[derive(Clone, PartialEq, Message)]
+pub struct WireAudioConfig {
+    #[prost(uint32, tag = "1")]
+    pub id: u32,
+    #[prost(uint32, tag = "2")]
+    pub object_type: u32,
+    #[prost(uint32, tag = "3")]
+    pub core_object_type: u32,
+    #[prost(uint32, tag = "4")]
+    pub sample_rate: u32,
+    #[prost(uint32, tag = "5")]
+    pub sample_rate_index: u32,
+    #[prost(uint32, tag = "6")]
+    pub channel_config: u32,
+    #[prost(bytes = "bytes", tag = "7")]
+    pub asc: Bytes,
+}
+
+/// An [`AudioFrame`] with its exact times (samples and 90 kHz).
+#[derive(Clone, PartialEq, Message)]
+pub struct WireAudioFrame {
+    #[prost(uint64, tag = "1")]
+    pub index: u64,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub data: Bytes,
+    #[prost(uint64, tag = "3")]
+    pub time: u64,
+    #[prost(uint64, tag = "4")]
+    pub pts: u64,
+    #[prost(uint32, tag = "5")]
+    pub duration: u32,
+    #[prost(uint64, tag = "6")]
+    pub segment: u64,
+    #[prost(uint32, tag = "7")]
+    pub config_id: u32,
+    #[prost(bool, tag = "8")]
+    pub filler: bool,
+    #[prost(uint64, optional, tag = "9")]
+    pub capture_time_ns: Option<u64>,
+    #[prost(uint64, tag = "10")]
+    pub ingest_time_ns: u64,
+}
+
+/// A part's or segment's [`AudioSpan`].
+#[derive(Clone, PartialEq, Message)]
+pub struct WireAudioSpan {
+    #[prost(uint64, tag = "1")]
+    pub first_frame_index: u64,
+    #[prost(uint32, tag = "2")]
+    pub frame_count: u32,
+    #[prost(uint64, tag = "3")]
+    pub start: u64,
+    #[prost(uint64, tag = "4")]
+    pub duration: u64,
+    #[prost(uint64, tag = "5")]
+    pub byte_size: u64,
+    #[prost(uint32, tag = "6")]
+    pub config_id: u32,
+}
+
+impl From<&AudioSpan> for WireAudioSpan {
+    fn from(a: &AudioSpan) -> Self {
+        Self {
+            first_frame_index: a.first_frame_index,
+            frame_count: a.frame_count,
+            start: a.start,
+            duration: a.duration,
+            byte_size: a.byte_size,
+            config_id: a.config_id,
+        }
+    }
+}
+
+impl From<WireAudioSpan> for AudioSpan {
+    fn from(a: WireAudioSpan) -> Self {
+        Self {
+            first_frame_index: a.first_frame_index,
+            frame_count: a.frame_count,
+            start: a.start,
+            duration: a.duration,
+            byte_size: a.byte_size,
+            config_id: a.config_id,
+        }
+    }
+}
+
+impl From<&AudioConfig> for WireAudioConfig {
+    fn from(c: &AudioConfig) -> Self {
+        Self {
+            id: c.id,
+            object_type: c.object_type.into(),
+            core_object_type: c.core_object_type.into(),
+            sample_rate: c.sample_rate,
+            sample_rate_index: c.sample_rate_index.into(),
+            channel_config: c.channel_config.into(),
+            asc: c.asc.clone(),
+        }
+    }
+}
+
+impl From<WireAudioConfig> for AudioConfig {
+    fn from(c: WireAudioConfig) -> Self {
+        Self {
+            id: c.id,
+            object_type: byte(c.object_type),
+            core_object_type: byte(c.core_object_type),
+            sample_rate: c.sample_rate,
+            sample_rate_index: byte(c.sample_rate_index),
+            channel_config: byte(c.channel_config),
+            asc: c.asc,
+        }
+    }
+}
+
+impl From<&AudioFrame> for WireAudioFrame {
+    fn from(f: &AudioFrame) -> Self {
+        Self {
+            index: f.index,
+            data: f.data.clone(),
+            time: f.time,
+            pts: f.pts,
+            duration: f.duration,
+            segment: f.segment,
+            config_id: f.config_id,
+            filler: f.filler,
+            capture_time_ns: f.capture_time_ns,
+            ingest_time_ns: f.ingest_time_ns,
+        }
+    }
+}
+
+impl From<WireAudioFrame> for AudioFrame {
+    fn from(f: WireAudioFrame) -> Self {
+        Self {
+            index: f.index,
+            data: f.data,
+            time: f.time,
+            pts: f.pts,
+            duration: f.duration,
+            segment: f.segment,
+            config_id: f.config_id,
+            filler: f.filler,
+            capture_time_ns: f.capture_time_ns,
+            ingest_time_ns: f.ingest_time_ns,
+        }
+    }
 }
 
 /// MPEG-TS continuity counters after a part (4 bits each).
@@ -192,6 +349,8 @@ pub struct WirePart {
     pub config_id: u32,
     #[prost(uint32, tag = "11")]
     pub composition_shift: u32,
+    #[prost(message, optional, tag = "12")]
+    pub audio: Option<WireAudioSpan>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -233,6 +392,8 @@ pub struct WireSegment {
     pub period_start: u64,
     #[prost(bool, tag = "17")]
     pub all_independent: bool,
+    #[prost(message, optional, tag = "18")]
+    pub audio: Option<WireAudioSpan>,
 }
 
 fn byte(v: u32) -> u8 {
@@ -367,6 +528,7 @@ impl From<&PartRecord> for WirePart {
             byte_size: p.byte_size,
             config_id: p.config_id,
             composition_shift: p.composition_shift,
+            audio: p.audio.as_ref().map(Into::into),
         }
     }
 }
@@ -385,7 +547,7 @@ impl From<WirePart> for PartRecord {
             byte_size: p.byte_size,
             config_id: p.config_id,
             composition_shift: p.composition_shift,
-            audio: None,
+            audio: p.audio.map(Into::into),
         }
     }
 }
@@ -411,6 +573,7 @@ impl WireSegment {
             period_id: seg.place.map(|p| p.period_id),
             period_start: seg.place.map_or(0, |p| p.period_start),
             all_independent: seg.place.is_some_and(|p| p.all_independent),
+            audio: r.audio.as_ref().map(Into::into),
         }
     }
 
@@ -437,8 +600,7 @@ impl WireSegment {
             byte_size: self.byte_size,
             config_id: self.config_id,
             composition_shift: self.composition_shift,
-            // Audio is not replicated yet (edges serve the video track).
-            audio: None,
+            audio: self.audio.clone().map(Into::into),
         }
     }
 }
@@ -452,6 +614,8 @@ pub fn body_of(item: &ReplicaItem) -> Option<Body> {
         ReplicaItem::Frame(f) => Body::Frame(f.as_ref().into()),
         ReplicaItem::Part(p) => Body::Part(p.as_ref().into()),
         ReplicaItem::Segment(s) => Body::Segment(WireSegment::of(s)),
+        ReplicaItem::AudioConfig(c) => Body::AudioConfig(c.as_ref().into()),
+        ReplicaItem::AudioFrame(f) => Body::AudioFrame(f.as_ref().into()),
         ReplicaItem::Discontinuity => Body::Discontinuity(true),
         ReplicaItem::End => Body::End(true),
         ReplicaItem::TsContinuity {
@@ -506,6 +670,8 @@ pub fn received(body: Body) -> Result<Received, WireError> {
                 place,
             }))
         }
+        Body::AudioConfig(c) => ReplicaItem::AudioConfig(Arc::new(c.into())),
+        Body::AudioFrame(f) => ReplicaItem::AudioFrame(Arc::new(f.into())),
         Body::Discontinuity(_) => ReplicaItem::Discontinuity,
         Body::End(_) => ReplicaItem::End,
         Body::TsContinuity(t) => ReplicaItem::TsContinuity {

@@ -158,12 +158,11 @@ impl Source {
         }
     }
 
-    /// The audio format; a mirror carries video only (audio is not
-    /// replicated yet).
+    /// The audio format (a mirror's: the origin's, once received).
     fn audio_config(&self) -> Option<&Arc<AudioConfig>> {
         match self {
             Source::Engine(p) => p.audio_config(),
-            Source::Mirror(_) => None,
+            Source::Mirror(m) => m.audio_config(),
         }
     }
 
@@ -1117,10 +1116,9 @@ impl Session {
                 }))
             }
             Event::Ended(_) => ReplicaItem::End,
-            // Audio is not replicated yet: an edge serves the video track.
-            Event::Dropped(_) | Event::Fatal(_) | Event::AudioFrame(_) | Event::AudioConfig(_) => {
-                return
-            }
+            Event::AudioFrame(f) => ReplicaItem::AudioFrame(f.clone()),
+            Event::AudioConfig(c) => ReplicaItem::AudioConfig(c.clone()),
+            Event::Dropped(_) | Event::Fatal(_) => return,
         };
         r.send(item);
     }

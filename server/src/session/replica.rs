@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::engine::frame::{AudioConfig, AudioFrame};
 use crate::engine::pipeline::{Event, Formats, PipelineStats, SegmentEvent};
 use crate::engine::playlist::{Manifests, PlaylistOptions, SegmentPlace};
 use crate::engine::{CodecConfig, Frame, PartRecord, PipelineOptions, SegmentRecord};
@@ -32,6 +33,10 @@ pub enum ReplicaItem {
     /// First or changed parameter sets.
     Config(Arc<CodecConfig>),
     Frame(Arc<Frame>),
+    /// The audio format: first, changed, or repeated before a segment (for
+    /// a replica that joins there; a mirror ignores a repeat).
+    AudioConfig(Arc<AudioConfig>),
+    AudioFrame(Arc<AudioFrame>),
     /// A part closed (after its frames).
     Part(Arc<PartRecord>),
     /// A segment closed.
@@ -196,6 +201,8 @@ pub struct Mirror {
     start: Arc<SessionStart>,
     manifests: Manifests,
     config: Option<Arc<CodecConfig>>,
+    /// The origin's audio format, once received.
+    audio: Option<Arc<AudioConfig>>,
     stats: PipelineStats,
 }
 
@@ -205,6 +212,7 @@ impl Mirror {
             manifests: Manifests::new(start.playlist_options(), start.availability_start_ms),
             start,
             config: None,
+            audio: None,
             stats: PipelineStats::default(),
         }
     }
@@ -222,7 +230,17 @@ impl Mirror {
                 self.stats.frames += 1;
                 out.push(Event::Frame(f));
             }
-            ReplicaItem::Part(p) => {
+            ReplicaItem::AudioConfig(c) => {
+                if self.audio.as_deref() != Some(c.as_ref()) {
+                    self.audio = Some(c.clone());
+                    out.push(Event::AudioConfig(c));
+                }
+            }
+            ReplicaItem::AudioFrame(f) => out.push(Event::AudioFrame(f)),
+            ReplicaItem::Part(mut p) => {
+                if self.audio.is_none() && p.audio.is_some() {
+                    Arc::make_mut(&mut p).audio = None;
+                }
                 self.manifests.push_part(&p);
                 out.push(Event::Part(p));
             }
@@ -234,7 +252,18 @@ impl Mirror {
                 if let Some(place) = seg.place {
                     self.manifests.continue_from(place);
                 }
-                let manifest = self.manifests.push(record.clone(), &seg.config, now_ms);
+                // A replica that joined after the audio format was last sent
+                // lists video only until it has it.
+                let mut record = record;
+                if self.audio.is_none() {
+                    record.audio = None;
+                }
+                let manifest = self.manifests.push_av(
+                    record.clone(),
+                    Some(&seg.config),
+                    self.audio.as_deref(),
+                    now_ms,
+                );
                 out.push(Event::Segment(Arc::new(SegmentEvent { record, manifest })));
             }
             ReplicaItem::Discontinuity => self.manifests.mark_discontinuity(),
@@ -257,6 +286,11 @@ impl Mirror {
 
     pub fn config(&self) -> Option<&Arc<CodecConfig>> {
         self.config.as_ref()
+    }
+
+    /// The audio format, once the origin's was received.
+    pub fn audio_config(&self) -> Option<&Arc<AudioConfig>> {
+        self.audio.as_ref()
     }
 
     pub fn start(&self) -> &SessionStart {
