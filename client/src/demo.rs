@@ -98,16 +98,16 @@ fn default_http_url(grpc: &str) -> String {
 async fn tour(session: &str, grpc: &Server, http: &str, own_server: bool) -> Result<()> {
     println!(
         "liveslice demo: {} publishing a test stream (H.264 High with B-frames, 320x180, \
-         30 fps) into session {session} in real time, looping.\n\
+         30 fps, and an AAC tone) into session {session} in real time, looping.\n\
          \n  player page    {http}/player/{session}   (?mode=dash for dash.js)\
-         \n  HLS (CMAF)     {http}/live/{session}/index.m3u8\
+         \n  HLS (CMAF)     {http}/live/{session}/master.m3u8   (video + audio; index.m3u8: video only)\
          \n  HLS (MPEG-TS)  {http}/live/{session}/ts/index.m3u8\
          \n  DASH           {http}/live/{session}/manifest.mpd\
-         \n  ffplay         ffplay {http}/live/{session}/index.m3u8\
+         \n  ffplay         ffplay {http}/live/{session}/master.m3u8\
          \n  over gRPC      liveslice play --server {grpc} --session {session} --annexb - | ffplay -\
          \n\nThe playlists appear once the first segment is complete (about 2 s). Ctrl-C stops.{}\n",
         if own_server {
-            format!("started a server ({grpc}, {http}) and is")
+            format!("started a server (gRPC {grpc}, HTTP {http}) and is")
         } else {
             format!("is using the server at {grpc} and")
         },

@@ -19,7 +19,7 @@ use crate::input::{now_unix_ns, parse_fps, parse_part_duration, parse_segment_du
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// H.264 Annex B file, or `-` for stdin.
+    /// H.264/H.265 Annex B file, or `-` for stdin.
     #[arg(value_name = "FILE|-")]
     pub input: String,
     /// Directory to write the tree into (created if missing).

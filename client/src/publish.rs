@@ -60,7 +60,7 @@ pub struct Args {
     /// in step. An MPEG-TS input brings its own audio.
     #[arg(long, value_name = "FILE.aac")]
     pub audio: Option<std::path::PathBuf>,
-    /// H.264 Annex B file, or `-` for stdin.
+    /// H.264/H.265 Annex B file, an MPEG-TS file (video and AAC), or `-` for stdin.
     #[arg(value_name = "FILE|-")]
     pub input: String,
 }

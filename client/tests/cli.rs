@@ -438,7 +438,7 @@ async fn demo_publishes_into_a_running_server_until_interrupted() {
     let stdout = text(&stdout);
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains(&format!("{http}/player/tour")), "{stdout}");
-    assert!(stdout.contains(&format!("ffplay {http}/live/tour/index.m3u8")));
+    assert!(stdout.contains(&format!("ffplay {http}/live/tour/master.m3u8")));
     assert!(stderr.contains("published "), "{stderr}");
     let mut ended = None;
     while let Ok(Ok(Some(msg))) =

@@ -1,4 +1,4 @@
-//! liveslice: a live H.264 slicing server.
+//! liveslice: a live H.264/H.265 + AAC slicing server.
 //!
 //! [`engine`] is the pure core (Annex B bytes in; timed frames, segments and
 //! manifests out), the `liveslice-engine` crate re-exported. With the

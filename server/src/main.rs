@@ -104,12 +104,14 @@ fn banner(config: &Config, running: &app::Running) -> Vec<String> {
         format!("  sessions and players: {scheme}://{http}/"),
     ];
     if let Some(id) = &config.server.demo {
-        out.push(format!("  demo session {id:?} (a looping test stream):"));
+        out.push(format!(
+            "  demo session {id:?} (a looping test stream with a tone):"
+        ));
         out.push(format!(
             "    play in a browser: {scheme}://{http}/player/{id}"
         ));
         out.push(format!(
-            "    HLS (CMAF):        {scheme}://{http}/live/{id}/index.m3u8"
+            "    HLS (CMAF):        {scheme}://{http}/live/{id}/master.m3u8 (video + audio; index.m3u8: video only)"
         ));
         out.push(format!(
             "    HLS (MPEG-TS):     {scheme}://{http}/live/{id}/ts/index.m3u8"
@@ -118,7 +120,7 @@ fn banner(config: &Config, running: &app::Running) -> Vec<String> {
             "    DASH:              {scheme}://{http}/live/{id}/manifest.mpd"
         ));
         out.push(format!(
-            "    ffplay:            ffplay {scheme}://{http}/live/{id}/index.m3u8"
+            "    ffplay:            ffplay {scheme}://{http}/live/{id}/master.m3u8"
         ));
         out.push(format!(
             "    gRPC:              {grpcurl} -d '{{\"session_id\":\"{id}\",\"target_fps\":30}}' {grpc} liveslice.v1.SliceService/StreamSlices"

@@ -11,7 +11,7 @@ use clap::{CommandFactory, Parser};
 
 use super::{parse_duration, Config, LogFormat};
 
-/// liveslice: a live H.264 slicing server. Publishers push Annex B over gRPC
+/// liveslice: a live H.264/H.265 + AAC slicing server. Publishers push Annex B (and ADTS) over gRPC
 /// (`liveslice.v1.SliceService/StreamSlices`); viewers subscribe over the same
 /// RPC or play HLS/DASH over HTTP.
 #[derive(Parser, Debug, Clone)]
