@@ -703,52 +703,26 @@ impl SessionPipeline {
             Vec::new()
         };
         let (data, nals) = au.annexb(&prefix);
-        let index = self.stats.frames;
-        let Some(segmenter) = self.segmenter.as_mut() else {
-            return Err((
-                DropReason::UnknownParameterSet,
-                format!("picture at byte {} came before any segment", au.offset),
-            ));
-        };
-        let placed = segmenter.place(FramePlacement {
-            index,
-            pts: times.pts,
-            dts: times.dts,
-            duration: times.duration,
-            is_keyframe: keyframe,
-            random_access,
-            sap_type,
-            config_id: config.id,
-            bytes: data.len() as u64,
-            capture_ns: capture,
-        });
-        let segment = placed.segment;
-        self.on_video_frame(times.dts);
-        if let Some(p) = placed.closed_part {
-            self.queue(Queued::Part(p));
-        }
-        if let Some(rec) = placed.closed_segment {
-            self.queue_segment(rec);
-        }
-        self.stats.frames += 1;
-        self.queue(Queued::Frame(Arc::new(Frame {
-            index,
-            data,
-            nals,
-            pts: times.pts,
-            dts: times.dts,
-            duration: times.duration,
-            is_keyframe: keyframe,
-            random_access,
-            sap_type,
-            is_leading,
-            is_reference: slice.nal_ref_idc != 0,
-            segment,
-            config_id: config.id,
-            capture_time_ns: capture,
-            ingest_time_ns: now_ns,
-        })));
-        Ok(())
+        self.place_frame(
+            Frame {
+                index: self.stats.frames,
+                data,
+                nals,
+                pts: times.pts,
+                dts: times.dts,
+                duration: times.duration,
+                is_keyframe: keyframe,
+                random_access,
+                sap_type,
+                is_leading,
+                is_reference: slice.nal_ref_idc != 0,
+                segment: 0,
+                config_id: config.id,
+                capture_time_ns: capture,
+                ingest_time_ns: now_ns,
+            },
+            au.offset,
+        )
     }
 
     /// [`Self::accept_au`] for an H.265 access unit: decoding starts at
@@ -853,27 +827,53 @@ impl SessionPipeline {
         let (data, nals) = annexb_of(&au.nals, &prefix, |n| {
             hevc::nal_type(&n.data) == hevc::nal::AUD
         });
-        let index = self.stats.frames;
+        self.place_frame(
+            Frame {
+                index: self.stats.frames,
+                data,
+                nals,
+                pts: times.pts,
+                dts: times.dts,
+                duration: times.duration,
+                is_keyframe: keyframe,
+                random_access: keyframe,
+                sap_type,
+                is_leading: hevc::is_rasl(t),
+                is_reference: !hevc::is_sub_layer_non_ref(t),
+                segment: 0,
+                config_id: config.id,
+                capture_time_ns: capture,
+                ingest_time_ns: now_ns,
+            },
+            au.offset,
+        )
+    }
+
+    /// Places an accepted frame (H.264 or H.265) in a segment and part,
+    /// queues the part and segment it closes, then the frame with its
+    /// segment number. `offset`: the access unit's byte position, for the
+    /// error when no segment has begun.
+    fn place_frame(&mut self, mut frame: Frame, offset: u64) -> Result<(), (DropReason, String)> {
         let Some(segmenter) = self.segmenter.as_mut() else {
             return Err((
                 DropReason::UnknownParameterSet,
-                format!("picture at byte {} came before any segment", au.offset),
+                format!("picture at byte {offset} came before any segment"),
             ));
         };
         let placed = segmenter.place(FramePlacement {
-            index,
-            pts: times.pts,
-            dts: times.dts,
-            duration: times.duration,
-            is_keyframe: keyframe,
-            random_access: keyframe,
-            sap_type,
-            config_id: config.id,
-            bytes: data.len() as u64,
-            capture_ns: capture,
+            index: frame.index,
+            pts: frame.pts,
+            dts: frame.dts,
+            duration: frame.duration,
+            is_keyframe: frame.is_keyframe,
+            random_access: frame.random_access,
+            sap_type: frame.sap_type,
+            config_id: frame.config_id,
+            bytes: frame.data.len() as u64,
+            capture_ns: frame.capture_time_ns,
         });
-        let segment = placed.segment;
-        self.on_video_frame(times.dts);
+        frame.segment = placed.segment;
+        self.on_video_frame(frame.dts);
         if let Some(p) = placed.closed_part {
             self.queue(Queued::Part(p));
         }
@@ -881,23 +881,7 @@ impl SessionPipeline {
             self.queue_segment(rec);
         }
         self.stats.frames += 1;
-        self.queue(Queued::Frame(Arc::new(Frame {
-            index,
-            data,
-            nals,
-            pts: times.pts,
-            dts: times.dts,
-            duration: times.duration,
-            is_keyframe: keyframe,
-            random_access: keyframe,
-            sap_type,
-            is_leading: hevc::is_rasl(t),
-            is_reference: !hevc::is_sub_layer_non_ref(t),
-            segment,
-            config_id: config.id,
-            capture_time_ns: capture,
-            ingest_time_ns: now_ns,
-        })));
+        self.queue(Queued::Frame(Arc::new(frame)));
         Ok(())
     }
 
