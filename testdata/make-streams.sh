@@ -177,6 +177,54 @@ ffmpeg -hide_banner -loglevel error -y -f lavfi \
 fi
 [ "${1:-all}" = audio ] && { ls -l ./*.aac av_*; exit 0; }
 
+if [ "${1:-all}" = all ] || [ "${1:-all}" = mp4 ]; then
+# MP4 files for `publish`/`package` of a container. mp4_av_48k.mp4: 4 s of
+# High video (B-frames: ctts, and an edit list that presents the first frame
+# at 0) with 48 kHz stereo AAC (its priming frame before 0 in the audio edit
+# list), progressive with the moov at the end; mp4_av_48k_frag.mp4: the same
+# packets fragmented (empty moov, a moof per keyframe, default-base-is-moof);
+# mp4_hevc_44k.mp4: H.265 with B-frames as hvc1 (parameter sets only in hvcC)
+# and 44.1 kHz mono AAC. NAME.expect.toml holds what ffprobe reports.
+ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=320x180:rate=30" \
+  -f lavfi -i "sine=frequency=440:beep_factor=4:sample_rate=48000,pan=stereo|c0=c0|c1=c0" -t 4 \
+  -pix_fmt yuv420p -c:v libx264 -preset veryfast -profile:v high -bf 2 -b_strategy 0 -g 30 \
+  -keyint_min 30 -sc_threshold 0 -crf 34 -c:a aac -b:a 96k -ac 2 -fflags +bitexact mp4_av_48k.mp4
+ffmpeg -hide_banner -loglevel error -y -i mp4_av_48k.mp4 -c copy -fflags +bitexact \
+  -movflags frag_keyframe+empty_moov+default_base_moof mp4_av_48k_frag.mp4
+ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=320x180:rate=30" \
+  -f lavfi -i "anoisesrc=color=pink:amplitude=0.3:sample_rate=44100:seed=7" -t 3 \
+  -pix_fmt yuv420p -c:v libx265 -preset veryfast -x265-params "bframes=3:keyint=30:min-keyint=30:scenecut=0:log-level=error" \
+  -crf 34 -tag:v hvc1 -c:a aac -b:a 64k -ac 1 -fflags +bitexact mp4_hevc_44k.mp4
+for name in mp4_av_48k mp4_av_48k_frag mp4_hevc_44k; do
+  python3 - "$name" <<'PY'
+import json, subprocess, sys
+name = sys.argv[1]
+def packets(sel):
+    out = subprocess.run(['ffprobe', '-v', 'error', '-select_streams', sel, '-show_entries',
+                          'packet=pts_time,flags:stream=codec_name,sample_rate', '-of', 'json',
+                          name + '.mp4'], capture_output=True, check=True, text=True).stdout
+    j = json.loads(out)
+    return j['streams'][0], j['packets']
+vs, vp = packets('v')
+as_, ap = packets('a')
+start = min(float(p['pts_time']) for p in vp)
+half = 512 / int(as_['sample_rate'])
+placed = sum(1 for p in ap if float(p['pts_time']) + half >= start)
+with open(name + '.expect.toml', 'w') as f:
+    f.write(f"# testdata/{name}.mp4 as ffprobe reports it (made by make-streams.sh).\n")
+    f.write(f"video_codec = \"{vs['codec_name']}\"\n")
+    f.write(f"video_frames = {len(vp)}\n")
+    f.write(f"video_keyframes = {sum(1 for p in vp if 'K' in p['flags'])}\n")
+    f.write(f"audio_frames = {len(ap)}\n")
+    f.write("# audio frames presented from the first video frame on (the rest is\n")
+    f.write("# the encoder's priming, before the video)\n")
+    f.write(f"audio_frames_from_video_start = {placed}\n")
+    f.write(f"sample_rate = {as_['sample_rate']}\n")
+PY
+done
+fi
+[ "${1:-all}" = mp4 ] && { ls -l ./*.mp4*; exit 0; }
+
 # --- Streams from real encoders (issue 9). Each has NAME.expect.json beside
 # it: what liveslice must make of it (frames, segments, independence), checked
 # by server/tests/real_streams.rs. `./make-streams.sh real` makes only these.

@@ -52,11 +52,19 @@ impl Input {
         }
     }
 
-    /// A regular file's whole content through a read-only memory map, so
-    /// frames are slices of it and nothing is copied by reads; `None` for
-    /// stdin, pipes and the embedded stream (read them with [`Input::open`]).
-    /// A container file is refused as by `open`.
-    pub fn map(&self) -> Result<Option<Bytes>> {
+    /// A regular file that is a container this client takes apart
+    /// (MPEG-TS, MP4/MOV), demuxed: its video as Annex B and its AAC track;
+    /// `None` for anything else (raw Annex B, stdin, pipes, or a container
+    /// [`Input::open`] refuses).
+    pub fn demux(&self) -> Result<Option<crate::demux::Demuxed>> {
+        let Some(bytes) = self.mapped_file()? else {
+            return Ok(None);
+        };
+        crate::demux::demux_file(&bytes, &self.to_string()).transpose()
+    }
+
+    /// A regular, non-empty file's bytes through a read-only memory map.
+    fn mapped_file(&self) -> Result<Option<Bytes>> {
         let Input::File(p) = self else {
             return Ok(None);
         };
@@ -74,7 +82,17 @@ impl Input {
         // copying a file that can be gigabytes long.
         let map = unsafe { memmap2::Mmap::map(&file) }
             .with_context(|| format!("cannot map {}", p.display()))?;
-        let bytes = Bytes::from_owner(map);
+        Ok(Some(Bytes::from_owner(map)))
+    }
+
+    /// A regular file's whole content through a read-only memory map, so
+    /// frames are slices of it and nothing is copied by reads; `None` for
+    /// stdin, pipes and the embedded stream (read them with [`Input::open`]).
+    /// A container file is refused as by `open`.
+    pub fn map(&self) -> Result<Option<Bytes>> {
+        let Some(bytes) = self.mapped_file()? else {
+            return Ok(None);
+        };
         if let Some(c) = container::detect(&bytes[..bytes.len().min(SNIFF_BYTES)]) {
             bail!(
                 "{}",
@@ -84,9 +102,10 @@ impl Input {
         Ok(Some(bytes))
     }
 
-    /// Opens the input from its start. A container file (MP4, MPEG-TS,
-    /// Matroska, FLV) is refused with the ffmpeg command that extracts its
-    /// H.264 video.
+    /// Opens the input from its start. A container (Matroska, FLV; MP4
+    /// and MPEG-TS on a pipe, since files of those are taken apart by
+    /// [`Input::demux`] first) is refused with the ffmpeg command that
+    /// extracts its video.
     pub async fn open(&self) -> Result<Reader> {
         let mut reader: Reader = match self {
             Input::File(p) => Box::pin(
@@ -151,6 +170,11 @@ impl Input {
             Input::File(_) => format!(
                 "{input} is in the {c} container format, not {raw} as liveslice takes; \
                  extract the video with: {command}"
+            ),
+            _ if matches!(c, Container::Mp4 | Container::MpegTs) => format!(
+                "{self} is in the {c} container format, not {raw}; liveslice takes {c} files \
+                 apart (video and AAC) when given as a path, not on a pipe: pass the file's \
+                 path, or have ffmpeg extract the video into the pipe: {command}"
             ),
             _ => format!(
                 "{self} is in the {c} container format, not {raw} as liveslice takes; have \

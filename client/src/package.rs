@@ -19,7 +19,8 @@ use crate::input::{now_unix_ns, parse_fps, parse_part_duration, parse_segment_du
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// H.264/H.265 Annex B file, or `-` for stdin.
+    /// H.264/H.265 Annex B file, an MPEG-TS or MP4/MOV file (its video),
+    /// or `-` for stdin.
     #[arg(value_name = "FILE|-")]
     pub input: String,
     /// Directory to write the tree into (created if missing).
@@ -51,9 +52,26 @@ pub struct Args {
 const READ_BYTES: usize = 1 << 20;
 
 pub async fn run(a: Args) -> Result<()> {
-    let input = Input::from_arg(&a.input);
-    // Opened (and a container refused) before anything is written.
-    let mapped = input.map()?;
+    let mut input = Input::from_arg(&a.input);
+    // A container file (MPEG-TS, MP4/MOV): its video, taken apart in
+    // memory. Opened (and any other container refused) before anything is
+    // written.
+    if let Some(d) = input.demux()? {
+        if d.audio.is_some() {
+            eprintln!(
+                "note: the AAC track of {input} is not packaged: `package` writes the video \
+                 (`publish` sends both tracks to a server, which serves both)"
+            );
+        }
+        input = Input::Memory(
+            format!("the video of {input} ({})", d.container.name()),
+            d.video,
+        );
+    }
+    let mapped = match &input {
+        Input::Memory(_, bytes) => Some(bytes.clone()),
+        _ => input.map()?,
+    };
     let mut reader = match mapped {
         Some(_) => None,
         None => Some(input.open().await?),

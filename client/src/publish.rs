@@ -57,10 +57,11 @@ pub struct Args {
     /// An AAC file (ADTS) to publish as the session's audio track beside
     /// the video, from the same start (looped with --loop); the two go out
     /// interleaved by time, with capture times on one clock, so they play
-    /// in step. An MPEG-TS input brings its own audio.
+    /// in step. An MPEG-TS or MP4 input brings its own audio.
     #[arg(long, value_name = "FILE.aac")]
     pub audio: Option<std::path::PathBuf>,
-    /// H.264/H.265 Annex B file, an MPEG-TS file (video and AAC), or `-` for stdin.
+    /// H.264/H.265 Annex B file, an MPEG-TS or MP4/MOV file (video and
+    /// AAC), or `-` for stdin.
     #[arg(value_name = "FILE|-")]
     pub input: String,
 }
@@ -182,19 +183,15 @@ impl Summary {
 
 pub async fn run(a: Args) -> Result<()> {
     let mut input = Input::from_arg(&a.input);
-    // An MPEG-TS file: its video and audio go out as the session's tracks.
-    let mut ts_audio = None;
-    if let Input::File(path) = &input {
-        use liveslice_engine::container::{detect, Container, SNIFF_BYTES};
-        let ts = std::fs::read(path)
-            .ok()
-            .filter(|d| detect(&d[..d.len().min(SNIFF_BYTES)]) == Some(Container::MpegTs));
-        if let Some(data) = ts {
-            let name = path.display().to_string();
-            let d = crate::demux::demux_ts(&data, &name)?;
-            ts_audio = d.audio;
-            input = Input::Memory(format!("the video of {name}"), d.video);
-        }
+    // A container file (MPEG-TS, MP4/MOV): its video and audio go out as
+    // the session's tracks.
+    let mut file_audio = None;
+    if let Some(d) = input.demux()? {
+        file_audio = d.audio;
+        input = Input::Memory(
+            format!("the video of {input} ({})", d.container.name()),
+            d.video,
+        );
     }
     let plan = Plan {
         server: Server::new(&a.server.server, &a.server.access)?,
@@ -218,7 +215,7 @@ pub async fn run(a: Args) -> Result<()> {
                         .with_context(|| path.display().to_string())?,
                 )
             }
-            None => ts_audio,
+            None => file_audio,
         },
     };
     let (stop_tx, stop) = watch::channel(false);

@@ -663,3 +663,106 @@ async fn publish_of_an_mpeg_ts_file_sends_its_audio_and_video() {
     );
     server.shutdown().await;
 }
+
+/// A value of `testdata/NAME.expect.toml` (`key = number` lines).
+fn expected(name: &str, key: &str) -> u64 {
+    let path = testdata_path(&format!("{name}.expect.toml"));
+    let toml = std::fs::read_to_string(&path).unwrap();
+    toml.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("{key} in {}", path.display()))
+}
+
+/// `publish FILE.mp4`: a progressive MP4 (moov at the end, B-frames with
+/// ctts and edit lists), the same packets fragmented, and an H.265 (hvc1)
+/// file: every video frame and every AAC frame from the video's start (as
+/// ffprobe counted them when the file was made, in NAME.expect.toml) end
+/// in the session's segments, with the file's codecs. No ffmpeg needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_of_mp4_files_sends_every_video_and_audio_frame() {
+    let server = start().await;
+    for (name, codec) in [
+        ("mp4_av_48k", "avc1."),
+        ("mp4_av_48k_frag", "avc1."),
+        ("mp4_hevc_44k", "hvc1."),
+    ] {
+        let file = testdata_path(&format!("{name}.mp4"));
+        let session = name.replace('_', "-");
+        let out = run(&[
+            "publish",
+            "--server",
+            &grpc_url(&server),
+            "--session",
+            &session,
+            s(&file),
+        ])
+        .await;
+        ok(&out, &format!("publish {name}.mp4"));
+        let sess = server.registry.get(&session).expect("the session");
+        let records = sess.segment_records();
+        let video: u64 = records.iter().map(|r| u64::from(r.frame_count)).sum();
+        let audio: u64 = records
+            .iter()
+            .map(|r| r.audio.as_ref().map_or(0, |a| u64::from(a.frame_count)))
+            .sum();
+        assert_eq!(
+            video,
+            expected(name, "video_frames"),
+            "{name}: video frames"
+        );
+        assert_eq!(
+            audio,
+            expected(name, "audio_frames_from_video_start"),
+            "{name}: audio frames"
+        );
+        let info = sess.audio().0.expect("an audio track");
+        assert_eq!(
+            u64::from(info.sample_rate),
+            expected(name, "sample_rate"),
+            "{name}"
+        );
+        let codec_string = sess
+            .info()
+            .config
+            .map(|c| c.codec_string())
+            .unwrap_or_default();
+        assert!(codec_string.starts_with(codec), "{name}: {codec_string}");
+    }
+    server.shutdown().await;
+}
+
+/// `package FILE.mp4` writes the video of the file (every frame, ffmpeg
+/// decodes the tree without an error) and says that the audio is not
+/// packaged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn package_of_an_mp4_file_writes_its_video() {
+    if !require_ffmpeg("package of an MP4 file") {
+        return;
+    }
+    let dir = tempdir("mp4-package");
+    let tree = dir.join("tree");
+    let out = run(&[
+        "package",
+        s(&testdata_path("mp4_av_48k_frag.mp4")),
+        "--out",
+        s(&tree),
+    ])
+    .await;
+    let stdout = ok(&out, "package FILE.mp4");
+    assert!(
+        text(&out.stderr).contains("AAC track") && text(&out.stderr).contains("not packaged"),
+        "says the audio is left out: {}",
+        text(&out.stderr)
+    );
+    let (frames, err) = ffmpeg_frames(&tree.join("index.m3u8"), None).await;
+    assert_eq!(
+        frames as u64,
+        expected("mp4_av_48k_frag", "video_frames"),
+        "{stdout}\n{err}"
+    );
+    assert!(err.trim().is_empty(), "decode errors: {err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

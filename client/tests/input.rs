@@ -1,6 +1,7 @@
 //! Input that is not raw H.264 is refused in one line that names the
-//! container and the ffmpeg command that extracts the video (but for
-//! `publish` of an MPEG-TS file, which is taken apart).
+//! container and the ffmpeg command that extracts the video, but for MP4/MOV
+//! and MPEG-TS files, which `publish` and `package` take apart (on a pipe
+//! they are refused too, saying to pass the path).
 
 mod common;
 
@@ -65,33 +66,40 @@ async fn containers_are_refused_with_the_command_that_extracts_the_video() {
     for (file, name) in containers(&dir) {
         let tree = dir.join("tree");
         let out = run(&["package", s(&file), "--out", s(&tree)]).await;
-        let line = refusal(&fails(&out, "package of a container"), s(&file));
         let want_cmd = format!(
             "ffmpeg -i {} -c:v copy -bsf:v h264_mp4toannexb -an -f h264 {}",
             file.display(),
             file.with_extension("h264").display()
         );
-        assert!(
-            line.contains(&format!("in the {name} container format")),
-            "{line}"
-        );
-        assert!(line.contains(&want_cmd), "{line}");
-        assert!(!tree.exists(), "no tree for a refused file");
-
         let session = format!("c{}", file.extension().unwrap().to_str().unwrap());
-        // `publish` takes an MPEG-TS file apart itself (its video and
-        // audio: `tests/cli.rs`); the other containers are refused.
-        if name != "MPEG-TS" {
-            let out = run(&[
-                "publish",
-                "--server",
-                &grpc,
-                "--session",
-                &session,
+        let publish = [
+            "publish",
+            "--server",
+            &grpc,
+            "--session",
+            &session,
+            s(&file),
+        ];
+        let taken_apart = matches!(name, "MP4/MOV" | "MPEG-TS");
+        if taken_apart {
+            // Its video is packaged and published: all 10 frames.
+            let said = ok(&out, "package of an MP4/MPEG-TS file");
+            assert!(said.contains(": 10 frames in 1 segments"), "{said}");
+            let said = ok(&run(&publish).await, "publish of an MP4/MPEG-TS file");
+            assert!(said.contains("accepted 10 frames"), "{said}");
+            let _ = std::fs::remove_dir_all(&tree);
+        } else {
+            let line = refusal(&fails(&out, "package of a container"), s(&file));
+            assert!(
+                line.contains(&format!("in the {name} container format")),
+                "{line}"
+            );
+            assert!(line.contains(&want_cmd), "{line}");
+            assert!(!tree.exists(), "no tree for a refused file");
+            let line = refusal(
+                &fails(&run(&publish).await, "publish of a container"),
                 s(&file),
-            ])
-            .await;
-            let line = refusal(&fails(&out, "publish of a container"), s(&file));
+            );
             assert!(
                 line.contains(&format!("in the {name} container format")),
                 "{line}"
@@ -118,9 +126,12 @@ async fn containers_are_refused_with_the_command_that_extracts_the_video() {
             line.contains("ffmpeg -i INPUT -c:v copy -bsf:v h264_mp4toannexb -an -f h264 -"),
             "{line}"
         );
+        if taken_apart {
+            assert!(line.contains("pass the file's path"), "{line}");
+        }
     }
-    // The command given works: its output packages (the MP4 one).
-    let mp4 = dir.join("clip.mp4");
+    // The command given works: its output packages (the Matroska one).
+    let mp4 = dir.join("clip.mkv");
     let h264 = dir.join("clip.h264");
     let status = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-y", "-i"])
@@ -145,25 +156,25 @@ async fn containers_are_refused_with_the_command_that_extracts_the_video() {
     server.shutdown().await;
 }
 
-/// An H.265 MP4 is refused with the command for H.265 (`hevc_mp4toannexb`,
-/// `-f hevc`), and that command's output packages.
+/// An H.265 Matroska file is refused with the command for H.265
+/// (`hevc_mp4toannexb`, `-f hevc`), and that command's output packages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h265_container_gets_the_h265_command() {
-    if !require_ffmpeg("an H.265 MP4 made with ffmpeg") {
+    if !require_ffmpeg("an H.265 Matroska file made with ffmpeg") {
         return;
     }
     let dir = tempdir("hevc-container");
-    let mp4 = dir.join("clip.mp4");
+    let mp4 = dir.join("clip.mkv");
     let status = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-y", "-f", "hevc", "-i"])
-        .arg(testdata_path("hevc_bframes_30.h265"))
-        .args(["-c", "copy", "-tag:v", "hvc1"])
+        .args(["-nostdin", "-v", "error", "-y", "-i"])
+        .arg(testdata_path("mp4_hevc_44k.mp4"))
+        .args(["-map", "0:v", "-c", "copy"])
         .arg(&mp4)
         .status()
         .expect("run ffmpeg");
-    assert!(status.success(), "ffmpeg made no H.265 MP4");
+    assert!(status.success(), "ffmpeg made no H.265 Matroska file");
     let out = run(&["package", s(&mp4), "--out", s(&dir.join("tree"))]).await;
-    let line = refusal(&fails(&out, "package of an H.265 MP4"), s(&mp4));
+    let line = refusal(&fails(&out, "package of an H.265 Matroska file"), s(&mp4));
     let h265 = dir.join("clip.h265");
     let want = format!(
         "ffmpeg -i {} -c:v copy -bsf:v hevc_mp4toannexb -an -f hevc {}",

@@ -8,16 +8,10 @@ use bytes::Bytes;
 use mpeg2ts::pes::{PesPacketReader, ReadPesPacket};
 use mpeg2ts::ts::TsPacketReader;
 
-use crate::publish::AudioTrack;
+use liveslice_engine::container::Container;
 
-/// A demuxed MPEG-TS file.
-pub struct Demuxed {
-    /// The video elementary stream (Annex B).
-    pub video: Bytes,
-    /// The audio track, placed against the video: its frames' times are
-    /// from the video's first presented frame.
-    pub audio: Option<AudioTrack>,
-}
+use super::{place_audio, Demuxed};
+use crate::publish::AudioTrack;
 
 /// Takes `data` (an MPEG-TS file) apart.
 pub fn demux_ts(data: &[u8], name: &str) -> Result<Demuxed> {
@@ -53,7 +47,7 @@ pub fn demux_ts(data: &[u8], name: &str) -> Result<Demuxed> {
     let audio = if audio.is_empty() {
         None
     } else {
-        let mut track = AudioTrack::from_adts(Bytes::from(audio))
+        let track = AudioTrack::from_adts(Bytes::from(audio))
             .with_context(|| format!("{name}: its audio is not AAC in ADTS"))?;
         // Where the audio starts against the video (33-bit PTS, 90 kHz).
         let offset_ticks = match (audio_pts, video_pts) {
@@ -67,20 +61,11 @@ pub fn demux_ts(data: &[u8], name: &str) -> Result<Demuxed> {
             }
             _ => 0,
         };
-        let offset_ns = offset_ticks * 1_000_000_000 / 90_000;
-        track.frames = track
-            .frames
-            .into_iter()
-            .filter_map(|(f, t)| {
-                let t = t as i64 + offset_ns;
-                (t >= 0).then_some((f, t as u64))
-            })
-            .collect();
-        track.length_ns = (track.length_ns as i64 + offset_ns).max(0) as u64;
-        (!track.frames.is_empty()).then_some(track)
+        place_audio(track, offset_ticks * 1_000_000_000 / 90_000)
     };
     Ok(Demuxed {
         video: Bytes::from(video),
         audio,
+        container: Container::MpegTs,
     })
 }

@@ -1,0 +1,59 @@
+//! Container files taken apart for `liveslice publish` and `liveslice
+//! package`: an MPEG-TS file ([`ts`], with the `mpeg2ts` crate) or an
+//! MP4/MOV file, progressive or fragmented ([`mp4`], boxes decoded by the
+//! `mp4-atom` crate), into the video as an Annex B elementary stream and
+//! the first AAC track as ADTS frames placed against the video.
+
+pub mod mp4;
+pub mod ts;
+
+use anyhow::Result;
+use bytes::Bytes;
+use liveslice_engine::container::{detect, Container, SNIFF_BYTES};
+
+use crate::publish::AudioTrack;
+
+/// A demuxed container file.
+pub struct Demuxed {
+    /// The video elementary stream (Annex B, parameter sets in front of
+    /// every random access point).
+    pub video: Bytes,
+    /// The audio track, placed against the video: its frames' times are
+    /// from the video's first presented frame.
+    pub audio: Option<AudioTrack>,
+    /// The container's name (for messages).
+    pub container: Container,
+}
+
+/// Takes a regular file's bytes apart when they are a container this
+/// module reads (MPEG-TS, MP4/MOV); `None` for anything else (raw Annex B,
+/// or a container refused elsewhere with the command that extracts it).
+pub fn demux_file(data: &Bytes, name: &str) -> Option<Result<Demuxed>> {
+    match detect(&data[..data.len().min(SNIFF_BYTES)])? {
+        Container::MpegTs => Some(ts::demux_ts(data, name)),
+        Container::Mp4 => Some(mp4::demux_mp4(data, name)),
+        Container::Matroska | Container::Flv => None,
+    }
+}
+
+/// How far before the video a frame may start and still be taken as
+/// starting with it: rounding between two time scales, not a frame.
+pub const ROUNDING_NS: i64 = 1_000_000;
+
+/// Moves an audio track by `offset_ns` (its first frame's presentation
+/// time minus the video's first), leaving out frames that would then
+/// start before the video (the encoder's priming, usually): the session's
+/// audio starts with its video. A frame within [`ROUNDING_NS`] before it
+/// (time-scale rounding) starts at 0. `None` when nothing is left.
+pub fn place_audio(mut track: AudioTrack, offset_ns: i64) -> Option<AudioTrack> {
+    track.frames = track
+        .frames
+        .into_iter()
+        .filter_map(|(f, t)| {
+            let t = t as i64 + offset_ns;
+            (t >= -ROUNDING_NS).then_some((f, t.max(0) as u64))
+        })
+        .collect();
+    track.length_ns = (track.length_ns as i64 + offset_ns).max(0) as u64;
+    (!track.frames.is_empty()).then_some(track)
+}
