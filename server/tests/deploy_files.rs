@@ -57,10 +57,11 @@ fn print_config(toml: &str, name: &str, env: &[(&str, &str)]) -> String {
 
 // --- Kubernetes ---
 
-/// Every YAML document under deploy/kubernetes/ as flat `path -> JSON
-/// scalar` maps, keyed by `Kind/name`, or None when PyYAML is missing and
-/// `LIVESLICE_ALLOW_SKIP=1` is set.
-fn kubernetes_documents() -> Option<BTreeMap<String, BTreeMap<String, String>>> {
+/// Every YAML document in `dir` (deploy/kubernetes or one of its folders,
+/// not recursing) as flat `path -> JSON scalar` maps, keyed by
+/// `Kind/name`, or None when PyYAML is missing and `LIVESLICE_ALLOW_SKIP=1`
+/// is set.
+fn kubernetes_documents(dir: &str) -> Option<BTreeMap<String, BTreeMap<String, String>>> {
     const FLATTEN: &str = r#"
 import json, os, sys, yaml
 class Strict(yaml.SafeLoader):
@@ -105,12 +106,12 @@ for name in sorted(os.listdir(root)):
     }
     let out = Command::new("python3")
         .args(["-c", FLATTEN])
-        .arg(repo().join("deploy/kubernetes"))
+        .arg(repo().join(dir))
         .output()
         .expect("run python3");
     assert!(
         out.status.success(),
-        "deploy/kubernetes does not parse: {}",
+        "{dir} does not parse: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let mut docs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -204,7 +205,7 @@ fn quantity(q: &str) -> u64 {
 
 #[test]
 fn kubernetes_manifests_parse_and_agree() {
-    let Some(docs) = kubernetes_documents() else {
+    let Some(docs) = kubernetes_documents("deploy/kubernetes") else {
         return;
     };
     let doc = |kind: &str| {
@@ -376,6 +377,204 @@ fn kubernetes_manifests_parse_and_agree() {
     }
     service_ports.sort();
     assert_eq!(service_ports, ["50051", "8080"]);
+}
+
+/// deploy/kubernetes/cluster/: NATS with JetStream (StatefulSet and
+/// Service), origin and edge Deployments with their Services, and a
+/// HorizontalPodAutoscaler on the edges. Checked: kustomization lists every
+/// file; each liveslice Deployment's environment (the node id from the
+/// pod's name) is a configuration the server accepts in the role its name
+/// says, on the NATS Service's client port; each Service selects its own
+/// Deployment's pods only and reaches named container ports; the
+/// autoscaler scales the edge Deployment on CPU, which the edges request.
+#[test]
+fn kubernetes_cluster_manifests_run_a_cluster_the_server_accepts() {
+    let Some(docs) = kubernetes_documents("deploy/kubernetes/cluster") else {
+        return;
+    };
+    let doc = |id: &str| {
+        let (id, map) = docs.get_key_value(id).unwrap_or_else(|| {
+            panic!(
+                "no {id} in deploy/kubernetes/cluster (have {:?})",
+                docs.keys()
+            )
+        });
+        Doc(id, map)
+    };
+    let kust = doc("Kustomization/");
+    let mut resources: Vec<String> = (0..kust.len("resources"))
+        .map(|i| kust.get(&format!("resources.{i}")))
+        .collect();
+    resources.sort();
+    let mut files: Vec<String> = docs
+        .values()
+        .map(|m| scalar(&m["#file"]))
+        .filter(|f| f != "kustomization.yaml")
+        .collect();
+    files.sort();
+    files.dedup();
+    assert_eq!(resources, files, "kustomization.yaml resources");
+
+    // NATS: JetStream on, its store on a volume claim, the Service's client
+    // port reaching the container's.
+    let nats = doc("StatefulSet/nats");
+    let nats_c = "spec.template.spec.containers.0";
+    let args: Vec<String> = (0..nats.len(&format!("{nats_c}.args")))
+        .map(|i| nats.get(&format!("{nats_c}.args.{i}")))
+        .collect();
+    assert!(
+        args.contains(&"-js".to_string()),
+        "NATS without JetStream: {args:?}"
+    );
+    let store = args
+        .iter()
+        .position(|a| a == "-sd")
+        .map(|i| args[i + 1].clone())
+        .expect("a JetStream store directory (-sd)");
+    assert_eq!(
+        nats.get(&format!("{nats_c}.volumeMounts.0.mountPath")),
+        store
+    );
+    assert_eq!(
+        nats.get(&format!("{nats_c}.volumeMounts.0.name")),
+        nats.get("spec.volumeClaimTemplates.0.metadata.name")
+    );
+    let nats_svc = doc("Service/nats");
+    let client_port = (0..nats_svc.len("spec.ports"))
+        .find(|i| nats_svc.get(&format!("spec.ports.{i}.name")) == "client")
+        .map(|i| nats_svc.get(&format!("spec.ports.{i}.port")))
+        .expect("a client port on the nats Service");
+    let nats_url = format!("nats://nats:{client_port}");
+    assert_eq!(
+        nats_svc.get("spec.selector.app.kubernetes.io/name"),
+        nats.get("spec.template.metadata.labels.app.kubernetes.io/name")
+    );
+
+    let version = env!("CARGO_PKG_VERSION");
+    let image = format!("liveslice-server:{version}");
+    let c = "spec.template.spec.containers.0";
+    for role in ["origin", "edge"] {
+        let dep = doc(&format!("Deployment/liveslice-{role}"));
+        let svc = doc(&format!("Service/liveslice-{role}"));
+        assert_eq!(dep.get(&format!("{c}.image")), image, "{role}");
+        // The pod's environment, the node id as the pod's name would be.
+        let env: Vec<(String, String)> = (0..dep.len(&format!("{c}.env")))
+            .map(|i| {
+                let name = dep.get(&format!("{c}.env.{i}.name"));
+                let value = match dep.opt(&format!("{c}.env.{i}.value")) {
+                    Some(v) => v,
+                    None => {
+                        assert_eq!(
+                            dep.get(&format!("{c}.env.{i}.valueFrom.fieldRef.fieldPath")),
+                            "metadata.name",
+                            "{role}: {name}"
+                        );
+                        format!("liveslice-{role}-7d9f-abcde")
+                    }
+                };
+                (name, value)
+            })
+            .collect();
+        let liveslice_env: Vec<(&str, &str)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("LIVESLICE_"))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let printed = print_config("", &format!("{role}.toml"), &liveslice_env);
+        for want in [
+            format!("cluster = \"{nats_url}\""),
+            format!("role = \"{role}\""),
+            format!("node-id = \"liveslice-{role}-7d9f-abcde\""),
+            "grpc-addr = \"0.0.0.0:50051\"".to_string(),
+            "http-addr = \"0.0.0.0:8080\"".to_string(),
+        ] {
+            assert!(printed.contains(&want), "{role}: no {want} in\n{printed}");
+        }
+        // Sessions' rings fit in the memory limit (an edge holds them all).
+        let setting = |k: &str| -> u64 {
+            printed
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+                .unwrap_or_else(|| panic!("no {k} in {printed}"))
+                .trim_matches('"')
+                .parse()
+                .unwrap()
+        };
+        let limit = quantity(&dep.get(&format!("{c}.resources.limits.memory")));
+        assert!(
+            setting("max-sessions") * setting("ring-bytes") < limit,
+            "{role}: max-sessions * ring-bytes above the memory limit {limit}"
+        );
+        assert!(
+            setting("memory-limit") < limit,
+            "{role}: the server's memory-limit above the container's {limit}"
+        );
+        // The Service selects this Deployment's pods and no other's.
+        let labels = |d: &Doc, prefix: &str| -> BTreeMap<String, String> {
+            d.1.iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), scalar(v))))
+                .collect()
+        };
+        let pods = labels(&dep, "spec.template.metadata.labels.");
+        let selector = labels(&svc, "spec.selector.");
+        assert_eq!(
+            labels(&dep, "spec.selector.matchLabels."),
+            selector,
+            "{role}"
+        );
+        assert!(
+            selector.iter().all(|(k, v)| pods.get(k) == Some(v)),
+            "{role}"
+        );
+        let other = if role == "origin" { "edge" } else { "origin" };
+        let other_pods = labels(
+            &doc(&format!("Deployment/liveslice-{other}")),
+            "spec.template.metadata.labels.",
+        );
+        assert!(
+            !selector.iter().all(|(k, v)| other_pods.get(k) == Some(v)),
+            "Service/liveslice-{role} also selects the {other} pods"
+        );
+        let container_ports: Vec<String> = (0..dep.len(&format!("{c}.ports")))
+            .map(|i| dep.get(&format!("{c}.ports.{i}.name")))
+            .collect();
+        for i in 0..svc.len("spec.ports") {
+            let target = svc.get(&format!("spec.ports.{i}.targetPort"));
+            assert!(container_ports.contains(&target), "{role}: {target}");
+        }
+        for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+            assert_eq!(
+                dep.get(&format!("{c}.{probe}.grpc.port")),
+                "50051",
+                "{role} {probe}"
+            );
+        }
+        assert_eq!(
+            dep.get("spec.template.spec.securityContext.runAsNonRoot"),
+            "true"
+        );
+    }
+    // Two origins for publishers; the edges' count is the autoscaler's.
+    let origin = doc("Deployment/liveslice-origin");
+    assert!(origin.get("spec.replicas").parse::<u32>().unwrap() >= 2);
+    let edge = doc("Deployment/liveslice-edge");
+    assert_eq!(
+        edge.opt("spec.replicas"),
+        None,
+        "the autoscaler sets the edges' replicas"
+    );
+    let hpa = doc("HorizontalPodAutoscaler/liveslice-edge");
+    assert_eq!(hpa.get("apiVersion"), "autoscaling/v2");
+    assert_eq!(hpa.get("spec.scaleTargetRef.kind"), "Deployment");
+    assert_eq!(hpa.get("spec.scaleTargetRef.name"), "liveslice-edge");
+    let min: u32 = hpa.get("spec.minReplicas").parse().unwrap();
+    let max: u32 = hpa.get("spec.maxReplicas").parse().unwrap();
+    assert!(min >= 2 && max > min, "{min}..{max}");
+    assert_eq!(hpa.get("spec.metrics.0.resource.name"), "cpu");
+    assert!(
+        !edge.get(&format!("{c}.resources.requests.cpu")).is_empty(),
+        "the edges request CPU (what utilization is measured against)"
+    );
 }
 
 // --- systemd ---
