@@ -98,8 +98,9 @@ async fn run_script(
     let path = browser_dir.join(script);
     let run = tokio::task::spawn_blocking(move || {
         let mut child = Command::new("node")
-            // The demo session has sound: hls.js and dash.js must decode it.
-            .env("LIVESLICE_AUDIO_MODES", "hls,dash")
+            // The demo session has sound: hls.js, dash.js and Chromium's
+            // own HLS player (master.m3u8) must decode it.
+            .env("LIVESLICE_AUDIO_MODES", "hls,dash,native")
             .arg(&path)
             .arg(&base)
             .arg("demo")
