@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,55 +32,6 @@ fn expect(name: &str) -> toml::Table {
 
 fn int(t: &toml::Table, k: &str) -> u64 {
     t[k].as_integer().unwrap() as u64
-}
-
-/// ffprobe of a URL: per stream (codec_type, codec_name, packets, duration
-/// s from its first packet's PTS to its last packet's end). Packets, not
-/// decoded frames: the frames each output carries (ffmpeg decodes them
-/// all, checked with `decode_errors`).
-fn probe(url: &str) -> Vec<(String, String, u64, f64)> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=index,codec_type,codec_name:packet=stream_index,pts_time,duration_time",
-            "-of",
-            "json",
-            url,
-        ])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let num = |x: &serde_json::Value| x.as_str().and_then(|n| n.parse::<f64>().ok());
-    let mut streams = Vec::new();
-    for st in v["streams"].as_array().cloned().unwrap_or_default() {
-        let index = st["index"].as_u64().unwrap_or(0);
-        let (mut n, mut first, mut end) = (0u64, f64::MAX, f64::MIN);
-        for p in v["packets"].as_array().cloned().unwrap_or_default() {
-            if p["stream_index"].as_u64() != Some(index) {
-                continue;
-            }
-            n += 1;
-            if let Some(t) = num(&p["pts_time"]) {
-                first = first.min(t);
-                end = end.max(t + num(&p["duration_time"]).unwrap_or(0.0));
-            }
-        }
-        streams.push((
-            st["codec_type"].as_str().unwrap_or("").to_string(),
-            st["codec_name"].as_str().unwrap_or("").to_string(),
-            n,
-            if n > 0 { end - first } else { 0.0 },
-        ));
-    }
-    streams
-}
-
-async fn probe_async(url: String) -> Vec<(String, String, u64, f64)> {
-    tokio::task::spawn_blocking(move || probe(&url))
-        .await
-        .unwrap()
 }
 
 async fn decode_errors(url: String) -> String {

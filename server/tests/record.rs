@@ -491,3 +491,164 @@ async fn a_store_that_dies_mid_session_costs_only_the_recording() {
     assert!(st.segments_lost_write_failed > 0, "{st:?}");
     server.shutdown().await;
 }
+
+/// A session with audio, recorded to files with a DVR window longer than
+/// memory (1 s segments, 1 in memory): the CMAF audio track is recorded
+/// (audio-init.mp4, audio-N.m4s for every segment, audio.m3u8 and
+/// audio-vod.m3u8, master.m3u8 with the audio rendition, the MPD's audio
+/// set, the TS segments' audio PID); ffprobe finds every video and audio
+/// frame the session made in master.m3u8, the MPD and the TS playlist; an
+/// audio segment that left memory is served from the recording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_with_audio_is_recorded_with_its_audio_track() {
+    if !have_ffmpeg("recorded audio checked with ffprobe") {
+        return;
+    }
+    let dir = tempdir();
+    let mut config = test_config();
+    config.record.record = Some(format!("file://{}", dir.join("rec").display()));
+    config.record.dvr = Some(Duration::from_secs(600));
+    config.engine.segment_duration = Duration::from_secs(1);
+    config.engine.window = 1;
+    let server = start(config).await;
+    let root = dir.join("rec/av");
+    let responses = common::av::publish_av(
+        &server,
+        "av",
+        common::av::messages("av_48k_stereo", true, true),
+    )
+    .await;
+    let segs = segments(&responses);
+    assert!(segs.len() >= 4, "{} segments", segs.len());
+    let video: u64 = segs.iter().map(|s| u64::from(s.frame_count)).sum();
+    let audio: u64 = segs
+        .iter()
+        .map(|s| s.audio.as_ref().map_or(0, |a| u64::from(a.frame_count)))
+        .sum();
+    assert!(audio > 180, "{audio} audio frames");
+    let recorder = server.registry.recorder().expect("recording is on");
+    assert!(recorder.flush(Duration::from_secs(20)).await);
+
+    // Segment 0 left memory; the origin serves its audio from the recording.
+    let base = format!("http://{}/live/av", server.http_addr);
+    let stored = std::fs::read(root.join("audio-0.m4s")).expect("audio-0.m4s recorded");
+    let (status, _, served) = get(&format!("{base}/audio-0.m4s")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&served));
+    assert_eq!(served, stored, "audio-0.m4s: the recording's bytes");
+
+    let text = |name: &str| {
+        std::fs::read_to_string(root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    assert!(root.join("audio-init.mp4").exists());
+    for s in &segs {
+        assert!(root.join(format!("audio-{}.m4s", s.sequence)).exists());
+    }
+    let audio_event = text("audio.m3u8");
+    assert!(
+        audio_event.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"),
+        "{audio_event}"
+    );
+    assert!(audio_event.ends_with("#EXT-X-ENDLIST\n"), "{audio_event}");
+    assert!(audio_event.contains("audio-init.mp4"), "{audio_event}");
+    assert_eq!(lines_with(&audio_event, ".m4s").len(), segs.len());
+    let audio_vod = text("audio-vod.m3u8");
+    assert!(
+        audio_vod.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"),
+        "{audio_vod}"
+    );
+    let master = text("master.m3u8");
+    assert!(master.contains("TYPE=AUDIO"), "{master}");
+    assert!(master.contains("mp4a.40.2"), "{master}");
+    let mpd = text("manifest.mpd");
+    assert!(
+        mpd.contains(r#"contentType="audio""#) || mpd.contains("audio/mp4"),
+        "{mpd}"
+    );
+
+    for name in ["master.m3u8", "manifest.mpd", "ts/vod.m3u8"] {
+        let streams = common::av::probe_async(root.join(name).display().to_string()).await;
+        let count = |kind: &str| {
+            streams
+                .iter()
+                .filter(|s| s.0 == kind)
+                .map(|s| s.2)
+                .max()
+                .unwrap_or(0)
+        };
+        let (v, a) = (count("video"), count("audio"));
+        if name == "manifest.mpd" {
+            // ffmpeg's DASH demuxer (5.1) stops one packet short at the end
+            // of a static MPD with two AdaptationSets (tests/audio.rs).
+            assert!(
+                v <= video && a <= audio && v + a + 1 >= video + audio,
+                "{name}: {streams:?}"
+            );
+        } else {
+            assert_eq!(v, video, "{name}: every video frame ({streams:?})");
+            assert_eq!(a, audio, "{name}: every audio frame ({streams:?})");
+        }
+    }
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An audio-only session is recorded too: audio objects only (no video
+/// segment or init), index.m3u8 and audio.m3u8 listing the audio segments,
+/// every audio frame in them and in the TS playlist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audio_only_session_is_recorded() {
+    if !have_ffmpeg("recorded audio checked with ffprobe") {
+        return;
+    }
+    let dir = tempdir();
+    let mut config = test_config();
+    config.record.record = Some(format!("file://{}", dir.join("rec").display()));
+    let server = start(config).await;
+    let root = dir.join("rec/tone");
+    let responses = common::av::publish_av(
+        &server,
+        "tone",
+        common::av::messages("av_44k_mono", true, false),
+    )
+    .await;
+    let segs = segments(&responses);
+    assert!(!segs.is_empty());
+    let audio: u64 = segs
+        .iter()
+        .map(|s| s.audio.as_ref().map_or(0, |a| u64::from(a.frame_count)))
+        .sum();
+    assert!(audio > 150, "{audio} audio frames");
+    let recorder = server.registry.recorder().expect("recording is on");
+    assert!(recorder.flush(Duration::from_secs(20)).await);
+    let names: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("seg-") || n.starts_with("init-")),
+        "no video objects: {names:?}"
+    );
+    let index = std::fs::read_to_string(root.join("index.m3u8")).unwrap();
+    assert_eq!(lines_with(&index, ".m4s").len(), segs.len(), "{index}");
+    assert!(lines_with(&index, ".m4s")
+        .iter()
+        .all(|l| l.starts_with("audio-")));
+    for name in [
+        "index.m3u8",
+        "audio-vod.m3u8",
+        "ts/vod.m3u8",
+        "manifest.mpd",
+    ] {
+        let streams = common::av::probe_async(root.join(name).display().to_string()).await;
+        let got: u64 = streams.iter().filter(|s| s.0 == "audio").map(|s| s.2).sum();
+        assert_eq!(got, audio, "{name}: every audio frame ({streams:?})");
+        assert!(
+            !streams.iter().any(|s| s.0 == "video"),
+            "{name}: {streams:?}"
+        );
+    }
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

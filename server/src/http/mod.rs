@@ -858,7 +858,9 @@ async fn cmaf_file(
         if s.segment_in_progress(seq) {
             return segment_in_progress(s, &id, seq, true, &held);
         }
-        return mux_response(s.segment_pieces(seq, Format::AudioCmaf), M4S, &headers);
+        let pieces = s.segment_pieces(seq, Format::AudioCmaf);
+        let pieces = dvr(&r, &s, &id, &file, Some(seq), pieces).await;
+        return mux_or(pieces, M4S, &headers);
     }
     if let Some(n) = numbered(&file, "audio-part-", ".m4s") {
         return part_response(&s, &id, n, Format::AudioCmaf, M4S, &headers, &held).await;

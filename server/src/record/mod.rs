@@ -4,12 +4,19 @@
 //! ```text
 //! {prefix}/{session_id}/init-N.mp4      CMAF init segment of codec config N
 //! {prefix}/{session_id}/seg-N.m4s       CMAF segment N (the bytes HTTP serves)
-//! {prefix}/{session_id}/ts/seg-N.ts     MPEG-TS segment N
+//! {prefix}/{session_id}/ts/seg-N.ts     MPEG-TS segment N (with the audio PID)
+//! {prefix}/{session_id}/audio-init.mp4  with audio: the CMAF audio track's init segment
+//! {prefix}/{session_id}/audio-N.m4s     with audio: its segment N
 //! {prefix}/{session_id}/index.m3u8      HLS (CMAF), EXT-X-PLAYLIST-TYPE:EVENT, + ENDLIST at the end
+//! {prefix}/{session_id}/audio.m3u8      with audio: the audio playlist, the same way
+//! {prefix}/{session_id}/master.m3u8     with audio: video + the audio rendition (and ts/master.m3u8)
 //! {prefix}/{session_id}/ts/index.m3u8   the same over MPEG-TS
 //! {prefix}/{session_id}/vod.m3u8        at the end: EXT-X-PLAYLIST-TYPE:VOD (and ts/vod.m3u8)
-//! {prefix}/{session_id}/manifest.mpd    at the end: the static MPD
+//! {prefix}/{session_id}/manifest.mpd    at the end: the static MPD (with the audio set)
 //! ```
+//!
+//! An audio-only session has no video objects: its playlists are the audio
+//! ones (`index.m3u8` over MPEG-TS carries the audio PID alone).
 //!
 //! File names are the HTTP origin's and `liveslice package`'s. Playlists
 //! are rendered by the engine ([`Manifests::whole_session`], a window as
@@ -39,6 +46,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::mpsc;
 
 use crate::config::ConfigError;
+use crate::engine::frame::AudioConfig;
 use crate::engine::playlist::{init_name, segment_name, HlsFlavour, Manifests};
 use crate::engine::{CodecConfig, SegmentRecord};
 
@@ -297,11 +305,13 @@ impl Shared {
 /// What the sessions send the writer.
 enum Msg {
     /// A segment to record: its objects (`init-N.mp4` first when new) and
-    /// what its playlists entry is rendered from.
+    /// what its playlists entry is rendered from (its video config, none in
+    /// an audio-only session, and the session's audio format).
     Segment {
         rec: u64,
         record: Box<SegmentRecord>,
-        cfg: CodecConfig,
+        cfg: Option<CodecConfig>,
+        audio: Option<AudioConfig>,
         objects: Vec<(String, Vec<Bytes>)>,
         bytes: usize,
     },
@@ -401,6 +411,7 @@ impl Recorder {
             session_id: session_id.to_owned(),
             begun: false,
             inits_sent: BTreeSet::new(),
+            audio_init_sent: false,
         }
     }
 
@@ -482,6 +493,16 @@ pub struct RecordStatus {
     pub lost_by_session: BTreeMap<String, u64>,
 }
 
+/// A segment's CMAF audio track, for the recording.
+pub struct AudioPieces {
+    /// The session's audio format.
+    pub config: AudioConfig,
+    /// `audio-init.mp4` (`None`: not stored).
+    pub init: Option<Bytes>,
+    /// `audio-N.m4s` (`None`: not stored).
+    pub segment: Option<Vec<Bytes>>,
+}
+
 /// One session's recording: lives in the session's state, called under its
 /// lock; every call is a channel send (never waits).
 pub struct SessionRecorder {
@@ -491,14 +512,18 @@ pub struct SessionRecorder {
     begun: bool,
     /// Init segments handed to the writer.
     inits_sent: BTreeSet<u32>,
+    /// `audio-init.mp4` handed to the writer.
+    audio_init_sent: bool,
 }
 
 impl SessionRecorder {
     /// A complete segment: `record` as the live manifests got it (`live`,
     /// whose options and codec configs the recording's manifests take),
     /// its CMAF pieces and init segment and its MPEG-TS pieces, for the
-    /// `formats` the server muxes (one of those missing: the segment is
-    /// not recorded, rather than listed without it).
+    /// `formats` the server muxes, and its CMAF audio track when it has
+    /// audio (one of those missing: the segment is not recorded, rather
+    /// than listed without it). An audio-only segment has no video pieces.
+    #[allow(clippy::too_many_arguments)]
     pub fn segment(
         &mut self,
         live: &Manifests,
@@ -507,6 +532,7 @@ impl SessionRecorder {
         init: Option<Bytes>,
         cmaf: Option<Vec<Bytes>>,
         ts: Option<Vec<Bytes>>,
+        audio: Option<AudioPieces>,
     ) {
         let shared = &self.recorder.shared;
         if !self.begun {
@@ -518,21 +544,47 @@ impl SessionRecorder {
                 manifests: Box::new(live.whole_session()),
             });
         }
-        if (formats.cmaf && cmaf.is_none()) || (formats.ts && ts.is_none()) {
+        let audio_only = record.frame_count == 0 && record.audio.is_some();
+        let video_cmaf = formats.cmaf && !audio_only;
+        if (video_cmaf && cmaf.is_none()) || (formats.ts && ts.is_none()) {
             tracing::error!(session_id = %self.session_id, sequence = record.sequence,
                 "recording: the segment's bytes are not stored");
             return self.lost();
         }
-        let Some(cfg) = live.config(record.config_id).cloned() else {
-            tracing::error!(session_id = %self.session_id, sequence = record.sequence,
-                "recording: the segment's codec config is not in the manifests");
-            return self.lost();
+        let cfg = if audio_only {
+            None
+        } else {
+            let Some(cfg) = live.config(record.config_id).cloned() else {
+                tracing::error!(session_id = %self.session_id, sequence = record.sequence,
+                    "recording: the segment's codec config is not in the manifests");
+                return self.lost();
+            };
+            Some(cfg)
         };
-        let mut objects = Vec::with_capacity(3);
-        let new_init = cmaf.is_some() && !self.inits_sent.contains(&record.config_id);
+        let mut objects = Vec::with_capacity(5);
+        let new_init = video_cmaf && !self.inits_sent.contains(&record.config_id);
         if new_init {
             match init {
                 Some(b) => objects.push((init_name(record.config_id), vec![b])),
+                None => return self.lost(),
+            }
+        }
+        let audio_config = audio.as_ref().map(|a| a.config.clone());
+        let mut new_audio_init = false;
+        if let Some(a) = audio {
+            if !self.audio_init_sent {
+                match a.init {
+                    Some(b) => {
+                        objects.push((crate::engine::playlist::AUDIO_INIT.to_owned(), vec![b]));
+                        new_audio_init = true;
+                    }
+                    None => return self.lost(),
+                }
+            }
+            match a.segment {
+                Some(pieces) => {
+                    objects.push((segment_name(record.sequence, HlsFlavour::Audio), pieces))
+                }
                 None => return self.lost(),
             }
         }
@@ -540,7 +592,7 @@ impl SessionRecorder {
             let name = segment_name(record.sequence, HlsFlavour::Ts);
             objects.push((format!("ts/{name}"), ts));
         }
-        if let Some(cmaf) = cmaf {
+        if let Some(cmaf) = cmaf.filter(|_| video_cmaf) {
             objects.push((segment_name(record.sequence, HlsFlavour::Cmaf), cmaf));
         }
         let bytes: usize = objects
@@ -566,10 +618,14 @@ impl SessionRecorder {
         if new_init {
             self.inits_sent.insert(record.config_id);
         }
+        if new_audio_init {
+            self.audio_init_sent = true;
+        }
         let _ = self.recorder.tx.send(Msg::Segment {
             rec: self.rec,
             record: Box::new(record.clone()),
             cfg,
+            audio: audio_config,
             objects,
             bytes,
         });

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::{Msg, RecordConfig, Shared};
+use crate::engine::frame::AudioConfig;
 use crate::engine::playlist::{HlsFlavour, Manifests, PlaylistType};
 use crate::engine::{CodecConfig, SegmentRecord};
 use crate::session::now_unix_ns;
@@ -25,10 +26,14 @@ use crate::session::now_unix_ns;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// A segment as its playlist entries are rendered: its record, video
+/// config (none in an audio-only session) and the session's audio format.
+type Entry = (SegmentRecord, Option<CodecConfig>, Option<AudioConfig>);
+
 /// A segment's place in its recording, in sequence order.
 enum Slot {
-    Writing(Box<(SegmentRecord, CodecConfig)>),
-    Written(Box<(SegmentRecord, CodecConfig)>),
+    Writing(Box<Entry>),
+    Written(Box<Entry>),
     Lost,
 }
 
@@ -36,8 +41,8 @@ enum Slot {
 struct Recording {
     session_id: String,
     manifests: Manifests,
-    /// Which playlists: (CMAF, MPEG-TS), as the segments' objects show.
-    formats: (bool, bool),
+    /// Which playlists, as the segments' objects show.
+    formats: Formats,
     order: VecDeque<Slot>,
     /// A segment was lost since the last one listed: the next one listed
     /// follows a discontinuity.
@@ -51,6 +56,17 @@ struct Recording {
     dirty: bool,
     /// The final playlists were handed to a write.
     finished: bool,
+}
+
+/// The playlists a recording has.
+#[derive(Clone, Copy, Default)]
+struct Formats {
+    /// CMAF video (`seg-N.m4s`).
+    cmaf: bool,
+    /// CMAF audio (`audio-N.m4s`).
+    audio: bool,
+    /// MPEG-TS (`ts/seg-N.ts`).
+    ts: bool,
 }
 
 enum Job {
@@ -129,7 +145,7 @@ impl Writer {
                     Recording {
                         session_id,
                         manifests: *manifests,
-                        formats: (false, false),
+                        formats: Formats::default(),
                         order: VecDeque::new(),
                         gap: false,
                         added_discontinuities: 0,
@@ -144,6 +160,7 @@ impl Writer {
                 rec,
                 record,
                 cfg,
+                audio,
                 objects,
                 bytes,
             } => {
@@ -167,12 +184,15 @@ impl Writer {
                 }
                 for (name, _) in &objects {
                     if name.ends_with(".ts") {
-                        r.formats.1 = true;
+                        r.formats.ts = true;
+                    } else if name.starts_with("audio-") && name.ends_with(".m4s") {
+                        r.formats.audio = true;
                     } else if name.ends_with(".m4s") {
-                        r.formats.0 = true;
+                        r.formats.cmaf = true;
                     }
                 }
-                r.order.push_back(Slot::Writing(Box::new((*record, cfg))));
+                r.order
+                    .push_back(Slot::Writing(Box::new((*record, cfg, audio))));
                 self.waiting.push_back(Job::Segment {
                     rec,
                     sequence,
@@ -387,14 +407,19 @@ impl Recording {
             }
             match self.order.pop_front() {
                 Some(Slot::Written(b)) => {
-                    let (mut record, cfg) = *b;
+                    let (mut record, cfg, audio) = *b;
                     if self.gap && !record.discontinuity {
                         record.discontinuity = true;
                         self.added_discontinuities += 1;
                     }
                     self.gap = false;
                     record.discontinuity_sequence += self.added_discontinuities;
-                    self.manifests.push(record, &cfg, now_unix_ns() / 1_000_000);
+                    self.manifests.push_av(
+                        record,
+                        cfg.as_ref(),
+                        audio.as_ref(),
+                        now_unix_ns() / 1_000_000,
+                    );
                     self.dirty = true;
                 }
                 Some(Slot::Lost) => self.gap = true,
@@ -412,18 +437,34 @@ impl Recording {
         }
         let text = |t: String| vec![Bytes::from(t)];
         let mut out = Vec::new();
-        let (cmaf, ts) = self.formats;
+        let Formats { cmaf, audio, ts } = self.formats;
         if ts {
             out.push((
                 "ts/index.m3u8".to_owned(),
                 text(m.hls_typed(HlsFlavour::Ts, PlaylistType::Event)),
             ));
+            if audio {
+                if let Some(master) = m.hls_multivariant(true) {
+                    out.push(("ts/master.m3u8".to_owned(), text(master)));
+                }
+            }
         }
         if cmaf {
             out.push((
                 "index.m3u8".to_owned(),
                 text(m.hls_typed(HlsFlavour::Cmaf, PlaylistType::Event)),
             ));
+        }
+        if audio {
+            let event = m.hls_typed(HlsFlavour::Audio, PlaylistType::Event);
+            if !cmaf {
+                // Audio only: index.m3u8 is the audio playlist, as live.
+                out.push(("index.m3u8".to_owned(), text(event.clone())));
+            }
+            out.push(("audio.m3u8".to_owned(), text(event)));
+            if let Some(master) = m.hls_multivariant(false) {
+                out.push(("master.m3u8".to_owned(), text(master)));
+            }
         }
         if last {
             if ts {
@@ -437,6 +478,14 @@ impl Recording {
                     "vod.m3u8".to_owned(),
                     text(m.hls_typed(HlsFlavour::Cmaf, PlaylistType::Vod)),
                 ));
+            }
+            if audio {
+                out.push((
+                    "audio-vod.m3u8".to_owned(),
+                    text(m.hls_typed(HlsFlavour::Audio, PlaylistType::Vod)),
+                ));
+            }
+            if cmaf || audio {
                 out.push((
                     "manifest.mpd".to_owned(),
                     text(m.dash(now_unix_ns() / 1_000_000).render()),
@@ -447,13 +496,20 @@ impl Recording {
     }
 }
 
+/// Whether a recorded object is of the CMAF audio track (`audio-*`).
+fn is_audio(path: &Path) -> bool {
+    path.filename().is_some_and(|f| f.starts_with("audio-"))
+}
+
 /// The `Content-Type` of a recorded object, by its extension.
 fn content_type(path: &Path) -> &'static str {
     match path.extension() {
         Some("m3u8") => "application/vnd.apple.mpegurl",
         Some("mpd") => "application/dash+xml",
         Some("ts") => "video/mp2t",
+        Some("m4s") if is_audio(path) => "audio/iso.segment",
         Some("m4s") => "video/iso.segment",
+        _ if is_audio(path) => "audio/mp4",
         _ => "video/mp4",
     }
 }

@@ -956,7 +956,16 @@ impl Session {
                 f.ts.then(|| st.parts.segment(rec.sequence, Format::Ts).ok())
                     .flatten();
             let init = st.parts.init(rec.config_id);
-            recorder.segment(live, rec, f, init, cmaf, ts);
+            // The CMAF audio track (its own init and segment objects).
+            let audio = match (st.pipeline.audio_config(), &rec.audio, f.cmaf) {
+                (Some(cfg), Some(_), true) => Some(crate::record::AudioPieces {
+                    config: cfg.as_ref().clone(),
+                    init: st.parts.audio_init(),
+                    segment: st.parts.segment(rec.sequence, Format::AudioCmaf).ok(),
+                }),
+                _ => None,
+            };
+            recorder.segment(live, rec, f, init, cmaf, ts, audio);
         }
     }
 
