@@ -251,29 +251,39 @@ async fn an_edge_serves_the_origins_playlists_and_segments_byte_for_byte() {
 /// file (CMAF audio track, MPEG-TS with the audio PID) byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_with_audio_is_the_same_bytes_on_the_edge() {
+    edge_serves_the_origins_av_bytes("av", common::av::messages("av_48k_stereo", true, true)).await;
+}
+
+/// An audio-only session (no video track) is replicated too: the edge joins
+/// at its first audio segment start and serves the origin's playlists
+/// (index.m3u8 is the audio playlist), MPD and files byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audio_only_session_is_the_same_bytes_on_the_edge() {
+    edge_serves_the_origins_av_bytes("radio", common::av::messages("av_44k_mono", true, false))
+        .await;
+}
+
+/// Publishes `msgs` (video and/or audio) on an origin and compares every
+/// playlist, the MPD and every file the playlists name with an edge's.
+async fn edge_serves_the_origins_av_bytes(id: &str, msgs: Vec<(pb::Track, bytes::Bytes, u64)>) {
     let Some(nats) = Nats::start("cluster replication of audio") else {
         return;
     };
-    let origin = start(origin_config(&nats, "origin-a")).await;
-    let edge = start(edge_config(&nats, "edge-a")).await;
+    let origin = start(origin_config(&nats, &format!("origin-{id}"))).await;
+    let edge = start(edge_config(&nats, &format!("edge-{id}"))).await;
     let o = format!("http://{}", origin.http_addr);
     let e = format!("http://{}", edge.http_addr);
-    common::av::publish_av(
-        &origin,
-        "av",
-        common::av::messages("av_48k_stereo", true, true),
-    )
-    .await;
+    common::av::publish_av(&origin, id, msgs).await;
     let mut lists = Vec::new();
     for path in ["index.m3u8", "audio.m3u8", "ts/index.m3u8"] {
         let at_origin = wait_for_text(
-            &format!("{o}/live/av/{path}"),
+            &format!("{o}/live/{id}/{path}"),
             "#EXT-X-ENDLIST",
             Duration::from_secs(5),
         )
         .await;
         let at_edge = wait_for_text(
-            &format!("{e}/live/av/{path}"),
+            &format!("{e}/live/{id}/{path}"),
             "#EXT-X-ENDLIST",
             Duration::from_secs(20),
         )
@@ -283,14 +293,14 @@ async fn a_session_with_audio_is_the_same_bytes_on_the_edge() {
     }
     assert!(lists[1].1.contains("audio-init.mp4"), "{}", lists[1].1);
     for path in ["master.m3u8", "ts/master.m3u8"] {
-        let (os, om) = text(&format!("{o}/live/av/{path}")).await;
-        let (es, em) = text(&format!("{e}/live/av/{path}")).await;
+        let (os, om) = text(&format!("{o}/live/{id}/{path}")).await;
+        let (es, em) = text(&format!("{e}/live/{id}/{path}")).await;
         assert_eq!((os, es), (200, 200), "{path}");
         assert!(om.contains("mp4a.40.2"), "{path}: {om}");
         assert_eq!(em, om, "{path} differs");
     }
-    let (_, origin_mpd) = text(&format!("{o}/live/av/manifest.mpd")).await;
-    let (_, edge_mpd) = text(&format!("{e}/live/av/manifest.mpd")).await;
+    let (_, origin_mpd) = text(&format!("{o}/live/{id}/manifest.mpd")).await;
+    let (_, edge_mpd) = text(&format!("{e}/live/{id}/manifest.mpd")).await;
     assert!(origin_mpd.contains("contentType=\"audio\""), "{origin_mpd}");
     assert_eq!(
         without_publish_time(&edge_mpd),
@@ -301,8 +311,8 @@ async fn a_session_with_audio_is_the_same_bytes_on_the_edge() {
     for (path, playlist) in &lists {
         let dir = if path.starts_with("ts/") { "ts/" } else { "" };
         for uri in uris(playlist) {
-            let (os, _, ob) = get(&format!("{o}/live/av/{dir}{uri}")).await;
-            let (es, _, eb) = get(&format!("{e}/live/av/{dir}{uri}")).await;
+            let (os, _, ob) = get(&format!("{o}/live/{id}/{dir}{uri}")).await;
+            let (es, _, eb) = get(&format!("{e}/live/{id}/{dir}{uri}")).await;
             assert_eq!((os, es), (200, 200), "{dir}{uri}");
             assert!(
                 !ob.is_empty() && ob == eb,

@@ -349,6 +349,13 @@ impl Reader<'_> {
                 }
                 Flow::Go
             }
+            Ok(Received::AudioSync(config)) => {
+                if !joined_now {
+                    *joined = true;
+                    session.apply_replica(vec![ReplicaItem::AudioConfig(config)]);
+                }
+                Flow::Go
+            }
             Ok(Received::Gap(lost)) if joined_now => {
                 Flow::Broken(format!("the origin lost {lost} items"))
             }

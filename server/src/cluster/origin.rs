@@ -79,6 +79,7 @@ impl Replicator for Origin {
             configs: BTreeMap::new(),
             audio: None,
             last_frame_segment: None,
+            last_audio_segment: None,
             next_item: 0,
             down: false,
         };
@@ -104,6 +105,9 @@ struct Publisher {
     /// The audio format, sent again after each `Sync`.
     audio: Option<Arc<AudioConfig>>,
     last_frame_segment: Option<u64>,
+    /// The segment of the last audio frame (an audio-only session's
+    /// `AudioSync` goes before the first of each segment).
+    last_audio_segment: Option<u64>,
     /// The next item number expected from the queue (a jump: items were
     /// dropped).
     next_item: u64,
@@ -187,6 +191,19 @@ impl Publisher {
                 }
             }
             ReplicaItem::AudioConfig(a) => self.audio = Some(a.clone()),
+            // An audio-only session (no video parameter sets, no video
+            // frame): a join point before each segment's first audio frame.
+            ReplicaItem::AudioFrame(f)
+                if self.configs.is_empty()
+                    && self.last_frame_segment.is_none()
+                    && self.last_audio_segment != Some(f.segment) =>
+            {
+                self.last_audio_segment = Some(f.segment);
+                if let Some(a) = &self.audio {
+                    let sync = Body::AudioSync(a.as_ref().into());
+                    self.publish(sync).await;
+                }
+            }
             ReplicaItem::AudioFrame(_)
             | ReplicaItem::Discontinuity
             | ReplicaItem::End

@@ -6,7 +6,8 @@
 //!
 //! Besides the items, a `Sync` precedes the first frame of every segment:
 //! the parameter sets of the frames that follow, so a reader that starts
-//! mid-stream can join there.
+//! mid-stream can join there; in an audio-only session an `AudioSync` (the
+//! audio format) precedes the first audio frame of every segment.
 
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ pub struct Envelope {
     /// Per-session message number, from 0, one more per message.
     #[prost(uint64, tag = "1")]
     pub seq: u64,
-    #[prost(oneof = "Body", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13")]
+    #[prost(oneof = "Body", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14")]
     pub body: Option<Body>,
 }
 
@@ -61,6 +62,10 @@ pub enum Body {
     AudioConfig(WireAudioConfig),
     #[prost(message, tag = "13")]
     AudioFrame(WireAudioFrame),
+    /// An audio-only session: a segment starts with the next audio frame,
+    /// in this format (a reader that starts mid-stream joins there).
+    #[prost(message, tag = "14")]
+    AudioSync(WireAudioConfig),
 }
 
 /// An [`AudioConfig`] (ISO/IEC 14496-3 AudioSpecificConfig and what the
@@ -569,7 +574,7 @@ impl WireSegment {
             byte_size: r.byte_size,
             config_id: r.config_id,
             composition_shift: r.composition_shift,
-            manifest_config: Some(seg.config.as_ref().into()),
+            manifest_config: seg.config.as_deref().map(Into::into),
             period_id: seg.place.map(|p| p.period_id),
             period_start: seg.place.map_or(0, |p| p.period_start),
             all_independent: seg.place.is_some_and(|p| p.all_independent),
@@ -637,6 +642,8 @@ pub enum Received {
     Item(ReplicaItem),
     /// A segment starts next, its frames with this config.
     Sync(Arc<CodecConfig>),
+    /// An audio-only segment starts next, its frames in this format.
+    AudioSync(Arc<AudioConfig>),
     /// Items were lost before this point.
     Gap(u64),
 }
@@ -663,10 +670,16 @@ pub fn received(body: Body) -> Result<Received, WireError> {
         Body::Segment(s) => {
             let record = s.record();
             let place = s.place();
-            let cfg = s.manifest_config.ok_or(WireError::NoManifestConfig)?;
+            // Only an audio-only segment comes without one.
+            let audio_only = record.frame_count == 0 && record.audio.is_some();
+            let config = match s.manifest_config {
+                Some(cfg) => Some(Arc::new(cfg.into())),
+                None if audio_only => None,
+                None => return Err(WireError::NoManifestConfig),
+            };
             ReplicaItem::Segment(Arc::new(ReplicaSegment {
                 record,
-                config: Arc::new(cfg.into()),
+                config,
                 place,
             }))
         }
@@ -679,6 +692,7 @@ pub fn received(body: Body) -> Result<Received, WireError> {
             counters: [byte(t.pat), byte(t.pmt), byte(t.video), byte(t.audio)],
         },
         Body::Sync(c) => return Ok(Received::Sync(Arc::new(c.into()))),
+        Body::AudioSync(c) => return Ok(Received::AudioSync(Arc::new(c.into()))),
         Body::Gap(n) => return Ok(Received::Gap(n)),
         Body::Fragment(_) => return Err(WireError::Empty),
     }))

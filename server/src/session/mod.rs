@@ -154,7 +154,8 @@ impl Source {
     fn frame_rate(&self) -> Option<(u32, u32)> {
         match self {
             Source::Engine(p) => p.frame_rate().map(|r| (r.num, r.den)),
-            Source::Mirror(m) => Some(m.start().frame_rate),
+            // An audio-only session's start has no frame rate (0/1).
+            Source::Mirror(m) => Some(m.start().frame_rate).filter(|r| r.0 > 0),
         }
     }
 
@@ -169,6 +170,7 @@ impl Source {
     fn tracks(&self) -> Tracks {
         match self {
             Source::Engine(p) => p.tracks(),
+            Source::Mirror(m) if m.start().audio_only => Tracks::AudioOnly,
             Source::Mirror(_) => Tracks::Video,
         }
     }
@@ -1103,18 +1105,22 @@ impl Session {
             Event::Part(p) => ReplicaItem::Part(p.clone()),
             Event::Segment(s) => {
                 // The config its manifest entry was made with: the one its
-                // frames use, at the rate the timestamps are on.
-                let Some(cfg) = st.configs.get(&s.record.config_id).or(st.pipeline.config()) else {
-                    return;
+                // frames use, at the rate the timestamps are on (none for
+                // an audio-only segment).
+                let audio_only = s.record.frame_count == 0 && s.record.audio.is_some();
+                let cfg = match st.configs.get(&s.record.config_id).or(st.pipeline.config()) {
+                    None if audio_only => None,
+                    None => return,
+                    Some(cfg) => Some(match st.pipeline.frame_rate() {
+                        Some(rate) if rate != (cfg.frame_rate_num, cfg.frame_rate_den) => {
+                            let mut c = CodecConfig::clone(cfg);
+                            (c.frame_rate_num, c.frame_rate_den) = rate;
+                            Arc::new(c)
+                        }
+                        _ => cfg.clone(),
+                    }),
                 };
-                let cfg = match st.pipeline.frame_rate() {
-                    Some(rate) if rate != (cfg.frame_rate_num, cfg.frame_rate_den) => {
-                        let mut c = CodecConfig::clone(cfg);
-                        (c.frame_rate_num, c.frame_rate_den) = rate;
-                        Arc::new(c)
-                    }
-                    _ => cfg.clone(),
-                };
+                let cfg = if audio_only { None } else { cfg };
                 ReplicaItem::Segment(Arc::new(replica::ReplicaSegment {
                     record: s.record.clone(),
                     config: cfg,
@@ -1129,6 +1135,24 @@ impl Session {
             Event::AudioConfig(c) => ReplicaItem::AudioConfig(c.clone()),
             Event::Dropped(_) | Event::Fatal(_) => return,
         };
+        // An audio-only session's start: at its first audio item once its
+        // manifests exist (a session with video starts at its first
+        // parameter sets, above).
+        if !st.replica_started
+            && matches!(
+                item,
+                ReplicaItem::AudioConfig(_) | ReplicaItem::AudioFrame(_)
+            )
+            && st.pipeline.tracks() == Tracks::AudioOnly
+        {
+            if let Some(m) = st.pipeline.manifests() {
+                let rate = st.pipeline.frame_rate().unwrap_or((0, 1));
+                let mut start = SessionStart::of(m, self.options.pipeline.formats, rate);
+                start.audio_only = true;
+                r.send(ReplicaItem::Start(Arc::new(start)));
+                st.replica_started = true;
+            }
+        }
         r.send(item);
     }
 }

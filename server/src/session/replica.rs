@@ -60,8 +60,8 @@ pub enum ReplicaItem {
 pub struct ReplicaSegment {
     pub record: SegmentRecord,
     /// The config its manifest entries were made with (at the frame rate
-    /// the timestamps are on).
-    pub config: Arc<CodecConfig>,
+    /// the timestamps are on); none for an audio-only segment.
+    pub config: Option<Arc<CodecConfig>>,
     /// Where it stands in the origin's manifests (a replica that starts at
     /// it continues from there).
     pub place: Option<SegmentPlace>,
@@ -92,8 +92,11 @@ pub struct SessionStart {
     /// The outputs each part is muxed in.
     pub cmaf: bool,
     pub ts: bool,
-    /// The frame rate the timestamps are on (num, den).
+    /// The frame rate the timestamps are on (num, den; 0/1 without video).
     pub frame_rate: (u32, u32),
+    /// The session has no video track (its playlists are the audio ones).
+    #[serde(default)]
+    pub audio_only: bool,
 }
 
 impl SessionStart {
@@ -112,6 +115,7 @@ impl SessionStart {
             cmaf: formats.cmaf,
             ts: formats.ts,
             frame_rate,
+            audio_only: false,
         }
     }
 
@@ -260,7 +264,7 @@ impl Mirror {
                 }
                 let manifest = self.manifests.push_av(
                     record.clone(),
-                    Some(&seg.config),
+                    seg.config.as_deref(),
                     self.audio.as_deref(),
                     now_ms,
                 );
