@@ -3,6 +3,7 @@
 //! publish-to-receipt latency, throughput, drops, errors and the server's
 //! memory. See `loadtest/README.md`.
 
+mod held;
 mod probe;
 mod report;
 mod run;
@@ -98,6 +99,17 @@ struct Args {
     /// The ramp's last step.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5000))]
     max_sessions: u32,
+    /// Instead of publishing: hold N low-latency HLS blocking playlist
+    /// reloads at once on the live session --held-session of the origin
+    /// at --http, one HTTP/1.1 connection each, and report the server's
+    /// memory while they are held (--server-pid) and how closely together
+    /// they are answered.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=5000), requires_all = ["http", "held_session"])]
+    held_playlists: Option<u32>,
+    /// The session --held-playlists asks about (publish it in real time
+    /// with low-latency parts first).
+    #[arg(long, value_name = "ID")]
+    held_session: Option<String>,
     /// Session ids are PREFIX-<pid>-<n>.
     #[arg(long, default_value = "loadtest", value_name = "PREFIX")]
     session_prefix: String,
@@ -201,6 +213,29 @@ async fn plan(a: &Args) -> Result<Plan> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let (Some(n), Some(http), Some(session)) =
+        (args.held_playlists, &args.http, &args.held_session)
+    {
+        let run = async {
+            let uri = target::loopback_uri_for("--http", http).await?;
+            let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+            held::run(&authority, session, n as usize, args.server_pid).await
+        };
+        return match run.await {
+            Ok(r) => {
+                print!("{}", r.text());
+                if r.answered == r.requests {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("liveslice-loadtest: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let plan = match plan(&args).await {
         Ok(p) => p,
         Err(e) => {

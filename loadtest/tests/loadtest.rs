@@ -435,3 +435,94 @@ async fn fan_out_over_shared_connections_reaches_every_subscriber() {
     assert!(run.stdout.contains("CPU over "), "{}", run.stdout);
     s.shutdown().await;
 }
+
+/// `--held-playlists`: blocking playlist reloads held on a live session are
+/// all answered with the segment they wait for once it lands, and the
+/// report says so (and the server's memory, given its pid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_playlists_are_all_answered_when_the_segment_lands() {
+    use liveslice_server::session::SessionOptions;
+    let mut config = Config::default();
+    config.server.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.server.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.engine.segment_duration = Duration::from_secs(1);
+    config.engine.part_duration = Duration::from_millis(200);
+    let s = app::start(&config).await.expect("server starts");
+    let mut pipeline = config.pipeline();
+    pipeline.segment_target_ms = 1000;
+    pipeline.part_target_ms = 200;
+    let grant = s
+        .registry
+        .publish(
+            "held",
+            SessionOptions {
+                pipeline,
+                echo_frames: false,
+            },
+        )
+        .expect("publish");
+    // baseline_30: 6 s, a keyframe every second. Push the first 2.5 s:
+    // segments 0 and 1 complete, segment 2 in progress.
+    let data = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/baseline_30.h264"
+    ))
+    .expect("testdata");
+    let frames = liveslice_server::engine::pipeline::frames_of(
+        bytes::Bytes::from(data),
+        liveslice_server::engine::PipelineOptions::default(),
+    );
+    let push = |range: std::ops::Range<usize>| {
+        for f in &frames[range] {
+            grant
+                .session
+                .push(grant.generation, f.data.clone(), None, true)
+                .expect("push");
+        }
+    };
+    push(0..75);
+    let http = format!("http://{}", s.http_addr);
+    let pid = std::process::id().to_string();
+    let run = tokio::spawn(async move {
+        loadtest(
+            &[
+                "--held-playlists",
+                "50",
+                "--held-session",
+                "held",
+                "--http",
+                &http,
+                "--server-pid",
+                &pid,
+            ],
+            Duration::from_secs(30),
+        )
+        .await
+    });
+    // Every request is held until segment 2 completes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    push(75..100);
+    let run = run.await.unwrap();
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("(_HLS_msn=2)")
+            && run.stdout.contains("answered with the segment: 50\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("server VmRSS:"), "{}", run.stdout);
+    // Held, not answered at once: the first answer came after the push.
+    let first_ms: f64 = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("first answer "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{}", run.stdout));
+    assert!(
+        first_ms > 500.0,
+        "answered before the segment landed: {}",
+        run.stdout
+    );
+    s.shutdown().await;
+}
