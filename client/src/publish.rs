@@ -146,6 +146,8 @@ pub struct Summary {
     pub ack: Option<pb::PublishAck>,
     pub segments: u64,
     pub frames_in_segments: u64,
+    /// AAC frames in those segments.
+    pub audio_frames_in_segments: u64,
     /// Per reason: (total dropped, first detail).
     pub drops: BTreeMap<i32, (u64, String)>,
     pub ended: Option<pb::SessionEnded>,
@@ -230,7 +232,7 @@ pub async fn run(a: Args) -> Result<()> {
     });
     let s = publish(&plan, stop).await?;
     println!(
-        "done: sent {} bytes in {} messages{} over {:.1} s; the server accepted {} frames in {} segments{}",
+        "done: sent {} bytes in {} messages{} over {:.1} s; the server accepted {} frames{} in {} segments{}",
         s.bytes_sent,
         s.messages_sent,
         if s.frames_sent > 0 {
@@ -240,6 +242,11 @@ pub async fn run(a: Args) -> Result<()> {
         },
         s.elapsed.as_secs_f64(),
         s.frames(),
+        if s.audio_frames_in_segments > 0 {
+            format!(" and {} audio frames", s.audio_frames_in_segments)
+        } else {
+            String::new()
+        },
         s.ended.as_ref().map_or(s.segments, |e| e.segments),
         if s.drops.is_empty() {
             String::new()
@@ -430,11 +437,18 @@ async fn read_responses(
             Some(PbEvent::SegmentReady(r)) => {
                 s.segments += 1;
                 s.frames_in_segments += u64::from(r.frame_count);
+                let audio = r.audio.as_ref().map_or(0, |a| u64::from(a.frame_count));
+                s.audio_frames_in_segments += audio;
                 if verbose {
                     println!(
-                        "segment {}: {} frames, {:.3} s, {} bytes{}{} ({} frames accepted so far)",
+                        "segment {}: {} frames{}, {:.3} s, {} bytes{}{} ({} frames accepted so far)",
                         r.sequence,
                         r.frame_count,
+                        if audio > 0 {
+                            format!(" + {audio} audio frames")
+                        } else {
+                            String::new()
+                        },
                         r.duration_90k as f64 / TIMESCALE as f64,
                         r.byte_size,
                         if r.discontinuity {

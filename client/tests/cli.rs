@@ -700,7 +700,12 @@ async fn publish_of_mp4_files_sends_every_video_and_audio_frame() {
             s(&file),
         ])
         .await;
-        ok(&out, &format!("publish {name}.mp4"));
+        let said = ok(&out, &format!("publish {name}.mp4"));
+        let audio_want = expected(name, "audio_frames_from_video_start");
+        assert!(
+            said.contains(&format!(" and {audio_want} audio frames in ")),
+            "the summary counts the audio: {said}"
+        );
         let sess = server.registry.get(&session).expect("the session");
         let records = sess.segment_records();
         let video: u64 = records.iter().map(|r| u64::from(r.frame_count)).sum();

@@ -370,6 +370,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .record
         .store()?
         .map(|store| crate::record::Recorder::start(store, &config.record));
+    if let (Some(_), Some(url)) = (&recorder, &config.record.record) {
+        let dvr = config.record.dvr.map(|d| format!("{d:?}"));
+        tracing::info!(%url, dvr = dvr.as_deref().unwrap_or("off"), "recording every session (see /api/record)");
+    }
     let registry = Registry::with_recorder(config.session.clone(), recorder);
     let cluster_tasks = join_cluster(config, &registry).await?;
     let auth = config

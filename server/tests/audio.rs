@@ -143,6 +143,27 @@ async fn av_sessions_play_as_ts_hls_and_dash_with_every_audio_frame() {
             "{name}"
         );
 
+        // The console's JSON names the audio track; the audio init segment
+        // is audio/mp4.
+        let (status, _, api) = get(&format!("{base}/api/sessions/{name}")).await;
+        assert_eq!(status, 200);
+        let api: serde_json::Value = serde_json::from_slice(&api).unwrap();
+        let summary = api.get("session").unwrap_or(&api);
+        assert_eq!(
+            summary["audio_codec"],
+            e["audio_codec"].as_str().unwrap(),
+            "{api}"
+        );
+        assert_eq!(summary["audio_sample_rate"], rate, "{api}");
+        assert_eq!(summary["audio_only"], false, "{api}");
+        let (status, h, _) = get(&format!("{base}/live/{name}/audio-init.mp4")).await;
+        assert_eq!(status, 200);
+        let ct = h
+            .iter()
+            .find(|(k, _)| k == "content-type")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(ct, Some("audio/mp4"));
+
         // HTTP: the multivariant playlist names both codecs and the audio
         // rendition; the audio playlist and the MPD exist.
         let (status, _, master) = get(&format!("{base}/live/{name}/master.m3u8")).await;

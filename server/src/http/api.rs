@@ -115,6 +115,14 @@ pub struct SessionSummary {
     codec: Option<String>,
     width: Option<u32>,
     height: Option<u32>,
+    /// The audio track's RFC 6381 codec string (`mp4a.40.2`); `null`
+    /// without audio.
+    audio_codec: Option<String>,
+    /// Its sampling rate (Hz) and channel count.
+    audio_sample_rate: Option<u32>,
+    audio_channels: Option<u32>,
+    /// The session has no video track.
+    audio_only: bool,
     /// The stream's frame rate (frames per second) as the engine times it.
     frame_rate: Option<f64>,
     /// Frames per second over the segments in the live window.
@@ -245,6 +253,10 @@ fn summarize(
         codec: info.config.as_ref().map(|c| c.codec_string()),
         width: info.config.as_ref().map(|c| c.width),
         height: info.config.as_ref().map(|c| c.height),
+        audio_codec: info.audio.as_ref().map(|a| a.codec_string()),
+        audio_sample_rate: info.audio.as_ref().map(|a| a.sample_rate),
+        audio_channels: info.audio.as_ref().map(|a| a.channels()),
+        audio_only: info.audio_only,
         frame_rate: info
             .frame_rate
             .filter(|&(_, den)| den > 0)

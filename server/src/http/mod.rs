@@ -30,6 +30,9 @@ const HLS: &str = "application/vnd.apple.mpegurl";
 const DASH: &str = "application/dash+xml";
 const MP4: &str = "video/mp4";
 const M4S: &str = "video/iso.segment";
+/// The CMAF audio track's init segment and segments.
+const AUDIO_MP4: &str = "audio/mp4";
+const AUDIO_M4S: &str = "audio/iso.segment";
 const TS: &str = "video/mp2t";
 /// Manifests change every segment: players must refetch them.
 const MANIFEST_CACHE: &str = "no-cache, max-age=0";
@@ -860,13 +863,14 @@ async fn cmaf_file(
         }
         let pieces = s.segment_pieces(seq, Format::AudioCmaf);
         let pieces = dvr(&r, &s, &id, &file, Some(seq), pieces).await;
-        return mux_or(pieces, M4S, &headers);
+        return mux_or(pieces, AUDIO_M4S, &headers);
     }
     if let Some(n) = numbered(&file, "audio-part-", ".m4s") {
-        return part_response(&s, &id, n, Format::AudioCmaf, M4S, &headers, &held).await;
+        return part_response(&s, &id, n, Format::AudioCmaf, AUDIO_M4S, &headers, &held).await;
     }
     if file == crate::engine::playlist::AUDIO_INIT {
-        return mux_response(s.audio_init_segment().map(|b| vec![b]), MP4, &headers);
+        let init = s.audio_init_segment().map(|b| vec![b]);
+        return mux_response(init, AUDIO_MP4, &headers);
     }
     if let Some(n) = numbered(&file, "part-", ".m4s") {
         return part_response(&s, &id, n, Format::Cmaf, M4S, &headers, &held).await;
