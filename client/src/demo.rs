@@ -130,6 +130,7 @@ async fn tour(session: &str, grpc: &Server, http: &str, own_server: bool) -> Res
     });
 
     let plan = publish::Plan {
+        fallbacks: Vec::new(),
         server: grpc.clone(),
         session: session.to_string(),
         input: Input::Embedded("the demo stream", STREAM),

@@ -125,6 +125,10 @@ fn parse_chunk_size(s: &str) -> Result<usize, String> {
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub server: Server,
+    /// Servers to continue on, in turn, when the current one is lost
+    /// (`--server URL1,URL2,…`): the session goes on there (on the same
+    /// server restarted within its grace period, with a discontinuity).
+    pub fallbacks: Vec<Server>,
     pub session: String,
     pub input: Input,
     pub fps: Option<u32>,
@@ -148,6 +152,14 @@ pub struct Summary {
     pub frames_in_segments: u64,
     /// AAC frames in those segments.
     pub audio_frames_in_segments: u64,
+    /// The server was lost (the connection broke, or it shut down): why.
+    /// Only set when there is another server to continue on.
+    pub lost: Option<String>,
+    /// Times publishing moved to another server.
+    pub failovers: u32,
+    /// When the current run of failovers began (reset once a server took
+    /// the session).
+    lost_since: Option<Instant>,
     /// Per reason: (total dropped, first detail).
     pub drops: BTreeMap<i32, (u64, String)>,
     pub ended: Option<pb::SessionEnded>,
@@ -195,8 +207,19 @@ pub async fn run(a: Args) -> Result<()> {
             d.video,
         );
     }
+    let mut servers = a
+        .server
+        .server
+        .split(',')
+        .map(|s| Server::new(s, &a.server.access))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter();
+    let Some(server) = servers.next() else {
+        bail!("--server is empty");
+    };
     let plan = Plan {
-        server: Server::new(&a.server.server, &a.server.access)?,
+        server,
+        fallbacks: servers.collect(),
         session: a.session,
         input,
         fps: a.fps,
@@ -254,6 +277,13 @@ pub async fn run(a: Args) -> Result<()> {
             format!(", dropped {}", s.drops_text())
         }
     );
+    if s.failovers > 0 {
+        println!(
+            "the session moved to another server {} time{} (see above)",
+            s.failovers,
+            if s.failovers == 1 { "" } else { "s" }
+        );
+    }
     Ok(())
 }
 
@@ -279,57 +309,68 @@ pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Sum
     } else {
         Feed::Chunks(plan.input.open().await?)
     };
-    let mut client = rpc::connect(&plan.server).await?;
-    let (tx, rx) = mpsc::channel::<pb::SliceRequest>(8);
-    // The first message opens the session and carries no data, so that a
-    // refusal (busy session, bad options) comes back before any input is
-    // read.
-    let first = pb::SliceRequest {
-        session_id: plan.session.clone(),
-        target_fps: plan.fps.map_or(0, |f| f as i32),
-        role: pb::Role::Publish as i32,
-        publish: Some(pb::PublishOptions {
-            segment_duration_ms: plan.segment_duration_ms,
-            window_segments: plan.window,
-            echo_frames: false,
-        }),
-        ..Default::default()
-    };
-    tx.send(first)
-        .await
-        .context("internal: request stream closed")?;
-    let responses = client
-        .stream_slices(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| call_error(&s, &plan.server, &plan.session))?
-        .into_inner();
-    let mut reader = tokio::spawn(read_responses(
-        responses,
-        plan.server.clone(),
-        plan.session.clone(),
-        plan.verbose,
-    ));
-
+    let servers: Vec<&Server> = std::iter::once(&plan.server)
+        .chain(&plan.fallbacks)
+        .collect();
+    let failover = servers.len() > 1;
+    let mut at = 0;
     let mut sent = Sent::default();
-    let fed = {
-        let feed = source.feed(plan, &tx, &mut stop, &mut sent);
-        tokio::pin!(feed);
-        tokio::select! {
-            r = &mut feed => Some(r),
-            r = &mut reader => {
+    // What the servers lost on the way said (their segments and drops).
+    let mut before = Summary::default();
+    let (tx, mut reader) = loop {
+        let server = servers[at];
+        let (tx, mut reader) = match open_stream(plan, server, failover).await {
+            Ok(open) => open,
+            Err(Open::Unreachable(e)) if failover => {
+                at = fail_over(&servers, at, &format!("{e:#}"), &mut stop, &mut before).await?;
+                continue;
+            }
+            Err(Open::Unreachable(e) | Open::Refused(e)) => return Err(e),
+        };
+        let fed = {
+            let feed = source.feed(plan, &tx, &mut stop, &mut sent);
+            tokio::pin!(feed);
+            tokio::select! {
+                r = &mut feed => Ok(r),
+                r = &mut reader => Err(r),
+            }
+        };
+        let fed = match fed {
+            Ok(r) => r,
+            Err(r) => {
                 // The response stream ended while we were still sending:
                 // the server refused the stream or went away.
                 let summary = r.context("internal: response reader failed")??;
-                return Err(ended_early(plan, &summary));
+                match summary.lost.clone() {
+                    Some(why) => {
+                        before.merge(summary);
+                        at = fail_over(&servers, at, &why, &mut stop, &mut before).await?;
+                        continue;
+                    }
+                    None => return Err(ended_early(plan, &summary)),
+                }
             }
+        };
+        if let Err(e) = fed {
+            // The request stream closed under us: the server went away
+            // (continue on the next) or the error is ours.
+            drop(tx);
+            if failover {
+                if let Ok(Ok(Ok(summary))) =
+                    tokio::time::timeout(Duration::from_secs(2), &mut reader).await
+                {
+                    if let Some(why) = summary.lost.clone() {
+                        before.merge(summary);
+                        at = fail_over(&servers, at, &why, &mut stop, &mut before).await?;
+                        continue;
+                    }
+                }
+            }
+            reader.abort();
+            return Err(e);
         }
+        break (tx, reader);
     };
-    if let Some(Err(e)) = fed {
-        // Ending the request stream ends the session; the error is ours.
-        drop(tx);
-        reader.abort();
-        return Err(e);
-    }
     // Clean end: the session closes its last segment and playlists.
     let _ = tx
         .send(pb::SliceRequest {
@@ -345,6 +386,7 @@ pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Sum
             bail!("the server did not confirm the end of the stream within 30 s");
         }
     };
+    summary.add_before(before);
     summary.bytes_sent = sent.bytes;
     summary.messages_sent = sent.messages;
     summary.frames_sent = sent.frames;
@@ -376,6 +418,153 @@ pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Sum
     Ok(summary)
 }
 
+/// How long `publish --server A,B,…` keeps trying the servers in turn
+/// after losing one.
+const FAILOVER_FOR: Duration = Duration::from_secs(30);
+
+/// A status that says the connection or the server went away (not that
+/// the server refused).
+fn is_transport(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::Cancelled
+    )
+}
+
+/// Why a publishing stream did not open.
+enum Open {
+    /// No answer, or the server is going away: another may take it.
+    Unreachable(anyhow::Error),
+    /// The server answered no (auth, options, a busy session).
+    Refused(anyhow::Error),
+}
+
+/// Opens the publishing stream on `server`: the first message (the session
+/// and its options, no data), then the response reader.
+async fn open_stream(
+    plan: &Plan,
+    server: &Server,
+    failover: bool,
+) -> Result<
+    (
+        mpsc::Sender<pb::SliceRequest>,
+        tokio::task::JoinHandle<Result<Summary>>,
+    ),
+    Open,
+> {
+    let mut client = rpc::connect(server).await.map_err(Open::Unreachable)?;
+    let (tx, rx) = mpsc::channel::<pb::SliceRequest>(8);
+    // The first message opens the session and carries no data, so that a
+    // refusal (busy session, bad options) comes back before any input is
+    // read.
+    let first = pb::SliceRequest {
+        session_id: plan.session.clone(),
+        target_fps: plan.fps.map_or(0, |f| f as i32),
+        role: pb::Role::Publish as i32,
+        publish: Some(pb::PublishOptions {
+            segment_duration_ms: plan.segment_duration_ms,
+            window_segments: plan.window,
+            echo_frames: false,
+        }),
+        ..Default::default()
+    };
+    tx.send(first)
+        .await
+        .map_err(|_| Open::Refused(anyhow::anyhow!("internal: request stream closed")))?;
+    let responses = client
+        .stream_slices(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| {
+            let e = call_error(&s, server, &plan.session);
+            if is_transport(s.code()) {
+                Open::Unreachable(e)
+            } else {
+                Open::Refused(e)
+            }
+        })?
+        .into_inner();
+    let reader = tokio::spawn(read_responses(
+        responses,
+        server.clone(),
+        plan.session.clone(),
+        plan.verbose,
+        failover,
+    ));
+    Ok((tx, reader))
+}
+
+/// `servers[at]` was lost (`why`): the index of the next one to try, after
+/// a back-off once every server was tried; fails after [`FAILOVER_FOR`] or
+/// when stopped.
+async fn fail_over(
+    servers: &[&Server],
+    at: usize,
+    why: &str,
+    stop: &mut watch::Receiver<bool>,
+    before: &mut Summary,
+) -> Result<usize> {
+    let first_try = before.lost_since.get_or_insert_with(Instant::now);
+    if first_try.elapsed() > FAILOVER_FOR {
+        bail!(
+            "no server took the session within {FAILOVER_FOR:?} (last: {} — {why})",
+            servers[at]
+        );
+    }
+    let next = (at + 1) % servers.len();
+    eprintln!(
+        "lost {} ({why}); continuing the session on {}",
+        servers[at], servers[next]
+    );
+    before.failovers += 1;
+    if next == 0 {
+        // Every server was tried: wait a little before the next round.
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stopped(stop) => bail!("stopped while no server took the session"),
+        }
+    }
+    Ok(next)
+}
+
+impl Summary {
+    /// Adds what a lost server reported (its segments and drops).
+    fn merge(&mut self, other: Summary) {
+        self.segments += other.segments;
+        self.frames_in_segments += other.frames_in_segments;
+        self.audio_frames_in_segments += other.audio_frames_in_segments;
+        for (reason, (n, detail)) in other.drops {
+            let e = self.drops.entry(reason).or_insert((0, detail));
+            e.0 += n;
+        }
+        // A server took the session once it answered.
+        if other.ack.is_some() {
+            self.lost_since = None;
+        }
+    }
+
+    /// The final summary gets what the lost servers reported before it.
+    fn add_before(&mut self, before: Summary) {
+        self.failovers += before.failovers;
+        if before.segments > 0 || before.frames_in_segments > 0 {
+            self.segments += before.segments;
+            self.frames_in_segments += before.frames_in_segments;
+            self.audio_frames_in_segments += before.audio_frames_in_segments;
+            // The session's own count covers one server only.
+            if let Some(e) = self.ended.as_mut() {
+                e.frames += before.frames_in_segments;
+                e.segments += before.segments;
+            }
+        }
+        for (reason, (n, detail)) in before.drops {
+            let e = self.drops.entry(reason).or_insert((0, detail));
+            e.0 += n;
+        }
+    }
+}
+
 /// The response stream ended before we finished sending.
 fn ended_early(plan: &Plan, s: &Summary) -> anyhow::Error {
     match &s.ended {
@@ -402,12 +591,25 @@ async fn read_responses(
     server: Server,
     session: String,
     verbose: bool,
+    failover: bool,
 ) -> Result<Summary> {
     let mut s = Summary::default();
     loop {
         let msg = match responses.message().await {
             Ok(Some(m)) => m,
-            Ok(None) => return Ok(s),
+            Ok(None) => {
+                // Closed without saying the session ended: the server went
+                // away mid-stream.
+                if failover && s.ended.is_none() {
+                    s.lost = Some("the server closed the stream".into());
+                }
+                return Ok(s);
+            }
+            // The connection broke, or the server is going away.
+            Err(status) if failover && is_transport(status.code()) => {
+                s.lost = Some(format!("{}: {}", status.code(), status.message()));
+                return Ok(s);
+            }
             Err(status) => {
                 let e = status_error(&status, &server, &session);
                 return Err(if status.code() == tonic::Code::InvalidArgument {
@@ -488,6 +690,9 @@ async fn read_responses(
                             format!(" ({})", e.detail)
                         }
                     );
+                }
+                if failover && e.reason == pb::session_ended::Reason::ServerShutdown as i32 {
+                    s.lost = Some("the server shut down".into());
                 }
                 s.ended = Some(e);
             }

@@ -771,3 +771,71 @@ async fn package_of_an_mp4_file_writes_its_video() {
     assert!(err.trim().is_empty(), "decode errors: {err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `publish --server A,B`: when server A goes away mid-stream (here a
+/// shutdown, which ends the session there), the publisher continues the
+/// session on B from the next access unit, says so on stderr, and ends
+/// cleanly with the whole file sent; B holds the rest of the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_continues_on_the_next_server_when_its_server_goes_away() {
+    let a = start().await;
+    let b = start().await;
+    let servers = format!("{},{}", grpc_url(&a), grpc_url(&b));
+    let input = testdata_path("baseline_30.h264");
+    let client = spawn(&[
+        "publish",
+        "--server",
+        &servers,
+        "--session",
+        "fo",
+        "--realtime",
+        s(&input),
+    ]);
+    // Once A has cut a segment, it goes away.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while a
+        .registry
+        .get("fo")
+        .is_none_or(|s| s.segment_records().is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A got no segment: {}",
+            client.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let on_a: u64 = a
+        .registry
+        .get("fo")
+        .map(|s| {
+            s.segment_records()
+                .iter()
+                .map(|r| u64::from(r.frame_count))
+                .sum()
+        })
+        .unwrap_or(0);
+    a.shutdown().await;
+    client
+        .wait_for_stderr("continuing the session on", Duration::from_secs(10))
+        .await;
+    let (status, stdout, stderr) = client.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "{stderr}\n{}", text(&stdout));
+    assert!(stderr.contains(&grpc_url(&b)), "{stderr}");
+    let session = b.registry.get("fo").expect("B took the session");
+    let on_b: u64 = session
+        .segment_records()
+        .iter()
+        .map(|r| u64::from(r.frame_count))
+        .sum();
+    // B starts at the first keyframe it gets (a keyframe every second).
+    assert!(on_b >= 60, "B: {on_b} frames\n{stderr}");
+    assert!(on_a + on_b >= 180 - 31, "A {on_a} + B {on_b} of 180 frames");
+    assert!(text(&stdout).contains("done: "), "{}", text(&stdout));
+    assert!(
+        text(&stdout).contains("the session moved to another server 1 time"),
+        "{}",
+        text(&stdout)
+    );
+    b.shutdown().await;
+}
