@@ -1,6 +1,8 @@
 //! `--held-playlists N`: N low-latency HLS blocking playlist reloads held at
 //! once on one live session, each on its own HTTP/1.1 connection (as N
-//! players would), to measure what holding them costs the server (its
+//! players without HTTP/2 would), or as streams on K prior-knowledge HTTP/2
+//! connections (`--held-connections K`, as players behind an HTTP/2 CDN
+//! edge), to measure what holding them costs the server (its
 //! VmRSS, with `--server-pid`) and how closely together they are answered
 //! when the segment they wait for lands.
 //!
@@ -21,6 +23,8 @@ use crate::stats::read_rss_kib;
 #[derive(Debug)]
 pub struct HeldReport {
     pub requests: usize,
+    /// HTTP/2 connections the requests shared (0: HTTP/1.1, one each).
+    pub h2_connections: usize,
     /// The media sequence number asked for.
     pub msn: u64,
     /// Answers with status 200 and a playlist that lists segment `msn`.
@@ -36,11 +40,14 @@ pub struct HeldReport {
     pub rss_held: Option<u64>,
 }
 
-/// Holds `n` requests on `session` of the origin at `http` (host:port).
+/// Holds `n` requests on `session` of the origin at `http` (host:port):
+/// one HTTP/1.1 connection each (`h2_connections` 0), or as HTTP/2 streams
+/// spread over `h2_connections` connections.
 pub async fn run(
     http: &str,
     session: &str,
     n: usize,
+    h2_connections: usize,
     server_pid: Option<u32>,
 ) -> Result<HeldReport> {
     let path = format!("/live/{session}/index.m3u8");
@@ -53,45 +60,19 @@ pub async fn run(
     let ask = format!("{path}?_HLS_msn={msn}");
     let rss = |pid: Option<u32>| pid.and_then(read_rss_kib).map(|k| k * 1024);
     let rss_before = rss(server_pid);
-    // Connect all, then write all requests: every one is held before the
-    // segment lands (it takes up to a segment duration).
-    let mut conns = Vec::with_capacity(n);
-    for _ in 0..n {
-        let s = TcpStream::connect(http)
-            .await
-            .with_context(|| format!("connect to {http}"))?;
-        s.set_nodelay(true)?;
-        conns.push(s);
-    }
-    let request = format!("GET {ask} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
-    for c in &mut conns {
-        c.write_all(request.as_bytes()).await?;
-    }
-    let written = Instant::now();
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .map(|mut c| {
-            tokio::spawn(async move {
-                let mut buf = Vec::with_capacity(4096);
-                let r = c.read_to_end(&mut buf).await;
-                (Instant::now(), r.map(|_| buf))
-            })
-        })
-        .collect();
+    let want = format!("seg-{msn}.m4s");
+    let (written, tasks) = if h2_connections == 0 {
+        ask_http1(http, &ask, n).await?
+    } else {
+        ask_h2(http, &ask, n, h2_connections).await?
+    };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let rss_held = rss(server_pid);
     let mut done = Vec::with_capacity(n);
     let mut failed: Vec<(u16, usize)> = Vec::new();
-    let want = format!("seg-{msn}.m4s");
     for t in tasks {
-        let (at, r) = t.await?;
-        let status = match &r {
-            Ok(b) => status_of(b),
-            Err(_) => 0,
-        };
-        let body_ok = r
-            .as_ref()
-            .is_ok_and(|b| String::from_utf8_lossy(b).lines().any(|l| l == want));
+        let (at, status, body) = t.await?;
+        let body_ok = String::from_utf8_lossy(&body).lines().any(|l| l == want);
         if status == 200 && body_ok {
             done.push(at);
         } else {
@@ -106,6 +87,7 @@ pub async fn run(
     after_first.sort();
     Ok(HeldReport {
         requests: n,
+        h2_connections,
         msn,
         answered: done.len(),
         failed,
@@ -127,12 +109,20 @@ impl HeldReport {
             v[((v.len() - 1) as f64 * p).round() as usize]
         };
         let mut s = format!(
-            "{} blocking playlist reloads (_HLS_msn={}) held on one session, one HTTP/1.1 connection each\n\
+            "{} blocking playlist reloads (_HLS_msn={}) held on one session, {}\n\
              answered with the segment: {}{}\n\
              first answer {:.1} ms after the last request was written (the segment landing)\n\
              answers after the first: p50 {:.2} ms, p99 {:.2} ms, last {:.2} ms\n",
             self.requests,
             self.msn,
+            if self.h2_connections == 0 {
+                "one HTTP/1.1 connection each".to_string()
+            } else {
+                format!(
+                    "as streams on {} HTTP/2 (h2c) connections",
+                    self.h2_connections
+                )
+            },
             self.answered,
             if self.failed.is_empty() {
                 String::new()
@@ -156,6 +146,100 @@ impl HeldReport {
         }
         s
     }
+}
+
+/// A held request's outcome: when it completed, its status, its body.
+type Answer = tokio::task::JoinHandle<(Instant, u16, Vec<u8>)>;
+
+/// Connects `n` HTTP/1.1 connections, then writes the request on each:
+/// (when the last was written, the answers).
+async fn ask_http1(http: &str, ask: &str, n: usize) -> Result<(Instant, Vec<Answer>)> {
+    // Connect all, then write all requests: every one is held before the
+    // segment lands (it takes up to a segment duration).
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = TcpStream::connect(http)
+            .await
+            .with_context(|| format!("connect to {http}"))?;
+        s.set_nodelay(true)?;
+        conns.push(s);
+    }
+    let request = format!("GET {ask} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
+    for c in &mut conns {
+        c.write_all(request.as_bytes()).await?;
+    }
+    let written = Instant::now();
+    let tasks = conns
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let mut buf = Vec::with_capacity(4096);
+                let r = c.read_to_end(&mut buf).await;
+                let status = if r.is_ok() { status_of(&buf) } else { 0 };
+                let body = match buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    Some(i) => buf.split_off(i + 4),
+                    None => Vec::new(),
+                };
+                (Instant::now(), status, body)
+            })
+        })
+        .collect();
+    Ok((written, tasks))
+}
+
+/// `n` requests as streams on `k` prior-knowledge HTTP/2 connections.
+async fn ask_h2(http: &str, ask: &str, n: usize, k: usize) -> Result<(Instant, Vec<Answer>)> {
+    let mut senders = Vec::with_capacity(k);
+    for _ in 0..k {
+        let tcp = TcpStream::connect(http)
+            .await
+            .with_context(|| format!("connect to {http}"))?;
+        tcp.set_nodelay(true)?;
+        let (send, conn) = h2::client::Builder::new()
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .with_context(|| format!("HTTP/2 (h2c) handshake with {http}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        senders.push(send);
+    }
+    let uri = format!("http://{http}{ask}");
+    let mut pending = Vec::with_capacity(n);
+    for i in 0..n {
+        let send = senders[i % k].clone();
+        let mut send = send.ready().await.context("HTTP/2 connection not ready")?;
+        let req = http::Request::get(uri.as_str()).body(())?;
+        let (resp, _) = send
+            .send_request(req, true)
+            .context("HTTP/2 request (the server's stream limit?)")?;
+        pending.push(resp);
+    }
+    let written = Instant::now();
+    let tasks = pending
+        .into_iter()
+        .map(|resp| {
+            tokio::spawn(async move {
+                let Ok(resp) = resp.await else {
+                    return (Instant::now(), 0, Vec::new());
+                };
+                let status = resp.status().as_u16();
+                let mut body = resp.into_body();
+                let mut buf = Vec::new();
+                while let Some(chunk) = body.data().await {
+                    match chunk {
+                        Ok(c) => {
+                            let _ = body.flow_control().release_capacity(c.len());
+                            buf.extend_from_slice(&c);
+                        }
+                        Err(_) => return (Instant::now(), 0, buf),
+                    }
+                }
+                (Instant::now(), status, buf)
+            })
+        })
+        .collect();
+    Ok((written, tasks))
 }
 
 /// One GET on its own connection: (status, body as text).

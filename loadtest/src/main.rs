@@ -110,6 +110,10 @@ struct Args {
     /// with low-latency parts first).
     #[arg(long, value_name = "ID")]
     held_session: Option<String>,
+    /// --held-playlists as streams on K prior-knowledge HTTP/2 (h2c)
+    /// connections; 0: one HTTP/1.1 connection per request.
+    #[arg(long, value_name = "K", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    held_connections: u32,
     /// Session ids are PREFIX-<pid>-<n>.
     #[arg(long, default_value = "loadtest", value_name = "PREFIX")]
     session_prefix: String,
@@ -219,7 +223,14 @@ async fn main() -> ExitCode {
         let run = async {
             let uri = target::loopback_uri_for("--http", http).await?;
             let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-            held::run(&authority, session, n as usize, args.server_pid).await
+            held::run(
+                &authority,
+                session,
+                n as usize,
+                args.held_connections as usize,
+                args.server_pid,
+            )
+            .await
         };
         return match run.await {
             Ok(r) => {

@@ -481,48 +481,61 @@ async fn held_playlists_are_all_answered_when_the_segment_lands() {
         }
     };
     push(0..75);
-    let http = format!("http://{}", s.http_addr);
-    let pid = std::process::id().to_string();
-    let run = tokio::spawn(async move {
-        loadtest(
-            &[
-                "--held-playlists",
-                "50",
-                "--held-session",
-                "held",
-                "--http",
-                &http,
-                "--server-pid",
-                &pid,
-            ],
-            Duration::from_secs(30),
-        )
-        .await
-    });
-    // Every request is held until segment 2 completes.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    push(75..100);
-    let run = run.await.unwrap();
-    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
-    assert!(
-        run.stdout.contains("(_HLS_msn=2)")
-            && run.stdout.contains("answered with the segment: 50\n"),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stdout.contains("server VmRSS:"), "{}", run.stdout);
-    // Held, not answered at once: the first answer came after the push.
-    let first_ms: f64 = run
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("first answer "))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{}", run.stdout));
-    assert!(
-        first_ms > 500.0,
-        "answered before the segment landed: {}",
-        run.stdout
-    );
+    // Over HTTP/1.1 (a connection each), then as streams on 4 HTTP/2
+    // connections: segment 2, then segment 3, is waited for.
+    for (msn, more, connections) in [(2, 75..100, "0"), (3, 100..130, "4")] {
+        let http = format!("http://{}", s.http_addr);
+        let pid = std::process::id().to_string();
+        let run = tokio::spawn(async move {
+            loadtest(
+                &[
+                    "--held-playlists",
+                    "50",
+                    "--held-session",
+                    "held",
+                    "--held-connections",
+                    connections,
+                    "--http",
+                    &http,
+                    "--server-pid",
+                    &pid,
+                ],
+                Duration::from_secs(30),
+            )
+            .await
+        });
+        // Every request is held until the segment in progress completes.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        push(more);
+        let run = run.await.unwrap();
+        assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout.contains(&format!("(_HLS_msn={msn})"))
+                && run.stdout.contains("answered with the segment: 50\n"),
+            "{}",
+            run.stdout
+        );
+        if connections != "0" {
+            assert!(
+                run.stdout.contains("4 HTTP/2 (h2c) connections"),
+                "{}",
+                run.stdout
+            );
+        }
+        assert!(run.stdout.contains("server VmRSS:"), "{}", run.stdout);
+        // Held, not answered at once: the first answer came after the push.
+        let first_ms: f64 = run
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("first answer "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{}", run.stdout));
+        assert!(
+            first_ms > 500.0,
+            "answered before the segment landed: {}",
+            run.stdout
+        );
+    }
     s.shutdown().await;
 }
