@@ -203,6 +203,22 @@ fn quantity(q: &str) -> u64 {
         * mult
 }
 
+/// kustomization.yaml names every other file of its folder.
+fn kustomization_lists_every_file(docs: &BTreeMap<String, BTreeMap<String, String>>, kust: &Doc) {
+    let mut resources: Vec<String> = (0..kust.len("resources"))
+        .map(|i| kust.get(&format!("resources.{i}")))
+        .collect();
+    resources.sort();
+    let mut files: Vec<String> = docs
+        .values()
+        .map(|m| scalar(&m["#file"]))
+        .filter(|f| f != "kustomization.yaml")
+        .collect();
+    files.sort();
+    files.dedup();
+    assert_eq!(resources, files, "kustomization.yaml resources");
+}
+
 #[test]
 fn kubernetes_manifests_parse_and_agree() {
     let Some(docs) = kubernetes_documents("deploy/kubernetes") else {
@@ -216,20 +232,7 @@ fn kubernetes_manifests_parse_and_agree() {
         Doc(id, map)
     };
 
-    // kustomization.yaml names every other file.
-    let kust = doc("Kustomization");
-    let mut resources: Vec<String> = (0..kust.len("resources"))
-        .map(|i| kust.get(&format!("resources.{i}")))
-        .collect();
-    resources.sort();
-    let mut files: Vec<String> = docs
-        .values()
-        .map(|m| scalar(&m["#file"]))
-        .filter(|f| f != "kustomization.yaml")
-        .collect();
-    files.sort();
-    files.dedup();
-    assert_eq!(resources, files, "kustomization.yaml resources");
+    kustomization_lists_every_file(&docs, &doc("Kustomization"));
 
     let cm = doc("ConfigMap");
     let dep = doc("Deployment");
@@ -401,19 +404,7 @@ fn kubernetes_cluster_manifests_run_a_cluster_the_server_accepts() {
         });
         Doc(id, map)
     };
-    let kust = doc("Kustomization/");
-    let mut resources: Vec<String> = (0..kust.len("resources"))
-        .map(|i| kust.get(&format!("resources.{i}")))
-        .collect();
-    resources.sort();
-    let mut files: Vec<String> = docs
-        .values()
-        .map(|m| scalar(&m["#file"]))
-        .filter(|f| f != "kustomization.yaml")
-        .collect();
-    files.sort();
-    files.dedup();
-    assert_eq!(resources, files, "kustomization.yaml resources");
+    kustomization_lists_every_file(&docs, &doc("Kustomization/"));
 
     // NATS: JetStream on, its store on a volume claim, the Service's client
     // port reaching the container's.
