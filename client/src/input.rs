@@ -167,9 +167,12 @@ impl Input {
             "raw H.264 (Annex B)"
         };
         match self {
-            Input::File(_) => format!(
+            Input::File(p) => format!(
                 "{input} is in the {c} container format, not {raw} as liveslice takes; \
-                 extract the video with: {command}"
+                 extract the video with: {command} (or remux it to MP4, which liveslice takes \
+                 apart with its audio: ffmpeg -i {} -c copy {})",
+                container::shell_quote(&input),
+                container::shell_quote(&p.with_extension("mp4").display().to_string())
             ),
             _ if matches!(c, Container::Mp4 | Container::MpegTs) => format!(
                 "{self} is in the {c} container format, not {raw}; liveslice takes {c} files \

@@ -35,7 +35,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Push an H.264/H.265 Annex B file, an MPEG-TS file (with its AAC), or `-` (stdin) into a session.
+    /// Push an H.264/H.265 Annex B file, an MPEG-TS or MP4/MOV file (with its AAC), or `-` (stdin) into a session; `--server A,B` continues on B if A goes away.
     Publish(publish::Args),
     /// Subscribe to a session: write its frames as Annex B, or an HLS + DASH tree.
     Play(play::Args),

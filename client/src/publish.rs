@@ -299,7 +299,10 @@ pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Sum
     // With audio, the two tracks go out interleaved by time (paced with
     // --realtime, else as fast as the server takes them).
     let mut source = if plan.realtime || plan.audio.is_some() {
-        Feed::Paced(Box::new(AuSource::open(plan).await?))
+        Feed::Paced(
+            Box::new(AuSource::open(plan).await?),
+            Box::new(Pacing::new()),
+        )
     } else if plan.input.is_live() {
         // A pipe: each access unit goes out as soon as it is complete.
         Feed::Units(
@@ -322,7 +325,9 @@ pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Sum
         let (tx, mut reader) = match open_stream(plan, server, failover).await {
             Ok(open) => open,
             Err(Open::Unreachable(e)) if failover => {
-                at = fail_over(&servers, at, &format!("{e:#}"), &mut stop, &mut before).await?;
+                let why = format!("{e:#}");
+                at = fail_over(&servers, at, &why, false, &mut stop, &mut before).await?;
+                source.resync();
                 continue;
             }
             Err(Open::Unreachable(e) | Open::Refused(e)) => return Err(e),
@@ -344,7 +349,8 @@ pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Sum
                 match summary.lost.clone() {
                     Some(why) => {
                         before.merge(summary);
-                        at = fail_over(&servers, at, &why, &mut stop, &mut before).await?;
+                        at = fail_over(&servers, at, &why, true, &mut stop, &mut before).await?;
+                        source.resync();
                         continue;
                     }
                     None => return Err(ended_early(plan, &summary)),
@@ -361,7 +367,8 @@ pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Sum
                 {
                     if let Some(why) = summary.lost.clone() {
                         before.merge(summary);
-                        at = fail_over(&servers, at, &why, &mut stop, &mut before).await?;
+                        at = fail_over(&servers, at, &why, true, &mut stop, &mut before).await?;
+                        source.resync();
                         continue;
                     }
                 }
@@ -503,6 +510,7 @@ async fn fail_over(
     servers: &[&Server],
     at: usize,
     why: &str,
+    reached: bool,
     stop: &mut watch::Receiver<bool>,
     before: &mut Summary,
 ) -> Result<usize> {
@@ -514,11 +522,18 @@ async fn fail_over(
         );
     }
     let next = (at + 1) % servers.len();
-    eprintln!(
-        "lost {} ({why}); continuing the session on {}",
-        servers[at], servers[next]
-    );
-    before.failovers += 1;
+    if reached {
+        eprintln!(
+            "lost {} ({why}); continuing the session on {} from the next keyframe",
+            servers[at], servers[next]
+        );
+        before.failovers += 1;
+    } else {
+        eprintln!(
+            "cannot reach {} ({why}); trying {}",
+            servers[at], servers[next]
+        );
+    }
     if next == 0 {
         // Every server was tried: wait a little before the next round.
         tokio::select! {
@@ -609,6 +624,17 @@ async fn read_responses(
             Err(status) if failover && is_transport(status.code()) => {
                 s.lost = Some(format!("{}: {}", status.code(), status.message()));
                 return Ok(s);
+            }
+            // The session was open: the server went away (stopped or
+            // crashed), not a wrong address or protocol.
+            Err(status) if s.ack.is_some() && is_transport(status.code()) => {
+                bail!(
+                    "the connection to {server} broke while publishing session {session} \
+                     ({}: {}): the server stopped or crashed; publish again when it is back, or \
+                     give several servers (--server A,B) to continue on another",
+                    status.code(),
+                    status.message()
+                );
             }
             Err(status) => {
                 let e = status_error(&status, &server, &session);
@@ -712,10 +738,19 @@ enum Feed {
     Chunks(Reader),
     Units(Reader, Box<AuCutter>),
     // Boxed: the engine's state is large and this enum lives on the stack.
-    Paced(Box<AuSource>),
+    Paced(Box<AuSource>, Box<Pacing>),
 }
 
 impl Feed {
+    /// The next server takes the session: a paced feed goes on from the
+    /// next keyframe (the others from where they are; the server drops
+    /// what it cannot start from).
+    fn resync(&mut self) {
+        if let Feed::Paced(_, pacing) = self {
+            pacing.resync = true;
+        }
+    }
+
     /// Sends the input; returns when it is done, when `stop` is set, or when
     /// the request stream closed (the caller then hears why from the
     /// response reader).
@@ -729,7 +764,7 @@ impl Feed {
         match self {
             Feed::Chunks(reader) => feed_chunks(plan, reader, tx, stop, sent).await,
             Feed::Units(reader, cutter) => feed_units(plan, reader, cutter, tx, stop, sent).await,
-            Feed::Paced(src) => feed_paced(plan, src, tx, stop, sent).await,
+            Feed::Paced(src, pacing) => feed_paced(plan, src, pacing, tx, stop, sent).await,
         }
     }
 }
@@ -839,37 +874,65 @@ async fn read_full(reader: &mut Reader, buf: &mut [u8]) -> std::io::Result<usize
     Ok(n)
 }
 
+/// Where a paced feed stands: kept across the servers of a failover, so the
+/// session goes on at the same pace and capture clock on the next one.
+struct Pacing {
+    start: Instant,
+    start_unix: u64,
+    /// Ticks added to each lap's times (the engine's timeline restarts at 0
+    /// when the file is read again).
+    lap_offset: u64,
+    lap_end: u64,
+    lap_frames: u64,
+    /// A camera stamps a picture when it is captured (its presentation
+    /// time); a B-frame encoder emits it once every picture it depends on
+    /// was captured too. So frames go out at their decode time plus the
+    /// largest PTS - DTS so far (the encoder's reorder delay), and their
+    /// capture times are never ahead of the wall clock when they are sent.
+    delay: u64,
+    /// The audio track's next frame (index, lap).
+    audio_next: usize,
+    audio_lap: u64,
+    /// The audio starts with the first presented video frame (ns).
+    audio_base: Option<u64>,
+    /// A new server takes the session: skip to the next keyframe (and the
+    /// audio to it), which it can start from.
+    resync: bool,
+}
+
+impl Pacing {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            start_unix: now_unix_ns(),
+            lap_offset: 0,
+            lap_end: 0,
+            lap_frames: 0,
+            delay: 0,
+            audio_next: 0,
+            audio_lap: 0,
+            audio_base: None,
+            resync: false,
+        }
+    }
+}
+
 async fn feed_paced(
     plan: &Plan,
     src: &mut AuSource,
+    p: &mut Pacing,
     tx: &mpsc::Sender<pb::SliceRequest>,
     stop: &mut watch::Receiver<bool>,
     sent: &mut Sent,
 ) -> Result<()> {
-    let start = Instant::now();
-    let start_unix = now_unix_ns();
-    // Ticks added to each lap's times (the engine's timeline restarts at 0
-    // when the file is read again).
-    let mut lap_offset = 0u64;
-    let mut lap_end = 0u64;
-    let mut lap_frames = 0u64;
-    // A camera stamps a picture when it is captured (its presentation
-    // time); a B-frame encoder emits it once every picture it depends on
-    // was captured too. So frames go out at their decode time plus the
-    // largest PTS - DTS so far (the encoder's reorder delay), and their
-    // capture times are never ahead of the wall clock when they are sent.
-    let mut delay = 0u64;
-    // The audio track's next frame (index, lap).
-    let (mut audio_next, mut audio_lap) = (0usize, 0u64);
-    // The audio starts with the first presented video frame (ns).
-    let mut audio_base: Option<u64> = None;
+    let (start, start_unix) = (p.start, p.start_unix);
     loop {
         let next = tokio::select! {
             r = src.next() => r?,
             _ = stopped(stop) => return Ok(()),
         };
         let Some(f) = next else {
-            if lap_frames == 0 {
+            if p.lap_frames == 0 {
                 if sent.frames == 0 {
                     bail!(
                         "{} contains no H.264 access units{}",
@@ -881,9 +944,9 @@ async fn feed_paced(
             }
             if !plan.looping {
                 // The audio left after the last video frame goes too.
-                if let (Some(track), Some(base)) = (&plan.audio, audio_base) {
-                    for (data, t) in track.frames.iter().skip(audio_next) {
-                        let t = base + audio_lap + t;
+                if let (Some(track), Some(base)) = (&plan.audio, p.audio_base) {
+                    for (data, t) in track.frames.iter().skip(p.audio_next) {
+                        let t = base + p.audio_lap + t;
                         if plan.realtime {
                             tokio::select! {
                                 _ = tokio::time::sleep_until(start + Duration::from_nanos(t)) => {}
@@ -901,39 +964,52 @@ async fn feed_paced(
                         }
                         sent.bytes += data.len() as u64;
                         sent.messages += 1;
+                        p.audio_next += 1;
                     }
                 }
                 return Ok(());
             }
-            lap_offset += lap_end;
-            lap_end = 0;
-            lap_frames = 0;
+            p.lap_offset += p.lap_end;
+            p.lap_end = 0;
+            p.lap_frames = 0;
             src.rewind(plan).await?;
             continue;
         };
-        lap_frames += 1;
-        lap_end = lap_end.max(f.dts + u64::from(f.duration.max(1)));
-        delay = delay.max(f.pts.saturating_sub(f.dts));
-        let dts = lap_offset + f.dts;
-        let pts = lap_offset + f.pts;
-        let at = start + Duration::from_nanos(ticks_to_ns(dts + delay));
+        p.lap_frames += 1;
+        p.lap_end = p.lap_end.max(f.dts + u64::from(f.duration.max(1)));
+        p.delay = p.delay.max(f.pts.saturating_sub(f.dts));
+        let dts = p.lap_offset + f.dts;
+        let pts = p.lap_offset + f.pts;
+        let at = start + Duration::from_nanos(ticks_to_ns(dts + p.delay));
+        // After a failover the new server starts at a keyframe: what comes
+        // before it is not sent (it would be dropped there), the audio
+        // before it neither.
+        let skip = p.resync && !f.random_access;
+        let first_after_resync = p.resync && !skip;
+        if !skip {
+            p.resync = false;
+        }
         // The audio captured up to this frame's send time goes first, each
         // frame at its own time (capture times on the video's clock).
         if let Some(track) = &plan.audio {
-            let base = *audio_base.get_or_insert(ticks_to_ns(pts));
+            let base = *p.audio_base.get_or_insert(ticks_to_ns(pts));
             let until = ticks_to_ns(pts);
             loop {
-                let Some((data, t)) = track.frames.get(audio_next) else {
+                let Some((data, t)) = track.frames.get(p.audio_next) else {
                     if !plan.looping {
                         break;
                     }
-                    audio_next = 0;
-                    audio_lap += track.length_ns;
+                    p.audio_next = 0;
+                    p.audio_lap += track.length_ns;
                     continue;
                 };
-                let t = base + audio_lap + t;
+                let t = base + p.audio_lap + t;
                 if t > until {
                     break;
+                }
+                if skip || (first_after_resync && t < until) {
+                    p.audio_next += 1;
+                    continue;
                 }
                 if plan.realtime {
                     tokio::select! {
@@ -953,7 +1029,7 @@ async fn feed_paced(
                 }
                 sent.bytes += data.len() as u64;
                 sent.messages += 1;
-                audio_next += 1;
+                p.audio_next += 1;
             }
         }
         if plan.realtime {
@@ -961,6 +1037,9 @@ async fn feed_paced(
                 _ = tokio::time::sleep_until(at) => {}
                 _ = stopped(stop) => return Ok(()),
             }
+        }
+        if skip {
+            continue;
         }
         let req = pb::SliceRequest {
             data: f.data.clone(),

@@ -33,7 +33,8 @@ const MAX_RESPONSE_BYTES: usize = 64 << 20;
 pub struct ServerArgs {
     /// The server's gRPC address: host:port (plaintext; TLS with --ca),
     /// http://host:port, or https://host:port (TLS, verified against the
-    /// system's roots or --ca).
+    /// system's roots or --ca). `publish` takes a comma-separated list
+    /// (A,B,…): it continues the session on the next if one goes away.
     #[arg(long, env = "LIVESLICE_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
     #[command(flatten)]

@@ -153,8 +153,8 @@ fn is_transport_stream(head: &[u8], packet: usize, offset: usize) -> bool {
     count >= 3
 }
 
-/// `s` as one POSIX shell word.
-fn shell_quote(s: &str) -> String {
+/// `s` as one POSIX shell word (quoted where needed, as is when safe).
+pub fn shell_quote(s: &str) -> String {
     let plain = !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@+,".contains(&b));

@@ -559,13 +559,23 @@ async fn a_session_with_audio_is_recorded_with_its_audio_track() {
     let master = text("master.m3u8");
     assert!(master.contains("TYPE=AUDIO"), "{master}");
     assert!(master.contains("mp4a.40.2"), "{master}");
+    let vod_master = text("vod-master.m3u8");
+    assert!(
+        vod_master.contains("URI=\"audio-vod.m3u8\"") && vod_master.ends_with("\nvod.m3u8\n"),
+        "{vod_master}"
+    );
     let mpd = text("manifest.mpd");
     assert!(
         mpd.contains(r#"contentType="audio""#) || mpd.contains("audio/mp4"),
         "{mpd}"
     );
 
-    for name in ["master.m3u8", "manifest.mpd", "ts/vod.m3u8"] {
+    for name in [
+        "master.m3u8",
+        "vod-master.m3u8",
+        "manifest.mpd",
+        "ts/vod.m3u8",
+    ] {
         let streams = common::av::probe_async(root.join(name).display().to_string()).await;
         let count = |kind: &str| {
             streams

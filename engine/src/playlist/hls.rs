@@ -129,6 +129,17 @@ impl Manifests {
     /// the audio playlist (CMAF) or `index.m3u8` (TS). `None` before the
     /// first segment.
     pub fn hls_multivariant(&self, ts: bool) -> Option<String> {
+        self.hls_multivariant_naming(ts, "index.m3u8", "audio.m3u8")
+    }
+
+    /// [`hls_multivariant`](Self::hls_multivariant) naming other media
+    /// playlists (a recording's VOD ones: `vod.m3u8`, `audio-vod.m3u8`).
+    pub fn hls_multivariant_naming(
+        &self,
+        ts: bool,
+        video_uri: &str,
+        audio_uri: &str,
+    ) -> Option<String> {
         let last = self.window.back()?;
         let video = self.configs.get(&last.rec.config_id);
         let audio = self.audio.as_ref();
@@ -164,7 +175,7 @@ impl Manifests {
                 let _ = writeln!(
                     s,
                     "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,\
-                     AUTOSELECT=YES,CHANNELS=\"{}\",URI=\"audio.m3u8\"",
+                     AUTOSELECT=YES,CHANNELS=\"{}\",URI=\"{audio_uri}\"",
                     a.channels()
                 );
             }
@@ -188,11 +199,15 @@ impl Manifests {
             s.push_str(",AUDIO=\"audio\"");
         }
         s.push('\n');
-        s.push_str(if video.is_none() && audio.is_some() && !ts {
-            "audio.m3u8\n"
-        } else {
-            "index.m3u8\n"
-        });
+        let _ = writeln!(
+            s,
+            "{}",
+            if video.is_none() && audio.is_some() && !ts {
+                audio_uri
+            } else {
+                video_uri
+            }
+        );
         Some(s)
     }
 

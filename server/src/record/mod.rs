@@ -9,6 +9,7 @@
 //! {prefix}/{session_id}/audio-N.m4s     with audio: its segment N
 //! {prefix}/{session_id}/index.m3u8      HLS (CMAF), EXT-X-PLAYLIST-TYPE:EVENT, + ENDLIST at the end
 //! {prefix}/{session_id}/audio.m3u8      with audio: the audio playlist, the same way
+//! {prefix}/{session_id}/vod-master.m3u8 with audio, at the end: vod.m3u8 + audio-vod.m3u8
 //! {prefix}/{session_id}/master.m3u8     with audio: video + the audio rendition (and ts/master.m3u8)
 //! {prefix}/{session_id}/ts/index.m3u8   the same over MPEG-TS
 //! {prefix}/{session_id}/vod.m3u8        at the end: EXT-X-PLAYLIST-TYPE:VOD (and ts/vod.m3u8)

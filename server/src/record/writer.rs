@@ -484,6 +484,11 @@ impl Recording {
                     "audio-vod.m3u8".to_owned(),
                     text(m.hls_typed(HlsFlavour::Audio, PlaylistType::Vod)),
                 ));
+                // The VOD playlists with the audio rendition.
+                let video = if cmaf { "vod.m3u8" } else { "audio-vod.m3u8" };
+                if let Some(master) = m.hls_multivariant_naming(false, video, "audio-vod.m3u8") {
+                    out.push(("vod-master.m3u8".to_owned(), text(master)));
+                }
             }
             if cmaf || audio {
                 out.push((
