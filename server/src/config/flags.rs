@@ -139,8 +139,9 @@ pub(super) struct Flags {
     /// descriptor limit (`ulimit -n`), which gRPC shares.
     #[arg(long, env = "LIVESLICE_HTTP_MAX_CONNECTIONS", value_parser = count)]
     pub http_max_connections: Option<usize>,
-    /// HTTP: low-latency HLS requests held at once (blocking playlist
-    /// reloads, preload-hint parts), all sessions together; beyond, `503`.
+    /// HTTP: low-latency requests held at once (blocking playlist reloads,
+    /// preload-hint parts, DASH segments in progress), all sessions
+    /// together; beyond, `503`.
     #[arg(long, env = "LIVESLICE_HTTP_MAX_HELD_REQUESTS", value_parser = count)]
     pub http_max_held_requests: Option<usize>,
     /// HTTP: the same, per session.
