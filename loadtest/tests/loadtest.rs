@@ -504,8 +504,10 @@ async fn held_playlists_are_all_answered_when_the_segment_lands() {
             )
             .await
         });
-        // Every request is held until the segment in progress completes.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Every request is held until the segment in progress completes
+        // (the server holds one up to three target durations, 9 s here):
+        // 3 s for the load generator to start and ask, on a loaded machine.
+        tokio::time::sleep(Duration::from_secs(3)).await;
         push(more);
         let run = run.await.unwrap();
         assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
