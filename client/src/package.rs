@@ -56,7 +56,9 @@ pub async fn run(a: Args) -> Result<()> {
     // A container file (MPEG-TS, MP4/MOV): its video, taken apart in
     // memory. Opened (and any other container refused) before anything is
     // written.
+    let mut file_fps = None;
     if let Some(d) = input.demux()? {
+        file_fps = d.frame_rate;
         if d.audio.is_some() {
             eprintln!(
                 "note: the AAC track of {input} is not packaged: `package` writes the video \
@@ -87,7 +89,8 @@ pub async fn run(a: Args) -> Result<()> {
     } else {
         a.window
     };
-    opts.target_rate = a.fps.map(|f| FrameRate::new(f, 1));
+    // The container's rate, for a stream whose SPS has no timing.
+    opts.target_rate = a.fps.or(file_fps).map(|f| FrameRate::new(f, 1));
     opts.formats = a.formats.0;
     let mut pipeline = SessionPipeline::new(opts);
     let mut packager = Packager::new(TreeWriter::with_formats(&a.out, a.formats.0)?);

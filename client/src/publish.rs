@@ -200,8 +200,10 @@ pub async fn run(a: Args) -> Result<()> {
     // A container file (MPEG-TS, MP4/MOV): its video and audio go out as
     // the session's tracks.
     let mut file_audio = None;
+    let mut file_fps = None;
     if let Some(d) = input.demux()? {
         file_audio = d.audio;
+        file_fps = d.frame_rate;
         input = Input::Memory(
             format!("the video of {input} ({})", d.container.name()),
             d.video,
@@ -222,7 +224,8 @@ pub async fn run(a: Args) -> Result<()> {
         fallbacks: servers.collect(),
         session: a.session,
         input,
-        fps: a.fps,
+        // The container's rate, for a stream whose SPS has no timing.
+        fps: a.fps.or(file_fps),
         realtime: a.realtime,
         looping: a.looping,
         chunk_size: a.chunk_size,

@@ -23,6 +23,10 @@ pub struct Demuxed {
     pub audio: Option<AudioTrack>,
     /// The container's name (for messages).
     pub container: Container,
+    /// The video's frame rate from the container's timing (frames per
+    /// second, when constant and whole): the `--fps` for a stream whose SPS
+    /// carries no timing.
+    pub frame_rate: Option<u32>,
 }
 
 /// Takes a regular file's bytes apart when they are a container this

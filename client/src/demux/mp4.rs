@@ -126,7 +126,24 @@ pub fn demux_mp4(data: &Bytes, name: &str) -> Result<Demuxed> {
         video,
         audio,
         container: Container::Mp4,
+        frame_rate: constant_rate(&video_samples, video_trak.mdia.mdhd.timescale),
     })
+}
+
+/// Frames per second when every sample lasts the same (decode time
+/// deltas) and the rate is whole (1–1000): 30 from 512/15360, none for
+/// 29.97 or a variable rate.
+fn constant_rate(samples: &[Sample], timescale: u32) -> Option<u32> {
+    let mut deltas = samples.windows(2).map(|w| w[1].dts - w[0].dts);
+    let d = deltas.next()?;
+    if d <= 0 || deltas.any(|x| x != d) {
+        return None;
+    }
+    let (ts, d) = (i64::from(timescale), d);
+    (ts % d == 0)
+        .then(|| ts / d)
+        .and_then(|r| u32::try_from(r).ok())
+        .filter(|r| (1..=1000).contains(r))
 }
 
 /// The file's top-level boxes, in order.
@@ -670,6 +687,7 @@ mod tests {
                 expect(name, "video_keyframes"),
                 "{file}: random access points"
             );
+            assert_eq!(d.frame_rate, Some(30), "{file}: the container's frame rate");
             let audio = d.audio.expect("audio track");
             assert_eq!(
                 audio.frames.len(),

@@ -67,5 +67,6 @@ pub fn demux_ts(data: &[u8], name: &str) -> Result<Demuxed> {
         video: Bytes::from(video),
         audio,
         container: Container::MpegTs,
+        frame_rate: None,
     })
 }
