@@ -360,10 +360,10 @@ pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Sum
                 }
             }
         };
-        if let Err(e) = fed {
-            // The request stream closed under us: the server went away
-            // (continue on the next) or the error is ours.
-            drop(tx);
+        // The feed stops early (Ok) when the request stream closes under
+        // it: the server went away (continue on the next) or ended the
+        // stream; an error is ours.
+        if fed.is_err() || (failover && tx.is_closed()) {
             if failover {
                 if let Ok(Ok(Ok(summary))) =
                     tokio::time::timeout(Duration::from_secs(2), &mut reader).await
@@ -374,10 +374,15 @@ pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Sum
                         source.resync();
                         continue;
                     }
+                    if fed.is_ok() {
+                        return Err(ended_early(plan, &summary));
+                    }
                 }
             }
-            reader.abort();
-            return Err(e);
+            if let Err(e) = fed {
+                reader.abort();
+                return Err(e);
+            }
         }
         break (tx, reader);
     };
