@@ -233,6 +233,14 @@ pub struct SegmentRecord {
     pub audio: Option<AudioSpan>,
 }
 
+impl SegmentRecord {
+    /// A segment of an audio-only session: no video frames, an audio span
+    /// (its video fields empty, `start`/`duration` the audio's).
+    pub fn is_audio_only(&self) -> bool {
+        self.frame_count == 0 && self.audio.is_some()
+    }
+}
+
 /// The run of audio frames that belongs to one segment or part: every
 /// audio frame belongs to exactly one part, the one whose video range
 /// contains the frame (split at the AAC frame boundary nearest the video

@@ -671,7 +671,7 @@ pub fn received(body: Body) -> Result<Received, WireError> {
             let record = s.record();
             let place = s.place();
             // Only an audio-only segment comes without one.
-            let audio_only = record.frame_count == 0 && record.audio.is_some();
+            let audio_only = record.is_audio_only();
             let config = match s.manifest_config {
                 Some(cfg) => Some(Arc::new(cfg.into())),
                 None if audio_only => None,

@@ -545,7 +545,7 @@ impl SessionRecorder {
                 manifests: Box::new(live.whole_session()),
             });
         }
-        let audio_only = record.frame_count == 0 && record.audio.is_some();
+        let audio_only = record.is_audio_only();
         let video_cmaf = formats.cmaf && !audio_only;
         if (video_cmaf && cmaf.is_none()) || (formats.ts && ts.is_none()) {
             tracing::error!(session_id = %self.session_id, sequence = record.sequence,

@@ -1107,20 +1107,22 @@ impl Session {
                 // The config its manifest entry was made with: the one its
                 // frames use, at the rate the timestamps are on (none for
                 // an audio-only segment).
-                let audio_only = s.record.frame_count == 0 && s.record.audio.is_some();
-                let cfg = match st.configs.get(&s.record.config_id).or(st.pipeline.config()) {
-                    None if audio_only => None,
-                    None => return,
-                    Some(cfg) => Some(match st.pipeline.frame_rate() {
+                let cfg = if s.record.is_audio_only() {
+                    None
+                } else {
+                    let Some(cfg) = st.configs.get(&s.record.config_id).or(st.pipeline.config())
+                    else {
+                        return;
+                    };
+                    Some(match st.pipeline.frame_rate() {
                         Some(rate) if rate != (cfg.frame_rate_num, cfg.frame_rate_den) => {
                             let mut c = CodecConfig::clone(cfg);
                             (c.frame_rate_num, c.frame_rate_den) = rate;
                             Arc::new(c)
                         }
                         _ => cfg.clone(),
-                    }),
+                    })
                 };
-                let cfg = if audio_only { None } else { cfg };
                 ReplicaItem::Segment(Arc::new(replica::ReplicaSegment {
                     record: s.record.clone(),
                     config: cfg,
