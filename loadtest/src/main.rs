@@ -51,9 +51,15 @@ struct Args {
     subscribers: u32,
     /// Connections all subscribers share, many HTTP/2 streams on each
     /// (fan-out: `--sessions 1 --subscribers 10000 --connections 8`); 0: one
-    /// connection per subscriber. Publishers always have their own.
+    /// connection per subscriber.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     connections: u32,
+    /// Connections all publishers share, many sessions multiplexed as
+    /// HTTP/2 streams on each (thousands of sessions from one load
+    /// generator: `--sessions 3000 --publisher-connections 16
+    /// --connections 16`); 0: one connection per publisher.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    publisher_connections: u32,
     /// H.264 Annex B file to publish (default: the embedded
     /// testdata/high_bframes_30.h264, 30 fps with B-frames).
     #[arg(long, value_name = "FILE")]
@@ -144,16 +150,20 @@ async fn plan(a: &Args) -> Result<Plan> {
         bail!("{most_sessions} sessions x (1 + {} subscribers) = {streams} streams; at most {MAX_STREAMS}", a.subscribers);
     }
     let subscriber_streams = u64::from(most_sessions) * u64::from(a.subscribers);
-    let connections = u64::from(most_sessions)
-        + if a.connections == 0 {
-            subscriber_streams
-        } else {
-            subscriber_streams.min(u64::from(a.connections))
-        };
+    let connections = if a.publisher_connections == 0 {
+        u64::from(most_sessions)
+    } else {
+        u64::from(most_sessions).min(u64::from(a.publisher_connections))
+    } + if a.connections == 0 {
+        subscriber_streams
+    } else {
+        subscriber_streams.min(u64::from(a.connections))
+    };
     if connections > MAX_CONNECTIONS {
         bail!(
-            "{connections} connections (one per publisher, {}); at most {MAX_CONNECTIONS}: share subscriber connections with --connections",
-            if a.connections == 0 { "one per subscriber" } else { "--connections for the subscribers" }
+            "{connections} connections ({} for the publishers, {} for the subscribers); at most {MAX_CONNECTIONS}: share connections with --publisher-connections and --connections",
+            if a.publisher_connections == 0 { "one each" } else { "--publisher-connections" },
+            if a.connections == 0 { "one each" } else { "--connections" }
         );
     }
     let metrics = match &a.http {
@@ -210,6 +220,7 @@ async fn plan(a: &Args) -> Result<Plan> {
         prefix: a.session_prefix.clone(),
         server_pid: a.server_pid,
         connections: a.connections,
+        publisher_connections: a.publisher_connections,
         metrics,
     })
 }

@@ -198,6 +198,8 @@ pub fn json(plan: &Plan, o: &Outcome) -> Value {
             "server": plan.server,
             "sessions": plan.sessions,
             "subscribers_per_session": plan.subscribers,
+            "publisher_connections": if plan.publisher_connections == 0 { Value::from("one per publisher") } else { Value::from(o.publisher_connections) },
+            "subscriber_connections": if plan.connections == 0 { Value::from("one per subscriber") } else { Value::from(o.shared_connections) },
             "rate": match plan.rate { Rate::Realtime => "realtime", Rate::Max => "max" },
             "idle": plan.idle,
             "duration_s": plan.duration.as_secs_f64(),
@@ -432,6 +434,21 @@ pub fn text(plan: &Plan, o: &Outcome) -> String {
         o.stream_fps,
         o.stream_kbps
     );
+    if plan.publisher_connections > 0 || plan.connections > 0 {
+        let each = |shared: u32, opened: usize| {
+            if shared == 0 {
+                "a connection each".to_string()
+            } else {
+                format!("{opened} shared connections")
+            }
+        };
+        let _ = writeln!(
+            out,
+            "Connections: publishers on {}, subscribers on {}",
+            each(plan.publisher_connections, o.publisher_connections),
+            each(plan.connections, o.shared_connections)
+        );
+    }
     if let Some((steps, best)) = &o.ramp {
         let _ = writeln!(out, "\nRamp:");
         let _ = writeln!(

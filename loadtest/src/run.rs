@@ -4,9 +4,12 @@
 //!
 //! Per session: one publisher stream and M subscriber streams, each driven
 //! by one task. Every publisher has its own HTTP/2 connection (like N
-//! cameras); subscribers have one each too (N×M viewers), or with
-//! `--connections K` share K connections, many streams on each (the
-//! fan-out mode: thousands of subscribers of one session). The publishers
+//! cameras), or with `--publisher-connections K` shares K connections (a
+//! contribution gateway multiplexing many sessions: thousands of sessions
+//! without thousands of connections); subscribers have one each too (N×M
+//! viewers), or with `--connections K` share K connections, many streams
+//! on each (the fan-out mode: thousands of subscribers of one session).
+//! The publishers
 //! first open their sessions (and wait for their PublishAck), then the
 //! subscribers join, a bounded number at a time (each waits for its
 //! SessionInfo), and only then do the publishers send frames, so no
@@ -65,6 +68,9 @@ pub struct Plan {
     pub server_pid: Option<u32>,
     /// Connections all subscribers share; 0: one per subscriber.
     pub connections: u32,
+    /// Connections all publishers share (many sessions multiplexed as
+    /// HTTP/2 streams on each); 0: one per publisher.
+    pub publisher_connections: u32,
     /// The server's HTTP origin, to read the media bytes it holds.
     pub metrics: Option<Metrics>,
 }
@@ -106,6 +112,9 @@ struct Shared {
     /// With `--connections`: the connections subscribers share (those that
     /// could be opened). `None`: one connection per subscriber.
     shared: Option<Vec<Channel>>,
+    /// With `--publisher-connections`: the connections publishers share.
+    /// `None`: one connection per publisher.
+    publisher_shared: Option<Vec<Channel>>,
     connect_permits: Semaphore,
     join_permits: Semaphore,
     stop: watch::Receiver<bool>,
@@ -153,6 +162,8 @@ pub struct Outcome {
     pub subscribers: Vec<SubCounts>,
     /// Subscriber connections opened (0: one per subscriber).
     pub shared_connections: usize,
+    /// Publisher connections opened (0: one per publisher).
+    pub publisher_connections: usize,
     /// `liveslice_media_memory_bytes` at the start and just before the stop.
     pub media_start: Option<u64>,
     pub media_loaded: Option<u64>,
@@ -183,10 +194,12 @@ fn client(ch: Channel) -> SliceServiceClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-/// Opens the `k` connections subscribers share, one after the other.
+/// Opens the `k` connections subscribers (or publishers: `what`) share,
+/// one after the other.
 async fn shared_connections(
     endpoint: &Endpoint,
     k: usize,
+    what: &str,
     c: &Counters,
     statuses: &Statuses,
 ) -> Vec<Channel> {
@@ -201,10 +214,7 @@ async fn shared_connections(
                 c.connect_failures.fetch_add(1, Relaxed);
                 statuses.other(
                     "ConnectFailed",
-                    format!(
-                        "shared subscriber connection: cannot connect: {}",
-                        chain(&e)
-                    ),
+                    format!("shared {what} connection: cannot connect: {}", chain(&e)),
                 );
             }
         }
@@ -220,6 +230,16 @@ impl Shared {
             None => self.connect("subscriber").await,
             Some(chs) if chs.is_empty() => None,
             Some(chs) => Some(client(chs[index % chs.len()].clone())),
+        }
+    }
+
+    /// Publisher `index`'s client: its own connection, or a stream on one
+    /// of the shared ones.
+    async fn publisher_client(&self, index: u64) -> Option<SliceServiceClient<Channel>> {
+        match &self.publisher_shared {
+            None => self.connect("publisher").await,
+            Some(chs) if chs.is_empty() => None,
+            Some(chs) => Some(client(chs[(index % chs.len() as u64) as usize].clone())),
         }
     }
 
@@ -258,8 +278,8 @@ struct Opened {
     tasks: Vec<JoinHandle<()>>,
 }
 
-async fn open_publisher(sh: Arc<Shared>, id: String) -> Option<Opened> {
-    let mut client = sh.connect("publisher").await?;
+async fn open_publisher(sh: Arc<Shared>, index: u64, id: String) -> Option<Opened> {
+    let mut client = sh.publisher_client(index).await?;
     let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
     let first = pb::SliceRequest {
         session_id: id.clone(),
@@ -526,7 +546,13 @@ pub async fn run(plan: &Plan, stream: Arc<TestStream>) -> Outcome {
     let shared = if plan.connections > 0 && plan.subscribers > 0 {
         let all = u64::from(most_sessions) * u64::from(plan.subscribers);
         let k = u64::from(plan.connections).min(all) as usize;
-        Some(shared_connections(&plan.endpoint, k, &c, &statuses).await)
+        Some(shared_connections(&plan.endpoint, k, "subscriber", &c, &statuses).await)
+    } else {
+        None
+    };
+    let publisher_shared = if plan.publisher_connections > 0 {
+        let k = plan.publisher_connections.min(most_sessions) as usize;
+        Some(shared_connections(&plan.endpoint, k, "publisher", &c, &statuses).await)
     } else {
         None
     };
@@ -540,6 +566,7 @@ pub async fn run(plan: &Plan, stream: Arc<TestStream>) -> Outcome {
         statuses,
         sub_stats: Mutex::new(Vec::new()),
         shared,
+        publisher_shared,
         connect_permits: Semaphore::new(CONNECT_CONCURRENCY),
         join_permits: Semaphore::new(JOIN_CONCURRENCY),
         stop: stop_rx.clone(),
@@ -621,6 +648,7 @@ pub async fn run(plan: &Plan, stream: Arc<TestStream>) -> Outcome {
         },
         subscribers,
         shared_connections: sh.shared.as_ref().map_or(0, Vec::len),
+        publisher_connections: sh.publisher_shared.as_ref().map_or(0, Vec::len),
         media_start,
         media_loaded,
         media_error,
@@ -682,7 +710,7 @@ impl Fleet<'_> {
             opening.push((
                 n,
                 id.clone(),
-                tokio::spawn(open_publisher(self.sh.clone(), id)),
+                tokio::spawn(open_publisher(self.sh.clone(), n, id)),
             ));
         }
         self.live = u64::from(target).max(first);

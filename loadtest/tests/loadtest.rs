@@ -541,3 +541,125 @@ async fn held_playlists_are_all_answered_when_the_segment_lands() {
     }
     s.shutdown().await;
 }
+
+/// Established TCP connections whose local end is `port` (the server's
+/// side), from /proc/net/tcp and /proc/net/tcp6.
+fn server_connections(port: u16) -> usize {
+    let want = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|t| {
+            t.lines()
+                .skip(1)
+                .filter(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "01"
+                })
+                .count()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_multiplexed_over_shared_connections_deliver_every_frame() {
+    let s = server().await;
+    let url = format!("http://{}", s.grpc_addr);
+    let port = s.grpc_addr.port();
+    let pid = std::process::id().to_string();
+    let (sessions, secs) = (6u64, 3u64);
+    let run = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            loadtest(
+                &[
+                    "--server",
+                    &url,
+                    "--sessions",
+                    "6",
+                    "--subscribers",
+                    "1",
+                    "--publisher-connections",
+                    "2",
+                    "--connections",
+                    "2",
+                    "--duration",
+                    "3s",
+                    "--json",
+                    "--server-pid",
+                    &pid,
+                ],
+                Duration::from_secs(60),
+            )
+            .await
+        })
+    };
+    // While frames flow: 6 publishers and 6 subscribers on 2 + 2
+    // connections, not 12.
+    let mut seen = 0;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = seen.max(server_connections(port));
+        if seen >= 4 {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    seen = seen.max(server_connections(port));
+    assert_eq!(seen, 4, "connections to the server while the run was on");
+    let v = json(&run.await.unwrap());
+    assert_eq!(
+        v["config"]["publisher_connections"],
+        Value::from(2),
+        "{v:#}"
+    );
+    assert_eq!(
+        v["config"]["subscriber_connections"],
+        Value::from(2),
+        "{v:#}"
+    );
+    let sent = u(&v, "/in/frames");
+    let about = sessions * 30 * secs;
+    assert!(
+        (about * 85 / 100..=about * 110 / 100).contains(&sent),
+        "sent {sent} frames, expected about {about}: {v:#}"
+    );
+    assert_eq!(u(&v, "/server_frames_accepted"), sent, "{v:#}");
+    assert_eq!(
+        u(&v, "/out/frames"),
+        sent,
+        "every frame reached its subscriber: {v:#}"
+    );
+    assert_eq!(u(&v, "/errors"), 0, "{v:#}");
+    assert_eq!(u(&v, "/sessions_opened"), sessions);
+    assert_eq!(u(&v, "/status_codes/OK"), sessions * 2, "{v:#}");
+    assert_eq!(v["drops"]["any"], Value::Bool(false), "{v:#}");
+    // The load generator's CPU per frame is reported beside the server's.
+    assert!(f(&v, "/cpu/load_generator_us_per_frame") > 0.0, "{v:#}");
+    assert!(f(&v, "/cpu/server_us_per_frame") > 0.0, "{v:#}");
+
+    // The text summary says how the streams were carried.
+    let run = loadtest(
+        &[
+            "--server",
+            &url,
+            "--sessions",
+            "3",
+            "--publisher-connections",
+            "1",
+            "--duration",
+            "1s",
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(
+            "Connections: publishers on 1 shared connections, subscribers on a connection each"
+        ),
+        "{}",
+        run.stdout
+    );
+    s.shutdown().await;
+}
