@@ -4,7 +4,10 @@
 # × 1 subscriber for SECS seconds on 127.0.0.1, then the top symbols by
 # self time and by inclusive time, and the server's CPU per frame.
 #
-#   bench/profile-server.sh [SESSIONS=100] [SECS=20]
+#   bench/profile-server.sh [SESSIONS=100] [SECS=20] [LOADTEST FLAGS…]
+#
+# e.g. publishers and subscribers multiplexed on 16 connections each:
+#   bench/profile-server.sh 600 20 --publisher-connections 16 --connections 16
 #
 # Needs Debian's `linux-perf` and release builds
 # (`cargo build --release -p liveslice-server -p liveslice-loadtest`).
@@ -14,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sessions=${1:-100}
 secs=${2:-20}
+shift $(($# < 2 ? $# : 2))
 out=target/profile
 mkdir -p "$out"
 command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf" >&2; exit 1; }
@@ -27,7 +31,7 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 before=$(ticks $server)
 target/release/liveslice-loadtest --server "http://$grpc" --server-pid $server \
-  --sessions "$sessions" --subscribers 1 --duration "${secs}s" >"$out/loadtest.txt" 2>&1 &
+  --sessions "$sessions" --subscribers 1 --duration "${secs}s" "$@" >"$out/loadtest.txt" 2>&1 &
 load=$!
 sleep 2
 perf record -F 499 -g -p $server -o "$out/perf.data" -- sleep $((secs - 4)) 2>/dev/null

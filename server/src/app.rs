@@ -296,6 +296,15 @@ fn incoming_with_backoff(
                 tokio::time::sleep(pause).await;
             }
         }
+        // Nagle off, as on the HTTP origin: `serve_with_incoming` ignores
+        // tonic's own `tcp_nodelay`, and with Nagle a connection carrying
+        // several streams holds each small frame until the peer's delayed
+        // ACK (tens of ms at p50 with 6 sessions on one connection).
+        if let Ok(tcp) = &r {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "gRPC: TCP_NODELAY not set");
+            }
+        }
         r
     })
 }
@@ -570,5 +579,35 @@ impl Running {
         {
             self.http_task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_stream::StreamExt;
+
+    /// Every accepted gRPC connection has Nagle's algorithm off: with it on,
+    /// a connection that carries several sessions held each frame until the
+    /// peer's delayed ACK (BENCH.md, issue 14).
+    #[tokio::test]
+    async fn accepted_grpc_connections_have_tcp_nodelay() -> std::io::Result<()> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let incoming = incoming_with_backoff(listener);
+        tokio::pin!(incoming);
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(tokio::net::TcpStream::connect(addr).await?);
+            let accepted = incoming
+                .next()
+                .await
+                .ok_or_else(|| std::io::Error::other("listener ended"))??;
+            assert!(
+                accepted.nodelay()?,
+                "TCP_NODELAY is off on an accepted connection"
+            );
+        }
+        Ok(())
     }
 }
