@@ -6,7 +6,7 @@
 //!
 //! | part | owner | keys |
 //! |---|---|---|
-//! | [`ServerConfig`] | `app` | `grpc-addr`, `http-addr`, `max-message-bytes`, `log-format`, `demo` |
+//! | [`ServerConfig`] | `app` | `grpc-addr`, `http-addr`, `max-message-bytes`, `grpc-runtimes`, `log-format`, `demo` |
 //! | [`HttpLimits`] | `http::serve` | `http-header-timeout`, `http-idle-timeout`, `http-max-connections`, `http-max-held-requests`, `http-max-held-per-session` |
 //! | [`EngineConfig`] | here (the engine crate has no serde; its defaults are the engine's constants) | `segment-duration`, `part-duration`, `max-segment-duration`, `window`, `default-fps`, `max-nal-bytes`, `formats` |
 //! | [`SessionDefaults`] | `session::registry` | `max-sessions`, `max-subscribers`, `subscriber-buffer`, `ring-bytes`, `memory-limit`, `publisher-grace`, `idle-timeout`, `subscribe-wait`, `linger` |

@@ -24,6 +24,9 @@ pub const PUBLISH_TO_SEND: &str = "liveslice_publish_to_send_seconds";
 pub const LAG_SKIPS: &str = "liveslice_subscriber_lag_skips_total";
 pub const GRPC_CALLS: &str = "liveslice_grpc_calls_total";
 pub const HTTP_REQUESTS: &str = "liveslice_http_requests_total";
+/// gRPC connections accepted, by the runtime that serves them (`shared`, or
+/// `0`…`N-1` with `grpc-runtimes N`).
+pub const GRPC_CONNECTIONS: &str = "liveslice_grpc_connections_total";
 /// Time from a request's arrival to its response headers, by kind.
 pub const HTTP_DURATION: &str = "liveslice_http_request_duration_seconds";
 /// HTTP connections refused or not accepted, by reason (`limit`,
@@ -91,6 +94,10 @@ pub fn install() -> Option<PrometheusHandle> {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(FRAMES_IN, "Frames accepted from publishers");
+    describe_counter!(
+        GRPC_CONNECTIONS,
+        "gRPC connections accepted, by the runtime serving them"
+    );
     describe_counter!(BYTES_IN, Unit::Bytes, "Bytes received from publishers");
     describe_counter!(FRAMES_OUT, "Frames sent to subscribers");
     describe_counter!(BYTES_OUT, Unit::Bytes, "Frame bytes sent to subscribers");

@@ -475,3 +475,59 @@ async fn shutdown_ends_sessions_and_completes_streams() {
     assert!(hls.ends_with("#EXT-X-ENDLIST\n"));
     drop(p);
 }
+
+/// `grpc-runtimes 2`: connections alternate between two single-threaded
+/// runtimes; a publisher on one and subscribers on both get every frame,
+/// `/metrics` counts the connections per runtime, and shutdown ends both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_spread_over_grpc_runtimes_deliver_every_frame() {
+    let mut config = test_config();
+    config.server.grpc_runtimes = 2;
+    let server = start(config).await;
+    // Four clients, four connections: runtimes 0, 1, 0, 1.
+    let mut pc = client(&server).await;
+    let mut subscribers = Vec::new();
+    let p = publish(
+        &mut pc,
+        "runtimes",
+        pb::PublishOptions {
+            segment_duration_ms: 2000,
+            window_segments: 4,
+            echo_frames: false,
+        },
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let mut c = client(&server).await;
+        let mut s = subscribe(&mut c, "runtimes", true, 0).await.unwrap();
+        subscribers.push(tokio::spawn(async move {
+            let _c = c;
+            collect(&mut s, Duration::from_secs(60)).await
+        }));
+    }
+    let data = testdata("high_bframes_30.h264");
+    p.send_chunked(&data, &[4096, 333, 65536]).await;
+    p.end().await;
+    for task in subscribers {
+        let (responses, status) = task.await.unwrap();
+        assert!(status.is_none(), "{status:?}");
+        assert_eq!(frames(&responses).len(), 180);
+        assert_eq!(
+            annexb(&frames(&responses)).len(),
+            data.len(),
+            "every byte of every frame"
+        );
+    }
+    let (status, _, body) = get(&format!("http://{}/metrics", server.http_addr)).await;
+    assert_eq!(status, 200);
+    let body = String::from_utf8_lossy(&body);
+    for runtime in ["0", "1"] {
+        let line = format!("liveslice_grpc_connections_total{{runtime=\"{runtime}\"}} 2");
+        assert!(body.contains(&line), "{line} in\n{body}");
+    }
+    // Both runtimes finish: the publisher's and subscribers' streams ended.
+    tokio::time::timeout(Duration::from_secs(30), server.shutdown())
+        .await
+        .expect("shutdown with gRPC runtimes returns");
+}

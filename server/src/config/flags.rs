@@ -150,6 +150,11 @@ pub(super) struct Flags {
     /// Largest gRPC message accepted, in bytes (a publisher chunk must fit).
     #[arg(long, env = "LIVESLICE_MAX_MESSAGE_BYTES", value_parser = count)]
     pub max_message_bytes: Option<usize>,
+    /// gRPC connections served on this many single-threaded runtimes, a
+    /// thread each, round-robin (one per core saves cross-thread wake-ups);
+    /// 0: on the shared multi-threaded runtime.
+    #[arg(long, env = "LIVESLICE_GRPC_RUNTIMES", value_parser = count)]
+    pub grpc_runtimes: Option<usize>,
     /// Largest NAL unit accepted, in bytes.
     #[arg(long, env = "LIVESLICE_MAX_NAL_BYTES", value_parser = count)]
     pub max_nal_bytes: Option<usize>,
@@ -320,6 +325,7 @@ impl Flags {
             grpc_addr => server.grpc_addr;
             http_addr => server.http_addr;
             max_message_bytes => server.max_message_bytes;
+            grpc_runtimes => server.grpc_runtimes;
             log_format => server.log_format;
             http_header_timeout => http.header_timeout;
             http_idle_timeout => http.idle_timeout;

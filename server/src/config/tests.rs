@@ -136,6 +136,7 @@ fn defaults_come_from_one_place() {
                     | "grpc-addr"
                     | "http-addr"
                     | "max-message-bytes"
+                    | "grpc-runtimes"
                     | "log-format"
                     | "http-header-timeout"
                     | "http-idle-timeout"
