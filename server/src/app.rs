@@ -14,10 +14,10 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::{Config, ConfigError};
-
-mod runtimes;
 use crate::grpc::SliceServiceImpl;
 use crate::session::Registry;
+
+mod runtimes;
 
 /// The server process's part of the configuration: where it listens, the
 /// largest gRPC message, the log format and the built-in demo publisher.

@@ -75,6 +75,12 @@ fn defaults_are_valid_and_bad_values_name_their_key() {
     assert_eq!(c.validate().unwrap_err().key, "window");
     let c = load(&["x", "--segment-duration", "10ms"]);
     assert_eq!(key_of(c), "segment-duration");
+    let c = load(&["x", "--grpc-runtimes", "257"]);
+    assert_eq!(key_of(c), "grpc-runtimes");
+    let c = load(&["x", "--grpc-runtimes", "2"]).unwrap();
+    assert_eq!(c.server.grpc_runtimes, 2);
+    let c = load_with_env(&["x"], &[("LIVESLICE_GRPC_RUNTIMES", "3")]).unwrap();
+    assert_eq!(c.server.grpc_runtimes, 3);
 }
 
 /// Defaults live in one place: each part's `Default`. The whole
