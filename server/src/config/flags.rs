@@ -152,7 +152,7 @@ pub(super) struct Flags {
     pub max_message_bytes: Option<usize>,
     /// gRPC connections served on this many single-threaded runtimes, a
     /// thread each, round-robin (one per core saves cross-thread wake-ups);
-    /// 0: on the shared multi-threaded runtime.
+    /// 0: on the shared multi-threaded runtime; at most 256.
     #[arg(long, env = "LIVESLICE_GRPC_RUNTIMES", value_parser = count)]
     pub grpc_runtimes: Option<usize>,
     /// Largest NAL unit accepted, in bytes.
