@@ -52,11 +52,24 @@ async fn counts_move_with_traffic() {
         1.0,
         "the viewer (the publisher's own stream is not a subscriber)"
     );
+    // Calls are counted with their final status, when they end.
+    for role in ["publish", "subscribe"] {
+        let series = format!("liveslice_grpc_calls_total{{role=\"{role}\",code=\"OK\"}}");
+        assert_eq!(
+            value(&during, &series) - value(&before, &series),
+            0.0,
+            "{series} while the call is live"
+        );
+    }
 
     p.send_chunked(&testdata("damaged_cut_ref.h264"), &[20_000])
         .await;
     p.end().await;
     let _ = task.await.unwrap();
+    // The publisher's own response stream ends too.
+    let mut p = p;
+    let (_, status) = collect(&mut p.responses, Duration::from_secs(30)).await;
+    assert!(status.is_none(), "{status:?}");
     // An HTTP fetch or two, for the request counter.
     let _ = scrape(server.http_addr);
     let after = scrape(server.http_addr);

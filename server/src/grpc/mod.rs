@@ -238,13 +238,61 @@ impl SliceService for SliceServiceImpl {
         } else {
             self.subscribe(first, fps, inbound).instrument(span).await
         };
-        crate::metrics::grpc_call(
-            role,
-            result
-                .as_ref()
-                .map_or_else(|s| s.code(), |_| tonic::Code::Ok),
-        );
-        result
+        match result {
+            Ok(response) => Ok(response.map(|stream| {
+                Box::pin(CountedCall {
+                    stream,
+                    role,
+                    counted: false,
+                }) as ResponseStream
+            })),
+            Err(status) => {
+                crate::metrics::grpc_call(role, status.code());
+                Err(status)
+            }
+        }
+    }
+}
+
+/// An accepted call's response stream, counted in
+/// `liveslice_grpc_calls_total` once, with its final status: the error
+/// that ends it, `OK` when it ends cleanly, `CANCELLED` when it is dropped
+/// before either (the client went away).
+struct CountedCall {
+    stream: ResponseStream,
+    role: &'static str,
+    counted: bool,
+}
+
+impl CountedCall {
+    fn count(&mut self, code: tonic::Code) {
+        if !self.counted {
+            self.counted = true;
+            crate::metrics::grpc_call(self.role, code);
+        }
+    }
+}
+
+impl Stream for CountedCall {
+    type Item = Result<pb::SliceResponse, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let next = self.stream.as_mut().poll_next(cx);
+        match &next {
+            std::task::Poll::Ready(None) => self.count(tonic::Code::Ok),
+            std::task::Poll::Ready(Some(Err(status))) => self.count(status.code()),
+            _ => {}
+        }
+        next
+    }
+}
+
+impl Drop for CountedCall {
+    fn drop(&mut self) {
+        self.count(tonic::Code::Cancelled);
     }
 }
 
@@ -853,6 +901,54 @@ fn explain_inbound_error(status: Status) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call's final status is counted once: the error that ends it, OK at
+    /// its end, CANCELLED when dropped before either.
+    #[tokio::test]
+    async fn calls_are_counted_once_with_their_final_status() {
+        use futures_util::StreamExt;
+        let Some(handle) = crate::metrics::install() else {
+            panic!("the metrics recorder is installed")
+        };
+        let count = |code: &str| -> f64 {
+            let series = format!("liveslice_grpc_calls_total{{role=\"unit\",code=\"{code}\"}} ");
+            handle
+                .render()
+                .lines()
+                .find_map(|l| l.strip_prefix(series.as_str()))
+                .map_or(0.0, |v| v.trim().parse().unwrap_or(f64::NAN))
+        };
+        let call = |items: Vec<Result<pb::SliceResponse, Status>>, pending: bool| {
+            let items = futures_util::stream::iter(items);
+            let stream: ResponseStream = if pending {
+                Box::pin(items.chain(futures_util::stream::pending()))
+            } else {
+                Box::pin(items)
+            };
+            CountedCall {
+                stream,
+                role: "unit",
+                counted: false,
+            }
+        };
+        async fn run(mut c: CountedCall) {
+            while c.next().await.is_some() {}
+        }
+        // Ends cleanly after a response: OK, once (not again at drop).
+        run(call(vec![Ok(pb::SliceResponse::default())], false)).await;
+        assert_eq!(count("OK"), 1.0);
+        assert_eq!(count("CANCELLED"), 0.0);
+        // Ended by an error: its code.
+        run(call(vec![Err(Status::aborted("taken over"))], false)).await;
+        assert_eq!(count("ABORTED"), 1.0);
+        // Dropped mid-stream (the client went away): CANCELLED.
+        let mut c = call(vec![Ok(pb::SliceResponse::default())], true);
+        let first = c.next().await;
+        assert!(matches!(first, Some(Ok(_))));
+        drop(c);
+        assert_eq!(count("CANCELLED"), 1.0);
+        assert_eq!(count("OK"), 1.0);
+    }
 
     fn req(id: &str) -> pb::SliceRequest {
         pb::SliceRequest {
