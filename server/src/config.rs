@@ -285,13 +285,34 @@ impl Config {
     {
         let matches = flags::command().try_get_matches_from(args)?;
         let flags = flags::Flags::from_arg_matches(&matches)?;
-        let mut config = match &flags.config {
-            Some(path) => file::read(path)?,
-            None => Config::default(),
+        let from_file = match &flags.config {
+            Some(path) => Some((path.clone(), file::read(path)?)),
+            None => None,
         };
+        let mut config = from_file
+            .as_ref()
+            .map_or_else(Config::default, |(_, c)| c.clone());
         flags.apply(&mut config);
-        config.validate()?;
+        if let Err(mut e) = config.validate() {
+            // A value out of range that the file gave, no flag or variable
+            // replacing it: name the file, as for a value of the wrong type.
+            if let Some((path, file_config)) = &from_file {
+                let from_the_file = file_config.validate().is_err_and(|f| f.key == e.key)
+                    && file_config.setting(&e.key) == config.setting(&e.key);
+                if from_the_file {
+                    e.reason = format!("{} (in {})", e.reason, path.display());
+                }
+            }
+            return Err(e.into());
+        }
         Ok(config)
+    }
+
+    /// One key's value as [`to_toml`](Self::to_toml) prints it (`None`: no
+    /// such key).
+    fn setting(&self, key: &str) -> Option<toml::Value> {
+        let table: toml::Table = self.to_toml().parse().ok()?;
+        table.get(key).cloned()
     }
 
     /// The settings of a config file's text (defaults for the keys it does

@@ -83,6 +83,32 @@ fn defaults_are_valid_and_bad_values_name_their_key() {
     assert_eq!(c.server.grpc_runtimes, 3);
 }
 
+/// A value out of range in a config file names the file; the same value
+/// from a flag does not, and a flag that replaces it is taken.
+#[test]
+fn an_out_of_range_value_from_a_file_names_the_file() {
+    let path = write("range", "grpc-runtimes = 1000\nwindow = 6\n");
+    let shown = path.display().to_string();
+    let args = ["x", "--config", shown.as_str()];
+    match load(&args) {
+        Err(LoadError::Invalid(e)) => {
+            assert_eq!(e.key, "grpc-runtimes");
+            assert!(e.reason.contains(&format!("(in {shown})")), "{}", e.reason);
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let c = load(&["x", "--config", shown.as_str(), "--grpc-runtimes", "2"]).unwrap();
+    assert_eq!(c.server.grpc_runtimes, 2);
+    match load(&["x", "--config", shown.as_str(), "--grpc-runtimes", "999"]) {
+        Err(LoadError::Invalid(e)) => {
+            assert_eq!(e.key, "grpc-runtimes");
+            assert!(!e.reason.contains("(in "), "the flag's value: {}", e.reason);
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let _ = std::fs::remove_file(path);
+}
+
 /// Defaults live in one place: each part's `Default`. The whole
 /// configuration's default is theirs, loading nothing gives it, the engine
 /// settings agree with the engine's own defaults, and `--help` shows them.
