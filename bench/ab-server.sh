@@ -11,11 +11,17 @@
 #   cargo build --release -p liveslice-server
 #   bench/ab-server.sh /tmp/ls-prev target/release/liveslice-server 5 100 15 -- --publisher-connections 16 --connections 16
 #
+# One binary with and without a flag: give each side a two-line wrapper, e.g.
+#   printf '#!/bin/sh\nexec %s --grpc-runtimes 2 "$@"\n' "$PWD/target/release/liveslice-server" >/tmp/ls-rt2
+#   chmod +x /tmp/ls-rt2
+#   bench/ab-server.sh target/release/liveslice-server /tmp/ls-rt2 5 100 15
+#
 # Needs a release `liveslice-loadtest`. Each run starts a fresh server on
 # 127.0.0.1 (SESSIONS real-time sessions × 1 subscriber for SECS seconds).
 # The JSON reports go to target/ab/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 old=${1:?old server binary}
 new=${2:?new server binary}
 rounds=${3:-5}
@@ -30,14 +36,10 @@ rm -f "$out"/*.json
 ulimit -n 65536 2>/dev/null || true
 one() { # label, binary, round
   local grpc=127.0.0.1:50091
-  RUST_LOG=warn "$2" --grpc-addr $grpc --http-addr 127.0.0.1:8099 --max-sessions 10000 \
-    >"$out/$1.$3.server.log" 2>&1 &
-  local server=$!
-  sleep 1
+  SERVER_BIN=$2 start_server "$out/$1.$3.server.log" $grpc 127.0.0.1:8099 --max-sessions 10000
   target/release/liveslice-loadtest --server "http://$grpc" --server-pid $server \
     --sessions "$sessions" --subscribers 1 --duration "${secs}s" --json "${extra[@]}" >"$out/$1.$3.json" || true
-  kill $server
-  wait $server 2>/dev/null || true
+  stop_server
 }
 for r in $(seq 1 "$rounds"); do
   # Alternate which build goes first.

@@ -15,6 +15,7 @@
 # `inferno-flamegraph` on PATH (`cargo install inferno`) also flame.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 sessions=${1:-100}
 secs=${2:-20}
 shift $(($# < 2 ? $# : 2))
@@ -22,11 +23,8 @@ out=target/profile
 mkdir -p "$out"
 command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf" >&2; exit 1; }
 grpc=127.0.0.1:50071
-RUST_LOG=warn target/release/liveslice-server --grpc-addr $grpc --http-addr 127.0.0.1:8097 \
-  >"$out/server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
-sleep 1
+trap stop_server EXIT
+start_server "$out/server.log" $grpc 127.0.0.1:8097
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 before=$(ticks $server)

@@ -11,17 +11,15 @@
 # the figure, not its times.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 sessions=${1:-100}
 shift $(($# < 1 ? $# : 1))
 command -v strace >/dev/null || { echo "strace is missing: apt-get install strace" >&2; exit 1; }
 out=target/syscalls
 mkdir -p "$out"
 grpc=127.0.0.1:50089
-RUST_LOG=warn target/release/liveslice-server --grpc-addr $grpc --http-addr 127.0.0.1:8089 \
-  >"$out/server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
-sleep 1
+trap stop_server EXIT
+start_server "$out/server.log" $grpc 127.0.0.1:8089
 target/release/liveslice-loadtest --server "http://$grpc" --sessions "$sessions" --subscribers 1 \
   --duration 12s "$@" >"$out/loadtest.txt" 2>&1 &
 load=$!

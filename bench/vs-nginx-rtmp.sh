@@ -22,6 +22,7 @@
 # Output: one line per server, then the ratio; files in target/vs-nginx-rtmp/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 sessions=${1:-20}
 secs=${2:-20}
 out=$PWD/target/vs-nginx-rtmp
@@ -105,14 +106,10 @@ echo "nginx-rtmp: $sessions sessions × 1 subscriber, $nginx_frames frames out i
 
 # --- liveslice ---
 grpc=127.0.0.1:50086
-RUST_LOG=warn target/release/liveslice-server --grpc-addr $grpc --http-addr 127.0.0.1:8096 \
-  >"$out/liveslice-server.log" 2>&1 &
-server=$!
-sleep 1
+start_server "$out/liveslice-server.log" $grpc 127.0.0.1:8096
 target/release/liveslice-loadtest --server "http://$grpc" --server-pid $server \
   --sessions "$sessions" --subscribers 1 --duration "${secs}s" --json >"$out/liveslice.json" || true
-kill $server
-wait $server 2>/dev/null || true
+stop_server
 python3 - "$out/liveslice.json" "$sessions" "$nginx_us" <<'PY'
 import json, sys
 v = json.load(open(sys.argv[1]))

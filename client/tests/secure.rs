@@ -278,7 +278,9 @@ async fn python_example_uses_token_and_ca() {
     };
     let file = testdata_path("baseline_30.h264");
 
-    // Without a token: UNAUTHENTICATED.
+    // Without a token: UNAUTHENTICATED. Waited for off the runtime: a
+    // blocked worker can strand the server's task in its LIFO slot, and the
+    // client then waits for an answer forever.
     let out = py(
         &[
             "publish",
@@ -291,8 +293,12 @@ async fn python_example_uses_token_and_ca() {
             s(&file),
         ],
         &[],
-    )
-    .output()
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        let mut out = out;
+        out.output().unwrap()
+    })
+    .await
     .unwrap();
     assert!(!out.status.success());
     assert!(
