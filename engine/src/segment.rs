@@ -222,6 +222,22 @@ pub struct Placement {
     pub closed_segment: Option<SegmentRecord>,
 }
 
+/// A segment's wall-clock time (Unix ms, `EXT-X-PROGRAM-DATE-TIME`): its
+/// first frame's capture time when that reads as Unix time (within a day
+/// of the session's start), else its place on the timeline (`start`, 90
+/// kHz, after `availability_start_ms`).
+pub fn program_date_time_ms(
+    availability_start_ms: u64,
+    start: u64,
+    first_capture_ns: Option<u64>,
+) -> u64 {
+    const DAY_MS: u64 = 86_400_000;
+    first_capture_ns
+        .map(|c| c / 1_000_000)
+        .filter(|c| c.abs_diff(availability_start_ms) < DAY_MS)
+        .unwrap_or(availability_start_ms + start * 1000 / TIMESCALE)
+}
+
 #[derive(Debug)]
 pub struct Segmenter {
     opts: SegmenterOptions,
@@ -248,6 +264,27 @@ impl Segmenter {
             availability_start_ms,
             composition_shift: None,
             last_config_id: None,
+        }
+    }
+
+    /// A segmenter that continues another's numbering (a session continued
+    /// on another node): its first segment is `next_sequence`, follows a
+    /// discontinuity (its discontinuity sequence one more than
+    /// `discontinuity_sequence`, the last segment's), and its parts are
+    /// numbered from `next_part`.
+    pub fn resume(
+        opts: SegmenterOptions,
+        availability_start_ms: u64,
+        next_sequence: u64,
+        discontinuity_sequence: u64,
+        next_part: u64,
+    ) -> Self {
+        Self {
+            next_sequence,
+            parts: Partitioner::new(opts.part_target, next_part),
+            discontinuity_pending: true,
+            discontinuity_sequence,
+            ..Self::new(opts, availability_start_ms)
         }
     }
 
@@ -371,13 +408,6 @@ impl Segmenter {
         (self.parts.close(end), self.close(end))
     }
 
-    /// Whether a capture time reads as Unix time (within a day of the
-    /// session's start), so it can stand as the segment's wall-clock time.
-    fn is_wall_clock(&self, capture_ns: u64) -> bool {
-        const DAY_MS: u64 = 86_400_000;
-        (capture_ns / 1_000_000).abs_diff(self.availability_start_ms) < DAY_MS
-    }
-
     fn close(&mut self, end: u64) -> Option<SegmentRecord> {
         let o = self.open.take()?;
         let duration = end.saturating_sub(o.start).max(1);
@@ -391,13 +421,11 @@ impl Segmenter {
             sap_type: o.sap_type,
             discontinuity: o.discontinuity,
             discontinuity_sequence: self.discontinuity_sequence,
-            program_date_time_ms: o
-                .first_capture_ns
-                .filter(|c| self.is_wall_clock(*c))
-                .map_or(
-                    self.availability_start_ms + o.start * 1000 / TIMESCALE,
-                    |c| c / 1_000_000,
-                ),
+            program_date_time_ms: program_date_time_ms(
+                self.availability_start_ms,
+                o.start,
+                o.first_capture_ns,
+            ),
             byte_size: o.bytes,
             config_id: o.config_id,
             composition_shift: self.composition_shift.unwrap_or(0),

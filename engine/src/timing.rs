@@ -142,6 +142,9 @@ pub struct PtsAligner {
     reorder: usize,
     pending: BinaryHeap<Reverse<u64>>,
     last_dts: Option<u64>,
+    /// Decode time of the first frame (0 unless [`PtsAligner::start_at`]
+    /// moved it), 90 kHz.
+    start_dts: u64,
     frames: u64,
     repairs: TimingRepairs,
     /// The rate the stream declared (SPS VUI, or the configured fallback).
@@ -235,6 +238,7 @@ impl PtsAligner {
             reorder,
             pending: BinaryHeap::with_capacity(reorder + 2),
             last_dts: None,
+            start_dts: 0,
             frames: 0,
             repairs: TimingRepairs::default(),
             declared: rate,
@@ -246,6 +250,18 @@ impl PtsAligner {
         // Presentation starts R frames after decoding, so the first DTS is 0.
         s.anchor_time = s.span(reorder as i64);
         s
+    }
+
+    /// Moves the timeline so the first frame's decode time is `dts` (90 kHz)
+    /// instead of 0: a session continued on another node starts where the
+    /// old stream ended. Only before the first frame; later it does nothing.
+    pub fn start_at(&mut self, dts: u64) {
+        if self.frames == 0 && self.max_slot < 0 {
+            self.start_dts = dts;
+            self.anchor_time = self
+                .anchor_time
+                .saturating_add(i64::try_from(dts).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn rate(&self) -> FrameRate {
@@ -386,8 +402,10 @@ impl PtsAligner {
         let mut dts = if self.pending.len() > self.reorder {
             self.pending.pop().map_or(pts, |Reverse(v)| v)
         } else {
-            // Stream start: decode on the grid from 0.
-            self.span(self.frames as i64).max(0) as u64
+            // Stream start: decode on the grid from 0 (or where
+            // `start_at` put the timeline).
+            self.start_dts
+                .saturating_add(self.span(self.frames as i64).max(0) as u64)
         };
         if let Some(last) = self.last_dts {
             if dts <= last {

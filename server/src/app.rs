@@ -361,6 +361,9 @@ async fn join_cluster(
     let (client, js, kv) = cluster::connect(&config.cluster, url).await?;
     registry.set_cluster_up(true);
     let node_id = config.cluster.node_id();
+    // An item is at most an access unit (twice --max-nal-bytes) and its
+    // timing, in fragments.
+    let max_item = config.engine.max_nal_bytes.saturating_mul(2) + (1 << 20);
     let tasks = match config.cluster.role {
         Role::Origin => {
             registry.set_replicator(Arc::new(cluster::origin::Origin::new(
@@ -368,6 +371,7 @@ async fn join_cluster(
                 kv,
                 node_id.clone(),
                 config.cluster.cluster_queue,
+                max_item,
             )));
             let registry = registry.clone();
             vec![cluster::watch_connection(client, move |up| {
@@ -376,9 +380,6 @@ async fn join_cluster(
         }
         Role::Edge => {
             registry.set_edge();
-            // An item is at most an access unit (twice --max-nal-bytes)
-            // and its timing, in fragments.
-            let max_item = config.engine.max_nal_bytes.saturating_mul(2) + (1 << 20);
             let edge = cluster::edge::Edge::new(js, kv, registry.clone(), max_item);
             let watcher = edge.spawn();
             let registry = registry.clone();

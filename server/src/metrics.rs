@@ -53,6 +53,10 @@ pub const CLUSTER_PUBLISHED: &str = "liveslice_cluster_published_total";
 pub const CLUSTER_DROPPED: &str = "liveslice_cluster_dropped_total";
 pub const CLUSTER_RECEIVED: &str = "liveslice_cluster_received_total";
 pub const CLUSTER_CONNECTED: &str = "liveslice_cluster_connected";
+/// Sessions this origin took over from another (a publisher failed over).
+pub const CLUSTER_TAKEOVERS: &str = "liveslice_cluster_takeovers_total";
+/// Sessions another origin took over from this one.
+pub const CLUSTER_TAKEN_OVER: &str = "liveslice_cluster_taken_over_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -168,6 +172,14 @@ fn describe() {
         CLUSTER_RECEIVED,
         "Session items an edge read from the cluster"
     );
+    describe_counter!(
+        CLUSTER_TAKEOVERS,
+        "Sessions this origin took over from another origin of the cluster (their publisher failed over here), numbering continued"
+    );
+    describe_counter!(
+        CLUSTER_TAKEN_OVER,
+        "Sessions another origin took over from this one (no longer replicated from here)"
+    );
     describe_gauge!(
         CLUSTER_CONNECTED,
         "1 while the connection to the cluster (--cluster) is up, 0 while it is down"
@@ -192,6 +204,8 @@ fn zeros() {
         CLUSTER_PUBLISHED,
         CLUSTER_DROPPED,
         CLUSTER_RECEIVED,
+        CLUSTER_TAKEOVERS,
+        CLUSTER_TAKEN_OVER,
     ] {
         counter!(c).increment(0);
     }

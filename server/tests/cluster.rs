@@ -68,12 +68,30 @@ async fn wait_for_text(url: &str, needle: &str, limit: Duration) -> String {
 /// Waits until the edge's `path` equals the origin's (between two reads of
 /// the origin's, which moves on as parts close).
 async fn wait_until_equal(o: &str, e: &str, path: &str, limit: Duration) {
+    wait_until_same(o, e, path, limit, |t| t.to_string()).await
+}
+
+/// Waits until the edge's `path` ends as the origin's does (its last
+/// lines: an origin that took a session over lists only its own segments,
+/// the edge the old owner's too).
+async fn wait_until_tails_equal(o: &str, e: &str, path: &str, limit: Duration) {
+    wait_until_same(o, e, path, limit, tail).await
+}
+
+async fn wait_until_same(
+    o: &str,
+    e: &str,
+    path: &str,
+    limit: Duration,
+    part: impl Fn(&str) -> String,
+) {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let (_, before) = text(&format!("{o}/{path}")).await;
         let (es, at_edge) = text(&format!("{e}/{path}")).await;
         let (_, after) = text(&format!("{o}/{path}")).await;
-        if es == 200 && (at_edge == before || at_edge == after) {
+        let at_edge_part = part(&at_edge);
+        if es == 200 && (at_edge_part == part(&before) || at_edge_part == part(&after)) {
             return;
         }
         assert!(
@@ -90,6 +108,50 @@ async fn wait_until_equal(o: &str, e: &str, path: &str, limit: Duration) {
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(6)..].join("\n")
+}
+
+/// An origin in its own process (so a test can SIGKILL it), with `args`
+/// after the cluster flags: the child, its gRPC address and its HTTP base
+/// URL.
+fn origin_process(
+    nats: &Nats,
+    node: &str,
+    args: &[&str],
+) -> (std::process::Child, std::net::SocketAddr, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_liveslice-server"))
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--node-id",
+            node,
+            "--cluster",
+        ])
+        .arg(nats.url())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("liveslice-server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    // "liveslice-server: gRPC on 127.0.0.1:P, HTTP on http://127.0.0.1:Q/"
+    let first = lines.next().expect("a first line").expect("text");
+    let grpc = first
+        .split("gRPC on ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("the gRPC address in {first:?}"));
+    let http = first
+        .split("HTTP on ")
+        .nth(1)
+        .expect("the HTTP address")
+        .trim_end_matches('/')
+        .to_string();
+    std::thread::spawn(move || for _ in lines {});
+    (child, grpc, http)
 }
 
 /// The URIs a playlist names: segments, parts and init segments.
@@ -443,6 +505,422 @@ async fn a_publisher_reconnect_is_the_same_discontinuity_on_the_edge() {
     origin.shutdown().await;
 }
 
+/// One live message: (track, data, media time in ns within a lap, a video
+/// keyframe).
+type LiveMessage = (pb::Track, bytes::Bytes, u64, bool);
+
+/// A stream to publish live, looping: `baseline_30` (video), or
+/// `av_48k_stereo` (video and audio), and the length of one lap, ns.
+fn live_stream(av: bool) -> (Vec<LiveMessage>, u64) {
+    use liveslice_server::engine::pipeline::{frames_of, PipelineOptions};
+    use liveslice_server::engine::TIMESCALE;
+    let name = if av { "av_48k_stereo" } else { "baseline_30" };
+    let video = frames_of(
+        bytes::Bytes::from(testdata(&format!("{name}.h264"))),
+        PipelineOptions::default(),
+    );
+    let lap = video.len() as u64 * 1_000_000_000 / 30;
+    let mut out: Vec<LiveMessage> = video
+        .iter()
+        .map(|f| {
+            let t = f.dts * 1_000_000_000 / TIMESCALE;
+            (pb::Track::Video, f.data.clone(), t, f.is_keyframe)
+        })
+        .collect();
+    if av {
+        // The AAC frames that end within the lap (1,024 samples at 48 kHz).
+        let frame_ns = 1024 * 1_000_000_000 / 48_000;
+        let aac = av::adts_frames(&testdata(&format!("{name}.aac")));
+        for (n, f) in aac.into_iter().enumerate() {
+            let t = n as u64 * frame_ns;
+            if t + frame_ns <= lap {
+                out.push((pb::Track::Audio, f, t, false));
+            }
+        }
+    }
+    out.sort_by_key(|m| m.2);
+    (out, lap)
+}
+
+/// Publishes `stream` in real time with capture times, looping, to the
+/// first of `servers` that takes it, and to the next one when its stream
+/// breaks (as `liveslice publish --server A,B` does), going on at the next
+/// video keyframe; until `stop`, then ends the stream. Returns the
+/// failovers made.
+fn publish_with_failover(
+    servers: Vec<std::net::SocketAddr>,
+    session: &'static str,
+    (stream, lap): (Vec<LiveMessage>, u64),
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<u32> {
+    tokio::spawn(async move {
+        let connect = |addr: std::net::SocketAddr| async move {
+            let mut c =
+                pb::slice_service_client::SliceServiceClient::connect(format!("http://{addr}"))
+                    .await
+                    .ok()?;
+            publish(&mut c, session, Default::default()).await.ok()
+        };
+        let mut server = 0;
+        let mut p = connect(servers[server])
+            .await
+            .expect("the first origin takes the publisher");
+        let mut failovers = 0;
+        let start = std::time::Instant::now();
+        let t0 = liveslice_server::session::now_unix_ns();
+        let (mut i, mut need_keyframe) = (0usize, false);
+        while !stop.load(Ordering::Relaxed) {
+            let (track, data, at, keyframe) = &stream[i % stream.len()];
+            let due = Duration::from_nanos((i / stream.len()) as u64 * lap + at);
+            i += 1;
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+            if need_keyframe && !keyframe {
+                continue;
+            }
+            need_keyframe = false;
+            let msg = pb::SliceRequest {
+                data: data.clone(),
+                track: *track as i32,
+                capture_time_ns: Some(t0 + due.as_nanos() as u64),
+                end_of_access_unit: *track == pb::Track::Video,
+                ..Default::default()
+            };
+            if p.tx.send(msg).await.is_err() {
+                // The origin is gone: the next one, from a keyframe.
+                server += 1;
+                assert!(server < servers.len(), "no origin left to fail over to");
+                p = connect(servers[server])
+                    .await
+                    .expect("the next origin takes the publisher");
+                failovers += 1;
+                need_keyframe = true;
+            }
+        }
+        p.end().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        failovers
+    })
+}
+
+/// Publisher failover across origins: origin A (its own process) is killed
+/// with SIGKILL mid-stream; the publisher goes on to origin B, which takes
+/// the session over and continues its numbering after one discontinuity
+/// (segments, parts, frames, the DASH period), closing A's open segment
+/// from the parts A published. Two edges follow the session from A's
+/// subject to B's into the same session: every version of the first one's
+/// playlists (LL-HLS over CMAF and TS, LL-DASH) is a legal successor of the
+/// one before (nothing listed is taken back or renumbered), both end with
+/// the same playlists, B's segments are the same bytes on the edge, and
+/// ffmpeg plays the whole session from the edge across the discontinuity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_failing_over_to_another_origin_continues_the_session_on_the_edge() {
+    failover("fo", false).await;
+}
+
+/// The same with an AAC track: the audio goes on too (its frames numbered
+/// on, A's open segment closed with the audio of its parts), and the
+/// edge's audio playlist and master playlist play with both tracks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_continues_a_session_with_audio() {
+    failover("fo-av", true).await;
+}
+
+async fn failover(id: &'static str, av: bool) {
+    use common::history::{parse_hls, History};
+    let Some(nats) = Nats::start("cluster failover") else {
+        return;
+    };
+    if !have_ffmpeg("cluster failover") {
+        return;
+    }
+    let (mut a, a_grpc, a_http) = origin_process(
+        &nats,
+        &format!("origin-a-{id}"),
+        &["--window", "60", "--publisher-grace", "5s"],
+    );
+    let b = start(origin_config(&nats, &format!("origin-b-{id}"))).await;
+    let edge = start(edge_config(&nats, &format!("edge-1-{id}"))).await;
+    let edge2 = start(edge_config(&nats, &format!("edge-2-{id}"))).await;
+    let bu = format!("http://{}", b.http_addr);
+    let e = format!("http://{}", edge.http_addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher =
+        publish_with_failover(vec![a_grpc, b.grpc_addr], id, live_stream(av), stop.clone());
+    let path = |p: &str| format!("live/{id}/{p}");
+
+    wait_for_text(
+        &format!("{a_http}/{}", path("index.m3u8")),
+        "#EXTINF",
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_until_equal(&a_http, &e, &path("index.m3u8"), Duration::from_secs(20)).await;
+
+    // Every version of the edge's manifests, from now on, checked against
+    // the one before.
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = tokio::spawn({
+        let (e, watching) = (e.clone(), watching.clone());
+        async move {
+            let mut history = History::default();
+            while watching.load(Ordering::Relaxed) {
+                let (_, c) = text(&format!("{e}/live/{id}/index.m3u8")).await;
+                let (_, t) = text(&format!("{e}/live/{id}/ts/index.m3u8")).await;
+                let (_, d) = text(&format!("{e}/live/{id}/manifest.mpd")).await;
+                history.record_ll(&c, &t, "edge", true);
+                history.record_dash_ll(&d, "edge");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            history
+        }
+    });
+    // A few seconds into the session (mid-segment), A dies.
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let (_, before) = text(&format!("{e}/{}", path("index.m3u8"))).await;
+    let before = parse_hls(&before);
+    a.kill().expect("SIGKILL");
+    let _ = a.wait();
+
+    // B takes over: its first segment follows A's last, one discontinuity on.
+    let b_hls = wait_for_text(
+        &format!("{bu}/{}", path("index.m3u8")),
+        "#EXTINF",
+        Duration::from_secs(20),
+    )
+    .await;
+    let b_first = parse_hls(&b_hls);
+    assert!(
+        b_first.media_sequence >= before.open_segment(),
+        "B's numbering goes on from A's:\n{b_hls}"
+    );
+    assert_eq!(
+        b_first.discontinuity_sequence,
+        before.discontinuity_sequence
+    );
+    assert!(
+        b_first.segments[0].4,
+        "B's first segment follows a discontinuity:\n{b_hls}"
+    );
+    // A few segments on B, then the stream ends.
+    wait_for_text(
+        &format!("{bu}/{}", path("index.m3u8")),
+        &format!("seg-{}", b_first.media_sequence + 2),
+        Duration::from_secs(20),
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(publisher.await.unwrap(), 1, "one failover");
+    let b_final = wait_for_text(
+        &format!("{bu}/{}", path("index.m3u8")),
+        "#EXT-X-ENDLIST",
+        Duration::from_secs(10),
+    )
+    .await;
+    let e_final = wait_for_text(
+        &format!("{e}/{}", path("index.m3u8")),
+        "#EXT-X-ENDLIST",
+        Duration::from_secs(20),
+    )
+    .await;
+    // A second edge says the same, byte for byte.
+    let e2 = format!("http://{}", edge2.http_addr);
+    let mut playlists = vec!["index.m3u8", "ts/index.m3u8"];
+    if av {
+        playlists.extend(["audio.m3u8", "master.m3u8"]);
+    }
+    for p in &playlists {
+        let (_, one) = text(&format!("{e}/{}", path(p))).await;
+        let two = wait_for_text(
+            &format!("{e2}/{}", path(p)),
+            "#EXT",
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(two, one, "{p}");
+    }
+    watching.store(false, Ordering::Relaxed);
+    let history = watcher
+        .await
+        .expect("every edge manifest version a legal successor");
+    assert!(
+        history.hls_ll_cmaf.len() > 10,
+        "{} versions seen",
+        history.hls_ll_cmaf.len()
+    );
+
+    // The edge: A's segments, A's open segment closed, one discontinuity,
+    // B's segments, numbered without a gap.
+    let eh = parse_hls(&e_final);
+    let bh = parse_hls(&b_final);
+    for seg in &eh.segments {
+        assert!(seg.1.starts_with(&format!("seg-{}.", seg.0)), "{e_final}");
+    }
+    let cuts: Vec<u64> = eh.segments.iter().filter(|s| s.4).map(|s| s.0).collect();
+    assert_eq!(
+        cuts,
+        vec![bh.media_sequence],
+        "one discontinuity, where B starts:\n{e_final}"
+    );
+    assert!(
+        eh.media_sequence < before.media_sequence + before.segments.len() as u64,
+        "A's segments stay listed"
+    );
+    // B's segments are listed alike on both, and are the same bytes.
+    let b_tail = &eh.segments[eh.segments.len() - bh.segments.len()..];
+    assert_eq!(b_tail, &bh.segments[..], "B's entries on the edge");
+    for seg in &bh.segments {
+        let (_, _, x) = get(&format!("{bu}/{}", path(&seg.1))).await;
+        let (_, _, y) = get(&format!("{e}/{}", path(&seg.1))).await;
+        assert!(!x.is_empty() && x == y, "{}", seg.1);
+    }
+    // Every segment the edge lists is served, and ffmpeg plays them all.
+    for p in &playlists {
+        let (_, list) = text(&format!("{e}/{}", path(p))).await;
+        let dir = p
+            .rsplit_once('/')
+            .map_or(String::new(), |(d, _)| format!("{d}/"));
+        for uri in uris(&list) {
+            if uri.ends_with(".m3u8") {
+                continue;
+            }
+            let (status, _, body) = get(&format!("{e}/{}", path(&format!("{dir}{uri}")))).await;
+            assert!(status == 200 && !body.is_empty(), "{uri}: {status}");
+        }
+    }
+    let listed: f64 = eh
+        .segments
+        .iter()
+        .map(|s| s.2.trim_end_matches(',').parse::<f64>().unwrap())
+        .sum();
+    // Every frame the segments hold decodes, in every playlist, across the
+    // discontinuity (B-frame streams list a little less time than their
+    // frames at a stream start: decoding ramps up).
+    for p in &playlists[..] {
+        if p.starts_with("master") {
+            continue;
+        }
+        let url = format!("{e}/{}", path(p));
+        let packets: u64 = av::probe_async(url.clone()).await.iter().map(|s| s.2).sum();
+        let (frames, errors) = tokio::task::spawn_blocking(move || ffmpeg_every_frame(&url))
+            .await
+            .unwrap();
+        assert!(errors.is_empty(), "{p}: {errors}");
+        assert_eq!(
+            frames as u64, packets,
+            "{p}: frames decoded, of those listed"
+        );
+        if *p == "index.m3u8" {
+            assert!(
+                frames as f64 > listed * 30.0 * 0.95,
+                "ffmpeg decoded {frames} frames, {listed} s listed"
+            );
+        }
+    }
+    if av {
+        // Both tracks, all the way through, across the discontinuity.
+        let streams = av::probe_async(format!("{e}/{}", path("master.m3u8"))).await;
+        let audio = streams.iter().find(|s| s.0 == "audio");
+        let video = streams.iter().find(|s| s.0 == "video");
+        let (Some(audio), Some(video)) = (audio, video) else {
+            panic!("{streams:?}");
+        };
+        assert!(
+            audio.3 > listed - 1.5 && video.3 > listed - 1.5,
+            "{streams:?} of {listed} s"
+        );
+        let url = format!("{e}/{}", path("master.m3u8"));
+        let (_, errors) = tokio::task::spawn_blocking(move || ffmpeg_every_frame(&url))
+            .await
+            .unwrap();
+        assert!(errors.is_empty(), "{errors}");
+    }
+
+    // (Metrics are the process's: other tests' origins count here too.)
+    let (_, metrics) = text(&format!("{bu}/metrics")).await;
+    let takeovers = metrics.lines().find_map(|l| {
+        l.strip_prefix("liveslice_cluster_takeovers_total ")?
+            .parse::<u64>()
+            .ok()
+    });
+    assert!(takeovers.is_some_and(|n| n >= 1), "{metrics}");
+    edge2.shutdown().await;
+    edge.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Two publishers of one session on two origins (the first origin is still
+/// alive, its publisher too): the newer one takes the session over, and the
+/// old origin's lease renewal (a compare-and-set) finds the lease moved and
+/// stops replicating, rather than taking the session back: the edge stays
+/// on the new owner's copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_lost_a_session_to_another_does_not_take_it_back() {
+    let Some(nats) = Nats::start("cluster takeover") else {
+        return;
+    };
+    let a = start(origin_config(&nats, "origin-a")).await;
+    let b = start(origin_config(&nats, "origin-b")).await;
+    let edge = start(edge_config(&nats, "edge-1")).await;
+    let (au, bu) = (
+        format!("http://{}", a.http_addr),
+        format!("http://{}", b.http_addr),
+    );
+    let e = format!("http://{}", edge.http_addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let p1 = common::live::publish_live(&a, "twice", stop.clone(), true);
+    wait_for_text(
+        &format!("{au}/live/twice/index.m3u8"),
+        "#EXTINF",
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_until_equal(&au, &e, "live/twice/index.m3u8", Duration::from_secs(20)).await;
+
+    let p2 = common::live::publish_live(&b, "twice", stop.clone(), true);
+    wait_for_text(
+        &format!("{bu}/live/twice/index.m3u8"),
+        "#EXTINF",
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_until_tails_equal(&bu, &e, "live/twice/index.m3u8", Duration::from_secs(20)).await;
+    // Past two of A's renewals: the edge is still on B's copy.
+    tokio::time::sleep(super_renewals()).await;
+    wait_until_tails_equal(&bu, &e, "live/twice/index.m3u8", Duration::from_secs(2)).await;
+    // Still the session that went on from A's copy to B's (a copy of A's
+    // made afresh would have no discontinuity).
+    let (_, at_edge) = text(&format!("{e}/live/twice/index.m3u8")).await;
+    assert_eq!(
+        at_edge.matches("#EXT-X-DISCONTINUITY\n").count(),
+        1,
+        "{at_edge}"
+    );
+    let (_, metrics) = text(&format!("{au}/metrics")).await;
+    let counted = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        counted("liveslice_cluster_taken_over_total ") >= 1,
+        "{metrics}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    p1.await.unwrap();
+    p2.await.unwrap();
+    edge.shutdown().await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+/// Longer than two lease renewals.
+fn super_renewals() -> Duration {
+    liveslice_server::cluster::LEASE_RENEW * 2 + Duration::from_millis(500)
+}
+
 /// An origin killed (SIGKILL: no end message, no final lease) stops
 /// renewing its leases; once they expire the edges end its sessions, with
 /// final playlists, instead of serving them as live forever.
@@ -451,34 +929,7 @@ async fn an_edge_ends_the_sessions_of_a_killed_origin_when_their_lease_expires()
     let Some(nats) = Nats::start("cluster replication") else {
         return;
     };
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_liveslice-server"))
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--demo",
-            "demo",
-            "--node-id",
-            "origin-doomed",
-            "--cluster",
-        ])
-        .arg(nats.url())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("liveslice-server starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    // "liveslice-server: gRPC on 127.0.0.1:P, HTTP on http://127.0.0.1:Q/"
-    let first = lines.next().expect("a first line").expect("text");
-    let o = first
-        .split("HTTP on ")
-        .nth(1)
-        .expect("the HTTP address")
-        .trim_end_matches('/')
-        .to_string();
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, _, o) = origin_process(&nats, "origin-doomed", &["--demo", "demo"]);
     let edge = start(edge_config(&nats, "edge-1")).await;
     let e = format!("http://{}", edge.http_addr);
     wait_for_text(

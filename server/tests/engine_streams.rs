@@ -501,3 +501,123 @@ fn a_resolution_change_starts_a_new_config_and_segment() {
     assert_eq!(segs[1].config_id, 1);
     assert!(segs[1].discontinuity);
 }
+
+/// A pipeline that continues another node's session (cluster failover)
+/// numbers its segments, parts and frames on from the resume point, after
+/// one discontinuity, on the old timeline (same availability start, the
+/// first frame at the wall clock's place or after the old end), and its
+/// manifests open the next DASH period and state the media and
+/// discontinuity sequences the old copy's would have.
+#[test]
+fn a_resumed_pipeline_continues_the_numbering_after_one_discontinuity() {
+    use liveslice_server::engine::ResumePoint;
+    let start_ms = 1_700_000_000_000u64;
+    // The old copy reached segment 40 (disc. sequence 2), part 170, frame
+    // 1200, 100 s of timeline; the new publisher arrives 103 s after start.
+    let point = ResumePoint {
+        availability_start_ms: start_ms,
+        next_segment: 41,
+        discontinuity_sequence: 2,
+        next_part: 171,
+        next_frame: 1201,
+        next_audio_frame: 0,
+        next_config_id: 3,
+        min_start: 100 * 90_000,
+        next_period_id: 4,
+        all_independent: true,
+    };
+    let now = (start_ms + 103_000) * 1_000_000;
+    let mut p = SessionPipeline::resume(PipelineOptions::default(), point.clone());
+    let mut events = Vec::new();
+    p.push(
+        Bytes::from(testdata("baseline_30.h264")),
+        None,
+        now,
+        false,
+        &mut events,
+    );
+    p.finish(now, &mut events);
+    let (mut frames, mut parts, mut segments) = (Vec::new(), Vec::new(), Vec::new());
+    for e in events {
+        match e {
+            Event::Frame(f) => frames.push(f),
+            Event::Part(x) => parts.push(x),
+            Event::Segment(s) => segments.push(s.record.clone()),
+            _ => {}
+        }
+    }
+    assert_eq!(p.availability_start_ms(), Some(start_ms));
+    assert_eq!(frames[0].index, 1201);
+    assert_eq!(frames[0].config_id, 3);
+    assert!(frames.windows(2).all(|w| w[1].index == w[0].index + 1));
+    // The wall clock is 103 s into the session: later than the old end.
+    assert_eq!(frames[0].dts, 103 * 90_000);
+    assert_eq!(parts[0].number, 171);
+    assert_eq!(parts[0].segment, 41);
+    let first = &segments[0];
+    assert_eq!(first.sequence, 41);
+    assert!(first.discontinuity);
+    assert_eq!(first.discontinuity_sequence, 3);
+    assert_eq!(first.program_date_time_ms, start_ms + 103_000);
+    assert!(segments[1..]
+        .iter()
+        .all(|s| !s.discontinuity && s.discontinuity_sequence == 3));
+    let m = p.manifests().unwrap();
+    let hls = m.hls_cmaf().render();
+    assert!(hls.contains("#EXT-X-MEDIA-SEQUENCE:41\n"), "{hls}");
+    assert!(hls.contains("#EXT-X-DISCONTINUITY-SEQUENCE:2\n"), "{hls}");
+    assert!(hls.contains("#EXT-X-DISCONTINUITY\n"), "{hls}");
+    let mpd = m.dash(start_ms + 110_000).render();
+    assert!(mpd.contains("<Period id=\"4\""), "{mpd}");
+
+    // With B-frames (decode ahead of presentation): decoding starts at the
+    // resume point too, and every segment is as long as its frames.
+    let mut p = SessionPipeline::resume(PipelineOptions::default(), point.clone());
+    let mut events = Vec::new();
+    p.push(
+        Bytes::from(testdata("high_bframes_30.h264")),
+        None,
+        now,
+        false,
+        &mut events,
+    );
+    p.finish(now, &mut events);
+    let frames: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Frame(f) => Some(f.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames[0].dts, 103 * 90_000);
+    assert!(frames.iter().all(|f| f.pts >= f.dts));
+    assert!(frames.windows(2).all(|w| w[1].dts > w[0].dts));
+    for e in &events {
+        if let Event::Segment(s) = e {
+            let r = &s.record;
+            assert!(r.start >= 103 * 90_000, "{r:?}");
+            assert!(
+                r.duration <= u64::from(r.frame_count) * 3000 + 3000,
+                "{r:?}"
+            );
+        }
+    }
+
+    // A wall clock behind the old end (a skewed clock): the timeline still
+    // moves forward from the old end.
+    let mut p = SessionPipeline::resume(PipelineOptions::default(), point);
+    let mut events = Vec::new();
+    let early = (start_ms + 50_000) * 1_000_000;
+    p.push(
+        Bytes::from(testdata("baseline_30.h264")),
+        None,
+        early,
+        false,
+        &mut events,
+    );
+    let first = events.iter().find_map(|e| match e {
+        Event::Frame(f) => Some(f.dts),
+        _ => None,
+    });
+    assert_eq!(first, Some(100 * 90_000));
+}

@@ -184,7 +184,7 @@ pub(super) struct AudioSide {
     /// The audio fell behind by more than [`AUDIO_WAIT`]: cuts close with
     /// silence at once until a frame comes.
     stalled: bool,
-    next_index: u64,
+    pub(super) next_index: u64,
     /// Where the audio assigned so far ends (samples, presentation).
     assigned_end: u64,
     /// Audio-only: capture time `c0` is at `t0` (90 kHz).

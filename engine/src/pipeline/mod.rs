@@ -214,6 +214,48 @@ pub struct SessionPipeline {
     splits: Vec<Split>,
     aus: Vec<AccessUnit>,
     notes: Vec<AssemblerNote>,
+    /// Where this session continues another node's (see
+    /// [`SessionPipeline::resume`]), until its timeline starts.
+    resume: Option<ResumePoint>,
+    /// Index of the first frame (0, or where a resumed session goes on).
+    first_frame_index: u64,
+}
+
+/// Where a session continued on another node picks up (a publisher that
+/// failed over to another origin of a cluster): the numbering, timeline
+/// and manifest state the old owner's copy reached, so every segment,
+/// part and frame number goes on from there after one discontinuity (RFC
+/// 8216 4.4.3.3; a new DASH period, ISO/IEC 23009-1 5.3.2).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// Wall clock (Unix ms) of timeline time 0: the session's, kept.
+    pub availability_start_ms: u64,
+    /// Media sequence number of the first segment.
+    pub next_segment: u64,
+    /// Discontinuity sequence of the old copy's last segment (the first
+    /// new segment is in the next one).
+    pub discontinuity_sequence: u64,
+    /// Number of the first part.
+    pub next_part: u64,
+    /// Index of the first frame.
+    pub next_frame: u64,
+    /// Index of the first audio frame (the old copy's audio frames and
+    /// silence were numbered below it).
+    pub next_audio_frame: u64,
+    /// Id of the first codec config: above every id the old copy used, so
+    /// an init segment's name never stands for two configs.
+    pub next_config_id: u32,
+    /// Earliest decode time of the first frame, 90 kHz: the old stream's
+    /// end. The first frame goes at the later of this and the wall clock's
+    /// place on the timeline, so the timeline stays on the wall clock (the
+    /// outage is a gap after the discontinuity, not a shift of everything
+    /// after it).
+    pub min_start: u64,
+    /// Id of the DASH period the first segment opens.
+    pub next_period_id: u64,
+    /// Every segment of the old copy was independent
+    /// (`EXT-X-INDEPENDENT-SEGMENTS` may still be stated).
+    pub all_independent: bool,
 }
 
 const MAX_CAPTURE_MARKS: usize = 4096;
@@ -246,8 +288,25 @@ impl SessionPipeline {
             splits: Vec::new(),
             aus: Vec::new(),
             notes: Vec::new(),
+            resume: None,
+            first_frame_index: 0,
             opts,
         }
+    }
+
+    /// A pipeline that continues a session another node ran (see
+    /// [`ResumePoint`]): its first segment, part and frame take the next
+    /// numbers, follow a discontinuity, and sit on the old timeline (same
+    /// availability start); an audio track goes on on the same timeline,
+    /// its frames numbered on. Not for an audio-only session (its timeline
+    /// starts with its first audio frame, not from a resume point).
+    pub fn resume(opts: PipelineOptions, point: ResumePoint) -> Self {
+        let mut p = Self::new(opts);
+        p.first_frame_index = point.next_frame;
+        p.next_config_id = point.next_config_id;
+        p.audio.next_index = point.next_audio_frame;
+        p.resume = Some(point);
+        p
     }
 
     pub fn options(&self) -> &PipelineOptions {
@@ -705,7 +764,7 @@ impl SessionPipeline {
         let (data, nals) = au.annexb(&prefix);
         self.place_frame(
             Frame {
-                index: self.stats.frames,
+                index: self.first_frame_index + self.stats.frames,
                 data,
                 nals,
                 pts: times.pts,
@@ -829,7 +888,7 @@ impl SessionPipeline {
         });
         self.place_frame(
             Frame {
-                index: self.stats.frames,
+                index: self.first_frame_index + self.stats.frames,
                 data,
                 nals,
                 pts: times.pts,
@@ -922,14 +981,22 @@ impl SessionPipeline {
         match self.aligner.as_mut() {
             Some(a) => a.set_rate(rate),
             None => {
-                self.aligner = Some(PtsAligner::new(rate, reorder, self.opts.timing));
-                // Timeline time 0 is the first frame's decode time, now.
+                let mut aligner = PtsAligner::new(rate, reorder, self.opts.timing);
+                // Timeline time 0 is the first frame's decode time, now
+                // (a resumed session's: its old start; the first frame goes
+                // where the wall clock is on that timeline, or after the old
+                // stream's end).
+                let mut start_ms = now_ns / 1_000_000;
+                if let Some(r) = &self.resume {
+                    let elapsed = start_ms.saturating_sub(r.availability_start_ms);
+                    let dts = elapsed.saturating_mul(TIMESCALE / 1000).max(r.min_start);
+                    aligner.start_at(dts);
+                    start_ms = r.availability_start_ms;
+                }
+                self.aligner = Some(aligner);
                 // One frame period at the starting rate, rounded up.
                 let frame_ms = (1000 * u64::from(rate.den)).div_ceil(u64::from(rate.num.max(1)));
-                self.start_timeline(
-                    now_ns / 1_000_000,
-                    u32::try_from(frame_ms).unwrap_or(u32::MAX),
-                );
+                self.start_timeline(start_ms, u32::try_from(frame_ms).unwrap_or(u32::MAX));
             }
         }
     }
@@ -944,7 +1011,20 @@ impl SessionPipeline {
         seg_opts.max_duration = u64::from(max_segment_ms) * TIMESCALE / 1000;
         seg_opts.max_bytes = self.opts.segment_bytes_limit() as u64;
         seg_opts.part_target = u64::from(self.opts.effective_part_target_ms()) * TIMESCALE / 1000;
-        self.segmenter = Some(Segmenter::new(seg_opts, start_ms));
+        self.segmenter = Some(match self.resume.take() {
+            Some(r) => {
+                let s = Segmenter::resume(
+                    seg_opts,
+                    start_ms,
+                    r.next_segment,
+                    r.discontinuity_sequence,
+                    r.next_part,
+                );
+                self.resume = Some(r);
+                s
+            }
+            None => Segmenter::new(seg_opts, start_ms),
+        });
         self.manifests = Some(Manifests::new(
             PlaylistOptions {
                 target_segment_ms: self.opts.segment_target_ms,
@@ -961,6 +1041,9 @@ impl SessionPipeline {
             },
             start_ms,
         ));
+        if let (Some(r), Some(m)) = (self.resume.take(), self.manifests.as_mut()) {
+            m.resume_after(r.next_period_id, r.all_independent);
+        }
     }
 
     /// The video config a closed segment uses: when it closed because new

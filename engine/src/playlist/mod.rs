@@ -289,6 +289,20 @@ impl Manifests {
         }
     }
 
+    /// These manifests continue another copy's stream after a discontinuity
+    /// (a session continued on another node): the first segment pushed
+    /// opens DASH period `next_period_id`, and `EXT-X-INDEPENDENT-SEGMENTS`
+    /// holds only if it held for the other copy (`all_independent`). Only
+    /// before the first segment.
+    pub fn resume_after(&mut self, next_period_id: u64, all_independent: bool) {
+        if self.window.is_empty() && self.periods.is_empty() {
+            self.next_period_id = next_period_id;
+            self.all_independent = all_independent;
+            self.first_period = None;
+            self.open_discontinuity = true;
+        }
+    }
+
     /// Window length actually used: a window of 0 would leave nothing to
     /// play (and no previous segment to compare configs with), so it is 1.
     fn window_len(&self) -> usize {

@@ -30,6 +30,9 @@ pub struct Edge {
 /// A session being read.
 struct Follower {
     subject: String,
+    /// Tells its task to go on with another subject (a takeover: the
+    /// subject, and the last message of the old one to read first).
+    switch: tokio::sync::mpsc::Sender<(String, u64)>,
     session: Arc<Session>,
     task: JoinHandle<()>,
     /// Its items cannot be trusted any more (a gap): not served.
@@ -122,9 +125,21 @@ impl Edge {
             }
         };
         let mut followers = self.followers();
-        if let Some(f) = followers.get(&id) {
+        if let Some(f) = followers.get_mut(&id) {
             if f.subject == lease.subject {
                 return;
+            }
+            // Another origin took the session over (its publisher failed
+            // over): the same session goes on from the new subject, after
+            // the old one is read up to where the new owner went on.
+            if let (Some(old), Some(after)) = (&lease.continues, lease.resume_after) {
+                if *old == f.subject && !lease.ended && !f.task.is_finished() {
+                    tracing::info!(session_id = %id, owner = %lease.owner, subject = %lease.subject, "the session moved to another origin: following it there");
+                    if f.switch.try_send((lease.subject.clone(), after)).is_ok() {
+                        f.subject = lease.subject;
+                        return;
+                    }
+                }
             }
             // Another instance of the session (a new publisher on some
             // origin): the old one is over.
@@ -148,6 +163,7 @@ impl Edge {
         };
         session.set_readable(self.up.load(Ordering::Relaxed));
         let broken = Arc::new(AtomicBool::new(false));
+        let (switch, switches) = tokio::sync::mpsc::channel(4);
         let task = tokio::spawn(tracing::Instrument::instrument(
             follow(
                 self.max_item_bytes,
@@ -156,6 +172,7 @@ impl Edge {
                 session.clone(),
                 lease.subject.clone(),
                 broken.clone(),
+                switches,
             ),
             tracing::info_span!("follow", session_id = %id),
         ));
@@ -164,6 +181,7 @@ impl Edge {
             id,
             Follower {
                 subject: lease.subject,
+                switch,
                 session,
                 task,
                 broken,
@@ -195,10 +213,12 @@ impl Edge {
             let Ok(entry) = self.kv.get(session_token(&id)).await else {
                 continue;
             };
+            // A lease that continues this subject (a takeover the watch
+            // has not delivered yet) is not an expiry.
             let expired = match entry {
                 None => true,
                 Some(v) => serde_json::from_slice::<Lease>(&v)
-                    .map(|l| l.subject != subject)
+                    .map(|l| l.subject != subject && l.continues.as_deref() != Some(&subject))
                     .unwrap_or(false),
             };
             if expired {
@@ -227,14 +247,18 @@ impl Drop for AbortOnDrop {
 }
 
 /// Reads a session's subject from the start of what the stream holds,
-/// joins at the first segment start, and feeds the mirror session.
+/// joins at the first segment start, and feeds the mirror session. A
+/// switch `(subject, after)` (a takeover) makes it read the current subject
+/// up to stream sequence `after`, then the new one from its start, into
+/// the same session.
 async fn follow(
     max_item_bytes: usize,
     js: jetstream::Context,
     registry: Arc<Registry>,
     session: Arc<Session>,
-    subject: String,
+    mut subject: String,
     broken: Arc<AtomicBool>,
+    mut switches: tokio::sync::mpsc::Receiver<(String, u64)>,
 ) {
     let break_off = |why: &str| {
         tracing::error!(session_id = %session.id, why, "cluster session not served any more");
@@ -248,7 +272,9 @@ async fn follow(
     // lost the old consumer), so nothing is skipped or read twice.
     let mut last_read: Option<u64> = None;
     let mut backoff = Duration::from_millis(100);
-    loop {
+    let mut pending_switch: Option<(String, u64)> = None;
+    let mut switches_open = true;
+    'subjects: loop {
         let start = match last_read {
             None => jetstream::consumer::DeliverPolicy::All,
             Some(n) => jetstream::consumer::DeliverPolicy::ByStartSequence {
@@ -277,7 +303,27 @@ async fn follow(
             }
         };
         backoff = Duration::from_millis(100);
-        while let Some(m) = messages.next().await {
+        loop {
+            if let Some((_, after)) = &pending_switch {
+                if last_read.is_some_and(|n| n >= *after) {
+                    if let Some((next, _)) = pending_switch.take() {
+                        tracing::info!(session_id = %session.id, subject = %next, "the old owner's items read: going on with the new owner's");
+                        subject = next;
+                        last_read = None;
+                        decoder = Decoder::default();
+                        continue 'subjects;
+                    }
+                }
+            }
+            let m = tokio::select! {
+                m = messages.next() => m,
+                s = switches.recv(), if pending_switch.is_none() && switches_open => {
+                    switches_open = s.is_some();
+                    pending_switch = s;
+                    continue;
+                }
+            };
+            let Some(m) = m else { break };
             let m = match m {
                 Ok(m) => m,
                 Err(e) => {

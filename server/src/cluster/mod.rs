@@ -20,6 +20,7 @@
 
 pub mod edge;
 pub mod origin;
+pub mod takeover;
 pub mod wire;
 
 use std::time::Duration;
@@ -187,6 +188,15 @@ pub struct Lease {
     pub discontinuity_sequence: u64,
     /// The session ended.
     pub ended: bool,
+    /// The subject of the copy this one continues (a publisher that failed
+    /// over from another origin): edges read that subject up to
+    /// `resume_after`, then this one, into the same session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continues: Option<String>,
+    /// The stream sequence of the last message of `continues` the new
+    /// owner went on from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_after: Option<u64>,
     /// When the lease was last renewed (Unix ms).
     pub renewed_ms: u64,
 }

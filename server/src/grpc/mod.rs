@@ -310,9 +310,15 @@ impl SliceServiceImpl {
             pipeline,
             echo_frames: p.echo_frames,
         };
+        // A session live on another origin of the cluster (its publisher
+        // failed over to this one) continues here where that copy stopped.
+        let resume = match self.registry.replicator() {
+            Some(r) if self.registry.live(&id).is_none() => r.takeover(&id).await,
+            _ => None,
+        };
         let grant = self
             .registry
-            .publish(&id, options)
+            .publish_resumed(&id, options, resume)
             .map_err(|e| registry_status(e, &id))?;
         let session = grant.session.clone();
         tracing::info!(resumed = grant.resumed, "publisher attached");

@@ -406,18 +406,46 @@ pub fn now_unix_ns() -> u64 {
 }
 
 impl Session {
+    #[cfg(test)]
     fn new(
+        id: String,
+        options: SessionOptions,
+        max_lag_items: usize,
+        ring_max_bytes: usize,
+        recorder: Option<crate::record::SessionRecorder>,
+        replica: Option<ReplicaTx>,
+    ) -> Self {
+        Self::resumed(
+            id,
+            options,
+            max_lag_items,
+            ring_max_bytes,
+            recorder,
+            replica,
+            None,
+        )
+    }
+
+    /// [`new`](Self::new), continuing another node's copy of the session
+    /// from `resume` when given (a publisher that failed over to this
+    /// origin; see [`crate::engine::ResumePoint`]).
+    fn resumed(
         id: String,
         mut options: SessionOptions,
         max_lag_items: usize,
         ring_max_bytes: usize,
         recorder: Option<crate::record::SessionRecorder>,
         replica: Option<ReplicaTx>,
+        resume: Option<crate::engine::ResumePoint>,
     ) -> Self {
         // The engine keeps the window within the ring's budget, so the ring
         // evicts only whole segments the playlists no longer list.
         options.pipeline.max_window_bytes = ring_max_bytes;
-        let source = Source::Engine(Box::new(SessionPipeline::new(options.pipeline.clone())));
+        let pipeline = match resume {
+            Some(point) => SessionPipeline::resume(options.pipeline.clone(), point),
+            None => SessionPipeline::new(options.pipeline.clone()),
+        };
+        let source = Source::Engine(Box::new(pipeline));
         Self::with_source(id, options, max_lag_items, source, recorder, replica)
     }
 

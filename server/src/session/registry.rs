@@ -216,6 +216,11 @@ impl Registry {
         let _ = self.replicator.set(r);
     }
 
+    /// The replicator (an origin in a cluster), if any.
+    pub fn replicator(&self) -> Option<Arc<dyn Replicator>> {
+        self.replicator.get().cloned()
+    }
+
     /// Makes this registry an edge's: publishers are refused
     /// ([`RegistryError::EdgeNode`]), sessions are mirrors
     /// ([`mirror`](Self::mirror)).
@@ -279,6 +284,19 @@ impl Registry {
         id: &str,
         options: SessionOptions,
     ) -> Result<PublishGrant, RegistryError> {
+        self.publish_resumed(id, options, None)
+    }
+
+    /// [`publish`](Self::publish); a session created here continues
+    /// another node's copy from `resume` (cluster failover; the replicator's
+    /// [`Replicator::takeover`] found it). Ignored when the session exists
+    /// here.
+    pub fn publish_resumed(
+        &self,
+        id: &str,
+        options: SessionOptions,
+        resume: Option<crate::engine::ResumePoint>,
+    ) -> Result<PublishGrant, RegistryError> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(RegistryError::ShuttingDown);
         }
@@ -307,13 +325,14 @@ impl Registry {
                 held,
             });
         }
-        let session = Arc::new(Session::new(
+        let session = Arc::new(Session::resumed(
             id.to_string(),
             options,
             self.defaults.max_lag_items,
             self.defaults.ring_max_bytes,
             self.recorder.as_ref().map(|r| r.session(id)),
             self.replicator.get().and_then(|r| r.attach(id)),
+            resume,
         ));
         let (generation, resumed) = session.attach_publisher()?;
         // An ended session of the same id is replaced: its window stops being

@@ -196,7 +196,20 @@ impl ReplicaTx {
 pub trait Replicator: Send + Sync {
     /// The queue for a session being created (`None`: not replicated).
     fn attach(&self, session_id: &str) -> Option<ReplicaTx>;
+
+    /// Before a session that does not exist here is created for a
+    /// publisher: whether it is live on another node that this one takes
+    /// over (the publisher failed over), and where the new copy goes on
+    /// from. `None`: a new session. The session is then created (and
+    /// [`attach`](Self::attach) called) promptly.
+    fn takeover(&self, _session_id: &str) -> TakeoverFuture {
+        Box::pin(std::future::ready(None))
+    }
 }
+
+/// What [`Replicator::takeover`] returns.
+pub type TakeoverFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<crate::engine::ResumePoint>> + Send>>;
 
 /// Stands in for the engine in a session filled from a replica: turns the
 /// origin's items back into the engine's events and keeps the manifests

@@ -264,6 +264,9 @@ pub struct Period {
     pub start_with_sap: Option<String>,
     /// Segment number → (t, d).
     pub segments: BTreeMap<u64, (u64, u64)>,
+    /// Where the audio AdaptationSet's last segment ends, 90 kHz (a session
+    /// with audio: it may run on a little past the last video frame).
+    pub audio_end: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -319,9 +322,30 @@ pub fn parse_mpd(text: &str) -> Mpd {
                 }
             }
         }
+        let audio_end = p
+            .children()
+            .filter(|n| n.has_tag_name("AdaptationSet"))
+            .find(|n| n.attribute("contentType") == Some("audio"))
+            .and_then(|a| a.descendants().find(|n| n.has_tag_name("SegmentTemplate")))
+            .and_then(|tpl| {
+                let scale: u64 = tpl.attribute("timescale")?.parse().ok()?;
+                let mut t = 0u64;
+                let mut end = None;
+                for s in tpl.descendants().filter(|n| n.has_tag_name("S")) {
+                    if let Some(v) = s.attribute("t") {
+                        t = v.parse().ok()?;
+                    }
+                    let d: u64 = s.attribute("d")?.parse().ok()?;
+                    let r: u64 = s.attribute("r").map_or(Some(0), |v| v.parse().ok())?;
+                    t += d * (r + 1);
+                    end = Some((t * 90_000 + scale / 2) / scale.max(1));
+                }
+                end
+            });
         periods.insert(
             attr(p, "id"),
             Period {
+                audio_end,
                 start: attr(p, "start"),
                 pto: attr(tpl, "presentationTimeOffset"),
                 codecs: attr(rep, "codecs"),
@@ -421,7 +445,7 @@ pub fn check_mpd_successor(prev: &Mpd, next: &Mpd, what: &str) {
         let end_ticks = next
             .periods
             .values()
-            .flat_map(|p| p.segments.values().map(|(t, d)| t + d))
+            .flat_map(|p| p.segments.values().map(|(t, d)| t + d).chain(p.audio_end))
             .max()
             .expect("a static MPD lists segments");
         let stated = next

@@ -330,8 +330,21 @@ pub async fn raw_get(
 
 /// Decodes `input` with ffmpeg: (frames, stderr).
 pub fn ffmpeg_frames(input: &str) -> (usize, String) {
+    ffmpeg_framemd5(input, &[])
+}
+
+/// Decodes `input` with ffmpeg, every decoded frame counted (no frame-rate
+/// conversion dropping frames whose times crowd, as at a B-frame stream's
+/// start): (frames of every stream, stderr).
+pub fn ffmpeg_every_frame(input: &str) -> (usize, String) {
+    ffmpeg_framemd5(input, &["-fps_mode", "passthrough"])
+}
+
+fn ffmpeg_framemd5(input: &str, output_args: &[&str]) -> (usize, String) {
     let out = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-i", input, "-f", "framemd5", "-"])
+        .args(["-v", "error", "-i", input])
+        .args(output_args)
+        .args(["-f", "framemd5", "-"])
         .output()
         .unwrap();
     let frames = String::from_utf8_lossy(&out.stdout)
