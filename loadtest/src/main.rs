@@ -10,6 +10,7 @@ mod run;
 mod stats;
 mod stream;
 mod target;
+mod viewers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,14 +113,22 @@ struct Args {
     /// they are answered.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=5000), requires_all = ["http", "held_session"])]
     held_playlists: Option<u32>,
-    /// The session --held-playlists asks about (publish it in real time
-    /// with low-latency parts first).
+    /// The session --held-playlists and --ll-viewers ask about (publish it
+    /// in real time with low-latency parts first).
     #[arg(long, value_name = "ID")]
     held_session: Option<String>,
     /// --held-playlists as streams on K prior-knowledge HTTP/2 (h2c)
     /// connections; 0: one HTTP/1.1 connection per request.
     #[arg(long, value_name = "K", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
     held_connections: u32,
+    /// Instead of publishing: N low-latency HLS players on the live
+    /// session --held-session of the origin (or edge) at --http for
+    /// --duration, each holding a blocking reload for the next part and
+    /// then fetching it, on --held-connections HTTP/2 (h2c) connections
+    /// (at least 1); with --server-pid, the server's CPU per viewer and per
+    /// part served.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000), requires_all = ["http", "held_session"], conflicts_with = "held_playlists")]
+    ll_viewers: Option<u32>,
     /// Session ids are PREFIX-<pid>-<n>.
     #[arg(long, default_value = "loadtest", value_name = "PREFIX")]
     session_prefix: String,
@@ -249,6 +258,40 @@ async fn main() -> ExitCode {
                 if r.answered == r.requests {
                     ExitCode::SUCCESS
                 } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("liveslice-loadtest: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let (Some(n), Some(http), Some(session)) = (args.ll_viewers, &args.http, &args.held_session)
+    {
+        let run = async {
+            let uri = target::loopback_uri_for("--http", http).await?;
+            let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+            if args.duration > MAX_RUN {
+                bail!("--duration must be at most 10m");
+            }
+            viewers::run(
+                &authority,
+                session,
+                n as usize,
+                args.held_connections as usize,
+                args.duration,
+                args.server_pid,
+            )
+            .await
+        };
+        return match run.await {
+            Ok(r) => {
+                print!("{}", r.text());
+                if r.parts > 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("liveslice-loadtest: no part was served");
                     ExitCode::FAILURE
                 }
             }

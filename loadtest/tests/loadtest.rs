@@ -542,6 +542,85 @@ async fn held_playlists_are_all_answered_when_the_segment_lands() {
     s.shutdown().await;
 }
 
+/// `--ll-viewers`: low-latency HLS players on a live session (a blocking
+/// reload for each next part, then the part) get every part as it comes,
+/// and the server's CPU per viewer is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ll_viewers_follow_the_live_parts() {
+    use liveslice_server::session::SessionOptions;
+    let mut config = Config::default();
+    config.server.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.server.http_addr = "127.0.0.1:0".parse().unwrap();
+    let s = app::start(&config).await.expect("server starts");
+    let mut pipeline = config.pipeline();
+    pipeline.segment_target_ms = 1000;
+    pipeline.part_target_ms = 200;
+    let grant = s
+        .registry
+        .publish(
+            "viewed",
+            SessionOptions {
+                pipeline,
+                echo_frames: false,
+            },
+        )
+        .expect("publish");
+    let data = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/baseline_30.h264"
+    ))
+    .expect("testdata");
+    let frames = liveslice_server::engine::pipeline::frames_of(
+        bytes::Bytes::from(data),
+        liveslice_server::engine::PipelineOptions::default(),
+    );
+    // 30 frames a second, in real time (baseline_30 is 6 s: 8 s of it).
+    let publisher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(33));
+        for f in frames.iter().chain(frames.iter()).take(240) {
+            tick.tick().await;
+            let _ = grant
+                .session
+                .push(grant.generation, f.data.clone(), None, true);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let http = format!("http://{}", s.http_addr);
+    let pid = std::process::id().to_string();
+    let run = loadtest(
+        &[
+            "--ll-viewers",
+            "20",
+            "--held-session",
+            "viewed",
+            "--held-connections",
+            "2",
+            "--duration",
+            "3s",
+            "--http",
+            &http,
+            "--server-pid",
+            &pid,
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let parts: u64 = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("parts fetched: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{}", run.stdout));
+    // 3 s of 200 ms parts: about 15 each; allow for a loaded machine.
+    assert!(parts >= 20 * 8, "{}", run.stdout);
+    assert!(run.stdout.contains(", errors 0\n"), "{}", run.stdout);
+    assert!(run.stdout.contains("per viewer"), "{}", run.stdout);
+    publisher.abort();
+    s.shutdown().await;
+}
+
 /// Established TCP connections whose local end is `port` (the server's
 /// side), from /proc/net/tcp and /proc/net/tcp6.
 fn server_connections(port: u16) -> usize {

@@ -11,6 +11,10 @@
 //! plots and shows the manifests (in hls.js and dash.js mode, reading how far
 //! behind live each sits), and an unknown session gets the 404 page.
 //!
+//! And real players through a cluster failover: hls.js and dash.js play a
+//! session from an edge while its origin process is killed and the
+//! publisher fails over to a second origin (needs `nats-server` too).
+//!
 //! Needs `apt-get install -y chromium` and `npm ci --prefix browser`; fails
 //! without them (skips with `LIVESLICE_ALLOW_SKIP=1`). The two tests take
 //! turns (one Chromium at a time).
@@ -196,6 +200,50 @@ async fn web_console_in_chromium() {
     assert!(status.success(), "check-console failed: {status}");
 }
 
+/// Runs `node browser/check-latency.mjs BASE SESSION SECONDS` with
+/// `LIVESLICE_LATENCY_MODES=modes`, killed after `limit`: (exit status or
+/// None on timeout, stdout, stderr).
+fn check_latency(
+    root: &Path,
+    base: &str,
+    session: &str,
+    seconds: u64,
+    modes: &str,
+    limit: Duration,
+) -> (Option<std::process::ExitStatus>, String, String) {
+    let mut child = Command::new("node")
+        .arg(root.join("browser/check-latency.mjs"))
+        .arg(base)
+        .arg(session)
+        .arg(seconds.to_string())
+        .env("LIVESLICE_LATENCY_MODES", modes)
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    let out = drain(child.stdout.take().unwrap());
+    let err = drain(child.stderr.take().unwrap());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for node") {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (
+        status,
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}
+
 /// Low latency in real players: a session published in real time with
 /// capture times (1 s GOP, 1 s segments, 200 ms parts), played side by side
 /// by hls.js with `lowLatencyMode` and without it (the same URL) and by
@@ -234,43 +282,10 @@ async fn low_latency_players_in_chromium() {
     let publisher = common::live::publish_live(&server, "ll", stop.clone(), true);
     let base = format!("http://{}", server.http_addr);
     let limit = Duration::from_secs(seconds + 60);
-    let script = browser_dir.join("check-latency.mjs");
+    let modes =
+        std::env::var("LIVESLICE_LATENCY_MODES").unwrap_or_else(|_| "hls-ll,hls,dash-ll".into());
     let run = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new("node")
-            .arg(&script)
-            .arg(&base)
-            .arg("ll")
-            .arg(seconds.to_string())
-            .env(
-                "LIVESLICE_LATENCY_MODES",
-                std::env::var("LIVESLICE_LATENCY_MODES")
-                    .unwrap_or_else(|_| "hls-ll,hls,dash-ll".into()),
-            )
-            .current_dir(&root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run node");
-        let out = drain(child.stdout.take().unwrap());
-        let err = drain(child.stderr.take().unwrap());
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for node") {
-                break Some(status);
-            }
-            if started.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        (
-            status,
-            out.join().unwrap_or_default(),
-            err.join().unwrap_or_default(),
-        )
+        check_latency(&root, &base, "ll", seconds, &modes, limit)
     });
     let (status, stdout, stderr) = run.await.expect("browser script task");
     stop.store(true, Ordering::Relaxed);
@@ -315,6 +330,116 @@ async fn low_latency_players_in_chromium() {
         p50_dash < 2.5,
         "low-latency dash.js sits {p50_dash} s behind live"
     );
+    let status = status.unwrap_or_else(|| panic!("check-latency did not finish within {limit:?}"));
+    assert!(status.success(), "check-latency failed: {status}");
+}
+
+/// Real players through a publisher failover: hls.js (low-latency) and
+/// dash.js play a session from a cluster edge while the session's origin (a
+/// process of its own) is killed with SIGKILL and the publisher fails over
+/// to a second origin, which continues the session after one
+/// discontinuity. Both players keep playing across it: no fatal error, and
+/// never more than 8 s behind live (a player that stopped at the
+/// failover would fall 20 s behind by the end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_on_an_edge_play_through_an_origin_failover() {
+    use common::failover::{live_stream, origin_process, publish_with_failover};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let root = repo_root();
+    let missing = missing_prerequisites(&root.join("browser"));
+    if !common::require_tool(
+        "the browser test",
+        &missing.join(", "),
+        missing.is_empty(),
+        "the commands in parentheses (.ci/run runs them)",
+    ) {
+        return;
+    }
+    let Some(nats) = common::nats::Nats::start("the browser failover test") else {
+        return;
+    };
+    let _turn = ONE_AT_A_TIME.lock().await;
+    // The whole session stays listed (the playlist is checked at the end).
+    let ll = [
+        "--segment-duration",
+        "1s",
+        "--part-duration",
+        "200ms",
+        "--window",
+        "60",
+    ];
+    let (mut a, a_grpc, _) = origin_process(&nats, "browser-origin-a", &ll);
+    let cluster = |node: &str| {
+        let mut c = test_config();
+        c.cluster.cluster = Some(nats.url());
+        c.cluster.node_id = Some(node.into());
+        c.engine.segment_duration = Duration::from_secs(1);
+        c.engine.part_duration = Duration::from_millis(200);
+        c.engine.window = 60;
+        c
+    };
+    let b = start(cluster("browser-origin-b")).await;
+    let mut edge_config = cluster("browser-edge");
+    edge_config.cluster.role = liveslice_server::cluster::Role::Edge;
+    let edge = start(edge_config).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = publish_with_failover(
+        vec![a_grpc, b.grpc_addr],
+        "fo",
+        live_stream(false),
+        stop.clone(),
+    );
+    let base = format!("http://{}", edge.http_addr);
+    let url = format!("{base}/live/fo/index.m3u8");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !common::http::get(&url)
+        .await
+        .2
+        .windows(7)
+        .any(|w| w == b"#EXTINF")
+    {
+        assert!(Instant::now() < deadline, "the edge never listed a segment");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seconds = 25;
+    let limit = Duration::from_secs(seconds + 60);
+    let run = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || check_latency(&root, &base, "fo", seconds, "hls-ll,dash-ll", limit)
+    });
+    // The players start (a few seconds), play, and then the origin dies.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    a.kill().expect("SIGKILL");
+    let _ = a.wait();
+    let (status, stdout, stderr) = run.await.expect("browser script task");
+    stop.store(true, Ordering::Relaxed);
+    let failovers = publisher.await.expect("publisher");
+    let (_, _, playlist) = common::http::get(&url).await;
+    edge.shutdown().await;
+    b.shutdown().await;
+    println!("check-latency:\n{stdout}");
+    if !stderr.is_empty() {
+        println!("check-latency stderr:\n{stderr}");
+    }
+    assert_eq!(failovers, 1, "the publisher failed over once");
+    let playlist = String::from_utf8_lossy(&playlist);
+    assert_eq!(
+        playlist.matches("#EXT-X-DISCONTINUITY\n").count(),
+        1,
+        "{playlist}"
+    );
+    for mode in ["hls-ll", "dash-ll"] {
+        let r = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["mode"] == mode)
+            .unwrap_or_else(|| panic!("no result for {mode}"));
+        assert_eq!(r["ok"], true, "{mode}: {r}");
+        let max = r["max"].as_f64().unwrap_or(f64::MAX);
+        assert!(max < 8.0, "{mode} fell {max} s behind live: {r}");
+    }
     let status = status.unwrap_or_else(|| panic!("check-latency did not finish within {limit:?}"));
     assert!(status.success(), "check-latency failed: {status}");
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::failover::{live_stream, origin_process, publish_with_failover};
 use common::nats::Nats;
 use common::*;
 use liveslice_proto::v1 as pb;
@@ -108,50 +109,6 @@ async fn wait_until_same(
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(6)..].join("\n")
-}
-
-/// An origin in its own process (so a test can SIGKILL it), with `args`
-/// after the cluster flags: the child, its gRPC address and its HTTP base
-/// URL.
-fn origin_process(
-    nats: &Nats,
-    node: &str,
-    args: &[&str],
-) -> (std::process::Child, std::net::SocketAddr, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_liveslice-server"))
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--node-id",
-            node,
-            "--cluster",
-        ])
-        .arg(nats.url())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("liveslice-server starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    // "liveslice-server: gRPC on 127.0.0.1:P, HTTP on http://127.0.0.1:Q/"
-    let first = lines.next().expect("a first line").expect("text");
-    let grpc = first
-        .split("gRPC on ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("the gRPC address in {first:?}"));
-    let http = first
-        .split("HTTP on ")
-        .nth(1)
-        .expect("the HTTP address")
-        .trim_end_matches('/')
-        .to_string();
-    std::thread::spawn(move || for _ in lines {});
-    (child, grpc, http)
 }
 
 /// The URIs a playlist names: segments, parts and init segments.
@@ -505,105 +462,6 @@ async fn a_publisher_reconnect_is_the_same_discontinuity_on_the_edge() {
     origin.shutdown().await;
 }
 
-/// One live message: (track, data, media time in ns within a lap, a video
-/// keyframe).
-type LiveMessage = (pb::Track, bytes::Bytes, u64, bool);
-
-/// A stream to publish live, looping: `baseline_30` (video), or
-/// `av_48k_stereo` (video and audio), and the length of one lap, ns.
-fn live_stream(av: bool) -> (Vec<LiveMessage>, u64) {
-    use liveslice_server::engine::pipeline::{frames_of, PipelineOptions};
-    use liveslice_server::engine::TIMESCALE;
-    let name = if av { "av_48k_stereo" } else { "baseline_30" };
-    let video = frames_of(
-        bytes::Bytes::from(testdata(&format!("{name}.h264"))),
-        PipelineOptions::default(),
-    );
-    let lap = video.len() as u64 * 1_000_000_000 / 30;
-    let mut out: Vec<LiveMessage> = video
-        .iter()
-        .map(|f| {
-            let t = f.dts * 1_000_000_000 / TIMESCALE;
-            (pb::Track::Video, f.data.clone(), t, f.is_keyframe)
-        })
-        .collect();
-    if av {
-        // The AAC frames that end within the lap (1,024 samples at 48 kHz).
-        let frame_ns = 1024 * 1_000_000_000 / 48_000;
-        let aac = av::adts_frames(&testdata(&format!("{name}.aac")));
-        for (n, f) in aac.into_iter().enumerate() {
-            let t = n as u64 * frame_ns;
-            if t + frame_ns <= lap {
-                out.push((pb::Track::Audio, f, t, false));
-            }
-        }
-    }
-    out.sort_by_key(|m| m.2);
-    (out, lap)
-}
-
-/// Publishes `stream` in real time with capture times, looping, to the
-/// first of `servers` that takes it, and to the next one when its stream
-/// breaks (as `liveslice publish --server A,B` does), going on at the next
-/// video keyframe; until `stop`, then ends the stream. Returns the
-/// failovers made.
-fn publish_with_failover(
-    servers: Vec<std::net::SocketAddr>,
-    session: &'static str,
-    (stream, lap): (Vec<LiveMessage>, u64),
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<u32> {
-    tokio::spawn(async move {
-        let connect = |addr: std::net::SocketAddr| async move {
-            let mut c =
-                pb::slice_service_client::SliceServiceClient::connect(format!("http://{addr}"))
-                    .await
-                    .ok()?;
-            publish(&mut c, session, Default::default()).await.ok()
-        };
-        let mut server = 0;
-        let mut p = connect(servers[server])
-            .await
-            .expect("the first origin takes the publisher");
-        let mut failovers = 0;
-        let start = std::time::Instant::now();
-        let t0 = liveslice_server::session::now_unix_ns();
-        let (mut i, mut need_keyframe) = (0usize, false);
-        while !stop.load(Ordering::Relaxed) {
-            let (track, data, at, keyframe) = &stream[i % stream.len()];
-            let due = Duration::from_nanos((i / stream.len()) as u64 * lap + at);
-            i += 1;
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-            if need_keyframe && !keyframe {
-                continue;
-            }
-            need_keyframe = false;
-            let msg = pb::SliceRequest {
-                data: data.clone(),
-                track: *track as i32,
-                capture_time_ns: Some(t0 + due.as_nanos() as u64),
-                end_of_access_unit: *track == pb::Track::Video,
-                ..Default::default()
-            };
-            if p.tx.send(msg).await.is_err() {
-                // The origin is gone: the next one, from a keyframe.
-                server += 1;
-                assert!(server < servers.len(), "no origin left to fail over to");
-                p = connect(servers[server])
-                    .await
-                    .expect("the next origin takes the publisher");
-                failovers += 1;
-                need_keyframe = true;
-            }
-        }
-        p.end().await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        failovers
-    })
-}
-
 /// Publisher failover across origins: origin A (its own process) is killed
 /// with SIGKILL mid-stream; the publisher goes on to origin B, which takes
 /// the session over and continues its numbering after one discontinuity
@@ -848,6 +706,73 @@ async fn failover(id: &'static str, av: bool) {
     edge2.shutdown().await;
     edge.shutdown().await;
     b.shutdown().await;
+}
+
+/// Follows `base`'s low-latency playlist of `id` as a player does for
+/// `secs` seconds (a blocking reload for each next part): (parts seen,
+/// reloads answered without the part asked for because its segment ended
+/// before it).
+async fn follow_parts(base: &str, id: &str, secs: u64) -> (u32, u32) {
+    use common::history::parse_hls;
+    let url = format!("{base}/live/{id}/index.m3u8");
+    let h = parse_hls(&wait_for_text(&url, "#EXT-X-PART:", Duration::from_secs(10)).await);
+    let mut msn = h.open_segment();
+    let mut part = h.parts.get(&msn).map_or(0, Vec::len);
+    let (mut parts, mut wasted) = (0, 0);
+    let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < until {
+        let (status, body) = text(&format!("{url}?_HLS_msn={msn}&_HLS_part={part}")).await;
+        assert_eq!(status, 200, "{body}");
+        let h = parse_hls(&body);
+        if h.parts.get(&msn).is_some_and(|p| p.len() > part) {
+            parts += 1;
+            part += 1;
+        } else {
+            wasted += 1;
+        }
+        // A segment listed complete: the next one's parts.
+        if msn < h.open_segment() && part >= h.parts.get(&msn).map_or(0, Vec::len) {
+            (msn, part) = (msn + 1, 0);
+        }
+    }
+    (parts, wasted)
+}
+
+/// An edge lists a segment complete in the same playlist version as its
+/// last part, as the origin does: a player that follows part by part never
+/// asks for a part after the last one (its origin marks a segment's last
+/// part; the edge applies it with the segment's record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_lists_a_segment_complete_with_its_last_part() {
+    let Some(nats) = Nats::start("cluster replication") else {
+        return;
+    };
+    let mut oc = origin_config(&nats, "origin-parts");
+    oc.engine.segment_duration = Duration::from_secs(1);
+    oc.engine.part_duration = Duration::from_millis(200);
+    let origin = start(oc).await;
+    let edge = start(edge_config(&nats, "edge-parts")).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = common::live::publish_live(&origin, "parts", stop.clone(), true);
+    let (o, e) = (
+        format!("http://{}", origin.http_addr),
+        format!("http://{}", edge.http_addr),
+    );
+    let ((op, ow), (ep, ew)) =
+        tokio::join!(follow_parts(&o, "parts", 5), follow_parts(&e, "parts", 5));
+    stop.store(true, Ordering::Relaxed);
+    publisher.await.unwrap();
+    assert!(
+        op >= 15 && ep >= 15,
+        "parts followed: origin {op}, edge {ep}"
+    );
+    assert_eq!(ow, 0, "the origin answered {ow} reloads without their part");
+    assert_eq!(
+        ew, 0,
+        "the edge answered {ew} reloads without their part (of {ep} parts)"
+    );
+    edge.shutdown().await;
+    origin.shutdown().await;
 }
 
 /// Two publishers of one session on two origins (the first origin is still

@@ -267,6 +267,9 @@ async fn follow(
     };
     let mut decoder = Decoder::default();
     let mut joined = false;
+    // A segment's last part, until the segment's record (the next message)
+    // comes: both are applied at once.
+    let mut held: Option<ReplicaItem> = None;
     // The stream sequence of the last message read: after an outage the
     // consumer is made again from the one after it (the server may have
     // lost the old consumer), so nothing is skipped or read twice.
@@ -307,6 +310,11 @@ async fn follow(
             if let Some((_, after)) = &pending_switch {
                 if last_read.is_some_and(|n| n >= *after) {
                     if let Some((next, _)) = pending_switch.take() {
+                        // (A last part whose record never came: the new
+                        // owner closes its segment from the parts.)
+                        if let Some(part) = held.take() {
+                            session.apply_replica(vec![part]);
+                        }
                         tracing::info!(session_id = %session.id, subject = %next, "the old owner's items read: going on with the new owner's");
                         subject = next;
                         last_read = None;
@@ -339,7 +347,7 @@ async fn follow(
                 session: &session,
                 max_item_bytes,
             };
-            match reader.read(&mut decoder, &mut joined, &m.payload) {
+            match reader.read(&mut decoder, &mut joined, &mut held, &m.payload) {
                 Flow::Go => {}
                 Flow::Stop => return,
                 Flow::Broken(why) => {
@@ -369,8 +377,15 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    /// Reads one message of the session's subject.
-    fn read(&self, decoder: &mut Decoder, joined: &mut bool, payload: &[u8]) -> Flow {
+    /// Reads one message of the session's subject; `held`: a segment's
+    /// last part waiting for the segment's record.
+    fn read(
+        &self,
+        decoder: &mut Decoder,
+        joined: &mut bool,
+        held: &mut Option<ReplicaItem>,
+        payload: &[u8],
+    ) -> Flow {
         let (registry, session) = (self.registry, self.session);
         ::metrics::counter!(crate::metrics::CLUSTER_RECEIVED).increment(1);
         let joined_now = *joined;
@@ -406,10 +421,20 @@ impl Reader<'_> {
                 Flow::Broken(format!("the origin lost {lost} items"))
             }
             Ok(Received::Gap(_)) => Flow::Go,
-            Ok(Received::Item(_)) if !joined_now => Flow::Go,
+            Ok(Received::Item(_) | Received::ClosingPart(_)) if !joined_now => Flow::Go,
+            Ok(Received::ClosingPart(part)) => {
+                if let Some(earlier) = held.replace(ReplicaItem::Part(part)) {
+                    session.apply_replica(vec![earlier]);
+                }
+                Flow::Go
+            }
             Ok(Received::Item(item)) => {
                 let end = matches!(item, ReplicaItem::End);
-                session.apply_replica(vec![item]);
+                let items = match held.take() {
+                    Some(part) => vec![part, item],
+                    None => vec![item],
+                };
+                session.apply_replica(items);
                 if end {
                     registry.end(
                         session,

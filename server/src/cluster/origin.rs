@@ -212,7 +212,7 @@ impl Replicator for Origin {
         })
     }
 
-    fn attach(&self, session_id: &str) -> Option<ReplicaTx> {
+    fn attach(&self, session_id: &str, resumed: bool) -> Option<ReplicaTx> {
         let (tx, rx) = ReplicaTx::channel(self.queue);
         // A new subject per session instance: a later session of the same
         // id never mixes with this one's items.
@@ -225,7 +225,8 @@ impl Replicator for Origin {
             .takeovers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(session_id);
+            .remove(session_id)
+            .filter(|_| resumed);
         let task = Publisher {
             takeover,
             revision: None,
@@ -292,8 +293,23 @@ impl Publisher {
             tokio::select! {
                 item = rx.recv() => {
                     let Some((n, item)) = item else { break };
-                    let end = matches!(item, ReplicaItem::End);
-                    self.item(n, item).await;
+                    // A part and the record of the segment it ends are
+                    // queued together: marked, an edge applies them at once.
+                    let next = match &item {
+                        ReplicaItem::Part(_) => rx.try_recv().ok(),
+                        _ => None,
+                    };
+                    let closes = matches!(
+                        (&item, &next),
+                        (ReplicaItem::Part(p), Some((_, ReplicaItem::Segment(s))))
+                            if s.record.sequence == p.segment
+                    );
+                    let mut end = false;
+                    for (n, item) in std::iter::once((n, item)).chain(next) {
+                        end |= matches!(item, ReplicaItem::End);
+                        let closing = closes && matches!(item, ReplicaItem::Part(_));
+                        self.item(n, item, closing).await;
+                    }
                     if end {
                         break;
                     }
@@ -308,7 +324,9 @@ impl Publisher {
         tracing::debug!(session_id = %self.session_id, "replication finished");
     }
 
-    async fn item(&mut self, n: u64, item: ReplicaItem) {
+    /// Publishes one item; `closes_segment`: it is a part and the next
+    /// item is the record of the segment it ends.
+    async fn item(&mut self, n: u64, item: ReplicaItem, closes_segment: bool) {
         if self.lost {
             return;
         }
@@ -398,7 +416,10 @@ impl Publisher {
             | ReplicaItem::End
             | ReplicaItem::TsContinuity { .. } => {}
         }
-        if let Some(body) = wire::body_of(&item) {
+        if let Some(mut body) = wire::body_of(&item) {
+            if let Body::Part(p) = &mut body {
+                p.closes_segment = closes_segment;
+            }
             self.publish(body).await;
         }
     }

@@ -58,6 +58,7 @@ impl Tail {
     pub fn receive(&mut self, received: Received) {
         match received {
             Received::Sync(c) => self.apply(ReplicaItem::Config(c)),
+            Received::ClosingPart(p) => self.apply(ReplicaItem::Part(p)),
             // An audio-only session (not continued: see `resume`).
             Received::AudioSync(_) => self.audio_only = true,
             Received::Gap(_) => {}

@@ -356,6 +356,11 @@ pub struct WirePart {
     pub composition_shift: u32,
     #[prost(message, optional, tag = "12")]
     pub audio: Option<WireAudioSpan>,
+    /// The next message is the record of the segment this part ends: a
+    /// reader applies both at once (as the origin did), so its playlists
+    /// never list a segment's last part with the segment still open.
+    #[prost(bool, tag = "13")]
+    pub closes_segment: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -534,6 +539,7 @@ impl From<&PartRecord> for WirePart {
             config_id: p.config_id,
             composition_shift: p.composition_shift,
             audio: p.audio.as_ref().map(Into::into),
+            closes_segment: false,
         }
     }
 }
@@ -640,6 +646,8 @@ pub fn body_of(item: &ReplicaItem) -> Option<Body> {
 #[derive(Debug)]
 pub enum Received {
     Item(ReplicaItem),
+    /// A part whose segment's record comes next (apply them together).
+    ClosingPart(Arc<PartRecord>),
     /// A segment starts next, its frames with this config.
     Sync(Arc<CodecConfig>),
     /// An audio-only segment starts next, its frames in this format.
@@ -666,6 +674,9 @@ pub fn received(body: Body) -> Result<Received, WireError> {
     Ok(Received::Item(match body {
         Body::Config(c) => ReplicaItem::Config(Arc::new(c.into())),
         Body::Frame(f) => ReplicaItem::Frame(Arc::new(f.into())),
+        Body::Part(p) if p.closes_segment => {
+            return Ok(Received::ClosingPart(Arc::new(p.into())));
+        }
         Body::Part(p) => ReplicaItem::Part(Arc::new(p.into())),
         Body::Segment(s) => {
             let record = s.record();

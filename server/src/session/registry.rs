@@ -331,7 +331,9 @@ impl Registry {
             self.defaults.max_lag_items,
             self.defaults.ring_max_bytes,
             self.recorder.as_ref().map(|r| r.session(id)),
-            self.replicator.get().and_then(|r| r.attach(id)),
+            self.replicator
+                .get()
+                .and_then(|r| r.attach(id, resume.is_some())),
             resume,
         ));
         let (generation, resumed) = session.attach_publisher()?;

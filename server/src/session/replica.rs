@@ -194,8 +194,11 @@ impl ReplicaTx {
 
 /// Makes the replication queue of each new session an origin creates.
 pub trait Replicator: Send + Sync {
-    /// The queue for a session being created (`None`: not replicated).
-    fn attach(&self, session_id: &str) -> Option<ReplicaTx>;
+    /// The queue for a session being created (`None`: not replicated);
+    /// `resumed`: it goes on from the [`takeover`](Self::takeover) just
+    /// found (otherwise whatever that found is forgotten: the session
+    /// existed here by then, or it starts over).
+    fn attach(&self, session_id: &str, resumed: bool) -> Option<ReplicaTx>;
 
     /// Before a session that does not exist here is created for a
     /// publisher: whether it is live on another node that this one takes

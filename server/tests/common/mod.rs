@@ -5,6 +5,7 @@
 mod require_tool;
 pub use require_tool::*;
 pub mod av;
+pub mod failover;
 pub mod history;
 pub mod http;
 pub mod live;
