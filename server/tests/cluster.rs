@@ -625,13 +625,17 @@ async fn failover(id: &'static str, av: bool) {
         eh.media_sequence < before.media_sequence + before.segments.len() as u64,
         "A's segments stay listed"
     );
-    // B's segments are listed alike on both, and are the same bytes.
+    // B's segments are listed alike on both, and are the same bytes (CMAF
+    // and MPEG-TS: the edge continues B's TS counters).
     let b_tail = &eh.segments[eh.segments.len() - bh.segments.len()..];
     assert_eq!(b_tail, &bh.segments[..], "B's entries on the edge");
     for seg in &bh.segments {
-        let (_, _, x) = get(&format!("{bu}/{}", path(&seg.1))).await;
-        let (_, _, y) = get(&format!("{e}/{}", path(&seg.1))).await;
-        assert!(!x.is_empty() && x == y, "{}", seg.1);
+        let ts = format!("ts/{}", seg.1.replace(".m4s", ".ts"));
+        for uri in [seg.1.clone(), ts] {
+            let (_, _, x) = get(&format!("{bu}/{}", path(&uri))).await;
+            let (_, _, y) = get(&format!("{e}/{}", path(&uri))).await;
+            assert!(!x.is_empty() && x == y, "{uri}");
+        }
     }
     // Every segment the edge lists is served, and ffmpeg plays them all.
     for p in &playlists {

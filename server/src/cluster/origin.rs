@@ -22,6 +22,7 @@ use super::takeover::Tail;
 use super::wire::{self, Body, Decoded, Decoder, Encoder};
 use super::{session_token, Lease, LEASE_RENEW, MAX_PAYLOAD, STREAM, SUBJECT_PREFIX};
 use crate::engine::frame::AudioConfig;
+use crate::engine::mux::parts::{Formats, PartMuxer};
 use crate::engine::CodecConfig;
 use crate::session::now_unix_ns;
 use crate::session::replica::{ReplicaItem, ReplicaSegment, ReplicaTx, Replicator, TakeoverFuture};
@@ -59,6 +60,8 @@ struct Takeover {
     revision: u64,
     /// The old copy's open segment, closed: the new subject's first item.
     orphan: Option<ReplicaSegment>,
+    /// The number of this copy's first part.
+    next_part: u64,
 }
 
 impl Origin {
@@ -135,6 +138,7 @@ async fn find_takeover(
         items = tail.items(),
         "taking over the session from another origin"
     );
+    let next_part = point.next_part;
     Some((
         point,
         Takeover {
@@ -142,6 +146,7 @@ async fn find_takeover(
             resume_after: last,
             revision: entry.revision,
             orphan,
+            next_part,
         },
     ))
 }
@@ -363,6 +368,17 @@ impl Publisher {
                         }
                     }
                     self.publish(Body::Discontinuity(true)).await;
+                    // This copy's MPEG-TS counters start afresh (a
+                    // discontinuity allows it): edges continue them from its
+                    // first part, so its TS bytes are theirs.
+                    let fresh = PartMuxer::new(Formats::default()).ts_continuity();
+                    let item = ReplicaItem::TsContinuity {
+                        after_part: t.next_part.saturating_sub(1),
+                        counters: fresh,
+                    };
+                    if let Some(body) = wire::body_of(&item) {
+                        self.publish(body).await;
+                    }
                 }
                 self.renew().await;
                 return;

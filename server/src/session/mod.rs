@@ -235,9 +235,12 @@ struct SessionState {
     replica_started: bool,
     /// A mirror's muxer has muxed a part (its TS counters are its own).
     muxed_any: bool,
-    /// For a mirror that has not muxed yet: the origin's TS counters after
-    /// a part, to continue at the part after it.
+    /// For a mirror that has not muxed yet, or after a discontinuity: the
+    /// origin's TS counters after a part, to continue at the part after it.
     ts_resume: Option<(u64, [u8; 4])>,
+    /// A mirror applied a discontinuity: the next TS counters it is sent
+    /// are taken (see `apply_replica`).
+    ts_restart: bool,
 }
 
 thread_local! {
@@ -483,6 +486,7 @@ impl Session {
                 replica_started: false,
                 muxed_any: false,
                 ts_resume: None,
+                ts_restart: false,
             }),
             gate: Mutex::new(()),
             segments_stored: watch::channel(0).0,
@@ -530,16 +534,25 @@ impl Session {
         }
         let now_ms = now_unix_ns() / 1_000_000;
         let mut st = st;
-        // Only the first counters after the join point count (the parts
-        // after it are muxed here from then on).
-        if !st.muxed_any && st.ts_resume.is_none() {
-            st.ts_resume = items.iter().find_map(|item| match item {
+        // The origin's TS counters after a part: the next part muxed here
+        // continues them. Only the first after the join point (the parts
+        // after it are muxed here from then on) and the first after a
+        // discontinuity (a new owner after a takeover starts its own).
+        st.ts_restart |= items
+            .iter()
+            .any(|item| matches!(item, ReplicaItem::Discontinuity));
+        if (!st.muxed_any && st.ts_resume.is_none()) || st.ts_restart {
+            let resume = items.iter().find_map(|item| match item {
                 ReplicaItem::TsContinuity {
                     after_part,
                     counters,
                 } => Some((*after_part, *counters)),
                 _ => None,
             });
+            if resume.is_some() {
+                st.ts_resume = resume;
+                st.ts_restart = false;
+            }
         }
         let _ = self.run_engine(st, |source, out| {
             if let Source::Mirror(m) = source {
@@ -884,11 +897,12 @@ impl Session {
             .part_muxer
             .take()
             .unwrap_or_else(|| PartMuxer::new(self.options.pipeline.formats));
-        // A mirror that joined mid-stream continues the origin's TS
-        // counters from the part before its first.
+        // A mirror continues the origin's TS counters from the part before
+        // the next it muxes (when it joined mid-stream, and after a
+        // takeover: elsewhere they are its own already).
         if let Some(first) = work.parts.first().map(|p| &p.record) {
             if let Some((after, counters)) = st.ts_resume.take() {
-                if !st.muxed_any && after.checked_add(1) == Some(first.number) {
+                if after.checked_add(1) == Some(first.number) {
                     muxer.set_ts_continuity(counters);
                 }
             }
