@@ -1119,3 +1119,111 @@ async fn origin_publish_rate() {
     );
     origin.shutdown().await;
 }
+
+/// BENCH.md's figure: what a viewer of an edge loses when the session's
+/// origin dies and its publisher fails over (`RUNS` times, default 5): from
+/// the SIGKILL to the new owner's first part servable on the edge (the
+/// publisher noticing, connecting to the second origin, its takeover, the
+/// next keyframe, the first part), and the hole it leaves in the timeline
+/// (the new owner's first segment's wall-clock time minus the end of the
+/// segment closed for the dead origin). 1 s GOP, 500 ms parts, killed at a
+/// different point of the GOP each run. Run with
+/// `cargo test -p liveslice-server --test cluster -- --ignored --nocapture failover_gap`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for BENCH.md, not a check"]
+async fn failover_gap() {
+    use common::history::parse_hls;
+    let Some(nats) = Nats::start("cluster failover") else {
+        return;
+    };
+    let runs: u64 = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let edge = start(edge_config(&nats, "edge-gap")).await;
+    let e = format!("http://{}", edge.http_addr);
+    let (mut to_part, mut holes) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let id: &'static str = Box::leak(format!("gap{run}").into_boxed_str());
+        let (mut a, a_grpc, _) =
+            origin_process(&nats, &format!("gap-a-{run}"), &["--window", "60"]);
+        let b = start(origin_config(&nats, &format!("gap-b-{run}"))).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let publisher = publish_with_failover(
+            vec![a_grpc, b.grpc_addr],
+            id,
+            live_stream(false),
+            stop.clone(),
+        );
+        let url = format!("{e}/live/{id}/index.m3u8");
+        wait_for_text(&url, "#EXTINF", Duration::from_secs(20)).await;
+        // Somewhere else in the GOP each run.
+        tokio::time::sleep(Duration::from_millis(2000 + 230 * run)).await;
+        a.kill().expect("SIGKILL");
+        let killed = std::time::Instant::now();
+        let _ = a.wait();
+        // The new owner's first part on the edge: listed after the
+        // discontinuity.
+        loop {
+            let (_, text) = text(&url).await;
+            if let Some((_, after)) = text.split_once("#EXT-X-DISCONTINUITY\n") {
+                if after.contains("#EXT-X-PART:") {
+                    break;
+                }
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(20),
+                "no part after the failover:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        to_part.push(killed.elapsed());
+        let text = wait_for_text(
+            &url,
+            "#EXT-X-DISCONTINUITY\n#EXT-X-MAP",
+            Duration::from_secs(10),
+        )
+        .await;
+        let text = wait_for_text(
+            &url,
+            &format!("seg-{}", parse_hls(&text).segments.len() + 1),
+            Duration::from_secs(10),
+        )
+        .await;
+        let h = parse_hls(&text);
+        let cut = h
+            .segments
+            .iter()
+            .position(|s| s.4)
+            .expect("a discontinuity");
+        let ms = |pdt: &str| {
+            // 2026-12-02T14:04:13.654Z: seconds of the day with ms.
+            let t = pdt
+                .split('T')
+                .nth(1)
+                .unwrap_or_default()
+                .trim_end_matches('Z');
+            let mut f = t.split(':').map(|v| v.parse::<f64>().unwrap_or(0.0));
+            let (hh, mm, ss) = (
+                f.next().unwrap_or(0.0),
+                f.next().unwrap_or(0.0),
+                f.next().unwrap_or(0.0),
+            );
+            ((hh * 3600.0 + mm * 60.0 + ss) * 1000.0).round() as i64
+        };
+        let before = &h.segments[cut - 1];
+        let end = ms(&before.3) + (before.2.parse::<f64>().unwrap_or(0.0) * 1000.0).round() as i64;
+        holes.push(ms(&h.segments[cut].3) - end);
+        stop.store(true, Ordering::Relaxed);
+        let _ = publisher.await;
+        b.shutdown().await;
+    }
+    edge.shutdown().await;
+    to_part.sort();
+    holes.sort();
+    println!(
+        "failover over {runs} runs: SIGKILL to the new owner's first part on the edge {:?} (sorted); \
+         hole in the timeline (ms) {:?}",
+        to_part, holes
+    );
+}
