@@ -169,7 +169,7 @@ impl Partitioner {
                 };
                 self.last_segment = Some((f.segment, index.saturating_add(1)));
                 let number = self.next_number;
-                self.next_number += 1;
+                self.next_number = self.next_number.saturating_add(1);
                 self.open.insert(OpenPart {
                     number,
                     segment: f.segment,
@@ -235,7 +235,7 @@ pub fn program_date_time_ms(
     first_capture_ns
         .map(|c| c / 1_000_000)
         .filter(|c| c.abs_diff(availability_start_ms) < DAY_MS)
-        .unwrap_or(availability_start_ms + start * 1000 / TIMESCALE)
+        .unwrap_or(availability_start_ms.saturating_add(start.saturating_mul(1000) / TIMESCALE))
 }
 
 #[derive(Debug)]
@@ -352,10 +352,10 @@ impl Segmenter {
                     || config_changed)
                     && self.next_sequence > 0;
                 if discontinuity {
-                    self.discontinuity_sequence += 1;
+                    self.discontinuity_sequence = self.discontinuity_sequence.saturating_add(1);
                 }
                 let seq = self.next_sequence;
-                self.next_sequence += 1;
+                self.next_sequence = self.next_sequence.saturating_add(1);
                 self.open.insert(OpenSegment {
                     sequence: seq,
                     start: f.dts,

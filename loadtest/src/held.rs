@@ -187,8 +187,12 @@ async fn ask_http1(http: &str, ask: &str, n: usize) -> Result<(Instant, Vec<Answ
     Ok((written, tasks))
 }
 
-/// `n` requests as streams on `k` prior-knowledge HTTP/2 connections.
-async fn ask_h2(http: &str, ask: &str, n: usize, k: usize) -> Result<(Instant, Vec<Answer>)> {
+/// `k` prior-knowledge HTTP/2 (h2c) connections to `http` (host:port),
+/// each driven by a task of its own.
+pub async fn h2_connections(
+    http: &str,
+    k: usize,
+) -> Result<Vec<h2::client::SendRequest<bytes::Bytes>>> {
     let mut senders = Vec::with_capacity(k);
     for _ in 0..k {
         let tcp = TcpStream::connect(http)
@@ -204,6 +208,12 @@ async fn ask_h2(http: &str, ask: &str, n: usize, k: usize) -> Result<(Instant, V
         });
         senders.push(send);
     }
+    Ok(senders)
+}
+
+/// `n` requests as streams on `k` prior-knowledge HTTP/2 connections.
+async fn ask_h2(http: &str, ask: &str, n: usize, k: usize) -> Result<(Instant, Vec<Answer>)> {
+    let senders = h2_connections(http, k).await?;
     let uri = format!("http://{http}{ask}");
     let mut pending = Vec::with_capacity(n);
     for i in 0..n {

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use tokio::net::TcpStream;
 
 use crate::stats::cpu_seconds;
 
@@ -56,21 +55,7 @@ pub async fn run(
     server_pid: Option<u32>,
 ) -> Result<ViewersReport> {
     let k = k.max(1);
-    let mut senders = Vec::with_capacity(k);
-    for _ in 0..k {
-        let tcp = TcpStream::connect(http)
-            .await
-            .with_context(|| format!("connect to {http}"))?;
-        tcp.set_nodelay(true)?;
-        let (send, conn) = h2::client::Builder::new()
-            .handshake::<_, Bytes>(tcp)
-            .await
-            .with_context(|| format!("HTTP/2 (h2c) handshake with {http}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        senders.push(send);
-    }
+    let senders = crate::held::h2_connections(http, k).await?;
     let base = format!("http://{http}/live/{session}/");
     let (status, first) = get(&senders[0], &format!("{base}index.m3u8")).await?;
     if status != 200 {

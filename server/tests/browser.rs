@@ -101,40 +101,18 @@ async fn run_script(
 
     let path = browser_dir.join(script);
     let run = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new("node")
-            // The demo session has sound: hls.js, dash.js and Chromium's
-            // own HLS player (master.m3u8) must decode it.
-            .env("LIVESLICE_AUDIO_MODES", "hls,dash,native")
+        let started = Instant::now();
+        let mut node = Command::new("node");
+        // The demo session has sound: hls.js, dash.js and Chromium's own
+        // HLS player (master.m3u8) must decode it.
+        node.env("LIVESLICE_AUDIO_MODES", "hls,dash,native")
             .arg(&path)
             .arg(&base)
             .arg("demo")
             .arg(&shots)
-            .current_dir(&root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run node");
-        let out = drain(child.stdout.take().unwrap());
-        let err = drain(child.stderr.take().unwrap());
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for node") {
-                break Some(status);
-            }
-            if started.elapsed() > LIMIT {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        (
-            status,
-            out.join().unwrap_or_default(),
-            err.join().unwrap_or_default(),
-            started.elapsed(),
-        )
+            .current_dir(&root);
+        let (status, out, err) = run_node(node, LIMIT);
+        (status, out, err, started.elapsed())
     });
     let (status, stdout, stderr, took) = run.await.expect("browser script task");
     server.shutdown().await;
@@ -211,13 +189,23 @@ fn check_latency(
     modes: &str,
     limit: Duration,
 ) -> (Option<std::process::ExitStatus>, String, String) {
-    let mut child = Command::new("node")
-        .arg(root.join("browser/check-latency.mjs"))
+    let mut node = Command::new("node");
+    node.arg(root.join("browser/check-latency.mjs"))
         .arg(base)
         .arg(session)
         .arg(seconds.to_string())
         .env("LIVESLICE_LATENCY_MODES", modes)
-        .current_dir(root)
+        .current_dir(root);
+    run_node(node, limit)
+}
+
+/// Runs a node script, killed after `limit`: (exit status or None on
+/// timeout, stdout, stderr).
+fn run_node(
+    mut node: Command,
+    limit: Duration,
+) -> (Option<std::process::ExitStatus>, String, String) {
+    let mut child = node
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

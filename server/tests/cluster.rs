@@ -972,6 +972,17 @@ async fn a_late_edge_joins_live_and_losing_nats_is_reported_not_served_stale() {
     let (s, later) = text(&format!("{o}/live/live/index.m3u8")).await;
     assert_eq!(s, 200);
     assert_ne!(later, first, "the origin's playlist moves on without NATS");
+    // A new publisher while NATS is away is taken at once (the origin does
+    // not wait on the cluster to find whether the session lives elsewhere).
+    let mut oc = client(&origin).await;
+    let during = tokio::time::timeout(
+        Duration::from_secs(3),
+        publish(&mut oc, "during", Default::default()),
+    )
+    .await
+    .expect("a publisher taken within 3 s without NATS")
+    .expect("publish");
+    drop(during);
 
     // NATS is back: the origin publishes its backlog (nothing was lost:
     // the outage was shorter than its queue) and the edge serves the

@@ -502,6 +502,26 @@ fn a_resolution_change_starts_a_new_config_and_segment() {
     assert!(segs[1].discontinuity);
 }
 
+/// A pipeline resumed at `point` fed `file` at wall clock `now_ns`, to its
+/// end: the pipeline and its events.
+fn resumed(
+    point: liveslice_server::engine::ResumePoint,
+    file: &str,
+    now_ns: u64,
+) -> (SessionPipeline, Vec<Event>) {
+    let mut p = SessionPipeline::resume(PipelineOptions::default(), point);
+    let mut events = Vec::new();
+    p.push(
+        Bytes::from(testdata(file)),
+        None,
+        now_ns,
+        false,
+        &mut events,
+    );
+    p.finish(now_ns, &mut events);
+    (p, events)
+}
+
 /// A pipeline that continues another node's session (cluster failover)
 /// numbers its segments, parts and frames on from the resume point, after
 /// one discontinuity, on the old timeline (same availability start, the
@@ -527,16 +547,7 @@ fn a_resumed_pipeline_continues_the_numbering_after_one_discontinuity() {
         all_independent: true,
     };
     let now = (start_ms + 103_000) * 1_000_000;
-    let mut p = SessionPipeline::resume(PipelineOptions::default(), point.clone());
-    let mut events = Vec::new();
-    p.push(
-        Bytes::from(testdata("baseline_30.h264")),
-        None,
-        now,
-        false,
-        &mut events,
-    );
-    p.finish(now, &mut events);
+    let (p, events) = resumed(point.clone(), "baseline_30.h264", now);
     let (mut frames, mut parts, mut segments) = (Vec::new(), Vec::new(), Vec::new());
     for e in events {
         match e {
@@ -572,16 +583,7 @@ fn a_resumed_pipeline_continues_the_numbering_after_one_discontinuity() {
 
     // With B-frames (decode ahead of presentation): decoding starts at the
     // resume point too, and every segment is as long as its frames.
-    let mut p = SessionPipeline::resume(PipelineOptions::default(), point.clone());
-    let mut events = Vec::new();
-    p.push(
-        Bytes::from(testdata("high_bframes_30.h264")),
-        None,
-        now,
-        false,
-        &mut events,
-    );
-    p.finish(now, &mut events);
+    let (_, events) = resumed(point.clone(), "high_bframes_30.h264", now);
     let frames: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
@@ -603,18 +605,26 @@ fn a_resumed_pipeline_continues_the_numbering_after_one_discontinuity() {
         }
     }
 
+    // Numbers at their limits (a resume point read from a damaged
+    // replica): they stop at the limit, nothing panics.
+    let limits = ResumePoint {
+        next_segment: u64::MAX,
+        discontinuity_sequence: u64::MAX,
+        next_part: u64::MAX,
+        next_frame: u64::MAX,
+        next_audio_frame: u64::MAX,
+        next_config_id: u32::MAX,
+        next_period_id: u64::MAX,
+        min_start: u64::MAX / 4,
+        ..point.clone()
+    };
+    let (_, events) = resumed(limits, "baseline_30.h264", now);
+    assert!(events.iter().any(|e| matches!(e, Event::Segment(_))));
+
     // A wall clock behind the old end (a skewed clock): the timeline still
     // moves forward from the old end.
-    let mut p = SessionPipeline::resume(PipelineOptions::default(), point);
-    let mut events = Vec::new();
     let early = (start_ms + 50_000) * 1_000_000;
-    p.push(
-        Bytes::from(testdata("baseline_30.h264")),
-        None,
-        early,
-        false,
-        &mut events,
-    );
+    let (_, events) = resumed(point, "baseline_30.h264", early);
     let first = events.iter().find_map(|e| match e {
         Event::Frame(f) => Some(f.dts),
         _ => None,

@@ -602,7 +602,7 @@ impl SessionPipeline {
             capture_time_ns: capture,
             ingest_time_ns: ingest_ns,
         });
-        a.next_index += 1;
+        a.next_index = a.next_index.saturating_add(1);
     }
 
     /// Silence up to the cut at `at` (90 kHz, PTS scale): the audio fell

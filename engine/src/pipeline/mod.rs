@@ -249,7 +249,7 @@ pub struct ResumePoint {
     /// end. The first frame goes at the later of this and the wall clock's
     /// place on the timeline, so the timeline stays on the wall clock (the
     /// outage is a gap after the discontinuity, not a shift of everything
-    /// after it).
+    /// after it); at most an hour past the wall clock's place.
     pub min_start: u64,
     /// Id of the DASH period the first segment opens.
     pub next_period_id: u64,
@@ -764,7 +764,7 @@ impl SessionPipeline {
         let (data, nals) = au.annexb(&prefix);
         self.place_frame(
             Frame {
-                index: self.first_frame_index + self.stats.frames,
+                index: self.first_frame_index.saturating_add(self.stats.frames),
                 data,
                 nals,
                 pts: times.pts,
@@ -888,7 +888,7 @@ impl SessionPipeline {
         });
         self.place_frame(
             Frame {
-                index: self.first_frame_index + self.stats.frames,
+                index: self.first_frame_index.saturating_add(self.stats.frames),
                 data,
                 nals,
                 pts: times.pts,
@@ -964,7 +964,7 @@ impl SessionPipeline {
         {
             return false;
         }
-        self.next_config_id += 1;
+        self.next_config_id = self.next_config_id.saturating_add(1);
         let (rate, reorder) = timing(&cfg);
         self.on_new_config(rate, reorder, now_ns);
         let cfg = Arc::new(cfg);
@@ -989,7 +989,11 @@ impl SessionPipeline {
                 let mut start_ms = now_ns / 1_000_000;
                 if let Some(r) = &self.resume {
                     let elapsed = start_ms.saturating_sub(r.availability_start_ms);
-                    let dts = elapsed.saturating_mul(TIMESCALE / 1000).max(r.min_start);
+                    let wall = elapsed.saturating_mul(TIMESCALE / 1000);
+                    // An old end far past the wall clock (a skewed clock, or
+                    // a damaged record) is not followed beyond an hour.
+                    let old_end = r.min_start.min(wall.saturating_add(3600 * TIMESCALE));
+                    let dts = wall.max(old_end);
                     aligner.start_at(dts);
                     start_ms = r.availability_start_ms;
                 }

@@ -35,6 +35,8 @@ const ACK_WAIT: Duration = Duration::from_secs(5);
 /// The longest a takeover reads the old owner's items before giving up
 /// (and starting the session over).
 const TAKEOVER_READ: Duration = Duration::from_secs(10);
+/// The longest a new session's publisher waits for its lease to be read.
+const LEASE_READ: Duration = Duration::from_secs(2);
 
 /// Replicates an origin's sessions (see the module docs).
 pub struct Origin {
@@ -98,7 +100,12 @@ async fn find_takeover(
     session_id: String,
 ) -> Option<(crate::engine::ResumePoint, Takeover)> {
     let key = session_token(&session_id);
-    let entry = kv.entry(&key).await.ok()??;
+    // A cluster that does not answer soon is not waited for: the publisher
+    // is waiting, and the session starts over as without a cluster.
+    let entry = tokio::time::timeout(LEASE_READ, kv.entry(&key))
+        .await
+        .ok()?
+        .ok()??;
     if entry.operation != jetstream::kv::Operation::Put {
         return None;
     }
@@ -106,12 +113,18 @@ async fn find_takeover(
     if lease.ended {
         return None;
     }
-    let stream = js.get_stream(STREAM).await.ok()?;
-    let last = stream
-        .get_last_raw_message_by_subject(&lease.subject)
+    let stream = tokio::time::timeout(LEASE_READ, js.get_stream(STREAM))
         .await
         .ok()?
-        .sequence;
+        .ok()?;
+    let last = tokio::time::timeout(
+        LEASE_READ,
+        stream.get_last_raw_message_by_subject(&lease.subject),
+    )
+    .await
+    .ok()?
+    .ok()?
+    .sequence;
     let read = read_tail(&stream, &lease.subject, last, max_item_bytes);
     let tail = match tokio::time::timeout(TAKEOVER_READ, read).await {
         Ok(Ok(tail)) => tail,
@@ -125,7 +138,7 @@ async fn find_takeover(
         }
     };
     let Some((point, orphan)) = tail.resume(&lease.start) else {
-        tracing::info!(session_id = %session_id, owner = %lease.owner, "the session on another origin cannot be continued here (audio, or nothing listed yet): it starts over");
+        tracing::info!(session_id = %session_id, owner = %lease.owner, "the session on another origin cannot be continued here (audio-only, ended, or nothing listed yet): it starts over");
         return None;
     };
     ::metrics::counter!(crate::metrics::CLUSTER_TAKEOVERS).increment(1);

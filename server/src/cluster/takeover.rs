@@ -26,6 +26,9 @@ use crate::session::replica::{ReplicaItem, ReplicaSegment, SessionStart};
 
 use super::wire::Received;
 
+/// Parts of one open segment kept at most.
+const MAX_OPEN_PARTS: usize = 4096;
+
 /// What a new owner learns from the old owner's items, in order.
 #[derive(Debug, Default)]
 pub struct Tail {
@@ -86,6 +89,11 @@ impl Tail {
             }
             ReplicaItem::Part(p) => {
                 self.last_part = Some(p.number);
+                // A segment is at most a few hundred parts (three targets of
+                // the shortest parts); more is not a stream to close.
+                if self.open_parts.len() >= MAX_OPEN_PARTS {
+                    self.open_parts.clear();
+                }
                 self.open_parts.push(p);
             }
             ReplicaItem::Segment(s) => {
@@ -126,21 +134,29 @@ impl Tail {
         let record = SegmentRecord {
             sequence: first.segment,
             start: first.start,
-            duration: (last.start + last.duration)
+            duration: last
+                .start
+                .saturating_add(last.duration)
                 .saturating_sub(first.start)
                 .max(1),
-            frame_count: self.open_parts.iter().map(|p| p.frame_count).sum(),
+            frame_count: self
+                .open_parts
+                .iter()
+                .fold(0u32, |n, p| n.saturating_add(p.frame_count)),
             first_frame_index: first.first_frame_index,
             keyframe_aligned: keyframe,
             sap_type,
             discontinuity,
-            discontinuity_sequence: prev_sequence + u64::from(discontinuity),
+            discontinuity_sequence: prev_sequence.saturating_add(u64::from(discontinuity)),
             program_date_time_ms: program_date_time_ms(
                 start.availability_start_ms,
                 first.start,
                 capture,
             ),
-            byte_size: self.open_parts.iter().map(|p| p.byte_size).sum(),
+            byte_size: self
+                .open_parts
+                .iter()
+                .fold(0u64, |n, p| n.saturating_add(p.byte_size)),
             config_id: first.config_id,
             composition_shift: first.composition_shift,
             audio: audio_span(&self.open_parts),
@@ -152,7 +168,7 @@ impl Tail {
             let independent = keyframe && (1..=3).contains(&sap_type);
             crate::engine::playlist::SegmentPlace {
                 period_id: if discontinuity || config_changed {
-                    p.period_id + 1
+                    p.period_id.saturating_add(1)
                 } else {
                     p.period_id
                 },
@@ -187,24 +203,30 @@ impl Tail {
             .filter(|s| s.place.is_some())?;
         let place = last.place?;
         let record = &last.record;
-        let next_part = self.last_part? + 1;
-        let segment_end = record.start + record.duration;
+        let next_part = self.last_part?.saturating_add(1);
+        let segment_end = record.start.saturating_add(record.duration);
         let (frame_index, frame_end) = self.last_frame.unwrap_or((
-            record.first_frame_index + u64::from(record.frame_count).saturating_sub(1),
+            record
+                .first_frame_index
+                .saturating_add(u64::from(record.frame_count).saturating_sub(1)),
             segment_end,
         ));
         Some((
             ResumePoint {
                 availability_start_ms: start.availability_start_ms,
-                next_segment: record.sequence + 1,
+                next_segment: record.sequence.saturating_add(1),
                 discontinuity_sequence: record.discontinuity_sequence,
                 next_part,
-                next_frame: frame_index + 1,
-                next_audio_frame: self.last_audio_frame.map_or(0, |n| n + 1),
+                next_frame: frame_index.saturating_add(1),
+                next_audio_frame: self.last_audio_frame.map_or(0, |n| n.saturating_add(1)),
                 min_start: segment_end.max(frame_end),
-                next_period_id: place.period_id + 1,
+                next_period_id: place.period_id.saturating_add(1),
                 all_independent: place.all_independent,
-                next_config_id: self.configs.keys().next_back().map_or(0, |id| id + 1),
+                next_config_id: self
+                    .configs
+                    .keys()
+                    .next_back()
+                    .map_or(0, |id| id.saturating_add(1)),
             },
             orphan,
         ))
@@ -220,10 +242,14 @@ fn audio_span(parts: &[Arc<PartRecord>]) -> Option<AudioSpan> {
     let last = spans.last()?;
     Some(AudioSpan {
         first_frame_index: first.first_frame_index,
-        frame_count: spans.iter().map(|a| a.frame_count).sum(),
+        frame_count: spans
+            .iter()
+            .fold(0u32, |n, a| n.saturating_add(a.frame_count)),
         start: first.start,
         duration: last.end().saturating_sub(first.start),
-        byte_size: spans.iter().map(|a| a.byte_size).sum(),
+        byte_size: spans
+            .iter()
+            .fold(0u64, |n, a| n.saturating_add(a.byte_size)),
         config_id: first.config_id,
     })
 }
@@ -232,6 +258,37 @@ fn audio_span(parts: &[Arc<PartRecord>]) -> Option<AudioSpan> {
 mod tests {
     use super::*;
     use crate::engine::pipeline::{Event, Formats, PipelineOptions, SessionPipeline};
+
+    /// What an origin's session hands its replicator for `events` of `p`
+    /// (each segment with its place in the manifests), its start, and the
+    /// segment records.
+    fn replica_items(
+        p: &SessionPipeline,
+        events: Vec<Event>,
+    ) -> (Vec<ReplicaItem>, SessionStart, Vec<SegmentRecord>) {
+        let m = p.manifests().unwrap();
+        let start = SessionStart::of(m, Formats::default(), (30, 1));
+        let (mut out, mut records) = (Vec::new(), Vec::new());
+        for e in events {
+            out.push(match e {
+                Event::Config(c) => ReplicaItem::Config(c),
+                Event::Frame(f) => ReplicaItem::Frame(f),
+                Event::AudioConfig(c) => ReplicaItem::AudioConfig(c),
+                Event::AudioFrame(f) => ReplicaItem::AudioFrame(f),
+                Event::Part(x) => ReplicaItem::Part(x),
+                Event::Segment(s) => {
+                    records.push(s.record.clone());
+                    ReplicaItem::Segment(Arc::new(ReplicaSegment {
+                        record: s.record.clone(),
+                        config: p.config().cloned(),
+                        place: m.place_of(s.record.sequence),
+                    }))
+                }
+                _ => continue,
+            });
+        }
+        (out, start, records)
+    }
 
     /// The items an origin's session hands its replicator for
     /// `baseline_30` three times (30 fps, 1 s GOP; 2 s segments, 500 ms
@@ -256,27 +313,7 @@ mod tests {
             p.push(data.clone(), None, now, true, &mut events);
         }
         p.finish(now, &mut events);
-        let m = p.manifests().unwrap();
-        let start = SessionStart::of(m, Formats::default(), (30, 1));
-        let mut out = Vec::new();
-        let mut records = Vec::new();
-        for e in events {
-            out.push(match e {
-                Event::Config(c) => ReplicaItem::Config(c),
-                Event::Frame(f) => ReplicaItem::Frame(f),
-                Event::Part(x) => ReplicaItem::Part(x),
-                Event::Segment(s) => {
-                    records.push(s.record.clone());
-                    ReplicaItem::Segment(Arc::new(ReplicaSegment {
-                        record: s.record.clone(),
-                        config: p.config().cloned(),
-                        place: m.place_of(s.record.sequence),
-                    }))
-                }
-                _ => continue,
-            });
-        }
-        (out, start, records)
+        replica_items(&p, events)
     }
 
     /// The items of `av_48k_stereo` (video and ADTS audio, with capture
@@ -328,28 +365,7 @@ mod tests {
             }
         }
         p.finish(t0 + 8_000_000_000, &mut events);
-        let m = p.manifests().unwrap();
-        let start = SessionStart::of(m, Formats::default(), (30, 1));
-        let (mut out, mut records) = (Vec::new(), Vec::new());
-        for e in events {
-            out.push(match e {
-                Event::Config(c) => ReplicaItem::Config(c),
-                Event::Frame(f) => ReplicaItem::Frame(f),
-                Event::AudioConfig(c) => ReplicaItem::AudioConfig(c),
-                Event::AudioFrame(f) => ReplicaItem::AudioFrame(f),
-                Event::Part(x) => ReplicaItem::Part(x),
-                Event::Segment(s) => {
-                    records.push(s.record.clone());
-                    ReplicaItem::Segment(Arc::new(ReplicaSegment {
-                        record: s.record.clone(),
-                        config: p.config().cloned(),
-                        place: m.place_of(s.record.sequence),
-                    }))
-                }
-                _ => continue,
-            });
-        }
-        (out, start, records)
+        replica_items(&p, events)
     }
 
     /// With audio: the open segment closes with the audio of its parts,

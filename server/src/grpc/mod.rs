@@ -312,8 +312,15 @@ impl SliceServiceImpl {
         };
         // A session live on another origin of the cluster (its publisher
         // failed over to this one) continues here where that copy stopped.
+        // (Not while the cluster is known to be unreachable: the session
+        // is served locally, as any other then.)
         let resume = match self.registry.replicator() {
-            Some(r) if self.registry.live(&id).is_none() => r.takeover(&id).await,
+            Some(r)
+                if self.registry.live(&id).is_none()
+                    && self.registry.cluster_up() != Some(false) =>
+            {
+                r.takeover(&id).await
+            }
             _ => None,
         };
         let grant = self
