@@ -436,11 +436,17 @@ async fn fan_out_over_shared_connections_reaches_every_subscriber() {
     s.shutdown().await;
 }
 
-/// `--held-playlists`: blocking playlist reloads held on a live session are
-/// all answered with the segment they wait for once it lands, and the
-/// report says so (and the server's memory, given its pid).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn held_playlists_are_all_answered_when_the_segment_lands() {
+/// A server with 1 s segments and 200 ms parts and a session `id`
+/// published on it in process (the test pushes its frames): the server,
+/// the publisher's grant, and `baseline_30`'s frames (6 s, a keyframe
+/// every second).
+async fn low_latency_session(
+    id: &str,
+) -> (
+    Running,
+    liveslice_server::session::registry::PublishGrant,
+    Vec<std::sync::Arc<liveslice_server::engine::Frame>>,
+) {
     use liveslice_server::session::SessionOptions;
     let mut config = Config::default();
     config.server.grpc_addr = "127.0.0.1:0".parse().unwrap();
@@ -454,15 +460,13 @@ async fn held_playlists_are_all_answered_when_the_segment_lands() {
     let grant = s
         .registry
         .publish(
-            "held",
+            id,
             SessionOptions {
                 pipeline,
                 echo_frames: false,
             },
         )
         .expect("publish");
-    // baseline_30: 6 s, a keyframe every second. Push the first 2.5 s:
-    // segments 0 and 1 complete, segment 2 in progress.
     let data = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../testdata/baseline_30.h264"
@@ -472,6 +476,17 @@ async fn held_playlists_are_all_answered_when_the_segment_lands() {
         bytes::Bytes::from(data),
         liveslice_server::engine::PipelineOptions::default(),
     );
+    (s, grant, frames)
+}
+
+/// `--held-playlists`: blocking playlist reloads held on a live session are
+/// all answered with the segment they wait for once it lands, and the
+/// report says so (and the server's memory, given its pid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_playlists_are_all_answered_when_the_segment_lands() {
+    let (s, grant, frames) = low_latency_session("held").await;
+    // baseline_30: 6 s, a keyframe every second. Push the first 2.5 s:
+    // segments 0 and 1 complete, segment 2 in progress.
     let push = |range: std::ops::Range<usize>| {
         for f in &frames[range] {
             grant
@@ -547,33 +562,7 @@ async fn held_playlists_are_all_answered_when_the_segment_lands() {
 /// and the server's CPU per viewer is reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ll_viewers_follow_the_live_parts() {
-    use liveslice_server::session::SessionOptions;
-    let mut config = Config::default();
-    config.server.grpc_addr = "127.0.0.1:0".parse().unwrap();
-    config.server.http_addr = "127.0.0.1:0".parse().unwrap();
-    let s = app::start(&config).await.expect("server starts");
-    let mut pipeline = config.pipeline();
-    pipeline.segment_target_ms = 1000;
-    pipeline.part_target_ms = 200;
-    let grant = s
-        .registry
-        .publish(
-            "viewed",
-            SessionOptions {
-                pipeline,
-                echo_frames: false,
-            },
-        )
-        .expect("publish");
-    let data = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../testdata/baseline_30.h264"
-    ))
-    .expect("testdata");
-    let frames = liveslice_server::engine::pipeline::frames_of(
-        bytes::Bytes::from(data),
-        liveslice_server::engine::PipelineOptions::default(),
-    );
+    let (s, grant, frames) = low_latency_session("viewed").await;
     // 30 frames a second, in real time (baseline_30 is 6 s: 8 s of it).
     let publisher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(33));

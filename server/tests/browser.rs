@@ -62,6 +62,18 @@ fn missing_prerequisites(browser_dir: &Path) -> Vec<&'static str> {
 /// small machine would make each other late.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Whether the browser tests' tools are there (a missing one fails the
+/// test, or is a reported skip with `LIVESLICE_ALLOW_SKIP=1`).
+fn browser_ready(browser_dir: &Path) -> bool {
+    let missing = missing_prerequisites(browser_dir);
+    common::require_tool(
+        "the browser test",
+        &missing.join(", "),
+        missing.is_empty(),
+        "the commands in parentheses (.ci/run runs them)",
+    )
+}
+
 /// Reads a child's pipe to the end on a thread.
 fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
@@ -79,14 +91,7 @@ async fn run_script(
 ) -> Option<(Option<std::process::ExitStatus>, Vec<String>, String)> {
     let root = repo_root();
     let browser_dir = root.join("browser");
-    let missing = missing_prerequisites(&browser_dir);
-    let tools = missing.join(", ");
-    if !common::require_tool(
-        "the browser test",
-        &tools,
-        missing.is_empty(),
-        "the commands in parentheses (.ci/run runs them)",
-    ) {
+    if !browser_ready(&browser_dir) {
         return None;
     }
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -248,13 +253,7 @@ async fn low_latency_players_in_chromium() {
 
     let root = repo_root();
     let browser_dir = root.join("browser");
-    let missing = missing_prerequisites(&browser_dir);
-    if !common::require_tool(
-        "the browser test",
-        &missing.join(", "),
-        missing.is_empty(),
-        "the commands in parentheses (.ci/run runs them)",
-    ) {
+    if !browser_ready(&browser_dir) {
         return;
     }
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -336,13 +335,7 @@ async fn players_on_an_edge_play_through_an_origin_failover() {
     use std::sync::Arc;
 
     let root = repo_root();
-    let missing = missing_prerequisites(&root.join("browser"));
-    if !common::require_tool(
-        "the browser test",
-        &missing.join(", "),
-        missing.is_empty(),
-        "the commands in parentheses (.ci/run runs them)",
-    ) {
+    if !browser_ready(&root.join("browser")) {
         return;
     }
     let Some(nats) = common::nats::Nats::start("the browser failover test") else {
