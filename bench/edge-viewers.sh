@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What an edge costs per viewer, against its origin, in one run: a real
 # nats-server with JetStream, an origin and an edge (release builds), one
-# session published in real time to the origin (720p-ish embedded test
-# stream, 500 ms parts), then VIEWERS low-latency HLS players
+# session published in real time to the origin (the load generator's embedded
+# 320x180 30 fps stream, 2 s segments, 500 ms parts), then VIEWERS low-latency HLS players
 # (`liveslice-loadtest --ll-viewers`: a blocking reload for each next part,
 # then the part, on K HTTP/2 connections) for SECS seconds on the origin,
 # then the same on the edge. Each node's CPU with no viewers over SECS is
@@ -26,7 +26,14 @@ ulimit -n 65536 2>/dev/null || true
 nats-server -js -a 127.0.0.1 -p 4233 -sd "$out/nats" >"$out/nats.log" 2>&1 &
 nats=$!
 pids=("$nats")
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+# The servers and the publisher first, NATS last (a server that outlives
+# NATS only logs that it is unreachable).
+cleanup() {
+  kill "${pids[@]:1}" 2>/dev/null || true
+  wait "${pids[@]:1}" 2>/dev/null || true
+  kill "$nats" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
 trap cleanup EXIT
 sleep 1
 start_server "$out/origin.log" 127.0.0.1:50082 127.0.0.1:8099 \
@@ -68,8 +75,9 @@ name, base, secs, viewers = sys.argv[2], float(sys.argv[3]), float(sys.argv[4]),
 cpu = float(re.search(r"server CPU: ([0-9.]+) s", text).group(1))
 parts = int(re.search(r"parts fetched: (\d+)", text).group(1))
 errors = int(re.search(r"errors (\d+)", text).group(1))
+reloads = int(re.search(r"playlist reloads (\d+)", text).group(1))
 added = max(cpu - base, 0.0)
-print(f"{name:>6}: {viewers} viewers, {parts} parts ({parts / secs:.0f}/s), errors {errors}; "
+print(f"{name:>6}: {viewers} viewers, {parts} parts ({parts / secs:.0f}/s), {reloads} reloads, errors {errors}; "
       f"CPU {cpu / secs * 100:.1f} % of a core with viewers, {base / secs * 100:.1f} % without; "
       f"added {added / secs * 100 / viewers:.3f} % of a core per viewer, "
       f"{added / max(parts, 1) * 1e6:.1f} us per part served")

@@ -229,10 +229,11 @@ impl ViewersReport {
     pub fn text(&self) -> String {
         let secs = self.duration.as_secs_f64().max(1e-9);
         let mut s = format!(
-            "{} low-latency HLS viewers on {} HTTP/2 connections, {:.1} s\n\
+            "{} low-latency HLS viewers on {} HTTP/2 connection{}, {:.1} s\n\
              parts fetched: {} ({:.1}/s, {:.2} per viewer per second), {:.1} MB, playlist reloads {}, errors {}\n",
             self.viewers,
             self.connections,
+            if self.connections == 1 { "" } else { "s" },
             secs,
             self.parts,
             self.parts as f64 / secs,
