@@ -268,6 +268,18 @@ async fn low_latency_players_in_chromium() {
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = common::live::publish_live(&server, "ll", stop.clone(), true);
     let base = format!("http://{}", server.http_addr);
+    // Players open a stream that is live: a playlist that lists a segment
+    // (hls.js gives up on a playlist that is not there yet).
+    let mut live = false;
+    for _ in 0..100 {
+        let (status, _, body) = common::get(&format!("{base}/live/ll/index.m3u8")).await;
+        if status == 200 && String::from_utf8_lossy(&body).contains("#EXTINF") {
+            live = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(live, "the session lists no segment after 10 s");
     let limit = Duration::from_secs(seconds + 60);
     let modes =
         std::env::var("LIVESLICE_LATENCY_MODES").unwrap_or_else(|_| "hls-ll,hls,dash-ll".into());

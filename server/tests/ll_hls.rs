@@ -276,36 +276,45 @@ async fn low_latency_dash_serves_the_segment_in_progress_chunked() {
     let publisher = publish_live(&server, "ld", stop.clone(), true);
     wait_segments(&format!("{base}/index.m3u8"), 2).await;
 
-    // Wait for an MPD that lists the segment in progress (its first part
-    // is out, so it is one more than the playlist's complete segments).
+    // Wait for an MPD whose timeline lists, after the complete segments,
+    // the segment in progress and the one after it (ahead, predicted): the
+    // same segment the HLS playlist has in progress.
     let mut found = None;
     for _ in 0..100 {
         let (_, _, mpd) = playlist(&format!("{base}/manifest.mpd")).await;
         let (_, _, m3u8) = playlist(&format!("{base}/index.m3u8")).await;
         let h = parse_hls(&m3u8);
         let m = common::history::parse_mpd(&mpd);
-        let last = m
+        let predicted: Vec<u64> = m
             .periods
             .values()
-            .filter_map(|p| p.segments.keys().next_back().copied())
-            .max();
-        if last == Some(h.open_segment()) {
+            .flat_map(|p| p.predicted.clone())
+            .collect();
+        if predicted == [h.open_segment(), h.open_segment() + 1] {
             found = Some((mpd, h.open_segment()));
             break;
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    let (mpd, open) = found.expect("the MPD lists the segment in progress");
+    let (mpd, open) = found.expect("the MPD lists the segment in progress and the next");
     assert!(
         mpd.contains(" availabilityTimeOffset=\"0.800\" availabilityTimeComplete=\"false\""),
         "{mpd}"
     );
     assert!(mpd.contains(
-        "<ServiceDescription id=\"0\">\n    <Latency referenceId=\"0\" target=\"1468\" \
-         min=\"468\" max=\"4404\"/>\n    <PlaybackRate min=\"0.96\" max=\"1.04\"/>"
+        "<ServiceDescription id=\"0\">\n    <Latency referenceId=\"0\" target=\"702\" \
+         min=\"468\" max=\"2106\"/>\n    <PlaybackRate min=\"0.96\" max=\"1.04\"/>"
     ));
     assert!(mpd.contains("<UTCTiming"));
 
+    // The next one, asked for before it starts: held until it starts, then
+    // streamed as the segment in progress.
+    let addr = server.http_addr;
+    let ahead = tokio::spawn(async move {
+        let asked = Instant::now();
+        let got = common::raw_get(addr, &format!("/live/ld/seg-{}.m4s", open + 1), &[]).await;
+        (got, asked.elapsed())
+    });
     // The segment in progress: chunked, streamed as its parts close.
     let asked = Instant::now();
     let (status, headers, raw) =
@@ -321,6 +330,19 @@ async fn low_latency_dash_serves_the_segment_in_progress_chunked() {
     assert!(took >= Duration::from_millis(300), "{took:?}");
     // Complete now: the same bytes as the segment.
     let (status, _, whole) = get(&format!("{base}/seg-{open}.m4s")).await;
+    assert_eq!(status, 200);
+    assert_eq!(whole, body);
+    let ((status, headers, raw), took_ahead) = ahead.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "transfer-encoding"), Some("chunked"));
+    let body = common::dechunk(&raw);
+    assert_eq!(body.windows(4).filter(|w| w == b"moof").count(), 5);
+    // It ended with its segment, a whole segment after the one before.
+    assert!(
+        took_ahead >= took + Duration::from_millis(700),
+        "{took_ahead:?} {took:?}"
+    );
+    let (status, _, whole) = get(&format!("{base}/seg-{}.m4s", open + 1)).await;
     assert_eq!(status, 200);
     assert_eq!(whole, body);
 

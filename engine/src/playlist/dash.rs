@@ -314,21 +314,30 @@ impl Manifests {
     /// The low-latency MPD (DASH-IF low-latency guidance), as the HTTP
     /// origin serves it: the regular MPD plus
     ///
-    /// - `ServiceDescription`: a latency target of one segment target plus
-    ///   two part targets (the segment in progress is listed once its first
-    ///   part is out; measured with dash.js, lower targets stall at segment
-    ///   boundaries on a loaded machine), min two part targets, max three
-    ///   times the target, playback rates 0.96–1.04 to get there;
+    /// - `ServiceDescription`: a latency target of three part targets (the
+    ///   HLS `PART-HOLD-BACK`: both players aim at the same distance), min
+    ///   two part targets, max three times the target, playback rates
+    ///   0.96–1.04 to get there;
     /// - on every `SegmentTemplate`, `availabilityTimeOffset` = segment
     ///   target − part target and `availabilityTimeComplete="false"`: a
     ///   segment is served (chunked, each part as it closes) while it is
     ///   made;
-    /// - the segment in progress as the last `S`, once its first part is
-    ///   out, with the duration of the segment before it (the GOP, as a
-    ///   prediction; when it completes, its `S` states its real duration:
-    ///   the one entry that may change, see `server/tests/common/history.rs`).
-    ///   Not listed when it starts a new period (a new config or a
-    ///   discontinuity).
+    /// - after the last complete segment, one `S` with `r="1"`: the segment
+    ///   in progress and the one after it, both with the duration of the
+    ///   last complete segment (the GOP, as a prediction). dash.js reloads
+    ///   an MPD at most once a second and only asks for segments its
+    ///   timeline lists, so a timeline that ended at the segment in
+    ///   progress left it up to a second behind at every segment boundary;
+    ///   listing the next one ahead lets it ask for it as soon as it is
+    ///   available (`availabilityTimeOffset`; the origin holds an early
+    ///   request until the segment starts). Both entries are predictions:
+    ///   once a segment completes, its `S` states its real duration and the
+    ///   one after it moves to where it really starts (the entries that may
+    ///   change, see `server/tests/common/history.rs`). Not listed after a
+    ///   discontinuity, nor when the segment in progress starts a new
+    ///   period (a new config); a config change the origin cannot see yet
+    ///   (between a segment's first frame and its first part) makes the
+    ///   prediction wrong until the next MPD.
     pub fn dash_ll(&self, now_ms: u64) -> String {
         let mut text = self.dash_state(now_ms).render();
         if !self.has_parts() || self.ended {
@@ -337,7 +346,7 @@ impl Manifests {
         let seg = u64::from(self.opts.target_segment_ms);
         let part = u64::from(self.opts.part_target_ms);
         let ato = seg.saturating_sub(part);
-        let target = seg + 2 * self.part_target_ms();
+        let target = 3 * self.part_target_ms();
         let sd = format!(
             "  <ServiceDescription id=\"0\">\n    <Latency referenceId=\"0\" target=\"{target}\" \
              min=\"{}\" max=\"{}\"/>\n    <PlaybackRate min=\"0.96\" max=\"1.04\"/>\n  \
@@ -359,17 +368,20 @@ impl Manifests {
                 ),
             );
         }
-        // The segment in progress, in the last period.
+        // The segment in progress and the one after it, in the last period.
         let pos = self.ll_position();
-        let (Some(last), Some(first)) = (
-            self.window.back(),
-            self.parts.iter().find(|p| p.segment == pos.open_segment),
-        ) else {
+        let Some(last) = self.window.back() else {
             return text;
         };
-        if self.open_discontinuity || first.config_id != last.rec.config_id {
+        let first = self.parts.iter().find(|p| p.segment == pos.open_segment);
+        if self.open_discontinuity || first.is_some_and(|f| f.config_id != last.rec.config_id) {
             return text;
         }
+        // Before its first part is out, the segment in progress starts
+        // where the last one ended.
+        let video_start = first.map_or(last.rec.start.saturating_add(last.rec.duration), |f| {
+            f.start
+        });
         // The S of each set in the last period, in the order the sets are
         // written: video (when there is video), then audio.
         let video = self
@@ -379,18 +391,27 @@ impl Manifests {
         let mut entries = Vec::new();
         if video {
             entries.push(Some(format!(
-                "{S_INDENT}<S t=\"{}\" d=\"{}\"/>\n",
-                first.start, last.rec.duration
+                "{S_INDENT}<S t=\"{video_start}\" d=\"{}\" r=\"1\"/>\n",
+                last.rec.duration
             )));
         }
-        let audio = first
+        let audio = last
+            .rec
             .audio
             .as_ref()
-            .zip(last.rec.audio.as_ref())
-            .filter(|(f, l)| {
-                f.frame_count > 0 && l.frame_count > 0 && !last.dash_audio_s.is_empty()
+            .filter(|l| l.frame_count > 0 && !last.dash_audio_s.is_empty())
+            .and_then(|l| {
+                match first {
+                    Some(f) => f
+                        .audio
+                        .as_ref()
+                        .filter(|a| a.frame_count > 0)
+                        .map(|a| a.start),
+                    None => Some(l.start.saturating_add(l.duration)),
+                }
+                .map(|t| (t, l.duration))
             })
-            .map(|(f, l)| format!("{S_INDENT}<S t=\"{}\" d=\"{}\"/>\n", f.start, l.duration));
+            .map(|(t, d)| format!("{S_INDENT}<S t=\"{t}\" d=\"{d}\" r=\"1\"/>\n"));
         entries.push(audio);
         let Some(period_at) = text.rfind("  <Period") else {
             return text;

@@ -546,27 +546,33 @@ mod tests {
         let mut m = ll(6);
         segment(&mut m, 0);
         let regular = m.dash(0).render();
-        // No part of segment 1 yet: the regular MPD plus the attributes.
+        // No part of segment 1 yet: the regular MPD plus the attributes,
+        // and segment 1 (it started where segment 0 ended) and 2 listed
+        // ahead with segment 0's duration.
         let text = m.dash_ll(0);
         assert!(text.contains(
-            "<ServiceDescription id=\"0\">\n    <Latency referenceId=\"0\" target=\"1468\" \
-             min=\"468\" max=\"4404\"/>\n    <PlaybackRate min=\"0.96\" max=\"1.04\"/>\n  \
+            "<ServiceDescription id=\"0\">\n    <Latency referenceId=\"0\" target=\"702\" \
+             min=\"468\" max=\"2106\"/>\n    <PlaybackRate min=\"0.96\" max=\"1.04\"/>\n  \
              </ServiceDescription>\n  <Period"
         ));
         assert!(text.contains(
             " availabilityTimeOffset=\"0.800\" availabilityTimeComplete=\"false\" \
              media=\"seg-$Number$.m4s\""
         ));
-        assert_eq!(text.matches("<S ").count(), 1);
+        let ahead = "<S t=\"0\" d=\"90000\"/>\n            <S t=\"90000\" d=\"90000\" r=\"1\"/>\n          \
+             </SegmentTimeline>";
+        assert!(text.contains(ahead), "{text}");
         assert!(!regular.contains("availabilityTimeOffset"));
-        // Its first part is out: segment 1 is listed, with the previous
-        // segment's duration.
+        assert!(!regular.contains(" r="));
+        // Its first part is out: the same.
         m.push_part(&part(1, 0));
-        let text = m.dash_ll(0);
-        assert!(text.contains(
-            "<S t=\"0\" d=\"90000\"/>\n            <S t=\"90000\" d=\"90000\"/>\n          \
-             </SegmentTimeline>"
-        ));
+        assert!(m.dash_ll(0).contains(ahead));
+        // After a discontinuity nothing is listed ahead (the next segment
+        // opens a new period).
+        let mut d = ll(6);
+        segment(&mut d, 0);
+        d.mark_discontinuity();
+        assert_eq!(d.dash_ll(0).matches("<S ").count(), 1);
         // Ended: the regular static MPD.
         m.end(0);
         assert_eq!(m.dash_ll(0), m.dash(0).render());

@@ -582,6 +582,30 @@ async fn dash(
     manifest(&r, &id, ask, viewer, &held).await
 }
 
+/// Low-latency DASH lists the segment after the one in progress ahead of
+/// time (predicted, so a player never waits a whole MPD refresh for it):
+/// a request for it that comes before it starts is held until it starts
+/// (bounded like any held request), then served as the segment in
+/// progress.
+async fn wait_predicted(
+    s: &Session,
+    id: &str,
+    seq: u64,
+    held: &Arc<ll::HeldRequests>,
+) -> Result<(), Response> {
+    let Some(st) = s.ll_state() else {
+        return Ok(());
+    };
+    if st.ended || st.position.open_segment.checked_add(1) != Some(seq) {
+        return Ok(());
+    }
+    let Some(_guard) = held.acquire(id) else {
+        return Err(held_busy());
+    };
+    s.wait_segment_opened(seq, ll::hold_limit(&st)).await;
+    Ok(())
+}
+
 /// The CMAF segment in progress (low-latency DASH), with chunked transfer
 /// encoding (HTTP/1.1; an HTTP/2 stream's DATA frames): `styp`, then each
 /// part's chunk as it is stored, until the segment is complete. Counted as
@@ -849,6 +873,9 @@ async fn cmaf_file(
     };
     if let Some(seq) = numbered(&file, "seg-", ".m4s") {
         s.wait_segment_stored(seq, SEGMENT_STORE_WAIT).await;
+        if let Err(busy) = wait_predicted(&s, &id, seq, &held).await {
+            return busy;
+        }
         if s.segment_in_progress(seq) {
             return segment_in_progress(s, &id, seq, false, &held);
         }
@@ -858,6 +885,9 @@ async fn cmaf_file(
     }
     if let Some(seq) = numbered(&file, "audio-", ".m4s") {
         s.wait_segment_stored(seq, SEGMENT_STORE_WAIT).await;
+        if let Err(busy) = wait_predicted(&s, &id, seq, &held).await {
+            return busy;
+        }
         if s.segment_in_progress(seq) {
             return segment_in_progress(s, &id, seq, true, &held);
         }

@@ -1439,6 +1439,31 @@ impl Session {
         let _ = tokio::time::timeout(limit, rx.wait_for(|next| *next > sequence)).await;
     }
 
+    /// Low latency: when `sequence` is the segment after the one in
+    /// progress (the low-latency MPD lists it ahead, predicted; see
+    /// `Manifests::dash_ll`), resolves once it is in progress, the session
+    /// ends, or after `limit`; at once otherwise.
+    pub async fn wait_segment_opened(&self, sequence: u64, limit: std::time::Duration) {
+        let pending = {
+            let st = self.lock();
+            st.ended.is_none()
+                && st.pipeline.manifests().is_some_and(|m| m.has_parts())
+                && st.parts.next_segment().checked_add(1) == Some(sequence)
+        };
+        if !pending {
+            return;
+        }
+        let mut rx = self.segments_stored.subscribe();
+        let mut ended = self.ended_tx.subscribe();
+        let wait = async {
+            tokio::select! {
+                _ = rx.wait_for(|next| *next >= sequence) => {}
+                _ = ended.wait_for(|e| *e) => {}
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+
     /// One part's bytes (session-wide part number) and its config id.
     pub fn part_bytes(&self, number: u64, format: Format) -> Result<(Bytes, u32), MuxError> {
         if !self.muxes(format) {

@@ -267,6 +267,9 @@ pub struct Period {
     /// Where the audio AdaptationSet's last segment ends, 90 kHz (a session
     /// with audio: it may run on a little past the last video frame).
     pub audio_end: Option<u64>,
+    /// Low-latency: the segments listed ahead (the `S` with `r`, which only
+    /// the segment in progress and the one after it are written with).
+    pub predicted: Vec<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -306,6 +309,7 @@ pub fn parse_mpd(text: &str) -> Mpd {
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
         let mut segments = BTreeMap::new();
+        let mut predicted = Vec::new();
         if let Some(tl) = tpl.children().find(|n| n.has_tag_name("SegmentTimeline")) {
             let mut number = start_number;
             let mut t = 0u64;
@@ -316,6 +320,9 @@ pub fn parse_mpd(text: &str) -> Mpd {
                 let d: u64 = s.attribute("d").expect("S@d").parse().expect("S@d");
                 let r: u64 = s.attribute("r").map_or(0, |v| v.parse().expect("S@r"));
                 for _ in 0..=r {
+                    if s.attribute("r").is_some() {
+                        predicted.push(number);
+                    }
                     segments.insert(number, (t, d));
                     number += 1;
                     t += d;
@@ -355,6 +362,7 @@ pub fn parse_mpd(text: &str) -> Mpd {
                 init: attr(tpl, "initialization"),
                 start_with_sap: aset.attribute("startWithSAP").map(str::to_string),
                 segments,
+                predicted,
             },
         );
     }
@@ -388,19 +396,25 @@ pub fn check_mpd_successor(prev: &Mpd, next: &Mpd, what: &str) {
     if !prev.dynamic {
         assert_eq!(next, prev, "{what}: a static MPD changed");
     }
-    // In a low-latency MPD the last S of the last period may be the segment
-    // in progress, listed with a predicted duration: its S@d (never its S@t)
-    // may change once, when it completes.
-    let in_progress = prev
-        .low_latency
-        .then(|| {
-            let (id, p) = prev
-                .periods
-                .iter()
-                .max_by_key(|(_, p)| p.segments.keys().next_back())?;
-            Some((id.clone(), *p.segments.keys().next_back()?))
-        })
-        .flatten();
+    // In a low-latency MPD the last two segments of the last period are the
+    // segment in progress and the one after it, listed ahead with predicted
+    // durations: the first's S@d (never its S@t) may change, the second's
+    // S@t and S@d too, and either may leave the period (a new config
+    // starts a new one) or the MPD (the session ended).
+    let predicted: Vec<(String, u64)> = prev
+        .periods
+        .iter()
+        .flat_map(|(id, p)| p.predicted.iter().map(move |n| (id.clone(), *n)))
+        .collect();
+    if let Some((id, n)) = predicted.first() {
+        assert!(
+            prev.low_latency && predicted.len() == 2 && predicted[1] == (id.clone(), n + 1),
+            "{what}: segments listed ahead other than the one in progress and the next: \
+             {predicted:?}"
+        );
+    }
+    let in_progress = predicted.first().cloned();
+    let ahead = predicted.get(1).cloned();
     for (id, p) in &prev.periods {
         let Some(n) = next.periods.get(id) else {
             continue; // slid out of the window
@@ -420,6 +434,9 @@ pub fn check_mpd_successor(prev: &Mpd, next: &Mpd, what: &str) {
         assert_eq!(fixed(n), fixed(p), "{what}: Period {id} changed");
         for (number, td) in &n.segments {
             if let Some(old) = p.segments.get(number) {
+                if ahead.as_ref() == Some(&(id.clone(), *number)) {
+                    continue;
+                }
                 if in_progress.as_ref() == Some(&(id.clone(), *number)) {
                     assert_eq!(td.0, old.0, "{what}: Period {id} segment {number} moved");
                 } else {
@@ -433,7 +450,9 @@ pub fn check_mpd_successor(prev: &Mpd, next: &Mpd, what: &str) {
         {
             for number in *new_first..=*old_last {
                 assert!(
-                    !p.segments.contains_key(&number) || n.segments.contains_key(&number),
+                    !p.segments.contains_key(&number)
+                        || n.segments.contains_key(&number)
+                        || predicted.contains(&(id.clone(), number)),
                     "{what}: Period {id} segment {number} vanished from the middle"
                 );
             }
