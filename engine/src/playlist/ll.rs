@@ -573,6 +573,26 @@ mod tests {
         segment(&mut d, 0);
         d.mark_discontinuity();
         assert_eq!(d.dash_ll(0).matches("<S ").count(), 1);
+        // Nor when the segment in progress turns out to use a new config
+        // (it opens a new period).
+        let mut c = ll(6);
+        segment(&mut c, 0);
+        let mut p = part(1, 0);
+        p.config_id = 1;
+        c.push_part(&p);
+        assert_eq!(c.dash_ll(0).matches("<S ").count(), 1);
+        // A complete segment that lasted longer than predicted: its real
+        // duration, and the next two follow from its end.
+        segment(&mut m, 1);
+        let mut p = part(2, 0);
+        p.start = 180_000;
+        m.push_part(&p);
+        let mut r = rec(2, 180_000, 99_000);
+        r.config_id = 0;
+        m.push(r, &cfg(0), 0);
+        assert!(m.dash_ll(0).contains(
+            "<S t=\"180000\" d=\"99000\"/>\n            <S t=\"279000\" d=\"99000\" r=\"1\"/>"
+        ));
         // Ended: the regular static MPD.
         m.end(0);
         assert_eq!(m.dash_ll(0), m.dash(0).render());
