@@ -195,6 +195,35 @@ ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=320x180:rate=3
   -f lavfi -i "anoisesrc=color=pink:amplitude=0.3:sample_rate=44100:seed=7" -t 3 \
   -pix_fmt yuv420p -c:v libx265 -preset veryfast -x265-params "bframes=3:keyint=30:min-keyint=30:scenecut=0:log-level=error" \
   -crf 34 -tag:v hvc1 -c:a aac -b:a 64k -ac 1 -fflags +bitexact mp4_hevc_44k.mp4
+fi
+
+if [ "${1:-all}" = all ] || [ "${1:-all}" = mp4 ] || [ "${1:-all}" = mp4-packets ]; then
+# NAME.packets.csv of each MP4: its video packets as ffprobe reports them
+# (edit list and ctts applied), in decode order, `pts,dts,flags` in 90 kHz
+# ticks (converted exactly from the track's time base), like the raw
+# streams' files: what `package` must reproduce up to a constant offset.
+for name in mp4_av_48k mp4_av_48k_frag mp4_hevc_44k; do
+  python3 - "$name" <<'PY'
+import json, subprocess, sys
+from fractions import Fraction
+name = sys.argv[1]
+out = subprocess.run(['ffprobe', '-v', 'error', '-select_streams', 'v:0', '-show_entries',
+                      'packet=pts,dts,flags:stream=time_base', '-of', 'json', name + '.mp4'],
+                     capture_output=True, check=True, text=True).stdout
+j = json.loads(out)
+tb = Fraction(j['streams'][0]['time_base'])
+def ticks(v):
+    t = int(v) * tb * 90000
+    assert t.denominator == 1, (name, v, tb)
+    return int(t)
+with open(name + '.packets.csv', 'w') as f:
+    for p in j['packets']:
+        f.write(f"{ticks(p['pts'])},{ticks(p['dts'])},{p['flags']}\n")
+PY
+done
+fi
+
+if [ "${1:-all}" = all ] || [ "${1:-all}" = mp4 ]; then
 for name in mp4_av_48k mp4_av_48k_frag mp4_hevc_44k; do
   python3 - "$name" <<'PY'
 import json, subprocess, sys

@@ -772,6 +772,68 @@ async fn package_of_an_mp4_file_writes_its_video() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `(pts, dts, keyframe)` per video packet in decode order, 90 kHz: from a
+/// committed `NAME.packets.csv` or from ffprobe's `pts,dts,flags` lines.
+fn packets(csv: &str) -> Vec<(i64, i64, bool)> {
+    csv.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.trim().split(',').collect();
+            let n = |i: usize| f[i].parse::<i64>().unwrap_or_else(|e| panic!("{l}: {e}"));
+            (n(0), n(1), f.get(2).is_some_and(|k| k.contains('K')))
+        })
+        .collect()
+}
+
+/// `package FILE.mp4` presents every video frame when the file does: the
+/// written HLS stream's packets (ffprobe) have the file's presentation
+/// times (B-frames from `ctts`, the edit list of the progressive file, the
+/// fragmented file's `trun` offsets; `NAME.packets.csv`, ffprobe's view of
+/// the file) up to one constant offset, its keyframes, and decode times
+/// that increase and never pass the presentation times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn package_of_an_mp4_file_keeps_its_frames_and_times() {
+    if !require_ffmpeg("package of an MP4 file, times against ffprobe") {
+        return;
+    }
+    for name in ["mp4_av_48k", "mp4_av_48k_frag", "mp4_hevc_44k"] {
+        let dir = tempdir("mp4-times");
+        let tree = dir.join("tree");
+        let out = run(&[
+            "package",
+            s(&testdata_path(&format!("{name}.mp4"))),
+            "--out",
+            s(&tree),
+        ])
+        .await;
+        ok(&out, name);
+        let want = packets(&text(&testdata(&format!("{name}.packets.csv"))));
+        let probe = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+            .args(["packet=pts,dts,flags", "-of", "csv=p=0"])
+            .arg(tree.join("index.m3u8"))
+            .output()
+            .expect("ffprobe runs");
+        assert!(probe.status.success(), "{name}: {}", text(&probe.stderr));
+        let got = packets(&text(&probe.stdout));
+        assert_eq!(got.len(), want.len(), "{name}: packets");
+        let offset = got[0].0 - want[0].0;
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.0 - offset, w.0, "{name}: packet {i} presentation time");
+            assert_eq!(g.2, w.2, "{name}: packet {i} keyframe flag");
+            assert!(
+                g.1 <= g.0,
+                "{name}: packet {i} decoded after it is shown: {g:?}"
+            );
+        }
+        assert!(
+            got.windows(2).all(|w| w[0].1 < w[1].1),
+            "{name}: decode times increase"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// `publish --server A,B`: when server A goes away mid-stream (here a
 /// shutdown, which ends the session there), the publisher continues the
 /// session on B from the next access unit, says so on stderr, and ends
