@@ -449,6 +449,22 @@ fn is_transport(code: tonic::Code) -> bool {
     )
 }
 
+/// Why a server was lost, in words first: what happened to the
+/// connection, then the transport's own detail.
+fn lost_because(status: &tonic::Status) -> String {
+    let what = match status.code() {
+        tonic::Code::Unavailable => "the server is unavailable or going away",
+        tonic::Code::Cancelled => "the server cancelled the stream",
+        _ => "the connection broke",
+    };
+    let detail = status.message().trim();
+    if detail.is_empty() {
+        what.to_string()
+    } else {
+        format!("{what}: {detail}")
+    }
+}
+
 /// Why a publishing stream did not open.
 enum Open {
     /// No answer, or the server is going away: another may take it.
@@ -630,7 +646,7 @@ async fn read_responses(
             }
             // The connection broke, or the server is going away.
             Err(status) if failover && is_transport(status.code()) => {
-                s.lost = Some(format!("{}: {}", status.code(), status.message()));
+                s.lost = Some(lost_because(&status));
                 return Ok(s);
             }
             // The session was open: the server went away (stopped or
@@ -1162,4 +1178,22 @@ fn pipeline_options(fps: Option<u32>) -> PipelineOptions {
     let mut o = liveslice_server::config::Config::default().pipeline();
     o.target_rate = fps.map(|f| FrameRate::new(f, 1));
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_server_is_said_in_words_first() {
+        let s = tonic::Status::unknown("h2 protocol error: error reading a body from connection");
+        assert_eq!(
+            lost_because(&s),
+            "the connection broke: h2 protocol error: error reading a body from connection"
+        );
+        assert_eq!(
+            lost_because(&tonic::Status::unavailable("")),
+            "the server is unavailable or going away"
+        );
+    }
 }
