@@ -237,15 +237,15 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
                 } else {
                     format!("{} {}x{} {rate}", i.codec, i.width, i.height)
                 };
-                status.message(&format!(
-                    "{} session {}: {what}",
-                    if i.changed {
-                        "stream changed:"
-                    } else {
-                        "playing"
-                    },
-                    i.session_id
-                ));
+                // Nothing plays before the first keyframe: no "changed" yet.
+                let doing = if i.codec.is_empty() {
+                    ""
+                } else if i.changed {
+                    "stream changed: "
+                } else {
+                    "playing "
+                };
+                status.message(&format!("{doing}session {}: {what}", i.session_id));
                 if let Some(t) = tree.as_mut() {
                     t.session_info(i);
                 }
@@ -284,7 +284,10 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
                 status.message(&format!(
                     "session ended ({}{}): {} frames in {} segments",
                     end_reason_name(e.reason),
-                    if e.detail.is_empty() {
+                    // A detail that only repeats the reason is left out.
+                    if e.detail.is_empty()
+                        || e.detail.replace('_', " ") == end_reason_name(e.reason)
+                    {
                         String::new()
                     } else {
                         format!(": {}", e.detail)

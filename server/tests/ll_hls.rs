@@ -315,6 +315,9 @@ async fn low_latency_dash_serves_the_segment_in_progress_chunked() {
         let got = common::raw_get(addr, &format!("/live/ld/seg-{}.m4s", open + 1), &[]).await;
         (got, asked.elapsed())
     });
+    // Further ahead: not listed, not held.
+    let (status, _, _) = get(&format!("{base}/seg-{}.m4s", open + 5)).await;
+    assert_eq!(status, 404);
     // The segment in progress: chunked, streamed as its parts close.
     let asked = Instant::now();
     let (status, headers, raw) =
