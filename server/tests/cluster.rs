@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::failover::{live_stream, origin_process, publish_with_failover};
+use common::failover::{live_audio_stream, live_stream, origin_process, publish_with_failover};
 use common::nats::Nats;
 use common::*;
 use liveslice_proto::v1 as pb;
@@ -483,6 +483,138 @@ async fn a_publisher_failing_over_to_another_origin_continues_the_session_on_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_continues_a_session_with_audio() {
     failover("fo-av", true).await;
+}
+
+/// An audio-only session (radio) fails over the same way: origin A is
+/// killed mid-segment, origin B continues the session on A's timeline
+/// after one discontinuity (segment, part and audio frame numbers on; A's
+/// open segment closed from its parts), and the edge's audio playlist
+/// lists A's segments, then B's, numbered without a gap; B's segments are
+/// the same bytes on the edge, and ffmpeg decodes every audio frame listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audio_only_session_fails_over_and_goes_on() {
+    use common::history::parse_hls;
+    let id = "fo-radio";
+    let Some(nats) = Nats::start("cluster failover of an audio-only session") else {
+        return;
+    };
+    if !have_ffmpeg("cluster failover of an audio-only session") {
+        return;
+    }
+    let (mut a, a_grpc, a_http) = origin_process(
+        &nats,
+        "origin-a-fo-radio",
+        &["--window", "60", "--publisher-grace", "5s"],
+    );
+    let b = start(origin_config(&nats, "origin-b-fo-radio")).await;
+    let edge = start(edge_config(&nats, "edge-fo-radio")).await;
+    let bu = format!("http://{}", b.http_addr);
+    let e = format!("http://{}", edge.http_addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = publish_with_failover(
+        vec![a_grpc, b.grpc_addr],
+        id,
+        live_audio_stream(),
+        stop.clone(),
+    );
+    let path = |p: &str| format!("live/{id}/{p}");
+    let first = wait_for_text(
+        &format!("{a_http}/{}", path("index.m3u8")),
+        "#EXTINF",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(first.contains("audio-init.mp4"), "audio-only: {first}");
+    wait_until_equal(&a_http, &e, &path("index.m3u8"), Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let (_, before) = text(&format!("{e}/{}", path("index.m3u8"))).await;
+    let before = parse_hls(&before);
+    a.kill().expect("SIGKILL");
+    let _ = a.wait();
+
+    let b_hls = wait_for_text(
+        &format!("{bu}/{}", path("index.m3u8")),
+        "#EXTINF",
+        Duration::from_secs(20),
+    )
+    .await;
+    let b_first = parse_hls(&b_hls);
+    assert!(
+        b_first.media_sequence >= before.open_segment(),
+        "B's numbering goes on from A's:\n{b_hls}"
+    );
+    assert!(
+        b_first.segments[0].4,
+        "B's first segment follows a discontinuity:\n{b_hls}"
+    );
+    wait_for_text(
+        &format!("{bu}/{}", path("index.m3u8")),
+        &format!("audio-{}.m4s", b_first.media_sequence + 2),
+        Duration::from_secs(20),
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(publisher.await.unwrap(), 1, "one failover");
+    let b_final = wait_for_text(
+        &format!("{bu}/{}", path("index.m3u8")),
+        "#EXT-X-ENDLIST",
+        Duration::from_secs(10),
+    )
+    .await;
+    let e_final = wait_for_text(
+        &format!("{e}/{}", path("index.m3u8")),
+        "#EXT-X-ENDLIST",
+        Duration::from_secs(20),
+    )
+    .await;
+    let eh = parse_hls(&e_final);
+    let bh = parse_hls(&b_final);
+    for seg in &eh.segments {
+        assert!(seg.1.starts_with(&format!("audio-{}.", seg.0)), "{e_final}");
+    }
+    let cuts: Vec<u64> = eh.segments.iter().filter(|s| s.4).map(|s| s.0).collect();
+    assert_eq!(
+        cuts,
+        vec![bh.media_sequence],
+        "one discontinuity, where B starts:\n{e_final}"
+    );
+    assert!(
+        eh.media_sequence < before.media_sequence + before.segments.len() as u64,
+        "A's segments stay listed"
+    );
+    let b_tail = &eh.segments[eh.segments.len() - bh.segments.len()..];
+    assert_eq!(b_tail, &bh.segments[..], "B's entries on the edge");
+    for seg in &bh.segments {
+        let (_, _, x) = get(&format!("{bu}/{}", path(&seg.1))).await;
+        let (_, _, y) = get(&format!("{e}/{}", path(&seg.1))).await;
+        assert!(!x.is_empty() && x == y, "{}", seg.1);
+    }
+    let listed: f64 = eh
+        .segments
+        .iter()
+        .map(|s| s.2.trim_end_matches(',').parse::<f64>().unwrap())
+        .sum();
+    for p in ["index.m3u8", "ts/index.m3u8"] {
+        let url = format!("{e}/{}", path(p));
+        let streams = av::probe_async(url.clone()).await;
+        assert_eq!(streams.len(), 1, "{p}: {streams:?}");
+        assert_eq!(streams[0].0, "audio", "{p}");
+        let (frames, errors) = tokio::task::spawn_blocking(move || ffmpeg_every_frame(&url))
+            .await
+            .unwrap();
+        assert!(errors.is_empty(), "{p}: {errors}");
+        assert_eq!(
+            frames as u64, streams[0].2,
+            "{p}: frames decoded, of those listed"
+        );
+        // 44.1 kHz, 1,024 samples a frame: every listed second decodes.
+        assert!(
+            frames as f64 > listed * 44_100.0 / 1024.0 * 0.95,
+            "{p}: {frames} frames decoded, {listed} s listed"
+        );
+    }
+    edge.shutdown().await;
+    b.shutdown().await;
 }
 
 async fn failover(id: &'static str, av: bool) {

@@ -120,6 +120,15 @@ impl AudioClock {
         self.next
     }
 
+    /// The first frame goes at `sample` (a session continued on the old
+    /// timeline); no effect once a frame was placed.
+    pub fn start_at(&mut self, sample: i64) {
+        if self.next.is_none() {
+            self.next = Some(sample);
+            self.anchor_pending = false;
+        }
+    }
+
     pub fn repairs(&self) -> AudioRepairs {
         self.repairs
     }

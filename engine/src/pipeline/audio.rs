@@ -454,13 +454,29 @@ impl SessionPipeline {
 
     /// The session is audio-only: its timeline starts at its first audio
     /// frame.
+    /// A resumed session (see [`ResumePoint`](super::ResumePoint)) keeps the old timeline: its
+    /// availability start, and the first audio frame where the wall clock is
+    /// on it (or after the old stream's end), on the sample grid.
     pub(super) fn start_audio_only(&mut self) {
         self.audio.tracks = Tracks::AudioOnly;
-        let start_ms = self
+        let mut start_ms = self
             .audio
             .untimed
             .front()
             .map_or(0, |u| u.ingest_ns / 1_000_000);
+        if let Some(r) = &self.resume {
+            let first = r.first_time(start_ms);
+            start_ms = r.availability_start_ms;
+            let rate = u128::from(self.audio.rate().max(1));
+            // Up, to a whole sample: never before the old end.
+            let samples = (u128::from(first) * rate).div_ceil(u128::from(TIMESCALE));
+            let samples = i64::try_from(samples)
+                .unwrap_or(i64::MAX / 4)
+                .min(i64::MAX / 4);
+            if let Some(clock) = self.audio.clock.as_mut() {
+                clock.start_at(samples);
+            }
+        }
         let frame_ms = (u64::from(AAC_FRAME_SAMPLES) * 1000).div_ceil(u64::from(self.audio.rate()));
         self.start_timeline(start_ms, u32::try_from(frame_ms).unwrap_or(u32::MAX));
         tracing::info!("no video in the session's first segment of audio: audio-only");

@@ -358,6 +358,81 @@ fn audio_only_sessions_cut_on_audio_frames() {
     assert_eq!(o.drops[0].0, DropReason::NoVideoTrack, "{:?}", o.drops);
 }
 
+/// An audio-only session continued on another node (publisher failover):
+/// the old availability start, the next segment, part and audio frame
+/// numbers after one discontinuity, and the first frame on the sample grid
+/// where the wall clock is on the old timeline, or at the old end when that
+/// is later.
+#[test]
+fn a_resumed_audio_only_session_continues_on_the_old_timeline() {
+    use super::super::ResumePoint;
+    let a = adts_frames(&testdata("av_44k_mono.aac"));
+    let start_ms = BASE_NS / 1_000_000 - 100_000;
+    let run = |min_start: u64| {
+        let point = ResumePoint {
+            availability_start_ms: start_ms,
+            next_segment: 41,
+            discontinuity_sequence: 2,
+            next_part: 171,
+            next_frame: 0,
+            next_audio_frame: 5000,
+            next_config_id: 0,
+            min_start,
+            next_period_id: 4,
+            all_independent: true,
+        };
+        let mut p = SessionPipeline::resume(
+            PipelineOptions {
+                part_target_ms: 500,
+                ..Default::default()
+            },
+            point,
+        );
+        let mut events = Vec::new();
+        let mut out = Out::default();
+        for (n, f) in a.iter().enumerate() {
+            let t = n as u64 * 1024 * 1_000_000_000 / 44_100;
+            p.push_audio(
+                f.clone(),
+                AudioInput::Adts,
+                Some(BASE_NS + t),
+                BASE_NS + t,
+                &mut events,
+            );
+            out.take(&mut events);
+        }
+        p.finish(BASE_NS + 9_000_000_000, &mut events);
+        out.take(&mut events);
+        assert_eq!(p.tracks(), Tracks::AudioOnly);
+        assert_eq!(p.availability_start_ms(), Some(start_ms));
+        (p, out)
+    };
+    // The publisher comes 100 s after the start, the old stream ended at
+    // 98 s: the first frame goes at 100 s (on the 44.1 kHz grid).
+    let (p, out) = run(98 * 90_000);
+    assert_eq!(out.audio[0].index, 5000);
+    assert!(out.audio.windows(2).all(|w| w[1].index == w[0].index + 1));
+    assert_eq!(out.audio[0].time, 100 * 44_100);
+    assert_eq!(out.parts[0].number, 171);
+    assert_eq!(out.parts[0].segment, 41);
+    let first = &out.segments[0];
+    assert_eq!(first.sequence, 41);
+    assert!(first.discontinuity);
+    assert_eq!(first.discontinuity_sequence, 3);
+    assert_eq!(first.start, 100 * 90_000);
+    assert_eq!(first.audio.as_ref().unwrap().start, 100 * 44_100);
+    assert_eq!(first.program_date_time_ms, start_ms + 100_000);
+    assert!(out.segments[1..].iter().all(|s| !s.discontinuity));
+    let hls = p.manifests().unwrap().hls_cmaf().render();
+    assert!(hls.contains("#EXT-X-MEDIA-SEQUENCE:41\n"), "{hls}");
+    assert!(hls.contains("#EXT-X-DISCONTINUITY\n"), "{hls}");
+    // An old end past the wall clock (101.5 s): the first frame there,
+    // rounded up to a whole sample.
+    let (_, out) = run(101 * 90_000 + 45_000);
+    assert_eq!(out.audio[0].time, 101 * 44_100 + 22_050);
+    assert_eq!(out.segments[0].start, 101 * 90_000 + 45_000);
+}
+
 #[test]
 fn bad_audio_is_dropped_with_a_reason_and_the_session_goes_on() {
     let (units, rate) = interleave("av_48k_stereo.h264", "av_48k_stereo.aac", 0);

@@ -258,6 +258,20 @@ pub struct ResumePoint {
     pub all_independent: bool,
 }
 
+impl ResumePoint {
+    /// Where the first frame of the new copy goes (90 kHz, on the old
+    /// timeline) when it arrives at wall clock `now_ms` (Unix ms): the
+    /// wall clock's place, or the old end if that is later, but never more
+    /// than an hour past the wall clock (a skewed clock or a damaged record
+    /// is not followed further).
+    pub fn first_time(&self, now_ms: u64) -> u64 {
+        let elapsed = now_ms.saturating_sub(self.availability_start_ms);
+        let wall = elapsed.saturating_mul(TIMESCALE / 1000);
+        let old_end = self.min_start.min(wall.saturating_add(3600 * TIMESCALE));
+        wall.max(old_end)
+    }
+}
+
 const MAX_CAPTURE_MARKS: usize = 4096;
 
 impl SessionPipeline {
@@ -298,8 +312,8 @@ impl SessionPipeline {
     /// [`ResumePoint`]): its first segment, part and frame take the next
     /// numbers, follow a discontinuity, and sit on the old timeline (same
     /// availability start); an audio track goes on on the same timeline,
-    /// its frames numbered on. Not for an audio-only session (its timeline
-    /// starts with its first audio frame, not from a resume point).
+    /// its frames numbered on; an audio-only session's first audio frame
+    /// goes where a video frame would.
     pub fn resume(opts: PipelineOptions, point: ResumePoint) -> Self {
         let mut p = Self::new(opts);
         p.first_frame_index = point.next_frame;
@@ -988,13 +1002,7 @@ impl SessionPipeline {
                 // stream's end).
                 let mut start_ms = now_ns / 1_000_000;
                 if let Some(r) = &self.resume {
-                    let elapsed = start_ms.saturating_sub(r.availability_start_ms);
-                    let wall = elapsed.saturating_mul(TIMESCALE / 1000);
-                    // An old end far past the wall clock (a skewed clock, or
-                    // a damaged record) is not followed beyond an hour.
-                    let old_end = r.min_start.min(wall.saturating_add(3600 * TIMESCALE));
-                    let dts = wall.max(old_end);
-                    aligner.start_at(dts);
+                    aligner.start_at(r.first_time(start_ms));
                     start_ms = r.availability_start_ms;
                 }
                 self.aligner = Some(aligner);

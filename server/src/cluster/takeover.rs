@@ -49,6 +49,9 @@ pub struct Tail {
     discontinuity: bool,
     /// The index of the last audio frame (real or silence).
     last_audio_frame: Option<u64>,
+    /// The first audio frame of the segment seen last: (segment, capture
+    /// time); an audio-only segment's wall-clock time comes from it.
+    open_first_audio: Option<(u64, Option<u64>)>,
     /// The old copy is an audio-only session.
     audio_only: bool,
     ended: bool,
@@ -62,7 +65,7 @@ impl Tail {
         match received {
             Received::Sync(c) => self.apply(ReplicaItem::Config(c)),
             Received::ClosingPart(p) => self.apply(ReplicaItem::Part(p)),
-            // An audio-only session (not continued: see `resume`).
+            // Sent before each segment of an audio-only session only.
             Received::AudioSync(_) => self.audio_only = true,
             Received::Gap(_) => {}
             Received::Item(item) => self.apply(item),
@@ -103,7 +106,12 @@ impl Tail {
                 self.last_segment = Some(s);
             }
             ReplicaItem::Discontinuity => self.discontinuity = true,
-            ReplicaItem::AudioFrame(f) => self.last_audio_frame = Some(f.index),
+            ReplicaItem::AudioFrame(f) => {
+                if self.open_first_audio.is_none_or(|(s, _)| s != f.segment) {
+                    self.open_first_audio = Some((f.segment, f.capture_time_ns));
+                }
+                self.last_audio_frame = Some(f.index);
+            }
             ReplicaItem::AudioConfig(_) => {}
             ReplicaItem::End => self.ended = true,
             ReplicaItem::Start(_) | ReplicaItem::TsContinuity { .. } => {}
@@ -122,11 +130,23 @@ impl Tail {
     pub fn orphan(&self, start: &SessionStart) -> Option<ReplicaSegment> {
         let first = self.open_parts.first()?;
         let last = self.open_parts.last()?;
-        let config = self.configs.get(&first.config_id)?.clone();
+        // An audio-only segment has no video config.
+        let config = match self.audio_only {
+            true => None,
+            false => Some(self.configs.get(&first.config_id)?.clone()),
+        };
         let prev = self.last_segment.as_ref().map(|s| &s.record);
+        let first_audio_capture = self
+            .open_first_audio
+            .filter(|(s, _)| self.audio_only && *s == first.segment)
+            .and_then(|(_, capture)| capture);
         let (keyframe, sap_type, capture) = match self.open_first_frame {
             Some((s, key, sap, capture)) if s == first.segment => (key, sap, capture),
-            _ => (first.independent, u8::from(first.independent), None),
+            _ => (
+                first.independent,
+                u8::from(first.independent),
+                first_audio_capture,
+            ),
         };
         let config_changed = prev.is_some_and(|p| p.config_id != first.config_id);
         let discontinuity = (self.discontinuity || config_changed) && first.segment > 0;
@@ -182,18 +202,18 @@ impl Tail {
         });
         Some(ReplicaSegment {
             record,
-            config: Some(config),
+            config,
             place,
         })
     }
 
     /// Where the new copy goes on, with the old copy's open segment closed
     /// ([`orphan`](Self::orphan)). `None` when there is nothing to continue
-    /// (no segment listed yet, the session ended) or it cannot be continued
-    /// exactly: an audio-only session starts over as a new session (its
-    /// timeline is the audio's own, not carried across origins yet).
+    /// (no segment listed yet, the session ended). An audio-only session
+    /// goes on the same way (its first audio frame where a video frame
+    /// would go).
     pub fn resume(&self, start: &SessionStart) -> Option<(ResumePoint, Option<ReplicaSegment>)> {
-        if self.ended || self.audio_only || start.audio_only {
+        if self.ended {
             return None;
         }
         let orphan = self.orphan(start);
@@ -492,8 +512,7 @@ mod tests {
 
     /// A reconnect on the old owner after its last segment: the segment it
     /// left open is in the next discontinuity sequence and DASH period.
-    /// Nothing to continue: no segment yet, an ended session, an audio-only
-    /// session.
+    /// Nothing to continue: no segment yet, an ended session.
     #[test]
     fn discontinuities_and_what_is_not_continued() {
         let (items, start, _) = items();
@@ -525,8 +544,83 @@ mod tests {
         let mut ended = tail_of(&items);
         ended.receive(Received::Item(ReplicaItem::End));
         assert!(ended.resume(&start).is_none());
-        let mut audio_only = tail_of(&items);
-        audio_only.receive(Received::AudioSync(Arc::new(Default::default())));
-        assert!(audio_only.resume(&start).is_none());
+    }
+
+    /// The items of an audio-only session (`av_44k_mono.aac` twice, with
+    /// capture times; 2 s segments, 500 ms parts), as the origin hands them
+    /// to its replicator, its start and its segment records.
+    fn items_audio_only() -> (Vec<ReplicaItem>, SessionStart, Vec<SegmentRecord>) {
+        use crate::engine::audio::adts::AdtsHeader;
+        use crate::engine::pipeline::AudioInput;
+        let aac = bytes::Bytes::from(
+            std::fs::read(format!(
+                "{}/../testdata/av_44k_mono.aac",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap_or_else(|e| panic!("testdata: {e}")),
+        );
+        let mut p = SessionPipeline::new(PipelineOptions {
+            window: 60,
+            part_target_ms: 500,
+            ..Default::default()
+        });
+        let mut events = Vec::new();
+        let t0 = 1_700_000_000_000_000_000u64;
+        let mut n = 0u64;
+        for _ in 0..2 {
+            let mut pos = 0;
+            while pos + 7 <= aac.len() {
+                let h = AdtsHeader::parse(&aac[pos..]).unwrap().unwrap();
+                let t = t0 + n * 1024 * 1_000_000_000 / 44_100;
+                let frame = aac.slice(pos..pos + h.frame_len);
+                p.push_audio(frame, AudioInput::Adts, Some(t), t, &mut events);
+                pos += h.frame_len;
+                n += 1;
+            }
+        }
+        p.finish(t0 + 9_000_000_000, &mut events);
+        let (items, mut start, records) = replica_items(&p, events);
+        start.audio_only = true;
+        (items, start, records)
+    }
+
+    /// An audio-only session goes on too: its open segment closes as the
+    /// origin closed it (no video config; its wall-clock time from its
+    /// first audio frame's capture time), and the next segment, part and
+    /// audio frame numbers follow.
+    #[test]
+    fn an_open_audio_only_segment_closes_as_the_origin_closed_it() {
+        let (items, start, records) = items_audio_only();
+        assert!(records.len() >= 3, "{} segments", records.len());
+        assert!(records.iter().all(|r| r.is_audio_only()));
+        let at = items
+            .iter()
+            .position(|i| matches!(i, ReplicaItem::Segment(s) if s.record.sequence == 1))
+            .unwrap();
+        let mut tail = Tail::default();
+        tail.receive(Received::AudioSync(Arc::new(Default::default())));
+        for i in &items[..at] {
+            tail.receive(Received::Item(i.clone()));
+        }
+        let (point, orphan) = tail.resume(&start).expect("an audio-only session goes on");
+        let orphan = orphan.expect("segment 1 is open");
+        assert_eq!(orphan.record, records[1]);
+        assert!(orphan.config.is_none());
+        let ReplicaItem::Segment(real) = &items[at] else {
+            unreachable!()
+        };
+        assert_eq!(orphan.place, real.place);
+        let last_audio = items[..at]
+            .iter()
+            .rev()
+            .find_map(|i| match i {
+                ReplicaItem::AudioFrame(f) => Some(f.index),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(point.next_audio_frame, last_audio + 1);
+        assert_eq!(point.next_segment, 2);
+        assert_eq!(point.min_start, records[1].start + records[1].duration);
+        assert_eq!(point.availability_start_ms, start.availability_start_ms);
     }
 }

@@ -93,6 +93,21 @@ pub fn live_stream(av: bool) -> (Vec<LiveMessage>, u64) {
     (out, lap)
 }
 
+/// `av_44k_mono.aac` as a real-time audio-only stream, looping (every AAC
+/// frame a place a failed-over publisher may go on from): (messages, the
+/// length of one lap in ns).
+pub fn live_audio_stream() -> (Vec<LiveMessage>, u64) {
+    let aac = av::adts_frames(&testdata("av_44k_mono.aac"));
+    let at = |n: u64| n * 1024 * 1_000_000_000 / 44_100;
+    let lap = at(aac.len() as u64);
+    let out = aac
+        .into_iter()
+        .enumerate()
+        .map(|(n, f)| (pb::Track::Audio, f, at(n as u64), true))
+        .collect();
+    (out, lap)
+}
+
 /// Publishes `stream` in real time with capture times, looping, to the
 /// first of `servers` that takes it, and to the next one when its stream
 /// breaks (as `liveslice publish --server A,B` does), going on at the next
