@@ -57,14 +57,20 @@ impl Input {
     /// `None` for anything else (raw Annex B, stdin, pipes, or a container
     /// [`Input::open`] refuses).
     pub fn demux(&self) -> Result<Option<crate::demux::Demuxed>> {
-        let Some(bytes) = self.mapped_file()? else {
+        let Some((bytes, file)) = self.mapped()? else {
             return Ok(None);
         };
-        crate::demux::demux_file(&bytes, &self.to_string()).transpose()
+        crate::demux::demux_file(&bytes, Some(file), &self.to_string()).transpose()
     }
 
     /// A regular, non-empty file's bytes through a read-only memory map.
     fn mapped_file(&self) -> Result<Option<Bytes>> {
+        Ok(self.mapped()?.map(|(bytes, _)| bytes))
+    }
+
+    /// A regular, non-empty file's bytes through a read-only memory map,
+    /// and the open file.
+    fn mapped(&self) -> Result<Option<(Bytes, std::sync::Arc<std::fs::File>)>> {
         let Input::File(p) = self else {
             return Ok(None);
         };
@@ -82,7 +88,7 @@ impl Input {
         // copying a file that can be gigabytes long.
         let map = unsafe { memmap2::Mmap::map(&file) }
             .with_context(|| format!("cannot map {}", p.display()))?;
-        Ok(Some(Bytes::from_owner(map)))
+        Ok(Some((Bytes::from_owner(map), std::sync::Arc::new(file))))
     }
 
     /// A regular file's whole content through a read-only memory map, so

@@ -8,13 +8,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use liveslice_engine::pipeline::DropReport;
 use liveslice_engine::timing::FrameRate;
 use liveslice_engine::tree::TreeWriter;
 use liveslice_engine::{DropReason, Event, PipelineOptions, SessionPipeline, TIMESCALE};
 use tokio::io::AsyncReadExt;
 
+use crate::demux::VideoSource;
 use crate::input::{now_unix_ns, parse_fps, parse_part_duration, parse_segment_duration, Input};
 
 #[derive(clap::Args, Debug)]
@@ -57,6 +58,9 @@ pub async fn run(a: Args) -> Result<()> {
     // memory. Opened (and any other container refused) before anything is
     // written.
     let mut file_fps = None;
+    // An MP4/MOV file's video, made an access unit at a time from the
+    // file's memory map: a file of any size is never copied whole.
+    let mut mp4_video = None;
     if let Some(d) = input.demux()? {
         file_fps = d.frame_rate;
         if d.audio.is_some() {
@@ -65,10 +69,14 @@ pub async fn run(a: Args) -> Result<()> {
                  (`publish` sends both tracks to a server, which serves both)"
             );
         }
-        input = Input::Memory(
-            format!("the video of {input} ({})", d.container.name()),
-            d.video,
-        );
+        let name = format!("the video of {input} ({})", d.container.name());
+        match d.video {
+            VideoSource::Mp4(v) => {
+                mp4_video = Some(v);
+                input = Input::Memory(name, Bytes::new());
+            }
+            VideoSource::AnnexB(b) => input = Input::Memory(name, b),
+        }
     }
     let mapped = match &input {
         Input::Memory(_, bytes) => Some(bytes.clone()),
@@ -96,7 +104,15 @@ pub async fn run(a: Args) -> Result<()> {
     let mut packager = Packager::new(TreeWriter::with_formats(&a.out, a.formats.0)?);
 
     let mut events = Vec::new();
-    if let Some(all) = mapped {
+    if let Some(v) = mp4_video {
+        // Whole access units: each is cut as soon as it is pushed.
+        let mut au = BytesMut::new();
+        for i in 0..v.len() {
+            v.access_unit(i, &mut au)?;
+            pipeline.push(au.split().freeze(), None, now_unix_ns(), true, &mut events);
+            packager.handle(&mut events, &pipeline, &input)?;
+        }
+    } else if let Some(all) = mapped {
         // A regular file: slices of its memory map, no copies.
         let mut pos = 0;
         while pos < all.len() {

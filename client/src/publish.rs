@@ -206,7 +206,7 @@ pub async fn run(a: Args) -> Result<()> {
         file_fps = d.frame_rate;
         input = Input::Memory(
             format!("the video of {input} ({})", d.container.name()),
-            d.video,
+            d.video.into_bytes()?,
         );
     }
     let mut servers = a

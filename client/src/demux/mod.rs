@@ -13,11 +13,29 @@ use liveslice_engine::container::{detect, Container, SNIFF_BYTES};
 
 use crate::publish::AudioTrack;
 
+/// A container's video as an Annex B elementary stream (parameter sets in
+/// front of every random access point).
+pub enum VideoSource {
+    /// Made whole while taking the file apart (MPEG-TS: PES payloads).
+    AnnexB(Bytes),
+    /// Made an access unit at a time from the file (MP4/MOV samples).
+    Mp4(Box<mp4::Mp4Video>),
+}
+
+impl VideoSource {
+    /// The whole stream as one buffer.
+    pub fn into_bytes(self) -> Result<Bytes> {
+        match self {
+            VideoSource::AnnexB(b) => Ok(b),
+            VideoSource::Mp4(v) => v.to_annexb(),
+        }
+    }
+}
+
 /// A demuxed container file.
 pub struct Demuxed {
-    /// The video elementary stream (Annex B, parameter sets in front of
-    /// every random access point).
-    pub video: Bytes,
+    /// The video elementary stream.
+    pub video: VideoSource,
     /// The audio track, placed against the video: its frames' times are
     /// from the video's first presented frame.
     pub audio: Option<AudioTrack>,
@@ -32,10 +50,15 @@ pub struct Demuxed {
 /// Takes a regular file's bytes apart when they are a container this
 /// module reads (MPEG-TS, MP4/MOV); `None` for anything else (raw Annex B,
 /// or a container refused elsewhere with the command that extracts it).
-pub fn demux_file(data: &Bytes, name: &str) -> Option<Result<Demuxed>> {
+/// `file`: the file `data` maps, if any.
+pub fn demux_file(
+    data: &Bytes,
+    file: Option<std::sync::Arc<std::fs::File>>,
+    name: &str,
+) -> Option<Result<Demuxed>> {
     match detect(&data[..data.len().min(SNIFF_BYTES)])? {
         Container::MpegTs => Some(ts::demux_ts(data, name)),
-        Container::Mp4 => Some(mp4::demux_mp4(data, name)),
+        Container::Mp4 => Some(mp4::demux_mp4(data, file, name)),
         Container::Matroska | Container::Flv => None,
     }
 }

@@ -25,7 +25,7 @@ use liveslice_engine::audio::config::parse_asc;
 use liveslice_engine::container::Container;
 use mp4_atom::{Codec, Decode, Moof, Moov, Stbl, StszSamples, Trak};
 
-use super::{place_audio, Demuxed};
+use super::{place_audio, Demuxed, VideoSource};
 use crate::publish::AudioTrack;
 
 /// More samples than this in one track is not a file this reads (about 15
@@ -59,7 +59,14 @@ enum VideoKind {
 }
 
 /// Takes `data` (an MP4/MOV file) apart.
-pub fn demux_mp4(data: &Bytes, name: &str) -> Result<Demuxed> {
+///
+/// `file`: the file `data` maps, if any (video samples are then read from
+/// it; see [`Mp4Video`]).
+pub fn demux_mp4(
+    data: &Bytes,
+    file: Option<std::sync::Arc<std::fs::File>>,
+    name: &str,
+) -> Result<Demuxed> {
     let boxes = top_level(data, name)?;
     let moov_box = boxes
         .iter()
@@ -94,7 +101,6 @@ pub fn demux_mp4(data: &Bytes, name: &str) -> Result<Demuxed> {
     if video_samples.is_empty() {
         bail!("{name}: the MP4 file's video track has no samples");
     }
-    let video = video_annexb(data, &video_samples, kind, nal_len, &params, name)?;
     let video_clock = TrackClock::of(video_trak, movie_timescale);
     let video_start = video_samples
         .iter()
@@ -122,11 +128,13 @@ pub fn demux_mp4(data: &Bytes, name: &str) -> Result<Demuxed> {
             }
         }
     };
+    let frame_rate = constant_rate(&video_samples, video_trak.mdia.mdhd.timescale);
+    let video = Mp4Video::new(data, file, video_samples, kind, nal_len, params, name)?;
     Ok(Demuxed {
-        video,
+        video: VideoSource::Mp4(Box::new(video)),
         audio,
         container: Container::Mp4,
-        frame_rate: constant_rate(&video_samples, video_trak.mdia.mdhd.timescale),
+        frame_rate,
     })
 }
 
@@ -412,30 +420,97 @@ fn is_delimiter(nal: &[u8], kind: VideoKind) -> bool {
 }
 
 /// The video samples as one Annex B stream.
-fn video_annexb(
-    data: &[u8],
-    samples: &[Sample],
+/// An MP4 file's video track as Annex B, made one access unit at a time
+/// from the file's bytes (a memory map): a file of any size is never
+/// copied whole. Each sample's length-prefixed NAL units become start-code
+/// ones, with the track's parameter sets (`avcC`/`hvcC`) in front of the
+/// first sample and of every sample holding a random access picture (after
+/// its access unit delimiter, if it starts with one).
+pub struct Mp4Video {
+    data: Bytes,
+    /// The file `data` maps, when there is one: samples are read from it
+    /// with positional reads (`pread`), so the pages of a large file are
+    /// not mapped into this process one after the other (its resident
+    /// memory stays flat; the kernel's page cache holds what was read).
+    file: Option<std::sync::Arc<std::fs::File>>,
+    samples: Vec<Sample>,
     kind: VideoKind,
     nal_len: usize,
-    params: &[Vec<u8>],
-    name: &str,
-) -> Result<Bytes> {
-    if !(1..=4).contains(&nal_len) {
-        bail!("{name}: the video's NAL unit length size is {nal_len} bytes (1, 2 or 4 expected)");
+    params: Vec<Vec<u8>>,
+    name: String,
+}
+
+impl Mp4Video {
+    /// The track's samples checked: every one within the file, its NAL
+    /// unit lengths within it (errors name the file and the sample).
+    fn new(
+        data: &Bytes,
+        file: Option<std::sync::Arc<std::fs::File>>,
+        samples: Vec<Sample>,
+        kind: VideoKind,
+        nal_len: usize,
+        params: Vec<Vec<u8>>,
+        name: &str,
+    ) -> Result<Self> {
+        if !(1..=4).contains(&nal_len) {
+            bail!(
+                "{name}: the video's NAL unit length size is {nal_len} bytes (1, 2 or 4 expected)"
+            );
+        }
+        let v = Self {
+            data: data.clone(),
+            file,
+            samples,
+            kind,
+            nal_len,
+            params,
+            name: name.to_string(),
+        };
+        let mut buf = Vec::new();
+        for i in 0..v.samples.len() {
+            let bytes = v.sample(i, &mut buf)?;
+            v.nals(i, bytes, &mut Vec::new())?;
+        }
+        Ok(v)
     }
-    let total: usize = samples.iter().map(|s| s.size as usize + 16).sum();
-    let mut out = BytesMut::with_capacity(total);
-    let mut nals: Vec<&[u8]> = Vec::new();
-    for (i, s) in samples.iter().enumerate() {
-        let bytes = sample_bytes(data, s, i, "video", name)?;
+
+    /// Sample `i`'s bytes: read into `buf` from the file, or a slice of
+    /// the bytes given.
+    fn sample<'a>(&'a self, i: usize, buf: &'a mut Vec<u8>) -> Result<&'a [u8]> {
+        let s = &self.samples[i];
+        // Within the file (no page of it is touched by this check).
+        let bytes = sample_bytes(&self.data, s, i, "video", &self.name)?;
+        let Some(file) = &self.file else {
+            return Ok(bytes);
+        };
+        use std::os::unix::fs::FileExt;
+        buf.resize(bytes.len(), 0);
+        file.read_exact_at(buf, s.offset).with_context(|| {
+            format!(
+                "{}: cannot read video sample {i} at byte {}",
+                self.name, s.offset
+            )
+        })?;
+        Ok(&buf[..])
+    }
+
+    /// Access units (samples) in the track.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// The NAL units of sample `i` (its `bytes`), without their length
+    /// prefixes.
+    fn nals<'a>(&self, i: usize, bytes: &'a [u8], nals: &mut Vec<&'a [u8]>) -> Result<()> {
+        let name = &self.name;
         nals.clear();
         let mut p = 0;
         while p < bytes.len() {
-            let Some(len) = bytes.get(p..p + nal_len) else {
+            let Some(len) = bytes.get(p..p + self.nal_len) else {
                 bail!("{name}: video sample {i} ends inside a NAL unit length");
             };
             let len = len.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b));
-            p += nal_len;
+            p += self.nal_len;
             let Some(nal) = bytes.get(p..p + len) else {
                 bail!(
                     "{name}: video sample {i} has a NAL unit of {len} bytes at {p} that runs past its {} bytes",
@@ -447,24 +522,43 @@ fn video_annexb(
             }
             p += len;
         }
-        let rap = i == 0 || nals.iter().any(|n| is_random_access(n, kind));
+        Ok(())
+    }
+
+    /// Appends access unit `i` (decode order) to `out` as Annex B.
+    pub fn access_unit(&self, i: usize, out: &mut BytesMut) -> Result<()> {
+        let (mut buf, mut nals) = (Vec::new(), Vec::new());
+        let bytes = self.sample(i, &mut buf)?;
+        self.nals(i, bytes, &mut nals)?;
+        let rap = i == 0 || nals.iter().any(|n| is_random_access(n, self.kind));
         let mut rest = &nals[..];
         if let Some((first, tail)) = nals.split_first() {
-            if is_delimiter(first, kind) {
-                put_nal(&mut out, first);
+            if is_delimiter(first, self.kind) {
+                put_nal(out, first);
                 rest = tail;
             }
         }
         if rap {
-            for ps in params {
-                put_nal(&mut out, ps);
+            for ps in &self.params {
+                put_nal(out, ps);
             }
         }
         for n in rest {
-            put_nal(&mut out, n);
+            put_nal(out, n);
         }
+        Ok(())
     }
-    Ok(out.freeze())
+
+    /// The whole track as one Annex B stream (a copy the size of the
+    /// video: for `publish`, which sends it again when looping).
+    pub fn to_annexb(&self) -> Result<Bytes> {
+        let total: usize = self.samples.iter().map(|s| s.size as usize + 16).sum();
+        let mut out = BytesMut::with_capacity(total);
+        for i in 0..self.samples.len() {
+            self.access_unit(i, &mut out)?;
+        }
+        Ok(out.freeze())
+    }
 }
 
 fn put_nal(out: &mut BytesMut, nal: &[u8]) {
@@ -655,15 +749,16 @@ mod tests {
             ("mp4_hevc_44k", VideoKind::H265),
         ] {
             let file = format!("{name}.mp4");
-            let d = demux_mp4(&testdata(&file), &file).unwrap();
+            let d = demux_mp4(&testdata(&file), None, &file).unwrap();
             assert_eq!(d.container, Container::Mp4);
-            let types = nal_types(&d.video, kind);
+            let video = d.video.into_bytes().unwrap();
+            let types = nal_types(&video, kind);
             let (params, irap): (&[u8], fn(u8) -> bool) = match kind {
                 VideoKind::H264 => (&[7, 8], |t| t == 5),
                 VideoKind::H265 => (&[32, 33, 34], |t| (16..=23).contains(&t)),
             };
             assert_eq!(
-                first_slices(&d.video, kind),
+                first_slices(&video, kind),
                 expect(name, "video_frames"),
                 "{file}: access units"
             );
@@ -707,12 +802,37 @@ mod tests {
         }
     }
 
+    /// Read from the file (positional reads, as `package` and `publish` of
+    /// a file do) or from its bytes: the same access units.
+    #[test]
+    fn samples_read_from_the_file_are_the_same_access_units() {
+        for name in ["mp4_av_48k", "mp4_av_48k_frag", "mp4_hevc_44k"] {
+            let file = format!("{name}.mp4");
+            let path = format!("{}/../testdata/{file}", env!("CARGO_MANIFEST_DIR"));
+            let opened = std::sync::Arc::new(std::fs::File::open(&path).unwrap());
+            let data = testdata(&file);
+            let from_file = demux_mp4(&data, Some(opened), &file).unwrap();
+            let from_bytes = demux_mp4(&data, None, &file).unwrap();
+            let (VideoSource::Mp4(a), VideoSource::Mp4(b)) = (from_file.video, from_bytes.video)
+            else {
+                panic!("{file}: MP4 video");
+            };
+            assert_eq!(a.len(), b.len());
+            for i in 0..a.len() {
+                let (mut x, mut y) = (BytesMut::new(), BytesMut::new());
+                a.access_unit(i, &mut x).unwrap();
+                b.access_unit(i, &mut y).unwrap();
+                assert_eq!(x, y, "{file}: access unit {i}");
+            }
+        }
+    }
+
     #[test]
     fn a_truncated_file_says_so() {
         let full = testdata("mp4_av_48k.mp4");
         // The moov is at the end: cut into it.
         let cut = full.slice(..full.len() - 100);
-        let err = demux_mp4(&cut, "cut.mp4")
+        let err = demux_mp4(&cut, None, "cut.mp4")
             .err()
             .expect("refused")
             .to_string();
@@ -721,7 +841,10 @@ mod tests {
         // the end are named.
         let frag = testdata("mp4_av_48k_frag.mp4");
         let cut = frag.slice(..frag.len() / 2);
-        let err = format!("{:#}", demux_mp4(&cut, "half.mp4").err().expect("refused"));
+        let err = format!(
+            "{:#}",
+            demux_mp4(&cut, None, "half.mp4").err().expect("refused")
+        );
         assert!(err.contains("half.mp4"), "{err}");
     }
 
@@ -755,7 +878,11 @@ mod tests {
                     }
                 }
                 let d = Bytes::from(d);
-                let r = std::panic::catch_unwind(|| demux_mp4(&d, file).map(|x| x.video.len()));
+                let r = std::panic::catch_unwind(|| {
+                    demux_mp4(&d, None, file)
+                        .and_then(|x| x.video.into_bytes())
+                        .map(|v| v.len())
+                });
                 assert!(r.is_ok(), "{file} round {round}: panicked");
             }
         }

@@ -64,7 +64,7 @@ pub fn demux_ts(data: &[u8], name: &str) -> Result<Demuxed> {
         place_audio(track, offset_ticks * 1_000_000_000 / 90_000)
     };
     Ok(Demuxed {
-        video: Bytes::from(video),
+        video: super::VideoSource::AnnexB(Bytes::from(video)),
         audio,
         container: Container::MpegTs,
         frame_rate: None,
