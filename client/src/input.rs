@@ -23,6 +23,9 @@ pub enum Input {
     /// Bytes in memory (the video of a demuxed container), and what they
     /// came from.
     Memory(String, Bytes),
+    /// An MP4/MOV file's video, read an access unit at a time (never
+    /// copied whole), and what it came from.
+    Mp4(String, std::sync::Arc<crate::demux::mp4::Mp4Video>),
 }
 
 pub type Reader = Pin<Box<dyn AsyncRead + Send>>;
@@ -48,7 +51,7 @@ impl Input {
         match self {
             Input::Stdin => true,
             Input::File(p) => std::fs::metadata(p).is_ok_and(|m| !m.is_file()),
-            Input::Embedded(..) | Input::Memory(..) => false,
+            Input::Embedded(..) | Input::Memory(..) | Input::Mp4(..) => false,
         }
     }
 
@@ -122,6 +125,7 @@ impl Input {
             Input::Stdin => Box::pin(tokio::io::stdin()),
             Input::Embedded(_, bytes) => return Ok(Box::pin(*bytes)),
             Input::Memory(_, bytes) => return Ok(Box::pin(std::io::Cursor::new(bytes.clone()))),
+            Input::Mp4(_, video) => return Ok(Box::pin(Mp4Reader::new(video.clone()))),
         };
         let head = read_head(&mut reader)
             .await
@@ -348,7 +352,7 @@ impl fmt::Display for Input {
             Input::File(p) => write!(f, "{}", p.display()),
             Input::Stdin => f.write_str("stdin"),
             Input::Embedded(name, _) => f.write_str(name),
-            Input::Memory(name, _) => f.write_str(name),
+            Input::Memory(name, _) | Input::Mp4(name, _) => f.write_str(name),
         }
     }
 }
@@ -393,6 +397,47 @@ pub fn now_unix_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// An MP4 file's video as an Annex B byte stream, each access unit made
+/// when the bytes before it were read. The sample reads are positional
+/// reads of the file from within `poll_read`: a few KiB to a few hundred
+/// KiB each, usually from the page cache, so they do not hold up the
+/// client's runtime noticeably.
+struct Mp4Reader {
+    video: std::sync::Arc<crate::demux::mp4::Mp4Video>,
+    next: usize,
+    pending: bytes::BytesMut,
+}
+
+impl Mp4Reader {
+    fn new(video: std::sync::Arc<crate::demux::mp4::Mp4Video>) -> Self {
+        Self {
+            video,
+            next: 0,
+            pending: bytes::BytesMut::new(),
+        }
+    }
+}
+
+impl AsyncRead for Mp4Reader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        while this.pending.is_empty() && this.next < this.video.len() {
+            let i = this.next;
+            this.next += 1;
+            if let Err(e) = this.video.access_unit(i, &mut this.pending) {
+                return std::task::Poll::Ready(Err(std::io::Error::other(format!("{e:#}"))));
+            }
+        }
+        let n = this.pending.len().min(buf.remaining());
+        buf.put_slice(&this.pending.split_to(n));
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub enum VideoSource {
     Mp4(Box<mp4::Mp4Video>),
 }
 
+#[cfg(test)]
 impl VideoSource {
     /// The whole stream as one buffer.
     pub fn into_bytes(self) -> Result<Bytes> {

@@ -440,6 +440,15 @@ pub struct Mp4Video {
     name: String,
 }
 
+impl std::fmt::Debug for Mp4Video {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mp4Video")
+            .field("name", &self.name)
+            .field("samples", &self.samples.len())
+            .finish()
+    }
+}
+
 impl Mp4Video {
     /// The track's samples checked: every one within the file, its NAL
     /// unit lengths within it (errors name the file and the sample).
@@ -550,7 +559,8 @@ impl Mp4Video {
     }
 
     /// The whole track as one Annex B stream (a copy the size of the
-    /// video: for `publish`, which sends it again when looping).
+    /// video; tests).
+    #[cfg(test)]
     pub fn to_annexb(&self) -> Result<Bytes> {
         let total: usize = self.samples.iter().map(|s| s.size as usize + 16).sum();
         let mut out = BytesMut::with_capacity(total);
