@@ -20,3 +20,25 @@ stop_server() {
   kill "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
 }
+
+# timed CMD…: runs CMD (its output discarded) under /usr/bin/time; sets
+# $cpu_s (user + system seconds), $wall_s and $maxrss_kib.
+timed() {
+  local t u s
+  t=$(mktemp)
+  /usr/bin/time -f "%U %S %e %M" -o "$t" "$@" >/dev/null 2>&1
+  read -r u s wall_s maxrss_kib < "$t"
+  rm -f "$t"
+  cpu_s=$(echo "$u + $s" | bc)
+}
+
+# measure NAME CMD…: `timed` CMD with an empty "$tmp/out" to write into;
+# appends "NAME CPU_S WALL_S MAXRSS_KIB" to "$tmp/results".
+measure() {
+  local name=$1
+  shift
+  rm -rf "$tmp/out"
+  mkdir -p "$tmp/out"
+  timed "$@"
+  echo "$name $cpu_s $wall_s $maxrss_kib" >> "$tmp/results"
+}

@@ -3,8 +3,8 @@
 # (make-bench-stream.sh) and the same looped 45 times (about 1 GB, 45 min, made
 # here with `ffmpeg -stream_loop 44 -c copy`), with `liveslice package
 # --formats ts` (a release build) against `ffmpeg -c copy -f hls` (TS) on the
-# same files, one after the other, ROUNDS times; prints each run's max RSS
-# (KiB), CPU seconds (user + sys) and wall seconds.
+# same files, one after the other, ROUNDS times; prints each run's CPU
+# seconds (user + sys), wall seconds and max RSS (KiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -14,19 +14,15 @@ large=target/bench/720p30_45min.mp4
 [ -s $large ] || ffmpeg -hide_banner -loglevel error -y -stream_loop 44 -i $small -c copy $large
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-run() { # name cmd...
-  local name=$1; shift
-  rm -rf "$tmp/out"; mkdir -p "$tmp/out"
-  /usr/bin/time -f "%M %U %S %e" -o "$tmp/t" "$@" >/dev/null 2>&1
-  read -r m u s e < "$tmp/t"
-  echo "$name maxrss_kib=$m cpu_s=$(echo "$u + $s" | bc) wall_s=$e"
-}
+. bench/lib.sh
 ls -l $small $large
 for _ in $(seq "$rounds"); do
   for f in $small $large; do
     n=$(basename $f .mp4)
-    run "liveslice $n" target/release/liveslice package $f --out "$tmp/out" --formats ts
-    run "ffmpeg    $n" ffmpeg -nostdin -v error -i $f -c copy -f hls -hls_time 2 -hls_list_size 0 \
+    measure "liveslice_$n" target/release/liveslice package $f --out "$tmp/out" --formats ts
+    measure "ffmpeg_$n" ffmpeg -nostdin -v error -i $f -c copy -f hls -hls_time 2 -hls_list_size 0 \
       -hls_segment_filename "$tmp/out/seg-%d.ts" "$tmp/out/index.m3u8"
   done
 done
+echo "name cpu_s wall_s maxrss_kib (each run)"
+cat "$tmp/results"

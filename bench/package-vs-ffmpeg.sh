@@ -14,20 +14,14 @@ in=target/bench/720p30_bframes
 [ -s $in.h264 ] || bench/make-bench-stream.sh
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-run() { # name cmd...
-  local name=$1; shift
-  rm -rf "$tmp/out"; mkdir -p "$tmp/out"
-  /usr/bin/time -f "%U %S %e %M" -o "$tmp/t" "$@" >/dev/null 2>&1
-  read -r u s e m < "$tmp/t"
-  echo "$name $(echo "$u + $s" | bc) $e $m" >> "$tmp/results"
-}
+. bench/lib.sh
 for _ in $(seq "$rounds"); do
-  run liveslice target/release/liveslice package $in.h264 --out "$tmp/out"
-  run liveslice_ts target/release/liveslice package $in.h264 --out "$tmp/out" --formats ts
-  run liveslice_cmaf target/release/liveslice package $in.h264 --out "$tmp/out" --formats cmaf
-  run ffmpeg_hls_ts ffmpeg -nostdin -v error -i $in.mp4 -c copy -f hls -hls_time 2 -hls_list_size 0 \
+  measure liveslice target/release/liveslice package $in.h264 --out "$tmp/out"
+  measure liveslice_ts target/release/liveslice package $in.h264 --out "$tmp/out" --formats ts
+  measure liveslice_cmaf target/release/liveslice package $in.h264 --out "$tmp/out" --formats cmaf
+  measure ffmpeg_hls_ts ffmpeg -nostdin -v error -i $in.mp4 -c copy -f hls -hls_time 2 -hls_list_size 0 \
     -hls_segment_filename "$tmp/out/seg-%d.ts" "$tmp/out/index.m3u8"
-  run ffmpeg_hls_fmp4 ffmpeg -nostdin -v error -i $in.mp4 -c copy -f hls -hls_time 2 -hls_list_size 0 \
+  measure ffmpeg_hls_fmp4 ffmpeg -nostdin -v error -i $in.mp4 -c copy -f hls -hls_time 2 -hls_list_size 0 \
     -hls_segment_type fmp4 -hls_segment_filename "$tmp/out/seg-%d.m4s" "$tmp/out/index.m3u8"
 done
 echo "name cpu_s(median) wall_s(median) maxrss_kb(median)"

@@ -474,7 +474,7 @@ async fn a_publisher_reconnect_is_the_same_discontinuity_on_the_edge() {
 /// ffmpeg plays the whole session from the edge across the discontinuity.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_failing_over_to_another_origin_continues_the_session_on_the_edge() {
-    failover("fo", false).await;
+    failover("fo", Kind::Video).await;
 }
 
 /// The same with an AAC track: the audio goes on too (its frames numbered
@@ -482,143 +482,38 @@ async fn a_publisher_failing_over_to_another_origin_continues_the_session_on_the
 /// edge's audio playlist and master playlist play with both tracks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_continues_a_session_with_audio() {
-    failover("fo-av", true).await;
+    failover("fo-av", Kind::Av).await;
 }
 
-/// An audio-only session (radio) fails over the same way: origin A is
-/// killed mid-segment, origin B continues the session on A's timeline
-/// after one discontinuity (segment, part and audio frame numbers on; A's
-/// open segment closed from its parts), and the edge's audio playlist
-/// lists A's segments, then B's, numbered without a gap; B's segments are
-/// the same bytes on the edge, and ffmpeg decodes every audio frame listed.
+/// An audio-only session (radio) fails over the same way: its first audio
+/// frame on B goes where the wall clock is on A's timeline, its segment,
+/// part and audio frame numbers go on, A's open segment is closed from
+/// its parts; the edges' audio playlists (`index.m3u8` is the audio one)
+/// list A's segments, then B's, and ffmpeg decodes every audio frame.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audio_only_session_fails_over_and_goes_on() {
-    use common::history::parse_hls;
-    let id = "fo-radio";
-    let Some(nats) = Nats::start("cluster failover of an audio-only session") else {
-        return;
-    };
-    if !have_ffmpeg("cluster failover of an audio-only session") {
-        return;
-    }
-    let (mut a, a_grpc, a_http) = origin_process(
-        &nats,
-        "origin-a-fo-radio",
-        &["--window", "60", "--publisher-grace", "5s"],
-    );
-    let b = start(origin_config(&nats, "origin-b-fo-radio")).await;
-    let edge = start(edge_config(&nats, "edge-fo-radio")).await;
-    let bu = format!("http://{}", b.http_addr);
-    let e = format!("http://{}", edge.http_addr);
-    let stop = Arc::new(AtomicBool::new(false));
-    let publisher = publish_with_failover(
-        vec![a_grpc, b.grpc_addr],
-        id,
-        live_audio_stream(),
-        stop.clone(),
-    );
-    let path = |p: &str| format!("live/{id}/{p}");
-    let first = wait_for_text(
-        &format!("{a_http}/{}", path("index.m3u8")),
-        "#EXTINF",
-        Duration::from_secs(20),
-    )
-    .await;
-    assert!(first.contains("audio-init.mp4"), "audio-only: {first}");
-    wait_until_equal(&a_http, &e, &path("index.m3u8"), Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_millis(3300)).await;
-    let (_, before) = text(&format!("{e}/{}", path("index.m3u8"))).await;
-    let before = parse_hls(&before);
-    a.kill().expect("SIGKILL");
-    let _ = a.wait();
-
-    let b_hls = wait_for_text(
-        &format!("{bu}/{}", path("index.m3u8")),
-        "#EXTINF",
-        Duration::from_secs(20),
-    )
-    .await;
-    let b_first = parse_hls(&b_hls);
-    assert!(
-        b_first.media_sequence >= before.open_segment(),
-        "B's numbering goes on from A's:\n{b_hls}"
-    );
-    assert!(
-        b_first.segments[0].4,
-        "B's first segment follows a discontinuity:\n{b_hls}"
-    );
-    wait_for_text(
-        &format!("{bu}/{}", path("index.m3u8")),
-        &format!("audio-{}.m4s", b_first.media_sequence + 2),
-        Duration::from_secs(20),
-    )
-    .await;
-    stop.store(true, Ordering::Relaxed);
-    assert_eq!(publisher.await.unwrap(), 1, "one failover");
-    let b_final = wait_for_text(
-        &format!("{bu}/{}", path("index.m3u8")),
-        "#EXT-X-ENDLIST",
-        Duration::from_secs(10),
-    )
-    .await;
-    let e_final = wait_for_text(
-        &format!("{e}/{}", path("index.m3u8")),
-        "#EXT-X-ENDLIST",
-        Duration::from_secs(20),
-    )
-    .await;
-    let eh = parse_hls(&e_final);
-    let bh = parse_hls(&b_final);
-    for seg in &eh.segments {
-        assert!(seg.1.starts_with(&format!("audio-{}.", seg.0)), "{e_final}");
-    }
-    let cuts: Vec<u64> = eh.segments.iter().filter(|s| s.4).map(|s| s.0).collect();
-    assert_eq!(
-        cuts,
-        vec![bh.media_sequence],
-        "one discontinuity, where B starts:\n{e_final}"
-    );
-    assert!(
-        eh.media_sequence < before.media_sequence + before.segments.len() as u64,
-        "A's segments stay listed"
-    );
-    let b_tail = &eh.segments[eh.segments.len() - bh.segments.len()..];
-    assert_eq!(b_tail, &bh.segments[..], "B's entries on the edge");
-    for seg in &bh.segments {
-        let (_, _, x) = get(&format!("{bu}/{}", path(&seg.1))).await;
-        let (_, _, y) = get(&format!("{e}/{}", path(&seg.1))).await;
-        assert!(!x.is_empty() && x == y, "{}", seg.1);
-    }
-    let listed: f64 = eh
-        .segments
-        .iter()
-        .map(|s| s.2.trim_end_matches(',').parse::<f64>().unwrap())
-        .sum();
-    for p in ["index.m3u8", "ts/index.m3u8"] {
-        let url = format!("{e}/{}", path(p));
-        let streams = av::probe_async(url.clone()).await;
-        assert_eq!(streams.len(), 1, "{p}: {streams:?}");
-        assert_eq!(streams[0].0, "audio", "{p}");
-        let (frames, errors) = tokio::task::spawn_blocking(move || ffmpeg_every_frame(&url))
-            .await
-            .unwrap();
-        assert!(errors.is_empty(), "{p}: {errors}");
-        assert_eq!(
-            frames as u64, streams[0].2,
-            "{p}: frames decoded, of those listed"
-        );
-        // 44.1 kHz, 1,024 samples a frame: every listed second decodes.
-        assert!(
-            frames as f64 > listed * 44_100.0 / 1024.0 * 0.95,
-            "{p}: {frames} frames decoded, {listed} s listed"
-        );
-    }
-    edge.shutdown().await;
-    b.shutdown().await;
+    failover("fo-radio", Kind::AudioOnly).await;
 }
 
-async fn failover(id: &'static str, av: bool) {
+/// The tracks of a session in the failover tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Video,
+    /// Video and AAC.
+    Av,
+    /// AAC alone.
+    AudioOnly,
+}
+
+async fn failover(id: &'static str, kind: Kind) {
     use common::history::{parse_hls, History};
+    let av = kind == Kind::Av;
+    // The CMAF segments' names (an audio-only session's are its audio's).
+    let prefix = if kind == Kind::AudioOnly {
+        "audio-"
+    } else {
+        "seg-"
+    };
     let Some(nats) = Nats::start("cluster failover") else {
         return;
     };
@@ -636,8 +531,11 @@ async fn failover(id: &'static str, av: bool) {
     let bu = format!("http://{}", b.http_addr);
     let e = format!("http://{}", edge.http_addr);
     let stop = Arc::new(AtomicBool::new(false));
-    let publisher =
-        publish_with_failover(vec![a_grpc, b.grpc_addr], id, live_stream(av), stop.clone());
+    let stream = match kind {
+        Kind::AudioOnly => live_audio_stream(),
+        _ => live_stream(av),
+    };
+    let publisher = publish_with_failover(vec![a_grpc, b.grpc_addr], id, stream, stop.clone());
     let path = |p: &str| format!("live/{id}/{p}");
 
     wait_for_text(
@@ -696,7 +594,7 @@ async fn failover(id: &'static str, av: bool) {
     // A few segments on B, then the stream ends.
     wait_for_text(
         &format!("{bu}/{}", path("index.m3u8")),
-        &format!("seg-{}", b_first.media_sequence + 2),
+        &format!("{prefix}{}", b_first.media_sequence + 2),
         Duration::from_secs(20),
     )
     .await;
@@ -745,7 +643,10 @@ async fn failover(id: &'static str, av: bool) {
     let eh = parse_hls(&e_final);
     let bh = parse_hls(&b_final);
     for seg in &eh.segments {
-        assert!(seg.1.starts_with(&format!("seg-{}.", seg.0)), "{e_final}");
+        assert!(
+            seg.1.starts_with(&format!("{prefix}{}.", seg.0)),
+            "{e_final}"
+        );
     }
     let cuts: Vec<u64> = eh.segments.iter().filter(|s| s.4).map(|s| s.0).collect();
     assert_eq!(
@@ -762,7 +663,7 @@ async fn failover(id: &'static str, av: bool) {
     let b_tail = &eh.segments[eh.segments.len() - bh.segments.len()..];
     assert_eq!(b_tail, &bh.segments[..], "B's entries on the edge");
     for seg in &bh.segments {
-        let ts = format!("ts/{}", seg.1.replace(".m4s", ".ts"));
+        let ts = format!("ts/seg-{}.ts", seg.0);
         for uri in [seg.1.clone(), ts] {
             let (_, _, x) = get(&format!("{bu}/{}", path(&uri))).await;
             let (_, _, y) = get(&format!("{e}/{}", path(&uri))).await;
@@ -806,8 +707,13 @@ async fn failover(id: &'static str, av: bool) {
             "{p}: frames decoded, of those listed"
         );
         if *p == "index.m3u8" {
+            // 30 fps video, or 44.1 kHz AAC (1,024 samples a frame).
+            let rate = match kind {
+                Kind::AudioOnly => 44_100.0 / 1024.0,
+                _ => 30.0,
+            };
             assert!(
-                frames as f64 > listed * 30.0 * 0.95,
+                frames as f64 > listed * rate * 0.95,
                 "ffmpeg decoded {frames} frames, {listed} s listed"
             );
         }

@@ -297,13 +297,9 @@ fn audio_that_stalls_is_replaced_by_silence_and_the_late_frames_dropped() {
     let _ = AUDIO_WAIT;
 }
 
-#[test]
-fn audio_only_sessions_cut_on_audio_frames() {
-    let a = adts_frames(&testdata("av_44k_mono.aac"));
-    let mut p = SessionPipeline::new(PipelineOptions {
-        part_target_ms: 500,
-        ..Default::default()
-    });
+/// Feeds 44.1 kHz ADTS frames `a` alone, captured in real time from
+/// `BASE_NS`, and finishes: what came out (an audio-only session).
+fn push_audio_only(p: &mut SessionPipeline, a: &[Bytes]) -> Out {
     let mut events = Vec::new();
     let mut out = Out::default();
     for (n, f) in a.iter().enumerate() {
@@ -320,6 +316,17 @@ fn audio_only_sessions_cut_on_audio_frames() {
     p.finish(BASE_NS + 9_000_000_000, &mut events);
     out.take(&mut events);
     assert_eq!(p.tracks(), Tracks::AudioOnly);
+    out
+}
+
+#[test]
+fn audio_only_sessions_cut_on_audio_frames() {
+    let a = adts_frames(&testdata("av_44k_mono.aac"));
+    let mut p = SessionPipeline::new(PipelineOptions {
+        part_target_ms: 500,
+        ..Default::default()
+    });
+    let out = push_audio_only(&mut p, &a);
     assert_eq!(out.audio.len(), 173);
     assert!(out.frames.is_empty());
     // 2 s segments on frame boundaries: 87 frames (2.0201 s) each.
@@ -340,6 +347,7 @@ fn audio_only_sessions_cut_on_audio_frames() {
         assert_eq!(w[0].start + w[0].duration, w[1].start);
     }
     // Video sent now is refused with a reason.
+    let mut events = Vec::new();
     p = SessionPipeline::new(PipelineOptions::default());
     for (n, f) in a.iter().enumerate().take(100) {
         let t = n as u64 * 1024 * 1_000_000_000 / 44_100;
@@ -388,22 +396,7 @@ fn a_resumed_audio_only_session_continues_on_the_old_timeline() {
             },
             point,
         );
-        let mut events = Vec::new();
-        let mut out = Out::default();
-        for (n, f) in a.iter().enumerate() {
-            let t = n as u64 * 1024 * 1_000_000_000 / 44_100;
-            p.push_audio(
-                f.clone(),
-                AudioInput::Adts,
-                Some(BASE_NS + t),
-                BASE_NS + t,
-                &mut events,
-            );
-            out.take(&mut events);
-        }
-        p.finish(BASE_NS + 9_000_000_000, &mut events);
-        out.take(&mut events);
-        assert_eq!(p.tracks(), Tracks::AudioOnly);
+        let out = push_audio_only(&mut p, &a);
         assert_eq!(p.availability_start_ms(), Some(start_ms));
         (p, out)
     };

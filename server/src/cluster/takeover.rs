@@ -402,16 +402,21 @@ mod tests {
         let tail = tail_of(&items[..at]);
         let (point, orphan) = tail.resume(&start).expect("a session with audio goes on");
         assert_eq!(orphan.map(|o| o.record), Some(records[2].clone()));
-        let last_audio = items[..at]
+        let last_audio = last_audio_frame(&items[..at]);
+        assert_eq!(point.next_audio_frame, last_audio + 1);
+        assert_eq!(point.next_segment, 3);
+    }
+
+    /// The index of the last audio frame among `items`.
+    fn last_audio_frame(items: &[ReplicaItem]) -> u64 {
+        items
             .iter()
             .rev()
             .find_map(|i| match i {
                 ReplicaItem::AudioFrame(f) => Some(f.index),
                 _ => None,
             })
-            .unwrap();
-        assert_eq!(point.next_audio_frame, last_audio + 1);
-        assert_eq!(point.next_segment, 3);
+            .expect("an audio frame")
     }
 
     fn tail_of(items: &[ReplicaItem]) -> Tail {
@@ -610,14 +615,7 @@ mod tests {
             unreachable!()
         };
         assert_eq!(orphan.place, real.place);
-        let last_audio = items[..at]
-            .iter()
-            .rev()
-            .find_map(|i| match i {
-                ReplicaItem::AudioFrame(f) => Some(f.index),
-                _ => None,
-            })
-            .unwrap();
+        let last_audio = last_audio_frame(&items[..at]);
         assert_eq!(point.next_audio_frame, last_audio + 1);
         assert_eq!(point.next_segment, 2);
         assert_eq!(point.min_start, records[1].start + records[1].duration);

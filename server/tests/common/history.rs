@@ -270,6 +270,9 @@ pub struct Period {
     /// Low-latency: the segments listed ahead (the `S` with `r`, which only
     /// the segment in progress and the one after it are written with).
     pub predicted: Vec<u64>,
+    /// The `SegmentTemplate@timescale` of `segments` and `pto` (90 kHz for
+    /// video; an audio-only session's is its sampling rate).
+    pub timescale: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -363,6 +366,11 @@ pub fn parse_mpd(text: &str) -> Mpd {
                 start_with_sap: aset.attribute("startWithSAP").map(str::to_string),
                 segments,
                 predicted,
+                timescale: tpl
+                    .attribute("timescale")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1)
+                    .max(1),
             },
         );
     }
@@ -464,7 +472,12 @@ pub fn check_mpd_successor(prev: &Mpd, next: &Mpd, what: &str) {
         let end_ticks = next
             .periods
             .values()
-            .flat_map(|p| p.segments.values().map(|(t, d)| t + d).chain(p.audio_end))
+            .flat_map(|p| {
+                p.segments
+                    .values()
+                    .map(|(t, d)| (t + d) * 90_000 / p.timescale)
+                    .chain(p.audio_end)
+            })
             .max()
             .expect("a static MPD lists segments");
         let stated = next
@@ -484,7 +497,7 @@ pub fn check_mpd_successor(prev: &Mpd, next: &Mpd, what: &str) {
         let pto: f64 = p
             .pto
             .parse::<u64>()
-            .map_or(f64::NAN, |v| v as f64 / 90_000.0);
+            .map_or(f64::NAN, |v| v as f64 / p.timescale as f64);
         assert!(
             (start - pto).abs() < 0.002,
             "{what}: Period {id} start {start} s but presentationTimeOffset {pto} s"
