@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Memory and CPU to package a large MP4 file: the 60 s 720p30 B-frame stream
-# (make-bench-stream.sh) and the same looped 45 times (about 1 GB, 45 min, made
-# here with `ffmpeg -stream_loop 44 -c copy`), with `liveslice package
+# Memory and CPU to package a large file: the 60 s 720p30 B-frame stream
+# (make-bench-stream.sh) as MP4, the same looped 45 times (about 1 GB, 45 min,
+# made here with `ffmpeg -stream_loop 44 -c copy`), and that as MPEG-TS
+# (`-c copy -f mpegts`), with `liveslice package
 # --formats ts` (a release build) against `ffmpeg -c copy -f hls` (TS) on the
 # same files, one after the other, ROUNDS times; prints each run's CPU
 # seconds (user + sys), wall seconds and max RSS (KiB).
@@ -10,15 +11,17 @@ cd "$(dirname "$0")/.."
 rounds=${1:-3}
 small=target/bench/720p30_bframes.mp4
 large=target/bench/720p30_45min.mp4
+large_ts=target/bench/720p30_45min.ts
 [ -s $small ] || bench/make-bench-stream.sh
 [ -s $large ] || ffmpeg -hide_banner -loglevel error -y -stream_loop 44 -i $small -c copy $large
+[ -s $large_ts ] || ffmpeg -hide_banner -loglevel error -y -i $large -c copy -f mpegts $large_ts
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 . bench/lib.sh
-ls -l $small $large
+ls -l $small $large $large_ts
 for _ in $(seq "$rounds"); do
-  for f in $small $large; do
-    n=$(basename $f .mp4)
+  for f in $small $large $large_ts; do
+    n=$(basename $f)
     measure "liveslice_$n" target/release/liveslice package $f --out "$tmp/out" --formats ts
     measure "ffmpeg_$n" ffmpeg -nostdin -v error -i $f -c copy -f hls -hls_time 2 -hls_list_size 0 \
       -hls_segment_filename "$tmp/out/seg-%d.ts" "$tmp/out/index.m3u8"

@@ -23,9 +23,10 @@ pub enum Input {
     /// Bytes in memory (the video of a demuxed container), and what they
     /// came from.
     Memory(String, Bytes),
-    /// An MP4/MOV file's video, read an access unit at a time (never
-    /// copied whole), and what it came from.
-    Mp4(String, std::sync::Arc<crate::demux::mp4::Mp4Video>),
+    /// A container file's video (an MP4's read an access unit at a time,
+    /// an MPEG-TS file's a PES packet at a time: never copied whole), and
+    /// what it came from.
+    Demuxed(String, std::sync::Arc<crate::demux::VideoSource>),
 }
 
 pub type Reader = Pin<Box<dyn AsyncRead + Send>>;
@@ -51,7 +52,7 @@ impl Input {
         match self {
             Input::Stdin => true,
             Input::File(p) => std::fs::metadata(p).is_ok_and(|m| !m.is_file()),
-            Input::Embedded(..) | Input::Memory(..) | Input::Mp4(..) => false,
+            Input::Embedded(..) | Input::Memory(..) | Input::Demuxed(..) => false,
         }
     }
 
@@ -125,7 +126,7 @@ impl Input {
             Input::Stdin => Box::pin(tokio::io::stdin()),
             Input::Embedded(_, bytes) => return Ok(Box::pin(*bytes)),
             Input::Memory(_, bytes) => return Ok(Box::pin(std::io::Cursor::new(bytes.clone()))),
-            Input::Mp4(_, video) => return Ok(Box::pin(Mp4Reader::new(video.clone()))),
+            Input::Demuxed(_, video) => return Ok(Box::pin(VideoReader::new(video.clone()))),
         };
         let head = read_head(&mut reader)
             .await
@@ -352,7 +353,7 @@ impl fmt::Display for Input {
             Input::File(p) => write!(f, "{}", p.display()),
             Input::Stdin => f.write_str("stdin"),
             Input::Embedded(name, _) => f.write_str(name),
-            Input::Memory(name, _) | Input::Mp4(name, _) => f.write_str(name),
+            Input::Memory(name, _) | Input::Demuxed(name, _) => f.write_str(name),
         }
     }
 }
@@ -399,39 +400,78 @@ pub fn now_unix_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// An MP4 file's video as an Annex B byte stream, each access unit made
-/// when the bytes before it were read. The sample reads are positional
-/// reads of the file from within `poll_read`: a few KiB to a few hundred
-/// KiB each, usually from the page cache, so they do not hold up the
-/// client's runtime noticeably.
-struct Mp4Reader {
-    video: std::sync::Arc<crate::demux::mp4::Mp4Video>,
+/// A container file's video as an Annex B byte stream, each access unit
+/// (MP4) or PES packet (MPEG-TS) read when the bytes before it were read.
+/// The file reads are positional or buffered reads from within
+/// `poll_read`: a few KiB to a few hundred KiB each, usually from the page
+/// cache, so they do not hold up the client's runtime noticeably.
+struct VideoReader {
+    source: std::sync::Arc<crate::demux::VideoSource>,
+    /// The next MP4 sample.
     next: usize,
+    /// The MPEG-TS file's PES reader, once started.
+    ts: Option<crate::demux::ts::TsVideoPayloads>,
+    /// An in-memory stream's read position.
+    pos: usize,
     pending: bytes::BytesMut,
 }
 
-impl Mp4Reader {
-    fn new(video: std::sync::Arc<crate::demux::mp4::Mp4Video>) -> Self {
+impl VideoReader {
+    fn new(source: std::sync::Arc<crate::demux::VideoSource>) -> Self {
         Self {
-            video,
+            source,
             next: 0,
+            ts: None,
+            pos: 0,
             pending: bytes::BytesMut::new(),
         }
     }
+
+    /// The next piece of the stream into `pending`; false at its end.
+    fn fill(&mut self) -> Result<bool> {
+        use crate::demux::VideoSource;
+        match &*self.source {
+            VideoSource::Mp4(v) => {
+                if self.next >= v.len() {
+                    return Ok(false);
+                }
+                self.next += 1;
+                v.access_unit(self.next - 1, &mut self.pending)?;
+            }
+            VideoSource::Ts(v) => {
+                let payloads = self.ts.get_or_insert_with(|| v.payloads());
+                match payloads.next_payload()? {
+                    Some(data) => self.pending.extend_from_slice(&data),
+                    None => return Ok(false),
+                }
+            }
+            VideoSource::AnnexB(b) => {
+                if self.pos >= b.len() {
+                    return Ok(false);
+                }
+                let end = (self.pos + (1 << 16)).min(b.len());
+                self.pending.extend_from_slice(&b[self.pos..end]);
+                self.pos = end;
+            }
+        }
+        Ok(true)
+    }
 }
 
-impl AsyncRead for Mp4Reader {
+impl AsyncRead for VideoReader {
     fn poll_read(
         self: Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        while this.pending.is_empty() && this.next < this.video.len() {
-            let i = this.next;
-            this.next += 1;
-            if let Err(e) = this.video.access_unit(i, &mut this.pending) {
-                return std::task::Poll::Ready(Err(std::io::Error::other(format!("{e:#}"))));
+        while this.pending.is_empty() {
+            match this.fill() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    return std::task::Poll::Ready(Err(std::io::Error::other(format!("{e:#}"))))
+                }
             }
         }
         let n = this.pending.len().min(buf.remaining());

@@ -58,9 +58,10 @@ pub async fn run(a: Args) -> Result<()> {
     // memory. Opened (and any other container refused) before anything is
     // written.
     let mut file_fps = None;
-    // An MP4/MOV file's video, made an access unit at a time from the
-    // file's memory map: a file of any size is never copied whole.
-    let mut mp4_video = None;
+    // A container file's video, read from the file an access unit (MP4)
+    // or PES packet (MPEG-TS) at a time: a file of any size is never
+    // copied whole.
+    let mut file_video = None;
     if let Some(d) = input.demux()? {
         file_fps = d.frame_rate;
         if d.audio.is_some() {
@@ -71,11 +72,11 @@ pub async fn run(a: Args) -> Result<()> {
         }
         let name = format!("the video of {input} ({})", d.container.name());
         match d.video {
-            VideoSource::Mp4(v) => {
-                mp4_video = Some(v);
+            VideoSource::AnnexB(b) => input = Input::Memory(name, b),
+            video => {
+                file_video = Some(video);
                 input = Input::Memory(name, Bytes::new());
             }
-            VideoSource::AnnexB(b) => input = Input::Memory(name, b),
         }
     }
     let mapped = match &input {
@@ -104,12 +105,18 @@ pub async fn run(a: Args) -> Result<()> {
     let mut packager = Packager::new(TreeWriter::with_formats(&a.out, a.formats.0)?);
 
     let mut events = Vec::new();
-    if let Some(v) = mp4_video {
+    if let Some(VideoSource::Mp4(v)) = &file_video {
         // Whole access units: each is cut as soon as it is pushed.
         let mut au = BytesMut::new();
         for i in 0..v.len() {
             v.access_unit(i, &mut au)?;
             pipeline.push(au.split().freeze(), None, now_unix_ns(), true, &mut events);
+            packager.handle(&mut events, &pipeline, &input)?;
+        }
+    } else if let Some(VideoSource::Ts(v)) = &file_video {
+        let mut payloads = v.payloads();
+        while let Some(data) = payloads.next_payload()? {
+            pipeline.push(Bytes::from(data), None, now_unix_ns(), false, &mut events);
             packager.handle(&mut events, &pipeline, &input)?;
         }
     } else if let Some(all) = mapped {

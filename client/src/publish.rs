@@ -19,7 +19,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::demux::VideoSource;
 use crate::input::{now_unix_ns, parse_fps, parse_segment_duration, AuCutter, Cut, Input, Reader};
 use crate::rpc::{
     self, call_error, drop_reason_name, dropped_count, end_reason_name, status_error, Server,
@@ -206,10 +205,7 @@ pub async fn run(a: Args) -> Result<()> {
         file_audio = d.audio;
         file_fps = d.frame_rate;
         let name = format!("the video of {input} ({})", d.container.name());
-        input = match d.video {
-            VideoSource::Mp4(v) => Input::Mp4(name, std::sync::Arc::from(v)),
-            VideoSource::AnnexB(b) => Input::Memory(name, b),
-        };
+        input = Input::Demuxed(name, Arc::new(d.video));
     }
     let mut servers = a
         .server

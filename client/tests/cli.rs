@@ -662,6 +662,16 @@ async fn publish_of_an_mpeg_ts_file_sends_its_audio_and_video() {
         Some("mp4a.40.2")
     );
     server.shutdown().await;
+
+    // `package` of the same file (its video read from the file a PES
+    // packet at a time) writes every video frame, and ffmpeg decodes them.
+    let tree = dir.join("tree");
+    let out = run(&["package", s(&ts), "--out", s(&tree)]).await;
+    ok(&out, "package FILE.ts");
+    let (frames, err) = ffmpeg_frames(&tree.join("index.m3u8"), None).await;
+    assert_eq!(frames as u64, video_in, "packaged video frames\n{err}");
+    assert!(err.trim().is_empty(), "decode errors: {err}");
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A value of `testdata/NAME.expect.toml` (`key = number` lines).

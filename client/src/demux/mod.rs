@@ -20,6 +20,18 @@ pub enum VideoSource {
     AnnexB(Bytes),
     /// Made an access unit at a time from the file (MP4/MOV samples).
     Mp4(Box<mp4::Mp4Video>),
+    /// Read a PES packet at a time from the file (MPEG-TS).
+    Ts(Box<ts::TsVideo>),
+}
+
+impl std::fmt::Debug for VideoSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VideoSource::AnnexB(b) => write!(f, "AnnexB({} bytes)", b.len()),
+            VideoSource::Mp4(v) => v.fmt(f),
+            VideoSource::Ts(v) => v.fmt(f),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -29,6 +41,14 @@ impl VideoSource {
         match self {
             VideoSource::AnnexB(b) => Ok(b),
             VideoSource::Mp4(v) => v.to_annexb(),
+            VideoSource::Ts(v) => {
+                let mut all = Vec::new();
+                let mut p = v.payloads();
+                while let Some(data) = p.next_payload()? {
+                    all.extend_from_slice(&data);
+                }
+                Ok(Bytes::from(all))
+            }
         }
     }
 }
@@ -58,7 +78,7 @@ pub fn demux_file(
     name: &str,
 ) -> Option<Result<Demuxed>> {
     match detect(&data[..data.len().min(SNIFF_BYTES)])? {
-        Container::MpegTs => Some(ts::demux_ts(data, name)),
+        Container::MpegTs => Some(ts::demux_ts(data, file, name)),
         Container::Mp4 => Some(mp4::demux_mp4(data, file, name)),
         Container::Matroska | Container::Flv => None,
     }

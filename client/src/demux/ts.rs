@@ -1,7 +1,13 @@
-//! `liveslice publish` of an MPEG-TS file: its video (H.264/H.265 PES, Annex
-//! B) and its first AAC audio stream (ADTS in PES) taken apart with the
-//! `mpeg2ts` crate's PES reader, so both go out as the session's two tracks,
-//! the audio aligned to the video by their PTS.
+//! `liveslice publish` and `package` of an MPEG-TS file: its video
+//! (H.264/H.265 PES, Annex B) and its first AAC audio stream (ADTS in PES)
+//! taken apart with the `mpeg2ts` crate's PES reader, so both go out as the
+//! session's two tracks, the audio aligned to the video by their PTS. The
+//! video stays in the file: it is read again, a PES packet at a time, when
+//! it is sent or packaged.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -10,13 +16,95 @@ use mpeg2ts::ts::TsPacketReader;
 
 use liveslice_engine::container::Container;
 
-use super::{place_audio, Demuxed};
+use super::{place_audio, Demuxed, VideoSource};
 use crate::publish::AudioTrack;
 
-/// Takes `data` (an MPEG-TS file) apart.
-pub fn demux_ts(data: &[u8], name: &str) -> Result<Demuxed> {
-    let mut reader = PesPacketReader::new(TsPacketReader::new(std::io::Cursor::new(data)));
+/// Reads a file from a position of its own with positional reads
+/// (`pread`): readers of one open file never move each other, and nothing
+/// of the file is mapped into this process.
+struct FileCursor {
+    file: Arc<File>,
+    pos: u64,
+}
+
+impl Read for FileCursor {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// A file read from its start, buffered.
+fn from_start(file: &Arc<File>) -> BufReader<FileCursor> {
+    BufReader::with_capacity(
+        1 << 16,
+        FileCursor {
+            file: file.clone(),
+            pos: 0,
+        },
+    )
+}
+
+/// An MPEG-TS file's video, read from the file one PES packet at a time
+/// (each time from its start): a file of any size is never held whole.
+pub struct TsVideo {
+    file: Arc<File>,
+    name: String,
+}
+
+impl std::fmt::Debug for TsVideo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TsVideo").field("name", &self.name).finish()
+    }
+}
+
+impl TsVideo {
+    /// The video PES payloads (Annex B) from the file's start.
+    pub fn payloads(&self) -> TsVideoPayloads {
+        TsVideoPayloads {
+            reader: PesPacketReader::new(TsPacketReader::new(from_start(&self.file))),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// See [`TsVideo::payloads`].
+pub struct TsVideoPayloads {
+    reader: PesPacketReader<TsPacketReader<BufReader<FileCursor>>>,
+    name: String,
+}
+
+impl TsVideoPayloads {
+    /// The next video PES packet's payload; `None` at the end.
+    pub fn next_payload(&mut self) -> Result<Option<Vec<u8>>> {
+        loop {
+            match self.reader.read_pes_packet() {
+                Ok(Some(p)) if p.header.stream_id.is_video() => return Ok(Some(p.data)),
+                Ok(Some(_)) => continue,
+                Ok(None) => return Ok(None),
+                Err(e) => bail!("{}: not a readable MPEG-TS file: {e}", self.name),
+            }
+        }
+    }
+}
+
+/// Takes `data` (an MPEG-TS file) apart. With `file` (the file `data`
+/// maps), it is read with positional reads instead, and its video is left
+/// in the file ([`TsVideo`]); only the audio is held.
+pub fn demux_ts(data: &[u8], file: Option<Arc<File>>, name: &str) -> Result<Demuxed> {
+    match &file {
+        Some(f) => demux_from(from_start(f), file.clone(), name),
+        None => demux_from(std::io::Cursor::new(data), None, name),
+    }
+}
+
+fn demux_from<R: Read>(input: R, file: Option<Arc<File>>, name: &str) -> Result<Demuxed> {
+    let mut reader = PesPacketReader::new(TsPacketReader::new(input));
+    let keep_video = file.is_none();
     let mut video = Vec::new();
+    let mut video_bytes = 0usize;
     let mut audio = Vec::new();
     let (mut video_pts, mut audio_pts): (Option<u64>, Option<u64>) = (None, None);
     let mut audio_id = None;
@@ -32,7 +120,10 @@ pub fn demux_ts(data: &[u8], name: &str) -> Result<Demuxed> {
             if let Some(p) = pts {
                 video_pts = Some(video_pts.map_or(p, |v| v.min(p)));
             }
-            video.extend_from_slice(&pes.data);
+            video_bytes += pes.data.len();
+            if keep_video {
+                video.extend_from_slice(&pes.data);
+            }
         } else if id.is_audio() && audio_id.is_none_or(|a| a == id.as_u8()) {
             audio_id = Some(id.as_u8());
             if audio_pts.is_none() {
@@ -41,7 +132,7 @@ pub fn demux_ts(data: &[u8], name: &str) -> Result<Demuxed> {
             audio.extend_from_slice(&pes.data);
         }
     }
-    if video.is_empty() {
+    if video_bytes == 0 {
         bail!("{name}: the MPEG-TS file has no video stream");
     }
     let audio = if audio.is_empty() {
@@ -64,7 +155,13 @@ pub fn demux_ts(data: &[u8], name: &str) -> Result<Demuxed> {
         place_audio(track, offset_ticks * 1_000_000_000 / 90_000)
     };
     Ok(Demuxed {
-        video: super::VideoSource::AnnexB(Bytes::from(video)),
+        video: match file {
+            Some(file) => VideoSource::Ts(Box::new(TsVideo {
+                file,
+                name: name.to_string(),
+            })),
+            None => VideoSource::AnnexB(Bytes::from(video)),
+        },
         audio,
         container: Container::MpegTs,
         frame_rate: None,
