@@ -98,11 +98,17 @@ pub async fn run(a: Args) -> Result<()> {
     } else {
         a.window
     };
+    // Every segment is written out as it closes: the playlists list them
+    // all, however many bytes they add up to.
+    opts.list_every_segment = a.window == 0;
     // The container's rate, for a stream whose SPS has no timing.
     opts.target_rate = a.fps.or(file_fps).map(|f| FrameRate::new(f, 1));
     opts.formats = a.formats.0;
     let mut pipeline = SessionPipeline::new(opts);
-    let mut packager = Packager::new(TreeWriter::with_formats(&a.out, a.formats.0)?);
+    let mut packager = Packager::new(
+        TreeWriter::with_formats(&a.out, a.formats.0)?,
+        input.is_live(),
+    );
 
     let mut events = Vec::new();
     if let Some(VideoSource::Mp4(v)) = &file_video {
@@ -189,14 +195,27 @@ struct Packager {
     /// The last report per reason (its `total` counts them all).
     drops: BTreeMap<DropReason, DropReport>,
     media_ticks: u64,
+    /// The input arrives over time (a pipe): playlists are written after
+    /// every segment. Otherwise at most once per [`PLAYLIST_EVERY`] and at
+    /// the end: each write renders every segment listed so far, so writing
+    /// them after each of a long file's thousands of segments would cost
+    /// time in the square of its length.
+    live: bool,
+    written: Option<std::time::Instant>,
 }
 
+/// How often the playlists of a file being packaged are written while it
+/// is (so a player can follow the tree as it grows).
+const PLAYLIST_EVERY: Duration = Duration::from_secs(1);
+
 impl Packager {
-    fn new(tree: TreeWriter) -> Self {
+    fn new(tree: TreeWriter, live: bool) -> Self {
         Self {
             tree,
             drops: BTreeMap::new(),
             media_ticks: 0,
+            live,
+            written: None,
         }
     }
 
@@ -209,7 +228,7 @@ impl Packager {
         pipeline: &SessionPipeline,
         input: &Input,
     ) -> Result<()> {
-        let mut changed = false;
+        let (mut changed, mut ended) = (false, false);
         for e in events.drain(..) {
             self.tree.handle(&e)?;
             match e {
@@ -217,7 +236,7 @@ impl Packager {
                     self.media_ticks += s.record.duration;
                     changed = true;
                 }
-                Event::Ended(_) => changed = true,
+                Event::Ended(_) => (changed, ended) = (true, true),
                 Event::Dropped(d) => {
                     self.drops.insert(d.reason, d);
                 }
@@ -229,8 +248,11 @@ impl Packager {
                 | Event::AudioConfig(_) => {}
             }
         }
-        if let (true, Some(m)) = (changed, pipeline.manifests()) {
+        let due =
+            self.live || ended || self.written.is_none_or(|at| at.elapsed() >= PLAYLIST_EVERY);
+        if let (true, true, Some(m)) = (changed, due, pipeline.manifests()) {
             self.tree.write_manifests(m, now_unix_ns() / 1_000_000)?;
+            self.written = Some(std::time::Instant::now());
         }
         Ok(())
     }

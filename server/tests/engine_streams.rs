@@ -631,3 +631,45 @@ fn a_resumed_pipeline_continues_the_numbering_after_one_discontinuity() {
     });
     assert_eq!(first, Some(100 * 90_000));
 }
+
+/// Packaging a file (`list_every_segment`): the manifests list every
+/// segment however many bytes they add up to; a live session's window is
+/// trimmed to its byte budget.
+#[test]
+fn a_packaged_file_lists_every_segment() {
+    let data = Bytes::from(testdata("baseline_30.h264"));
+    let run = |every: bool| {
+        let opts = PipelineOptions {
+            // A budget far smaller than the 9 segments' media (about 790 KB).
+            max_window_bytes: 300_000,
+            window: u32::MAX as usize,
+            list_every_segment: every,
+            ..Default::default()
+        };
+        let mut p = SessionPipeline::new(opts);
+        let mut events = Vec::new();
+        let now = 1_700_000_000_000_000_000u64;
+        for _ in 0..3 {
+            p.push(data.clone(), None, now, true, &mut events);
+        }
+        p.finish(now, &mut events);
+        let segments = events
+            .iter()
+            .filter(|e| matches!(e, Event::Segment(_)))
+            .count();
+        let hls = p.manifests().expect("manifests").hls_cmaf().render();
+        (segments, hls)
+    };
+    let (segments, hls) = run(true);
+    assert_eq!(segments, 9);
+    assert!(hls.contains("#EXT-X-MEDIA-SEQUENCE:0\n"), "{hls}");
+    assert_eq!(hls.matches("#EXTINF").count(), 9, "{hls}");
+    let trimmed_segments = {
+        let (_, trimmed) = run(false);
+        trimmed.matches("#EXTINF").count()
+    };
+    assert!(
+        trimmed_segments < 9,
+        "a live window is trimmed to its budget"
+    );
+}

@@ -68,6 +68,12 @@ pub struct PipelineOptions {
     /// pipeline keeps only the newest `window` segments in memory and
     /// serves the older ones from elsewhere (the server: its recording).
     pub dvr_window_ms: u64,
+    /// The manifests list every segment: `window` and `max_window_bytes`
+    /// do not trim them (packaging a file, whose segments are written out
+    /// as they close; the byte budget still cuts an open segment that has
+    /// no random access point). Never for a live session: its window is
+    /// what it holds in memory.
+    pub list_every_segment: bool,
 }
 
 impl Default for PipelineOptions {
@@ -86,6 +92,7 @@ impl Default for PipelineOptions {
             utc_timing_url: "/time".into(),
             formats: Formats::default(),
             dvr_window_ms: 0,
+            list_every_segment: false,
         }
     }
 }
@@ -1042,7 +1049,7 @@ impl SessionPipeline {
                 target_segment_ms: self.opts.segment_target_ms,
                 max_segment_ms,
                 window: self.opts.listed_window(),
-                max_window_bytes: if self.opts.dvr_window_ms > 0 {
+                max_window_bytes: if self.opts.dvr_window_ms > 0 || self.opts.list_every_segment {
                     u64::MAX
                 } else {
                     self.opts.window_bytes_limit() as u64
@@ -1162,6 +1169,9 @@ impl PipelineOptions {
     /// Segments the playlists list: `window`, or with a DVR window
     /// (`dvr_window_ms`) the segments of about that long if more.
     pub fn listed_window(&self) -> usize {
+        if self.list_every_segment {
+            return usize::MAX;
+        }
         let window = self.window.max(1);
         if self.dvr_window_ms == 0 {
             return window;
