@@ -162,6 +162,27 @@ pub async fn run(a: Args) -> Result<()> {
         // Leave no empty tree behind (remove_dir only removes empty ones).
         let _ = std::fs::remove_dir(a.out.join("ts"));
         let _ = std::fs::remove_dir(&a.out);
+        // Say what the input is when that explains it.
+        let head = match &input {
+            Input::File(p) => std::fs::File::open(p)
+                .and_then(|mut f| {
+                    let mut b = [0u8; 2];
+                    let n = std::io::Read::read(&mut f, &mut b)?;
+                    Ok(b[..n].to_vec())
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        if matches!(&input, Input::File(_)) && head.is_empty() {
+            bail!("{input} is empty: `package` needs an H.264 or H.265 stream or file");
+        }
+        if head.len() == 2 && head[0] == 0xff && head[1] & 0xf6 == 0xf0 {
+            bail!(
+                "{input} is AAC audio (ADTS), not video: `package` writes a video's tree; \
+                 publish it to a server instead (`liveslice publish --session S {input}` makes \
+                 an audio-only session, or `--audio {input}` beside a video)"
+            );
+        }
         bail!(
             "{input} contains no H.264 or H.265 access units{}",
             packager.drops_summary(" (", ")")

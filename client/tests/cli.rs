@@ -306,6 +306,21 @@ async fn errors_say_what_is_wrong() {
         "{err}"
     );
     assert!(!dir.join("tree").exists(), "no empty tree left behind");
+    // AAC audio alone, and an empty file: said as such.
+    let aac = testdata_path("av_44k_mono.aac");
+    let out = run(&["package", s(&aac), "--out", s(&dir.join("tree"))]).await;
+    let err = fails(&out, "package of an AAC file");
+    assert!(err.contains("is AAC audio (ADTS), not video"), "{err}");
+    assert!(err.contains("liveslice publish"), "{err}");
+    let empty = dir.join("empty.h264");
+    std::fs::write(&empty, b"").unwrap();
+    let out = run(&["package", s(&empty), "--out", s(&dir.join("tree"))]).await;
+    let err = fails(&out, "package of an empty file");
+    assert!(
+        err.contains(&format!("{} is empty", empty.display())),
+        "{err}"
+    );
+    assert!(!dir.join("tree").exists(), "no empty tree left behind");
 
     let server = start().await;
     let grpc = grpc_url(&server);
