@@ -60,11 +60,12 @@ impl Input {
     /// (MPEG-TS, MP4/MOV), demuxed: its video as Annex B and its AAC track;
     /// `None` for anything else (raw Annex B, stdin, pipes, or a container
     /// [`Input::open`] refuses).
-    pub fn demux(&self) -> Result<Option<crate::demux::Demuxed>> {
+    /// `with_audio`: read its AAC track too.
+    pub fn demux(&self, with_audio: bool) -> Result<Option<crate::demux::Demuxed>> {
         let Some((bytes, file)) = self.mapped()? else {
             return Ok(None);
         };
-        crate::demux::demux_file(&bytes, Some(file), &self.to_string()).transpose()
+        crate::demux::demux_file(&bytes, Some(file), &self.to_string(), with_audio).transpose()
     }
 
     /// A regular, non-empty file's bytes through a read-only memory map.

@@ -62,13 +62,17 @@ pub async fn run(a: Args) -> Result<()> {
     // or PES packet (MPEG-TS) at a time: a file of any size is never
     // copied whole.
     let mut file_video = None;
-    if let Some(d) = input.demux()? {
+    let source = input.to_string();
+    let audio_note = || {
+        eprintln!(
+            "note: the AAC track of {source} is not packaged: `package` writes the video \
+             (`publish` sends both tracks to a server, which serves both)"
+        )
+    };
+    if let Some(d) = input.demux(false)? {
         file_fps = d.frame_rate;
-        if d.audio.is_some() {
-            eprintln!(
-                "note: the AAC track of {input} is not packaged: `package` writes the video \
-                 (`publish` sends both tracks to a server, which serves both)"
-            );
+        if d.audio.is_some() || d.audio_left_out {
+            audio_note();
         }
         let name = format!("the video of {input} ({})", d.container.name());
         match d.video {
@@ -124,6 +128,9 @@ pub async fn run(a: Args) -> Result<()> {
         while let Some(data) = payloads.next_payload()? {
             pipeline.push(Bytes::from(data), None, now_unix_ns(), false, &mut events);
             packager.handle(&mut events, &pipeline, &input)?;
+        }
+        if payloads.audio_seen() {
+            audio_note();
         }
     } else if let Some(all) = mapped {
         // A regular file: slices of its memory map, no copies.

@@ -201,7 +201,7 @@ pub async fn run(a: Args) -> Result<()> {
     // the session's tracks.
     let mut file_audio = None;
     let mut file_fps = None;
-    if let Some(d) = input.demux()? {
+    if let Some(d) = input.demux(true)? {
         file_audio = d.audio;
         file_fps = d.frame_rate;
         let name = format!("the video of {input} ({})", d.container.name());

@@ -683,6 +683,14 @@ async fn publish_of_an_mpeg_ts_file_sends_its_audio_and_video() {
     let tree = dir.join("tree");
     let out = run(&["package", s(&ts), "--out", s(&tree)]).await;
     ok(&out, "package FILE.ts");
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "the AAC track of {} is not packaged",
+            ts.display()
+        )),
+        "says the audio is left out: {}",
+        text(&out.stderr)
+    );
     let (frames, err) = ffmpeg_frames(&tree.join("index.m3u8"), None).await;
     assert_eq!(frames as u64, video_in, "packaged video frames\n{err}");
     assert!(err.trim().is_empty(), "decode errors: {err}");

@@ -62,6 +62,10 @@ pub struct Demuxed {
     pub audio: Option<AudioTrack>,
     /// The container's name (for messages).
     pub container: Container,
+    /// The file has an AAC track that was not read (taken apart without
+    /// its audio; an MPEG-TS file's is only known once its video is read:
+    /// [`ts::TsVideoPayloads::audio_seen`]).
+    pub audio_left_out: bool,
     /// The video's frame rate from the container's timing (frames per
     /// second, when constant and whole): the `--fps` for a stream whose SPS
     /// carries no timing.
@@ -71,15 +75,17 @@ pub struct Demuxed {
 /// Takes a regular file's bytes apart when they are a container this
 /// module reads (MPEG-TS, MP4/MOV); `None` for anything else (raw Annex B,
 /// or a container refused elsewhere with the command that extracts it).
-/// `file`: the file `data` maps, if any.
+/// `file`: the file `data` maps, if any; `with_audio`: read its AAC track
+/// too (`package`, which writes the video only, does not).
 pub fn demux_file(
     data: &Bytes,
     file: Option<std::sync::Arc<std::fs::File>>,
     name: &str,
+    with_audio: bool,
 ) -> Option<Result<Demuxed>> {
     match detect(&data[..data.len().min(SNIFF_BYTES)])? {
-        Container::MpegTs => Some(ts::demux_ts(data, file, name)),
-        Container::Mp4 => Some(mp4::demux_mp4(data, file, name)),
+        Container::MpegTs => Some(ts::demux_ts(data, file, name, with_audio)),
+        Container::Mp4 => Some(mp4::demux_mp4(data, file, name, with_audio)),
         Container::Matroska | Container::Flv => None,
     }
 }

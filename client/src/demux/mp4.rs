@@ -66,6 +66,7 @@ pub fn demux_mp4(
     data: &Bytes,
     file: Option<std::sync::Arc<std::fs::File>>,
     name: &str,
+    with_audio: bool,
 ) -> Result<Demuxed> {
     let boxes = top_level(data, name)?;
     let moov_box = boxes
@@ -108,11 +109,12 @@ pub fn demux_mp4(
         .min()
         .unwrap_or(0);
 
-    let audio = match moov
+    let aac = moov
         .trak
         .iter()
-        .find_map(|t| aac_entry(t).map(|asc| (t, asc)))
-    {
+        .find_map(|t| aac_entry(t).map(|asc| (t, asc)));
+    let audio_left_out = aac.is_some() && !with_audio;
+    let audio = match aac.filter(|_| with_audio) {
         None => None,
         Some((trak, asc)) => {
             let audio_samples = samples(&moov, trak, &moofs, max, name)?;
@@ -133,6 +135,7 @@ pub fn demux_mp4(
     Ok(Demuxed {
         video: VideoSource::Mp4(Box::new(video)),
         audio,
+        audio_left_out,
         container: Container::Mp4,
         frame_rate,
     })
@@ -759,7 +762,7 @@ mod tests {
             ("mp4_hevc_44k", VideoKind::H265),
         ] {
             let file = format!("{name}.mp4");
-            let d = demux_mp4(&testdata(&file), None, &file).unwrap();
+            let d = demux_mp4(&testdata(&file), None, &file, true).unwrap();
             assert_eq!(d.container, Container::Mp4);
             let video = d.video.into_bytes().unwrap();
             let types = nal_types(&video, kind);
@@ -821,8 +824,8 @@ mod tests {
             let path = format!("{}/../testdata/{file}", env!("CARGO_MANIFEST_DIR"));
             let opened = std::sync::Arc::new(std::fs::File::open(&path).unwrap());
             let data = testdata(&file);
-            let from_file = demux_mp4(&data, Some(opened), &file).unwrap();
-            let from_bytes = demux_mp4(&data, None, &file).unwrap();
+            let from_file = demux_mp4(&data, Some(opened), &file, true).unwrap();
+            let from_bytes = demux_mp4(&data, None, &file, true).unwrap();
             let (VideoSource::Mp4(a), VideoSource::Mp4(b)) = (from_file.video, from_bytes.video)
             else {
                 panic!("{file}: MP4 video");
@@ -842,7 +845,7 @@ mod tests {
         let full = testdata("mp4_av_48k.mp4");
         // The moov is at the end: cut into it.
         let cut = full.slice(..full.len() - 100);
-        let err = demux_mp4(&cut, None, "cut.mp4")
+        let err = demux_mp4(&cut, None, "cut.mp4", true)
             .err()
             .expect("refused")
             .to_string();
@@ -853,7 +856,9 @@ mod tests {
         let cut = frag.slice(..frag.len() / 2);
         let err = format!(
             "{:#}",
-            demux_mp4(&cut, None, "half.mp4").err().expect("refused")
+            demux_mp4(&cut, None, "half.mp4", true)
+                .err()
+                .expect("refused")
         );
         assert!(err.contains("half.mp4"), "{err}");
     }
@@ -889,7 +894,7 @@ mod tests {
                 }
                 let d = Bytes::from(d);
                 let r = std::panic::catch_unwind(|| {
-                    demux_mp4(&d, None, file)
+                    demux_mp4(&d, None, file, true)
                         .and_then(|x| x.video.into_bytes())
                         .map(|v| v.len())
                 });

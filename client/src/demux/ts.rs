@@ -66,6 +66,7 @@ impl TsVideo {
         TsVideoPayloads {
             reader: PesPacketReader::new(TsPacketReader::new(from_start(&self.file))),
             name: self.name.clone(),
+            audio_seen: false,
         }
     }
 }
@@ -74,6 +75,7 @@ impl TsVideo {
 pub struct TsVideoPayloads {
     reader: PesPacketReader<TsPacketReader<BufReader<FileCursor>>>,
     name: String,
+    audio_seen: bool,
 }
 
 impl TsVideoPayloads {
@@ -82,19 +84,41 @@ impl TsVideoPayloads {
         loop {
             match self.reader.read_pes_packet() {
                 Ok(Some(p)) if p.header.stream_id.is_video() => return Ok(Some(p.data)),
-                Ok(Some(_)) => continue,
+                Ok(Some(p)) => self.audio_seen |= p.header.stream_id.is_audio(),
                 Ok(None) => return Ok(None),
                 Err(e) => bail!("{}: not a readable MPEG-TS file: {e}", self.name),
             }
         }
     }
+
+    /// Whether an audio PES packet was passed over so far.
+    pub fn audio_seen(&self) -> bool {
+        self.audio_seen
+    }
 }
 
 /// Takes `data` (an MPEG-TS file) apart. With `file` (the file `data`
 /// maps), it is read with positional reads instead, and its video is left
-/// in the file ([`TsVideo`]); only the audio is held.
-pub fn demux_ts(data: &[u8], file: Option<Arc<File>>, name: &str) -> Result<Demuxed> {
+/// in the file ([`TsVideo`]); only the audio is held, and without
+/// `with_audio` the file is not read at all here (its video is read when
+/// it is packaged).
+pub fn demux_ts(
+    data: &[u8],
+    file: Option<Arc<File>>,
+    name: &str,
+    with_audio: bool,
+) -> Result<Demuxed> {
     match &file {
+        Some(f) if !with_audio => Ok(Demuxed {
+            video: VideoSource::Ts(Box::new(TsVideo {
+                file: f.clone(),
+                name: name.to_string(),
+            })),
+            audio: None,
+            audio_left_out: false,
+            container: Container::MpegTs,
+            frame_rate: None,
+        }),
         Some(f) => demux_from(from_start(f), file.clone(), name),
         None => demux_from(std::io::Cursor::new(data), None, name),
     }
@@ -163,6 +187,7 @@ fn demux_from<R: Read>(input: R, file: Option<Arc<File>>, name: &str) -> Result<
             None => VideoSource::AnnexB(Bytes::from(video)),
         },
         audio,
+        audio_left_out: false,
         container: Container::MpegTs,
         frame_rate: None,
     })
