@@ -5,7 +5,8 @@
 # (`-c copy -f mpegts`), with `liveslice package
 # --formats ts` (a release build) against `ffmpeg -c copy -f hls` (TS) on the
 # same files, one after the other, ROUNDS times; prints each run's CPU
-# seconds (user + sys), wall seconds and max RSS (KiB). BENCH_TMP: where the
+# seconds (user + sys), wall seconds and max RSS (KiB); then the same for
+# `liveslice publish` of the large MP4 (the client's) to a release server. BENCH_TMP: where the
 # trees are written (default /dev/shm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,3 +33,9 @@ for _ in $(seq "$rounds"); do
 done
 echo "name cpu_s wall_s maxrss_kib (each run)"
 cat "$tmp/results"
+# And `liveslice publish` of the large MP4 to a release server on loopback,
+# as fast as the server takes it: the client's max RSS and CPU.
+start_server "$tmp/server.log" 127.0.0.1:50981 127.0.0.1:18981
+timed target/release/liveslice publish --server 127.0.0.1:50981 --session big $large
+stop_server
+echo "publish_720p30_45min.mp4 (client) $cpu_s $wall_s $maxrss_kib"

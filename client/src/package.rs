@@ -78,18 +78,21 @@ pub async fn run(a: Args) -> Result<()> {
         match d.video {
             VideoSource::AnnexB(b) => input = Input::Memory(name, b),
             video => {
-                file_video = Some(video);
-                input = Input::Memory(name, Bytes::new());
+                let video = std::sync::Arc::new(video);
+                file_video = Some(video.clone());
+                input = Input::Demuxed(name, video);
             }
         }
     }
-    let mapped = match &input {
-        Input::Memory(_, bytes) => Some(bytes.clone()),
-        _ => input.map()?,
+    // Otherwise: a regular file's memory map, or a reader (a pipe).
+    let mapped = match (&file_video, &input) {
+        (Some(_), _) => None,
+        (None, Input::Memory(_, bytes)) => Some(bytes.clone()),
+        (None, _) => input.map()?,
     };
-    let mut reader = match mapped {
-        Some(_) => None,
-        None => Some(input.open().await?),
+    let mut reader = match (&file_video, &mapped) {
+        (None, None) => Some(input.open().await?),
+        _ => None,
     };
     // The server's own pipeline options (limits, DASH time URL), with this
     // command's segment and part durations, window and frame rate, as a
@@ -115,7 +118,7 @@ pub async fn run(a: Args) -> Result<()> {
     );
 
     let mut events = Vec::new();
-    if let Some(VideoSource::Mp4(v)) = &file_video {
+    if let Some(VideoSource::Mp4(v)) = file_video.as_deref() {
         // Whole access units: each is cut as soon as it is pushed.
         let mut au = BytesMut::new();
         for i in 0..v.len() {
@@ -123,7 +126,7 @@ pub async fn run(a: Args) -> Result<()> {
             pipeline.push(au.split().freeze(), None, now_unix_ns(), true, &mut events);
             packager.handle(&mut events, &pipeline, &input)?;
         }
-    } else if let Some(VideoSource::Ts(v)) = &file_video {
+    } else if let Some(VideoSource::Ts(v)) = file_video.as_deref() {
         let mut payloads = v.payloads();
         while let Some(data) = payloads.next_payload()? {
             pipeline.push(Bytes::from(data), None, now_unix_ns(), false, &mut events);

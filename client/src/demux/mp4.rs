@@ -424,8 +424,8 @@ fn is_delimiter(nal: &[u8], kind: VideoKind) -> bool {
 
 /// The video samples as one Annex B stream.
 /// An MP4 file's video track as Annex B, made one access unit at a time
-/// from the file's bytes (a memory map): a file of any size is never
-/// copied whole. Each sample's length-prefixed NAL units become start-code
+/// (from positional reads of the file, or from its bytes when there is no
+/// file): a file of any size is never copied whole. Each sample's length-prefixed NAL units become start-code
 /// ones, with the track's parameter sets (`avcC`/`hvcC`) in front of the
 /// first sample and of every sample holding a random access picture (after
 /// its access unit delimiter, if it starts with one).
@@ -489,7 +489,9 @@ impl Mp4Video {
     /// Sample `i`'s bytes: read into `buf` from the file, or a slice of
     /// the bytes given.
     fn sample<'a>(&'a self, i: usize, buf: &'a mut Vec<u8>) -> Result<&'a [u8]> {
-        let s = &self.samples[i];
+        let Some(s) = self.samples.get(i) else {
+            bail!("{}: there is no video sample {i}", self.name);
+        };
         // Within the file (no page of it is touched by this check).
         let bytes = sample_bytes(&self.data, s, i, "video", &self.name)?;
         let Some(file) = &self.file else {
