@@ -184,7 +184,10 @@ pub async fn run(a: Args) -> Result<()> {
             _ => Vec::new(),
         };
         if matches!(&input, Input::File(_)) && head.is_empty() {
-            bail!("{input} is empty: `package` needs an H.264 or H.265 stream or file");
+            bail!(
+                "{input} is empty: `package` needs an H.264 or H.265 stream, or an MP4/MOV or \
+                 MPEG-TS file with such video"
+            );
         }
         if head.len() == 2 && head[0] == 0xff && head[1] & 0xf6 == 0xf0 {
             bail!(
