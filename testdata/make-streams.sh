@@ -124,6 +124,27 @@ hevc() { # name rate seconds pix_fmt x265-params ffmpeg-args...
     | sed 's/,$//' > "$name.packets.csv"
   rm -f "$name.mp4"
 }
+# Renditions of one source (rendition_*): the same 6 s of testsrc2, scaled,
+# with keyframes at the same times (every 1 s, no scene cuts), one with
+# B-frames and two without (different composition shifts), and one whose
+# keyframes are every 1.5 s (misaligned with the others at 2 s segments).
+if [ "${1:-all}" = all ] || [ "${1:-all}" = renditions ]; then
+rend() { # name size ffmpeg-args...
+  local name=$1 size=$2; shift 2
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=640x360:rate=30" -t 6 \
+    -vf "scale=$size" -pix_fmt yuv420p -c:v libx264 -preset veryfast -sc_threshold 0 "$@" \
+    -video_track_timescale 90000 "$name.mp4"
+  ffmpeg -hide_banner -loglevel error -y -i "$name.mp4" -c copy -bsf:v h264_mp4toannexb -f h264 "$name.h264"
+  ffprobe -v error -select_streams v:0 -show_entries packet=pts,dts,flags -of csv=p=0 "$name.mp4" \
+    | sed 's/,$//' > "$name.packets.csv"
+  rm -f "$name.mp4"
+}
+rend rendition_360p 640x360 -profile:v high -bf 2 -b_strategy 0 -g 30 -keyint_min 30 -b:v 600k
+rend rendition_270p 480x270 -profile:v main -bf 0 -g 30 -keyint_min 30 -b:v 300k
+rend rendition_180p 320x180 -profile:v baseline -g 30 -keyint_min 30 -b:v 150k
+rend rendition_misaligned 320x180 -profile:v baseline -g 45 -keyint_min 45 -b:v 150k
+fi
+
 if [ "${1:-all}" = all ] || [ "${1:-all}" = hevc ]; then
 # Closed GOP, no B-frames: IDR_N_LP every 1 s, AUDs.
 hevc hevc_closed_30 30 4 yuv420p keyint=30:min-keyint=30:scenecut=0:open-gop=0:bframes=0:aud=1

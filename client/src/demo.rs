@@ -133,6 +133,8 @@ async fn tour(session: &str, grpc: &Server, http: &str, own_server: bool) -> Res
         fallbacks: Vec::new(),
         server: grpc.clone(),
         session: session.to_string(),
+        rendition: String::new(),
+        start_at_ms: None,
         input: Input::Embedded("the demo stream", STREAM),
         fps: None,
         realtime: true,

@@ -33,6 +33,21 @@ pub struct Args {
     /// Session to publish to (A-Z a-z 0-9 . _ -).
     #[arg(long)]
     pub session: String,
+    /// Publish this stream as rendition NAME of the session (for example
+    /// `720p`), one of several, each from its own publisher: segment N of
+    /// every rendition starts at the same time, and the session's
+    /// `master.m3u8` and `manifest.mpd` list them all. Publish renditions
+    /// with keyframes at the same times and, from separate processes, with
+    /// one --start-at.
+    #[arg(long, value_name = "NAME")]
+    pub rendition: Option<String>,
+    /// The stream's time 0 is this wall-clock time (Unix ms; with
+    /// --realtime, a time to come is waited for): capture times count from
+    /// it, so
+    /// renditions published by separate processes with the same --start-at
+    /// line up frame for frame.
+    #[arg(long, value_name = "UNIX_MS")]
+    pub start_at: Option<u64>,
     /// Frame rate for streams whose SPS carries no timing (the server's
     /// `target_fps`; with --realtime also the pace).
     #[arg(long, value_name = "N", value_parser = parse_fps)]
@@ -130,6 +145,10 @@ pub struct Plan {
     /// server restarted within its grace period, with a discontinuity).
     pub fallbacks: Vec<Server>,
     pub session: String,
+    /// The rendition to publish as ("" for the session's own stream).
+    pub rendition: String,
+    /// Wall clock (Unix ms) of the stream's time 0 (`--start-at`).
+    pub start_at_ms: Option<u64>,
     pub input: Input,
     pub fps: Option<u32>,
     pub realtime: bool,
@@ -221,6 +240,8 @@ pub async fn run(a: Args) -> Result<()> {
         server,
         fallbacks: servers.collect(),
         session: a.session,
+        rendition: a.rendition.unwrap_or_default(),
+        start_at_ms: a.start_at,
         input,
         // The container's rate, for a stream whose SPS has no timing.
         fps: a.fps.or(file_fps),
@@ -299,10 +320,16 @@ pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Sum
     // Open the input first: a typo in the path should not create a session.
     // With audio, the two tracks go out interleaved by time (paced with
     // --realtime, else as fast as the server takes them).
-    let mut source = if plan.realtime || plan.audio.is_some() {
+    // A rendition goes out an access unit per message with capture times
+    // too: they place it on the session's other renditions' timeline.
+    let mut source = if plan.realtime
+        || plan.audio.is_some()
+        || !plan.rendition.is_empty()
+        || plan.start_at_ms.is_some()
+    {
         Feed::Paced(
             Box::new(AuSource::open(plan).await?),
-            Box::new(Pacing::new()),
+            Box::new(Pacing::new(plan.start_at_ms)),
         )
     } else if plan.input.is_live() {
         // A pipe: each access unit goes out as soon as it is complete.
@@ -491,6 +518,7 @@ async fn open_stream(
     // read.
     let first = pb::SliceRequest {
         session_id: plan.session.clone(),
+        rendition: plan.rendition.clone(),
         target_fps: plan.fps.map_or(0, |f| f as i32),
         role: pb::Role::Publish as i32,
         publish: Some(pb::PublishOptions {
@@ -920,13 +948,31 @@ struct Pacing {
     /// A new server takes the session: skip to the next keyframe (and the
     /// audio to it), which it can start from.
     resync: bool,
+    /// Presentation time (ticks) of the first frame: capture times count
+    /// from it, so the same picture of two encodings of one source (with
+    /// and without B-frames) gets the same capture time.
+    origin: Option<u64>,
 }
 
 impl Pacing {
-    fn new() -> Self {
+    /// Time 0 is now, or `start_at_ms` (Unix ms) when given.
+    fn new(start_at_ms: Option<u64>) -> Self {
+        let now = now_unix_ns();
+        let (start, start_unix) = match start_at_ms.map(|ms| ms.saturating_mul(1_000_000)) {
+            Some(at) if at >= now => (Instant::now() + Duration::from_nanos(at - now), at),
+            Some(at) => {
+                let ago = Duration::from_nanos(now - at);
+                match Instant::now().checked_sub(ago) {
+                    Some(i) => (i, at),
+                    None => (Instant::now(), now),
+                }
+            }
+            None => (Instant::now(), now),
+        };
         Self {
-            start: Instant::now(),
-            start_unix: now_unix_ns(),
+            start,
+            start_unix,
+            origin: None,
             lap_offset: 0,
             lap_end: 0,
             lap_frames: 0,
@@ -1000,8 +1046,10 @@ async fn feed_paced(
         p.lap_frames += 1;
         p.lap_end = p.lap_end.max(f.dts + u64::from(f.duration.max(1)));
         p.delay = p.delay.max(f.pts.saturating_sub(f.dts));
+        let origin = *p.origin.get_or_insert(f.pts);
         let dts = p.lap_offset + f.dts;
-        let pts = p.lap_offset + f.pts;
+        // Capture time, from the first frame's presentation.
+        let pts = (p.lap_offset + f.pts).saturating_sub(origin);
         let at = start + Duration::from_nanos(ticks_to_ns(dts + p.delay));
         // After a failover the new server starts at a keyframe: what comes
         // before it is not sent (it would be dropped there), the audio

@@ -355,6 +355,7 @@ pub fn drop_reason_name(reason: i32) -> &'static str {
         R::BadAudio => "bad audio",
         R::AudioTiming => "audio timing",
         R::NoVideoTrack => "video in an audio-only session",
+        R::RenditionAlignment => "before a random access point aligned with the other renditions",
     }
 }
 

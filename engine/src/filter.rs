@@ -40,10 +40,14 @@ pub enum DropReason {
     /// Video sent to a session that is audio-only (its first seconds had
     /// audio and no video).
     NoVideoTrack,
+    /// A rendition joining a session's other renditions waits for a random
+    /// access point where one of their segments starts (segment N of every
+    /// rendition starts at the same time); what comes before it is dropped.
+    RenditionAlignment,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::ForbiddenBit,
         DropReason::UnknownParameterSet,
         DropReason::BadSliceHeader,
@@ -57,6 +61,7 @@ impl DropReason {
         DropReason::BadAudio,
         DropReason::AudioTiming,
         DropReason::NoVideoTrack,
+        DropReason::RenditionAlignment,
     ];
 
     /// Stable snake_case name, for metrics and logs.
@@ -75,6 +80,7 @@ impl DropReason {
             DropReason::BadAudio => "bad_audio",
             DropReason::AudioTiming => "audio_timing",
             DropReason::NoVideoTrack => "no_video_track",
+            DropReason::RenditionAlignment => "rendition_alignment",
         }
     }
 }

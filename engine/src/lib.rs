@@ -25,4 +25,4 @@ pub use frame::{
     AudioConfig, AudioFrame, AudioSpan, CodecConfig, Frame, HevcConfig, NalSpan, PartRecord,
     SegmentRecord, VideoCodec, AAC_FRAME_SAMPLES, TIMESCALE,
 };
-pub use pipeline::{Event, PipelineOptions, ResumePoint, SessionPipeline};
+pub use pipeline::{Event, JoinPoint, PipelineOptions, ResumePoint, SegmentStart, SessionPipeline};

@@ -238,6 +238,17 @@ pub fn program_date_time_ms(
         .unwrap_or(availability_start_ms.saturating_add(start.saturating_mul(1000) / TIMESCALE))
 }
 
+/// Where a segment starts (what renditions align on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentStart {
+    /// Media sequence number.
+    pub sequence: u64,
+    /// Decode time of its first frame, 90 kHz.
+    pub start: u64,
+    /// Discontinuity sequence it is in.
+    pub discontinuity_sequence: u64,
+}
+
 #[derive(Debug)]
 pub struct Segmenter {
     opts: SegmenterOptions,
@@ -288,6 +299,13 @@ impl Segmenter {
         }
     }
 
+    /// The first segment follows no discontinuity (a rendition joining
+    /// its session's others at one of their segment starts, in their
+    /// discontinuity sequence).
+    pub fn join_without_discontinuity(&mut self) {
+        self.discontinuity_pending = false;
+    }
+
     pub fn options(&self) -> SegmenterOptions {
         self.opts
     }
@@ -295,6 +313,20 @@ impl Segmenter {
     /// The composition shift, once the first frame set it.
     pub fn composition_shift(&self) -> Option<u32> {
         self.composition_shift
+    }
+
+    /// Where the open segment starts, if one is open.
+    pub fn open_start(&self) -> Option<SegmentStart> {
+        self.open.as_ref().map(|o| SegmentStart {
+            sequence: o.sequence,
+            start: o.start,
+            discontinuity_sequence: self.discontinuity_sequence,
+        })
+    }
+
+    /// The target duration, 90 kHz.
+    pub fn target(&self) -> u64 {
+        self.opts.target
     }
 
     /// The sequence number the next frame would get.

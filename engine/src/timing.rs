@@ -49,7 +49,7 @@ impl FrameRate {
         (n + d / 2) / d.max(1)
     }
     /// Ticks per frame as a fraction.
-    fn ticks_fraction(self) -> (u64, u64) {
+    pub fn ticks_fraction(self) -> (u64, u64) {
         (TIMESCALE * self.den.max(1) as u64, self.num.max(1) as u64)
     }
 }

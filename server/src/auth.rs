@@ -116,7 +116,8 @@ impl Auth {
 
     /// May `token` do `access` on `session` at `now` (Unix seconds)?
     /// `session` is a decoded id (from [`crate::ids::parse_session_id`]);
-    /// `*` asks for a token valid for every session.
+    /// `*` asks for a token valid for every session. A token for a session
+    /// is good for its renditions (`cam1` for `cam1~360p`).
     pub fn check(
         &self,
         token: Option<&str>,
@@ -131,7 +132,9 @@ impl Auth {
             .find(|t| bool::from(t.token.as_slice().ct_eq(token.as_bytes())))
         {
             let role_ok = t.role.is_none_or(|r| r == access);
-            let session_ok = t.session == "*" || t.session == session;
+            let session_ok = t.session == "*"
+                || t.session == session
+                || t.session == crate::ids::session_of(session);
             return if role_ok && session_ok {
                 Ok(())
             } else {
@@ -145,7 +148,10 @@ impl Auth {
         if expiry < now {
             return Err(AuthError::Invalid("expired"));
         }
-        if role != access || (tok_session != "*" && tok_session != session) {
+        let session_ok = tok_session == "*"
+            || tok_session == session
+            || tok_session == crate::ids::session_of(session);
+        if role != access || !session_ok {
             return Err(AuthError::Forbidden);
         }
         Ok(())

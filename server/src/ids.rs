@@ -8,6 +8,67 @@
 
 pub const MAX_SESSION_ID_LEN: usize = 128;
 
+/// Longest rendition name, bytes.
+pub const MAX_RENDITION_LEN: usize = 32;
+
+/// Separates a session id from a rendition name in a rendition's own id
+/// (`cam1~360p`): the one URL-unreserved character (RFC 3986 2.3) that
+/// session ids do not use.
+pub const RENDITION_SEPARATOR: char = '~';
+
+/// The session a (rendition's) id belongs to: `cam1` for `cam1~360p` and
+/// for `cam1`. Access control is by this id.
+pub fn session_of(id: &str) -> &str {
+    id.split_once(RENDITION_SEPARATOR).map_or(id, |(s, _)| s)
+}
+
+/// The rendition an id names, if it names one: `360p` for `cam1~360p`.
+pub fn rendition_of(id: &str) -> Option<&str> {
+    id.split_once(RENDITION_SEPARATOR).map(|(_, r)| r)
+}
+
+/// Checks a rendition name: 1..=32 bytes of `[A-Za-z0-9._-]`, not
+/// starting with `.`.
+pub fn validate_rendition(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("rendition name is empty".into());
+    }
+    if name.len() > MAX_RENDITION_LEN {
+        return Err(format!(
+            "rendition name is {} bytes; at most {MAX_RENDITION_LEN} are allowed",
+            name.len()
+        ));
+    }
+    if name.starts_with('.') {
+        return Err("rendition name must not start with '.'".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "rendition name may only contain A-Z, a-z, 0-9, '.', '_' and '-' (found {c:?})"
+        ));
+    }
+    Ok(())
+}
+
+/// The id of rendition `rendition` of session `session` (`cam1~360p`);
+/// `session` itself when `rendition` is empty. Both are checked.
+pub fn rendition_id(session: &str, rendition: &str) -> Result<String, String> {
+    validate_session_id(session)?;
+    if rendition.is_empty() {
+        return Ok(session.to_string());
+    }
+    if rendition_of(session).is_some() {
+        return Err(format!(
+            "session_id {session:?} already names a rendition; give the rendition in one place"
+        ));
+    }
+    validate_rendition(rendition)?;
+    Ok(format!("{session}{RENDITION_SEPARATOR}{rendition}"))
+}
+
 /// Decodes and validates a session id as it arrives from anywhere: one
 /// round of percent-decoding (`cam%31` is `cam1`; hex digits in either
 /// case), then [`validate_session_id`] on the result. A string that does not
@@ -52,9 +113,15 @@ fn percent_decode_once(s: &str) -> Option<String> {
 }
 
 /// The validity rule, on an already decoded id: 1..=128 bytes of
-/// `[A-Za-z0-9._-]`, not starting with `.` (no hidden files, no `..`).
+/// `[A-Za-z0-9._-]`, not starting with `.` (no hidden files, no `..`);
+/// or a rendition's id, `SESSION~RENDITION` (see [`rendition_id`]).
 /// Use [`parse_session_id`] for ids from outside.
 pub fn validate_session_id(id: &str) -> Result<(), String> {
+    if let Some((session, rendition)) = id.split_once(RENDITION_SEPARATOR) {
+        validate_session_id(session)?;
+        return validate_rendition(rendition)
+            .map_err(|e| format!("{e} (in session_id {id:?}: SESSION~RENDITION)"));
+    }
     if id.is_empty() {
         return Err("session_id is required".into());
     }
@@ -100,6 +167,24 @@ mod tests {
             assert!(parse_session_id(bad).is_err(), "{bad:?}");
         }
         assert!(validate_session_id(&"x".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn rendition_ids() {
+        use super::{rendition_id, rendition_of, session_of};
+        assert_eq!(rendition_id("cam1", "360p").as_deref(), Ok("cam1~360p"));
+        assert_eq!(rendition_id("cam1", "").as_deref(), Ok("cam1"));
+        assert!(validate_session_id("cam1~360p").is_ok());
+        assert_eq!(parse_session_id("cam1%7E360p").as_deref(), Ok("cam1~360p"));
+        assert_eq!(session_of("cam1~360p"), "cam1");
+        assert_eq!(session_of("cam1"), "cam1");
+        assert_eq!(rendition_of("cam1~360p"), Some("360p"));
+        for bad in ["cam1~", "~360p", "cam1~3~6", "cam1~.x", "cam1~a/b"] {
+            assert!(validate_session_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(rendition_id("cam1~a", "b").is_err());
+        assert!(rendition_id("cam1", "a b").is_err());
+        assert!(rendition_id("cam1", &"r".repeat(33)).is_err());
     }
 
     #[test]

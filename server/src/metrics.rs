@@ -57,6 +57,9 @@ pub const CLUSTER_CONNECTED: &str = "liveslice_cluster_connected";
 pub const CLUSTER_TAKEOVERS: &str = "liveslice_cluster_takeovers_total";
 /// Sessions another origin took over from this one.
 pub const CLUSTER_TAKEN_OVER: &str = "liveslice_cluster_taken_over_total";
+/// Segments of a rendition found to start elsewhere than the first
+/// rendition's of the same number.
+pub const RENDITION_MISALIGNED: &str = "liveslice_rendition_misaligned_segments_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -98,6 +101,10 @@ pub fn install() -> Option<PrometheusHandle> {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(FRAMES_IN, "Frames accepted from publishers");
+    describe_counter!(
+        RENDITION_MISALIGNED,
+        "Segments of a rendition that start elsewhere than the first rendition's of the same number"
+    );
     describe_counter!(
         GRPC_CONNECTIONS,
         "gRPC connections accepted, by the runtime serving them"

@@ -12,9 +12,11 @@ use bytes::Bytes;
 use h264_reader::nal::sps::{PicOrderCntType, SeqParameterSet};
 
 mod audio;
+mod join;
 
 pub use audio::{AudioInput, AudioStats, Tracks, AUDIO_WAIT};
 use audio::{AudioSide, Queued};
+pub use join::{JoinPoint, SegmentStart, ALIGN_TOLERANCE, MAX_SEGMENT_STARTS};
 
 use super::access_unit::{
     annexb_of, AccessUnit, AccessUnitAssembler, AssemblerLimits, AssemblerNote,
@@ -226,6 +228,20 @@ pub struct SessionPipeline {
     resume: Option<ResumePoint>,
     /// Index of the first frame (0, or where a resumed session goes on).
     first_frame_index: u64,
+    /// A rendition joining its session's other renditions (see
+    /// [`SessionPipeline::join`]), until its first segment starts.
+    join: Option<JoinPoint>,
+    /// Joining: until the first segment starts (the leading rendition's
+    /// timeline may not be known yet: `join` is `None` until it is).
+    joining: bool,
+    /// A joining rendition's last random access point (decode time) that
+    /// started nothing.
+    join_last_rap: Option<u64>,
+    /// The segmenter options and availability start of a joining
+    /// rendition's segmenter, made when its first segment starts.
+    deferred_segmenter: Option<(SegmenterOptions, u64)>,
+    /// Capture time of the access unit being processed.
+    au_capture: Option<u64>,
 }
 
 /// Where a session continued on another node picks up (a publisher that
@@ -311,8 +327,82 @@ impl SessionPipeline {
             notes: Vec::new(),
             resume: None,
             first_frame_index: 0,
+            join: None,
+            joining: false,
+            join_last_rap: None,
+            deferred_segmenter: None,
+            au_capture: None,
             opts,
         }
+    }
+
+    /// A pipeline for a rendition that joins its session's other
+    /// renditions (see [`JoinPoint`]): its timeline is the leading
+    /// rendition's (same availability start, its first frame where its
+    /// capture or arrival time falls on the leading rendition's frame grid),
+    /// and it starts at a random access point where a segment of the leading
+    /// rendition starts, with that segment's number; frames before it are
+    /// dropped ([`DropReason::RenditionAlignment`]). Keep the segment starts
+    /// current with [`SessionPipeline::update_join`] while
+    /// [`SessionPipeline::is_joining`]. `point` is `None` while the
+    /// leading rendition has no timeline yet: access units are dropped
+    /// until an update brings one.
+    pub fn join(opts: PipelineOptions, point: Option<JoinPoint>) -> Self {
+        let mut p = Self::new(opts);
+        p.join = point;
+        p.joining = true;
+        p
+    }
+
+    /// Still waiting for a random access point aligned with the leading
+    /// rendition (see [`SessionPipeline::join`]).
+    pub fn is_joining(&self) -> bool {
+        self.joining
+    }
+
+    /// The leading rendition's state now: before this rendition's timeline
+    /// started, all of it; after, its segment starts.
+    pub fn update_join(&mut self, point: JoinPoint) {
+        if !self.joining {
+            return;
+        }
+        match self.join.as_mut() {
+            Some(j) if self.aligner.is_some() => j.set_segment_starts(point.segment_starts),
+            _ => self.join = Some(point),
+        }
+    }
+
+    /// Gives up joining (there is nobody to join): the rendition starts a
+    /// timeline of its own. Only before its timeline started.
+    pub fn stop_joining(&mut self) {
+        if self.aligner.is_none() {
+            self.joining = false;
+            self.join = None;
+        }
+    }
+
+    /// Where this session's open segment starts (what renditions joining
+    /// it align on).
+    pub fn open_segment_start(&self) -> Option<SegmentStart> {
+        self.segmenter.as_ref()?.open_start()
+    }
+
+    /// What a rendition joining this one needs (see [`JoinPoint`]), with
+    /// `segment_starts` this session's recent segment starts, oldest first;
+    /// `None` before this session's first segment began.
+    pub fn join_point(&self, segment_starts: Vec<SegmentStart>) -> Option<JoinPoint> {
+        let aligner = self.aligner.as_ref()?;
+        let segmenter = self.segmenter.as_ref()?;
+        let mut p = JoinPoint {
+            availability_start_ms: self.availability_start_ms?,
+            capture_mapping: aligner.capture_mapping(),
+            rate: aligner.rate(),
+            composition_shift: segmenter.composition_shift()?,
+            target: segmenter.target(),
+            segment_starts: Vec::new(),
+        };
+        p.set_segment_starts(segment_starts);
+        Some(p)
     }
 
     /// A pipeline that continues a session another node ran (see
@@ -616,8 +706,12 @@ impl SessionPipeline {
                     break;
                 }
                 let capture = self.take_capture(au.offset);
+                self.au_capture = capture;
                 self.stats.access_units += 1;
                 let offset = au.offset;
+                if self.waits_for_leading_rendition(offset) {
+                    continue;
+                }
                 if let Err((reason, detail)) = self.accept_hevc_au(au, capture, now_ns) {
                     self.note_frame_drop(reason, offset, detail);
                 }
@@ -633,9 +727,28 @@ impl SessionPipeline {
                 break;
             }
             let capture = self.take_capture(au.offset);
+            self.au_capture = capture;
             self.process_au(au, capture, now_ns);
         }
         self.aus = aus;
+    }
+
+    /// A joining rendition before the leading rendition has a timeline:
+    /// the access unit at `offset` is dropped (true).
+    fn waits_for_leading_rendition(&mut self, offset: u64) -> bool {
+        if !self.joining || self.join.is_some() {
+            return false;
+        }
+        self.note_frame_drop(
+            DropReason::RenditionAlignment,
+            offset,
+            format!(
+                "picture at byte {offset}: the session's first rendition has not started its \
+                 first segment yet; this rendition starts at a random access point where one \
+                 of its segments starts"
+            ),
+        );
+        true
     }
 
     fn take_capture(&mut self, au_offset: u64) -> Option<u64> {
@@ -653,6 +766,9 @@ impl SessionPipeline {
     fn process_au(&mut self, au: AccessUnit, capture: Option<u64>, now_ns: u64) {
         self.stats.access_units += 1;
         let offset = au.offset;
+        if self.waits_for_leading_rendition(offset) {
+            return;
+        }
         if let Err((reason, detail)) = self.accept_au(au, capture, now_ns) {
             self.note_frame_drop(reason, offset, detail);
         }
@@ -934,6 +1050,9 @@ impl SessionPipeline {
     /// segment number. `offset`: the access unit's byte position, for the
     /// error when no segment has begun.
     fn place_frame(&mut self, mut frame: Frame, offset: u64) -> Result<(), (DropReason, String)> {
+        if self.joining {
+            self.start_joined_segment(&frame, offset)?;
+        }
         let Some(segmenter) = self.segmenter.as_mut() else {
             return Err((
                 DropReason::UnknownParameterSet,
@@ -1012,6 +1131,11 @@ impl SessionPipeline {
                     aligner.start_at(r.first_time(start_ms));
                     start_ms = r.availability_start_ms;
                 }
+                // A joining rendition: on the leading rendition's timeline.
+                if let Some(j) = &self.join {
+                    aligner.start_at(j.first_decode_time(self.au_capture, start_ms));
+                    start_ms = j.availability_start_ms;
+                }
                 self.aligner = Some(aligner);
                 // One frame period at the starting rate, rounded up.
                 let frame_ms = (1000 * u64::from(rate.den)).div_ceil(u64::from(rate.num.max(1)));
@@ -1030,8 +1154,8 @@ impl SessionPipeline {
         seg_opts.max_duration = u64::from(max_segment_ms) * TIMESCALE / 1000;
         seg_opts.max_bytes = self.opts.segment_bytes_limit() as u64;
         seg_opts.part_target = u64::from(self.opts.effective_part_target_ms()) * TIMESCALE / 1000;
-        self.segmenter = Some(match self.resume.take() {
-            Some(r) => {
+        self.segmenter = match self.resume.take() {
+            Some(r) => Some({
                 let s = Segmenter::resume(
                     seg_opts,
                     start_ms,
@@ -1041,9 +1165,16 @@ impl SessionPipeline {
                 );
                 self.resume = Some(r);
                 s
+            }),
+            None if self.joining => {
+                // Made at the first random access point aligned with the
+                // leading rendition (`place_frame`).
+                self.deferred_segmenter = Some((seg_opts, start_ms));
+                None
             }
-            None => Segmenter::new(seg_opts, start_ms),
-        });
+            None => Some(Segmenter::new(seg_opts, start_ms)),
+        }
+        .or(self.segmenter.take());
         self.manifests = Some(Manifests::new(
             PlaylistOptions {
                 target_segment_ms: self.opts.segment_target_ms,
@@ -1063,6 +1194,47 @@ impl SessionPipeline {
         if let (Some(r), Some(m)) = (self.resume.take(), self.manifests.as_mut()) {
             m.resume_after(r.next_period_id, r.all_independent);
         }
+    }
+
+    /// A joining rendition's frame: the first random access point at a
+    /// segment start of the leading rendition starts its first segment,
+    /// numbered like that one; anything before it is dropped.
+    fn start_joined_segment(
+        &mut self,
+        frame: &Frame,
+        offset: u64,
+    ) -> Result<(), (DropReason, String)> {
+        let aligned = self
+            .join
+            .as_ref()
+            .filter(|_| frame.random_access)
+            .and_then(|j| j.segment_at(frame.dts, self.join_last_rap));
+        let (Some(at), Some((opts, start_ms))) = (aligned, self.deferred_segmenter) else {
+            if frame.random_access {
+                self.join_last_rap = Some(frame.dts);
+            }
+            let why = if frame.random_access {
+                "is a random access point at no segment start of the other renditions"
+            } else {
+                "is no random access point"
+            };
+            return Err((
+                DropReason::RenditionAlignment,
+                format!(
+                    "picture at byte {offset} (decode time {} on the session's timeline) {why}: \
+                     a rendition starts where the others start a segment (publish renditions \
+                     with keyframes at the same times, capture times on one clock)",
+                    frame.dts
+                ),
+            ));
+        };
+        let mut s = Segmenter::resume(opts, start_ms, at.sequence, at.discontinuity_sequence, 0);
+        s.join_without_discontinuity();
+        self.segmenter = Some(s);
+        self.deferred_segmenter = None;
+        self.join = None;
+        self.joining = false;
+        Ok(())
     }
 
     /// The video config a closed segment uses: when it closed because new

@@ -57,7 +57,7 @@ pub(super) fn audio_s_entry(rec: &SegmentRecord) -> String {
 }
 
 /// Appends ` name="value"` with the value XML-escaped.
-fn write_attr(out: &mut String, name: &str, value: &str) {
+pub(super) fn write_attr(out: &mut String, name: &str, value: &str) {
     out.push(' ');
     out.push_str(name);
     out.push_str("=\"");
@@ -74,7 +74,7 @@ fn write_attr(out: &mut String, name: &str, value: &str) {
     out.push('"');
 }
 
-fn gcd(mut a: u32, mut b: u32) -> u32 {
+pub(super) fn gcd(mut a: u32, mut b: u32) -> u32 {
     while b != 0 {
         (a, b) = (b, a % b);
     }
@@ -102,7 +102,8 @@ impl Manifests {
         self.window.iter().filter(move |s| s.period == id)
     }
 
-    pub(super) fn dash_head(&self, now_ms: u64) -> String {
+    /// The `MPD` element's opening tag (with the XML declaration).
+    pub(super) fn dash_mpd_open(&self, now_ms: u64) -> String {
         let mut s = String::with_capacity(1024 + 64 * self.window.len());
         s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MPD");
         write_attr(&mut s, "xmlns", "urn:mpeg:dash:schema:mpd:2011");
@@ -157,7 +158,11 @@ impl Manifests {
         s.push_str("\" maxSegmentDuration=\"");
         write_xs_duration_ms(&mut s, self.max_segment_ms);
         s.push_str("\">\n");
+        s
+    }
 
+    pub(super) fn dash_head(&self, now_ms: u64) -> String {
+        let mut s = self.dash_mpd_open(now_ms);
         let last = self.periods.len().saturating_sub(1);
         for (i, p) in self.periods.iter().enumerate() {
             self.write_period_open(&mut s, p);
@@ -191,6 +196,12 @@ impl Manifests {
     /// `<SegmentTimeline>`, then (`whole`) its `S` lines and closing tags.
     /// Nothing when the period has no audio frames.
     fn write_audio_set(&self, s: &mut String, p: &Period, whole: bool) {
+        self.write_audio_set_at(s, p, whole, "");
+    }
+
+    /// [`write_audio_set`](Self::write_audio_set) with its files under
+    /// `base` (a relative URL ending in `/`, or empty).
+    pub(super) fn write_audio_set_at(&self, s: &mut String, p: &Period, whole: bool, base: &str) {
         let Some(cfg) = self.audio.as_ref() else {
             return;
         };
@@ -238,10 +249,15 @@ impl Manifests {
              timescale=\"{}\" presentationTimeOffset=\"{pto}\"",
             cfg.sample_rate, cfg.sample_rate
         );
-        write_attr(s, "initialization", super::hls::AUDIO_INIT);
+        write_attr(
+            s,
+            "initialization",
+            &format!("{base}{}", super::hls::AUDIO_INIT),
+        );
+        write_attr(s, "media", &format!("{base}audio-$Number$.m4s"));
         let _ = write!(
             s,
-            " media=\"audio-$Number$.m4s\" startNumber=\"{start_number}\">\n          <SegmentTimeline>\n"
+            " startNumber=\"{start_number}\">\n          <SegmentTimeline>\n"
         );
         if whole {
             for w in with_audio {
@@ -458,9 +474,10 @@ impl Manifests {
 }
 
 /// Closes an AdaptationSet opened through `<SegmentTimeline>`.
-const AS_CLOSE: &str = "          </SegmentTimeline>\n        </SegmentTemplate>\n      \
+pub(super) const AS_CLOSE: &str =
+    "          </SegmentTimeline>\n        </SegmentTemplate>\n      \
                         </Representation>\n    </AdaptationSet>\n";
-const PERIOD_END: &str = "  </Period>\n";
+pub(super) const PERIOD_END: &str = "  </Period>\n";
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,7 @@
 //! caller passes wall-clock times in.
 
 mod dash;
+pub mod group;
 mod hls;
 mod ll;
 mod time;
@@ -34,6 +35,10 @@ pub use time::iso8601_ms;
 
 /// The name of the CMAF init segment of codec config `config_id`, as the
 /// playlists, the MPD, the HTTP origin and recordings name it.
+/// Slack (90 kHz ticks) when placing a rendition's segment in a period
+/// of another rendition: their frame grids agree to rounding.
+pub(crate) const ALIGN_SLACK: u64 = 45;
+
 pub fn init_name(config_id: u32) -> String {
     format!("init-{config_id}.mp4")
 }

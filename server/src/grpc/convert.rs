@@ -117,7 +117,23 @@ pub fn session_info(id: &str, s: &Snapshot, changed: bool) -> pb::SliceResponse 
         None => (String::new(), 0, 0),
     };
     let (num, den) = s.frame_rate.unwrap_or((0, 1));
+    let renditions = s
+        .renditions
+        .iter()
+        .map(|r| pb::RenditionInfo {
+            name: r.name.clone(),
+            session_id: r.session_id.clone(),
+            codec: r.codec.clone(),
+            width: r.width,
+            height: r.height,
+            peak_bandwidth: r.peak_bandwidth,
+            average_bandwidth: r.average_bandwidth,
+            aligned: r.aligned,
+            misaligned_segments: r.misaligned_segments,
+        })
+        .collect();
     event(PbEvent::SessionInfo(pb::SessionInfo {
+        renditions,
         session_id: id.to_string(),
         codec,
         width,
@@ -242,6 +258,7 @@ pub fn drop_reason(r: DropReason) -> pb::DropReason {
         DropReason::BadAudio => pb::DropReason::BadAudio,
         DropReason::AudioTiming => pb::DropReason::AudioTiming,
         DropReason::NoVideoTrack => pb::DropReason::NoVideoTrack,
+        DropReason::RenditionAlignment => pb::DropReason::RenditionAlignment,
     }
 }
 

@@ -83,6 +83,9 @@ pub struct FirstMessage {
 /// fuzzed on its own.
 pub fn first_message(first: &pb::SliceRequest) -> Result<FirstMessage, Status> {
     let session_id = parse_session_id(&first.session_id).map_err(Status::invalid_argument)?;
+    // A rendition of the session: its own id, SESSION~RENDITION.
+    let session_id = crate::ids::rendition_id(&session_id, &first.rendition)
+        .map_err(|e| Status::invalid_argument(format!("rendition {:?}: {e}", first.rendition)))?;
     let fps = validate_fps(first.target_fps)?;
     let role = pb::Role::try_from(first.role).unwrap_or(pb::Role::Unspecified);
     let publish = match role {
@@ -409,7 +412,10 @@ impl SliceServiceImpl {
                 "session {id:?} cannot be read from the cluster right now (this edge lost NATS); retry"
             )));
         }
-        let (snapshot, log_sub, guard) = session.join(!sub.no_frames);
+        let (mut snapshot, log_sub, guard) = session.join(!sub.no_frames);
+        snapshot.renditions = crate::session::renditions::views(
+            &self.registry.renditions(crate::ids::session_of(&id)),
+        );
         tracing::info!(start_frame = snapshot.start_frame, "subscriber joined");
         let opts = SubscriberOptions {
             frames: !sub.no_frames,
@@ -447,9 +453,12 @@ async fn run_publisher(
     let id = session.id.clone();
     let mut msg = first;
     loop {
+        // Later messages may name the session (`cam1`) of the rendition
+        // (`cam1~360p`) or the rendition itself.
+        let named = |m: &str| m == id || m == crate::ids::session_of(&id);
         if !msg.session_id.is_empty()
-            && msg.session_id != id
-            && parse_session_id(&msg.session_id).as_deref() != Ok(id.as_str())
+            && !named(&msg.session_id)
+            && !parse_session_id(&msg.session_id).is_ok_and(|m| named(&m))
         {
             let _ = tx
                 .send(Err(Status::invalid_argument(format!(

@@ -398,6 +398,12 @@ async fn manifest(
     viewer: Viewer,
     held: &Arc<ll::HeldRequests>,
 ) -> Response {
+    if let ManifestKind::Dash | ManifestKind::HlsMultivariant { .. } = ask.kind {
+        let members = registry.renditions(id);
+        if !members.is_empty() && crate::ids::rendition_of(id).is_none() {
+            return group_manifest(id, &members, ask, viewer);
+        }
+    }
     let s = match session(registry, id) {
         Ok(s) => s,
         Err(r) => return *r,
@@ -459,6 +465,74 @@ async fn manifest(
             None => body(ask.ct, cache, text),
         },
         None => not_found(format!("session {id:?} has no complete segment yet\n")),
+    }
+}
+
+/// The multivariant playlist or MPD of a session with renditions
+/// (`members`: its sessions, by id): every rendition that is aligned and
+/// has a segment, the leading one first (its timeline is the MPD's).
+fn group_manifest(
+    id: &str,
+    members: &[Arc<Session>],
+    ask: ManifestAsk,
+    viewer: Viewer,
+) -> Response {
+    use crate::engine::playlist::group::{self, Variant};
+    let ts = matches!(ask.kind, ManifestKind::HlsMultivariant { ts: true });
+    let format = if ts { Format::Ts } else { Format::Cmaf };
+    let leader = members
+        .iter()
+        .find_map(|s| s.rendition_group().and_then(|(g, _)| g.leader()));
+    let mut listed: Vec<(String, String, crate::engine::playlist::Manifests)> = Vec::new();
+    for s in members {
+        if !s.is_readable() || !s.muxes(format) {
+            continue;
+        }
+        let aligned = s
+            .rendition_group()
+            .is_none_or(|(g, name)| g.alignment(name).aligned);
+        if !aligned {
+            continue;
+        }
+        let Some(m) = s.manifests_snapshot() else {
+            continue;
+        };
+        let base = if ts {
+            format!("../../{}/", s.id)
+        } else {
+            format!("../{}/", s.id)
+        };
+        let name = crate::ids::rendition_of(&s.id).unwrap_or("");
+        let entry = (s.id.clone(), base, m);
+        if leader.as_deref() == Some(name) {
+            listed.insert(0, entry);
+        } else {
+            listed.push(entry);
+        }
+    }
+    let variants: Vec<Variant<'_>> = listed
+        .iter()
+        .map(|(id, base, m)| Variant {
+            id,
+            base,
+            manifests: m,
+        })
+        .collect();
+    viewer.viewers.saw(id, viewer.ip, viewer.agent.as_deref());
+    let text = match ask.kind {
+        ManifestKind::Dash => group::dash_mpd(&variants, now_unix_ns() / 1_000_000),
+        _ => group::hls_multivariant(&variants, ts),
+    };
+    let Some(text) = text else {
+        return not_found(format!(
+            "session {id:?} has no rendition with a complete segment yet\n"
+        ));
+    };
+    match ask.token {
+        Some(axum::Extension(QueryToken(t))) => {
+            body(ask.ct, MANIFEST_CACHE, with_token(ask.kind, &text, &t))
+        }
+        None => body(ask.ct, MANIFEST_CACHE, Bytes::from(text)),
     }
 }
 

@@ -22,6 +22,7 @@
 pub mod log;
 pub mod parts;
 pub mod registry;
+pub mod renditions;
 pub mod replica;
 pub mod ring;
 pub mod subscriber;
@@ -117,6 +118,9 @@ pub struct Snapshot {
     pub ended: Option<Arc<SessionEnd>>,
     /// Why the stream's own timing was overruled, if it was.
     pub timing_note: Option<String>,
+    /// The session's renditions, when it has several (filled by the
+    /// edges that have the registry).
+    pub renditions: Vec<renditions::RenditionView>,
 }
 
 /// Who publishes into the session.
@@ -241,6 +245,8 @@ struct SessionState {
     /// A mirror applied a discontinuity: the next TS counters it is sent
     /// are taken (see `apply_replica`).
     ts_restart: bool,
+    /// The last segment start told to the rendition group.
+    told_start: Option<crate::engine::SegmentStart>,
 }
 
 thread_local! {
@@ -380,6 +386,9 @@ pub struct Session {
     /// A mirror session whose replica cannot be read right now (an edge cut
     /// off from the cluster): it is not served, rather than served stale.
     unreadable: AtomicBool,
+    /// The session's renditions (see [`renditions`]) and this one's name
+    /// in them ("" for the session's own stream); `None` for a mirror.
+    group: Option<(Arc<renditions::RenditionGroup>, String)>,
 }
 
 /// A rendered HLS playlist and what it was rendered from.
@@ -426,6 +435,7 @@ impl Session {
             recorder,
             replica,
             None,
+            None,
         )
     }
 
@@ -440,16 +450,24 @@ impl Session {
         recorder: Option<crate::record::SessionRecorder>,
         replica: Option<ReplicaTx>,
         resume: Option<crate::engine::ResumePoint>,
+        group: Option<Arc<renditions::RenditionGroup>>,
     ) -> Self {
         // The engine keeps the window within the ring's budget, so the ring
         // evicts only whole segments the playlists no longer list.
         options.pipeline.max_window_bytes = ring_max_bytes;
-        let pipeline = match resume {
-            Some(point) => SessionPipeline::resume(options.pipeline.clone(), point),
-            None => SessionPipeline::new(options.pipeline.clone()),
+        let name = crate::ids::rendition_of(&id).unwrap_or("").to_string();
+        let joins = group.as_ref().is_some_and(|g| g.enter(&name));
+        let pipeline = match (resume, &group) {
+            (Some(point), _) => SessionPipeline::resume(options.pipeline.clone(), point),
+            (None, Some(g)) if joins => {
+                SessionPipeline::join(options.pipeline.clone(), g.join_point(&name).ok().flatten())
+            }
+            _ => SessionPipeline::new(options.pipeline.clone()),
         };
         let source = Source::Engine(Box::new(pipeline));
-        Self::with_source(id, options, max_lag_items, source, recorder, replica)
+        let mut s = Self::with_source(id, options, max_lag_items, source, recorder, replica);
+        s.group = group.map(|g| (g, name));
+        s
     }
 
     /// A session filled from a replica of the origin's (see
@@ -487,6 +505,7 @@ impl Session {
                 muxed_any: false,
                 ts_resume: None,
                 ts_restart: false,
+                told_start: None,
             }),
             gate: Mutex::new(()),
             segments_stored: watch::channel(0).0,
@@ -500,6 +519,7 @@ impl Session {
             hls_cache: Mutex::new(Vec::with_capacity(4)),
             replica,
             unreadable: AtomicBool::new(false),
+            group: None,
         }
     }
 
@@ -693,15 +713,57 @@ impl Session {
             return Err(PushError::NotPublisher);
         }
         ::metrics::counter!(crate::metrics::BYTES_IN).increment(data.len() as u64);
-        let (_, fatal) = self.run_engine(st, |s, out| {
+        let group = self.group.as_ref();
+        let (mut st, fatal) = self.run_engine(st, |s, out| {
             if let Source::Engine(p) = s {
+                if let (true, Some((g, name))) = (p.is_joining(), group) {
+                    match g.join_point(name) {
+                        Ok(Some(point)) => p.update_join(point),
+                        Ok(None) => {}
+                        Err(()) => p.stop_joining(),
+                    }
+                }
                 p.push(data, capture_ns, now_unix_ns(), end_of_access_unit, out);
             }
         });
+        self.tell_group(&mut st);
         match fatal {
             Some(e) => Err(PushError::Fatal(e)),
             None => Ok(()),
         }
+    }
+
+    /// Tells the rendition group where a new segment started (once per
+    /// segment), and reports what it found misaligned.
+    fn tell_group(&self, st: &mut SessionState) {
+        let (Some((g, name)), Source::Engine(p)) = (&self.group, &st.pipeline) else {
+            return;
+        };
+        let Some(start) = p.open_segment_start() else {
+            return;
+        };
+        if st.told_start == Some(start) {
+            return;
+        }
+        st.told_start = Some(start);
+        let anchor = p.join_point(Vec::new());
+        if let Some(m) = g.segment_started(name, start, anchor) {
+            ::metrics::counter!(crate::metrics::RENDITION_MISALIGNED).increment(1);
+            tracing::warn!(
+                session_id = %g.session,
+                rendition = %m.rendition,
+                segment = m.sequence,
+                start_90k = m.start,
+                leader_start_90k = m.leader_start,
+                "rendition misaligned: its segment starts elsewhere than the first rendition's \
+                 (keyframes at other times); left out of the multivariant playlist and the MPD"
+            );
+        }
+    }
+
+    /// The session's rendition group and this session's name in it.
+    pub fn rendition_group(&self) -> Option<(&Arc<renditions::RenditionGroup>, &str)> {
+        self.group.as_ref().map(|(g, n)| (g, n.as_str()))
     }
 
     /// Feeds publisher audio (ADTS bytes, or one raw AAC frame: see
@@ -759,6 +821,9 @@ impl Session {
         st.log.push(SessionItem::Ended(end));
         self.log_end.send_replace(st.log.end());
         self.ended_tx.send_replace(true);
+        if let Some((g, name)) = &self.group {
+            g.leave(name);
+        }
         tracing::info!(session_id = %self.id, ?reason, frames = stats.frames, segments = stats.segments, "session ended");
         true
     }
@@ -872,6 +937,7 @@ impl Session {
             start_frame: None,
             ended: st.ended.clone(),
             timing_note: st.pipeline.timing_note().map(str::to_owned),
+            renditions: Vec::new(),
         }
     }
 
@@ -1240,6 +1306,16 @@ impl Session {
             ManifestKind::HlsAudio => return None,
             ManifestKind::HlsMultivariant { ts } => m.hls_multivariant(ts)?,
         })
+    }
+
+    /// A copy of the session's manifests (what its playlists render
+    /// from), once it has a complete segment: for the manifests of its
+    /// renditions together.
+    pub fn manifests_snapshot(&self) -> Option<crate::engine::playlist::Manifests> {
+        let st = self.lock();
+        let m = st.pipeline.manifests()?;
+        m.segments().next()?;
+        Some(m.clone())
     }
 
     /// Whether the session muxes `format` (`--formats`).

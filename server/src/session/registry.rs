@@ -325,6 +325,14 @@ impl Registry {
                 held,
             });
         }
+        // The session's renditions share one group (held by their
+        // sessions: it goes when the last of them is removed).
+        let base = crate::ids::session_of(id);
+        let group = map
+            .iter()
+            .filter(|(k, _)| crate::ids::session_of(k) == base)
+            .find_map(|(_, s)| s.rendition_group().map(|(g, _)| g.clone()))
+            .unwrap_or_else(|| super::renditions::RenditionGroup::new(base));
         let session = Arc::new(Session::resumed(
             id.to_string(),
             options,
@@ -335,6 +343,7 @@ impl Registry {
                 .get()
                 .and_then(|r| r.attach(id, resume.is_some())),
             resume,
+            Some(group),
         ));
         let (generation, resumed) = session.attach_publisher()?;
         // An ended session of the same id is replaced: its window stops being
@@ -387,6 +396,26 @@ impl Registry {
     /// The session `id`, live or ended but still lingering.
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
         self.map().get(id).cloned()
+    }
+
+    /// The sessions of session id `session` and of its renditions
+    /// (`session~NAME`), by id; empty unless one of them is a rendition.
+    pub fn renditions(&self, session: &str) -> Vec<Arc<Session>> {
+        let map = self.map();
+        let mut out: Vec<Arc<Session>> = map
+            .iter()
+            .filter(|(k, _)| crate::ids::session_of(k) == session)
+            .map(|(_, s)| s.clone())
+            .collect();
+        drop(map);
+        if !out
+            .iter()
+            .any(|s| crate::ids::rendition_of(&s.id).is_some())
+        {
+            return Vec::new();
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
     }
 
     pub fn sessions(&self) -> Vec<Arc<Session>> {
