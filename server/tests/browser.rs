@@ -436,3 +436,95 @@ async fn players_on_an_edge_play_through_an_origin_failover() {
     let status = status.unwrap_or_else(|| panic!("check-latency did not finish within {limit:?}"));
     assert!(status.success(), "check-latency failed: {status}");
 }
+
+/// Renditions in real players: three renditions of one source (640x360,
+/// 480x270, 320x180, keyframes aligned) published live, played by hls.js
+/// from `master.m3u8` and by dash.js from `manifest.mpd`; each player is
+/// told to switch to the lowest, the highest, then the middle rendition
+/// (`hls.currentLevel`, dash.js `setRepresentationForTypeByIndex` with
+/// automatic switching off), reports each switch, shows frames of that
+/// rendition's size and keeps playing (`browser/check-renditions.mjs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_switch_renditions_in_chromium() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let root = repo_root();
+    if !browser_ready(&root.join("browser")) {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let server = start(test_config()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = common::live::publish_renditions_live(
+        &server,
+        "abr",
+        &[
+            ("360p", "rendition_360p"),
+            ("270p", "rendition_270p"),
+            ("180p", "rendition_180p"),
+        ],
+        stop.clone(),
+    );
+    let base = format!("http://{}", server.http_addr);
+    // Until the multivariant playlist lists all three, with two segments.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, _, master) = common::http::get(&format!("{base}/live/abr/master.m3u8")).await;
+        let (_, _, low) = common::http::get(&format!("{base}/live/abr~180p/index.m3u8")).await;
+        let listed = String::from_utf8_lossy(&master)
+            .matches("#EXT-X-STREAM-INF")
+            .count();
+        let segments = String::from_utf8_lossy(&low).matches("#EXTINF").count();
+        if listed == 3 && segments >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "renditions never listed: {}",
+            String::from_utf8_lossy(&master)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let limit = Duration::from_secs(150);
+    let run = tokio::task::spawn_blocking({
+        let (root, base) = (root.clone(), base.clone());
+        move || {
+            let mut node = Command::new("node");
+            node.arg(root.join("browser/check-renditions.mjs"))
+                .arg(&base)
+                .arg("abr")
+                .current_dir(&root);
+            run_node(node, limit)
+        }
+    });
+    let (status, stdout, stderr) = run.await.expect("browser script task");
+    stop.store(true, Ordering::Relaxed);
+    publisher.await.expect("publisher");
+    server.shutdown().await;
+    println!("check-renditions:\n{stdout}");
+    if !stderr.is_empty() {
+        println!("check-renditions stderr:\n{stderr}");
+    }
+    for mode in ["hls", "dash"] {
+        let r = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["mode"] == mode)
+            .unwrap_or_else(|| panic!("no result for {mode}: {stdout}"));
+        assert_eq!(r["ok"], true, "{mode}: {r}");
+        assert_eq!(
+            r["renditions"].as_array().map(Vec::len),
+            Some(3),
+            "{mode}: {r}"
+        );
+        assert_eq!(
+            r["switches"].as_array().map(Vec::len),
+            Some(3),
+            "{mode}: {r}"
+        );
+    }
+    let status =
+        status.unwrap_or_else(|| panic!("check-renditions did not finish within {limit:?}"));
+    assert!(status.success(), "check-renditions failed: {status}");
+}

@@ -531,3 +531,71 @@ async fn bad_rendition_names_are_refused_with_the_reason() {
         assert!(e.message().contains(want), "{id} {rendition}: {e:?}");
     }
 }
+
+/// LL-HLS: each rendition's media playlist reports the others' last part
+/// (`EXT-X-RENDITION-REPORT`, what the rendition's own playlist lists
+/// last); a rendition that stops leaves the multivariant playlist and the
+/// reports while the others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendition_reports_and_a_rendition_that_stops() {
+    let server = common::start(common::test_config()).await;
+    let mut pubs = publish_together(
+        &server,
+        "rr",
+        &[("360p", "rendition_360p"), ("180p", "rendition_180p")],
+    )
+    .await;
+    let http = format!("http://{}", server.http_addr);
+    // The last part each playlist lists: (msn, index) from its media
+    // sequence, segments and parts.
+    async fn last_part(url: &str) -> (u64, u32) {
+        let pl = text(url).await;
+        let mut msn: u64 = pl
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut index = 0u32;
+        let mut last = None;
+        for l in pl.lines() {
+            if l.starts_with("#EXT-X-PART:") {
+                last = Some((msn, index));
+                index += 1;
+            } else if l.starts_with("#EXTINF") {
+                msn += 1;
+                index = 0;
+            }
+        }
+        last.unwrap_or_else(|| panic!("{url}: no parts\n{pl}"))
+    }
+    // Everything sent is taken within a moment: wait for the reports to
+    // settle on the other rendition's last part.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let pl = text(&format!("{http}/live/rr~360p/index.m3u8")).await;
+        let (msn, part) = last_part(&format!("{http}/live/rr~180p/index.m3u8")).await;
+        let want = format!(
+            "#EXT-X-RENDITION-REPORT:URI=\"../rr~180p/index.m3u8\",LAST-MSN={msn},LAST-PART={part}\n"
+        );
+        if pl.ends_with(&want) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{pl}\nwanted {want}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let ts = text(&format!("{http}/live/rr~180p/ts/index.m3u8")).await;
+    assert!(
+        ts.contains("#EXT-X-RENDITION-REPORT:URI=\"../../rr~360p/ts/index.m3u8\",LAST-MSN="),
+        "{ts}"
+    );
+    // 180p stops; 360p goes on alone.
+    let low = pubs.pop().unwrap();
+    end_all(vec![low]).await;
+    let master = text(&format!("{http}/live/rr/master.m3u8")).await;
+    assert_eq!(master.matches("#EXT-X-STREAM-INF").count(), 1, "{master}");
+    assert!(master.contains("\n../rr~360p/index.m3u8\n"), "{master}");
+    let pl = text(&format!("{http}/live/rr~360p/index.m3u8")).await;
+    assert!(!pl.contains("RENDITION-REPORT"), "{pl}");
+    end_all(pubs).await;
+}

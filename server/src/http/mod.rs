@@ -455,7 +455,18 @@ async fn manifest(
         // (the query is part of the cache key).
         cache = BLOCKING_CACHE;
     }
-    match s.manifest_bytes(ask.kind, q.skip) {
+    let text = s.manifest_bytes(ask.kind, q.skip).map(|text| {
+        match rendition_reports(registry, &s, ask.kind) {
+            Some(reports) => {
+                let mut t = Vec::with_capacity(text.len() + reports.len());
+                t.extend_from_slice(&text);
+                t.extend_from_slice(reports.as_bytes());
+                Bytes::from(t)
+            }
+            None => text,
+        }
+    });
+    match text {
         Some(text) => match ask.token {
             Some(axum::Extension(QueryToken(t))) => body(
                 ask.ct,
@@ -466,6 +477,45 @@ async fn manifest(
         },
         None => not_found(format!("session {id:?} has no complete segment yet\n")),
     }
+}
+
+/// LL-HLS rendition reports (RFC 8216bis 4.4.5.4) for a low-latency media
+/// playlist of a session with renditions: one `EXT-X-RENDITION-REPORT`
+/// per other aligned rendition that is live, with its last part
+/// (`LAST-MSN`, `LAST-PART`), so a player switching to it can ask for the
+/// next part at once. `None` when there is none to report.
+fn rendition_reports(registry: &Registry, s: &Session, kind: ManifestKind) -> Option<String> {
+    let ts = match kind {
+        ManifestKind::HlsCmaf => false,
+        ManifestKind::HlsTs => true,
+        _ => return None,
+    };
+    s.ll_state()?;
+    let (g, name) = s.rendition_group()?;
+    let mut out = String::new();
+    for (other, aligned) in g.others(name) {
+        if !aligned {
+            continue;
+        }
+        let id = match crate::ids::rendition_id(&g.session, &other) {
+            Ok(id) => id,
+            Err(_) => continue,
+        };
+        let Some((msn, part)) = registry.live(&id).and_then(|o| o.last_part()) else {
+            continue;
+        };
+        let uri = if ts {
+            format!("../../{id}/ts/index.m3u8")
+        } else {
+            format!("../{id}/index.m3u8")
+        };
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "#EXT-X-RENDITION-REPORT:URI=\"{uri}\",LAST-MSN={msn},LAST-PART={part}"
+        );
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// The multivariant playlist or MPD of a session with renditions
@@ -483,9 +533,12 @@ fn group_manifest(
     let leader = members
         .iter()
         .find_map(|s| s.rendition_group().and_then(|(g, _)| g.leader()));
+    // A rendition that stopped leaves the list while others go on (when
+    // all have ended, the list is what they were).
+    let any_live = members.iter().any(|s| !s.is_ended());
     let mut listed: Vec<(String, String, crate::engine::playlist::Manifests)> = Vec::new();
     for s in members {
-        if !s.is_readable() || !s.muxes(format) {
+        if !s.is_readable() || !s.muxes(format) || (any_live && s.is_ended()) {
             continue;
         }
         let aligned = s

@@ -1549,6 +1549,14 @@ impl Session {
     }
 
     /// The records of the parts held, oldest first.
+    /// The last part stored: (its segment, its index in the segment), what
+    /// a rendition report names (`LAST-MSN`, `LAST-PART`).
+    pub fn last_part(&self) -> Option<(u64, u32)> {
+        let st = self.lock();
+        let p = st.parts.part_records().last()?;
+        Some((p.segment, p.index))
+    }
+
     pub fn part_records(&self) -> Vec<Arc<PartRecord>> {
         self.lock().parts.part_records().cloned().collect()
     }

@@ -262,6 +262,17 @@ impl RenditionGroup {
         )
     }
 
+    /// The other renditions whose publishers are still there (names), and
+    /// whether each is aligned.
+    pub fn others(&self, name: &str) -> Vec<(String, bool)> {
+        let st = self.lock();
+        st.members
+            .iter()
+            .filter(|(n, m)| n.as_str() != name && !m.left)
+            .map(|(n, m)| (n.clone(), m.aligned))
+            .collect()
+    }
+
     /// The rendition that leads, if one does.
     pub fn leader(&self) -> Option<String> {
         self.lock().leader.clone()

@@ -59,3 +59,80 @@ pub fn publish_live(
         drop(p);
     })
 }
+
+/// Publishes the committed renditions of one source (`(name, stream)`,
+/// for example `("360p", "rendition_360p")`) into `session` in real time,
+/// looping, each over its own gRPC stream as `SESSION~NAME`, with capture
+/// times on one clock (each picture's presentation time from the first
+/// one), until `stop`. The first rendition's first frame goes first and
+/// the others follow once the server has taken it, so the first rendition
+/// leads.
+pub fn publish_renditions_live(
+    server: &liveslice_server::app::Running,
+    session: &'static str,
+    renditions: &'static [(&'static str, &'static str)],
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let grpc = server.grpc_addr;
+    tokio::spawn(async move {
+        let streams: Vec<Vec<(Bytes, u64)>> = renditions
+            .iter()
+            .map(|(_, file)| {
+                let frames = frames_of(
+                    Bytes::from(super::testdata(&format!("{file}.h264"))),
+                    PipelineOptions::default(),
+                );
+                let first = frames[0].pts;
+                frames
+                    .iter()
+                    .map(|f| (f.data.clone(), (f.pts - first) * 1_000_000_000 / 90_000))
+                    .collect()
+            })
+            .collect();
+        let lap_ns = streams[0].len() as u64 * 1_000_000_000 / 30;
+        let mut pubs = Vec::new();
+        for (name, _) in renditions {
+            let mut c = liveslice_proto::v1::slice_service_client::SliceServiceClient::connect(
+                format!("http://{grpc}"),
+            )
+            .await
+            .expect("connect");
+            pubs.push(
+                publish(&mut c, &format!("{session}~{name}"), Default::default())
+                    .await
+                    .expect("publish"),
+            );
+        }
+        let start = Instant::now();
+        let t0 = liveslice_server::session::now_unix_ns();
+        let mut lap = 0u64;
+        'outer: loop {
+            for i in 0..streams[0].len() {
+                let due = Duration::from_nanos(lap * lap_ns + i as u64 * 1_000_000_000 / 30);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+                for (k, (p, s)) in pubs.iter().zip(&streams).enumerate() {
+                    if stop.load(Ordering::Relaxed) {
+                        break 'outer;
+                    }
+                    let Some((data, c)) = s.get(i) else {
+                        continue;
+                    };
+                    p.send_at(data.clone(), t0 + lap * lap_ns + c).await;
+                    if (lap, i, k) == (0, 0, 0) {
+                        // The first rendition leads: let the server take its
+                        // first frame before the others come.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            lap += 1;
+        }
+        for p in &pubs {
+            p.end().await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(pubs);
+    })
+}
