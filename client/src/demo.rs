@@ -155,6 +155,7 @@ async fn tour(session: &str, grpc: &Server, http: &str, own_server: bool) -> Res
     let viewer_plan = play::Plan {
         server: grpc.clone(),
         session: session.to_string(),
+        rendition: String::new(),
         fps: None,
         out: None,
         part_target_ms: liveslice_engine::pipeline::DEFAULT_PART_TARGET_MS,

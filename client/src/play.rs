@@ -29,6 +29,10 @@ pub struct Args {
     /// Session to play.
     #[arg(long)]
     pub session: String,
+    /// The session's rendition to play (`360p`: the same as
+    /// `--session SESSION~360p`); default: the session's own stream.
+    #[arg(long, value_name = "NAME")]
+    pub rendition: Option<String>,
     /// Highest frame rate to receive (the server thins by dropping
     /// non-reference frames).
     #[arg(long, value_name = "N", value_parser = parse_fps)]
@@ -55,6 +59,8 @@ pub struct Args {
 pub struct Plan {
     pub server: Server,
     pub session: String,
+    /// The rendition ("" for the session's own stream).
+    pub rendition: String,
     pub fps: Option<u32>,
     pub out: Option<PathBuf>,
     /// The server's part target (ms), for `out`.
@@ -82,9 +88,13 @@ pub async fn run(a: Args) -> Result<()> {
         }
     });
     let plan = Plan {
-        label: a.session.clone(),
+        label: match &a.rendition {
+            Some(r) => format!("{}~{r}", a.session),
+            None => a.session.clone(),
+        },
         server: Server::new(&a.server.server, &a.server.access)?,
         session: a.session,
+        rendition: a.rendition.unwrap_or_default(),
         fps: a.fps,
         out: a.out,
         part_target_ms: u32::try_from(a.part_duration.as_millis()).unwrap_or(2_000),
@@ -135,6 +145,7 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
     let (tx, rx) = mpsc::channel(1);
     tx.send(pb::SliceRequest {
         session_id: plan.session.clone(),
+        rendition: plan.rendition.clone(),
         target_fps: plan.fps.map_or(0, |f| f as i32),
         role: pb::Role::Subscribe as i32,
         subscribe: Some(pb::SubscribeOptions {
@@ -155,7 +166,12 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
     let mut status = StatusLine::new(&plan.label);
     status.message(&format!(
         "subscribing to session {} at {} (waiting for it if it has not started)",
-        plan.session, plan.server
+        if plan.rendition.is_empty() {
+            plan.session.clone()
+        } else {
+            format!("{}~{}", plan.session, plan.rendition)
+        },
+        plan.server
     ));
     // The request stream stays open (`tx` lives) until we are done: closing
     // it early is allowed, but keeping it is what a viewer does.

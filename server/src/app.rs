@@ -186,6 +186,8 @@ pub enum StartError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot start the gRPC runtimes (--grpc-runtimes): {0}")]
     Runtime(std::io::Error),
+    #[error("--ladder: {0}")]
+    Ladder(String),
 }
 
 /// Why a bind failed, with what to do about the usual case.
@@ -429,9 +431,18 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         source,
     })?;
 
+    // The ladder's ffmpeg is checked now: a missing one is a startup
+    // error, not a surprise at the first session.
+    let mut service_config = config.service();
+    if let Some(ladder) = config.ladder.ladder().map_err(StartError::Ladder)? {
+        ladder
+            .check()
+            .map_err(|e| StartError::Ladder(e.to_string()))?;
+        service_config.ladder = Some(Arc::new(ladder));
+    }
     let service = SliceServiceServer::new(SliceServiceImpl::new(
         registry.clone(),
-        config.service(),
+        service_config,
         auth.clone(),
     ))
     .max_decoding_message_size(server.max_message_bytes)

@@ -15,6 +15,7 @@
 //! | [`Shutdown`] | `app` | `shutdown-timeout`, `shutdown-grace` |
 //! | [`RecordConfig`] | `record` | `record`, `record-endpoint`, `record-region`, `record-queue-bytes`, `record-retries`, `record-concurrency`, `record-max-segments`, `dvr` |
 //! | [`ClusterConfig`] | `cluster` | `cluster`, `role`, `node-id`, `cluster-retention`, `cluster-max-bytes`, `cluster-queue` |
+//! | [`LadderConfig`] | `ladder` | `ladder`, `ladder-ffmpeg`, `ladder-threads` |
 //!
 //! [`Config`] is those parts together. It comes from three sources, in order
 //! of precedence: flags and `LIVESLICE_*` environment variables (read by
@@ -44,6 +45,7 @@ use crate::engine::timing::FrameRate;
 use crate::engine::PipelineOptions;
 use crate::grpc::ServiceConfig;
 pub use crate::http::serve::HttpLimits;
+pub use crate::ladder::LadderConfig;
 pub use crate::record::RecordConfig;
 pub use crate::session::SessionDefaults;
 
@@ -60,6 +62,7 @@ pub struct Config {
     pub shutdown: Shutdown,
     pub record: RecordConfig,
     pub cluster: ClusterConfig,
+    pub ladder: LadderConfig,
     /// `--config`: the file the settings were read from.
     pub config_file: Option<PathBuf>,
     /// `--print-config`: print [`Config::to_toml`] and exit.
@@ -342,6 +345,7 @@ impl Config {
         put(toml::to_string(&shown.tls));
         put(toml::to_string(&shown.record));
         put(toml::to_string(&shown.cluster));
+        put(toml::to_string(&shown.ladder));
         out
     }
 
@@ -355,6 +359,7 @@ impl Config {
         self.tls.validate()?;
         self.record.validate()?;
         self.cluster.validate()?;
+        self.ladder.validate()?;
         self.auth.validate()
     }
 

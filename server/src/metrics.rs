@@ -60,6 +60,9 @@ pub const CLUSTER_TAKEN_OVER: &str = "liveslice_cluster_taken_over_total";
 /// Segments of a rendition found to start elsewhere than the first
 /// rendition's of the same number.
 pub const RENDITION_MISALIGNED: &str = "liveslice_rendition_misaligned_segments_total";
+/// Transcode ladders (`--ladder`) that failed (ffmpeg missing, crashed or
+/// too slow); their sources went on.
+pub const LADDER_FAILURES: &str = "liveslice_ladder_failures_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -101,6 +104,10 @@ pub fn install() -> Option<PrometheusHandle> {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(FRAMES_IN, "Frames accepted from publishers");
+    describe_counter!(
+        LADDER_FAILURES,
+        "Transcode ladders that failed (their sources went on)"
+    );
     describe_counter!(
         RENDITION_MISALIGNED,
         "Segments of a rendition that start elsewhere than the first rendition's of the same number"

@@ -599,3 +599,175 @@ async fn rendition_reports_and_a_rendition_that_stops() {
     assert!(!pl.contains("RENDITION-REPORT"), "{pl}");
     end_all(pubs).await;
 }
+
+/// Segment number → start (`S@t`) of each Representation of an MPD, by id.
+fn mpd_numbered(mpd: &str) -> BTreeMap<String, BTreeMap<u64, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<u64, u64>> = BTreeMap::new();
+    for rep in mpd.split("<Representation").skip(1) {
+        let attr = |s: &str, n: &str| -> Option<String> {
+            s.split(&format!(" {n}=\""))
+                .nth(1)
+                .map(|v| v.split('"').next().unwrap().to_string())
+        };
+        let id = attr(rep, "id").unwrap();
+        let Some(mut number) = attr(rep, "startNumber").map(|n| n.parse::<u64>().unwrap()) else {
+            continue;
+        };
+        let rep = rep.split("</Representation").next().unwrap();
+        let mut t = 0u64;
+        for s in rep.split("<S ").skip(1) {
+            let s = format!(" {s}");
+            if let Some(v) = attr(&s, "t") {
+                t = v.parse().unwrap();
+            }
+            let d: u64 = attr(&s, "d").unwrap().parse().unwrap();
+            for _ in 0..=attr(&s, "r").map_or(0, |r| r.parse::<u64>().unwrap()) {
+                out.entry(id.clone()).or_default().insert(number, t);
+                number += 1;
+                t += d;
+            }
+        }
+    }
+    out
+}
+
+/// `--ladder`: a session published live (320x180, keyframes every second,
+/// capture times) gets two renditions made by ffmpeg (256x144, 160x90),
+/// published back as `SESSION~144p` and `SESSION~90p`: listed in the
+/// multivariant playlist and the MPD with every segment starting where the
+/// source's of the same number does, aligned in SessionInfo, decodable at
+/// their size; when the source ends they end too (and ffmpeg with them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ladder_makes_aligned_renditions_of_a_published_session() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    if !common::have_ffmpeg("the ladder test") {
+        return;
+    }
+    let mut config = common::test_config();
+    config.ladder.ladder = Some("144p:120k,90p:60k".into());
+    let server = common::start(config).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = common::live::publish_live(&server, "lad", stop.clone(), true);
+    let http = format!("http://{}", server.http_addr);
+    // Until both ladder renditions have three segments listed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut ready = 0;
+        for r in ["lad~144p", "lad~90p"] {
+            let (_, _, pl) = common::get(&format!("{http}/live/{r}/index.m3u8")).await;
+            if String::from_utf8_lossy(&pl).matches("#EXTINF").count() >= 3 {
+                ready += 1;
+            }
+        }
+        if ready == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ladder's renditions never came"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let master = text(&format!("{http}/live/lad/master.m3u8")).await;
+    for (uri, res) in [
+        ("../lad/index.m3u8", "320x180"),
+        ("../lad~144p/index.m3u8", "256x144"),
+        ("../lad~90p/index.m3u8", "160x90"),
+    ] {
+        assert!(master.contains(&format!("\n{uri}\n")), "{master}");
+        assert!(master.contains(&format!("RESOLUTION={res}")), "{master}");
+    }
+    let mpd = text(&format!("{http}/live/lad/manifest.mpd")).await;
+    let reps = mpd_numbered(&mpd);
+    let source = &reps["lad"];
+    for r in ["lad~144p", "lad~90p"] {
+        let numbers = &reps[r];
+        assert!(numbers.len() >= 3, "{mpd}");
+        for (n, t) in numbers {
+            if let Some(s) = source.get(n) {
+                assert_eq!(s, t, "{r} segment {n}: {mpd}");
+            }
+        }
+        assert!(
+            numbers.keys().filter(|n| source.contains_key(n)).count() >= 3,
+            "{mpd}"
+        );
+    }
+    let info = renditions_info(&server, "lad").await;
+    let names: Vec<&str> = info.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["", "144p", "90p"]);
+    for r in &info {
+        assert!(r.aligned && r.misaligned_segments == 0, "{r:?}");
+    }
+    assert_eq!((info[2].width, info[2].height), (160, 90));
+
+    // The source ends: so do its renditions.
+    stop.store(true, Ordering::Relaxed);
+    publisher.await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for r in ["lad~144p", "lad~90p"] {
+        loop {
+            let s = server.registry.get(r).expect("rendition session");
+            if s.is_ended() {
+                assert_eq!(
+                    s.end_reason(),
+                    Some(liveslice_server::session::EndReason::EndOfStream),
+                    "{r}"
+                );
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{r} did not end");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    // Their final playlists (lingering) decode at their size, every frame.
+    let url = format!("{http}/live/lad~90p/index.m3u8");
+    let (sizes, (frames, err)) = tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "stream=width,height",
+            ])
+            .args(["-of", "csv=p=0", &url])
+            .output()
+            .unwrap();
+        let sizes = String::from_utf8_lossy(&out.stdout).into_owned();
+        (sizes, common::ffmpeg_every_frame(&url))
+    })
+    .await
+    .unwrap();
+    // (ffprobe names the stream once per HLS program it is in.)
+    assert!(
+        sizes
+            .lines()
+            .filter(|l| !l.is_empty())
+            .all(|l| l == "160,90")
+            && !sizes.trim().is_empty(),
+        "{sizes}"
+    );
+    assert!(frames >= 60 && err.is_empty(), "{frames}: {err}");
+}
+
+/// `--ladder` with an ffmpeg that is not there: the server does not start,
+/// and says why and what to do.
+#[tokio::test]
+async fn a_ladder_without_ffmpeg_is_a_startup_error() {
+    let mut config = common::test_config();
+    config.ladder.ladder = Some("144p:120k".into());
+    config.ladder.ladder_ffmpeg = "/nonexistent/ffmpeg".into();
+    let e = match liveslice_server::app::start(&config).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("started without ffmpeg"),
+    };
+    assert!(
+        e.contains("--ladder") && e.contains("/nonexistent/ffmpeg"),
+        "{e}"
+    );
+    assert!(e.contains("apt-get install ffmpeg"), "{e}");
+}

@@ -62,6 +62,7 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
         shutdown: part(&mut settings)?,
         record: part(&mut settings)?,
         cluster: part(&mut settings)?,
+        ladder: part(&mut settings)?,
         config_file: None,
         print_config: false,
         mint_token: None,
@@ -69,7 +70,7 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
 }
 
 /// Every key a config file may set, part by part.
-pub(super) fn parts() -> [&'static [&'static str]; 9] {
+pub(super) fn parts() -> [&'static [&'static str]; 10] {
     [
         keys_of::<ServerConfig>(),
         keys_of::<HttpLimits>(),
@@ -80,6 +81,7 @@ pub(super) fn parts() -> [&'static [&'static str]; 9] {
         keys_of::<Shutdown>(),
         keys_of::<RecordConfig>(),
         keys_of::<ClusterConfig>(),
+        keys_of::<crate::ladder::LadderConfig>(),
     ]
 }
 

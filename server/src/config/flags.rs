@@ -66,6 +66,19 @@ pub(super) struct Flags {
     /// publishers).
     #[arg(long, env = "LIVESLICE_ROLE")]
     pub role: Option<crate::cluster::Role>,
+    /// A transcode ladder for every published session: HEIGHTp:RATE
+    /// rungs, comma-separated (720p:3000k,480p:1200k,360p:600k). One ffmpeg
+    /// process per session (libx264, keyframes where the source has them)
+    /// publishes each rung back as rendition SESSION~HEIGHTp. Off by
+    /// default.
+    #[arg(long, env = "LIVESLICE_LADDER", value_name = "RUNGS")]
+    pub ladder: Option<String>,
+    /// The ffmpeg binary the ladder runs (with libx264).
+    #[arg(long, env = "LIVESLICE_LADDER_FFMPEG", value_name = "PATH")]
+    pub ladder_ffmpeg: Option<String>,
+    /// Encoder threads per ladder rung (bounds its CPU).
+    #[arg(long, env = "LIVESLICE_LADDER_THREADS", value_name = "N")]
+    pub ladder_threads: Option<u32>,
     /// This node's id in session leases (default: host name and process
     /// id).
     #[arg(long, env = "LIVESLICE_NODE_ID")]
@@ -358,6 +371,11 @@ impl Flags {
             cluster_retention => cluster.cluster_retention;
             cluster_max_bytes => cluster.cluster_max_bytes;
             cluster_queue => cluster.cluster_queue;
+            ladder_ffmpeg => ladder.ladder_ffmpeg;
+            ladder_threads => ladder.ladder_threads;
+        }
+        if let Some(v) = self.ladder {
+            c.ladder.ladder = Some(v);
         }
         if let Some(v) = self.record {
             c.record.record = Some(v);

@@ -124,6 +124,7 @@ fn defaults_come_from_one_place() {
         shutdown: Shutdown::default(),
         record: RecordConfig::default(),
         cluster: crate::cluster::ClusterConfig::default(),
+        ladder: crate::ladder::LadderConfig::default(),
         config_file: None,
         print_config: false,
         mint_token: None,
@@ -193,6 +194,8 @@ fn defaults_come_from_one_place() {
                     | "cluster-retention"
                     | "cluster-max-bytes"
                     | "cluster-queue"
+                    | "ladder-ffmpeg"
+                    | "ladder-threads"
             )))
             .count(),
         "every fixed default is shown, once:\n{help}"

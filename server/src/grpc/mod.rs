@@ -42,6 +42,8 @@ pub struct ServiceConfig {
     pub first_message_timeout: Duration,
     /// Responses buffered per stream before the stream's task waits.
     pub response_buffer: usize,
+    /// `--ladder`: run for every session published (not for renditions).
+    pub ladder: Option<Arc<crate::ladder::Ladder>>,
 }
 
 impl Default for ServiceConfig {
@@ -50,6 +52,7 @@ impl Default for ServiceConfig {
             pipeline: PipelineOptions::default(),
             first_message_timeout: Duration::from_secs(10),
             response_buffer: 32,
+            ladder: None,
         }
     }
 }
@@ -332,6 +335,11 @@ impl SliceServiceImpl {
             .map_err(|e| registry_status(e, &id))?;
         let session = grant.session.clone();
         tracing::info!(resumed = grant.resumed, "publisher attached");
+        if let Some(ladder) = &self.config.ladder {
+            if crate::ids::rendition_of(&id).is_none() && session.claim_ladder() {
+                ladder.start(self.registry.clone(), session.clone());
+            }
+        }
 
         let (tx, rx) = mpsc::channel(self.config.response_buffer);
         let opts = &session.options;

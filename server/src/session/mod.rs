@@ -389,6 +389,8 @@ pub struct Session {
     /// The session's renditions (see [`renditions`]) and this one's name
     /// in them ("" for the session's own stream); `None` for a mirror.
     group: Option<(Arc<renditions::RenditionGroup>, String)>,
+    /// A transcode ladder runs for the session (`--ladder`).
+    ladder: AtomicBool,
 }
 
 /// A rendered HLS playlist and what it was rendered from.
@@ -417,6 +419,17 @@ pub fn now_unix_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// What a new session is connected to besides its own window: recording,
+/// replication, the point another origin left off at, its rendition group.
+pub(crate) struct Links {
+    pub recorder: Option<crate::record::SessionRecorder>,
+    pub replica: Option<ReplicaTx>,
+    /// Continue another node's copy of the session from here.
+    pub resume: Option<crate::engine::ResumePoint>,
+    /// The renditions this session is one of.
+    pub group: Option<Arc<renditions::RenditionGroup>>,
+}
+
 impl Session {
     #[cfg(test)]
     fn new(
@@ -432,10 +445,12 @@ impl Session {
             options,
             max_lag_items,
             ring_max_bytes,
-            recorder,
-            replica,
-            None,
-            None,
+            Links {
+                recorder,
+                replica,
+                resume: None,
+                group: None,
+            },
         )
     }
 
@@ -447,11 +462,14 @@ impl Session {
         mut options: SessionOptions,
         max_lag_items: usize,
         ring_max_bytes: usize,
-        recorder: Option<crate::record::SessionRecorder>,
-        replica: Option<ReplicaTx>,
-        resume: Option<crate::engine::ResumePoint>,
-        group: Option<Arc<renditions::RenditionGroup>>,
+        links: Links,
     ) -> Self {
+        let Links {
+            recorder,
+            replica,
+            resume,
+            group,
+        } = links;
         // The engine keeps the window within the ring's budget, so the ring
         // evicts only whole segments the playlists no longer list.
         options.pipeline.max_window_bytes = ring_max_bytes;
@@ -460,7 +478,11 @@ impl Session {
         let pipeline = match (resume, &group) {
             (Some(point), _) => SessionPipeline::resume(options.pipeline.clone(), point),
             (None, Some(g)) if joins => {
-                SessionPipeline::join(options.pipeline.clone(), g.join_point(&name).ok().flatten())
+                let point = match g.join_point(&name) {
+                    renditions::Joining::Follow(p) => Some(p),
+                    _ => None,
+                };
+                SessionPipeline::join(options.pipeline.clone(), point)
             }
             _ => SessionPipeline::new(options.pipeline.clone()),
         };
@@ -520,6 +542,7 @@ impl Session {
             replica,
             unreadable: AtomicBool::new(false),
             group: None,
+            ladder: AtomicBool::new(false),
         }
     }
 
@@ -718,9 +741,9 @@ impl Session {
             if let Source::Engine(p) = s {
                 if let (true, Some((g, name))) = (p.is_joining(), group) {
                     match g.join_point(name) {
-                        Ok(Some(point)) => p.update_join(point),
-                        Ok(None) => {}
-                        Err(()) => p.stop_joining(),
+                        renditions::Joining::Follow(point) => p.update_join(point),
+                        renditions::Joining::Wait => {}
+                        renditions::Joining::Alone => p.stop_joining(),
                     }
                 }
                 p.push(data, capture_ns, now_unix_ns(), end_of_access_unit, out);
@@ -759,6 +782,12 @@ impl Session {
                  (keyframes at other times); left out of the multivariant playlist and the MPD"
             );
         }
+    }
+
+    /// Claims the session's transcode ladder: true the first time (a
+    /// publisher back within its grace period finds it running).
+    pub fn claim_ladder(&self) -> bool {
+        !self.ladder.swap(true, Ordering::Relaxed)
     }
 
     /// The session's rendition group and this session's name in it.

@@ -338,12 +338,15 @@ impl Registry {
             options,
             self.defaults.max_lag_items,
             self.defaults.ring_max_bytes,
-            self.recorder.as_ref().map(|r| r.session(id)),
-            self.replicator
-                .get()
-                .and_then(|r| r.attach(id, resume.is_some())),
-            resume,
-            Some(group),
+            super::Links {
+                recorder: self.recorder.as_ref().map(|r| r.session(id)),
+                replica: self
+                    .replicator
+                    .get()
+                    .and_then(|r| r.attach(id, resume.is_some())),
+                resume,
+                group: Some(group),
+            },
         ));
         let (generation, resumed) = session.attach_publisher()?;
         // An ended session of the same id is replaced: its window stops being

@@ -105,6 +105,18 @@ pub struct Alignment {
 }
 
 /// What [`RenditionGroup::segment_started`] found.
+/// What a rendition waiting to join its group should do now
+/// ([`RenditionGroup::join_point`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Joining {
+    /// Follow the leader's timeline and segment starts.
+    Follow(JoinPoint),
+    /// No leader yet, but another rendition will lead: keep waiting.
+    Wait,
+    /// Nobody to wait for: start a timeline of its own.
+    Alone,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Misaligned {
     /// The rendition whose segment starts elsewhere.
@@ -163,22 +175,30 @@ impl RenditionGroup {
     }
 
     /// For a rendition waiting to join: the leader's timeline and segment
-    /// starts; `None` while there is no leader. `Err(())` when there is
-    /// nobody to wait for (no leader, no other rendition with a timeline of
-    /// its own that will lead): it should start its own timeline.
-    pub fn join_point(&self, name: &str) -> Result<Option<JoinPoint>, ()> {
+    /// starts ([`Joining::Follow`]), [`Joining::Wait`] while there is no
+    /// leader yet, [`Joining::Alone`] when there is nobody to wait for (no
+    /// leader, no other rendition with a timeline of its own that will
+    /// lead): it should start its own timeline.
+    pub fn join_point(&self, name: &str) -> Joining {
         let st = self.lock();
         let Some(leader) = st.leader.as_ref().and_then(|l| st.members.get(l)) else {
             let someone = st
                 .members
                 .iter()
                 .any(|(n, m)| n != name && !m.left && m.independent);
-            return if someone { Ok(None) } else { Err(()) };
+            return if someone {
+                Joining::Wait
+            } else {
+                Joining::Alone
+            };
         };
-        Ok(leader.anchor.clone().map(|mut p| {
-            p.set_segment_starts(leader.starts.iter().copied().collect());
-            p
-        }))
+        match leader.anchor.clone() {
+            Some(mut p) => {
+                p.set_segment_starts(leader.starts.iter().copied().collect());
+                Joining::Follow(p)
+            }
+            None => Joining::Wait,
+        }
     }
 
     /// Rendition `name` started segment `start`; `anchor` is what a
@@ -316,10 +336,12 @@ mod tests {
         assert!(!g.enter("720p"));
         assert!(g.enter("360p"));
         // 360p waits for 720p (it has a timeline of its own coming).
-        assert_eq!(g.join_point("360p"), Ok(None));
+        assert_eq!(g.join_point("360p"), Joining::Wait);
         assert_eq!(g.segment_started("720p", start(0, 0), Some(anchor())), None);
         assert_eq!(g.leader().as_deref(), Some("720p"));
-        let p = g.join_point("360p").unwrap().unwrap();
+        let Joining::Follow(p) = g.join_point("360p") else {
+            panic!("360p should follow 720p");
+        };
         assert_eq!(p.segment_starts, vec![start(0, 0)]);
         // Aligned, then not: reported once per segment, counted.
         assert_eq!(g.segment_started("360p", start(0, 0), None), None);
@@ -346,7 +368,7 @@ mod tests {
         assert!(!g.enter("720p"));
         assert!(g.enter("360p"));
         g.leave("720p");
-        assert_eq!(g.join_point("360p"), Err(()));
+        assert_eq!(g.join_point("360p"), Joining::Alone);
         // The leader leaves: an aligned live rendition with segments leads.
         let g = RenditionGroup::new("cam1");
         g.enter("a");

@@ -1,0 +1,641 @@
+//! `--ladder`: a transcode ladder for every published session. One ffmpeg
+//! child process per session decodes the source's accepted frames (fed on
+//! its stdin as Annex B) and encodes each rung with libx264, keyframes
+//! forced where the source has them (`-force_key_frames source`) and none
+//! of its own (`keyint=infinite`, no scene cuts), no B-frames
+//! (`-tune zerolatency`), writing raw H.264 with access unit delimiters to
+//! one loopback TCP connection per rung; each rung's stream is published
+//! back into the session as rendition `SESSION~NAME` (see
+//! [`crate::session::renditions`]), an access unit per push with the
+//! capture time of the source picture it encodes, so it joins the source's
+//! timeline with its segments aligned.
+//!
+//! ffmpeg is a separate process (found on PATH, or `--ladder-ffmpeg`), so
+//! a crash or a slow encode never touches the source: the ladder reads the
+//! source as a subscriber does (a slow one is moved on, and says so), its
+//! renditions end with an error, the source goes on. The process is killed
+//! when the source session ends (after it flushes, at most
+//! [`FLUSH_LIMIT`]), or when the ladder fails; its CPU is bounded by
+//! `-threads` (`--ladder-threads`) for the decoder and for each rung.
+//!
+//! Hand-written rather than a crate: the work is running ffmpeg and moving
+//! bytes (tokio's process and TCP), plus cutting x264's output at its
+//! access unit delimiters.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::session::registry::Registry;
+use crate::session::{EndReason, Session, SessionItem};
+
+/// How long ffmpeg may take to finish after the source ends.
+pub const FLUSH_LIMIT: Duration = Duration::from_secs(10);
+
+/// Source frames (in presentation order) held for rungs that have not
+/// output them yet: about 30 s at 30 fps. A ladder further behind than
+/// this is too slow for live and is stopped.
+const MAX_PENDING: usize = 1024;
+
+/// Pictures a source's presentation order may be behind its decode order
+/// (H.264 allows up to 16 reordered frames).
+const REORDER: usize = 16;
+
+/// One rung: its rendition name (`720p`), height (pixels; the width keeps
+/// the aspect ratio, rounded to even) and target bit rate (kbit/s).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rung {
+    pub name: String,
+    pub height: u32,
+    pub kbps: u32,
+}
+
+/// Parses `720p:3000k,480p:1200k,360p:600k` (height `p`, bit rate in
+/// `k`bit/s or `M`bit/s).
+pub fn parse_ladder(s: &str) -> Result<Vec<Rung>, String> {
+    let mut rungs: Vec<Rung> = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (res, rate) = item
+            .split_once(':')
+            .ok_or_else(|| format!("{item:?}: a rung is HEIGHTp:RATE, like 480p:1200k"))?;
+        let height: u32 = res
+            .strip_suffix('p')
+            .and_then(|h| h.parse().ok())
+            .filter(|h| (16..=4320).contains(h) && h % 2 == 0)
+            .ok_or_else(|| format!("{item:?}: {res:?} is not an even height from 16p to 4320p"))?;
+        let kbps = if let Some(k) = rate.strip_suffix(['k', 'K']) {
+            k.parse::<u32>().ok()
+        } else if let Some(m) = rate.strip_suffix(['m', 'M']) {
+            m.parse::<u32>().ok().and_then(|m| m.checked_mul(1000))
+        } else {
+            None
+        }
+        .filter(|k| (16..=200_000).contains(k))
+        .ok_or_else(|| format!("{item:?}: {rate:?} is not a bit rate from 16k to 200M"))?;
+        let name = format!("{height}p");
+        if rungs.iter().any(|r| r.name == name) {
+            return Err(format!("{item:?}: {name} is in the ladder twice"));
+        }
+        rungs.push(Rung { name, height, kbps });
+    }
+    if rungs.is_empty() {
+        return Err("the ladder is empty (for example 720p:3000k,480p:1200k)".into());
+    }
+    Ok(rungs)
+}
+
+/// The ladder's part of the configuration (`ladder*` keys). Without
+/// `ladder` no ladder runs.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LadderConfig {
+    /// Rungs, `HEIGHTp:RATE` comma-separated (`720p:3000k,480p:1200k`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ladder: Option<String>,
+    /// The ffmpeg binary (with libx264).
+    pub ladder_ffmpeg: String,
+    /// Encoder threads per rung.
+    pub ladder_threads: u32,
+}
+
+impl Default for LadderConfig {
+    fn default() -> Self {
+        Self {
+            ladder: None,
+            ladder_ffmpeg: "ffmpeg".into(),
+            ladder_threads: 1,
+        }
+    }
+}
+
+impl LadderConfig {
+    /// Checks the rungs and ranges, naming the bad key.
+    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        if let Some(l) = &self.ladder {
+            parse_ladder(l).map_err(|e| crate::config::ConfigError::new("ladder", &e))?;
+        }
+        if !(1..=16).contains(&self.ladder_threads) {
+            return Err(crate::config::ConfigError::new(
+                "ladder-threads",
+                "must be 1 to 16",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The ladder to run, if one is configured.
+    pub fn ladder(&self) -> Result<Option<Ladder>, String> {
+        let Some(spec) = &self.ladder else {
+            return Ok(None);
+        };
+        Ok(Some(Ladder {
+            rungs: parse_ladder(spec)?,
+            ffmpeg: self.ladder_ffmpeg.clone(),
+            threads: self.ladder_threads,
+        }))
+    }
+}
+
+/// The ladder a server runs for every session published to it.
+#[derive(Debug)]
+pub struct Ladder {
+    pub rungs: Vec<Rung>,
+    /// The ffmpeg binary.
+    pub ffmpeg: String,
+    /// Encoder threads per rung.
+    pub threads: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LadderError {
+    #[error("cannot run {0:?}: {1} (the ladder needs ffmpeg with libx264: apt-get install ffmpeg, or --ladder-ffmpeg PATH)")]
+    Spawn(String, std::io::Error),
+    #[error("ffmpeg did not connect its output for rung {0} within 10 s")]
+    NoOutput(String),
+    #[error("ffmpeg failed ({status}): {stderr}")]
+    Failed { status: String, stderr: String },
+    #[error("the ladder fell {0} frames behind the source: too slow for live (fewer rungs, lower resolutions, or more --ladder-threads)")]
+    TooSlow(usize),
+    #[error("the source skipped {0} items ahead of the ladder (it read too slowly)")]
+    Lagged(u64),
+    #[error("rendition {0}: {1}")]
+    Publish(String, String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Ladder {
+    /// Checks that ffmpeg runs (at startup: a missing one is an error
+    /// then, not at the first session).
+    pub fn check(&self) -> Result<(), LadderError> {
+        let out = std::process::Command::new(&self.ffmpeg)
+            .args(["-hide_banner", "-encoders"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| LadderError::Spawn(self.ffmpeg.clone(), e))?;
+        if !String::from_utf8_lossy(&out.stdout).contains("libx264") {
+            return Err(LadderError::Spawn(
+                self.ffmpeg.clone(),
+                std::io::Error::other("it has no libx264 encoder"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts the ladder of `source` (a session just published, not a
+    /// rendition) on its own task.
+    pub fn start(self: &Arc<Self>, registry: Arc<Registry>, source: Arc<Session>) {
+        let ladder = self.clone();
+        tokio::spawn(async move {
+            let id = source.id.clone();
+            if let Err(e) = ladder.run(&registry, &source).await {
+                ::metrics::counter!(crate::metrics::LADDER_FAILURES).increment(1);
+                tracing::warn!(session_id = %id, error = %e, "transcode ladder failed; the source goes on");
+            }
+        });
+    }
+
+    /// The ffmpeg command line: raw H.264 at `rate` on stdin, each rung to
+    /// its `ports` entry.
+    fn command(&self, rate: (u32, u32), ports: &[u16]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(&self.ffmpeg);
+        c.args(["-hide_banner", "-loglevel", "error", "-f", "h264"])
+            .args(["-threads", &self.threads.to_string()])
+            .args(["-framerate", &format!("{}/{}", rate.0, rate.1.max(1))])
+            .args(["-i", "pipe:0"]);
+        for (r, port) in self.rungs.iter().zip(ports) {
+            c.args(["-map", "0:v:0", "-vf", &format!("scale=-2:{}", r.height)])
+                .args([
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "veryfast",
+                    "-tune",
+                    "zerolatency",
+                ])
+                .args(["-b:v", &format!("{}k", r.kbps)])
+                .args(["-maxrate", &format!("{}k", r.kbps)])
+                .args(["-bufsize", &format!("{}k", r.kbps * 2)])
+                .args(["-force_key_frames", "source", "-sc_threshold", "0"])
+                .args([
+                    "-x264-params",
+                    "keyint=infinite:scenecut=0:aud=1:repeat-headers=1",
+                ])
+                .args(["-threads", &self.threads.to_string()])
+                .args(["-fps_mode", "passthrough", "-flush_packets", "1"])
+                .args(["-f", "h264", &format!("tcp://127.0.0.1:{port}")]);
+        }
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        c
+    }
+
+    async fn run(
+        &self,
+        registry: &Arc<Registry>,
+        source: &Arc<Session>,
+    ) -> Result<(), LadderError> {
+        let (_, mut sub, _guard) = source.join(true);
+        let mut items = Vec::new();
+        // The first keyframe (and the frame rate, known by then).
+        let mut first: Option<Arc<crate::engine::Frame>> = None;
+        while first.is_none() {
+            items.clear();
+            if let crate::session::log::Read::Lagged { skipped } =
+                source.read(&mut sub, &mut items, 256)
+            {
+                tracing::debug!(skipped, "ladder: moved on before starting");
+            }
+            for it in items.drain(..) {
+                match it {
+                    SessionItem::Frame(f) if f.random_access && first.is_none() => first = Some(f),
+                    SessionItem::Ended(_) => return Ok(()),
+                    _ => {}
+                }
+            }
+            if first.is_none() && sub.wake.changed().await.is_err() {
+                return Ok(());
+            }
+        }
+        let Some(first) = first else {
+            return Ok(());
+        };
+        let rate = source.info().frame_rate.unwrap_or((30, 1));
+
+        let mut listeners = Vec::new();
+        let mut ports = Vec::new();
+        for _ in &self.rungs {
+            let l = TcpListener::bind("127.0.0.1:0").await?;
+            ports.push(l.local_addr()?.port());
+            listeners.push(l);
+        }
+        let mut child = self
+            .command(rate, &ports)
+            .spawn()
+            .map_err(|e| LadderError::Spawn(self.ffmpeg.clone(), e))?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdin"))?;
+        let mut stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stderr"))?;
+        let stderr_task = tokio::spawn(async move {
+            // The last 4 KiB: what to report if it fails.
+            let mut tail = VecDeque::new();
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                tail.extend(&buf[..n]);
+                while tail.len() > 4096 {
+                    tail.pop_front();
+                }
+            }
+            String::from_utf8_lossy(&tail.into_iter().collect::<Vec<u8>>())
+                .trim()
+                .to_string()
+        });
+
+        let captures = Arc::new(Mutex::new(Captures::new(self.rungs.len())));
+        // Each rung: accept ffmpeg's connection, publish what it sends.
+        let mut rungs = Vec::new();
+        for (i, (r, l)) in self.rungs.iter().zip(listeners).enumerate() {
+            let published = crate::ids::rendition_id(&source.id, &r.name)
+                .and_then(|id| {
+                    registry
+                        .publish(&id, source.options.clone())
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| LadderError::Publish(r.name.clone(), e));
+            let grant = match published {
+                Ok(g) => g,
+                Err(e) => {
+                    let _ = child.start_kill();
+                    return Err(e);
+                }
+            };
+            let captures = captures.clone();
+            let session = grant.session.clone();
+            let task = tokio::spawn(async move {
+                publish_rung(l, &grant.session, grant.generation, i, &captures).await
+            });
+            rungs.push((r.name.clone(), session, task));
+        }
+
+        // Feed the source's frames until it ends; then ffmpeg flushes.
+        let mut fed = feed(source, &mut sub, &mut stdin, &captures, first).await;
+        captures.lock().unwrap_or_else(|p| p.into_inner()).flush();
+        drop(stdin);
+        if fed.is_err() {
+            let _ = child.start_kill();
+        }
+        let status = match tokio::time::timeout(FLUSH_LIMIT, child.wait()).await {
+            Ok(s) => s.ok(),
+            Err(_) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                None
+            }
+        };
+        let stderr = stderr_task.await.unwrap_or_default();
+        if fed.is_ok() {
+            if let Some(s) = status.filter(|s| !s.success()) {
+                fed = Err(LadderError::Failed {
+                    status: s.to_string(),
+                    stderr,
+                });
+            }
+        }
+        for (name, session, task) in rungs {
+            let out = match task.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(LadderError::NoOutput(_))) => Err(LadderError::NoOutput(name)),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(LadderError::Io(std::io::Error::other(e.to_string()))),
+            };
+            let (reason, detail) = match (&fed, &out) {
+                (Ok(()), Ok(())) => (EndReason::EndOfStream, "the source ended".to_string()),
+                (Err(e), _) | (_, Err(e)) => (EndReason::Error, format!("transcode ladder: {e}")),
+            };
+            registry.end(&session, reason, detail);
+            if fed.is_ok() {
+                fed = out;
+            }
+        }
+        fed
+    }
+}
+
+/// Feeds the source's frames (from `first`) to ffmpeg until the source
+/// ends, noting each one's capture time.
+async fn feed(
+    source: &Session,
+    sub: &mut crate::session::Subscription,
+    stdin: &mut tokio::process::ChildStdin,
+    captures: &Mutex<Captures>,
+    first: Arc<crate::engine::Frame>,
+) -> Result<(), LadderError> {
+    let mut items = Vec::new();
+    let mut frames = vec![first];
+    loop {
+        for f in frames.drain(..) {
+            captures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .fed(f.pts, f.capture_time_ns)?;
+            stdin.write_all(&f.data).await?;
+        }
+        items.clear();
+        if let crate::session::log::Read::Lagged { skipped } = source.read(sub, &mut items, 256) {
+            return Err(LadderError::Lagged(skipped));
+        }
+        let mut ended = false;
+        for it in items.drain(..) {
+            match it {
+                SessionItem::Frame(f) => frames.push(f),
+                SessionItem::Ended(_) => ended = true,
+                _ => {}
+            }
+        }
+        if ended {
+            for f in frames.drain(..) {
+                captures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .fed(f.pts, f.capture_time_ns)?;
+                stdin.write_all(&f.data).await?;
+            }
+            return Ok(());
+        }
+        if frames.is_empty() && sub.wake.changed().await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// The capture times of the source's pictures in presentation order, for
+/// the rungs, whose n-th output picture is the source's n-th presented
+/// one (no B-frames, passthrough timing).
+struct Captures {
+    /// Fed, not yet placed in presentation order: pts → capture time.
+    reorder: BTreeMap<u64, Option<u64>>,
+    /// In presentation order, from picture number `base`.
+    ordered: VecDeque<Option<u64>>,
+    base: u64,
+    /// The next picture number of each rung.
+    taken: Vec<u64>,
+}
+
+impl Captures {
+    fn new(rungs: usize) -> Self {
+        Self {
+            reorder: BTreeMap::new(),
+            ordered: VecDeque::new(),
+            base: 0,
+            taken: vec![0; rungs],
+        }
+    }
+
+    /// A source picture went to ffmpeg.
+    fn fed(&mut self, pts: u64, capture: Option<u64>) -> Result<(), LadderError> {
+        self.reorder.insert(pts, capture);
+        while self.reorder.len() > REORDER {
+            if let Some((_, c)) = self.reorder.pop_first() {
+                self.ordered.push_back(c);
+            }
+        }
+        if self.ordered.len() > MAX_PENDING {
+            return Err(LadderError::TooSlow(self.ordered.len()));
+        }
+        Ok(())
+    }
+
+    /// The source ended: every picture is in order.
+    fn flush(&mut self) {
+        while let Some((_, c)) = self.reorder.pop_first() {
+            self.ordered.push_back(c);
+        }
+    }
+
+    /// Rung `rung`'s next picture's capture time.
+    fn take(&mut self, rung: usize) -> Option<u64> {
+        let n = self.taken.get(rung).copied()?;
+        let c = self
+            .ordered
+            .get(usize::try_from(n.checked_sub(self.base)?).ok()?)
+            .copied()
+            .flatten();
+        if let Some(t) = self.taken.get_mut(rung) {
+            *t += 1;
+        }
+        // Forget what every rung has taken.
+        let done = self.taken.iter().copied().min().unwrap_or(0);
+        while self.base < done && self.ordered.pop_front().is_some() {
+            self.base += 1;
+        }
+        c
+    }
+}
+
+/// Accepts ffmpeg's connection for one rung and publishes its access units
+/// (cut at access unit delimiters) into `session`, each with its capture
+/// time.
+async fn publish_rung(
+    listener: TcpListener,
+    session: &Arc<Session>,
+    generation: u64,
+    rung: usize,
+    captures: &Mutex<Captures>,
+) -> Result<(), LadderError> {
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .map_err(|_| LadderError::NoOutput(String::new()))??;
+    drop(listener);
+    let mut buf = BytesMut::with_capacity(256 << 10);
+    let mut scanned = 0;
+    loop {
+        let n = conn.read_buf(&mut buf).await?;
+        let eof = n == 0;
+        // Whole access units: from one delimiter to the next (at the end,
+        // to the end of the stream).
+        while let Some(first) = aud_at_or_after(&buf, 0) {
+            let next = aud_at_or_after(&buf, scanned.max(first + 4));
+            let end = match (next, eof) {
+                (Some(e), _) => e,
+                (None, true) if buf.len() > first => buf.len(),
+                _ => {
+                    scanned = buf.len().saturating_sub(5);
+                    break;
+                }
+            };
+            let _ = buf.split_to(first);
+            let au: Bytes = buf.split_to(end - first).freeze();
+            scanned = 0;
+            let capture = captures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(rung);
+            session
+                .push(generation, au, capture, true)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        if eof {
+            return Ok(());
+        }
+    }
+}
+
+/// Where the first access unit delimiter NAL unit (type 9) at or after
+/// `from` starts (its start code, with a leading zero byte if any).
+fn aud_at_or_after(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(p) = memchr::memmem::find(buf.get(i..)?, &[0, 0, 1]) {
+        let at = i + p;
+        match buf.get(at + 3) {
+            Some(b) if b & 0x1f == 9 => {
+                return Some(if at > 0 && buf[at - 1] == 0 {
+                    at - 1
+                } else {
+                    at
+                });
+            }
+            Some(_) => i = at + 3,
+            None => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ladders_parse_and_bad_ones_say_why() {
+        let l = parse_ladder("720p:3000k, 480p:1.2M,360p:600k").unwrap_err();
+        assert!(l.contains("1.2M"), "{l}");
+        let l = parse_ladder("720p:3000k,480p:1M,360p:600k").unwrap();
+        assert_eq!(
+            l,
+            vec![
+                Rung {
+                    name: "720p".into(),
+                    height: 720,
+                    kbps: 3000
+                },
+                Rung {
+                    name: "480p".into(),
+                    height: 480,
+                    kbps: 1000
+                },
+                Rung {
+                    name: "360p".into(),
+                    height: 360,
+                    kbps: 600
+                },
+            ]
+        );
+        for (bad, why) in [
+            ("", "empty"),
+            ("720p", "HEIGHTp:RATE"),
+            ("721p:100k", "even height"),
+            ("720:100k", "even height"),
+            ("720p:100", "bit rate"),
+            ("720p:1k", "bit rate"),
+            ("720p:100k,720p:200k", "twice"),
+        ] {
+            let e = parse_ladder(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn capture_times_go_out_in_presentation_order_to_every_rung() {
+        let mut c = Captures::new(2);
+        // Decode order I P B B (pts 0, 3, 1, 2), capture = pts * 10.
+        for pts in [0u64, 3, 1, 2] {
+            c.fed(pts, Some(pts * 10)).unwrap();
+        }
+        c.flush();
+        let a: Vec<_> = (0..4).map(|_| c.take(0)).collect();
+        assert_eq!(a, [Some(0), Some(10), Some(20), Some(30)]);
+        assert_eq!(c.take(1), Some(0));
+        // Rung 1 still needs the rest: nothing is forgotten past it.
+        assert_eq!(c.base, 1);
+        assert_eq!(c.take(1), Some(10));
+    }
+
+    #[test]
+    fn a_ladder_too_far_behind_is_too_slow() {
+        let mut c = Captures::new(1);
+        let mut err = None;
+        for pts in 0..(MAX_PENDING + REORDER + 2) as u64 {
+            if let Err(e) = c.fed(pts, None) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert!(matches!(err, Some(LadderError::TooSlow(_))), "{err:?}");
+    }
+
+    #[test]
+    fn access_unit_delimiters_are_found_across_start_code_lengths() {
+        let s = [
+            0, 0, 0, 1, 9, 0xf0, 0, 0, 1, 0x65, 1, 2, 0, 0, 1, 9, 0xf0, 0, 0, 1, 0x41,
+        ];
+        assert_eq!(aud_at_or_after(&s, 0), Some(0));
+        assert_eq!(aud_at_or_after(&s, 4), Some(12));
+        assert_eq!(aud_at_or_after(&s, 13), None);
+    }
+}
