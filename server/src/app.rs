@@ -434,12 +434,14 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     // The ladder's ffmpeg is checked now: a missing one is a startup
     // error, not a surprise at the first session.
     let mut service_config = config.service();
-    if let Some(ladder) = config.ladder.ladder().map_err(StartError::Ladder)? {
-        ladder
-            .check()
-            .map_err(|e| StartError::Ladder(e.to_string()))?;
-        service_config.ladder = Some(Arc::new(ladder));
-    }
+    let ladder = match config.ladder.ladder().map_err(StartError::Ladder)? {
+        Some(l) => {
+            l.check().map_err(|e| StartError::Ladder(e.to_string()))?;
+            Some(Arc::new(l))
+        }
+        None => None,
+    };
+    service_config.ladder = ladder.clone();
     let service = SliceServiceServer::new(SliceServiceImpl::new(
         registry.clone(),
         service_config,
@@ -547,7 +549,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     if let Some(id) = &server.demo {
         let id =
             crate::ids::parse_session_id(id).map_err(|reason| ConfigError::new("demo", reason))?;
-        crate::demo::spawn(registry.clone(), config.pipeline(), id);
+        crate::demo::spawn(registry.clone(), config.pipeline(), id, ladder);
     }
     Ok(Running {
         grpc_addr,

@@ -46,7 +46,12 @@ fn access_units() -> Vec<(Bytes, u64)> {
 }
 
 /// Publishes the demo stream into `session_id` until the server stops.
-pub fn spawn(registry: Arc<Registry>, pipeline: PipelineOptions, session_id: String) {
+pub fn spawn(
+    registry: Arc<Registry>,
+    pipeline: PipelineOptions,
+    session_id: String,
+    ladder: Option<Arc<crate::ladder::Ladder>>,
+) {
     tokio::spawn(async move {
         let aus = access_units();
         let Some(&(_, last_dts)) = aus.last() else {
@@ -66,6 +71,9 @@ pub fn spawn(registry: Arc<Registry>, pipeline: PipelineOptions, session_id: Str
                 return;
             }
         };
+        if let Some(l) = ladder.filter(|_| grant.session.claim_ladder()) {
+            l.start(registry.clone(), grant.session.clone());
+        }
         // One cycle: the video's laps over the tone's length, both tracks
         // in time order.
         let tone = audio_frames();

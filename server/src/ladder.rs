@@ -7,8 +7,10 @@
 //! one loopback TCP connection per rung; each rung's stream is published
 //! back into the session as rendition `SESSION~NAME` (see
 //! [`crate::session::renditions`]), an access unit per push with the
-//! capture time of the source picture it encodes, so it joins the source's
-//! timeline with its segments aligned.
+//! capture time of the source picture it encodes (or, for a source
+//! without capture times, the instant that picture is at on the source's
+//! timeline: [`Session::push_placed`]), so it joins the source's timeline
+//! with its segments aligned however long ffmpeg takes.
 //!
 //! ffmpeg is a separate process (found on PATH, or `--ladder-ffmpeg`), so
 //! a crash or a slow encode never touches the source: the ladder reads the
@@ -378,7 +380,7 @@ impl Ladder {
 }
 
 /// Feeds the source's frames (from `first`) to ffmpeg until the source
-/// ends, noting each one's capture time.
+/// ends, noting where each one is on the source's timeline.
 async fn feed(
     source: &Session,
     sub: &mut crate::session::Subscription,
@@ -388,12 +390,21 @@ async fn feed(
 ) -> Result<(), LadderError> {
     let mut items = Vec::new();
     let mut frames = vec![first];
+    // Timeline time 0 on the wall clock (ns): known once a frame is out.
+    let start_ns = source
+        .info()
+        .availability_start_ms
+        .saturating_mul(1_000_000);
+    let placed = |f: &crate::engine::Frame| Placed {
+        capture: f.capture_time_ns,
+        arrival: start_ns.saturating_add(f.dts.saturating_mul(100_000) / 9),
+    };
     loop {
         for f in frames.drain(..) {
             captures
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .fed(f.pts, f.capture_time_ns)?;
+                .fed(f.pts, placed(&f))?;
             stdin.write_all(&f.data).await?;
         }
         items.clear();
@@ -413,7 +424,7 @@ async fn feed(
                 captures
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .fed(f.pts, f.capture_time_ns)?;
+                    .fed(f.pts, placed(&f))?;
                 stdin.write_all(&f.data).await?;
             }
             return Ok(());
@@ -424,14 +435,26 @@ async fn feed(
     }
 }
 
-/// The capture times of the source's pictures in presentation order, for
-/// the rungs, whose n-th output picture is the source's n-th presented
-/// one (no B-frames, passthrough timing).
+/// Where a source picture is on the source's timeline, for the rung
+/// picture that encodes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Placed {
+    /// The publisher's capture time (ns), if it sent one.
+    capture: Option<u64>,
+    /// The wall clock (Unix ns) of its decode time on the source's
+    /// timeline: availability start + decode time. A rung without capture
+    /// times joins by this, as if it had arrived with the source.
+    arrival: u64,
+}
+
+/// The source's pictures' [`Placed`] in presentation order, for the rungs,
+/// whose n-th output picture is the source's n-th presented one (no
+/// B-frames, passthrough timing).
 struct Captures {
-    /// Fed, not yet placed in presentation order: pts → capture time.
-    reorder: BTreeMap<u64, Option<u64>>,
+    /// Fed, not yet placed in presentation order: pts → where.
+    reorder: BTreeMap<u64, Placed>,
     /// In presentation order, from picture number `base`.
-    ordered: VecDeque<Option<u64>>,
+    ordered: VecDeque<Placed>,
     base: u64,
     /// The next picture number of each rung.
     taken: Vec<u64>,
@@ -448,8 +471,8 @@ impl Captures {
     }
 
     /// A source picture went to ffmpeg.
-    fn fed(&mut self, pts: u64, capture: Option<u64>) -> Result<(), LadderError> {
-        self.reorder.insert(pts, capture);
+    fn fed(&mut self, pts: u64, placed: Placed) -> Result<(), LadderError> {
+        self.reorder.insert(pts, placed);
         while self.reorder.len() > REORDER {
             if let Some((_, c)) = self.reorder.pop_first() {
                 self.ordered.push_back(c);
@@ -468,14 +491,13 @@ impl Captures {
         }
     }
 
-    /// Rung `rung`'s next picture's capture time.
-    fn take(&mut self, rung: usize) -> Option<u64> {
+    /// Where rung `rung`'s next picture is on the source's timeline.
+    fn take(&mut self, rung: usize) -> Option<Placed> {
         let n = self.taken.get(rung).copied()?;
         let c = self
             .ordered
             .get(usize::try_from(n.checked_sub(self.base)?).ok()?)
-            .copied()
-            .flatten();
+            .copied();
         if let Some(t) = self.taken.get_mut(rung) {
             *t += 1;
         }
@@ -522,12 +544,18 @@ async fn publish_rung(
             let _ = buf.split_to(first);
             let au: Bytes = buf.split_to(end - first).freeze();
             scanned = 0;
-            let capture = captures
+            let placed = captures
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take(rung);
             session
-                .push(generation, au, capture, true)
+                .push_placed(
+                    generation,
+                    au,
+                    placed.and_then(|p| p.capture),
+                    placed.map(|p| p.arrival),
+                    true,
+                )
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
         }
         if eof {
@@ -604,16 +632,20 @@ mod tests {
     fn capture_times_go_out_in_presentation_order_to_every_rung() {
         let mut c = Captures::new(2);
         // Decode order I P B B (pts 0, 3, 1, 2), capture = pts * 10.
+        let at = |pts: u64| Placed {
+            capture: Some(pts * 10),
+            arrival: pts * 7,
+        };
         for pts in [0u64, 3, 1, 2] {
-            c.fed(pts, Some(pts * 10)).unwrap();
+            c.fed(pts, at(pts)).unwrap();
         }
         c.flush();
         let a: Vec<_> = (0..4).map(|_| c.take(0)).collect();
-        assert_eq!(a, [Some(0), Some(10), Some(20), Some(30)]);
-        assert_eq!(c.take(1), Some(0));
+        assert_eq!(a, [Some(at(0)), Some(at(1)), Some(at(2)), Some(at(3))]);
+        assert_eq!(c.take(1), Some(at(0)));
         // Rung 1 still needs the rest: nothing is forgotten past it.
         assert_eq!(c.base, 1);
-        assert_eq!(c.take(1), Some(10));
+        assert_eq!(c.take(1), Some(at(1)));
     }
 
     #[test]
@@ -621,7 +653,7 @@ mod tests {
         let mut c = Captures::new(1);
         let mut err = None;
         for pts in 0..(MAX_PENDING + REORDER + 2) as u64 {
-            if let Err(e) = c.fed(pts, None) {
+            if let Err(e) = c.fed(pts, Placed::default()) {
                 err = Some(e);
                 break;
             }

@@ -650,56 +650,7 @@ async fn the_ladder_makes_aligned_renditions_of_a_published_session() {
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = common::live::publish_live(&server, "lad", stop.clone(), true);
     let http = format!("http://{}", server.http_addr);
-    // Until both ladder renditions have three segments listed.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let mut ready = 0;
-        for r in ["lad~144p", "lad~90p"] {
-            let (_, _, pl) = common::get(&format!("{http}/live/{r}/index.m3u8")).await;
-            if String::from_utf8_lossy(&pl).matches("#EXTINF").count() >= 3 {
-                ready += 1;
-            }
-        }
-        if ready == 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the ladder's renditions never came"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    let master = text(&format!("{http}/live/lad/master.m3u8")).await;
-    for (uri, res) in [
-        ("../lad/index.m3u8", "320x180"),
-        ("../lad~144p/index.m3u8", "256x144"),
-        ("../lad~90p/index.m3u8", "160x90"),
-    ] {
-        assert!(master.contains(&format!("\n{uri}\n")), "{master}");
-        assert!(master.contains(&format!("RESOLUTION={res}")), "{master}");
-    }
-    let mpd = text(&format!("{http}/live/lad/manifest.mpd")).await;
-    let reps = mpd_numbered(&mpd);
-    let source = &reps["lad"];
-    for r in ["lad~144p", "lad~90p"] {
-        let numbers = &reps[r];
-        assert!(numbers.len() >= 3, "{mpd}");
-        for (n, t) in numbers {
-            if let Some(s) = source.get(n) {
-                assert_eq!(s, t, "{r} segment {n}: {mpd}");
-            }
-        }
-        assert!(
-            numbers.keys().filter(|n| source.contains_key(n)).count() >= 3,
-            "{mpd}"
-        );
-    }
-    let info = renditions_info(&server, "lad").await;
-    let names: Vec<&str> = info.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["", "144p", "90p"]);
-    for r in &info {
-        assert!(r.aligned && r.misaligned_segments == 0, "{r:?}");
-    }
+    let info = ladder_aligned(&server, "lad", &[("144p", "256x144"), ("90p", "160x90")]).await;
     assert_eq!((info[2].width, info[2].height), (160, 90));
 
     // The source ends: so do its renditions.
@@ -752,6 +703,91 @@ async fn the_ladder_makes_aligned_renditions_of_a_published_session() {
         "{sizes}"
     );
     assert!(frames >= 60 && err.is_empty(), "{frames}: {err}");
+}
+
+/// Waits until every rung of `base`'s ladder has three segments listed,
+/// then checks that the multivariant playlist lists the source and each
+/// rung at its size, the MPD's segments of each number start at the same
+/// time in every rendition, and `SessionInfo` has them all aligned.
+async fn ladder_aligned(
+    server: &liveslice_server::app::Running,
+    base: &str,
+    rungs: &[(&str, &str)],
+) -> Vec<pb::RenditionInfo> {
+    let http = format!("http://{}", server.http_addr);
+    let ids: Vec<String> = rungs.iter().map(|(n, _)| format!("{base}~{n}")).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let mut ready = 0;
+        for r in &ids {
+            let (_, _, pl) = common::get(&format!("{http}/live/{r}/index.m3u8")).await;
+            if String::from_utf8_lossy(&pl).matches("#EXTINF").count() >= 3 {
+                ready += 1;
+            }
+        }
+        if ready == ids.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ladder's renditions never came"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let master = text(&format!("{http}/live/{base}/master.m3u8")).await;
+    assert!(
+        master.contains(&format!("\n../{base}/index.m3u8\n")),
+        "{master}"
+    );
+    for (id, (_, res)) in ids.iter().zip(rungs) {
+        assert!(
+            master.contains(&format!("\n../{id}/index.m3u8\n")),
+            "{master}"
+        );
+        assert!(master.contains(&format!("RESOLUTION={res}")), "{master}");
+    }
+    let mpd = text(&format!("{http}/live/{base}/manifest.mpd")).await;
+    let reps = mpd_numbered(&mpd);
+    let source = &reps[base];
+    for r in &ids {
+        let numbers = &reps[r.as_str()];
+        assert!(numbers.len() >= 3, "{mpd}");
+        for (n, t) in numbers {
+            if let Some(s) = source.get(n) {
+                assert_eq!(s, t, "{r} segment {n}: {mpd}");
+            }
+        }
+        assert!(
+            numbers.keys().filter(|n| source.contains_key(n)).count() >= 3,
+            "{mpd}"
+        );
+    }
+    let info = renditions_info(server, base).await;
+    let names: Vec<&str> = info.iter().map(|r| r.name.as_str()).collect();
+    let want: Vec<&str> = std::iter::once("")
+        .chain(rungs.iter().map(|(n, _)| *n))
+        .collect();
+    assert_eq!(names, want);
+    for r in &info {
+        assert!(r.aligned && r.misaligned_segments == 0, "{r:?}");
+    }
+    info
+}
+
+/// A source without capture times (the demo publisher): the ladder's
+/// renditions join by where each source picture is on the source's
+/// timeline, not by when ffmpeg delivers it, and stay aligned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ladder_aligns_a_source_without_capture_times() {
+    if !common::have_ffmpeg("the ladder test") {
+        return;
+    }
+    let mut config = common::test_config();
+    config.server.demo = Some("demo".into());
+    config.ladder.ladder = Some("90p:60k".into());
+    let server = common::start(config).await;
+    let info = ladder_aligned(&server, "demo", &[("90p", "160x90")]).await;
+    assert_eq!((info[1].width, info[1].height), (160, 90));
 }
 
 /// `--ladder` with an ffmpeg that is not there: the server does not start,

@@ -727,6 +727,22 @@ impl Session {
         capture_ns: Option<u64>,
         end_of_access_unit: bool,
     ) -> Result<(), PushError> {
+        self.push_placed(generation, data, capture_ns, None, end_of_access_unit)
+    }
+
+    /// [`push`](Self::push) for a rendition made from another one (the
+    /// transcode ladder): while it joins its renditions' timeline without
+    /// a capture time, the bytes are placed as if they arrived at
+    /// `source_arrival_ns` (Unix ns: when the picture they encode is on the
+    /// source's timeline), not when the transcoder delivered them.
+    pub fn push_placed(
+        &self,
+        generation: u64,
+        data: Bytes,
+        capture_ns: Option<u64>,
+        source_arrival_ns: Option<u64>,
+        end_of_access_unit: bool,
+    ) -> Result<(), PushError> {
         let _gate = self.gate();
         let st = self.lock();
         if st.ended.is_some() {
@@ -746,7 +762,11 @@ impl Session {
                         renditions::Joining::Alone => p.stop_joining(),
                     }
                 }
-                p.push(data, capture_ns, now_unix_ns(), end_of_access_unit, out);
+                let now = match source_arrival_ns {
+                    Some(t) if p.is_joining() => t,
+                    _ => now_unix_ns(),
+                };
+                p.push(data, capture_ns, now, end_of_access_unit, out);
             }
         });
         self.tell_group(&mut st);
