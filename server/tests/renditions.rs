@@ -403,8 +403,31 @@ async fn renditions_are_listed_together_and_a_misaligned_one_is_left_out() {
         }
     }
     assert_eq!((info[2].width, info[2].height), (640, 360));
-    end_all(pubs).await;
+    // The same in the console's JSON, for any rendition's id.
     let http = format!("http://{}", server.http_addr);
+    let detail: serde_json::Value =
+        serde_json::from_str(&text(&format!("{http}/api/sessions/abr~270p")).await).unwrap();
+    let listed: Vec<(String, bool)> = detail["renditions"]
+        .as_array()
+        .expect("renditions in /api/sessions/abr~270p")
+        .iter()
+        .map(|r| {
+            (
+                r["session_id"].as_str().unwrap_or_default().to_string(),
+                r["aligned"].as_bool().unwrap_or(true),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("abr~180p".to_string(), true),
+            ("abr~270p".to_string(), true),
+            ("abr~360p".to_string(), true),
+            ("abr~bad".to_string(), false)
+        ]
+    );
+    end_all(pubs).await;
 
     let master = text(&format!("{http}/live/abr/master.m3u8")).await;
     let inf: Vec<&str> = master
@@ -632,8 +655,8 @@ fn mpd_numbered(mpd: &str) -> BTreeMap<String, BTreeMap<u64, u64>> {
 }
 
 /// `--ladder`: a session published live (320x180, keyframes every second,
-/// capture times) gets two renditions made by ffmpeg (256x144, 160x90),
-/// published back as `SESSION~144p` and `SESSION~90p`: listed in the
+/// capture times) gets three renditions made by ffmpeg (256x144, 200x112,
+/// 160x90), published back as `SESSION~144p`, `~112p`, `~90p`: listed in the
 /// multivariant playlist and the MPD with every segment starting where the
 /// source's of the same number does, aligned in SessionInfo, decodable at
 /// their size; when the source ends they end too (and ffmpeg with them).
@@ -645,19 +668,25 @@ async fn the_ladder_makes_aligned_renditions_of_a_published_session() {
         return;
     }
     let mut config = common::test_config();
-    config.ladder.ladder = Some("144p:120k,90p:60k".into());
+    config.ladder.ladder = Some("144p:120k,112p:90k,90p:60k".into());
     let server = common::start(config).await;
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = common::live::publish_live(&server, "lad", stop.clone(), true);
     let http = format!("http://{}", server.http_addr);
-    let info = ladder_aligned(&server, "lad", &[("144p", "256x144"), ("90p", "160x90")]).await;
-    assert_eq!((info[2].width, info[2].height), (160, 90));
+    let info = ladder_aligned(
+        &server,
+        "lad",
+        &[("144p", "256x144"), ("112p", "200x112"), ("90p", "160x90")],
+    )
+    .await;
+    let p90 = info.iter().find(|r| r.name == "90p").expect("90p");
+    assert_eq!((p90.width, p90.height), (160, 90));
 
     // The source ends: so do its renditions.
     stop.store(true, Ordering::Relaxed);
     publisher.await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    for r in ["lad~144p", "lad~90p"] {
+    for r in ["lad~144p", "lad~112p", "lad~90p"] {
         loop {
             let s = server.registry.get(r).expect("rendition session");
             if s.is_ended() {
@@ -764,10 +793,11 @@ async fn ladder_aligned(
     }
     let info = renditions_info(server, base).await;
     let names: Vec<&str> = info.iter().map(|r| r.name.as_str()).collect();
-    let want: Vec<&str> = std::iter::once("")
+    let mut want: Vec<&str> = std::iter::once("")
         .chain(rungs.iter().map(|(n, _)| *n))
         .collect();
-    assert_eq!(names, want);
+    want.sort_unstable();
+    assert_eq!(names, want, "listed by name");
     for r in &info {
         assert!(r.aligned && r.misaligned_segments == 0, "{r:?}");
     }
@@ -787,7 +817,8 @@ async fn the_ladder_aligns_a_source_without_capture_times() {
     config.ladder.ladder = Some("90p:60k".into());
     let server = common::start(config).await;
     let info = ladder_aligned(&server, "demo", &[("90p", "160x90")]).await;
-    assert_eq!((info[1].width, info[1].height), (160, 90));
+    let p90 = info.iter().find(|r| r.name == "90p").expect("90p");
+    assert_eq!((p90.width, p90.height), (160, 90));
 }
 
 /// `--ladder` with an ffmpeg that is not there: the server does not start,

@@ -180,6 +180,10 @@ pub struct SessionDetail {
     window: u32,
     /// The segments the session holds, oldest first.
     segment_list: Vec<SegmentRow>,
+    /// The renditions of the session this one is part of (itself among
+    /// them), when it has several; absent otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    renditions: Vec<crate::session::renditions::RenditionView>,
     server_time_ms: u64,
 }
 
@@ -361,11 +365,18 @@ pub async fn session(
             }
         })
         .collect();
+    let members = registry.renditions(crate::ids::session_of(&id));
+    let renditions = if members.len() > 1 {
+        crate::session::renditions::views(&members)
+    } else {
+        Vec::new()
+    };
     json(SessionDetail {
         summary,
         segment_target_ms,
         window,
         segment_list,
+        renditions,
         server_time_ms: now_ms,
     })
 }
