@@ -9,10 +9,10 @@
 #   ffmpeg command run alone on the file (the reference: same decoder, same
 #   encodes, output to files) in the same run; and the server's own CPU
 #   per frame with and without the ladder;
-# - the latency the ladder adds: each media playlist of the source and of
-#   the 480p rung is polled every 10 ms (bench/ladder_latency.py) and the
-#   first time each segment and each part is listed is compared, part
-#   (msn, index) by part.
+# - the latency the ladder adds (a third run, as polling costs the server
+#   CPU): each media playlist of the source and of the 480p rung is
+#   polled every 10 ms (bench/ladder_latency.py) and the first time each
+#   segment and each part is listed is compared, part (msn, index) by part.
 #
 #   bench/ladder.sh
 #
@@ -57,24 +57,24 @@ cpu() {
 }
 
 # run LABEL [SERVER FLAGS…]: one server, the source published in real time;
-# sets $server_cpu and $child_cpu (seconds).
+# sets $server_cpu and $child_cpu (seconds). LABEL latency also polls the
+# playlists (bench/ladder_latency.py).
 run() {
   local label=$1
   shift
   start_server "$tmp/$label.log" "127.0.0.1:$grpc" "127.0.0.1:$http" "$@"
   local poll=""
-  if [ "$label" = ladder ]; then
-    python3 bench/ladder_latency.py "http://127.0.0.1:$http/live/lad" "${ladder%%:*}" \
+  if [ "$label" = latency ]; then
+    python3 bench/ladder_latency.py "http://127.0.0.1:$http/live/lad" "${ladder%%:*}" ${DUMP:+dump} \
       >"$tmp/latency.txt" 2>&1 &
     poll=$!
   fi
   timeout 120 "$target/release/liveslice" publish "$input" --server "127.0.0.1:$grpc" \
     --session lad --realtime >"$tmp/$label.publish.txt" 2>&1
-  if [ -n "$poll" ]; then
-    # ffmpeg flushes and exits once the source has ended.
-    for _ in $(seq 150); do pgrep -P "$server" >/dev/null || break; sleep 0.1; done
-    wait "$poll" || true
-  fi
+  # ffmpeg flushes and exits (and is reaped: its CPU is then the
+  # server's cutime) once the source has ended.
+  for _ in $(seq 150); do pgrep -P "$server" >/dev/null || break; sleep 0.1; done
+  [ -z "$poll" ] || wait "$poll" || true
   server_cpu=$(cpu "$server" 14 15)
   child_cpu=$(cpu "$server" 16 17)
   stop_server
@@ -85,6 +85,8 @@ plain_cpu=$server_cpu
 run ladder --ladder "$ladder" --ladder-threads "$threads"
 ladder_server_cpu=$server_cpu
 ladder_child_cpu=$child_cpu
+# The latency on its own run: polling costs the server CPU.
+run latency --ladder "$ladder" --ladder-threads "$threads"
 
 # The reference: the same ffmpeg command the ladder runs (see
 # server/src/ladder.rs), alone, from the file to files.
@@ -97,15 +99,19 @@ for r in "${rungs[@]}"; do
   args+=(-map 0:v:0 -vf "scale=-2:$h" -c:v libx264 -preset veryfast -tune zerolatency
     -b:v "${k}k" -maxrate "${k}k" -bufsize "$((k * 2))k" -force_key_frames source -sc_threshold 0
     -x264-params keyint=infinite:scenecut=0:aud=1:repeat-headers=1 -threads "$threads"
-    -fps_mode passthrough -f h264 "$tmp/ref_$h.h264")
+    -fps_mode passthrough -flush_packets 1 -f h264 "$tmp/ref_$h.h264")
 done
 timed ffmpeg "${args[@]}"
 ref_cpu=$cpu_s
+# …and paced at the frame rate as the ladder is fed (-re).
+timed ffmpeg -re "${args[@]}"
+ref_re_cpu=$cpu_s
 
 per_frame() { echo "scale=2; $1 * 1000000 / $frames / 1000" | bc; }
 echo "source: $input ($frames frames); ladder $ladder, --ladder-threads $threads"
 echo "ladder ffmpeg CPU: ${ladder_child_cpu} s = $(per_frame "$ladder_child_cpu") ms per source frame"
-echo "same ffmpeg alone: ${ref_cpu} s = $(per_frame "$ref_cpu") ms per source frame (ratio $(echo "scale=2; $ladder_child_cpu / $ref_cpu" | bc))"
+echo "same ffmpeg alone, flat out: ${ref_cpu} s = $(per_frame "$ref_cpu") ms per source frame (ladder/this $(echo "scale=2; $ladder_child_cpu / $ref_cpu" | bc))"
+echo "same ffmpeg alone, -re: ${ref_re_cpu} s = $(per_frame "$ref_re_cpu") ms per source frame (ladder/this $(echo "scale=2; $ladder_child_cpu / $ref_re_cpu" | bc))"
 echo "server CPU with the ladder: ${ladder_server_cpu} s = $(per_frame "$ladder_server_cpu") ms per source frame; without: ${plain_cpu} s = $(per_frame "$plain_cpu") ms"
 cat "$tmp/latency.txt"
-grep -h "rendition\|error\|ladder" "$tmp/ladder.log" | head -5 || true
+grep -h "WARN\|ERROR" "$tmp/ladder.log" "$tmp/latency.log" | head -5 || true

@@ -70,8 +70,10 @@ def main():
     for t in threads:
         t.join()
     for kind in ("part", "seg"):
-        delays = [ladder[k] - source[k] for k in ladder if k[0] == kind and k in source]
+        delays = [ladder[k] - source[k] for k in sorted(ladder) if k[0] == kind and k in source]
         print(f"{rung} rung behind the source, {kind}s: {stats(delays)}")
+        if len(sys.argv) > 3:
+            print(" ".join(f"{d * 1000:.0f}" for d in delays))
 
 
 if __name__ == "__main__":

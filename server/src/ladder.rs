@@ -1,16 +1,18 @@
 //! `--ladder`: a transcode ladder for every published session. One ffmpeg
 //! child process per session decodes the source's accepted frames (fed on
-//! its stdin as Annex B) and encodes each rung with libx264, keyframes
-//! forced where the source has them (`-force_key_frames source`) and none
-//! of its own (`keyint=infinite`, no scene cuts), no B-frames
-//! (`-tune zerolatency`), writing raw H.264 with access unit delimiters to
-//! one loopback TCP connection per rung; each rung's stream is published
-//! back into the session as rendition `SESSION~NAME` (see
-//! [`crate::session::renditions`]), an access unit per push with the
-//! capture time of the source picture it encodes (or, for a source
-//! without capture times, the instant that picture is at on the source's
-//! timeline: [`Session::push_placed`]), so it joins the source's timeline
-//! with its segments aligned however long ffmpeg takes.
+//! its stdin as MPEG-TS from the engine's muxer, each frame with its
+//! timeline PTS/DTS) and encodes each rung with libx264, keyframes forced
+//! where the source has them (`-force_key_frames source`) and none of its
+//! own (`keyint=infinite`, no scene cuts), no B-frames (`-tune
+//! zerolatency`), writing MPEG-TS with the input's timestamps (`-copyts`,
+//! `-mpegts_copyts`) to one loopback TCP connection per rung. Each rung
+//! picture's PTS names the source picture it encodes, so a picture ffmpeg
+//! drops cannot shift the others; it is published back into the session as
+//! rendition `SESSION~NAME` (see [`crate::session::renditions`]) with that
+//! source picture's capture time (or, for a source without capture times,
+//! the instant it is at on the source's timeline:
+//! [`Session::push_placed`]), so the rung joins the source's timeline with
+//! its segments aligned however long ffmpeg takes.
 //!
 //! ffmpeg is a separate process (found on PATH, or `--ladder-ffmpeg`), so
 //! a crash or a slow encode never touches the source: the ladder reads the
@@ -21,18 +23,21 @@
 //! `-threads` (`--ladder-threads`) for the decoder and for each rung.
 //!
 //! Hand-written rather than a crate: the work is running ffmpeg and moving
-//! bytes (tokio's process and TCP), plus cutting x264's output at its
-//! access unit delimiters.
+//! bytes (tokio's process and TCP); the rungs' MPEG-TS is read with the
+//! `mpeg2ts` crate (which hands over a PES packet when the next one starts:
+//! one frame, about 33 ms, of the latency the ladder adds).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::engine::mux::ts::{TsMuxer, TS_TIME_OFFSET};
+use crate::engine::CodecConfig;
 use crate::session::registry::Registry;
 use crate::session::{EndReason, Session, SessionItem};
 
@@ -43,10 +48,6 @@ pub const FLUSH_LIMIT: Duration = Duration::from_secs(10);
 /// output them yet: about 30 s at 30 fps. A ladder further behind than
 /// this is too slow for live and is stopped.
 const MAX_PENDING: usize = 1024;
-
-/// Pictures a source's presentation order may be behind its decode order
-/// (H.264 allows up to 16 reordered frames).
-const REORDER: usize = 16;
 
 /// One rung: its rendition name (`720p`), height (pixels; the width keeps
 /// the aspect ratio, rounded to even) and target bit rate (kbit/s).
@@ -202,14 +203,20 @@ impl Ladder {
         });
     }
 
-    /// The ffmpeg command line: raw H.264 at `rate` on stdin, each rung to
-    /// its `ports` entry.
-    fn command(&self, rate: (u32, u32), ports: &[u16]) -> tokio::process::Command {
+    /// The ffmpeg command line: MPEG-TS on stdin (the source's frames with
+    /// their timestamps), each rung as MPEG-TS to its `ports` entry with
+    /// the same timestamps (`-copyts`, the demuxer's time base, no mux
+    /// delay), so each output picture names the source picture it encodes.
+    fn command(&self, ports: &[u16]) -> tokio::process::Command {
+        let threads = self.threads.to_string();
         let mut c = tokio::process::Command::new(&self.ffmpeg);
-        c.args(["-hide_banner", "-loglevel", "error", "-f", "h264"])
-            .args(["-threads", &self.threads.to_string()])
-            .args(["-framerate", &format!("{}/{}", rate.0, rate.1.max(1))])
-            .args(["-i", "pipe:0"]);
+        // No probing ahead (by default ffmpeg reads 5 MB or 5 s of input
+        // before it starts: seconds of a live source).
+        c.args(["-hide_banner", "-loglevel", "error"])
+            .args(["-probesize", "32768", "-analyzeduration", "100000"])
+            .args([
+                "-copyts", "-threads", &threads, "-f", "mpegts", "-i", "pipe:0",
+            ]);
         for (r, port) in self.rungs.iter().zip(ports) {
             c.args(["-map", "0:v:0", "-vf", &format!("scale=-2:{}", r.height)])
                 .args([
@@ -226,11 +233,13 @@ impl Ladder {
                 .args(["-force_key_frames", "source", "-sc_threshold", "0"])
                 .args([
                     "-x264-params",
-                    "keyint=infinite:scenecut=0:aud=1:repeat-headers=1",
+                    "keyint=infinite:scenecut=0:repeat-headers=1",
                 ])
-                .args(["-threads", &self.threads.to_string()])
-                .args(["-fps_mode", "passthrough", "-flush_packets", "1"])
-                .args(["-f", "h264", &format!("tcp://127.0.0.1:{port}")]);
+                .args(["-threads", &threads])
+                .args(["-enc_time_base:v", "-1", "-fps_mode", "passthrough"])
+                .args(["-mpegts_copyts", "1", "-muxdelay", "0", "-muxpreload", "0"])
+                .args(["-flush_packets", "1", "-f", "mpegts"])
+                .arg(format!("tcp://127.0.0.1:{port}"));
         }
         c.stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -245,7 +254,11 @@ impl Ladder {
         registry: &Arc<Registry>,
         source: &Arc<Session>,
     ) -> Result<(), LadderError> {
-        let (_, mut sub, _guard) = source.join(true);
+        let (snapshot, mut sub, _guard) = source.join(true);
+        let mut configs = Configs::default();
+        if let Some(c) = snapshot.config {
+            configs.add(c);
+        }
         let mut items = Vec::new();
         // The first keyframe (and the frame rate, known by then).
         let mut first: Option<Arc<crate::engine::Frame>> = None;
@@ -259,6 +272,7 @@ impl Ladder {
             for it in items.drain(..) {
                 match it {
                     SessionItem::Frame(f) if f.random_access && first.is_none() => first = Some(f),
+                    SessionItem::Config(c) => configs.add(c),
                     SessionItem::Ended(_) => return Ok(()),
                     _ => {}
                 }
@@ -270,7 +284,6 @@ impl Ladder {
         let Some(first) = first else {
             return Ok(());
         };
-        let rate = source.info().frame_rate.unwrap_or((30, 1));
 
         let mut listeners = Vec::new();
         let mut ports = Vec::new();
@@ -280,7 +293,7 @@ impl Ladder {
             listeners.push(l);
         }
         let mut child = self
-            .command(rate, &ports)
+            .command(&ports)
             .spawn()
             .map_err(|e| LadderError::Spawn(self.ffmpeg.clone(), e))?;
         let mut stdin = child
@@ -330,14 +343,13 @@ impl Ladder {
             let captures = captures.clone();
             let session = grant.session.clone();
             let task = tokio::spawn(async move {
-                publish_rung(l, &grant.session, grant.generation, i, &captures).await
+                publish_rung(l, grant.session.clone(), grant.generation, i, captures).await
             });
             rungs.push((r.name.clone(), session, task));
         }
 
         // Feed the source's frames until it ends; then ffmpeg flushes.
-        let mut fed = feed(source, &mut sub, &mut stdin, &captures, first).await;
-        captures.lock().unwrap_or_else(|p| p.into_inner()).flush();
+        let mut fed = feed(source, &mut sub, &mut stdin, &captures, &mut configs, first).await;
         drop(stdin);
         if fed.is_err() {
             let _ = child.start_kill();
@@ -379,64 +391,77 @@ impl Ladder {
     }
 }
 
-/// Feeds the source's frames (from `first`) to ffmpeg until the source
-/// ends, noting where each one is on the source's timeline.
+/// The source's codec configurations by id, for muxing its frames.
+#[derive(Default)]
+struct Configs(BTreeMap<u32, Arc<CodecConfig>>);
+
+impl Configs {
+    fn add(&mut self, c: Arc<CodecConfig>) {
+        self.0.insert(c.id, c);
+        while self.0.len() > 16 {
+            self.0.pop_first();
+        }
+    }
+}
+
+/// Feeds the source's frames (from `first`) to ffmpeg as MPEG-TS until the
+/// source ends, noting where each one is on the source's timeline.
 async fn feed(
     source: &Session,
     sub: &mut crate::session::Subscription,
     stdin: &mut tokio::process::ChildStdin,
     captures: &Mutex<Captures>,
+    configs: &mut Configs,
     first: Arc<crate::engine::Frame>,
 ) -> Result<(), LadderError> {
     let mut items = Vec::new();
     let mut frames = vec![first];
+    let mut ts = TsMuxer::new();
     // Timeline time 0 on the wall clock (ns): known once a frame is out.
     let start_ns = source
         .info()
         .availability_start_ms
         .saturating_mul(1_000_000);
-    let placed = |f: &crate::engine::Frame| Placed {
-        capture: f.capture_time_ns,
-        arrival: start_ns.saturating_add(f.dts.saturating_mul(100_000) / 9),
-    };
     loop {
-        for f in frames.drain(..) {
-            captures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .fed(f.pts, placed(&f))?;
-            stdin.write_all(&f.data).await?;
-        }
-        items.clear();
-        if let crate::session::log::Read::Lagged { skipped } = source.read(sub, &mut items, 256) {
-            return Err(LadderError::Lagged(skipped));
-        }
         let mut ended = false;
         for it in items.drain(..) {
             match it {
                 SessionItem::Frame(f) => frames.push(f),
+                SessionItem::Config(c) => configs.add(c),
                 SessionItem::Ended(_) => ended = true,
                 _ => {}
             }
         }
+        for f in frames.drain(..) {
+            let Some(cfg) = configs.0.get(&f.config_id) else {
+                continue; // (not for want of a config the source had)
+            };
+            let Ok(bytes) = ts.part(&[&f], cfg, true) else {
+                continue;
+            };
+            captures.lock().unwrap_or_else(|p| p.into_inner()).fed(
+                f.pts.saturating_add(TS_TIME_OFFSET),
+                Placed {
+                    capture: f.capture_time_ns,
+                    arrival: start_ns.saturating_add(f.dts.saturating_mul(100_000) / 9),
+                },
+            )?;
+            stdin.write_all(&bytes).await?;
+        }
         if ended {
-            for f in frames.drain(..) {
-                captures
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .fed(f.pts, placed(&f))?;
-                stdin.write_all(&f.data).await?;
-            }
             return Ok(());
         }
-        if frames.is_empty() && sub.wake.changed().await.is_err() {
+        if let crate::session::log::Read::Lagged { skipped } = source.read(sub, &mut items, 256) {
+            return Err(LadderError::Lagged(skipped));
+        }
+        if items.is_empty() && sub.wake.changed().await.is_err() {
             return Ok(());
         }
     }
 }
 
 /// Where a source picture is on the source's timeline, for the rung
-/// picture that encodes it.
+/// pictures that encode it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Placed {
     /// The publisher's capture time (ns), if it sent one.
@@ -447,142 +472,112 @@ struct Placed {
     arrival: u64,
 }
 
-/// The source's pictures' [`Placed`] in presentation order, for the rungs,
-/// whose n-th output picture is the source's n-th presented one (no
-/// B-frames, passthrough timing).
+/// The source pictures sent to ffmpeg and not yet output by every rung,
+/// by their MPEG-TS presentation time (90 kHz, not wrapped), which ffmpeg
+/// hands back on each rung's picture (`-copyts`): a picture ffmpeg drops
+/// or cannot decode is simply not found, never mistaken for the next.
 struct Captures {
-    /// Fed, not yet placed in presentation order: pts → where.
-    reorder: BTreeMap<u64, Placed>,
-    /// In presentation order, from picture number `base`.
-    ordered: VecDeque<Placed>,
-    base: u64,
-    /// The next picture number of each rung.
-    taken: Vec<u64>,
+    fed: BTreeMap<u64, Placed>,
+    /// The presentation time each rung last output.
+    taken: Vec<Option<u64>>,
 }
+
+/// MPEG-TS timestamps are 33 bits.
+const WRAP: u64 = 1 << 33;
 
 impl Captures {
     fn new(rungs: usize) -> Self {
         Self {
-            reorder: BTreeMap::new(),
-            ordered: VecDeque::new(),
-            base: 0,
-            taken: vec![0; rungs],
+            fed: BTreeMap::new(),
+            taken: vec![None; rungs],
         }
     }
 
-    /// A source picture went to ffmpeg.
+    /// A source picture (MPEG-TS presentation time `pts`) went to ffmpeg.
     fn fed(&mut self, pts: u64, placed: Placed) -> Result<(), LadderError> {
-        self.reorder.insert(pts, placed);
-        while self.reorder.len() > REORDER {
-            if let Some((_, c)) = self.reorder.pop_first() {
-                self.ordered.push_back(c);
-            }
-        }
-        if self.ordered.len() > MAX_PENDING {
-            return Err(LadderError::TooSlow(self.ordered.len()));
+        self.fed.insert(pts, placed);
+        if self.fed.len() > MAX_PENDING {
+            return Err(LadderError::TooSlow(self.fed.len()));
         }
         Ok(())
     }
 
-    /// The source ended: every picture is in order.
-    fn flush(&mut self) {
-        while let Some((_, c)) = self.reorder.pop_first() {
-            self.ordered.push_back(c);
-        }
-    }
-
-    /// Where rung `rung`'s next picture is on the source's timeline.
-    fn take(&mut self, rung: usize) -> Option<Placed> {
-        let n = self.taken.get(rung).copied()?;
-        let c = self
-            .ordered
-            .get(usize::try_from(n.checked_sub(self.base)?).ok()?)
-            .copied();
+    /// Rung `rung` output the picture of (33-bit) presentation time
+    /// `pts`: where the source picture of that time (within half a frame
+    /// at 60 fps) is on the source's timeline. Forgets what every rung has
+    /// passed.
+    fn take(&mut self, rung: usize, pts: u64) -> Option<Placed> {
+        // Unwrap against the newest picture fed.
+        let newest = self.fed.last_key_value().map_or(0, |(k, _)| *k);
+        let back = newest.wrapping_sub(pts) % WRAP;
+        let pts = newest.checked_sub(back)?;
+        const NEAR: u64 = 750;
+        let found = self
+            .fed
+            .range(pts.saturating_sub(NEAR)..=pts.saturating_add(NEAR))
+            .min_by_key(|(k, _)| k.abs_diff(pts))
+            .map(|(k, p)| (*k, *p));
         if let Some(t) = self.taken.get_mut(rung) {
-            *t += 1;
+            *t = Some(found.map_or(pts, |(k, _)| k));
         }
-        // Forget what every rung has taken.
-        let done = self.taken.iter().copied().min().unwrap_or(0);
-        while self.base < done && self.ordered.pop_front().is_some() {
-            self.base += 1;
+        if let Some(done) = self.taken.iter().copied().min().flatten() {
+            while self.fed.first_key_value().is_some_and(|(k, _)| *k <= done) {
+                self.fed.pop_first();
+            }
         }
-        c
+        found.map(|(_, p)| p)
     }
 }
 
-/// Accepts ffmpeg's connection for one rung and publishes its access units
-/// (cut at access unit delimiters) into `session`, each with its capture
-/// time.
+/// Accepts ffmpeg's connection for one rung and publishes its pictures
+/// (one PES packet each, read with the `mpeg2ts` crate on a blocking
+/// thread) into `session`, each placed where the source picture it
+/// encodes is.
 async fn publish_rung(
     listener: TcpListener,
-    session: &Arc<Session>,
+    session: Arc<Session>,
     generation: u64,
     rung: usize,
-    captures: &Mutex<Captures>,
+    captures: Arc<Mutex<Captures>>,
 ) -> Result<(), LadderError> {
-    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+    let (conn, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
         .await
         .map_err(|_| LadderError::NoOutput(String::new()))??;
     drop(listener);
-    let mut buf = BytesMut::with_capacity(256 << 10);
-    let mut scanned = 0;
-    loop {
-        let n = conn.read_buf(&mut buf).await?;
-        let eof = n == 0;
-        // Whole access units: from one delimiter to the next (at the end,
-        // to the end of the stream).
-        while let Some(first) = aud_at_or_after(&buf, 0) {
-            let next = aud_at_or_after(&buf, scanned.max(first + 4));
-            let end = match (next, eof) {
-                (Some(e), _) => e,
-                (None, true) if buf.len() > first => buf.len(),
-                _ => {
-                    scanned = buf.len().saturating_sub(5);
-                    break;
-                }
+    let conn = conn.into_std()?;
+    conn.set_nonblocking(false)?;
+    tokio::task::spawn_blocking(move || {
+        use mpeg2ts::pes::{PesPacketReader, ReadPesPacket};
+        use mpeg2ts::ts::TsPacketReader;
+        let mut reader = PesPacketReader::new(TsPacketReader::new(std::io::BufReader::new(conn)));
+        loop {
+            let pes = match reader.read_pes_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(LadderError::Io(std::io::Error::other(e.to_string()))),
             };
-            let _ = buf.split_to(first);
-            let au: Bytes = buf.split_to(end - first).freeze();
-            scanned = 0;
-            let placed = captures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(rung);
+            if !pes.header.stream_id.is_video() {
+                continue;
+            }
+            let placed = pes.header.pts.and_then(|t| {
+                captures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take(rung, t.as_u64())
+            });
             session
                 .push_placed(
                     generation,
-                    au,
+                    Bytes::from(pes.data),
                     placed.and_then(|p| p.capture),
                     placed.map(|p| p.arrival),
                     true,
                 )
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
         }
-        if eof {
-            return Ok(());
-        }
-    }
-}
-
-/// Where the first access unit delimiter NAL unit (type 9) at or after
-/// `from` starts (its start code, with a leading zero byte if any).
-fn aud_at_or_after(buf: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while let Some(p) = memchr::memmem::find(buf.get(i..)?, &[0, 0, 1]) {
-        let at = i + p;
-        match buf.get(at + 3) {
-            Some(b) if b & 0x1f == 9 => {
-                return Some(if at > 0 && buf[at - 1] == 0 {
-                    at - 1
-                } else {
-                    at
-                });
-            }
-            Some(_) => i = at + 3,
-            None => return None,
-        }
-    }
-    None
+    })
+    .await
+    .map_err(|e| LadderError::Io(std::io::Error::other(e.to_string())))?
 }
 
 #[cfg(test)]
@@ -628,46 +623,57 @@ mod tests {
         }
     }
 
-    #[test]
-    fn capture_times_go_out_in_presentation_order_to_every_rung() {
-        let mut c = Captures::new(2);
-        // Decode order I P B B (pts 0, 3, 1, 2), capture = pts * 10.
-        let at = |pts: u64| Placed {
+    fn at(pts: u64) -> Placed {
+        Placed {
             capture: Some(pts * 10),
             arrival: pts * 7,
-        };
-        for pts in [0u64, 3, 1, 2] {
+        }
+    }
+
+    #[test]
+    fn each_rung_picture_is_placed_by_its_own_timestamp() {
+        let mut c = Captures::new(2);
+        // Decode order I P B B, 30 fps.
+        for pts in [0u64, 9000, 3000, 6000] {
             c.fed(pts, at(pts)).unwrap();
         }
-        c.flush();
-        let a: Vec<_> = (0..4).map(|_| c.take(0)).collect();
-        assert_eq!(a, [Some(at(0)), Some(at(1)), Some(at(2)), Some(at(3))]);
-        assert_eq!(c.take(1), Some(at(0)));
-        // Rung 1 still needs the rest: nothing is forgotten past it.
-        assert_eq!(c.base, 1);
-        assert_eq!(c.take(1), Some(at(1)));
+        // Rung 0 outputs all four (a timestamp rounded by a tick still
+        // finds its picture); rung 1 drops the first (undecodable).
+        assert_eq!(c.take(0, 0), Some(at(0)));
+        assert_eq!(c.take(0, 3001), Some(at(3000)));
+        assert_eq!(c.take(1, 3000), Some(at(3000)));
+        // What both have passed is forgotten; what one still needs is not.
+        assert_eq!(c.fed.len(), 2);
+        assert_eq!(c.take(1, 6000), Some(at(6000)));
+        assert_eq!(c.take(0, 6000), Some(at(6000)));
+        assert_eq!(c.fed.len(), 1);
+        // A picture nobody fed is found as nothing, not as its neighbour.
+        assert_eq!(c.take(0, 7500), None);
+        assert_eq!(c.take(0, 9000), Some(at(9000)));
+    }
+
+    #[test]
+    fn timestamps_that_wrapped_at_33_bits_are_found() {
+        let mut c = Captures::new(1);
+        let base = WRAP - 3000;
+        for pts in [base, base + 3000, base + 6000] {
+            c.fed(pts, at(pts)).unwrap();
+        }
+        assert_eq!(c.take(0, base), Some(at(base)));
+        assert_eq!(c.take(0, 0), Some(at(base + 3000)));
+        assert_eq!(c.take(0, 3000), Some(at(base + 6000)));
     }
 
     #[test]
     fn a_ladder_too_far_behind_is_too_slow() {
         let mut c = Captures::new(1);
         let mut err = None;
-        for pts in 0..(MAX_PENDING + REORDER + 2) as u64 {
-            if let Err(e) = c.fed(pts, Placed::default()) {
+        for pts in 0..(MAX_PENDING + 2) as u64 {
+            if let Err(e) = c.fed(pts * 3000, Placed::default()) {
                 err = Some(e);
                 break;
             }
         }
         assert!(matches!(err, Some(LadderError::TooSlow(_))), "{err:?}");
-    }
-
-    #[test]
-    fn access_unit_delimiters_are_found_across_start_code_lengths() {
-        let s = [
-            0, 0, 0, 1, 9, 0xf0, 0, 0, 1, 0x65, 1, 2, 0, 0, 1, 9, 0xf0, 0, 0, 1, 0x41,
-        ];
-        assert_eq!(aud_at_or_after(&s, 0), Some(0));
-        assert_eq!(aud_at_or_after(&s, 4), Some(12));
-        assert_eq!(aud_at_or_after(&s, 13), None);
     }
 }
