@@ -821,6 +821,94 @@ async fn the_ladder_aligns_a_source_without_capture_times() {
     assert_eq!((p90.width, p90.height), (160, 90));
 }
 
+/// A ladder whose ffmpeg dies mid-stream (SIGKILL): its renditions end
+/// with an error, the failure is counted, and the source goes on being
+/// published, segmented and served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ladder_that_dies_ends_its_renditions_and_the_source_goes_on() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    if !common::have_ffmpeg("the ladder test") {
+        return;
+    }
+    // ffmpeg behind a wrapper that says where it runs.
+    let dir = tempfile_dir("ladder-crash");
+    let pid_file = dir.join("pid");
+    let wrapper = dir.join("ffmpeg");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho $$ > {}\nexec ffmpeg \"$@\"\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut config = common::test_config();
+    config.ladder.ladder = Some("90p:60k".into());
+    config.ladder.ladder_ffmpeg = wrapper.display().to_string();
+    let server = common::start(config).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = common::live::publish_live(&server, "crash", stop.clone(), true);
+    ladder_aligned(&server, "crash", &[("90p", "160x90")]).await;
+
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let rung = loop {
+        let s = server.registry.get("crash~90p").expect("rendition session");
+        if s.is_ended() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the rung did not end");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        rung.end_reason(),
+        Some(liveslice_server::session::EndReason::Error)
+    );
+    let http = format!("http://{}", server.http_addr);
+    let metrics = text(&format!("{http}/metrics")).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("liveslice_ladder_failures_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    // The source: live, its playlist growing, and it leaves the group's
+    // lists alone once its rung has gone.
+    let source = server.registry.get("crash").expect("source session");
+    let before = source.info().media_sequence + segments_listed(&http, "crash").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(!source.is_ended());
+    let after = source.info().media_sequence + segments_listed(&http, "crash").await;
+    assert!(after > before, "{before} -> {after}");
+    let master = text(&format!("{http}/live/crash/master.m3u8")).await;
+    assert!(!master.contains("crash~90p"), "{master}");
+    stop.store(true, Ordering::Relaxed);
+    publisher.await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn segments_listed(http: &str, id: &str) -> u64 {
+    let pl = text(&format!("{http}/live/{id}/index.m3u8")).await;
+    pl.matches("#EXTINF").count() as u64
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// `--ladder` with an ffmpeg that is not there: the server does not start,
 /// and says why and what to do.
 #[tokio::test]
