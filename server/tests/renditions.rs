@@ -909,6 +909,58 @@ fn tempfile_dir(name: &str) -> std::path::PathBuf {
     d
 }
 
+/// An H.265 source: the ladder's H.264 renditions are listed beside it in
+/// the multivariant playlist (each with its `CODECS`), and the MPD puts
+/// them in an AdaptationSet of their own (players switch within one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hevc_source_and_its_h264_ladder_are_separate_adaptation_sets() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    if !common::have_ffmpeg("the ladder test") {
+        return;
+    }
+    let mut config = common::test_config();
+    config.ladder.ladder = Some("90p:60k".into());
+    let server = common::start(config).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher =
+        common::live::publish_file_live(&server, "hv", "hevc_closed_30.h265", stop.clone(), true);
+    ladder_aligned(&server, "hv", &[("90p", "160x90")]).await;
+    let http = format!("http://{}", server.http_addr);
+    let master = text(&format!("{http}/live/hv/master.m3u8")).await;
+    assert!(master.contains("CODECS=\"hvc1."), "{master}");
+    assert!(master.contains("CODECS=\"avc1."), "{master}");
+    let mpd = text(&format!("{http}/live/hv/manifest.mpd")).await;
+    let doc = roxmltree::Document::parse(&mpd).unwrap();
+    let period = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("Period"))
+        .next_back()
+        .expect("a period");
+    let sets: Vec<(String, Vec<String>)> = period
+        .children()
+        .filter(|n| n.has_tag_name("AdaptationSet") && n.attribute("contentType") == Some("video"))
+        .map(|a| {
+            let codecs = a
+                .children()
+                .filter(|r| r.has_tag_name("Representation"))
+                .map(|r| r.attribute("codecs").unwrap_or_default()[..4].to_string())
+                .collect();
+            (a.attribute("id").unwrap_or_default().to_string(), codecs)
+        })
+        .collect();
+    assert_eq!(
+        sets,
+        [
+            ("0".to_string(), vec!["hvc1".to_string()]),
+            ("2".to_string(), vec!["avc1".to_string()])
+        ],
+        "{mpd}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    publisher.await.unwrap();
+}
+
 /// `--ladder` with an ffmpeg that is not there: the server does not start,
 /// and says why and what to do.
 #[tokio::test]

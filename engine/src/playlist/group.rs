@@ -1,7 +1,7 @@
 //! The manifests of a session's renditions together: the HLS multivariant
 //! playlist (RFC 8216 4.4.6.2, one `EXT-X-STREAM-INF` per rendition) and a
-//! DASH MPD with one video `AdaptationSet` holding a `Representation` per
-//! rendition (ISO/IEC 23009-1 5.3.3), rendered from each rendition's own
+//! DASH MPD with a video `AdaptationSet` per codec holding a
+//! `Representation` per rendition (ISO/IEC 23009-1 5.3.3), rendered from each rendition's own
 //! [`Manifests`] (its own segment records), so they never disagree with
 //! its media playlist.
 //!
@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use super::dash::{gcd, write_attr, AS_CLOSE, PERIOD_END};
 use super::time::write_xs_duration_ticks;
 use super::Manifests;
-use crate::frame::TIMESCALE;
+use crate::frame::{VideoCodec, TIMESCALE};
 
 /// One rendition, as the group's manifests list it.
 #[derive(Clone, Copy, Debug)]
@@ -136,8 +136,8 @@ pub fn hls_multivariant(variants: &[Variant<'_>], ts: bool) -> Option<String> {
 }
 
 /// The DASH MPD of `variants`: the first one's MPD element and periods
-/// (the timeline the others joined); in each period, one video
-/// `AdaptationSet` with a `Representation` per rendition that has segments
+/// (the timeline the others joined); in each period, a video
+/// `AdaptationSet` per codec with a `Representation` per rendition that has segments
 /// in it, each with its own `SegmentTemplate` and `SegmentTimeline` (its
 /// own records: the same starts when aligned), and the first rendition's
 /// audio. `None` before the first rendition's first segment.
@@ -153,14 +153,28 @@ pub fn dash_mpd(variants: &[Variant<'_>], now_ms: u64) -> Option<String> {
         s.push_str("\">\n");
         let video = lead.configs.contains_key(&p.config_id);
         if video {
-            s.push_str(
-                "    <AdaptationSet id=\"0\" contentType=\"video\" mimeType=\"video/mp4\" \
-                 segmentAlignment=\"true\">\n",
-            );
-            for v in variants {
-                write_representation(&mut s, v, p.start, end);
+            // One AdaptationSet per codec (H.264, H.265): switching within
+            // a set is seamless (ISO/IEC 23009-1 5.3.3.1), across codecs it
+            // is not. The first rendition's is id 0, the others 2, 3 (1 is
+            // the audio's).
+            let mut codecs: Vec<VideoCodec> = Vec::new();
+            for c in variants.iter().filter_map(|v| codec_of(v)) {
+                if !codecs.contains(&c) {
+                    codecs.push(c);
+                }
             }
-            s.push_str("    </AdaptationSet>\n");
+            for (n, codec) in codecs.iter().enumerate() {
+                let id = if n == 0 { 0 } else { n + 1 };
+                let _ = writeln!(
+                    s,
+                    "    <AdaptationSet id=\"{id}\" contentType=\"video\" mimeType=\"video/mp4\" \
+                     segmentAlignment=\"true\">"
+                );
+                for v in variants.iter().filter(|v| codec_of(v) == Some(*codec)) {
+                    write_representation(&mut s, v, p.start, end);
+                }
+                s.push_str("    </AdaptationSet>\n");
+            }
         }
         let base = variants[0].base;
         lead.write_audio_set_at(&mut s, p, true, base);
@@ -168,6 +182,13 @@ pub fn dash_mpd(variants: &[Variant<'_>], now_ms: u64) -> Option<String> {
     }
     s.push_str("</MPD>\n");
     Some(s)
+}
+
+/// The video codec of a rendition's newest segment.
+fn codec_of(v: &Variant<'_>) -> Option<VideoCodec> {
+    let m = v.manifests;
+    let w = m.window.back()?;
+    m.configs.get(&w.rec.config_id).map(|c| c.codec)
 }
 
 /// A rendition's `Representation` for the period from media time `start`

@@ -18,9 +18,21 @@ pub fn publish_live(
     stop: Arc<AtomicBool>,
     end: bool,
 ) -> tokio::task::JoinHandle<()> {
+    publish_file_live(server, session, "baseline_30.h264", stop, end)
+}
+
+/// [`publish_live`] of another committed stream (`file` in `testdata/`,
+/// 30 fps, no B-frames: capture times go in decode order).
+pub fn publish_file_live(
+    server: &liveslice_server::app::Running,
+    session: &'static str,
+    file: &str,
+    stop: Arc<AtomicBool>,
+    end: bool,
+) -> tokio::task::JoinHandle<()> {
     let grpc = server.grpc_addr;
     let frames = frames_of(
-        Bytes::from(super::testdata("baseline_30.h264")),
+        Bytes::from(super::testdata(file)),
         PipelineOptions::default(),
     );
     tokio::spawn(async move {
