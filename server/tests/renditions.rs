@@ -934,8 +934,7 @@ async fn an_hevc_source_and_its_h264_ladder_are_separate_adaptation_sets() {
     let doc = roxmltree::Document::parse(&mpd).unwrap();
     let period = doc
         .descendants()
-        .filter(|n| n.has_tag_name("Period"))
-        .next_back()
+        .rfind(|n| n.has_tag_name("Period"))
         .expect("a period");
     let sets: Vec<(String, Vec<String>)> = period
         .children()
