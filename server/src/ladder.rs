@@ -70,7 +70,9 @@ pub fn parse_ladder(s: &str) -> Result<Vec<Rung>, String> {
             .strip_suffix('p')
             .and_then(|h| h.parse().ok())
             .filter(|h| (16..=4320).contains(h) && h % 2 == 0)
-            .ok_or_else(|| format!("{item:?}: {res:?} is not an even height from 16p to 4320p"))?;
+            .ok_or_else(|| {
+                format!("{item:?}: {res:?} is not a height like 480p (even, 16p to 4320p)")
+            })?;
         let kbps = if let Some(k) = rate.strip_suffix(['k', 'K']) {
             k.parse::<u32>().ok()
         } else if let Some(m) = rate.strip_suffix(['m', 'M']) {
@@ -79,7 +81,9 @@ pub fn parse_ladder(s: &str) -> Result<Vec<Rung>, String> {
             None
         }
         .filter(|k| (16..=200_000).contains(k))
-        .ok_or_else(|| format!("{item:?}: {rate:?} is not a bit rate from 16k to 200M"))?;
+        .ok_or_else(|| {
+            format!("{item:?}: {rate:?} is not a bit rate like 1200k or 3M (16k to 200M)")
+        })?;
         let name = format!("{height}p");
         if rungs.iter().any(|r| r.name == name) {
             return Err(format!("{item:?}: {name} is in the ladder twice"));
@@ -158,6 +162,8 @@ pub struct Ladder {
 pub enum LadderError {
     #[error("cannot run {0:?}: {1} (the ladder needs ffmpeg with libx264: apt-get install ffmpeg, or --ladder-ffmpeg PATH)")]
     Spawn(String, std::io::Error),
+    #[error("{0:?} does not list libx264 among its encoders ({0} -hide_banner -encoders): the ladder needs an ffmpeg with libx264 (Debian's ffmpeg package has it; or --ladder-ffmpeg PATH)")]
+    NoLibx264(String),
     #[error("ffmpeg did not connect its output for rung {0} within 10 s")]
     NoOutput(String),
     #[error("ffmpeg failed ({status}): {stderr}")]
@@ -182,10 +188,7 @@ impl Ladder {
             .output()
             .map_err(|e| LadderError::Spawn(self.ffmpeg.clone(), e))?;
         if !String::from_utf8_lossy(&out.stdout).contains("libx264") {
-            return Err(LadderError::Spawn(
-                self.ffmpeg.clone(),
-                std::io::Error::other("it has no libx264 encoder"),
-            ));
+            return Err(LadderError::NoLibx264(self.ffmpeg.clone()));
         }
         Ok(())
     }
@@ -197,6 +200,11 @@ impl Ladder {
         tokio::spawn(async move {
             let id = source.id.clone();
             if let Err(e) = ladder.run(&registry, &source).await {
+                if source.end_reason() == Some(EndReason::ServerShutdown) {
+                    // (ffmpeg's output had nowhere to go.)
+                    tracing::debug!(session_id = %id, error = %e, "transcode ladder stopped with the server");
+                    return;
+                }
                 ::metrics::counter!(crate::metrics::LADDER_FAILURES).increment(1);
                 tracing::warn!(session_id = %id, error = %e, "transcode ladder failed; the source goes on");
             }
@@ -207,7 +215,7 @@ impl Ladder {
     /// their timestamps), each rung as MPEG-TS to its `ports` entry with
     /// the same timestamps (`-copyts`, the demuxer's time base, no mux
     /// delay), so each output picture names the source picture it encodes.
-    fn command(&self, ports: &[u16]) -> tokio::process::Command {
+    fn command(&self, rungs: &[&Rung], ports: &[u16]) -> tokio::process::Command {
         let threads = self.threads.to_string();
         let mut c = tokio::process::Command::new(&self.ffmpeg);
         // No probing ahead (by default ffmpeg reads 5 MB or 5 s of input
@@ -217,7 +225,7 @@ impl Ladder {
             .args([
                 "-copyts", "-threads", &threads, "-f", "mpegts", "-i", "pipe:0",
             ]);
-        for (r, port) in self.rungs.iter().zip(ports) {
+        for (r, port) in rungs.iter().zip(ports) {
             c.args(["-map", "0:v:0", "-vf", &format!("scale=-2:{}", r.height)])
                 .args([
                     "-c:v",
@@ -284,16 +292,36 @@ impl Ladder {
         let Some(first) = first else {
             return Ok(());
         };
+        // A ladder only goes down: rungs as tall as the source or taller
+        // are left out (an upscale adds bytes, not picture).
+        let height = configs
+            .0
+            .get(&first.config_id)
+            .map_or(u32::MAX, |c| c.height);
+        let (rungs, taller): (Vec<&Rung>, Vec<&Rung>) =
+            self.rungs.iter().partition(|r| r.height < height);
+        if !taller.is_empty() {
+            let names: Vec<&str> = taller.iter().map(|r| r.name.as_str()).collect();
+            tracing::warn!(
+                session_id = %source.id,
+                source_height = height,
+                left_out = %names.join(","),
+                "ladder rungs as tall as the source or taller are left out"
+            );
+        }
+        if rungs.is_empty() {
+            return Ok(());
+        }
 
         let mut listeners = Vec::new();
         let mut ports = Vec::new();
-        for _ in &self.rungs {
+        for _ in &rungs {
             let l = TcpListener::bind("127.0.0.1:0").await?;
             ports.push(l.local_addr()?.port());
             listeners.push(l);
         }
         let mut child = self
-            .command(&ports)
+            .command(&rungs, &ports)
             .spawn()
             .map_err(|e| LadderError::Spawn(self.ffmpeg.clone(), e))?;
         let mut stdin = child
@@ -322,10 +350,10 @@ impl Ladder {
                 .to_string()
         });
 
-        let captures = Arc::new(Mutex::new(Captures::new(self.rungs.len())));
+        let captures = Arc::new(Mutex::new(Captures::new(rungs.len())));
         // Each rung: accept ffmpeg's connection, publish what it sends.
-        let mut rungs = Vec::new();
-        for (i, (r, l)) in self.rungs.iter().zip(listeners).enumerate() {
+        let mut tasks = Vec::new();
+        for (i, (r, l)) in rungs.iter().zip(listeners).enumerate() {
             let published = crate::ids::rendition_id(&source.id, &r.name)
                 .and_then(|id| {
                     registry
@@ -345,13 +373,16 @@ impl Ladder {
             let task = tokio::spawn(async move {
                 publish_rung(l, grant.session.clone(), grant.generation, i, captures).await
             });
-            rungs.push((r.name.clone(), session, task));
+            tasks.push((r.name.clone(), session, task));
         }
 
         // Feed the source's frames until it ends; then ffmpeg flushes.
         let mut fed = feed(source, &mut sub, &mut stdin, &captures, &mut configs, first).await;
         drop(stdin);
-        if fed.is_err() {
+        // A broken pipe is ffmpeg gone: what it exited with says why.
+        let gone =
+            matches!(&fed, Err(LadderError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe);
+        if fed.is_err() && !gone {
             let _ = child.start_kill();
         }
         let status = match tokio::time::timeout(FLUSH_LIMIT, child.wait()).await {
@@ -363,7 +394,7 @@ impl Ladder {
             }
         };
         let stderr = stderr_task.await.unwrap_or_default();
-        if fed.is_ok() {
+        if fed.is_ok() || gone {
             if let Some(s) = status.filter(|s| !s.success()) {
                 fed = Err(LadderError::Failed {
                     status: s.to_string(),
@@ -371,7 +402,7 @@ impl Ladder {
                 });
             }
         }
-        for (name, session, task) in rungs {
+        for (name, session, task) in tasks {
             let out = match task.await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(LadderError::NoOutput(_))) => Err(LadderError::NoOutput(name)),
@@ -612,9 +643,9 @@ mod tests {
         for (bad, why) in [
             ("", "empty"),
             ("720p", "HEIGHTp:RATE"),
-            ("721p:100k", "even height"),
-            ("720:100k", "even height"),
-            ("720p:100", "bit rate"),
+            ("721p:100k", "a height like 480p"),
+            ("720:100k", "a height like 480p"),
+            ("720p:100", "a bit rate like 1200k"),
             ("720p:1k", "bit rate"),
             ("720p:100k,720p:200k", "twice"),
         ] {

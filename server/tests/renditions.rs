@@ -806,7 +806,9 @@ async fn ladder_aligned(
 
 /// A source without capture times (the demo publisher): the ladder's
 /// renditions join by where each source picture is on the source's
-/// timeline, not by when ffmpeg delivers it, and stay aligned.
+/// timeline, not by when ffmpeg delivers it, and stay aligned; rungs not
+/// below the source are left out; a rung's bandwidth counts the audio it
+/// plays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ladder_aligns_a_source_without_capture_times() {
     if !common::have_ffmpeg("the ladder test") {
@@ -814,11 +816,40 @@ async fn the_ladder_aligns_a_source_without_capture_times() {
     }
     let mut config = common::test_config();
     config.server.demo = Some("demo".into());
-    config.ladder.ladder = Some("90p:60k".into());
+    // The demo is 320x180: a ladder only goes down, so the rungs as tall
+    // or taller are left out (and ladder_aligned checks that only 90p is
+    // listed).
+    config.ladder.ladder = Some("360p:300k,180p:200k,90p:60k".into());
     let server = common::start(config).await;
     let info = ladder_aligned(&server, "demo", &[("90p", "160x90")]).await;
     let p90 = info.iter().find(|r| r.name == "90p").expect("90p");
     assert_eq!((p90.width, p90.height), (160, 90));
+    // The rung has no audio of its own: in the CMAF master it plays the
+    // source's audio group, whose bytes count in its BANDWIDTH.
+    let http = format!("http://{}", server.http_addr);
+    let master = text(&format!("{http}/live/demo/master.m3u8")).await;
+    let lines: Vec<&str> = master.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == "../demo~90p/index.m3u8")
+        .expect("the rung's variant");
+    let inf = lines[at - 1];
+    assert!(
+        inf.contains("mp4a.40.2") && inf.contains("AUDIO=\"audio\""),
+        "{inf}"
+    );
+    let listed: u64 = inf
+        .split_once("BANDWIDTH=")
+        .and_then(|(_, r)| r.split(',').next())
+        .and_then(|b| b.parse().ok())
+        .expect("BANDWIDTH");
+    let audio = renditions_info(&server, "demo").await;
+    let own = audio
+        .iter()
+        .find(|r| r.name == "90p")
+        .expect("90p")
+        .peak_bandwidth;
+    assert!(listed > own + 16_000, "{inf}: video alone {own}");
 }
 
 /// A ladder whose ffmpeg dies mid-stream (SIGKILL): its renditions end
@@ -976,4 +1007,11 @@ async fn a_ladder_without_ffmpeg_is_a_startup_error() {
         "{e}"
     );
     assert!(e.contains("apt-get install ffmpeg"), "{e}");
+    // One that runs but has no libx264.
+    config.ladder.ladder_ffmpeg = "/bin/true".into();
+    let e = match liveslice_server::app::start(&config).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("started with an ffmpeg without libx264"),
+    };
+    assert!(e.contains("does not list libx264"), "{e}");
 }

@@ -39,9 +39,18 @@ impl Manifests {
     /// The bit rates of the listed segments (see [`Bandwidth`]); zero
     /// before the first segment.
     pub fn bandwidth(&self) -> Bandwidth {
+        self.bandwidth_of(|w| w.rec.byte_size + w.rec.audio.as_ref().map_or(0, |a| a.byte_size))
+    }
+
+    /// The bit rates of the listed segments' audio alone.
+    fn audio_bandwidth(&self) -> Bandwidth {
+        self.bandwidth_of(|w| w.rec.audio.as_ref().map_or(0, |a| a.byte_size))
+    }
+
+    fn bandwidth_of(&self, bytes_of: impl Fn(&super::WindowSegment) -> u64) -> Bandwidth {
         let (mut peak, mut bytes, mut ticks) = (0u128, 0u128, 0u128);
         for w in &self.window {
-            let b = u128::from(w.rec.byte_size + w.rec.audio.as_ref().map_or(0, |a| a.byte_size));
+            let b = u128::from(bytes_of(w));
             let d = u128::from(w.rec.duration.max(1));
             peak = peak.max(b * u128::from(TIMESCALE) / d);
             bytes += b;
@@ -66,25 +75,35 @@ impl Manifests {
 /// video segment yet are left out; highest peak bandwidth first. `None`
 /// when none is left.
 pub fn hls_multivariant(variants: &[Variant<'_>], ts: bool) -> Option<String> {
+    let audio = variants
+        .first()
+        .and_then(|v| v.manifests.audio.as_ref().map(|a| (v, a)));
+    let group = audio.filter(|_| !ts);
+    // A variant without audio of its own plays the group's: its bytes
+    // count in the variant's bandwidth (RFC 8216 4.3.4.2).
+    let group_audio = group.map(|(v, _)| v.manifests.audio_bandwidth());
     let mut listed: Vec<(Bandwidth, &Variant<'_>)> = variants
         .iter()
         .filter(|v| v.manifests.current_video().is_some())
-        .map(|v| (v.manifests.bandwidth(), v))
+        .map(|v| {
+            let mut bw = v.manifests.bandwidth();
+            if let (Some(a), None) = (group_audio, v.manifests.audio.as_ref()) {
+                bw.peak = bw.peak.saturating_add(a.peak);
+                bw.average = bw.average.saturating_add(a.average);
+            }
+            (bw, v)
+        })
         .collect();
     if listed.is_empty() {
         return None;
     }
     listed.sort_by(|a, b| b.0.peak.cmp(&a.0.peak).then(a.1.id.cmp(b.1.id)));
     let independent = listed.iter().all(|(_, v)| v.manifests.all_independent);
-    let audio = variants
-        .first()
-        .and_then(|v| v.manifests.audio.as_ref().map(|a| (v, a)));
     let mut s = String::from("#EXTM3U\n#EXT-X-VERSION:");
     s.push_str(if ts { "3\n" } else { "7\n" });
     if independent {
         s.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
     }
-    let group = audio.filter(|_| !ts);
     if let Some((v, a)) = group {
         let _ = writeln!(
             s,

@@ -76,7 +76,8 @@ pub(super) struct Flags {
     /// The ffmpeg binary the ladder runs (with libx264).
     #[arg(long, env = "LIVESLICE_LADDER_FFMPEG", value_name = "PATH")]
     pub ladder_ffmpeg: Option<String>,
-    /// Encoder threads per ladder rung (bounds its CPU).
+    /// Threads for the ladder's decoder and for each rung's encoder, 1 to
+    /// 16 (bounds its CPU).
     #[arg(long, env = "LIVESLICE_LADDER_THREADS", value_name = "N")]
     pub ladder_threads: Option<u32>,
     /// This node's id in session leases (default: host name and process
