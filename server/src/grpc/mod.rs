@@ -410,6 +410,8 @@ impl SliceServiceImpl {
         } else {
             Duration::from_millis(sub.wait_ms as u64).min(Duration::from_secs(3600))
         };
+        // One that has to wait for the session gets it from its start.
+        let waited = self.registry.live(&id).is_none();
         let session = self
             .registry
             .wait_for(&id, wait)
@@ -420,7 +422,7 @@ impl SliceServiceImpl {
                 "session {id:?} cannot be read from the cluster right now (this edge lost NATS); retry"
             )));
         }
-        let (mut snapshot, log_sub, guard) = session.join(!sub.no_frames);
+        let (mut snapshot, log_sub, guard) = session.join_from(!sub.no_frames, waited);
         snapshot.renditions = crate::session::renditions::views(
             &self.registry.renditions(crate::ids::session_of(&id)),
         );

@@ -81,6 +81,16 @@ impl ItemLog {
         }
     }
 
+    /// Position of the oldest random access frame the log holds, if any
+    /// (for a subscriber that waited for the session: it starts at the
+    /// session's start while the log still holds it).
+    pub fn oldest_random_access(&self) -> Option<u64> {
+        self.items
+            .iter()
+            .position(|i| matches!(i, SessionItem::Frame(f) if f.random_access))
+            .map(|i| self.first + i as u64)
+    }
+
     /// Position of the newest random access frame, if the log holds one;
     /// in a log with no video frame (an audio-only session), of the first
     /// audio frame of the newest segment.
@@ -234,6 +244,17 @@ mod tests {
         );
         log.read(&mut c, &mut out, 1000, 0);
         assert_eq!(indices(&out)[0], 4900);
+    }
+
+    #[test]
+    fn the_oldest_and_newest_random_access_points() {
+        let mut log = ItemLog::default();
+        assert_eq!(log.oldest_random_access(), None);
+        for (i, ra) in [(0, false), (1, true), (2, false), (3, true), (4, false)] {
+            log.push(frame(i, ra));
+        }
+        assert_eq!(log.oldest_random_access(), Some(1));
+        assert_eq!(log.newest_random_access(), Some(3));
     }
 
     #[test]

@@ -904,6 +904,19 @@ impl Session {
     /// random access point the log holds (a late joiner sees video at
     /// once); otherwise at the end (events from now on).
     pub fn join(self: &Arc<Self>, with_frames: bool) -> (Snapshot, Subscription, SubscriberGuard) {
+        self.join_from(with_frames, false)
+    }
+
+    /// [`join`](Self::join); with `oldest`, the frames start at the oldest
+    /// random access point the session still holds instead of the newest
+    /// (a subscriber that waited for the session to start gets it from its
+    /// first frame, however many frames came before it ran). Audio-only
+    /// sessions start at the newest segment either way.
+    pub fn join_from(
+        self: &Arc<Self>,
+        with_frames: bool,
+        oldest: bool,
+    ) -> (Snapshot, Subscription, SubscriberGuard) {
         // Not in the middle of a push: its manifests (in the snapshot) and
         // the log items it holds back until its parts are stored (after the
         // cursor) must not both show the same segment.
@@ -912,7 +925,11 @@ impl Session {
         let mut snapshot = self.snapshot(&st);
         let end = st.log.end();
         let start = if with_frames {
-            st.log.newest_random_access().unwrap_or(end)
+            oldest
+                .then(|| st.log.oldest_random_access())
+                .flatten()
+                .or_else(|| st.log.newest_random_access())
+                .unwrap_or(end)
         } else {
             end
         };
