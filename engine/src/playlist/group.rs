@@ -70,9 +70,10 @@ impl Manifests {
 }
 
 /// The HLS multivariant playlist of `variants` (`ts`: their MPEG-TS media
-/// playlists, audio muxed in; else CMAF, with the first rendition's audio
-/// playlist as the `AUDIO` group when it has audio). Variants with no
-/// video segment yet are left out; highest peak bandwidth first. `None`
+/// playlists, audio muxed in, without the variants that have no audio when
+/// the first has; else CMAF, with the first rendition's audio playlist as
+/// the `AUDIO` group when it has audio). Variants with no video segment
+/// yet are left out; highest peak bandwidth first. `None`
 /// when none is left.
 pub fn hls_multivariant(variants: &[Variant<'_>], ts: bool) -> Option<String> {
     let audio = variants
@@ -82,9 +83,14 @@ pub fn hls_multivariant(variants: &[Variant<'_>], ts: bool) -> Option<String> {
     // A variant without audio of its own plays the group's: its bytes
     // count in the variant's bandwidth (RFC 8216 4.3.4.2).
     let group_audio = group.map(|(v, _)| v.manifests.audio_bandwidth());
+    // MPEG-TS variants carry their audio muxed in: when the first has
+    // audio, one without (a ladder rung) would lose the sound on a switch,
+    // so it is listed only in the CMAF playlist (which has the audio group).
+    let needs_audio = ts && audio.is_some();
     let mut listed: Vec<(Bandwidth, &Variant<'_>)> = variants
         .iter()
         .filter(|v| v.manifests.current_video().is_some())
+        .filter(|v| !needs_audio || v.manifests.audio.is_some())
         .map(|v| {
             let mut bw = v.manifests.bandwidth();
             if let (Some(a), None) = (group_audio, v.manifests.audio.as_ref()) {
