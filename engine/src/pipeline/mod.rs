@@ -1222,8 +1222,10 @@ impl SessionPipeline {
                 DropReason::RenditionAlignment,
                 format!(
                     "picture at byte {offset} (decode time {} on the session's timeline) {why}: \
-                     a rendition starts where the others start a segment (publish renditions \
-                     with keyframes at the same times, capture times on one clock)",
+                     a rendition starts where the others start a segment, so it waits for the \
+                     next one (if it waits longer than a segment, its keyframes are not at the \
+                     others' times: publish renditions with keyframes at the same times, capture \
+                     times on one clock)",
                     frame.dts
                 ),
             ));
