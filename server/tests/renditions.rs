@@ -685,21 +685,12 @@ async fn the_ladder_makes_aligned_renditions_of_a_published_session() {
     // The source ends: so do its renditions.
     stop.store(true, Ordering::Relaxed);
     publisher.await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     for r in ["lad~144p", "lad~112p", "lad~90p"] {
-        loop {
-            let s = server.registry.get(r).expect("rendition session");
-            if s.is_ended() {
-                assert_eq!(
-                    s.end_reason(),
-                    Some(liveslice_server::session::EndReason::EndOfStream),
-                    "{r}"
-                );
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "{r} did not end");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        assert_eq!(
+            end_reason_within(&server, r, 20).await,
+            liveslice_server::session::EndReason::EndOfStream,
+            "{r}"
+        );
     }
 
     // Their final playlists (lingering) decode at their size, every frame.
@@ -804,6 +795,26 @@ async fn ladder_aligned(
     info
 }
 
+/// How session `id` ended, waiting up to `secs` seconds for it to end.
+async fn end_reason_within(
+    server: &liveslice_server::app::Running,
+    id: &str,
+    secs: u64,
+) -> liveslice_server::session::EndReason {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let s = server.registry.get(id).expect("the session");
+        if let Some(reason) = s.end_reason() {
+            return reason;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} did not end within {secs} s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// A source without capture times (the demo publisher): the ladder's
 /// renditions join by where each source picture is on the source's
 /// timeline, not by when ffmpeg delivers it, and stay aligned; rungs not
@@ -892,18 +903,9 @@ async fn a_ladder_that_dies_ends_its_renditions_and_the_source_goes_on() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let rung = loop {
-        let s = server.registry.get("crash~90p").expect("rendition session");
-        if s.is_ended() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "the rung did not end");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
     assert_eq!(
-        rung.end_reason(),
-        Some(liveslice_server::session::EndReason::Error)
+        end_reason_within(&server, "crash~90p", 20).await,
+        liveslice_server::session::EndReason::Error
     );
     let http = format!("http://{}", server.http_addr);
     let metrics = text(&format!("{http}/metrics")).await;
