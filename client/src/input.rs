@@ -26,7 +26,7 @@ pub enum Input {
     /// A container file's video (an MP4's read an access unit at a time,
     /// an MPEG-TS file's a PES packet at a time: never copied whole), and
     /// what it came from.
-    Demuxed(String, std::sync::Arc<crate::demux::VideoSource>),
+    Demuxed(String, std::sync::Arc<liveslice_files::demux::VideoSource>),
 }
 
 pub type Reader = Pin<Box<dyn AsyncRead + Send>>;
@@ -61,11 +61,14 @@ impl Input {
     /// `None` for anything else (raw Annex B, stdin, pipes, or a container
     /// [`Input::open`] refuses).
     /// `with_audio`: read its AAC track too.
-    pub fn demux(&self, with_audio: bool) -> Result<Option<crate::demux::Demuxed>> {
+    pub fn demux(&self, with_audio: bool) -> Result<Option<liveslice_files::demux::Demuxed>> {
         let Some((bytes, file)) = self.mapped()? else {
             return Ok(None);
         };
-        crate::demux::demux_file(&bytes, Some(file), &self.to_string(), with_audio).transpose()
+        Ok(
+            liveslice_files::demux::demux_file(&bytes, Some(file), &self.to_string(), with_audio)
+                .transpose()?,
+        )
     }
 
     /// A regular, non-empty file's bytes through a read-only memory map.
@@ -79,21 +82,7 @@ impl Input {
         let Input::File(p) = self else {
             return Ok(None);
         };
-        let file =
-            std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
-        let meta = file
-            .metadata()
-            .with_context(|| format!("cannot read {}", p.display()))?;
-        if !meta.is_file() || meta.len() == 0 {
-            return Ok(None);
-        }
-        // SAFETY: the map is read-only and private to this process; as with
-        // any memory map, a file truncated by another process while it is
-        // read would fault (SIGBUS), which is the documented trade for not
-        // copying a file that can be gigabytes long.
-        let map = unsafe { memmap2::Mmap::map(&file) }
-            .with_context(|| format!("cannot map {}", p.display()))?;
-        Ok(Some((Bytes::from_owner(map), std::sync::Arc::new(file))))
+        Ok(liveslice_files::package::map_file(p)?)
     }
 
     /// A regular file's whole content through a read-only memory map, so
@@ -407,18 +396,18 @@ pub fn now_unix_ns() -> u64 {
 /// `poll_read`: a few KiB to a few hundred KiB each, usually from the page
 /// cache, so they do not hold up the client's runtime noticeably.
 struct VideoReader {
-    source: std::sync::Arc<crate::demux::VideoSource>,
+    source: std::sync::Arc<liveslice_files::demux::VideoSource>,
     /// The next MP4 sample.
     next: usize,
     /// The MPEG-TS file's PES reader, once started.
-    ts: Option<crate::demux::ts::TsVideoPayloads>,
+    ts: Option<liveslice_files::demux::ts::TsVideoPayloads>,
     /// An in-memory stream's read position.
     pos: usize,
     pending: bytes::BytesMut,
 }
 
 impl VideoReader {
-    fn new(source: std::sync::Arc<crate::demux::VideoSource>) -> Self {
+    fn new(source: std::sync::Arc<liveslice_files::demux::VideoSource>) -> Self {
         Self {
             source,
             next: 0,
@@ -430,7 +419,7 @@ impl VideoReader {
 
     /// The next piece of the stream into `pending`; false at its end.
     fn fill(&mut self) -> Result<bool> {
-        use crate::demux::VideoSource;
+        use liveslice_files::demux::VideoSource;
         match &*self.source {
             VideoSource::Mp4(v) => {
                 if self.next >= v.len() {

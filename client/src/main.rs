@@ -13,7 +13,6 @@
 //! on stderr.
 
 mod demo;
-mod demux;
 mod input;
 mod live;
 mod package;

@@ -18,7 +18,7 @@
 //! publisher's frame rate), as for any Annex B input, so only the tracks'
 //! relative start is taken from the container.
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
 use liveslice_engine::audio::adts::AdtsHeader;
 use liveslice_engine::audio::config::parse_asc;
@@ -26,7 +26,7 @@ use liveslice_engine::container::Container;
 use mp4_atom::{Codec, Decode, Moof, Moov, Stbl, StszSamples, Trak};
 
 use super::{place_audio, Demuxed, VideoSource};
-use crate::publish::AudioTrack;
+use crate::AudioTrack;
 
 /// More samples than this in one track is not a file this reads (about 15
 /// days of 30 fps video); with the file's size (a sample is at least a
@@ -73,15 +73,16 @@ pub fn demux_mp4(
         .iter()
         .find(|b| &b.kind == b"moov")
         .with_context(|| format!("{name}: the MP4 file has no moov box (is it complete?)"))?;
-    let moov = Moov::decode(&mut &data[moov_box.start..moov_box.end])
-        .map_err(|e| anyhow::anyhow!("{name}: its moov box cannot be read: {e}"))?;
+    let moov = Moov::decode(&mut &data[moov_box.start..moov_box.end]).map_err(|e| {
+        crate::error::FileError::new(format!("{name}: its moov box cannot be read: {e}"))
+    })?;
     let mut moofs = Vec::new();
     for b in boxes.iter().filter(|b| &b.kind == b"moof") {
         let moof = Moof::decode(&mut &data[b.start..b.end]).map_err(|e| {
-            anyhow::anyhow!(
+            crate::error::FileError::new(format!(
                 "{name}: the moof box at byte {} cannot be read: {e}",
                 b.start
-            )
+            ))
         })?;
         moofs.push((b.start as u64, moof));
     }
@@ -513,6 +514,11 @@ impl Mp4Video {
         self.samples.len()
     }
 
+    /// No samples (never, once made: a track without samples is refused).
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
     /// The NAL units of sample `i` (its `bytes`), without their length
     /// prefixes.
     fn nals<'a>(&self, i: usize, bytes: &'a [u8], nals: &mut Vec<&'a [u8]>) -> Result<()> {
@@ -592,7 +598,8 @@ fn adts_track(
     asc: &[u8],
     name: &str,
 ) -> Result<AudioTrack> {
-    let cfg = parse_asc(asc).map_err(|e| anyhow::anyhow!("{name}: its AAC configuration: {e}"))?;
+    let cfg = parse_asc(asc)
+        .map_err(|e| crate::error::FileError::new(format!("{name}: its AAC configuration: {e}")))?;
     let mut out = BytesMut::with_capacity(samples.iter().map(|s| s.size as usize + 7).sum());
     let mut spans = Vec::with_capacity(samples.len());
     for (i, s) in samples.iter().enumerate() {

@@ -7,9 +7,10 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use bytes::Bytes;
 use mpeg2ts::pes::{PesPacketReader, ReadPesPacket};
 use mpeg2ts::ts::TsPacketReader;
@@ -17,7 +18,7 @@ use mpeg2ts::ts::TsPacketReader;
 use liveslice_engine::container::Container;
 
 use super::{place_audio, Demuxed, VideoSource};
-use crate::publish::AudioTrack;
+use crate::AudioTrack;
 
 /// Reads a file from a position of its own with positional reads
 /// (`pread`): readers of one open file never move each other, and nothing
@@ -25,6 +26,8 @@ use crate::publish::AudioTrack;
 struct FileCursor {
     file: Arc<File>,
     pos: u64,
+    /// `pos`, shared with whoever reports progress.
+    shared: Arc<AtomicU64>,
 }
 
 impl Read for FileCursor {
@@ -32,17 +35,19 @@ impl Read for FileCursor {
         use std::os::unix::fs::FileExt;
         let n = self.file.read_at(buf, self.pos)?;
         self.pos += n as u64;
+        self.shared.store(self.pos, Ordering::Relaxed);
         Ok(n)
     }
 }
 
 /// A file read from its start, buffered.
-fn from_start(file: &Arc<File>) -> BufReader<FileCursor> {
+fn from_start(file: &Arc<File>, shared: Arc<AtomicU64>) -> BufReader<FileCursor> {
     BufReader::with_capacity(
         1 << 16,
         FileCursor {
             file: file.clone(),
             pos: 0,
+            shared,
         },
     )
 }
@@ -52,6 +57,8 @@ fn from_start(file: &Arc<File>) -> BufReader<FileCursor> {
 pub struct TsVideo {
     file: Arc<File>,
     name: String,
+    /// A read of its payloads passed over an audio PES packet.
+    audio_seen: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for TsVideo {
@@ -63,11 +70,26 @@ impl std::fmt::Debug for TsVideo {
 impl TsVideo {
     /// The video PES payloads (Annex B) from the file's start.
     pub fn payloads(&self) -> TsVideoPayloads {
+        let position = Arc::new(AtomicU64::new(0));
         TsVideoPayloads {
-            reader: PesPacketReader::new(TsPacketReader::new(from_start(&self.file))),
+            reader: PesPacketReader::new(TsPacketReader::new(from_start(
+                &self.file,
+                position.clone(),
+            ))),
             name: self.name.clone(),
-            audio_seen: false,
+            audio_seen: self.audio_seen.clone(),
+            position,
         }
+    }
+
+    /// Whether a read of its payloads passed over an audio PES packet.
+    pub fn payloads_saw_audio(&self) -> bool {
+        self.audio_seen.load(Ordering::Relaxed)
+    }
+
+    /// The file's size, bytes.
+    pub fn size(&self) -> u64 {
+        self.file.metadata().map_or(0, |m| m.len())
     }
 }
 
@@ -75,16 +97,28 @@ impl TsVideo {
 pub struct TsVideoPayloads {
     reader: PesPacketReader<TsPacketReader<BufReader<FileCursor>>>,
     name: String,
-    audio_seen: bool,
+    audio_seen: Arc<std::sync::atomic::AtomicBool>,
+    /// Bytes of the file read so far.
+    position: Arc<AtomicU64>,
 }
 
 impl TsVideoPayloads {
+    /// Bytes of the file read so far (buffered ahead of the packets
+    /// handed out by at most 64 KiB).
+    pub fn position(&self) -> u64 {
+        self.position.load(Ordering::Relaxed)
+    }
+
     /// The next video PES packet's payload; `None` at the end.
     pub fn next_payload(&mut self) -> Result<Option<Vec<u8>>> {
         loop {
             match self.reader.read_pes_packet() {
                 Ok(Some(p)) if p.header.stream_id.is_video() => return Ok(Some(p.data)),
-                Ok(Some(p)) => self.audio_seen |= p.header.stream_id.is_audio(),
+                Ok(Some(p)) => {
+                    if p.header.stream_id.is_audio() {
+                        self.audio_seen.store(true, Ordering::Relaxed);
+                    }
+                }
                 Ok(None) => return Ok(None),
                 Err(e) => bail!("{}: not a readable MPEG-TS file: {e}", self.name),
             }
@@ -93,7 +127,7 @@ impl TsVideoPayloads {
 
     /// Whether an audio PES packet was passed over so far.
     pub fn audio_seen(&self) -> bool {
-        self.audio_seen
+        self.audio_seen.load(Ordering::Relaxed)
     }
 }
 
@@ -113,13 +147,14 @@ pub fn demux_ts(
             video: VideoSource::Ts(Box::new(TsVideo {
                 file: f.clone(),
                 name: name.to_string(),
+                audio_seen: Arc::default(),
             })),
             audio: None,
             audio_left_out: false,
             container: Container::MpegTs,
             frame_rate: None,
         }),
-        Some(f) => demux_from(from_start(f), file.clone(), name),
+        Some(f) => demux_from(from_start(f, Arc::default()), file.clone(), name),
         None => demux_from(std::io::Cursor::new(data), None, name),
     }
 }
@@ -183,6 +218,7 @@ fn demux_from<R: Read>(input: R, file: Option<Arc<File>>, name: &str) -> Result<
             Some(file) => VideoSource::Ts(Box::new(TsVideo {
                 file,
                 name: name.to_string(),
+                audio_seen: Arc::default(),
             })),
             None => VideoSource::AnnexB(Bytes::from(video)),
         },

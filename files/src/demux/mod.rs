@@ -7,11 +7,11 @@
 pub mod mp4;
 pub mod ts;
 
-use anyhow::Result;
+use crate::error::Result;
 use bytes::Bytes;
 use liveslice_engine::container::{detect, Container, SNIFF_BYTES};
 
-use crate::publish::AudioTrack;
+use crate::AudioTrack;
 
 /// A container's video as an Annex B elementary stream (parameter sets in
 /// front of every random access point).
