@@ -5,6 +5,8 @@
 //! - `play` subscribes to a session and writes its frames as Annex B (for
 //!   `ffplay -`) or a playable HLS + DASH tree;
 //! - `package` runs the server's engine offline and writes the same tree;
+//! - `job` submits, follows and cancels packaging jobs on a cluster's
+//!   workers;
 //! - `demo` is the one-command tour: server, publisher and viewer in one
 //!   process.
 //!
@@ -14,6 +16,7 @@
 
 mod demo;
 mod input;
+mod job;
 mod live;
 mod package;
 mod play;
@@ -44,6 +47,9 @@ enum Command {
     /// Start a server (or use a running one), publish a test stream into it
     /// in real time and watch it: the quickest way to see liveslice work.
     Demo(demo::Args),
+    /// Packaging jobs on a cluster's workers: submit (--watch for a
+    /// progress bar), get, watch, cancel.
+    Job(job::Args),
 }
 
 /// Resolves once `stop` is set; never if its sender is gone (nobody can
@@ -76,6 +82,7 @@ fn main() -> ExitCode {
             Command::Play(a) => play::run(a).await,
             Command::Package(a) => package::run(a).await,
             Command::Demo(a) => demo::run(a).await,
+            Command::Job(a) => job::run(a).await,
         }
     });
     // Tasks still blocked on stdin (a publisher stopped with Ctrl-C) must not

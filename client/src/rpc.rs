@@ -175,6 +175,23 @@ impl Interceptor for Bearer {
 /// Connects eagerly, so a server that is not there is reported as such
 /// before anything else happens.
 pub async fn connect(server: &Server) -> Result<Client> {
+    let (channel, bearer) = connect_channel(server).await?;
+    Ok(SliceServiceClient::with_interceptor(channel, bearer)
+        .max_decoding_message_size(MAX_RESPONSE_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES))
+}
+
+/// A `JobService` client, connected as [`connect`] does.
+pub async fn connect_jobs(server: &Server) -> Result<JobClient> {
+    let (channel, bearer) = connect_channel(server).await?;
+    Ok(pb::job_service_client::JobServiceClient::with_interceptor(
+        channel, bearer,
+    ))
+}
+
+pub type JobClient = pb::job_service_client::JobServiceClient<InterceptedService<Channel, Bearer>>;
+
+async fn connect_channel(server: &Server) -> Result<(Channel, Bearer)> {
     let url = &server.url;
     let bearer = server.bearer()?;
     let mut endpoint = Endpoint::from_shared(url.clone())
@@ -199,9 +216,7 @@ pub async fn connect(server: &Server) -> Result<Client> {
         .connect()
         .await
         .map_err(|e| connect_error(server, &source_chain(&e)))?;
-    Ok(SliceServiceClient::with_interceptor(channel, bearer)
-        .max_decoding_message_size(MAX_RESPONSE_BYTES)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES))
+    Ok((channel, bearer))
 }
 
 /// Why a connection failed, with the fix where the cause is known.

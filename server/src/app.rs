@@ -188,6 +188,8 @@ pub enum StartError {
     Runtime(std::io::Error),
     #[error("--ladder: {0}")]
     Ladder(String),
+    #[error("jobs (--cluster): {0}")]
+    Jobs(#[from] crate::jobs::JobError),
 }
 
 /// Why a bind failed, with what to do about the usual case.
@@ -355,18 +357,21 @@ pub struct Running {
 async fn join_cluster(
     config: &Config,
     registry: &Arc<Registry>,
-) -> Result<Vec<JoinHandle<()>>, StartError> {
+) -> Result<(Vec<JoinHandle<()>>, Option<Arc<crate::jobs::Jobs>>), StartError> {
     use crate::cluster::{self, Role};
     let Some(url) = &config.cluster.cluster else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     };
     let (client, js, kv) = cluster::connect(&config.cluster, url).await?;
+    // Packaging jobs: every node of the cluster takes them (HTTP, gRPC);
+    // workers run them.
+    let jobs = crate::jobs::Jobs::connect(js.clone(), config.jobs.clone()).await?;
     registry.set_cluster_up(true);
     let node_id = config.cluster.node_id();
     // An item is at most an access unit (twice --max-nal-bytes) and its
     // timing, in fragments.
     let max_item = config.engine.max_nal_bytes.saturating_mul(2) + (1 << 20);
-    let tasks = match config.cluster.role {
+    let mut tasks = match config.cluster.role {
         Role::Origin => {
             registry.set_replicator(Arc::new(cluster::origin::Origin::new(
                 js,
@@ -392,8 +397,15 @@ async fn join_cluster(
             vec![watcher, monitor]
         }
     };
-    tracing::info!(%url, role = ?config.cluster.role, %node_id, "joined the cluster");
-    Ok(tasks)
+    if config.jobs.worker {
+        tasks.push(crate::jobs::worker::spawn(
+            jobs.clone(),
+            node_id.clone(),
+            config.pipeline(),
+        ));
+    }
+    tracing::info!(%url, role = ?config.cluster.role, %node_id, worker = config.jobs.worker, "joined the cluster");
+    Ok((tasks, Some(jobs)))
 }
 
 /// Binds the listeners and starts serving.
@@ -410,7 +422,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         tracing::info!(%url, dvr = dvr.as_deref().unwrap_or("off"), "recording every session (see /api/record)");
     }
     let registry = Registry::with_recorder(config.session.clone(), recorder);
-    let cluster_tasks = join_cluster(config, &registry).await?;
+    let (cluster_tasks, jobs) = join_cluster(config, &registry).await?;
     let auth = config
         .auth
         .build()
@@ -449,6 +461,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     ))
     .max_decoding_message_size(server.max_message_bytes)
     .max_encoding_message_size(usize::MAX);
+    let job_service = liveslice_proto::v1::job_service_server::JobServiceServer::new(
+        crate::grpc::jobs::JobServiceImpl::new(jobs.clone(), auth.clone()),
+    );
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<SliceServiceServer<SliceServiceImpl>>()
@@ -487,7 +502,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             .add_service(health_service.clone())
             .add_service(reflection_v1.clone())
             .add_service(reflection_v1alpha.clone())
-            .add_service(service.clone()))
+            .add_service(service.clone())
+            .add_service(job_service.clone()))
     };
     let grpc_task = if server.grpc_runtimes == 0 {
         let counter = ::metrics::counter!(crate::metrics::GRPC_CONNECTIONS, "runtime" => "shared");
@@ -525,7 +541,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             source,
         })?;
     let (http_stop, http_stop_rx) = oneshot::channel::<()>();
-    let router = crate::http::router(registry.clone(), auth.clone(), &config.http);
+    let router = crate::http::router(registry.clone(), auth.clone(), &config.http, jobs.clone());
     let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
     let http_task = tokio::spawn(crate::http::serve::serve(
         http_listener,

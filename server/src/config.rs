@@ -16,6 +16,7 @@
 //! | [`RecordConfig`] | `record` | `record`, `record-endpoint`, `record-region`, `record-queue-bytes`, `record-retries`, `record-concurrency`, `record-max-segments`, `dvr` |
 //! | [`ClusterConfig`] | `cluster` | `cluster`, `role`, `node-id`, `cluster-retention`, `cluster-max-bytes`, `cluster-queue` |
 //! | [`LadderConfig`] | `ladder` | `ladder`, `ladder-ffmpeg`, `ladder-threads` |
+//! | [`JobConfig`] | `jobs` | `worker`, `job-files`, `job-endpoint`, `job-region`, `job-attempts`, `job-ack-wait`, `job-retention`, `job-work-dir` |
 //!
 //! [`Config`] is those parts together. It comes from three sources, in order
 //! of precedence: flags and `LIVESLICE_*` environment variables (read by
@@ -45,6 +46,7 @@ use crate::engine::timing::FrameRate;
 use crate::engine::PipelineOptions;
 use crate::grpc::ServiceConfig;
 pub use crate::http::serve::HttpLimits;
+pub use crate::jobs::JobConfig;
 pub use crate::ladder::LadderConfig;
 pub use crate::record::RecordConfig;
 pub use crate::session::SessionDefaults;
@@ -63,6 +65,7 @@ pub struct Config {
     pub record: RecordConfig,
     pub cluster: ClusterConfig,
     pub ladder: LadderConfig,
+    pub jobs: JobConfig,
     /// `--config`: the file the settings were read from.
     pub config_file: Option<PathBuf>,
     /// `--print-config`: print [`Config::to_toml`] and exit.
@@ -346,6 +349,7 @@ impl Config {
         put(toml::to_string(&shown.record));
         put(toml::to_string(&shown.cluster));
         put(toml::to_string(&shown.ladder));
+        put(toml::to_string(&shown.jobs));
         out
     }
 
@@ -360,6 +364,13 @@ impl Config {
         self.record.validate()?;
         self.cluster.validate()?;
         self.ladder.validate()?;
+        self.jobs.validate()?;
+        if self.jobs.worker && self.cluster.cluster.is_none() {
+            return Err(ConfigError::new(
+                "worker",
+                "needs --cluster nats://HOST:PORT (workers take jobs from the cluster's queue)",
+            ));
+        }
         self.auth.validate()
     }
 

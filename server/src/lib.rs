@@ -25,6 +25,8 @@ pub mod grpc;
 #[cfg(feature = "service")]
 pub mod http;
 #[cfg(feature = "service")]
+pub mod jobs;
+#[cfg(feature = "service")]
 pub mod ladder;
 #[cfg(feature = "service")]
 pub mod metrics;

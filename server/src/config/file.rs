@@ -63,6 +63,7 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
         record: part(&mut settings)?,
         cluster: part(&mut settings)?,
         ladder: part(&mut settings)?,
+        jobs: part(&mut settings)?,
         config_file: None,
         print_config: false,
         mint_token: None,
@@ -70,7 +71,7 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
 }
 
 /// Every key a config file may set, part by part.
-pub(super) fn parts() -> [&'static [&'static str]; 10] {
+pub(super) fn parts() -> [&'static [&'static str]; 11] {
     [
         keys_of::<ServerConfig>(),
         keys_of::<HttpLimits>(),
@@ -82,6 +83,7 @@ pub(super) fn parts() -> [&'static [&'static str]; 10] {
         keys_of::<RecordConfig>(),
         keys_of::<ClusterConfig>(),
         keys_of::<crate::ladder::LadderConfig>(),
+        keys_of::<crate::jobs::JobConfig>(),
     ]
 }
 

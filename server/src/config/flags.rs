@@ -80,6 +80,35 @@ pub(super) struct Flags {
     /// 16 (bounds its CPU).
     #[arg(long, env = "LIVESLICE_LADDER_THREADS", value_name = "N")]
     pub ladder_threads: Option<u32>,
+    /// Take packaging jobs from the cluster's queue (needs --cluster): any
+    /// number of workers on any machines share it, one job each at a time.
+    #[arg(long, env = "LIVESLICE_WORKER", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub worker: Option<bool>,
+    /// The directory file:// job URLs must lie in (sources read, outputs
+    /// written there); without it file:// job URLs are refused.
+    #[arg(long, env = "LIVESLICE_JOB_FILES", value_name = "DIR")]
+    pub job_files: Option<PathBuf>,
+    /// The S3 API's URL for s3:// job URLs (MinIO, moto, ...; plain
+    /// http:// allowed). Default: AWS_ENDPOINT, or AWS's own.
+    #[arg(long, env = "LIVESLICE_JOB_ENDPOINT", value_name = "URL")]
+    pub job_endpoint: Option<String>,
+    /// The S3 region for s3:// job URLs (default: AWS_REGION, or us-east-1).
+    #[arg(long, env = "LIVESLICE_JOB_REGION")]
+    pub job_region: Option<String>,
+    /// Deliveries of a job to a worker before it is failed (1 to 20).
+    #[arg(long, env = "LIVESLICE_JOB_ATTEMPTS", value_name = "N")]
+    pub job_attempts: Option<u32>,
+    /// How long a job whose worker stopped reporting (died, lost NATS)
+    /// waits before another worker takes it (2s to 10m).
+    #[arg(long, env = "LIVESLICE_JOB_ACK_WAIT", value_parser = parse_duration)]
+    pub job_ack_wait: Option<Duration>,
+    /// How long job records and queued jobs are kept (1m to 30 days).
+    #[arg(long, env = "LIVESLICE_JOB_RETENTION", value_parser = parse_duration)]
+    pub job_retention: Option<Duration>,
+    /// Where a worker downloads sources and builds trees (default: the
+    /// system's temporary directory).
+    #[arg(long, env = "LIVESLICE_JOB_WORK_DIR", value_name = "DIR")]
+    pub job_work_dir: Option<PathBuf>,
     /// This node's id in session leases (default: host name and process
     /// id).
     #[arg(long, env = "LIVESLICE_NODE_ID")]
@@ -374,6 +403,22 @@ impl Flags {
             cluster_queue => cluster.cluster_queue;
             ladder_ffmpeg => ladder.ladder_ffmpeg;
             ladder_threads => ladder.ladder_threads;
+            worker => jobs.worker;
+            job_attempts => jobs.job_attempts;
+            job_ack_wait => jobs.job_ack_wait;
+            job_retention => jobs.job_retention;
+        }
+        if let Some(v) = self.job_files {
+            c.jobs.job_files = Some(v);
+        }
+        if let Some(v) = self.job_endpoint {
+            c.jobs.job_endpoint = Some(v);
+        }
+        if let Some(v) = self.job_region {
+            c.jobs.job_region = Some(v);
+        }
+        if let Some(v) = self.job_work_dir {
+            c.jobs.job_work_dir = Some(v);
         }
         if let Some(v) = self.ladder {
             c.ladder.ladder = Some(v);

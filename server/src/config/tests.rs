@@ -125,6 +125,7 @@ fn defaults_come_from_one_place() {
         record: RecordConfig::default(),
         cluster: crate::cluster::ClusterConfig::default(),
         ladder: crate::ladder::LadderConfig::default(),
+        jobs: crate::jobs::JobConfig::default(),
         config_file: None,
         print_config: false,
         mint_token: None,
@@ -196,6 +197,10 @@ fn defaults_come_from_one_place() {
                     | "cluster-queue"
                     | "ladder-ffmpeg"
                     | "ladder-threads"
+                    | "worker"
+                    | "job-attempts"
+                    | "job-ack-wait"
+                    | "job-retention"
             )))
             .count(),
         "every fixed default is shown, once:\n{help}"

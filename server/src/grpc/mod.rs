@@ -9,6 +9,7 @@
 //! task wait, and then lag.
 
 pub mod convert;
+pub mod jobs;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -172,7 +173,7 @@ impl SliceServiceImpl {
     }
 }
 
-fn auth_status(e: AuthError) -> Status {
+pub(crate) fn auth_status(e: AuthError) -> Status {
     match e {
         AuthError::Forbidden => Status::permission_denied(e.to_string()),
         _ => Status::unauthenticated(format!(

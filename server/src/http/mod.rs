@@ -5,6 +5,7 @@
 //! sessions up and sets headers.
 
 mod api;
+mod jobs;
 pub mod ll;
 mod pages;
 pub mod serve;
@@ -51,6 +52,7 @@ pub fn router(
     registry: Arc<Registry>,
     auth: Option<Arc<Auth>>,
     limits: &serve::HttpLimits,
+    jobs_api: Option<Arc<crate::jobs::Jobs>>,
 ) -> Router {
     let held = Arc::new(ll::HeldRequests::new(limits));
     let state = HttpState {
@@ -83,6 +85,7 @@ pub fn router(
         .route("/live/{session}/{file}", get(cmaf_file))
         .with_state(registry)
         .merge(metrics_route)
+        .merge(jobs::routes(jobs_api, auth.clone()))
         .layer(Extension(viewers))
         .layer(Extension(held))
         .layer(axum::middleware::from_fn_with_state(auth, authorize))

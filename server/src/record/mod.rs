@@ -36,6 +36,7 @@
 //! its segments, one write at a time, newest text last.
 
 mod writer;
+pub(crate) use writer::content_type;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -185,39 +186,14 @@ impl RecordConfig {
             return Ok(None);
         };
         let target = Target::parse(url).map_err(|r| ConfigError::new("record", r))?;
-        let client = object_store::ClientOptions::new()
-            .with_timeout(Duration::from_secs(30))
-            .with_connect_timeout(Duration::from_secs(5));
-        // The writer retries with its own back-off (and counts it).
-        let retry = object_store::RetryConfig {
-            max_retries: 0,
-            retry_timeout: Duration::from_secs(30),
-            ..Default::default()
-        };
         match target {
             Target::S3 { bucket, prefix } => {
-                // HTTPS to the store: reqwest's rustls with ring, the
-                // crypto the TLS edge uses (a provider already installed
-                // stays).
-                let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-                let mut b = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_retry(retry);
-                let mut client = client;
-                if let Some(endpoint) = &self.record_endpoint {
-                    b = b.with_endpoint(endpoint);
-                    if endpoint.starts_with("http://") {
-                        b = b.with_allow_http(true);
-                        client = client.with_allow_http(true);
-                    }
-                }
-                if let Some(region) = &self.record_region {
-                    b = b.with_region(region);
-                }
-                let store = b
-                    .with_client_options(client)
-                    .build()
-                    .map_err(|e| ConfigError::new("record", e.to_string()))?;
+                let store = s3_store(
+                    &bucket,
+                    self.record_endpoint.as_deref(),
+                    self.record_region.as_deref(),
+                )
+                .map_err(|e| ConfigError::new("record", e))?;
                 Ok(Some(Store {
                     store: Arc::new(store),
                     prefix,
@@ -238,6 +214,45 @@ impl RecordConfig {
             }
         }
     }
+}
+
+/// An S3 (or S3-compatible) bucket's client: `endpoint` for other stores
+/// than AWS's (plain `http://` allowed), `region`; credentials and the
+/// rest from the `AWS_*` environment. No retries of its own: its callers
+/// retry with their own back-off (and count it). Recording and the job
+/// workers use it.
+pub fn s3_store(
+    bucket: &str,
+    endpoint: Option<&str>,
+    region: Option<&str>,
+) -> Result<object_store::aws::AmazonS3, String> {
+    let mut client = object_store::ClientOptions::new()
+        .with_timeout(Duration::from_secs(30))
+        .with_connect_timeout(Duration::from_secs(5));
+    let retry = object_store::RetryConfig {
+        max_retries: 0,
+        retry_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    // HTTPS to the store: reqwest's rustls with ring, the crypto the TLS
+    // edge uses (a provider already installed stays).
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let mut b = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(retry);
+    if let Some(endpoint) = endpoint {
+        b = b.with_endpoint(endpoint);
+        if endpoint.starts_with("http://") {
+            b = b.with_allow_http(true);
+            client = client.with_allow_http(true);
+        }
+    }
+    if let Some(region) = region {
+        b = b.with_region(region);
+    }
+    b.with_client_options(client)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// An opened recording store.

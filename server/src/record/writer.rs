@@ -507,7 +507,7 @@ fn is_audio(path: &Path) -> bool {
 }
 
 /// The `Content-Type` of a recorded object, by its extension.
-fn content_type(path: &Path) -> &'static str {
+pub(crate) fn content_type(path: &Path) -> &'static str {
     match path.extension() {
         Some("m3u8") => "application/vnd.apple.mpegurl",
         Some("mpd") => "application/dash+xml",

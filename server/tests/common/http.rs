@@ -13,15 +13,34 @@ pub async fn get(url: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
 
 /// A minimal HTTP/1.1 GET: (status, lower-case headers, body) (the tests need no HTTP client dependency).
 pub fn http_get(url: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    http_request("GET", url, &[], b"")
+}
+
+/// A minimal HTTP/1.1 request with `headers` and `body` (a
+/// `Content-Length` is added when there is a body): (status, lower-case
+/// headers, body).
+pub fn http_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: http://example.test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: http://example.test\r\nConnection: close\r\n"
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).unwrap();
     let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();

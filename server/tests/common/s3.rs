@@ -72,6 +72,14 @@ impl Moto {
         assert!(status < 300, "{status} {}", String::from_utf8_lossy(&body));
     }
 
+    /// Writes the object `bucket/key` (moto checks no signature).
+    pub fn put(&self, bucket: &str, key: &str, body: &[u8]) {
+        let (status, reply) = self
+            .request("PUT", &format!("/{bucket}/{key}"), body)
+            .expect("moto answers");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    }
+
     /// The object `bucket/key`: `None` if it does not exist.
     pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         match self.request("GET", &format!("/{bucket}/{key}"), &[]) {

@@ -1,0 +1,194 @@
+//! `liveslice job`: packaging jobs on a cluster's workers over gRPC
+//! (`liveslice.v1.JobService`): submit (and watch with a progress bar),
+//! get, watch, cancel.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use liveslice_proto::v1 as pb;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+use crate::input::{parse_fps, parse_part_duration, parse_segment_duration};
+use crate::rpc::{connect_jobs, JobClient, Server, ServerArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: JobCommand,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum JobCommand {
+    /// Queue a job: SOURCE (s3://BUCKET/KEY, or file:///PATH within the
+    /// workers' --job-files) packaged into --output.
+    Submit(SubmitArgs),
+    /// Print a job's state.
+    Get { id: String },
+    /// Follow a job until it ends, with a progress bar.
+    Watch { id: String },
+    /// Cancel a queued or running job.
+    Cancel { id: String },
+}
+
+#[derive(clap::Args, Debug)]
+struct SubmitArgs {
+    /// The file to package: s3://BUCKET/KEY or file:///PATH.
+    #[arg(value_name = "SOURCE")]
+    source: String,
+    /// Where the tree goes: s3://BUCKET/PREFIX or file:///DIR.
+    #[arg(long, value_name = "URL")]
+    output: String,
+    /// Output formats: cmaf (HLS fMP4 + DASH), ts (HLS over MPEG-TS) or both.
+    #[arg(long, value_name = "cmaf,ts", default_value = "cmaf,ts")]
+    formats: String,
+    /// Segment target duration.
+    #[arg(long, value_name = "D", default_value = "2s", value_parser = parse_segment_duration)]
+    segment_duration: Duration,
+    /// Part target duration.
+    #[arg(long, value_name = "D", default_value = "500ms", value_parser = parse_part_duration)]
+    part_duration: Duration,
+    /// Frame rate for a stream whose SPS and container carry no timing.
+    #[arg(long, value_name = "N", value_parser = parse_fps)]
+    fps: Option<u32>,
+    /// Follow the job until it ends (progress bar on stderr; exit status
+    /// 1 if it fails or is cancelled).
+    #[arg(long)]
+    watch: bool,
+}
+
+pub async fn run(a: Args) -> Result<()> {
+    let server = Server::new(&a.server.server, &a.server.access)?;
+    let mut client = connect_jobs(&server).await?;
+    match a.command {
+        JobCommand::Submit(s) => {
+            let spec = pb::JobSpec {
+                source: s.source,
+                output: s.output,
+                formats: s
+                    .formats
+                    .split(',')
+                    .map(|f| f.trim().to_string())
+                    .filter(|f| !f.is_empty())
+                    .collect(),
+                segment_duration_ms: u32::try_from(s.segment_duration.as_millis())
+                    .unwrap_or(u32::MAX),
+                part_duration_ms: u32::try_from(s.part_duration.as_millis()).unwrap_or(u32::MAX),
+                fps: s.fps.unwrap_or(0),
+            };
+            let job = client
+                .submit(spec)
+                .await
+                .map_err(|e| job_error(&e, &server))?
+                .into_inner();
+            println!("job {} queued", job.id);
+            if s.watch {
+                watch(&mut client, &server, &job.id).await?;
+            }
+        }
+        JobCommand::Get { id } => {
+            let job = client
+                .get(pb::JobId { id })
+                .await
+                .map_err(|e| job_error(&e, &server))?
+                .into_inner();
+            print_job(&job);
+        }
+        JobCommand::Watch { id } => watch(&mut client, &server, &id).await?,
+        JobCommand::Cancel { id } => {
+            let job = client
+                .cancel(pb::JobId { id })
+                .await
+                .map_err(|e| job_error(&e, &server))?
+                .into_inner();
+            print_job(&job);
+        }
+    }
+    Ok(())
+}
+
+fn job_error(status: &tonic::Status, server: &Server) -> anyhow::Error {
+    match status.code() {
+        Code::Unimplemented => anyhow::anyhow!(
+            "{server} has no JobService (an older liveslice-server?): {}",
+            status.message()
+        ),
+        _ => crate::rpc::status_error(status, server, "jobs"),
+    }
+}
+
+fn state_name(state: i32) -> &'static str {
+    match pb::JobState::try_from(state) {
+        Ok(pb::JobState::Queued) => "queued",
+        Ok(pb::JobState::Running) => "running",
+        Ok(pb::JobState::Done) => "done",
+        Ok(pb::JobState::Failed) => "failed",
+        Ok(pb::JobState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+fn print_job(job: &pb::Job) {
+    println!("job {}: {}", job.id, state_name(job.state));
+    if let Some(spec) = &job.spec {
+        println!("  {} -> {}", spec.source, spec.output);
+    }
+    println!(
+        "  {} frames, {} segments, {:.1} %, {} attempt(s){}",
+        job.frames,
+        job.segments,
+        job.percent,
+        job.attempts,
+        if job.worker.is_empty() {
+            String::new()
+        } else {
+            format!(", worker {}", job.worker)
+        }
+    );
+    for o in &job.outputs {
+        println!("  wrote {o}");
+    }
+    if !job.error.is_empty() {
+        println!("  {}", job.error);
+    }
+}
+
+/// Follows a job with a progress bar on stderr; an error if it fails or
+/// is cancelled.
+async fn watch(client: &mut JobClient, server: &Server, id: &str) -> Result<()> {
+    let mut updates = client
+        .watch(pb::JobId { id: id.to_string() })
+        .await
+        .map_err(|e| job_error(&e, server))?
+        .into_inner();
+    let mut last = None;
+    while let Some(job) = updates.next().await {
+        let job = job.map_err(|e| job_error(&e, server))?;
+        let filled = ((job.percent / 5.0).round() as usize).min(20);
+        eprint!(
+            "\r[{}{}] {:5.1} % {:>8} frames {:>8.0} fps  {:<9}",
+            "#".repeat(filled),
+            " ".repeat(20 - filled),
+            job.percent,
+            job.frames,
+            job.frames_per_second,
+            state_name(job.state)
+        );
+        let _ = std::io::stderr().flush();
+        last = Some(job);
+    }
+    eprintln!();
+    let Some(job) = last else {
+        bail!("the watch of job {id} ended without news");
+    };
+    print_job(&job);
+    match pb::JobState::try_from(job.state) {
+        Ok(pb::JobState::Done) => Ok(()),
+        Ok(pb::JobState::Failed) => bail!("job {id} failed: {}", job.error),
+        Ok(pb::JobState::Cancelled) => bail!("job {id} was cancelled"),
+        _ => bail!("the watch of job {id} ended before the job did (server shut down?)"),
+    }
+}
