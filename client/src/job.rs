@@ -17,8 +17,6 @@ use crate::rpc::{connect_jobs, JobClient, Server, ServerArgs};
 pub struct Args {
     #[command(subcommand)]
     command: JobCommand,
-    #[command(flatten)]
-    server: ServerArgs,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -27,18 +25,32 @@ enum JobCommand {
     /// workers' --job-files) packaged into --output.
     Submit(SubmitArgs),
     /// Print a job's state.
-    Get { id: String },
+    Get(IdArgs),
     /// Follow a job until it ends, with a progress bar.
-    Watch { id: String },
+    Watch(IdArgs),
     /// Cancel a queued or running job.
-    Cancel { id: String },
+    Cancel(IdArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct IdArgs {
+    /// The job's id (as `submit` printed it).
+    id: String,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(clap::Args, Debug)]
 struct SubmitArgs {
-    /// The file to package: s3://BUCKET/KEY or file:///PATH.
+    /// The file to package: s3://BUCKET/KEY or file:///PATH (or give
+    /// --upload FILE instead).
     #[arg(value_name = "SOURCE")]
-    source: String,
+    source: Option<String>,
+    /// Upload this local file first, straight to the server's
+    /// --job-uploads bucket (a pre-signed URL from the server), and
+    /// package that.
+    #[arg(long, value_name = "FILE", conflicts_with = "source")]
+    upload: Option<std::path::PathBuf>,
     /// Where the tree goes: s3://BUCKET/PREFIX or file:///DIR.
     #[arg(long, value_name = "URL")]
     output: String,
@@ -58,15 +70,36 @@ struct SubmitArgs {
     /// 1 if it fails or is cancelled).
     #[arg(long)]
     watch: bool,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 pub async fn run(a: Args) -> Result<()> {
-    let server = Server::new(&a.server.server, &a.server.access)?;
+    let server_args = match &a.command {
+        JobCommand::Submit(s) => &s.server,
+        JobCommand::Get(i) | JobCommand::Watch(i) | JobCommand::Cancel(i) => &i.server,
+    };
+    if let JobCommand::Submit(SubmitArgs {
+        source: None,
+        upload: None,
+        ..
+    }) = &a.command
+    {
+        bail!("give SOURCE (s3://BUCKET/KEY or file:///PATH) or --upload FILE");
+    }
+    let server = Server::new(&server_args.server, &server_args.access)?;
     let mut client = connect_jobs(&server).await?;
     match a.command {
         JobCommand::Submit(s) => {
+            let source = match (&s.upload, s.source) {
+                (Some(file), _) => upload(&mut client, &server, file).await?,
+                (None, Some(source)) => source,
+                (None, None) => {
+                    bail!("give SOURCE (s3://BUCKET/KEY or file:///PATH) or --upload FILE")
+                }
+            };
             let spec = pb::JobSpec {
-                source: s.source,
+                source,
                 output: s.output,
                 formats: s
                     .formats
@@ -89,7 +122,7 @@ pub async fn run(a: Args) -> Result<()> {
                 watch(&mut client, &server, &job.id).await?;
             }
         }
-        JobCommand::Get { id } => {
+        JobCommand::Get(IdArgs { id, .. }) => {
             let job = client
                 .get(pb::JobId { id })
                 .await
@@ -97,8 +130,8 @@ pub async fn run(a: Args) -> Result<()> {
                 .into_inner();
             print_job(&job);
         }
-        JobCommand::Watch { id } => watch(&mut client, &server, &id).await?,
-        JobCommand::Cancel { id } => {
+        JobCommand::Watch(IdArgs { id, .. }) => watch(&mut client, &server, &id).await?,
+        JobCommand::Cancel(IdArgs { id, .. }) => {
             let job = client
                 .cancel(pb::JobId { id })
                 .await
@@ -108,6 +141,52 @@ pub async fn run(a: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Uploads `file` to a pre-signed URL the server hands out; returns the
+/// object as a job source.
+async fn upload(client: &mut JobClient, server: &Server, file: &std::path::Path) -> Result<String> {
+    let f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
+    let size = f
+        .metadata()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
+        .len();
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ticket = client
+        .create_upload(pb::UploadRequest { name })
+        .await
+        .map_err(|e| job_error(&e, server))?
+        .into_inner();
+    liveslice_server::record::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot make an HTTP client: {e}"))?;
+    eprintln!("uploading {} ({size} bytes) ...", file.display());
+    let reply = http
+        .put(&ticket.url)
+        .header(reqwest::header::CONTENT_LENGTH, size)
+        .body(reqwest::Body::from(f))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("upload of {} failed: {e}", file.display()))?;
+    if !reply.status().is_success() {
+        let status = reply.status();
+        let text = reply.text().await.unwrap_or_default();
+        bail!(
+            "upload of {} refused by the storage ({status}): {}",
+            file.display(),
+            text.chars().take(300).collect::<String>()
+        );
+    }
+    eprintln!("uploaded as {}", ticket.source);
+    Ok(ticket.source)
 }
 
 fn job_error(status: &tonic::Status, server: &Server) -> anyhow::Error {

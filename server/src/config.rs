@@ -16,7 +16,7 @@
 //! | [`RecordConfig`] | `record` | `record`, `record-endpoint`, `record-region`, `record-queue-bytes`, `record-retries`, `record-concurrency`, `record-max-segments`, `dvr` |
 //! | [`ClusterConfig`] | `cluster` | `cluster`, `role`, `node-id`, `cluster-retention`, `cluster-max-bytes`, `cluster-queue` |
 //! | [`LadderConfig`] | `ladder` | `ladder`, `ladder-ffmpeg`, `ladder-threads` |
-//! | [`JobConfig`] | `jobs` | `worker`, `job-files`, `job-endpoint`, `job-region`, `job-attempts`, `job-ack-wait`, `job-retention`, `job-work-dir` |
+//! | [`JobConfig`] | `jobs` | `worker`, `job-files`, `job-endpoint`, `job-region`, `job-attempts`, `job-ack-wait`, `job-retention`, `job-work-dir`, `job-uploads`, `job-upload-expiry` |
 //!
 //! [`Config`] is those parts together. It comes from three sources, in order
 //! of precedence: flags and `LIVESLICE_*` environment variables (read by

@@ -138,7 +138,12 @@ async fn an_http_job_packages_an_s3_file_into_s3() {
     moto.create_bucket(BUCKET);
     moto.put(BUCKET, "in/clip.mp4", &testdata("mp4_av_48k.mp4"));
     let endpoint = moto.endpoint();
-    let worker = Worker::start(&nats, "w1", &["--job-endpoint", &endpoint]);
+    let uploads = format!("s3://{BUCKET}/uploads");
+    let worker = Worker::start(
+        &nats,
+        "w1",
+        &["--job-endpoint", &endpoint, "--job-uploads", &uploads],
+    );
     let http = worker.http.clone();
     let check = tokio::task::spawn_blocking(move || {
         let body = format!(
@@ -187,6 +192,46 @@ async fn an_http_job_packages_an_s3_file_into_s3() {
         assert_eq!(s, 400, "unknown field: {b}");
         let (s, _, b) = http_get(&format!("{http}/api/jobs/00000000000000000000000000000000"));
         assert_eq!(s, 404, "{}", String::from_utf8_lossy(&b));
+
+        // A direct upload: a pre-signed PUT URL, the file PUT there by
+        // plain HTTP (no credentials), then a job of it.
+        let (s, _, b) = http_request(
+            "POST",
+            &format!("{http}/api/uploads"),
+            &[],
+            br#"{"name": "my clip.h264"}"#,
+        );
+        assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+        let ticket: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(ticket["method"], "PUT");
+        let url = ticket["url"].as_str().unwrap();
+        assert!(url.contains("X-Amz-Signature="), "{url}");
+        let source = ticket["source"].as_str().unwrap().to_string();
+        assert!(
+            source.starts_with(&format!("s3://{BUCKET}/uploads/"))
+                && source.ends_with("/my_clip.h264"),
+            "{source}"
+        );
+        let (s, _, b) = http_request("PUT", url, &[], &testdata("high_bframes_30.h264"));
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+        let body = format!(
+            r#"{{"source": "{source}", "output": "s3://{BUCKET}/out/up", "formats": ["ts"]}}"#
+        );
+        let (s, _, b) = http_request("POST", &format!("{http}/api/jobs"), &[], body.as_bytes());
+        assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+        let id = serde_json::from_slice::<serde_json::Value>(&b).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let done = wait_http(&http, &id, Duration::from_secs(60), |s| {
+            matches!(s, "done" | "failed" | "cancelled")
+        });
+        assert_eq!(done["state"], "done", "{done}");
+        assert_eq!(done["frames"], 180, "{done}");
+        assert_eq!(
+            done["outputs"],
+            serde_json::json!([format!("s3://{BUCKET}/out/up/ts/index.m3u8")])
+        );
     });
     check.await.unwrap();
 
@@ -371,6 +416,16 @@ async fn grpc_jobs_fail_corrupt_sources_and_the_queue_moves_on() {
     assert_eq!(last.state, pb::JobState::Failed as i32);
     assert!(last.error.contains("--job-files"), "{}", last.error);
     front.shutdown().await;
+
+    // Uploads are off without --job-uploads: 503 saying so.
+    let (status, _, body) = tokio::task::spawn_blocking({
+        let http = worker.http.clone();
+        move || http_request("POST", &format!("{http}/api/uploads"), &[], b"{}")
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 503);
+    assert!(String::from_utf8_lossy(&body).contains("--job-uploads"));
 
     // No cluster: jobs say what they need.
     let single = start(test_config()).await;

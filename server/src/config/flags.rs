@@ -109,6 +109,14 @@ pub(super) struct Flags {
     /// system's temporary directory).
     #[arg(long, env = "LIVESLICE_JOB_WORK_DIR", value_name = "DIR")]
     pub job_work_dir: Option<PathBuf>,
+    /// Where direct uploads go, s3://BUCKET/PREFIX: POST /api/uploads (and
+    /// `liveslice job submit --upload`) hands out pre-signed PUT URLs
+    /// there. Off by default.
+    #[arg(long, env = "LIVESLICE_JOB_UPLOADS", value_name = "s3://BUCKET/PREFIX")]
+    pub job_uploads: Option<String>,
+    /// How long a pre-signed upload URL is valid (1m to 7 days).
+    #[arg(long, env = "LIVESLICE_JOB_UPLOAD_EXPIRY", value_parser = parse_duration)]
+    pub job_upload_expiry: Option<Duration>,
     /// This node's id in session leases (default: host name and process
     /// id).
     #[arg(long, env = "LIVESLICE_NODE_ID")]
@@ -407,6 +415,7 @@ impl Flags {
             job_attempts => jobs.job_attempts;
             job_ack_wait => jobs.job_ack_wait;
             job_retention => jobs.job_retention;
+            job_upload_expiry => jobs.job_upload_expiry;
         }
         if let Some(v) = self.job_files {
             c.jobs.job_files = Some(v);
@@ -416,6 +425,9 @@ impl Flags {
         }
         if let Some(v) = self.job_region {
             c.jobs.job_region = Some(v);
+        }
+        if let Some(v) = self.job_uploads {
+            c.jobs.job_uploads = Some(v);
         }
         if let Some(v) = self.job_work_dir {
             c.jobs.job_work_dir = Some(v);

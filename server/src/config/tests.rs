@@ -201,6 +201,7 @@ fn defaults_come_from_one_place() {
                     | "job-attempts"
                     | "job-ack-wait"
                     | "job-retention"
+                    | "job-upload-expiry"
             )))
             .count(),
         "every fixed default is shown, once:\n{help}"

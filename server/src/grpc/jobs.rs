@@ -51,7 +51,8 @@ pub fn job_status(e: JobError) -> Status {
         JobError::Invalid(m) => Status::invalid_argument(m),
         JobError::NotFound(_) => Status::not_found(e.to_string()),
         JobError::Full => Status::resource_exhausted(e.to_string()),
-        JobError::Nats { .. } => Status::unavailable(e.to_string()),
+        JobError::Nats { .. } | JobError::Storage(_) => Status::unavailable(e.to_string()),
+        JobError::Unavailable(m) => Status::failed_precondition(m),
     }
 }
 
@@ -129,6 +130,23 @@ impl JobService for JobServiceImpl {
             .map_err(job_status)?;
         let stream = tokio_stream::StreamExt::map(records, |r| Ok(job_of(r)));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn create_upload(
+        &self,
+        request: Request<pb::UploadRequest>,
+    ) -> Result<Response<pb::Upload>, Status> {
+        let jobs = self.jobs(&request)?;
+        let t = jobs
+            .create_upload(&request.get_ref().name)
+            .await
+            .map_err(job_status)?;
+        Ok(Response::new(pb::Upload {
+            url: t.url,
+            method: t.method,
+            source: t.source,
+            expires_unix_ms: t.expires_unix_ms,
+        }))
     }
 
     async fn cancel(&self, request: Request<pb::JobId>) -> Result<Response<pb::Job>, Status> {

@@ -9,6 +9,9 @@
 //!   failed or cancelled; `frames`, `percent`, `outputs`, `error`, ...);
 //!   `404` for an unknown id.
 //! - `DELETE /api/jobs/{id}`: cancels it; the record as it then is.
+//! - `POST /api/uploads` with `{"name": "clip.mp4"}`: `201` with a
+//!   pre-signed PUT URL under `--job-uploads` (`url`, `method`, `source`
+//!   for the job, `expires_unix_ms`); `503` when uploads are off.
 //!
 //! Without `--cluster` each answers 503 saying so. With authorization on,
 //! each needs a publish token for every session (`*`).
@@ -35,6 +38,7 @@ pub fn routes(jobs: Option<Arc<Jobs>>, auth: Option<Arc<Auth>>) -> Router {
     Router::new()
         .route("/api/jobs", post(submit))
         .route("/api/jobs/{id}", get(status).delete(cancel))
+        .route("/api/uploads", post(upload))
         .with_state(JobsState { jobs, auth })
 }
 
@@ -46,7 +50,10 @@ fn job_error(e: JobError) -> Response {
     let status = match e {
         JobError::Invalid(_) => StatusCode::BAD_REQUEST,
         JobError::NotFound(_) => StatusCode::NOT_FOUND,
-        JobError::Full | JobError::Nats { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        JobError::Full
+        | JobError::Nats { .. }
+        | JobError::Storage(_)
+        | JobError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, e.to_string())
 }
@@ -114,6 +121,45 @@ async fn submit(
     };
     match jobs.submit(spec).await {
         Ok(record) => (StatusCode::CREATED, Json(record)).into_response(),
+        Err(e) => job_error(e),
+    }
+}
+
+/// `POST /api/uploads` `{"name": "clip.mp4"}`: a pre-signed PUT URL.
+async fn upload(
+    State(state): State<JobsState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct UploadRequest {
+        #[serde(default)]
+        name: String,
+    }
+    let jobs = match allowed(&state, &headers) {
+        Ok(j) => j,
+        Err(r) => return *r,
+    };
+    let request: UploadRequest = if body.is_empty() {
+        UploadRequest {
+            name: String::new(),
+        }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "the body is not an upload request: {e} (JSON: {{\"name\": \"clip.mp4\"}})"
+                    ),
+                )
+            }
+        }
+    };
+    match jobs.create_upload(&request.name).await {
+        Ok(ticket) => (StatusCode::CREATED, Json(ticket)).into_response(),
         Err(e) => job_error(e),
     }
 }

@@ -75,6 +75,15 @@ pub struct JobConfig {
     /// temporary directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_work_dir: Option<PathBuf>,
+    /// `job-uploads`: `s3://BUCKET/PREFIX` where direct uploads go
+    /// (`POST /api/uploads` hands out pre-signed PUT URLs there, with
+    /// `job-endpoint`/`job-region` and the `AWS_*` credentials); none:
+    /// direct uploads are off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_uploads: Option<String>,
+    /// `job-upload-expiry`: how long a pre-signed upload URL is valid.
+    #[serde(with = "crate::config::duration")]
+    pub job_upload_expiry: Duration,
 }
 
 impl Default for JobConfig {
@@ -88,6 +97,8 @@ impl Default for JobConfig {
             job_ack_wait: Duration::from_secs(30),
             job_retention: Duration::from_secs(24 * 3600),
             job_work_dir: None,
+            job_uploads: None,
+            job_upload_expiry: Duration::from_secs(3600),
         }
     }
 }
@@ -112,6 +123,26 @@ impl JobConfig {
             return Err(ConfigError::new(
                 "job-retention",
                 "must be between 1m and 30 days",
+            ));
+        }
+        if let Some(url) = &self.job_uploads {
+            match storage::Location::parse(url) {
+                Ok(storage::Location::S3 { .. }) => {}
+                Ok(storage::Location::File(_)) => {
+                    return Err(ConfigError::new(
+                        "job-uploads",
+                        "must be s3://BUCKET/PREFIX (upload URLs are pre-signed S3 URLs)",
+                    ))
+                }
+                Err(e) => return Err(ConfigError::new("job-uploads", e)),
+            }
+        }
+        if self.job_upload_expiry < Duration::from_secs(60)
+            || self.job_upload_expiry > Duration::from_secs(7 * 86_400)
+        {
+            return Err(ConfigError::new(
+                "job-upload-expiry",
+                "must be between 1m and 7 days (S3's longest)",
             ));
         }
         for (key, dir) in [
@@ -267,6 +298,12 @@ pub enum JobError {
     /// The cluster could not be asked (503, UNAVAILABLE).
     #[error("JetStream {what}: {detail}")]
     Nats { what: &'static str, detail: String },
+    /// Not set up on this server (503, FAILED_PRECONDITION).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Object storage refused (503, UNAVAILABLE).
+    #[error("storage: {0}")]
+    Storage(String),
     /// The queue holds [`MAX_QUEUED`] jobs (503, RESOURCE_EXHAUSTED).
     #[error("the job queue is full ({MAX_QUEUED} jobs waiting); try again later")]
     Full,
@@ -288,6 +325,43 @@ fn new_id() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(crate::session::now_unix_ns());
     format!("{:016x}{:016x}", now_ms(), h.finish())
+}
+
+/// A direct upload's ticket: PUT the file's bytes to `url` before
+/// `expires_unix_ms`, then submit a job with `source`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UploadTicket {
+    /// The pre-signed URL (S3 SigV4 query parameters).
+    pub url: String,
+    /// Always `PUT`.
+    pub method: String,
+    /// The object as a job source: `s3://BUCKET/KEY`.
+    pub source: String,
+    pub expires_unix_ms: u64,
+}
+
+/// A file name as the last part of an upload key: letters, digits, `.`,
+/// `_` and `-` kept, anything else `_`, at most 200 bytes; `upload` when
+/// nothing is left.
+fn upload_name(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    let clean: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(200)
+        .collect();
+    let clean = clean.trim_start_matches('.').to_string();
+    if clean.is_empty() {
+        "upload".into()
+    } else {
+        clean
+    }
 }
 
 /// The cluster's jobs: submit, look up, watch and cancel; the workers take
@@ -408,6 +482,50 @@ impl Jobs {
         }
         tracing::info!(job = %record.id, source = %record.spec.source, output = %record.spec.output, "job queued");
         Ok(record)
+    }
+
+    /// A pre-signed PUT URL for a new object under `job-uploads`, named
+    /// after `name` (see [`upload_name`]).
+    pub async fn create_upload(&self, name: &str) -> Result<UploadTicket, JobError> {
+        use object_store::signer::Signer;
+        let Some(url) = &self.config.job_uploads else {
+            return Err(JobError::Unavailable(
+                "direct uploads are off: start the server with --job-uploads s3://BUCKET/PREFIX"
+                    .into(),
+            ));
+        };
+        let Ok(storage::Location::S3 { bucket, key }) = storage::Location::parse(url) else {
+            return Err(JobError::Unavailable(format!(
+                "--job-uploads {url} is not s3://BUCKET/PREFIX"
+            )));
+        };
+        let store = crate::record::s3_store(
+            &bucket,
+            self.config.job_endpoint.as_deref(),
+            self.config.job_region.as_deref(),
+        )
+        .map_err(JobError::Storage)?;
+        let object = format!("{}/{}", new_id(), upload_name(name));
+        let object = if key.is_empty() {
+            object
+        } else {
+            format!("{key}/{object}")
+        };
+        let expiry = self.config.job_upload_expiry;
+        let signed = store
+            .signed_url(
+                object_store::signer::Method::PUT,
+                &object_store::path::Path::from(object.as_str()),
+                expiry,
+            )
+            .await
+            .map_err(|e| JobError::Storage(e.to_string()))?;
+        Ok(UploadTicket {
+            url: signed.to_string(),
+            method: "PUT".into(),
+            source: format!("s3://{bucket}/{object}"),
+            expires_unix_ms: now_ms() + u64::try_from(expiry.as_millis()).unwrap_or(u64::MAX),
+        })
     }
 
     /// A job's record.
@@ -563,6 +681,16 @@ mod tests {
         assert!(bad(|s| s.segment_duration_ms = 100).starts_with("segment_duration_ms"));
         assert!(bad(|s| s.part_duration_ms = 3000).starts_with("part_duration_ms"));
         assert!(bad(|s| s.fps = 1000).starts_with("fps"));
+    }
+
+    #[test]
+    fn upload_names_are_plain() {
+        assert_eq!(upload_name("clip.mp4"), "clip.mp4");
+        assert_eq!(upload_name("/home/me/My Clip (1).mp4"), "My_Clip__1_.mp4");
+        assert_eq!(upload_name("..\\..\\x"), "x");
+        assert_eq!(upload_name(".."), "upload");
+        assert_eq!(upload_name(""), "upload");
+        assert_eq!(upload_name(&"a".repeat(500)).len(), 200);
     }
 
     #[test]

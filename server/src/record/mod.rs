@@ -216,6 +216,12 @@ impl RecordConfig {
     }
 }
 
+/// HTTPS to object storage: reqwest's rustls with ring, the crypto the
+/// TLS edge uses, as the process's provider (one already installed stays).
+pub fn install_crypto_provider() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+}
+
 /// An S3 (or S3-compatible) bucket's client: `endpoint` for other stores
 /// than AWS's (plain `http://` allowed), `region`; credentials and the
 /// rest from the `AWS_*` environment. No retries of its own: its callers
@@ -234,9 +240,7 @@ pub fn s3_store(
         retry_timeout: Duration::from_secs(30),
         ..Default::default()
     };
-    // HTTPS to the store: reqwest's rustls with ring, the crypto the TLS
-    // edge uses (a provider already installed stays).
-    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    install_crypto_provider();
     let mut b = object_store::aws::AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
         .with_retry(retry);
