@@ -20,12 +20,21 @@ use crate::input::{parse_fps, parse_part_duration, parse_segment_duration, Input
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// H.264/H.265 Annex B file, an MPEG-TS or MP4/MOV file (its video),
-    /// or `-` for stdin.
-    #[arg(value_name = "FILE|-")]
+    /// `-` for stdin, or an object: s3://BUCKET/KEY (downloaded first).
+    #[arg(value_name = "FILE|-|s3://BUCKET/KEY")]
     pub input: String,
-    /// Directory to write the tree into (created if missing).
-    #[arg(long, value_name = "DIR")]
+    /// Directory to write the tree into (created if missing), or
+    /// s3://BUCKET/PREFIX (segments uploaded first, playlists last).
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
     pub out: PathBuf,
+    /// The S3 API's URL for s3:// inputs and outputs (MinIO, moto, ...;
+    /// plain http:// allowed). Default: AWS_ENDPOINT, or AWS's own.
+    /// Credentials come from the AWS_* environment.
+    #[arg(long, env = "LIVESLICE_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// The S3 region (default: AWS_REGION, or us-east-1).
+    #[arg(long, env = "LIVESLICE_S3_REGION")]
+    pub s3_region: Option<String>,
     /// Frame rate for streams whose SPS carries no timing.
     #[arg(long, value_name = "N", value_parser = parse_fps)]
     pub fps: Option<u32>,
@@ -51,7 +60,76 @@ pub struct Args {
 /// Read size from a pipe: large, since nothing waits on us.
 const READ_BYTES: usize = 1 << 20;
 
+/// A URL `package` reads or writes through object storage.
+fn is_url(s: &str) -> bool {
+    s.starts_with("s3://") || s.starts_with("file://")
+}
+
+/// A local path as a `file://` URL (absolute).
+fn file_url(path: &std::path::Path) -> Result<String> {
+    let abs =
+        std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+    Ok(format!("file://{}", abs.display()))
+}
+
+/// `package` with an s3:// input or output: the job workers' code run
+/// here (download, package, upload with playlists last).
+async fn run_urls(a: Args) -> Result<()> {
+    if a.input == "-" {
+        anyhow::bail!("stdin (-) cannot be packaged to or from s3://: give a file");
+    }
+    if a.window != 0 {
+        anyhow::bail!("--window is for directory trees; an s3:// package lists every segment");
+    }
+    let out = a.out.to_string_lossy().into_owned();
+    let source = if is_url(&a.input) {
+        a.input.clone()
+    } else {
+        file_url(std::path::Path::new(&a.input))?
+    };
+    let output = if is_url(&out) { out } else { file_url(&a.out)? };
+    let spec = liveslice_server::jobs::JobSpec {
+        source: source.clone(),
+        output,
+        formats: [("cmaf", a.formats.0.cmaf), ("ts", a.formats.0.ts)]
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(f, _)| f.to_string())
+            .collect(),
+        segment_duration_ms: u32::try_from(a.segment_duration.as_millis()).unwrap_or(u32::MAX),
+        part_duration_ms: u32::try_from(a.part_duration.as_millis()).unwrap_or(u32::MAX),
+        fps: a.fps.unwrap_or(0),
+    };
+    // A local run reads and writes what its user may: every file:// path.
+    let config = liveslice_server::jobs::JobConfig {
+        job_files: Some("/".into()),
+        job_endpoint: a.s3_endpoint,
+        job_region: a.s3_region,
+        ..Default::default()
+    };
+    let base = liveslice_server::config::Config::default().pipeline();
+    let (outputs, summary) = liveslice_server::jobs::worker::run_once(&config, spec, base)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let drops = if summary.drops.is_empty() {
+        String::new()
+    } else {
+        format!(", dropped {}", summary.drops)
+    };
+    println!(
+        "{source}: {} frames in {} segments ({:.3} s){drops}",
+        summary.frames,
+        summary.segments,
+        summary.seconds(),
+    );
+    println!("wrote {}", outputs.join(", "));
+    Ok(())
+}
+
 pub async fn run(a: Args) -> Result<()> {
+    if is_url(&a.input) || is_url(&a.out.to_string_lossy()) {
+        return run_urls(a).await;
+    }
     let mut input = Input::from_arg(&a.input);
     // A container file (MPEG-TS, MP4/MOV): its video, taken apart in
     // memory. Opened (and any other container refused) before anything is

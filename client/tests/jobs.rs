@@ -8,6 +8,7 @@ mod cluster;
 
 use cluster::nats::Nats;
 use cluster::s3::{have_moto, Moto};
+use common::tools;
 use common::*;
 
 /// `job submit --upload FILE --watch` uploads the file through a
@@ -122,4 +123,113 @@ async fn job_submit_uploads_watches_and_reports() {
         text(&out.stderr)
     );
     server.shutdown().await;
+}
+
+/// The batch Indexed Job's script (deploy/kubernetes/batch/
+/// package-job.yaml), run by sh as each pod would run it: pod N packages
+/// line N+1 of the list into $OUTPUT/<name>/ with the real `liveslice
+/// package` of S3 URLs (moto), segments and playlists in the bucket; an
+/// index past the list fails saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batch_jobs_script_packages_each_listed_file() {
+    let what = "the Kubernetes batch Job's script";
+    if !have_moto(what)
+        || !tools::require_tool(
+            what,
+            "python3 with PyYAML",
+            tools::runs("python3", &["-c", "import yaml"]),
+            "pip install pyyaml",
+        )
+    {
+        return;
+    }
+    // The script and where the list is mounted, from the manifest.
+    let manifest = testdata_path("../deploy/kubernetes/batch/package-job.yaml");
+    let read = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, yaml\n\
+             d = yaml.safe_load(open(sys.argv[1]))\n\
+             s = d['spec']['template']['spec']\n\
+             c = s['containers'][0]\n\
+             cm = [v['name'] for v in s['volumes'] if 'configMap' in v][0]\n\
+             print([m['mountPath'] for m in c['volumeMounts'] if m['name'] == cm][0])\n\
+             print(c['args'][0], end='')",
+        ])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(read.status.success(), "{}", text(&read.stderr));
+    let read = text(&read.stdout);
+    let (mount, script) = read.split_once('\n').unwrap();
+    std::env::set_var("AWS_ACCESS_KEY_ID", "liveslice-test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "liveslice-test");
+    let moto = Moto::start();
+    moto.create_bucket("media");
+    moto.put("media", "in/a.mp4", &testdata("mp4_av_48k.mp4"));
+    moto.put("media", "in/b.h264", &testdata("baseline_30.h264"));
+    let dir = std::env::temp_dir().join(format!("liveslice-batch-{}", std::process::id()));
+    let list = dir.join("batch");
+    let work = dir.join("work");
+    std::fs::create_dir_all(&list).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        list.join("files.txt"),
+        "s3://media/in/a.mp4\ns3://media/in/b.h264\n",
+    )
+    .unwrap();
+    let script = script.replace(mount, list.to_str().unwrap());
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap().to_owned();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let pod = |index: usize| {
+        std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("JOB_COMPLETION_INDEX", index.to_string())
+            .env("OUTPUT", "s3://media/packaged")
+            .env("LIVESLICE_S3_ENDPOINT", moto.endpoint())
+            .env("LIVESLICE_S3_REGION", "us-east-1")
+            .env("TMPDIR", &work)
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
+    for (index, name, frames) in [(0, "a", 120), (1, "b", 180)] {
+        let out = pod(index);
+        let stdout = ok(&out, &format!("pod {index}"));
+        assert!(stdout.contains(&format!("{frames} frames")), "{stdout}");
+        for pl in ["index.m3u8", "ts/index.m3u8", "manifest.mpd"] {
+            let key = format!("packaged/{name}/{pl}");
+            let text = String::from_utf8(moto.get("media", &key).expect(&key)).unwrap();
+            if pl.ends_with(".m3u8") {
+                assert!(text.contains("#EXT-X-ENDLIST"), "{key}");
+                let dir = key.trim_end_matches("index.m3u8");
+                for seg in text
+                    .lines()
+                    .filter(|l| !l.starts_with('#') && !l.is_empty())
+                {
+                    assert!(
+                        moto.get("media", &format!("{dir}{seg}")).is_some(),
+                        "{key} names {seg}"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(&work).unwrap().count(),
+        0,
+        "work directories removed"
+    );
+    let out = pod(2);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no line 3"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -568,6 +568,182 @@ fn kubernetes_cluster_manifests_run_a_cluster_the_server_accepts() {
     );
 }
 
+/// deploy/kubernetes/batch/: an Indexed Job packaging the files a
+/// ConfigMap lists (one pod per line, by JOB_COMPLETION_INDEX), and job
+/// workers scaled by KEDA on the job queue. Checked: kustomization lists
+/// every file; the Job is Indexed with one completion per listed file and
+/// reads the list where the ConfigMap is mounted, with a writable work
+/// directory; the workers' environment is a configuration the server
+/// accepts as a worker of the cluster's NATS, working in a mounted
+/// directory; the scaler targets the workers and watches the queue the
+/// server uses (its stream and consumer names) on the NATS monitoring port.
+/// (client/tests/jobs.rs runs the Job's script for each index.)
+#[test]
+fn kubernetes_batch_manifests_package_files_and_scale_workers() {
+    let Some(docs) = kubernetes_documents("deploy/kubernetes/batch") else {
+        return;
+    };
+    let Some(cluster) = kubernetes_documents("deploy/kubernetes/cluster") else {
+        return;
+    };
+    let doc = |id: &str| {
+        let (id, map) = docs.get_key_value(id).unwrap_or_else(|| {
+            panic!(
+                "no {id} in deploy/kubernetes/batch (have {:?})",
+                docs.keys()
+            )
+        });
+        Doc(id, map)
+    };
+    kustomization_lists_every_file(&docs, &doc("Kustomization/"));
+    let version = env!("CARGO_PKG_VERSION");
+    let image = format!("liveslice-server:{version}");
+    let c = "spec.template.spec.containers.0";
+
+    // The Indexed Job and its list.
+    let files = doc("ConfigMap/liveslice-batch-files").get("data.files.txt");
+    let listed: Vec<&str> = files.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!listed.is_empty());
+    for f in &listed {
+        assert!(f.starts_with("s3://"), "{f}: a URL the pods can read");
+    }
+    let job = doc("Job/liveslice-package");
+    assert_eq!(job.get("apiVersion"), "batch/v1");
+    assert_eq!(job.get("spec.completionMode"), "Indexed");
+    let completions: usize = job.get("spec.completions").parse().unwrap();
+    assert_eq!(completions, listed.len(), "one completion per listed file");
+    let parallelism: usize = job.get("spec.parallelism").parse().unwrap();
+    assert!((1..=completions).contains(&parallelism), "{parallelism}");
+    assert_eq!(job.get("spec.template.spec.restartPolicy"), "Never");
+    assert_eq!(job.get(&format!("{c}.image")), image);
+    let script = job.get(&format!("{c}.args.0"));
+    assert!(script.contains("JOB_COMPLETION_INDEX"), "{script}");
+    assert!(script.contains("liveslice package"), "{script}");
+    let mounts = |d: &Doc| -> BTreeMap<String, String> {
+        (0..d.len(&format!("{c}.volumeMounts")))
+            .map(|i| {
+                (
+                    d.get(&format!("{c}.volumeMounts.{i}.name")),
+                    d.get(&format!("{c}.volumeMounts.{i}.mountPath")),
+                )
+            })
+            .collect()
+    };
+    let volumes = |d: &Doc| -> BTreeMap<String, String> {
+        (0..d.len("spec.template.spec.volumes"))
+            .map(|i| {
+                let v = format!("spec.template.spec.volumes.{i}");
+                let kind = if d.opt(&format!("{v}.configMap.name")).is_some() {
+                    format!("configMap:{}", d.get(&format!("{v}.configMap.name")))
+                } else if d.1.keys().any(|k| k.starts_with(&format!("{v}.emptyDir"))) {
+                    "emptyDir".to_string()
+                } else {
+                    "other".to_string()
+                };
+                (d.get(&format!("{v}.name")), kind)
+            })
+            .collect()
+    };
+    let job_mounts = mounts(&job);
+    let job_volumes = volumes(&job);
+    let list_mount = job_volumes
+        .iter()
+        .find(|(_, k)| *k == "configMap:liveslice-batch-files")
+        .map(|(n, _)| job_mounts[n].clone())
+        .expect("the list's ConfigMap mounted");
+    assert!(
+        script.contains(&format!("{list_mount}/files.txt")),
+        "{script}"
+    );
+    let env = |d: &Doc| -> BTreeMap<String, String> {
+        (0..d.len(&format!("{c}.env")))
+            .map(|i| {
+                let name = d.get(&format!("{c}.env.{i}.name"));
+                let value = d.opt(&format!("{c}.env.{i}.value")).unwrap_or_else(|| {
+                    assert_eq!(
+                        d.get(&format!("{c}.env.{i}.valueFrom.fieldRef.fieldPath")),
+                        "metadata.name"
+                    );
+                    "liveslice-worker-7d9f-abcde".into()
+                });
+                (name, value)
+            })
+            .collect()
+    };
+    let job_env = env(&job);
+    let tmp = &job_env["TMPDIR"];
+    assert!(
+        job_mounts
+            .iter()
+            .any(|(n, p)| p == tmp && job_volumes[n] == "emptyDir"),
+        "TMPDIR {tmp} is a writable volume (the root file system is read-only)"
+    );
+    assert!(job_env["OUTPUT"].starts_with("s3://"));
+
+    // The workers: a configuration the server accepts, as a worker.
+    let nats_svc = Doc("Service/nats", &cluster["Service/nats"]);
+    let port_named = |name: &str| {
+        (0..nats_svc.len("spec.ports"))
+            .find(|i| nats_svc.get(&format!("spec.ports.{i}.name")) == name)
+            .map(|i| nats_svc.get(&format!("spec.ports.{i}.port")))
+            .unwrap_or_else(|| panic!("a {name} port on the nats Service"))
+    };
+    let worker = doc("Deployment/liveslice-worker");
+    assert_eq!(worker.get(&format!("{c}.image")), image);
+    let worker_env = env(&worker);
+    let liveslice_env: Vec<(&str, &str)> = worker_env
+        .iter()
+        .filter(|(k, _)| k.starts_with("LIVESLICE_"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let printed = print_config("", "worker.toml", &liveslice_env);
+    let work_dir = &worker_env["LIVESLICE_JOB_WORK_DIR"];
+    for want in [
+        "worker = true".to_string(),
+        format!("cluster = \"nats://nats:{}\"", port_named("client")),
+        format!("job-work-dir = \"{work_dir}\""),
+        "node-id = \"liveslice-worker-7d9f-abcde\"".to_string(),
+    ] {
+        assert!(printed.contains(&want), "no {want} in\n{printed}");
+    }
+    let worker_mounts = mounts(&worker);
+    let worker_volumes = volumes(&worker);
+    assert!(
+        worker_mounts
+            .iter()
+            .any(|(n, p)| p == work_dir && worker_volumes[n] == "emptyDir"),
+        "the work directory {work_dir} is a writable volume"
+    );
+    assert_eq!(
+        worker.opt("spec.replicas"),
+        None,
+        "KEDA sets the workers' replicas"
+    );
+
+    // KEDA: the workers, on the queue the server uses.
+    let scaler = doc("ScaledObject/liveslice-worker");
+    assert_eq!(scaler.get("apiVersion"), "keda.sh/v1alpha1");
+    assert_eq!(scaler.get("spec.scaleTargetRef.name"), "liveslice-worker");
+    let t = "spec.triggers.0";
+    assert_eq!(scaler.get(&format!("{t}.type")), "nats-jetstream");
+    assert_eq!(
+        scaler.get(&format!("{t}.metadata.stream")),
+        liveslice_server::jobs::JOBS_STREAM
+    );
+    assert_eq!(
+        scaler.get(&format!("{t}.metadata.consumer")),
+        liveslice_server::jobs::WORKERS
+    );
+    let monitor = scaler.get(&format!("{t}.metadata.natsServerMonitoringEndpoint"));
+    assert!(
+        monitor.starts_with("nats.") && monitor.ends_with(&format!(":{}", port_named("monitor"))),
+        "{monitor}"
+    );
+    let min: u32 = scaler.get("spec.minReplicaCount").parse().unwrap();
+    let max: u32 = scaler.get("spec.maxReplicaCount").parse().unwrap();
+    assert!(max > min, "{min}..{max}");
+}
+
 // --- systemd ---
 
 /// `[Section]` -> `Key` -> values (keys may repeat).

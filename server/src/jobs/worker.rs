@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::storage::{self, Location, Place};
-use super::{JobConfig, JobError, JobRecord, JobSpec, JobState, Jobs};
+use super::{JobConfig, JobError, JobSpec, JobState, Jobs};
 use crate::engine::PipelineOptions;
 
 /// How often a running job's progress is written to its record.
@@ -176,7 +176,8 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
         let cancel = Arc::new(AtomicBool::new(false));
         let work = run(
             jobs.config.clone(),
-            record.clone(),
+            record.id.clone(),
+            record.spec.clone(),
             delivered,
             base.clone(),
             progress.clone(),
@@ -276,10 +277,30 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
     .await
 }
 
+/// Runs a job here and now, without a queue: download, package, upload
+/// (segments first, playlists last), as a worker does. `liveslice package
+/// URL --out URL` (and the Kubernetes Indexed Job that runs it) uses
+/// this. Returns the outputs written and what was packaged, or why not.
+pub async fn run_once(
+    config: &JobConfig,
+    spec: JobSpec,
+    base: PipelineOptions,
+) -> Result<(Vec<String>, liveslice_files::Summary), String> {
+    let spec = spec.normalized()?;
+    let id = super::new_id();
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    match run(config.clone(), id, spec, 1, base, progress, Arc::default()).await {
+        Ok(done) => Ok((done.outputs, done.summary)),
+        Err(Outcome::Failed(e) | Outcome::Retry(e)) => Err(e),
+        Err(Outcome::Cancelled) => Err("cancelled".into()),
+    }
+}
+
 /// One attempt, in its own work directory (removed after it).
 async fn run(
     config: JobConfig,
-    record: JobRecord,
+    id: String,
+    spec: JobSpec,
     attempt: u32,
     base: PipelineOptions,
     progress: Arc<Mutex<Progress>>,
@@ -287,8 +308,8 @@ async fn run(
 ) -> Result<Done, Outcome> {
     let work = config
         .work_dir()
-        .join(format!("liveslice-job-{}-{attempt}", record.id));
-    let result = run_in(&work, &config, &record.spec, base, progress, cancel).await;
+        .join(format!("liveslice-job-{id}-{attempt}"));
+    let result = run_in(&work, &config, &spec, base, progress, cancel).await;
     if let Err(e) = tokio::fs::remove_dir_all(&work).await {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(error = %e, dir = %work.display(), "work directory not removed");
