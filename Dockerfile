@@ -18,6 +18,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -m 0755 target/release/liveslice /usr/local/bin/liveslice
 
 FROM debian:bookworm-slim
+# CA roots: HTTPS to object storage (--record, jobs, `liveslice package s3://`).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 liveslice \
  && useradd --system --uid 10001 --gid liveslice --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin liveslice
 COPY --from=build /usr/local/bin/liveslice-server /usr/local/bin/liveslice-server

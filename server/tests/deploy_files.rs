@@ -886,6 +886,8 @@ fn dockerfile_builds_the_server_and_runs_it_unprivileged() {
         );
     }
     assert!(lines.contains(&"EXPOSE 50051 8080"));
+    // HTTPS to object storage verifies against the system's roots.
+    assert!(text.contains("ca-certificates"), "no CA roots in the image");
     assert!(text.contains("LIVESLICE_GRPC_ADDR=0.0.0.0:50051"));
     assert!(text.contains("LIVESLICE_HTTP_ADDR=0.0.0.0:8080"));
     let user = lines
@@ -910,6 +912,7 @@ fn dockerfile_builds_the_server_and_runs_it_unprivileged() {
         "Cargo.toml",
         "Cargo.lock",
         "server/Cargo.toml",
+        "files/Cargo.toml",
         "proto",
         "testdata",
     ] {
