@@ -524,7 +524,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             .collect::<Result<Vec<_>, _>>()?;
         runtimes::serve(routers, listener, stop_rx).map_err(StartError::Runtime)?
     };
-    tracing::info!(%grpc_addr, "gRPC listening (liveslice.v1.SliceService, health, reflection)");
+    tracing::info!(%grpc_addr, "gRPC listening (liveslice.v1.SliceService, JobService, health, reflection)");
 
     let http_listener = TcpListener::bind(server.http_addr)
         .await

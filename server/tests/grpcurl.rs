@@ -130,6 +130,41 @@ async fn reflection_lists_describes_and_health_says_serving() {
     let services: Vec<&str> = list.lines().map(str::trim).collect();
     assert!(services.contains(&"liveslice.v1.SliceService"), "{list}");
     assert!(services.contains(&"grpc.health.v1.Health"), "{list}");
+    assert!(services.contains(&"liveslice.v1.JobService"), "{list}");
+    let jobs = ok_stdout(
+        &run(
+            &bin,
+            a(&["-plaintext", &addr, "list", "liveslice.v1.JobService"]),
+            None,
+        )
+        .await,
+        "list job methods",
+    );
+    for m in ["Submit", "Get", "Watch", "Cancel", "CreateUpload"] {
+        assert!(
+            jobs.contains(&format!("liveslice.v1.JobService.{m}")),
+            "{jobs}"
+        );
+    }
+    // Without --cluster a jobs call says what it needs.
+    let out = run(
+        &bin,
+        a(&[
+            "-plaintext",
+            "-d",
+            r#"{"id": "x"}"#,
+            &addr,
+            "liveslice.v1.JobService/Get",
+        ]),
+        None,
+    )
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("FailedPrecondition") && err.contains("--cluster"),
+        "{err}"
+    );
 
     let methods = ok_stdout(
         &run(
