@@ -360,6 +360,12 @@ async fn grpc_jobs_fail_corrupt_sources_and_the_queue_moves_on() {
         "progress goes forward: {percents:?}"
     );
     let out = files.join("good/ts/index.m3u8");
+    // Built beside the output and moved in: nothing staged is left.
+    let left: Vec<_> = std::fs::read_dir(files.join("good"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["ts"], "only the tree in the output");
     let (segments, total) = playlist(&std::fs::read_to_string(&out).unwrap());
     assert_eq!(segments.len(), 3);
     assert!((total - 6.0).abs() < 0.01, "{total}");

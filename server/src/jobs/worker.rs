@@ -359,7 +359,18 @@ async fn run_in(
             local
         }
     };
-    let tree = work.join("out");
+    // A local output: the tree is built beside it and moved into place
+    // file by file (renames, no copies); otherwise in the work directory,
+    // then uploaded.
+    let staged = match &output {
+        Location::File(dir) => Some(dir.join(format!(
+            ".{}",
+            work.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        ))),
+        Location::S3 { .. } => None,
+    };
+    let tree = staged.clone().unwrap_or_else(|| work.join("out"));
+    let built = tree.clone();
     let opts = spec.pipeline(base);
     let name = spec.source.clone();
     let stop = cancel.clone();
@@ -377,13 +388,23 @@ async fn run_in(
     })
     .await
     .map_err(|e| Outcome::Retry(format!("the packaging task failed: {e}")))?;
-    if cancel.load(Ordering::Relaxed) {
-        return Err(Outcome::Cancelled);
-    }
-    let summary = packaged.map_err(|e| Outcome::Failed(e.to_string()))?;
-    upload(&work.join("out"), &out)
-        .await
+    let placed = async {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Outcome::Cancelled);
+        }
+        let summary = packaged.map_err(|e| Outcome::Failed(e.to_string()))?;
+        match &output {
+            Location::File(dir) => move_tree(&built, dir).await,
+            Location::S3 { .. } => upload(&built, &out).await,
+        }
         .map_err(Outcome::Retry)?;
+        Ok(summary)
+    }
+    .await;
+    if let Some(staged) = &staged {
+        let _ = tokio::fs::remove_dir_all(staged).await;
+    }
+    let summary = placed?;
     let base_url = spec.output.trim_end_matches('/');
     let mut outputs = Vec::new();
     if summary.formats.cmaf {
@@ -470,6 +491,27 @@ async fn upload(dir: &Path, out: &Place) -> Result<(), String> {
         put_file(dir, out, name.clone()).await?;
     }
     Ok(())
+}
+
+/// A tree built beside a local output moved into it, file by file:
+/// segments first, playlists last (each a rename within the directory).
+async fn move_tree(built: &Path, dir: &Path) -> Result<(), String> {
+    let from = built.to_path_buf();
+    let to = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        for name in tree_files(&from).map_err(|e| format!("cannot list {}: {e}", from.display()))? {
+            let target = to.join(&name);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            }
+            std::fs::rename(from.join(&name), &target)
+                .map_err(|e| format!("cannot move {name} into {}: {e}", to.display()))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 async fn put_file(dir: &Path, out: &Place, name: String) -> Result<(), String> {
