@@ -66,6 +66,10 @@ struct SubmitArgs {
     /// Frame rate for a stream whose SPS and container carry no timing.
     #[arg(long, value_name = "N", value_parser = parse_fps)]
     fps: Option<u32>,
+    /// Cut the file into slices of this many seconds of media, packaged by
+    /// the workers in parallel and stitched into one tree.
+    #[arg(long, value_name = "SECONDS")]
+    slice_seconds: Option<u32>,
     /// Follow the job until it ends (progress bar on stderr; exit status
     /// 1 if it fails or is cancelled).
     #[arg(long)]
@@ -111,6 +115,7 @@ pub async fn run(a: Args) -> Result<()> {
                     .unwrap_or(u32::MAX),
                 part_duration_ms: u32::try_from(s.part_duration.as_millis()).unwrap_or(u32::MAX),
                 fps: s.fps.unwrap_or(0),
+                slice_seconds: s.slice_seconds.unwrap_or(0),
             };
             let job = client
                 .submit(spec)
@@ -227,6 +232,16 @@ fn print_job(job: &pb::Job) {
             format!(", worker {}", job.worker)
         }
     );
+    if !job.slices.is_empty() {
+        println!(
+            "  sliced: {} slices and a stitch (jobs {})",
+            job.slices.len() - 1,
+            job.slices.join(", ")
+        );
+    }
+    if !job.parent.is_empty() {
+        println!("  part of sliced job {}", job.parent);
+    }
     for o in &job.outputs {
         println!("  wrote {o}");
     }

@@ -99,6 +99,7 @@ async fn run_urls(a: Args) -> Result<()> {
         segment_duration_ms: u32::try_from(a.segment_duration.as_millis()).unwrap_or(u32::MAX),
         part_duration_ms: u32::try_from(a.part_duration.as_millis()).unwrap_or(u32::MAX),
         fps: a.fps.unwrap_or(0),
+        slice_seconds: 0,
     };
     // A local run reads and writes what its user may: every file:// path.
     let config = liveslice_server::jobs::JobConfig {

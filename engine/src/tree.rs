@@ -172,6 +172,9 @@ pub struct TreeWriter {
     /// Media segments on disk.
     segments: BTreeSet<u64>,
     written: u64,
+    /// Media segments are muxed and written (false: playlists only, see
+    /// [`TreeWriter::playlists_only`]).
+    media: bool,
 }
 
 impl TreeWriter {
@@ -202,7 +205,19 @@ impl TreeWriter {
             parts: Vec::new(),
             segments: BTreeSet::new(),
             written: 0,
+            media: true,
         })
+    }
+
+    /// A writer of the playlists alone: segments are neither muxed nor
+    /// written, only noted as closed, so the playlists name every segment
+    /// the events announced. For a tree whose segments were written by
+    /// others from the same stream (the slices of a sliced packaging job);
+    /// whoever calls this vouches that they are there.
+    pub fn playlists_only(dir: impl AsRef<Path>, formats: Formats) -> Result<Self, TreeError> {
+        let mut w = Self::with_formats(dir, formats)?;
+        w.media = false;
+        Ok(w)
     }
 
     pub fn dir(&self) -> &Path {
@@ -256,6 +271,15 @@ impl TreeWriter {
 
     /// Muxes a closed part from the frames held.
     fn part(&mut self, part: Arc<PartRecord>) -> Result<(), TreeError> {
+        if !self.media {
+            let end = part
+                .first_frame_index
+                .saturating_add(u64::from(part.frame_count));
+            while self.frames.front().is_some_and(|f| f.index < end) {
+                self.frames.pop_front();
+            }
+            return Ok(());
+        }
         let path = self.segment_path(part.segment);
         // Frames before the part belong to parts never announced (a gap).
         while self
@@ -322,6 +346,14 @@ impl TreeWriter {
     /// `ts/seg-N.ts`, then `seg-N.m4s`.
     fn segment(&mut self, record: &SegmentRecord) -> Result<(), TreeError> {
         let seq = record.sequence;
+        if !self.media {
+            while self.frames.front().is_some_and(|f| f.segment <= seq) {
+                self.frames.pop_front();
+            }
+            self.segments.insert(seq);
+            self.written += 1;
+            return Ok(());
+        }
         let parts: Vec<MuxedPart> = std::mem::take(&mut self.parts)
             .into_iter()
             .filter(|p| p.record.segment == seq)

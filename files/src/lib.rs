@@ -13,4 +13,4 @@ pub mod package;
 
 pub use audio::AudioTrack;
 pub use error::{FileError, Result};
-pub use package::{package_file, Packager, Progress, Summary};
+pub use package::{package_file, package_file_portion, Packager, Portion, Progress, Summary};

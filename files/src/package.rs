@@ -57,6 +57,31 @@ impl Summary {
     }
 }
 
+/// Which part of a stream's tree a packager writes. A stream cut into
+/// slices by time is packaged by several packagers at once, each running
+/// the engine over the stream from its start (so every segment gets the
+/// numbers, times and bytes the whole stream's packaging gives it) but
+/// muxing and writing only its own segments; one more writes the
+/// playlists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Portion {
+    /// Every segment, then the playlists.
+    Whole,
+    /// The segments of slice `index`: those whose first frame (in decode
+    /// order) has its decode time in `[index × seconds, (index + 1) ×
+    /// seconds)`; no playlists. The engine stops once the slice is past.
+    Slice { index: u32, seconds: u32 },
+    /// The playlists alone, naming every segment (written by the slices).
+    Playlists,
+}
+
+impl Portion {
+    /// The slice a decode time (90 kHz) falls in.
+    fn slice_of(seconds: u32, dts: u64) -> u64 {
+        dts / (u64::from(seconds.max(1)) * TIMESCALE)
+    }
+}
+
 /// The pipeline and the tree writer: bytes in, files out.
 pub struct Packager {
     pipeline: SessionPipeline,
@@ -76,16 +101,42 @@ pub struct Packager {
     written: Option<Instant>,
     /// The input's name, for messages.
     name: String,
+    portion: Portion,
+    /// A slice: whether each segment seen is the slice's (decided at its
+    /// first frame; entries of closed segments go).
+    mine: BTreeMap<u64, bool>,
+    /// A slice: a frame of a later slice was seen.
+    past: bool,
+    /// A slice: the slice's segment still open.
+    open_mine: Option<u64>,
+    /// Frames written (a slice's own).
+    frames_written: u64,
 }
 
 impl Packager {
     /// A packager writing into `out` (created if missing). `live`: the
     /// input arrives over time (playlists after every segment).
     pub fn new(opts: PipelineOptions, out: &Path, live: bool, name: &str) -> Result<Self> {
+        Self::portion(opts, out, live, name, Portion::Whole)
+    }
+
+    /// A packager of `portion` of the stream (see [`Portion`]).
+    pub fn portion(
+        opts: PipelineOptions,
+        out: &Path,
+        live: bool,
+        name: &str,
+        portion: Portion,
+    ) -> Result<Self> {
         let formats = opts.formats;
+        let tree = match portion {
+            Portion::Playlists => TreeWriter::playlists_only(out, formats),
+            _ => TreeWriter::with_formats(out, formats),
+        }
+        .map_err(|e| FileError(e.to_string()))?;
         Ok(Self {
             pipeline: SessionPipeline::new(opts),
-            tree: TreeWriter::with_formats(out, formats).map_err(|e| FileError(e.to_string()))?,
+            tree,
             events: Vec::new(),
             drops: BTreeMap::new(),
             media_ticks: 0,
@@ -94,7 +145,54 @@ impl Packager {
             live,
             written: None,
             name: name.to_string(),
+            portion,
+            mine: BTreeMap::new(),
+            past: false,
+            open_mine: None,
+            frames_written: 0,
         })
+    }
+
+    /// A slice whose segments are all written: nothing more to push.
+    pub fn slice_done(&self) -> bool {
+        matches!(self.portion, Portion::Slice { .. }) && self.past && self.open_mine.is_none()
+    }
+
+    /// Whether an event goes to the tree (a slice's own segments only).
+    fn takes(&mut self, e: &Event) -> bool {
+        let Portion::Slice { index, seconds } = self.portion else {
+            return true;
+        };
+        match e {
+            Event::Frame(f) => {
+                let mine = *self.mine.entry(f.segment).or_insert_with(|| {
+                    let slice = Portion::slice_of(seconds, f.dts);
+                    if slice > u64::from(index) {
+                        self.past = true;
+                    }
+                    let mine = slice == u64::from(index);
+                    if mine {
+                        self.open_mine = Some(f.segment);
+                    }
+                    mine
+                });
+                if mine {
+                    self.frames_written += 1;
+                }
+                mine
+            }
+            Event::Part(p) => self.mine.get(&p.segment).copied().unwrap_or(false),
+            Event::Segment(s) => {
+                let seq = s.record.sequence;
+                let mine = self.mine.get(&seq).copied().unwrap_or(false);
+                self.mine = self.mine.split_off(&seq);
+                if self.open_mine == Some(seq) {
+                    self.open_mine = None;
+                }
+                mine
+            }
+            _ => true,
+        }
     }
 
     /// The directory written into.
@@ -106,6 +204,9 @@ impl Packager {
     /// exactly at an access unit's end. Returns whether a segment closed.
     pub fn push(&mut self, data: Bytes, end_of_access_unit: bool) -> Result<bool> {
         let before = self.segments;
+        if self.slice_done() {
+            return Ok(false);
+        }
         self.pipeline.push(
             data,
             None,
@@ -168,9 +269,13 @@ impl Packager {
                 self.drops_summary(" (", ")")
             );
         }
+        let (frames, segments) = match self.portion {
+            Portion::Slice { .. } => (self.frames_written, self.segments),
+            _ => (stats.frames, stats.segments),
+        };
         Ok(Summary {
-            frames: stats.frames,
-            segments: stats.segments,
+            frames,
+            segments,
             media_ticks: self.media_ticks,
             drops: self.drops_summary("", ""),
             formats: self.formats,
@@ -183,7 +288,11 @@ impl Packager {
     fn handle(&mut self) -> Result<()> {
         let (mut changed, mut ended) = (false, false);
         let tree_err = |e: liveslice_engine::tree::TreeError| FileError(e.to_string());
-        for e in self.events.drain(..) {
+        let mut events = std::mem::take(&mut self.events);
+        for e in events.drain(..) {
+            if !self.takes(&e) {
+                continue;
+            }
             self.tree.handle(&e).map_err(tree_err)?;
             match e {
                 Event::Segment(s) => {
@@ -203,8 +312,15 @@ impl Packager {
                 | Event::AudioConfig(_) => {}
             }
         }
-        let due =
-            self.live || ended || self.written.is_none_or(|at| at.elapsed() >= PLAYLIST_EVERY);
+        self.events = events;
+        let due = match self.portion {
+            Portion::Whole => {
+                self.live || ended || self.written.is_none_or(|at| at.elapsed() >= PLAYLIST_EVERY)
+            }
+            // The playlists once, at the end (each names every segment).
+            Portion::Playlists => ended,
+            Portion::Slice { .. } => false,
+        };
         if let (true, true, Some(m)) = (changed, due, self.pipeline.manifests()) {
             self.tree
                 .write_manifests(m, now_unix_ns() / 1_000_000)
@@ -271,6 +387,9 @@ pub fn feed(
                 if report(packager, closed, fraction).is_break() {
                     return Ok(false);
                 }
+                if packager.slice_done() {
+                    return Ok(true);
+                }
             }
         }
         FileVideo::Container(VideoSource::AnnexB(all)) => {
@@ -289,6 +408,9 @@ pub fn feed(
                 if report(packager, closed, fraction).is_break() {
                     return Ok(false);
                 }
+                if packager.slice_done() {
+                    return Ok(true);
+                }
             }
         }
         FileVideo::Container(VideoSource::Ts(v)) => {
@@ -298,6 +420,9 @@ pub fn feed(
                 let fraction = payloads.position() as f64 / v.size().max(1) as f64;
                 if report(packager, closed, fraction).is_break() {
                     return Ok(false);
+                }
+                if packager.slice_done() {
+                    return Ok(true);
                 }
             }
         }
@@ -358,14 +483,26 @@ pub fn package_file(
     path: &Path,
     name: &str,
     out: &Path,
+    opts: PipelineOptions,
+    progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+) -> Result<Summary> {
+    package_file_portion(path, name, out, opts, Portion::Whole, progress)
+}
+
+/// [`package_file`] of a [`Portion`] of the file's tree.
+pub fn package_file_portion(
+    path: &Path,
+    name: &str,
+    out: &Path,
     mut opts: PipelineOptions,
+    portion: Portion,
     progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
 ) -> Result<Summary> {
     let (video, rate) = open_video(path, name)?;
     if opts.target_rate.is_none() {
         opts.target_rate = rate.map(|f| liveslice_engine::timing::FrameRate::new(f, 1));
     }
-    let mut packager = Packager::new(opts, out, false, name)?;
+    let mut packager = Packager::portion(opts, out, false, name, portion)?;
     if !feed(&video, &mut packager, progress)? {
         bail!("{name}: packaging was stopped");
     }
@@ -383,4 +520,102 @@ fn now_unix_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for sub in ["", "ts"] {
+            for e in std::fs::read_dir(dir.join(sub)).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_file() {
+                    let name = format!("{sub}/{}", e.file_name().to_string_lossy());
+                    out.insert(name, std::fs::read(e.path()).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    /// Slices by time plus the playlists make the whole tree: the same
+    /// segment files (CMAF byte for byte; MPEG-TS but for continuity
+    /// counters, which start afresh in each slice), and the same
+    /// playlists but for wall-clock times; each slice writes only its
+    /// segments and no playlist.
+    #[test]
+    fn slices_and_playlists_make_the_whole_tree() {
+        let lap = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/baseline_30.h264"),
+        )
+        .unwrap();
+        let base = std::env::temp_dir().join(format!("liveslice-slices-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let input = base.join("in.h264");
+        std::fs::write(&input, lap.repeat(4)).unwrap();
+        let opts = || PipelineOptions {
+            window: u32::MAX as usize,
+            list_every_segment: true,
+            ..Default::default()
+        };
+        let go = &mut |_| ControlFlow::Continue(());
+        let whole = package_file(&input, "in", &base.join("whole"), opts(), go).unwrap();
+        assert_eq!((whole.frames, whole.segments), (720, 12));
+        let sliced = base.join("sliced");
+        let mut frames = 0;
+        for index in 0..3 {
+            let dir = base.join(format!("slice-{index}"));
+            let portion = Portion::Slice { index, seconds: 10 };
+            let s = package_file_portion(&input, "in", &dir, opts(), portion, go).unwrap();
+            frames += s.frames;
+            let files = tree(&dir);
+            assert!(
+                !files
+                    .keys()
+                    .any(|f| f.ends_with(".m3u8") || f.ends_with(".mpd")),
+                "slice {index} wrote playlists: {:?}",
+                files.keys()
+            );
+            for (name, bytes) in files {
+                let to = sliced.join(name.trim_start_matches('/'));
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::write(to, bytes).unwrap();
+            }
+        }
+        assert_eq!(frames, 720);
+        let p =
+            package_file_portion(&input, "in", &sliced, opts(), Portion::Playlists, go).unwrap();
+        assert_eq!((p.frames, p.segments), (720, 12));
+        let (a, b) = (tree(&base.join("whole")), tree(&sliced));
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        let clock = |t: &[u8]| -> String {
+            String::from_utf8_lossy(t)
+                .lines()
+                .filter(|l| !l.starts_with("#EXT-X-PROGRAM-DATE-TIME"))
+                .map(|l| {
+                    l.split(' ')
+                        .filter(|w| {
+                            !w.starts_with("availabilityStartTime=")
+                                && !w.starts_with("publishTime=")
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        for (name, bytes) in &a {
+            if name.ends_with(".m4s") || name.ends_with(".mp4") {
+                assert!(bytes == &b[name], "{name} differs");
+            } else if name.ends_with(".ts") {
+                assert_eq!(bytes.len(), b[name].len(), "{name}");
+            } else {
+                assert_eq!(clock(bytes), clock(&b[name]), "{name}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&base);
+    }
 }

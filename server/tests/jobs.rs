@@ -532,3 +532,156 @@ async fn a_job_whose_worker_dies_is_finished_by_another() {
         }
     }
 }
+
+/// The tree minus what differs between runs by design: wall-clock times
+/// (HLS program date-times, the MPD's availability and publish times).
+fn without_wall_clock(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with("#EXT-X-PROGRAM-DATE-TIME") {
+            continue;
+        }
+        let mut line = line.to_string();
+        for attr in ["availabilityStartTime", "publishTime"] {
+            while let Some(at) = line.find(&format!("{attr}=\"")) {
+                let start = at + attr.len() + 2;
+                let end = start + line[start..].find('"').unwrap();
+                line.replace_range(at..=end, "");
+            }
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// A job sliced by time (`slice_seconds`) on two workers gives the tree
+/// one job gives: a 10-minute file cut into 10 slices, packaged by both
+/// workers in parallel and stitched. The playlists and the MPD are the
+/// same (but for wall-clock times: one numbering, no discontinuity), every
+/// CMAF segment and init segment is the same bytes, and ffmpeg decodes the
+/// same frames from both MPEG-TS playlists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sliced_job_on_two_workers_equals_the_whole_job() {
+    let what = "jobs: sliced on two workers";
+    let Some(nats) = Nats::start(what) else {
+        return;
+    };
+    if !have_ffmpeg(what) {
+        return;
+    }
+    let files = tempdir();
+    let lap = testdata("baseline_30.h264");
+    let long: Vec<u8> = lap.iter().copied().cycle().take(lap.len() * 100).collect();
+    std::fs::write(files.join("long.h264"), long).unwrap();
+    let url = |name: &str| format!("file://{}", files.join(name).display());
+    let files_arg = files.display().to_string();
+    let workers = [
+        Worker::start(&nats, "w1", &["--job-files", &files_arg]),
+        Worker::start(&nats, "w2", &["--job-files", &files_arg]),
+    ];
+    let mut jobs = workers[0].jobs().await;
+    let whole = jobs
+        .submit(pb::JobSpec {
+            source: url("long.h264"),
+            output: url("whole"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let last = watch_to_end(&mut jobs, &whole.id).await.pop().unwrap();
+    assert_eq!(last.state, pb::JobState::Done as i32, "{last:?}");
+    let sliced = jobs
+        .submit(pb::JobSpec {
+            source: url("long.h264"),
+            output: url("sliced"),
+            slice_seconds: 60,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let seen = watch_to_end(&mut jobs, &sliced.id).await;
+    let last = seen.last().unwrap();
+    assert_eq!(last.state, pb::JobState::Done as i32, "{last:?}");
+    assert_eq!((last.frames, last.segments), (18_000, 300), "{last:?}");
+    assert_eq!(last.duration_90k, 600 * 90_000);
+    assert_eq!(last.slices.len(), 11, "10 slices and the stitch: {last:?}");
+    let mut by = std::collections::BTreeSet::new();
+    let mut frames = 0;
+    for (k, id) in last.slices.iter().enumerate() {
+        let s = jobs
+            .get(pb::JobId { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(s.state, pb::JobState::Done as i32, "{s:?}");
+        assert_eq!(s.parent, sliced.id);
+        if k < 10 {
+            assert_eq!(s.slice_index, k as u32);
+            assert_eq!(s.segments, 30, "slice {k}: 60 s of 2 s segments: {s:?}");
+            frames += s.frames;
+            by.insert(s.worker.clone());
+        }
+    }
+    assert_eq!(frames, 18_000, "the slices' frames add up");
+    assert_eq!(by.len(), 2, "both workers ran slices: {by:?}");
+
+    let read = |tree: &str, name: &str| std::fs::read(files.join(tree).join(name)).unwrap();
+    for pl in ["index.m3u8", "ts/index.m3u8", "manifest.mpd"] {
+        let a = String::from_utf8(read("whole", pl)).unwrap();
+        let b = String::from_utf8(read("sliced", pl)).unwrap();
+        let (a, b) = (without_wall_clock(&a), without_wall_clock(&b));
+        let first = a.lines().zip(b.lines()).position(|(x, y)| x != y);
+        assert!(
+            a == b,
+            "{pl} differs at line {first:?}: {:?} / {:?}",
+            first.map(|i| a.lines().nth(i)),
+            first.map(|i| b.lines().nth(i))
+        );
+        // One numbering: no discontinuity where the slices meet (the
+        // source has none either).
+        assert!(!b.lines().any(|l| l == "#EXT-X-DISCONTINUITY"), "{pl}");
+    }
+    let (segments, total) = playlist(&String::from_utf8(read("sliced", "index.m3u8")).unwrap());
+    assert_eq!(segments.len(), 300);
+    assert!((total - 600.0).abs() < 0.01, "{total}");
+    let mut names: Vec<String> = std::fs::read_dir(files.join("whole"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".m4s") || n.ends_with(".mp4"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 301, "300 segments and the init segment");
+    for n in &names {
+        assert!(read("whole", n) == read("sliced", n), "{n} differs");
+    }
+    let ts = |tree: &str| {
+        std::fs::read_dir(files.join(tree).join("ts"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(ts("whole"), ts("sliced"));
+    // MPEG-TS: the slices' continuity counters start afresh; the frames
+    // are the same.
+    let md5 = |tree: &str| {
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(files.join(tree).join("ts/index.m3u8"))
+            .args(["-fps_mode", "passthrough", "-f", "framemd5", "-"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let frames: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.to_string())
+            .collect();
+        (frames, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (a, err_a) = md5("whole");
+    let (b, err_b) = md5("sliced");
+    assert_eq!(a.len(), 18_000, "{err_a}");
+    assert!(a == b, "the frames differ: {err_b}");
+}

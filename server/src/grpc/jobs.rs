@@ -10,7 +10,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Access, Auth};
-use crate::jobs::{JobError, JobRecord, JobSpec, JobState, Jobs};
+use crate::jobs::{JobError, JobRecord, JobRole, JobSpec, JobState, Jobs};
 
 /// The service; `jobs` is `None` on a server without `--cluster`.
 pub struct JobServiceImpl {
@@ -64,11 +64,22 @@ fn spec_of(s: pb::JobSpec) -> JobSpec {
         segment_duration_ms: s.segment_duration_ms,
         part_duration_ms: s.part_duration_ms,
         fps: s.fps,
+        slice_seconds: s.slice_seconds,
     }
 }
 
 /// A job record as the API's `Job`.
 pub fn job_of(r: JobRecord) -> pb::Job {
+    let (slices, parent, slice_index) = match &r.role {
+        JobRole::Whole => (Vec::new(), String::new(), 0),
+        JobRole::Sliced { slices, stitch } => {
+            let mut all = slices.clone();
+            all.push(stitch.clone());
+            (all, String::new(), 0)
+        }
+        JobRole::Slice { parent, index, .. } => (Vec::new(), parent.clone(), *index),
+        JobRole::Stitch { parent, .. } => (Vec::new(), parent.clone(), 0),
+    };
     let state = match r.state {
         JobState::Queued => pb::JobState::Queued,
         JobState::Running => pb::JobState::Running,
@@ -85,6 +96,7 @@ pub fn job_of(r: JobRecord) -> pb::Job {
             segment_duration_ms: r.spec.segment_duration_ms,
             part_duration_ms: r.spec.part_duration_ms,
             fps: r.spec.fps,
+            slice_seconds: r.spec.slice_seconds,
         }),
         state: state as i32,
         frames: r.frames,
@@ -98,6 +110,9 @@ pub fn job_of(r: JobRecord) -> pb::Job {
         submitted_unix_ms: r.submitted_unix_ms,
         updated_unix_ms: r.updated_unix_ms,
         duration_90k: r.duration_90k,
+        slices,
+        parent,
+        slice_index,
     }
 }
 

@@ -202,6 +202,9 @@ pub struct JobSpec {
     pub part_duration_ms: u32,
     /// Frame rate for a stream with no timing (0: none).
     pub fps: u32,
+    /// Cut the file into slices of this many seconds of media, packaged
+    /// by the workers in parallel and stitched into one tree (0: one job).
+    pub slice_seconds: u32,
 }
 
 impl JobSpec {
@@ -235,6 +238,15 @@ impl JobSpec {
         if self.fps > 240 {
             return Err("fps: must be at most 240".into());
         }
+        if self.slice_seconds != 0
+            && (!(10..=3600).contains(&self.slice_seconds)
+                || u64::from(self.slice_seconds) * 1000 < u64::from(self.segment_duration_ms) * 2)
+        {
+            return Err(
+                "slice_seconds: must be 0 (no slices) or 10 to 3600, and at least two segments"
+                    .into(),
+            );
+        }
         Ok(self)
     }
 
@@ -253,6 +265,26 @@ impl JobSpec {
         }
         opts
     }
+}
+
+/// What a job is to the others of a sliced job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum JobRole {
+    /// A job of its own (or a sliced one not yet planned).
+    #[default]
+    Whole,
+    /// A sliced job, planned: its slices and the stitch that writes the
+    /// playlists run as jobs of their own; it is done when the stitch is.
+    Sliced { slices: Vec<String>, stitch: String },
+    /// Slice `index` of `count` of `parent`: its segments only.
+    Slice {
+        parent: String,
+        index: u32,
+        count: u32,
+    },
+    /// The playlists of `parent`, once all its `slices` are done.
+    Stitch { parent: String, slices: Vec<String> },
 }
 
 /// A job's record in [`JOBS_BUCKET`] (JSON), as `GET /api/jobs/{id}`
@@ -284,6 +316,12 @@ pub struct JobRecord {
     pub worker: Option<String>,
     pub submitted_unix_ms: u64,
     pub updated_unix_ms: u64,
+    /// Its place in a sliced job.
+    #[serde(default)]
+    pub role: JobRole,
+    /// A sliced job: the file's frames (from planning), for its progress.
+    #[serde(default)]
+    pub frames_total: u64,
 }
 
 /// Why a jobs call failed.
@@ -429,6 +467,17 @@ impl Jobs {
     /// Queues a job: its record first (queued), then its id on the queue.
     pub async fn submit(&self, spec: JobSpec) -> Result<JobRecord, JobError> {
         let spec = spec.normalized().map_err(JobError::Invalid)?;
+        let record = self.enqueue(spec, JobRole::Whole).await?;
+        tracing::info!(job = %record.id, source = %record.spec.source, output = %record.spec.output, "job queued");
+        Ok(record)
+    }
+
+    /// A new job record of `role` (queued), then its id on the queue.
+    pub(crate) async fn enqueue(
+        &self,
+        spec: JobSpec,
+        role: JobRole,
+    ) -> Result<JobRecord, JobError> {
         let now = now_ms();
         let record = JobRecord {
             id: new_id(),
@@ -445,6 +494,8 @@ impl Jobs {
             worker: None,
             submitted_unix_ms: now,
             updated_unix_ms: now,
+            role,
+            frames_total: 0,
         };
         self.kv
             .create(&record.id, encode(&record))
@@ -480,7 +531,6 @@ impl Jobs {
                 nats("job queue")(e)
             });
         }
-        tracing::info!(job = %record.id, source = %record.spec.source, output = %record.spec.output, "job queued");
         Ok(record)
     }
 
@@ -571,16 +621,34 @@ impl Jobs {
         Err(nats("job record")("kept changing under this update".into()))
     }
 
-    /// Cancels a queued or running job; a finished one is returned as it is.
+    /// Cancels a queued or running job (a sliced one with its slices and
+    /// stitch); a finished one is returned as it is.
     pub async fn cancel(&self, id: &str) -> Result<JobRecord, JobError> {
-        self.update(id, |r| {
-            if r.state.is_final() {
-                return false;
+        let record = self
+            .update(id, |r| {
+                if r.state.is_final() {
+                    return false;
+                }
+                r.state = JobState::Cancelled;
+                true
+            })
+            .await?;
+        if let (JobState::Cancelled, JobRole::Sliced { slices, stitch }) =
+            (record.state, &record.role)
+        {
+            for child in slices.iter().chain(std::iter::once(stitch)) {
+                let _ = self
+                    .update(child, |r| {
+                        if r.state.is_final() {
+                            return false;
+                        }
+                        r.state = JobState::Cancelled;
+                        true
+                    })
+                    .await;
             }
-            r.state = JobState::Cancelled;
-            true
-        })
-        .await
+        }
+        Ok(record)
     }
 
     /// The job's record now, then each change, until a final state.

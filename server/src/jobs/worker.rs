@@ -27,8 +27,10 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::storage::{self, Location, Place};
-use super::{JobConfig, JobError, JobSpec, JobState, Jobs};
+use super::{now_ms, JobConfig, JobError, JobRecord, JobRole, JobSpec, JobState, Jobs};
 use crate::engine::PipelineOptions;
+use crate::engine::TIMESCALE;
+use liveslice_files::Portion;
 
 /// How often a running job's progress is written to its record.
 const REPORT_EVERY: Duration = Duration::from_millis(500);
@@ -124,8 +126,44 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
         if record.state.is_final() {
             return ack(&msg).await;
         }
+        let work = match &record.role {
+            // Planned before (its worker stopped before the ack): its
+            // slices run as jobs of their own.
+            JobRole::Sliced { .. } => return ack(&msg).await,
+            JobRole::Whole if record.spec.slice_seconds > 0 => Work::Plan,
+            JobRole::Whole => Work::Portion(Portion::Whole),
+            JobRole::Slice { index, .. } => Work::Portion(Portion::Slice {
+                index: *index,
+                seconds: record.spec.slice_seconds,
+            }),
+            JobRole::Stitch { parent, slices } => {
+                // The playlists wait for every slice, without using up
+                // attempts while they wait.
+                match slices_state(jobs, slices).await {
+                    Ok(true) => Work::Portion(Portion::Playlists),
+                    Ok(false) => {
+                        let _ = msg
+                            .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+                            .await;
+                        return;
+                    }
+                    Err(reason) => {
+                        fail_sliced(jobs, parent, &reason).await;
+                        return ack(&msg).await;
+                    }
+                }
+            }
+        };
+        let attempt = match record.role {
+            JobRole::Stitch { .. } => record.attempts + 1,
+            _ => delivered,
+        };
+        let parent = match &record.role {
+            JobRole::Slice { parent, .. } | JobRole::Stitch { parent, .. } => Some(parent.clone()),
+            _ => None,
+        };
         let attempts = jobs.config.job_attempts;
-        if delivered > attempts {
+        if attempt > attempts {
             let reason = format!(
                 "gave up after {attempts} attempts ({})",
                 record.error.clone().unwrap_or_else(|| {
@@ -143,6 +181,9 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
                     true
                 })
                 .await;
+            if let Some(parent) = &parent {
+                fail_sliced(jobs, parent, &reason).await;
+            }
             return ack(&msg).await;
         }
         let running = jobs
@@ -151,7 +192,7 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
                     return false;
                 }
                 r.state = JobState::Running;
-                r.attempts = delivered;
+                r.attempts = attempt;
                 r.worker = Some(node.to_string());
                 r.frames = 0;
                 r.segments = 0;
@@ -170,26 +211,27 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
                 return;
             }
         }
-        tracing::info!(source = %record.spec.source, output = %record.spec.output, "job running");
+        tracing::info!(source = %record.spec.source, output = %record.spec.output, ?work, "job running");
         let started = Instant::now();
         let progress = Arc::new(Mutex::new(Progress::default()));
         let cancel = Arc::new(AtomicBool::new(false));
-        let work = run(
+        let running = run(
             jobs.config.clone(),
             record.id.clone(),
             record.spec.clone(),
-            delivered,
+            attempt,
+            work,
             base.clone(),
             progress.clone(),
             cancel.clone(),
         );
-        tokio::pin!(work);
+        tokio::pin!(running);
         let mut heartbeat = tokio::time::interval(jobs.config.job_ack_wait / 3);
         let mut report = tokio::time::interval(REPORT_EVERY);
         let fps = |frames: u64| frames as f64 / started.elapsed().as_secs_f64().max(1e-3);
         let outcome = loop {
             tokio::select! {
-                out = &mut work => break out,
+                out = &mut running => break out,
                 _ = heartbeat.tick() => {
                     if let Err(e) = msg.ack_with(AckKind::Progress).await {
                         tracing::debug!(error = %e, "job progress ack failed");
@@ -214,7 +256,38 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
             }
         };
         match outcome {
-            Ok(done) => {
+            Ok(Finished::Planned(plan)) => {
+                let seconds = u64::from(record.spec.slice_seconds.max(1)) * TIMESCALE;
+                let count = u32::try_from(plan.media_ticks.div_ceil(seconds).max(1))
+                    .unwrap_or(u32::MAX);
+                match spawn_slices(jobs, &record, count).await {
+                    Ok((slices, stitch)) => {
+                        let _ = jobs
+                            .update(&id, |r| {
+                                r.role = JobRole::Sliced {
+                                    slices: slices.clone(),
+                                    stitch: stitch.clone(),
+                                };
+                                r.frames = 0;
+                                r.segments = 0;
+                                r.percent = 0.0;
+                                r.frames_total = plan.frames;
+                                r.duration_90k = plan.media_ticks;
+                                true
+                            })
+                            .await;
+                        tracing::info!(slices = count, frames = plan.frames, "job sliced");
+                        ack(&msg).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "slices not queued; the job comes back");
+                        let _ = msg
+                            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                            .await;
+                    }
+                }
+            }
+            Ok(Finished::Done(done)) => {
                 let s = &done.summary;
                 let _ = jobs
                     .update(&id, |r| {
@@ -229,6 +302,49 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
                         true
                     })
                     .await;
+                match &record.role {
+                    JobRole::Slice { parent, .. } => {
+                        // The sliced job's progress: its slices' frames.
+                        let _ = jobs
+                            .update(parent, |r| {
+                                if r.state != JobState::Running {
+                                    return false;
+                                }
+                                r.frames += s.frames;
+                                r.segments += s.segments;
+                                if r.frames_total > 0 {
+                                    r.percent = (r.frames as f64 * 1000.0 / r.frames_total as f64)
+                                        .round()
+                                        .min(999.0)
+                                        / 10.0;
+                                }
+                                true
+                            })
+                            .await;
+                    }
+                    JobRole::Stitch { parent, .. } => {
+                        let _ = jobs
+                            .update(parent, |r| {
+                                if r.state.is_final() {
+                                    return false;
+                                }
+                                r.state = JobState::Done;
+                                r.frames = s.frames;
+                                r.segments = s.segments;
+                                r.duration_90k = s.media_ticks;
+                                r.percent = 100.0;
+                                r.frames_per_second = r.frames as f64
+                                    / (now_ms().saturating_sub(r.submitted_unix_ms).max(1) as f64
+                                        / 1000.0);
+                                r.outputs = done.outputs.clone();
+                                r.error =
+                                    (!s.drops.is_empty()).then(|| format!("dropped: {}", s.drops));
+                                true
+                            })
+                            .await;
+                    }
+                    _ => {}
+                }
                 tracing::info!(
                     frames = s.frames,
                     segments = s.segments,
@@ -253,6 +369,9 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
                         true
                     })
                     .await;
+                if let Some(parent) = &parent {
+                    fail_sliced(jobs, parent, &reason).await;
+                }
                 ack(&msg).await;
             }
             Err(Outcome::Retry(reason)) => {
@@ -277,6 +396,105 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
     .await
 }
 
+/// Whether every slice is done (`Ok(false)`: some still queued or
+/// running); `Err` names a slice that failed or was cancelled.
+async fn slices_state(jobs: &Jobs, slices: &[String]) -> Result<bool, String> {
+    for (k, id) in slices.iter().enumerate() {
+        match jobs.get(id).await {
+            Ok(r) => match r.state {
+                JobState::Done => {}
+                JobState::Failed => {
+                    return Err(format!("slice {k} failed: {}", r.error.unwrap_or_default()))
+                }
+                JobState::Cancelled => return Err(format!("slice {k} was cancelled")),
+                JobState::Queued | JobState::Running => return Ok(false),
+            },
+            Err(JobError::NotFound(_)) => return Err(format!("slice {k}'s record is gone")),
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// Fails a sliced job (`reason`) and cancels what of it has not ended.
+async fn fail_sliced(jobs: &Jobs, parent: &str, reason: &str) {
+    let Ok(record) = jobs
+        .update(parent, |r| {
+            if r.state.is_final() {
+                return false;
+            }
+            r.state = JobState::Failed;
+            r.error = Some(reason.to_string());
+            true
+        })
+        .await
+    else {
+        return;
+    };
+    if let JobRole::Sliced { slices, stitch } = &record.role {
+        for child in slices.iter().chain(std::iter::once(stitch)) {
+            let _ = jobs
+                .update(child, |r| {
+                    if r.state.is_final() {
+                        return false;
+                    }
+                    r.state = JobState::Cancelled;
+                    true
+                })
+                .await;
+        }
+    }
+}
+
+/// Queues `count` slices of `parent` and the stitch after them.
+async fn spawn_slices(
+    jobs: &Jobs,
+    parent: &JobRecord,
+    count: u32,
+) -> Result<(Vec<String>, String), JobError> {
+    let mut slices = Vec::new();
+    for index in 0..count {
+        let r = jobs
+            .enqueue(
+                parent.spec.clone(),
+                JobRole::Slice {
+                    parent: parent.id.clone(),
+                    index,
+                    count,
+                },
+            )
+            .await?;
+        slices.push(r.id);
+    }
+    let stitch = jobs
+        .enqueue(
+            parent.spec.clone(),
+            JobRole::Stitch {
+                parent: parent.id.clone(),
+                slices: slices.clone(),
+            },
+        )
+        .await?;
+    Ok((slices, stitch.id))
+}
+
+/// What an attempt does.
+#[derive(Clone, Copy, Debug)]
+enum Work {
+    /// A sliced job's planning: the file read through once (no muxing)
+    /// for its length, which makes the slices.
+    Plan,
+    /// This portion of the tree.
+    Portion(Portion),
+}
+
+/// A finished attempt's result.
+enum Finished {
+    Done(Done),
+    /// Planned: what the read through found.
+    Planned(liveslice_files::Summary),
+}
+
 /// Runs a job here and now, without a queue: download, package, upload
 /// (segments first, playlists last), as a worker does. `liveslice package
 /// URL --out URL` (and the Kubernetes Indexed Job that runs it) uses
@@ -289,27 +507,42 @@ pub async fn run_once(
     let spec = spec.normalized()?;
     let id = super::new_id();
     let progress = Arc::new(Mutex::new(Progress::default()));
-    match run(config.clone(), id, spec, 1, base, progress, Arc::default()).await {
-        Ok(done) => Ok((done.outputs, done.summary)),
+    let whole = Work::Portion(Portion::Whole);
+    match run(
+        config.clone(),
+        id,
+        spec,
+        1,
+        whole,
+        base,
+        progress,
+        Arc::default(),
+    )
+    .await
+    {
+        Ok(Finished::Done(done)) => Ok((done.outputs, done.summary)),
+        Ok(Finished::Planned(_)) => Err("planned, not packaged".into()),
         Err(Outcome::Failed(e) | Outcome::Retry(e)) => Err(e),
         Err(Outcome::Cancelled) => Err("cancelled".into()),
     }
 }
 
 /// One attempt, in its own work directory (removed after it).
+#[allow(clippy::too_many_arguments)]
 async fn run(
     config: JobConfig,
     id: String,
     spec: JobSpec,
     attempt: u32,
+    work_kind: Work,
     base: PipelineOptions,
     progress: Arc<Mutex<Progress>>,
     cancel: Arc<AtomicBool>,
-) -> Result<Done, Outcome> {
+) -> Result<Finished, Outcome> {
     let work = config
         .work_dir()
         .join(format!("liveslice-job-{id}-{attempt}"));
-    let result = run_in(&work, &config, &spec, base, progress, cancel).await;
+    let result = run_in(&work, &config, &spec, work_kind, base, progress, cancel).await;
     if let Err(e) = tokio::fs::remove_dir_all(&work).await {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(error = %e, dir = %work.display(), "work directory not removed");
@@ -322,10 +555,11 @@ async fn run_in(
     work: &Path,
     config: &JobConfig,
     spec: &JobSpec,
+    work_kind: Work,
     base: PipelineOptions,
     progress: Arc<Mutex<Progress>>,
     cancel: Arc<AtomicBool>,
-) -> Result<Done, Outcome> {
+) -> Result<Finished, Outcome> {
     tokio::fs::create_dir_all(work).await.map_err(|e| {
         Outcome::Retry(format!(
             "cannot create the work directory {}: {e}",
@@ -369,13 +603,19 @@ async fn run_in(
         ))),
         Location::S3 { .. } => None,
     };
+    // Planning writes nothing anyone reads: its playlists go to the work
+    // directory.
+    let (portion, staged) = match work_kind {
+        Work::Plan => (Portion::Playlists, None),
+        Work::Portion(p) => (p, staged),
+    };
     let tree = staged.clone().unwrap_or_else(|| work.join("out"));
     let built = tree.clone();
     let opts = spec.pipeline(base);
     let name = spec.source.clone();
     let stop = cancel.clone();
     let packaged = tokio::task::spawn_blocking(move || {
-        liveslice_files::package_file(&input, &name, &tree, opts, &mut |p| {
+        liveslice_files::package_file_portion(&input, &name, &tree, opts, portion, &mut |p| {
             if let Ok(mut g) = progress.lock() {
                 *g = p;
             }
@@ -393,20 +633,32 @@ async fn run_in(
             return Err(Outcome::Cancelled);
         }
         let summary = packaged.map_err(|e| Outcome::Failed(e.to_string()))?;
+        if matches!(work_kind, Work::Plan) {
+            return Ok(Err(summary));
+        }
         match &output {
             Location::File(dir) => move_tree(&built, dir).await,
             Location::S3 { .. } => upload(&built, &out).await,
         }
         .map_err(Outcome::Retry)?;
-        Ok(summary)
+        Ok(Ok(summary))
     }
     .await;
     if let Some(staged) = &staged {
         let _ = tokio::fs::remove_dir_all(staged).await;
     }
-    let summary = placed?;
+    // Ok(Err(summary)): planned.
+    let summary = match placed? {
+        Ok(summary) => summary,
+        Err(planned) => return Ok(Finished::Planned(planned)),
+    };
     let base_url = spec.output.trim_end_matches('/');
     let mut outputs = Vec::new();
+    // A slice writes segments only; the stitch (or a whole job) the
+    // playlists.
+    if matches!(portion, Portion::Slice { .. }) {
+        return Ok(Finished::Done(Done { outputs, summary }));
+    }
     if summary.formats.cmaf {
         outputs.push(format!("{base_url}/index.m3u8"));
         outputs.push(format!("{base_url}/manifest.mpd"));
@@ -414,7 +666,7 @@ async fn run_in(
     if summary.formats.ts {
         outputs.push(format!("{base_url}/ts/index.m3u8"));
     }
-    Ok(Done { outputs, summary })
+    Ok(Finished::Done(Done { outputs, summary }))
 }
 
 /// The source object into a local file (streamed, never held whole).
