@@ -30,6 +30,10 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$tmp/files"
 cp $in.h264 "$tmp/files/in.h264"
+# A long file for the sliced figures: the 60 s stream LAPS times over.
+laps=${LAPS:-5}
+slice=${SLICE:-60}
+for _ in $(seq "$laps"); do cat $in.h264; done >"$tmp/files/long.h264"
 nats-server -js -a 127.0.0.1 -p 14322 -sd "$tmp/nats" >"$tmp/nats.log" 2>&1 &
 nats=$!
 sleep 1
@@ -79,6 +83,40 @@ PY
   workers=()
 }
 
+# one_job W SLICE_SECONDS: W workers, one job of the long file (0: not
+# sliced); prints the wall seconds.
+one_job() {
+  local n=$1 slice=$2 i
+  workers=()
+  for i in $(seq "$n"); do
+    RUST_LOG=warn target/release/liveslice-server --grpc-addr 127.0.0.1:$((50490 + i)) \
+      --http-addr 127.0.0.1:$((8490 + i)) --cluster nats://127.0.0.1:14322 --node-id "w$i" \
+      --worker --job-files "$tmp/files" >"$tmp/w$i.log" 2>&1 &
+    workers+=($!)
+  done
+  sleep 2
+  rm -rf "$tmp/files/out"
+  python3 - "$tmp/files" "$slice" <<'PY'
+import json, sys, time, urllib.request
+files, slice_seconds = sys.argv[1], int(sys.argv[2])
+api = "http://127.0.0.1:8491/api/jobs"
+start = time.monotonic()
+body = json.dumps({"source": f"file://{files}/long.h264", "output": f"file://{files}/out/long",
+                   "slice_seconds": slice_seconds})
+id = json.load(urllib.request.urlopen(urllib.request.Request(api, data=body.encode(), method="POST")))["id"]
+while True:
+    r = json.load(urllib.request.urlopen(f"{api}/{id}"))
+    if r["state"] in ("failed", "cancelled"):
+        sys.exit(f"job {id} {r['state']}: {r.get('error')}")
+    if r["state"] == "done":
+        break
+    time.sleep(0.02)
+print(f"{time.monotonic() - start:.3f}")
+PY
+  for w in "${workers[@]}"; do kill "$w"; wait "$w" 2>/dev/null || true; done
+  workers=()
+}
+
 direct() {
   local p=$1 start
   rm -rf "$tmp/direct"
@@ -98,6 +136,9 @@ for _ in $(seq "$rounds"); do
   echo "w2 $(run_workers 2)" >>"$tmp/r"
   echo "d1 $(direct 1)" >>"$tmp/r"
   echo "d2 $(direct 2)" >>"$tmp/r"
+  echo "l1 $(one_job 1 0)" >>"$tmp/r"
+  echo "s1 $(one_job 1 "$slice")" >>"$tmp/r"
+  echo "s2 $(one_job 2 "$slice")" >>"$tmp/r"
 done
 w1=$(grep '^w1 ' "$tmp/r" | cut -d' ' -f2 | med)
 w2=$(grep '^w2 ' "$tmp/r" | cut -d' ' -f2 | med)
@@ -110,3 +151,9 @@ echo "1 worker:  ${w1} s wall, $(per_min "$w1" 1) files/min per worker"
 echo "2 workers: ${w2} s wall, $(per_min "$w2" 2) files/min per worker, speed-up $(echo "scale=2; $w1 / $w2" | bc)"
 echo "direct liveslice package, 1 at a time: ${d1} s ($(per_min "$d1" 1) files/min); 1 worker/direct $(echo "scale=2; $w1 / $d1" | bc)"
 echo "direct liveslice package, 2 at a time: ${d2} s; 2 workers/direct $(echo "scale=2; $w2 / $d2" | bc)"
+l1=$(grep '^l1 ' "$tmp/r" | cut -d' ' -f2 | med)
+s1=$(grep '^s1 ' "$tmp/r" | cut -d' ' -f2 | med)
+s2=$(grep '^s2 ' "$tmp/r" | cut -d' ' -f2 | med)
+echo "one $((laps * 60)) s file, 1 worker, whole: ${l1} s"
+echo "the same sliced by ${slice} s, 1 worker: ${s1} s ($(echo "scale=2; $s1 / $l1" | bc) of whole)"
+echo "the same sliced by ${slice} s, 2 workers: ${s2} s (speed-up $(echo "scale=2; $l1 / $s2" | bc) over whole on 1)"

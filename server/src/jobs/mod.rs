@@ -578,6 +578,18 @@ impl Jobs {
         })
     }
 
+    /// Puts a job's id on the queue again (a stitch whose slices are all
+    /// done, so it need not wait for its own redelivery).
+    pub(crate) async fn requeue(&self, id: &str) -> Result<(), JobError> {
+        self.js
+            .publish(JOBS_SUBJECT, Bytes::from(id.to_string()))
+            .await
+            .map_err(|e| nats("job queue")(e.to_string()))?
+            .await
+            .map_err(|e| nats("job queue")(e.to_string()))?;
+        Ok(())
+    }
+
     /// A job's record.
     pub async fn get(&self, id: &str) -> Result<JobRecord, JobError> {
         Ok(self.entry(id).await?.0)

@@ -36,6 +36,9 @@ use liveslice_files::Portion;
 const REPORT_EVERY: Duration = Duration::from_millis(500);
 /// Objects uploaded at once.
 const UPLOADS_AT_ONCE: usize = 8;
+/// How long a stitch whose slices are not all done waits before it is
+/// delivered again (the last slice done also queues it at once).
+const STITCH_WAIT: Duration = Duration::from_secs(2);
 /// Attempts of one object's upload (then the job is retried whole).
 const UPLOAD_TRIES: u32 = 3;
 
@@ -143,7 +146,7 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
                     Ok(true) => Work::Portion(Portion::Playlists),
                     Ok(false) => {
                         let _ = msg
-                            .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+                            .ack_with(AckKind::Nak(Some(STITCH_WAIT)))
                             .await;
                         return;
                     }
@@ -305,7 +308,7 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
                 match &record.role {
                     JobRole::Slice { parent, .. } => {
                         // The sliced job's progress: its slices' frames.
-                        let _ = jobs
+                        let updated = jobs
                             .update(parent, |r| {
                                 if r.state != JobState::Running {
                                     return false;
@@ -321,6 +324,20 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
                                 true
                             })
                             .await;
+                        // The last slice done queues the stitch at once
+                        // (queued at planning too, it waits for redelivery
+                        // otherwise; a stitch run twice finds itself done).
+                        if let Ok(JobRecord {
+                            role: JobRole::Sliced { slices, stitch },
+                            ..
+                        }) = &updated
+                        {
+                            if slices_state(jobs, slices).await == Ok(true) {
+                                if let Err(e) = jobs.requeue(stitch).await {
+                                    tracing::debug!(error = %e, "stitch not requeued");
+                                }
+                            }
+                        }
                     }
                     JobRole::Stitch { parent, .. } => {
                         let _ = jobs
