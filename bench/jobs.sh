@@ -40,17 +40,23 @@ sleep 1
 
 now() { date +%s.%N; }
 
-# run_workers W: W workers, JOBS jobs, prints the wall seconds.
-run_workers() {
-  local n=$1 i start ids id state done_count
+# start_workers W: W release workers on ports 50491+ / 8491+.
+start_workers() {
+  local i
   workers=()
-  for i in $(seq "$n"); do
+  for i in $(seq "$1"); do
     RUST_LOG=warn target/release/liveslice-server --grpc-addr 127.0.0.1:$((50490 + i)) \
       --http-addr 127.0.0.1:$((8490 + i)) --cluster nats://127.0.0.1:14322 --node-id "w$i" \
       --worker --job-files "$tmp/files" >"$tmp/w$i.log" 2>&1 &
     workers+=($!)
   done
   sleep 2
+}
+
+# run_workers W: W workers, JOBS jobs, prints the wall seconds.
+run_workers() {
+  local n=$1 i start ids id state done_count
+  start_workers "$n"
   rm -rf "$tmp/files/out"
   # One process submits every job and polls them all (20 ms), so the
   # harness costs the 2 cores little; prints the wall seconds.
@@ -87,14 +93,7 @@ PY
 # sliced); prints the wall seconds.
 one_job() {
   local n=$1 slice=$2 i
-  workers=()
-  for i in $(seq "$n"); do
-    RUST_LOG=warn target/release/liveslice-server --grpc-addr 127.0.0.1:$((50490 + i)) \
-      --http-addr 127.0.0.1:$((8490 + i)) --cluster nats://127.0.0.1:14322 --node-id "w$i" \
-      --worker --job-files "$tmp/files" >"$tmp/w$i.log" 2>&1 &
-    workers+=($!)
-  done
-  sleep 2
+  start_workers "$n"
   rm -rf "$tmp/files/out"
   python3 - "$tmp/files" "$slice" <<'PY'
 import json, sys, time, urllib.request

@@ -248,16 +248,31 @@ pub async fn connect(
                 .map_err(|e| js_err("stream")(e.to_string()))?;
         }
     }
-    // The bucket's stream as the client's `create_key_value` makes it;
-    // made here because that call first reads the account's info, which a
-    // 2.9 server (Debian's) answers in a form the client does not parse.
-    if js.get_stream(format!("KV_{BUCKET}")).await.is_err() {
+    let kv = key_value_bucket(&js, BUCKET, "liveslice session leases", LEASE_TTL)
+        .await
+        .map_err(|e| js_err("key-value bucket")(e))?;
+    Ok((client, js, kv))
+}
+
+/// A key-value bucket keeping one value per key for at most `max_age`,
+/// made if missing. Its stream is made here as the client's
+/// `create_key_value` makes it, because that call first reads the
+/// account's info, which a 2.9 server (Debian's) answers in a form the
+/// client does not parse.
+pub async fn key_value_bucket(
+    js: &async_nats::jetstream::Context,
+    bucket: &str,
+    description: &str,
+    max_age: Duration,
+) -> Result<async_nats::jetstream::kv::Store, String> {
+    use async_nats::jetstream;
+    if js.get_stream(format!("KV_{bucket}")).await.is_err() {
         js.get_or_create_stream(jetstream::stream::Config {
-            name: format!("KV_{BUCKET}"),
-            description: Some("liveslice session leases".into()),
-            subjects: vec![format!("$KV.{BUCKET}.>")],
+            name: format!("KV_{bucket}"),
+            description: Some(description.into()),
+            subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: 1,
-            max_age: LEASE_TTL,
+            max_age,
             storage: jetstream::stream::StorageType::File,
             allow_rollup: true,
             deny_delete: true,
@@ -267,13 +282,9 @@ pub async fn connect(
             ..Default::default()
         })
         .await
-        .map_err(|e| js_err("key-value bucket")(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     }
-    let kv = js
-        .get_key_value(BUCKET)
-        .await
-        .map_err(|e| js_err("key-value bucket")(e.to_string()))?;
-    Ok((client, js, kv))
+    js.get_key_value(bucket).await.map_err(|e| e.to_string())
 }
 
 /// Reports the connection's state (log on change, the

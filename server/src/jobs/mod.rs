@@ -436,31 +436,14 @@ impl Jobs {
                     .map_err(|e| nats("job queue")(e.to_string()))?;
             }
         }
-        // The bucket's stream made directly, as the sessions' bucket is
-        // (a 2.9 server answers `create_key_value`'s account query in a
-        // form the client does not parse).
-        if js.get_stream(format!("KV_{JOBS_BUCKET}")).await.is_err() {
-            js.get_or_create_stream(jetstream::stream::Config {
-                name: format!("KV_{JOBS_BUCKET}"),
-                description: Some("liveslice job records".into()),
-                subjects: vec![format!("$KV.{JOBS_BUCKET}.>")],
-                max_messages_per_subject: 1,
-                max_age: config.job_retention,
-                storage: jetstream::stream::StorageType::File,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                discard: jetstream::stream::DiscardPolicy::New,
-                num_replicas: 1,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats("job bucket")(e.to_string()))?;
-        }
-        let kv = js
-            .get_key_value(JOBS_BUCKET)
-            .await
-            .map_err(|e| nats("job bucket")(e.to_string()))?;
+        let kv = crate::cluster::key_value_bucket(
+            &js,
+            JOBS_BUCKET,
+            "liveslice job records",
+            config.job_retention,
+        )
+        .await
+        .map_err(nats("job bucket"))?;
         Ok(Arc::new(Jobs { js, kv, config }))
     }
 
@@ -645,22 +628,28 @@ impl Jobs {
                 true
             })
             .await?;
-        if let (JobState::Cancelled, JobRole::Sliced { slices, stitch }) =
-            (record.state, &record.role)
-        {
-            for child in slices.iter().chain(std::iter::once(stitch)) {
-                let _ = self
-                    .update(child, |r| {
-                        if r.state.is_final() {
-                            return false;
-                        }
-                        r.state = JobState::Cancelled;
-                        true
-                    })
-                    .await;
-            }
+        if record.state == JobState::Cancelled {
+            self.cancel_parts(&record).await;
         }
         Ok(record)
+    }
+
+    /// A sliced job's slices and stitch that have not ended, cancelled.
+    pub(crate) async fn cancel_parts(&self, record: &JobRecord) {
+        let JobRole::Sliced { slices, stitch } = &record.role else {
+            return;
+        };
+        for child in slices.iter().chain(std::iter::once(stitch)) {
+            let _ = self
+                .update(child, |r| {
+                    if r.state.is_final() {
+                        return false;
+                    }
+                    r.state = JobState::Cancelled;
+                    true
+                })
+                .await;
+        }
     }
 
     /// The job's record now, then each change, until a final state.

@@ -173,20 +173,7 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
                     "each time the worker running it stopped: it died or lost NATS".into()
                 })
             );
-            tracing::warn!(%reason, "job failed");
-            let _ = jobs
-                .update(&id, |r| {
-                    if r.state.is_final() {
-                        return false;
-                    }
-                    r.state = JobState::Failed;
-                    r.error = Some(reason.clone());
-                    true
-                })
-                .await;
-            if let Some(parent) = &parent {
-                fail_sliced(jobs, parent, &reason).await;
-            }
+            fail(jobs, &id, parent.as_deref(), &reason).await;
             return ack(&msg).await;
         }
         let running = jobs
@@ -375,20 +362,7 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
                 ack(&msg).await;
             }
             Err(Outcome::Failed(reason)) => {
-                tracing::warn!(%reason, "job failed");
-                let _ = jobs
-                    .update(&id, |r| {
-                        if r.state == JobState::Cancelled {
-                            return false;
-                        }
-                        r.state = JobState::Failed;
-                        r.error = Some(reason.clone());
-                        true
-                    })
-                    .await;
-                if let Some(parent) = &parent {
-                    fail_sliced(jobs, parent, &reason).await;
-                }
+                fail(jobs, &id, parent.as_deref(), &reason).await;
                 ack(&msg).await;
             }
             Err(Outcome::Retry(reason)) => {
@@ -433,6 +407,25 @@ async fn slices_state(jobs: &Jobs, slices: &[String]) -> Result<bool, String> {
     Ok(true)
 }
 
+/// Fails a job for good (unless it ended meanwhile: a cancel), and the
+/// sliced job it is part of.
+async fn fail(jobs: &Jobs, id: &str, parent: Option<&str>, reason: &str) {
+    tracing::warn!(%reason, "job failed");
+    let _ = jobs
+        .update(id, |r| {
+            if r.state.is_final() {
+                return false;
+            }
+            r.state = JobState::Failed;
+            r.error = Some(reason.to_string());
+            true
+        })
+        .await;
+    if let Some(parent) = parent {
+        fail_sliced(jobs, parent, reason).await;
+    }
+}
+
 /// Fails a sliced job (`reason`) and cancels what of it has not ended.
 async fn fail_sliced(jobs: &Jobs, parent: &str, reason: &str) {
     let Ok(record) = jobs
@@ -448,19 +441,7 @@ async fn fail_sliced(jobs: &Jobs, parent: &str, reason: &str) {
     else {
         return;
     };
-    if let JobRole::Sliced { slices, stitch } = &record.role {
-        for child in slices.iter().chain(std::iter::once(stitch)) {
-            let _ = jobs
-                .update(child, |r| {
-                    if r.state.is_final() {
-                        return false;
-                    }
-                    r.state = JobState::Cancelled;
-                    true
-                })
-                .await;
-        }
-    }
+    jobs.cancel_parts(&record).await;
 }
 
 /// Queues `count` slices of `parent` and the stitch after them.

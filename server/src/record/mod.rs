@@ -114,27 +114,17 @@ pub enum Target {
 }
 
 impl Target {
-    /// `s3://BUCKET[/PREFIX]` or `file:///DIR`.
+    /// `s3://BUCKET[/PREFIX]` or `file:///DIR` (parsed as job URLs are:
+    /// [`crate::jobs::storage::Location`]).
     pub fn parse(url: &str) -> Result<Target, String> {
-        if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(format!("{url:?} names no bucket (s3://BUCKET/PREFIX)"));
-            }
-            return Ok(Target::S3 {
-                bucket: bucket.to_owned(),
-                prefix: prefix.trim_matches('/').to_owned(),
-            });
-        }
-        if let Some(path) = url.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                return Err(format!("{url:?} is not an absolute file URL (file:///DIR)"));
-            }
-            return Ok(Target::File { dir: path.into() });
-        }
-        Err(format!(
-            "{url:?}: use s3://BUCKET/PREFIX or file:///ABSOLUTE/DIR"
-        ))
+        use crate::jobs::storage::Location;
+        Ok(match Location::parse(url)? {
+            Location::S3 { bucket, key } => Target::S3 {
+                bucket,
+                prefix: key,
+            },
+            Location::File(dir) => Target::File { dir },
+        })
     }
 }
 
