@@ -531,6 +531,61 @@ async fn a_job_whose_worker_dies_is_finished_by_another() {
             );
         }
     }
+
+    // With --job-attempts 1 a job whose worker dies is failed, not
+    // delivered again: saying why.
+    let alive_idx = 1 - dead;
+    workers[alive_idx].kill();
+    let args = [
+        "--job-endpoint",
+        endpoint.as_str(),
+        "--job-ack-wait",
+        "2s",
+        "--job-attempts",
+        "1",
+    ];
+    let mut more = [
+        Worker::start(&nats, "w3", &args),
+        Worker::start(&nats, "w4", &args),
+    ];
+    let mut jobs = more[0].jobs().await;
+    let job = jobs
+        .submit(pb::JobSpec {
+            source: format!("s3://{BUCKET}/in/long.h264"),
+            output: format!("s3://{BUCKET}/out/once"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let running = loop {
+        let j = jobs
+            .get(pb::JobId { id: job.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_ne!(j.state, pb::JobState::Done as i32, "{j:?}");
+        if j.state == pb::JobState::Running as i32 {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "never running: {j:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let dead = usize::from(running.worker == "w4");
+    more[dead].kill();
+    let mut jobs = more[1 - dead].jobs().await;
+    let last = watch_to_end(&mut jobs, &job.id).await.pop().unwrap();
+    assert_eq!(last.state, pb::JobState::Failed as i32, "{last:?}");
+    assert!(
+        last.error.contains("gave up after 1 attempt ("),
+        "{}",
+        last.error
+    );
+    assert!(
+        moto.get(BUCKET, "out/once/index.m3u8").is_none(),
+        "no playlists of a failed job"
+    );
 }
 
 /// The tree minus what differs between runs by design: wall-clock times

@@ -168,7 +168,8 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
         let attempts = jobs.config.job_attempts;
         if attempt > attempts {
             let reason = format!(
-                "gave up after {attempts} attempts ({})",
+                "gave up after {attempts} {} ({})",
+                if attempts == 1 { "attempt" } else { "attempts" },
                 record.error.clone().unwrap_or_else(|| {
                     "each time the worker running it stopped: it died or lost NATS".into()
                 })
