@@ -63,6 +63,12 @@ pub const RENDITION_MISALIGNED: &str = "liveslice_rendition_misaligned_segments_
 /// Transcode ladders (`--ladder`) that failed (ffmpeg missing, crashed or
 /// too slow); their sources went on.
 pub const LADDER_FAILURES: &str = "liveslice_ladder_failures_total";
+/// Packaging job attempts this worker ended, by `outcome`: `done`,
+/// `failed`, `retried` (storage or NATS: the job comes back), `cancelled`,
+/// `planned` (a sliced job's slices queued).
+pub const JOB_ATTEMPTS: &str = "liveslice_job_attempts_total";
+/// Frames this worker packaged in jobs.
+pub const JOB_FRAMES: &str = "liveslice_job_frames_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -104,6 +110,11 @@ pub fn install() -> Option<PrometheusHandle> {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(FRAMES_IN, "Frames accepted from publishers");
+    describe_counter!(
+        JOB_ATTEMPTS,
+        "Packaging job attempts this worker ended, by outcome"
+    );
+    describe_counter!(JOB_FRAMES, "Frames this worker packaged in jobs");
     describe_counter!(
         LADDER_FAILURES,
         "Transcode ladders that failed (their sources went on)"

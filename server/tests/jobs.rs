@@ -423,6 +423,28 @@ async fn grpc_jobs_fail_corrupt_sources_and_the_queue_moves_on() {
     assert!(last.error.contains("--job-files"), "{}", last.error);
     front.shutdown().await;
 
+    // The worker counts what it did.
+    let (status, _, body) = get(&format!("{}/metrics", worker.http)).await;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8_lossy(&body);
+    for (outcome, at_least) in [("done", 1.0), ("failed", 2.0)] {
+        let n: f64 = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "liveslice_job_attempts_total{{outcome=\"{outcome}\"}} "
+                ))
+            })
+            .unwrap_or_else(|| panic!("no {outcome} count in\n{metrics}"))
+            .parse()
+            .unwrap();
+        assert!(n >= at_least, "{outcome}: {n}");
+    }
+    assert!(
+        metrics.contains("liveslice_job_frames_total 180"),
+        "{metrics}"
+    );
+
     // Uploads are off without --job-uploads: 503 saying so.
     let (status, _, body) = tokio::task::spawn_blocking({
         let http = worker.http.clone();

@@ -246,6 +246,17 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
                 }
             }
         };
+        let counted = match &outcome {
+            Ok(Finished::Planned(_)) => "planned",
+            Ok(Finished::Done(d)) => {
+                ::metrics::counter!(crate::metrics::JOB_FRAMES).increment(d.summary.frames);
+                "done"
+            }
+            Err(Outcome::Failed(_)) => "failed",
+            Err(Outcome::Retry(_)) => "retried",
+            Err(Outcome::Cancelled) => "cancelled",
+        };
+        ::metrics::counter!(crate::metrics::JOB_ATTEMPTS, "outcome" => counted).increment(1);
         match outcome {
             Ok(Finished::Planned(plan)) => {
                 let seconds = u64::from(record.spec.slice_seconds.max(1)) * TIMESCALE;
