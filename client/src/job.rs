@@ -195,11 +195,20 @@ async fn upload(client: &mut JobClient, server: &Server, file: &std::path::Path)
 }
 
 fn job_error(status: &tonic::Status, server: &Server) -> anyhow::Error {
+    let msg = status.message();
     match status.code() {
-        Code::Unimplemented => anyhow::anyhow!(
-            "{server} has no JobService (an older liveslice-server?): {}",
-            status.message()
-        ),
+        // The server's own words say what is wrong and what to do.
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::FailedPrecondition
+        | Code::ResourceExhausted => anyhow::anyhow!("{msg}"),
+        // An HTTP server answered: most likely liveslice's HTTP port.
+        _ if msg.contains("grpc-status header missing") => {
+            crate::rpc::status_error(status, server, "jobs")
+        }
+        Code::Unimplemented => {
+            anyhow::anyhow!("{server} has no JobService (an older liveslice-server?): {msg}")
+        }
         _ => crate::rpc::status_error(status, server, "jobs"),
     }
 }
@@ -233,9 +242,10 @@ fn print_job(job: &pb::Job) {
         }
     );
     if !job.slices.is_empty() {
+        let n = job.slices.len() - 1;
         println!(
-            "  sliced: {} slices and a stitch (jobs {})",
-            job.slices.len() - 1,
+            "  sliced: {n} slice{} and a stitch (jobs {})",
+            if n == 1 { "" } else { "s" },
             job.slices.join(", ")
         );
     }

@@ -114,7 +114,7 @@ async fn submit(
                 format!(
                     "the body is not a job: {e} (JSON: {{\"source\": \"s3://BUCKET/KEY\", \
                      \"output\": \"s3://BUCKET/PREFIX\"}}, optional formats, \
-                     segment_duration_ms, part_duration_ms, fps)"
+                     segment_duration_ms, part_duration_ms, fps, slice_seconds)"
                 ),
             )
         }

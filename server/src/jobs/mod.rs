@@ -691,19 +691,34 @@ impl Jobs {
             .get_stream(JOBS_STREAM)
             .await
             .map_err(|e| nats("job queue")(e.to_string()))?;
-        stream
-            .get_or_create_consumer(
-                WORKERS,
-                jetstream::consumer::pull::Config {
-                    durable_name: Some(WORKERS.to_string()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: self.config.job_ack_wait,
-                    description: Some("liveslice packaging workers".into()),
-                    ..Default::default()
-                },
-            )
+        let config = jetstream::consumer::pull::Config {
+            durable_name: Some(WORKERS.to_string()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: self.config.job_ack_wait,
+            description: Some("liveslice packaging workers".into()),
+            ..Default::default()
+        };
+        let mut consumer = stream
+            .get_or_create_consumer(WORKERS, config.clone())
             .await
-            .map_err(|e| nats("job consumer")(e.to_string()))
+            .map_err(|e| nats("job consumer")(e.to_string()))?;
+        // The consumer outlives the workers: one made with another ack
+        // wait is updated to this worker's (`--job-ack-wait`).
+        let have = consumer.cached_info().config.ack_wait;
+        if have != self.config.job_ack_wait {
+            match stream.create_consumer(config).await {
+                Ok(updated) => {
+                    tracing::info!(was = ?have, now = ?self.config.job_ack_wait, "job queue's ack wait updated");
+                    consumer = updated;
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    ack_wait = ?have,
+                    "the job queue keeps its ack wait, not --job-ack-wait's (delete the consumer {WORKERS} to change it)"
+                ),
+            }
+        }
+        Ok(consumer)
     }
 }
 

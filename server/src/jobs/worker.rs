@@ -293,6 +293,10 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
                 let s = &done.summary;
                 let _ = jobs
                     .update(&id, |r| {
+                        // A cancel that came too late to stop it stands.
+                        if r.state.is_final() {
+                            return false;
+                        }
                         r.state = JobState::Done;
                         r.frames = s.frames;
                         r.segments = s.segments;
@@ -646,11 +650,15 @@ async fn run_in(
         if matches!(work_kind, Work::Plan) {
             return Ok(Err(summary));
         }
-        match &output {
-            Location::File(dir) => move_tree(&built, dir).await,
-            Location::S3 { .. } => upload(&built, &out).await,
+        // A cancel while the tree is placed stops it before the playlists.
+        let placed = match &output {
+            Location::File(dir) => move_tree(&built, dir, cancel.clone()).await,
+            Location::S3 { .. } => upload(&built, &out, &cancel).await,
         }
         .map_err(Outcome::Retry)?;
+        if !placed {
+            return Err(Outcome::Cancelled);
+        }
         Ok(Ok(summary))
     }
     .await;
@@ -732,7 +740,8 @@ fn is_playlist(name: &str) -> bool {
 /// The tree to the output: segments and init segments at once (a few at
 /// a time), then the playlists one by one. Each object is tried
 /// [`UPLOAD_TRIES`] times.
-async fn upload(dir: &Path, out: &Place) -> Result<(), String> {
+/// Returns false when a cancel stopped it (the playlists unwritten).
+async fn upload(dir: &Path, out: &Place, cancel: &AtomicBool) -> Result<bool, String> {
     let d = dir.to_path_buf();
     let files = tokio::task::spawn_blocking(move || tree_files(&d))
         .await
@@ -748,20 +757,30 @@ async fn upload(dir: &Path, out: &Place) -> Result<(), String> {
         futures_util::stream::iter(media.iter().map(put)).buffer_unordered(UPLOADS_AT_ONCE);
     while let Some(r) = puts.next().await {
         r?;
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
     }
     for name in playlists {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
         put_file(dir, out, name.clone()).await?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A tree built beside a local output moved into it, file by file:
 /// segments first, playlists last (each a rename within the directory).
-async fn move_tree(built: &Path, dir: &Path) -> Result<(), String> {
+/// Returns false when a cancel stopped it (the playlists unmoved).
+async fn move_tree(built: &Path, dir: &Path, cancel: Arc<AtomicBool>) -> Result<bool, String> {
     let from = built.to_path_buf();
     let to = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         for name in tree_files(&from).map_err(|e| format!("cannot list {}: {e}", from.display()))? {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
             let target = to.join(&name);
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)
@@ -770,7 +789,7 @@ async fn move_tree(built: &Path, dir: &Path) -> Result<(), String> {
             std::fs::rename(from.join(&name), &target)
                 .map_err(|e| format!("cannot move {name} into {}: {e}", to.display()))?;
         }
-        Ok(())
+        Ok(true)
     })
     .await
     .map_err(|e| e.to_string())?
