@@ -468,6 +468,29 @@ async fn grpc_jobs_fail_corrupt_sources_and_the_queue_moves_on() {
     single.shutdown().await;
 }
 
+/// The job's record once a worker runs it (failing if it is done first:
+/// too fast to be killed mid-job).
+async fn wait_running(jobs: &mut JobServiceClient<tonic::transport::Channel>, id: &str) -> pb::Job {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = jobs
+            .get(pb::JobId { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_ne!(
+            j.state,
+            pb::JobState::Done as i32,
+            "done before it could be killed: {j:?}"
+        );
+        if j.state == pb::JobState::Running as i32 {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "never running: {j:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A worker SIGKILLed mid-job (a 10-minute source, S3 to S3) leaves the
 /// job to the other worker once the ack wait has passed: it is done on
 /// the second attempt, by the other worker, and its playlists list every
@@ -505,24 +528,7 @@ async fn a_job_whose_worker_dies_is_finished_by_another() {
         .unwrap()
         .into_inner();
     // Running: kill the worker that runs it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let running = loop {
-        let j = jobs
-            .get(pb::JobId { id: job.id.clone() })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_ne!(
-            j.state,
-            pb::JobState::Done as i32,
-            "done before it could be killed: {j:?}"
-        );
-        if j.state == pb::JobState::Running as i32 {
-            break j;
-        }
-        assert!(Instant::now() < deadline, "never running: {j:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let running = wait_running(&mut jobs, &job.id).await;
     let (dead, alive) = if running.worker == "w1" {
         (0, "w2")
     } else {
@@ -580,20 +586,7 @@ async fn a_job_whose_worker_dies_is_finished_by_another() {
         .await
         .unwrap()
         .into_inner();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let running = loop {
-        let j = jobs
-            .get(pb::JobId { id: job.id.clone() })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_ne!(j.state, pb::JobState::Done as i32, "{j:?}");
-        if j.state == pb::JobState::Running as i32 {
-            break j;
-        }
-        assert!(Instant::now() < deadline, "never running: {j:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let running = wait_running(&mut jobs, &job.id).await;
     let dead = usize::from(running.worker == "w4");
     more[dead].kill();
     let mut jobs = more[1 - dead].jobs().await;
