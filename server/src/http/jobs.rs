@@ -173,7 +173,12 @@ async fn status(
         Ok(j) => j,
         Err(r) => return *r,
     };
-    match jobs.get(&id).await {
+    reply(jobs.get(&id).await)
+}
+
+/// A record as JSON, or the error's status.
+fn reply(record: Result<crate::jobs::JobRecord, JobError>) -> Response {
+    match record {
         Ok(record) => Json(record).into_response(),
         Err(e) => job_error(e),
     }
@@ -188,8 +193,5 @@ async fn cancel(
         Ok(j) => j,
         Err(r) => return *r,
     };
-    match jobs.cancel(&id).await {
-        Ok(record) => Json(record).into_response(),
-        Err(e) => job_error(e),
-    }
+    reply(jobs.cancel(&id).await)
 }

@@ -291,22 +291,9 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
             }
             Ok(Finished::Done(done)) => {
                 let s = &done.summary;
+                let rate = fps(s.frames);
                 let _ = jobs
-                    .update(&id, |r| {
-                        // A cancel that came too late to stop it stands.
-                        if r.state.is_final() {
-                            return false;
-                        }
-                        r.state = JobState::Done;
-                        r.frames = s.frames;
-                        r.segments = s.segments;
-                        r.duration_90k = s.media_ticks;
-                        r.percent = 100.0;
-                        r.frames_per_second = fps(s.frames);
-                        r.outputs = done.outputs.clone();
-                        r.error = (!s.drops.is_empty()).then(|| format!("dropped: {}", s.drops));
-                        true
-                    })
+                    .update(&id, |r| mark_done(r, s, &done.outputs, rate))
                     .await;
                 match &record.role {
                     JobRole::Slice { parent, .. } => {
@@ -343,23 +330,13 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
                         }
                     }
                     JobRole::Stitch { parent, .. } => {
+                        // The sliced job's speed: from its submission.
                         let _ = jobs
                             .update(parent, |r| {
-                                if r.state.is_final() {
-                                    return false;
-                                }
-                                r.state = JobState::Done;
-                                r.frames = s.frames;
-                                r.segments = s.segments;
-                                r.duration_90k = s.media_ticks;
-                                r.percent = 100.0;
-                                r.frames_per_second = r.frames as f64
-                                    / (now_ms().saturating_sub(r.submitted_unix_ms).max(1) as f64
-                                        / 1000.0);
-                                r.outputs = done.outputs.clone();
-                                r.error =
-                                    (!s.drops.is_empty()).then(|| format!("dropped: {}", s.drops));
-                                true
+                                let secs = now_ms().saturating_sub(r.submitted_unix_ms).max(1)
+                                    as f64
+                                    / 1000.0;
+                                mark_done(r, s, &done.outputs, s.frames as f64 / secs)
                             })
                             .await;
                     }
@@ -401,6 +378,28 @@ async fn handle(jobs: &Jobs, node: &str, base: &PipelineOptions, msg: jetstream:
     }
     .instrument(span)
     .await
+}
+
+/// A record made done with what was packaged (`false`, unchanged, when it
+/// already ended: a cancel that came too late to stop the work stands).
+fn mark_done(
+    r: &mut JobRecord,
+    s: &liveslice_files::Summary,
+    outputs: &[String],
+    frames_per_second: f64,
+) -> bool {
+    if r.state.is_final() {
+        return false;
+    }
+    r.state = JobState::Done;
+    r.frames = s.frames;
+    r.segments = s.segments;
+    r.duration_90k = s.media_ticks;
+    r.percent = 100.0;
+    r.frames_per_second = frames_per_second;
+    r.outputs = outputs.to_vec();
+    r.error = (!s.drops.is_empty()).then(|| format!("dropped: {}", s.drops));
+    true
 }
 
 /// Whether every slice is done (`Ok(false)`: some still queued or
