@@ -18,7 +18,11 @@
 // exits 0 when every mode played.
 //
 // Environment:
-//   LIVESLICE_LATENCY_MODES  comma-separated modes (default hls-ll,hls,dash-ll)
+//   LIVESLICE_LATENCY_MODES  comma-separated modes (default hls-ll,hls,dash-ll);
+//                            MODE@URL plays that mode from another server's
+//                            HTTP base URL (127.0.0.1 only), e.g. two edges
+//                            of a cluster: hls-ll,hls-ll@http://127.0.0.1:8081
+//                            (each result line then carries its `base`)
 //   CHROMIUM                 browser binary (default /usr/bin/chromium)
 
 import { mkdtempSync, rmSync } from "node:fs";
@@ -31,16 +35,27 @@ if (!base || !session) {
   console.error("usage: node check-latency.mjs HTTP_BASE_URL SESSION_ID [SECONDS]");
   process.exit(2);
 }
-const baseUrl = new URL(base);
-if (baseUrl.hostname !== "127.0.0.1") {
-  console.error(`refusing ${base}: this check only talks to 127.0.0.1`);
-  process.exit(2);
+function loopbackUrl(text) {
+  const url = new URL(text);
+  if (url.hostname !== "127.0.0.1") {
+    console.error(`refusing ${text}: this check only talks to 127.0.0.1`);
+    process.exit(2);
+  }
+  return url;
 }
+const baseUrl = loopbackUrl(base);
 const seconds = Number(secondsArg || 30);
+// Each entry: {mode, base} (MODE or MODE@BASE_URL).
 const modes = (process.env.LIVESLICE_LATENCY_MODES || "hls-ll,hls,dash-ll")
   .split(",")
   .map(s => s.trim())
-  .filter(Boolean);
+  .filter(Boolean)
+  .map(entry => {
+    const at = entry.indexOf("@");
+    return at < 0
+      ? { mode: entry, base: baseUrl, own: false }
+      : { mode: entry.slice(0, at), base: loopbackUrl(entry.slice(at + 1)), own: true };
+  });
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 
 // As browser/check-player.mjs: exactly these flags, every lookup on 127.0.0.1.
@@ -126,7 +141,7 @@ function quantile(sorted, q) {
   return Number(sorted[i].toFixed(3));
 }
 
-async function measure(browser, mode) {
+async function measure(browser, { mode, base: pageBase, own }) {
   const context = await browser.newContext({ viewport: { width: 640, height: 400 } });
   const page = await context.newPage();
   const problems = [];
@@ -135,10 +150,10 @@ async function measure(browser, mode) {
   let lowLatencyMode = null;
   let started = null;
   try {
-    await page.goto(new URL("/time", baseUrl).href);
+    await page.goto(new URL("/time", pageBase).href);
     await page.setContent("<!doctype html><html><body></body></html>");
     const asset = mode.startsWith("hls") ? "/assets/hls.min.js" : "/assets/dash.mediaplayer.min.js";
-    await page.addScriptTag({ url: new URL(asset, baseUrl).href });
+    await page.addScriptTag({ url: new URL(asset, pageBase).href });
     await page.evaluate(startPlayer, { mode, session });
     const t0 = Date.now();
     // Up to 20 s to start playing, then SECONDS of samples.
@@ -179,6 +194,7 @@ async function measure(browser, mode) {
     stalls,
     errors: problems,
   };
+  if (own) result.base = pageBase.origin;
   if (lowLatencyMode !== null) result.lowLatencyMode = lowLatencyMode;
   return result;
 }

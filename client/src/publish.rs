@@ -313,16 +313,17 @@ pub async fn publish(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Sum
     let mut before = Summary::default();
     let (tx, mut reader) = loop {
         let server = servers[at];
-        let (tx, mut reader) = match open_stream(plan, server, failover).await {
-            Ok(open) => open,
-            Err(Open::Unreachable(e)) if failover => {
-                let why = format!("{e:#}");
-                at = fail_over(&servers, at, &why, false, &mut stop, &mut before).await?;
-                source.resync();
-                continue;
-            }
-            Err(Open::Unreachable(e) | Open::Refused(e)) => return Err(e),
-        };
+        let (tx, mut reader) =
+            match open_stream(plan, server, failover, before.frames_in_segments).await {
+                Ok(open) => open,
+                Err(Open::Unreachable(e)) if failover => {
+                    let why = format!("{e:#}");
+                    at = fail_over(&servers, at, &why, false, &mut stop, &mut before).await?;
+                    source.resync();
+                    continue;
+                }
+                Err(Open::Unreachable(e) | Open::Refused(e)) => return Err(e),
+            };
         let fed = {
             let feed = source.feed(plan, &tx, &mut stop, &mut sent);
             tokio::pin!(feed);
@@ -463,10 +464,14 @@ enum Open {
 
 /// Opens the publishing stream on `server`: the first message (the session
 /// and its options, no data), then the response reader.
+///
+/// `accepted_before`: frames the servers lost on the way accepted (the
+/// progress count goes on from there).
 async fn open_stream(
     plan: &Plan,
     server: &Server,
     failover: bool,
+    accepted_before: u64,
 ) -> Result<
     (
         mpsc::Sender<pb::SliceRequest>,
@@ -512,6 +517,7 @@ async fn open_stream(
         plan.session.clone(),
         plan.verbose,
         failover,
+        accepted_before,
     ));
     Ok((tx, reader))
 }
@@ -558,6 +564,15 @@ async fn fail_over(
 }
 
 impl Summary {
+    /// Counts a segment the server reported; returns its audio frames.
+    fn count_segment(&mut self, r: &pb::SegmentReady) -> u64 {
+        self.segments += 1;
+        self.frames_in_segments += u64::from(r.frame_count);
+        let audio = r.audio.as_ref().map_or(0, |a| u64::from(a.frame_count));
+        self.audio_frames_in_segments += audio;
+        audio
+    }
+
     /// Adds what a lost server reported (its segments and drops).
     fn merge(&mut self, other: Summary) {
         self.segments += other.segments;
@@ -614,14 +629,20 @@ fn ended_early(plan: &Plan, s: &Summary) -> anyhow::Error {
 }
 
 /// Reads the publisher's responses to their end, printing them if verbose.
+/// `accepted_before`: frames accepted by servers lost earlier (printed
+/// progress counts from there).
 async fn read_responses(
     mut responses: tonic::Streaming<pb::SliceResponse>,
     server: Server,
     session: String,
     verbose: bool,
     failover: bool,
+    accepted_before: u64,
 ) -> Result<Summary> {
     let mut s = Summary::default();
+    // The lost origin's open segment this server closed (failover in a
+    // cluster): (segments, frames) its end count leaves out.
+    let mut closed_for_lost = (0u64, 0u64);
     loop {
         let msg = match responses.message().await {
             Ok(Some(m)) => m,
@@ -673,13 +694,26 @@ async fn read_responses(
                         }
                     );
                 }
+                if let Some(r) = &a.closed_segment {
+                    // Accepted by the lost origin, closed and listed by
+                    // this one: counted once, here.
+                    closed_for_lost = (1, u64::from(r.frame_count));
+                    s.count_segment(r);
+                    if verbose {
+                        println!(
+                            "segment {}: {} frames, {:.3} s, closed by {server} from what the lost \
+                             server had replicated ({} frames accepted so far)",
+                            r.sequence,
+                            r.frame_count,
+                            r.duration_90k as f64 / TIMESCALE as f64,
+                            accepted_before + s.frames_in_segments,
+                        );
+                    }
+                }
                 s.ack = Some(a);
             }
             Some(PbEvent::SegmentReady(r)) => {
-                s.segments += 1;
-                s.frames_in_segments += u64::from(r.frame_count);
-                let audio = r.audio.as_ref().map_or(0, |a| u64::from(a.frame_count));
-                s.audio_frames_in_segments += audio;
+                let audio = s.count_segment(&r);
                 if verbose {
                     println!(
                         "segment {}: {} frames{}, {:.3} s, {} bytes{}{} ({} frames accepted so far)",
@@ -702,7 +736,7 @@ async fn read_responses(
                         } else {
                             ", no keyframe (forced cut)"
                         },
-                        s.frames_in_segments,
+                        accepted_before + s.frames_in_segments,
                     );
                 }
             }
@@ -733,6 +767,11 @@ async fn read_responses(
                 if failover && e.reason == pb::session_ended::Reason::ServerShutdown as i32 {
                     s.lost = Some("the server shut down".into());
                 }
+                // The session's own count is of the frames this server
+                // accepted; the closed segment's were accepted before.
+                let mut e = e;
+                e.segments += closed_for_lost.0;
+                e.frames += closed_for_lost.1;
                 s.ended = Some(e);
             }
             _ => {}

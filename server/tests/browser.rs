@@ -334,12 +334,13 @@ async fn low_latency_players_in_chromium() {
 }
 
 /// Real players through a publisher failover: hls.js (low-latency) and
-/// dash.js play a session from a cluster edge while the session's origin (a
-/// process of its own) is killed with SIGKILL and the publisher fails over
-/// to a second origin, which continues the session after one
-/// discontinuity. Both players keep playing across it: no fatal error, and
-/// never more than 8 s behind live (a player that stopped at the
-/// failover would fall 20 s behind by the end).
+/// dash.js play a session from a cluster edge, and hls.js from a second
+/// edge, while the session's origin (a process of its own) is killed with
+/// SIGKILL and the publisher fails over to a second origin, which
+/// continues the session after one discontinuity. Every player keeps
+/// playing across it: no fatal error, and never more than 8 s behind live
+/// (a player that stopped at the failover would fall 20 s behind by the
+/// end); both edges end with the same playlist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn players_on_an_edge_play_through_an_origin_failover() {
     use common::failover::{live_stream, origin_process, publish_with_failover};
@@ -374,9 +375,13 @@ async fn players_on_an_edge_play_through_an_origin_failover() {
         c
     };
     let b = start(cluster("browser-origin-b")).await;
-    let mut edge_config = cluster("browser-edge");
-    edge_config.cluster.role = liveslice_server::cluster::Role::Edge;
-    let edge = start(edge_config).await;
+    let edge_of = |node: &str| {
+        let mut c = cluster(node);
+        c.cluster.role = liveslice_server::cluster::Role::Edge;
+        c
+    };
+    let edge = start(edge_of("browser-edge")).await;
+    let edge2 = start(edge_of("browser-edge-2")).await;
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = publish_with_failover(
         vec![a_grpc, b.grpc_addr],
@@ -396,11 +401,14 @@ async fn players_on_an_edge_play_through_an_origin_failover() {
         assert!(Instant::now() < deadline, "the edge never listed a segment");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // hls.js and dash.js on the first edge, hls.js on the second too.
+    let base2 = format!("http://{}", edge2.http_addr);
+    let modes = format!("hls-ll,dash-ll,hls-ll@{base2}");
     let seconds = 25;
     let limit = Duration::from_secs(seconds + 60);
     let run = tokio::task::spawn_blocking({
         let base = base.clone();
-        move || check_latency(&root, &base, "fo", seconds, "hls-ll,dash-ll", limit)
+        move || check_latency(&root, &base, "fo", seconds, &modes, limit)
     });
     // The players start (a few seconds), play, and then the origin dies.
     tokio::time::sleep(Duration::from_secs(12)).await;
@@ -410,25 +418,36 @@ async fn players_on_an_edge_play_through_an_origin_failover() {
     stop.store(true, Ordering::Relaxed);
     let failovers = publisher.await.expect("publisher");
     let (_, _, playlist) = common::http::get(&url).await;
+    let (_, _, playlist2) = common::http::get(&format!("{base2}/live/fo/index.m3u8")).await;
     edge.shutdown().await;
+    edge2.shutdown().await;
     b.shutdown().await;
     println!("check-latency:\n{stdout}");
     if !stderr.is_empty() {
         println!("check-latency stderr:\n{stderr}");
     }
-    assert_eq!(failovers, 1, "the publisher failed over once");
+    assert_eq!(failovers.count, 1, "the publisher failed over once");
     let playlist = String::from_utf8_lossy(&playlist);
     assert_eq!(
         playlist.matches("#EXT-X-DISCONTINUITY\n").count(),
         1,
         "{playlist}"
     );
-    for mode in ["hls-ll", "dash-ll"] {
-        let r = stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["mode"] == mode)
-            .unwrap_or_else(|| panic!("no result for {mode}"));
+    // The second edge lists the same (the session ended on both by now).
+    assert_eq!(String::from_utf8_lossy(&playlist2), playlist);
+    let results: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for (mode, on) in [
+        ("hls-ll", None),
+        ("dash-ll", None),
+        ("hls-ll", Some(base2.as_str())),
+    ] {
+        let r = results
+            .iter()
+            .find(|v| v["mode"] == mode && v["base"].as_str() == on)
+            .unwrap_or_else(|| panic!("no result for {mode} on {on:?}"));
         assert_eq!(r["ok"], true, "{mode}: {r}");
         let max = r["max"].as_f64().unwrap_or(f64::MAX);
         assert!(max < 8.0, "{mode} fell {max} s behind live: {r}");

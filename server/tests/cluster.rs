@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::failover::{live_audio_stream, live_stream, origin_process, publish_with_failover};
+use common::failover::{
+    live_audio_stream, live_stream, origin_process, publish_with_failover,
+    publish_with_failover_then,
+};
 use common::nats::Nats;
 use common::*;
 use liveslice_proto::v1 as pb;
@@ -495,19 +498,31 @@ async fn an_audio_only_session_fails_over_and_goes_on() {
     failover("fo-radio", Kind::AudioOnly).await;
 }
 
+/// A publisher that comes back without its audio (video only on B): the
+/// session keeps its audio track (as on a reconnect to the same origin),
+/// silence in its place from B's first frame on, so the edge's master
+/// playlist and audio playlist go on and players get both tracks all the
+/// way through instead of the tracks changing at the discontinuity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_keeps_its_audio_when_the_publisher_comes_back_without() {
+    failover("fo-mute", Kind::AvThenVideoOnly).await;
+}
+
 /// The tracks of a session in the failover tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Video,
     /// Video and AAC.
     Av,
+    /// Video and AAC on A, video alone on B.
+    AvThenVideoOnly,
     /// AAC alone.
     AudioOnly,
 }
 
 async fn failover(id: &'static str, kind: Kind) {
     use common::history::{parse_hls, History};
-    let av = kind == Kind::Av;
+    let av = matches!(kind, Kind::Av | Kind::AvThenVideoOnly);
     // The CMAF segments' names (an audio-only session's are its audio's).
     let prefix = if kind == Kind::AudioOnly {
         "audio-"
@@ -535,7 +550,13 @@ async fn failover(id: &'static str, kind: Kind) {
         Kind::AudioOnly => live_audio_stream(),
         _ => live_stream(av),
     };
-    let publisher = publish_with_failover(vec![a_grpc, b.grpc_addr], id, stream, stop.clone());
+    let publisher = publish_with_failover_then(
+        vec![a_grpc, b.grpc_addr],
+        id,
+        stream,
+        stop.clone(),
+        kind != Kind::AvThenVideoOnly,
+    );
     let path = |p: &str| format!("live/{id}/{p}");
 
     wait_for_text(
@@ -599,7 +620,8 @@ async fn failover(id: &'static str, kind: Kind) {
     )
     .await;
     stop.store(true, Ordering::Relaxed);
-    assert_eq!(publisher.await.unwrap(), 1, "one failover");
+    let failovers = publisher.await.unwrap();
+    assert_eq!(failovers.count, 1, "one failover");
     let b_final = wait_for_text(
         &format!("{bu}/{}", path("index.m3u8")),
         "#EXT-X-ENDLIST",
@@ -654,6 +676,41 @@ async fn failover(id: &'static str, kind: Kind) {
         vec![bh.media_sequence],
         "one discontinuity, where B starts:\n{e_final}"
     );
+    // A had parts of a segment listed when it died: B closed that segment
+    // and told the publisher in its ack (sequence, length and frames as
+    // the edge lists it).
+    if before.parts.contains_key(&before.open_segment()) {
+        let closed = match failovers.closed_segments.as_slice() {
+            [c] => c,
+            other => panic!("B's ack names the segment it closed for A: {other:?}"),
+        };
+        assert_eq!(closed.sequence, bh.media_sequence - 1, "{e_final}");
+        let listed = eh
+            .segments
+            .iter()
+            .find(|s| s.0 == closed.sequence)
+            .unwrap_or_else(|| panic!("segment {} on the edge:\n{e_final}", closed.sequence));
+        let extinf: f64 = listed.2.trim_end_matches(',').parse().unwrap();
+        let seconds = closed.duration_90k as f64 / 90_000.0;
+        assert!((extinf - seconds).abs() < 0.001, "{closed:?}\n{e_final}");
+        match kind {
+            Kind::AudioOnly => {
+                let audio = closed
+                    .audio
+                    .as_ref()
+                    .expect("the audio of the closed segment");
+                assert!(
+                    audio.frame_count > 0 && audio.timescale == 44_100,
+                    "{closed:?}"
+                );
+            }
+            _ => assert_eq!(
+                u64::from(closed.frame_count),
+                (seconds * 30.0).round() as u64,
+                "{closed:?}"
+            ),
+        }
+    }
     assert!(
         eh.media_sequence < before.media_sequence + before.segments.len() as u64,
         "A's segments stay listed"

@@ -545,6 +545,7 @@ fn a_resumed_pipeline_continues_the_numbering_after_one_discontinuity() {
         min_start: 100 * 90_000,
         next_period_id: 4,
         all_independent: true,
+        ..Default::default()
     };
     let now = (start_ms + 103_000) * 1_000_000;
     let (p, events) = resumed(point.clone(), "baseline_30.h264", now);

@@ -197,6 +197,15 @@ pub(super) struct AudioSide {
     released: Option<(u64, u64)>,
     pub(super) queue: VecDeque<Queued>,
     pub(super) stats: AudioStats,
+    /// A resumed session's audio format, kept from the old copy, not yet
+    /// told as [`Event::AudioConfig`].
+    announce: Option<Arc<AudioConfig>>,
+    /// The audio track is kept from a resumed session's old copy: its
+    /// timeline is anchored at the first video frame (silence until the
+    /// publisher's audio comes).
+    kept: bool,
+    /// The session continues an audio-only copy: it stays audio-only.
+    pub(super) resumed_audio_only: bool,
 }
 
 impl AudioSide {
@@ -252,6 +261,7 @@ impl SessionPipeline {
         if self.fatal || self.ended {
             return;
         }
+        self.announce_audio(out);
         self.audio.stats.bytes_in += chunk.len() as u64;
         match input {
             AudioInput::Adts => {
@@ -358,16 +368,8 @@ impl SessionPipeline {
         }
         match self.audio.config.as_deref() {
             None => {
-                let rate = cfg.sample_rate;
-                let gap_limit = i64::try_from(
-                    u128::from(self.opts.timing.gap_limit) * u128::from(rate)
-                        / u128::from(TIMESCALE),
-                )
-                .unwrap_or(i64::MAX);
-                self.audio.silent = config::silent_frame(&cfg).map(Bytes::from_static);
-                self.audio.clock = Some(AudioClock::new(rate, AAC_FRAME_SAMPLES, gap_limit));
                 let cfg = Arc::new(cfg);
-                self.audio.config = Some(cfg.clone());
+                self.install_audio_config(cfg.clone());
                 out.push(Event::AudioConfig(cfg));
             }
             Some(c) if !config::same_format(c, &cfg) => {
@@ -411,10 +413,39 @@ impl SessionPipeline {
         }
     }
 
+    /// The session's audio format: its clock and silence are set up.
+    fn install_audio_config(&mut self, cfg: Arc<AudioConfig>) {
+        let rate = cfg.sample_rate;
+        let gap_limit = i64::try_from(
+            u128::from(self.opts.timing.gap_limit) * u128::from(rate) / u128::from(TIMESCALE),
+        )
+        .unwrap_or(i64::MAX);
+        self.audio.silent = config::silent_frame(&cfg).map(Bytes::from_static);
+        self.audio.clock = Some(AudioClock::new(rate, AAC_FRAME_SAMPLES, gap_limit));
+        self.audio.config = Some(cfg);
+    }
+
+    /// A resumed session keeps the old copy's audio track (see
+    /// [`ResumePoint::audio`](super::ResumePoint::audio)).
+    pub(super) fn keep_audio_track(&mut self, cfg: Arc<AudioConfig>) {
+        self.install_audio_config(cfg.clone());
+        self.audio.announce = Some(cfg);
+        self.audio.kept = true;
+    }
+
+    /// Tells a kept audio format, once, before anything else.
+    pub(super) fn announce_audio(&mut self, out: &mut Vec<Event>) {
+        if let Some(cfg) = self.audio.announce.take() {
+            out.push(Event::AudioConfig(cfg));
+        }
+    }
+
     /// After audio arrived: decide whether the session is audio-only, time
     /// what can be timed, release what is ready.
     fn after_audio(&mut self, now_ns: u64, out: &mut Vec<Event>) {
-        if self.audio.tracks == Tracks::Undecided && self.stats.bytes_in == 0 {
+        if self.audio.tracks == Tracks::Undecided && self.audio.resumed_audio_only {
+            self.start_audio_only();
+        } else if self.audio.tracks == Tracks::Undecided && self.stats.bytes_in == 0 {
             let held = self.audio.untimed.len() as u64 * u64::from(AAC_FRAME_SAMPLES) * 1000
                 / u64::from(self.audio.rate());
             if held >= u64::from(self.opts.segment_target_ms.max(100)) {
@@ -725,6 +756,18 @@ impl SessionPipeline {
                 .as_ref()
                 .and_then(|s| s.composition_shift())
                 .map_or(0, u64::from);
+            if self.audio.kept && self.audio.frontier.is_none() {
+                // The kept track starts with the video (rounded up to a
+                // whole sample): audio that does not come is late from
+                // here, and silence fills it.
+                let at = u128::from(dts + self.audio.shift) * u128::from(self.audio.rate());
+                let start =
+                    i64::try_from(at.div_ceil(u128::from(TIMESCALE))).unwrap_or(i64::MAX / 4);
+                if let Some(clock) = self.audio.clock.as_mut() {
+                    clock.start_at(start);
+                }
+                self.audio.frontier = Some(start);
+            }
         }
         self.audio.newest_video_dts = Some(dts);
     }

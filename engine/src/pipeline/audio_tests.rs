@@ -39,7 +39,8 @@ struct Out {
     parts: Vec<Arc<PartRecord>>,
     segments: Vec<SegmentRecord>,
     drops: Vec<(DropReason, String)>,
-    /// Event kinds in order: 'F' frame, 'A' audio, 'P' part, 'S' segment.
+    /// Event kinds in order: 'F' frame, 'A' audio, 'P' part, 'S' segment,
+    /// 'C' audio config.
     order: String,
 }
 
@@ -64,6 +65,7 @@ impl Out {
                     self.segments.push(s.record.clone())
                 }
                 Event::Dropped(d) => self.drops.push((d.reason, d.detail)),
+                Event::AudioConfig(_) => self.order.push('C'),
                 _ => {}
             }
         }
@@ -102,7 +104,11 @@ fn interleave(video: &str, audio: &str, audio_delay_ns: i64) -> (Vec<Unit>, u32)
 const BASE_NS: u64 = 1_790_000_000_000_000_000;
 
 fn publish(units: &[Unit], capture: bool, opts: PipelineOptions) -> (Out, SessionPipeline) {
-    let mut p = SessionPipeline::new(opts);
+    publish_into(SessionPipeline::new(opts), units, capture)
+}
+
+/// [`publish`] into a given pipeline (a resumed one).
+fn publish_into(mut p: SessionPipeline, units: &[Unit], capture: bool) -> (Out, SessionPipeline) {
     let mut events = Vec::new();
     let mut out = Out::default();
     for u in units {
@@ -134,8 +140,10 @@ fn publish(units: &[Unit], capture: bool, opts: PipelineOptions) -> (Out, Sessio
 /// midpoint is on.
 fn check_placement(out: &Out, rate: u32, expect_audio: usize) {
     assert_eq!(out.audio.len(), expect_audio, "audio frames out");
+    // Numbered on from the first (0, or where a resumed session goes on).
+    let base = out.audio.first().map_or(0, |f| f.index);
     for (i, f) in out.audio.iter().enumerate() {
-        assert_eq!(f.index, i as u64);
+        assert_eq!(f.index, base + i as u64);
         if i > 0 {
             assert_eq!(f.time, out.audio[i - 1].time + 1024, "frame {i} contiguous");
         }
@@ -151,11 +159,12 @@ fn check_placement(out: &Out, rate: u32, expect_audio: usize) {
             .map(|s| (s.sequence, s.start, s.duration, s.audio.clone()))
             .collect(),
     ] {
-        let mut next = 0u64;
+        let mut next = base;
         for (seg, start, duration, span) in &spans {
             let span = span.clone().expect("every part has audio");
             assert_eq!(span.first_frame_index, next, "spans follow each other");
-            let mine = &out.audio[next as usize..(next + u64::from(span.frame_count)) as usize];
+            let at = (next - base) as usize;
+            let mine = &out.audio[at..at + span.frame_count as usize];
             next += u64::from(span.frame_count);
             for f in mine {
                 assert_eq!(f.segment, *seg);
@@ -177,7 +186,11 @@ fn check_placement(out: &Out, rate: u32, expect_audio: usize) {
             }
             let _ = shift;
         }
-        assert_eq!(next as usize, out.audio.len(), "every frame in a span");
+        assert_eq!(
+            (next - base) as usize,
+            out.audio.len(),
+            "every frame in a span"
+        );
     }
 }
 
@@ -388,6 +401,7 @@ fn a_resumed_audio_only_session_continues_on_the_old_timeline() {
             min_start,
             next_period_id: 4,
             all_independent: true,
+            ..Default::default()
         };
         let mut p = SessionPipeline::resume(
             PipelineOptions {
@@ -711,4 +725,126 @@ fn audio_without_its_video_is_bounded() {
     p.finish(BASE_NS, &mut events);
     let s = p.audio_stats();
     assert_eq!(s.frames_in, s.frames + s.frames_dropped, "{s:?}");
+}
+
+/// The resume point of a session that reached segment 41 with audio of
+/// `aac`'s format (or audio-only), 100 s into its timeline.
+fn resume_with_audio(aac: &str, audio_only: bool) -> super::super::ResumePoint {
+    let first = adts_frames(&testdata(aac))[0].clone();
+    let header = AdtsHeader::parse(&first).unwrap().unwrap();
+    super::super::ResumePoint {
+        availability_start_ms: BASE_NS / 1_000_000 - 100_000,
+        next_segment: 41,
+        discontinuity_sequence: 2,
+        next_part: 171,
+        next_frame: 3000,
+        next_audio_frame: 5000,
+        next_config_id: 1,
+        min_start: 98 * TIMESCALE,
+        next_period_id: 4,
+        all_independent: true,
+        audio: Some(Arc::new(crate::audio::config::from_adts(&header).unwrap())),
+        audio_only,
+    }
+}
+
+/// A session continued from another node's copy that had audio keeps the
+/// track when the new publisher sends video alone (as a publisher
+/// reconnecting to the same server does): the format is told first,
+/// silence fills every segment's audio on the old timeline and frame
+/// numbering, and audio of another format is refused, not a second track.
+#[test]
+fn a_resumed_session_keeps_its_audio_track_when_the_publisher_sends_none() {
+    let (units, _) = interleave("av_48k_stereo.h264", "av_48k_stereo.aac", 0);
+    let mut video: Vec<Unit> = units
+        .into_iter()
+        .filter(|u| matches!(u, Unit::Video(..)))
+        .collect();
+    // One AAC frame of another format (44.1 kHz mono) among the video.
+    let other = adts_frames(&testdata("av_44k_mono.aac"))[0].clone();
+    video.insert(40, Unit::Audio(other, 1_300_000_000));
+    let point = resume_with_audio("av_48k_stereo.aac", false);
+    let format = point.audio.clone().unwrap();
+    let opts = PipelineOptions {
+        part_target_ms: 500,
+        ..Default::default()
+    };
+    let (out, p) = publish_into(SessionPipeline::resume(opts, point), &video, true);
+    assert!(out.order.starts_with('C'), "{}", out.order);
+    assert_eq!(p.audio_config(), Some(&format));
+    assert_eq!(p.tracks(), Tracks::Video);
+    assert!(!out.segments.is_empty());
+    assert_eq!(out.segments[0].sequence, 41);
+    for s in &out.segments {
+        let a = s.audio.as_ref().expect("every segment has its audio");
+        assert!(a.frame_count > 0, "{s:?}");
+    }
+    assert!(out.audio.iter().all(|f| f.filler), "silence only");
+    assert_eq!(out.audio[0].index, 5000);
+    assert!(out.audio.windows(2).all(|w| w[1].index == w[0].index + 1));
+    // Silence from the first video frame on, up to at most AUDIO_WAIT
+    // (1 s) before the video's end, as for audio that stalls: of the
+    // stream's 4 s at 48 kHz (188 AAC frames), 3 s at least.
+    let silence = out.audio.len();
+    assert!(
+        (141..=190).contains(&silence),
+        "{silence} frames of silence"
+    );
+    assert_eq!(p.audio_stats().filled, silence as u64);
+    let first_video = out.frames[0].pts;
+    let first_audio = out.audio[0].pts;
+    assert!(
+        first_audio.abs_diff(first_video) <= 2,
+        "the silence starts with the video: {first_audio} / {first_video}"
+    );
+    assert!(
+        out.drops
+            .iter()
+            .any(|(r, d)| *r == DropReason::BadAudio && d.contains("one audio format")),
+        "{:?}",
+        out.drops
+    );
+    check_placement(&out, 48_000, silence);
+}
+
+/// A session continued from an audio-only copy stays audio-only: video the
+/// new publisher sends is dropped with `NO_VIDEO_TRACK` saying why, and
+/// its audio goes on on the old timeline.
+#[test]
+fn a_resumed_audio_only_session_stays_audio_only() {
+    let point = resume_with_audio("av_44k_mono.aac", true);
+    let mut p = SessionPipeline::resume(
+        PipelineOptions {
+            part_target_ms: 500,
+            ..Default::default()
+        },
+        point,
+    );
+    let video = frames_of(testdata("av_48k_stereo.h264"), PipelineOptions::default());
+    let mut events = Vec::new();
+    p.push(
+        video[0].data.clone(),
+        Some(BASE_NS),
+        BASE_NS,
+        true,
+        &mut events,
+    );
+    let mut first = Out::default();
+    first.take(&mut events);
+    assert!(first.order.starts_with('C'), "{}", first.order);
+    assert!(
+        first
+            .drops
+            .iter()
+            .any(|(r, d)| *r == DropReason::NoVideoTrack && d.contains("moved from")),
+        "{:?}",
+        first.drops
+    );
+    let a = adts_frames(&testdata("av_44k_mono.aac"));
+    let out = push_audio_only(&mut p, &a);
+    assert!(out.frames.is_empty());
+    assert_eq!(out.audio.len(), a.len());
+    assert_eq!(out.audio[0].index, 5000);
+    assert_eq!(out.segments[0].sequence, 41);
+    assert!(out.segments[0].discontinuity);
 }

@@ -279,6 +279,15 @@ pub struct ResumePoint {
     /// Every segment of the old copy was independent
     /// (`EXT-X-INDEPENDENT-SEGMENTS` may still be stated).
     pub all_independent: bool,
+    /// The old copy's audio format, when it had audio. The new copy keeps
+    /// the track, as a publisher reconnecting to the same session does:
+    /// while the new publisher sends no audio, silence takes its place
+    /// (after [`AUDIO_WAIT`](audio::AUDIO_WAIT)); audio of another format
+    /// is dropped (`BAD_AUDIO`, one format per session).
+    pub audio: Option<Arc<AudioConfig>>,
+    /// The old copy was audio-only: so is the new one (video is dropped
+    /// with `NO_VIDEO_TRACK`), whatever the new publisher sends first.
+    pub audio_only: bool,
 }
 
 impl ResumePoint {
@@ -416,6 +425,10 @@ impl SessionPipeline {
         p.first_frame_index = point.next_frame;
         p.next_config_id = point.next_config_id;
         p.audio.next_index = point.next_audio_frame;
+        p.audio.resumed_audio_only = point.audio_only;
+        if let Some(cfg) = &point.audio {
+            p.keep_audio_track(cfg.clone());
+        }
         p.resume = Some(point);
         p
     }
@@ -484,15 +497,20 @@ impl SessionPipeline {
         if self.fatal || self.ended {
             return;
         }
-        if self.audio.tracks == Tracks::AudioOnly {
+        self.announce_audio(out);
+        if self.audio.tracks == Tracks::AudioOnly || self.audio.resumed_audio_only {
             let offset = self.stats.bytes_in;
             self.stats.bytes_in += chunk.len() as u64;
+            let why = if self.audio.resumed_audio_only {
+                "it was audio-only on the server its publisher moved from"
+            } else {
+                "its first segment of audio came with no video"
+            };
             self.note_drop(
                 DropReason::NoVideoTrack,
                 offset,
                 format!(
-                    "{} bytes of video at byte {offset}: the session is audio-only (its first \
-                     segment of audio came with no video)",
+                    "{} bytes of video at byte {offset}: the session is audio-only ({why})",
                     chunk.len()
                 ),
             );

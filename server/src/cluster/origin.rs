@@ -25,7 +25,9 @@ use crate::engine::frame::AudioConfig;
 use crate::engine::mux::parts::{Formats, PartMuxer};
 use crate::engine::CodecConfig;
 use crate::session::now_unix_ns;
-use crate::session::replica::{ReplicaItem, ReplicaSegment, ReplicaTx, Replicator, TakeoverFuture};
+use crate::session::replica::{
+    ReplicaItem, ReplicaSegment, ReplicaTx, Replicator, TakenOver, TakeoverFuture,
+};
 
 /// How long one message is retried before it is given up (JetStream's
 /// default duplicate window, within which a retry is never stored twice).
@@ -98,7 +100,7 @@ async fn find_takeover(
     node_id: String,
     max_item_bytes: usize,
     session_id: String,
-) -> Option<(crate::engine::ResumePoint, Takeover)> {
+) -> Option<(TakenOver, Takeover)> {
     let key = session_token(&session_id);
     // A cluster that does not answer soon is not waited for: the publisher
     // is waiting, and the session starts over as without a cluster.
@@ -152,8 +154,13 @@ async fn find_takeover(
         "taking over the session from another origin"
     );
     let next_part = point.next_part;
-    Some((
+    let taken = TakenOver {
         point,
+        closed_segment: orphan.as_ref().map(|o| o.record.clone()),
+        audio_rate: tail.audio_rate(),
+    };
+    Some((
+        taken,
         Takeover {
             continues: lease.subject,
             resume_after: last,

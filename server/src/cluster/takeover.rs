@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::engine::frame::AudioSpan;
+use crate::engine::frame::{AudioConfig, AudioSpan};
 use crate::engine::segment::program_date_time_ms;
 use crate::engine::{CodecConfig, PartRecord, ResumePoint, SegmentRecord};
 use crate::session::replica::{ReplicaItem, ReplicaSegment, SessionStart};
@@ -54,6 +54,8 @@ pub struct Tail {
     open_first_audio: Option<(u64, Option<u64>)>,
     /// The old copy is an audio-only session.
     audio_only: bool,
+    /// The old copy's audio format, once read.
+    audio: Option<Arc<AudioConfig>>,
     ended: bool,
     /// Items read.
     items: u64,
@@ -66,7 +68,10 @@ impl Tail {
             Received::Sync(c) => self.apply(ReplicaItem::Config(c)),
             Received::ClosingPart(p) => self.apply(ReplicaItem::Part(p)),
             // Sent before each segment of an audio-only session only.
-            Received::AudioSync(_) => self.audio_only = true,
+            Received::AudioSync(c) => {
+                self.audio_only = true;
+                self.audio = Some(c);
+            }
             Received::Gap(_) => {}
             Received::Item(item) => self.apply(item),
         }
@@ -112,7 +117,7 @@ impl Tail {
                 }
                 self.last_audio_frame = Some(f.index);
             }
-            ReplicaItem::AudioConfig(_) => {}
+            ReplicaItem::AudioConfig(c) => self.audio = Some(c),
             ReplicaItem::End => self.ended = true,
             ReplicaItem::Start(_) | ReplicaItem::TsContinuity { .. } => {}
         }
@@ -121,6 +126,11 @@ impl Tail {
     /// Items read so far.
     pub fn items(&self) -> u64 {
         self.items
+    }
+
+    /// The old copy's audio sampling rate (Hz), when it had audio.
+    pub fn audio_rate(&self) -> Option<u32> {
+        self.audio.as_ref().map(|c| c.sample_rate)
     }
 
     /// The old owner's open segment, closed from exactly the parts it
@@ -242,6 +252,8 @@ impl Tail {
                 min_start: segment_end.max(frame_end),
                 next_period_id: place.period_id.saturating_add(1),
                 all_independent: place.all_independent,
+                audio: self.audio.clone(),
+                audio_only: self.audio_only,
                 next_config_id: self
                     .configs
                     .keys()
@@ -405,6 +417,14 @@ mod tests {
         let last_audio = last_audio_frame(&items[..at]);
         assert_eq!(point.next_audio_frame, last_audio + 1);
         assert_eq!(point.next_segment, 3);
+        // The track is kept: the new copy knows its format.
+        let format = items.iter().find_map(|i| match i {
+            ReplicaItem::AudioConfig(c) => Some(c.clone()),
+            _ => None,
+        });
+        assert!(format.is_some());
+        assert_eq!(point.audio, format);
+        assert!(!point.audio_only);
     }
 
     /// The index of the last audio frame among `items`.
@@ -470,6 +490,8 @@ mod tests {
                 next_period_id: 1,
                 all_independent: true,
                 next_config_id: 1,
+                audio: None,
+                audio_only: false,
             }
         );
     }

@@ -176,7 +176,13 @@ pub fn segment_uri_ts(sequence: u64) -> String {
 }
 
 pub fn segment_ready(r: &SegmentRecord, audio_rate: Option<u32>) -> pb::SliceResponse {
-    event(PbEvent::SegmentReady(pb::SegmentReady {
+    event(PbEvent::SegmentReady(segment_ready_event(r, audio_rate)))
+}
+
+/// The `SegmentReady` of a segment record (its audio span timed at
+/// `audio_rate`, Hz).
+pub fn segment_ready_event(r: &SegmentRecord, audio_rate: Option<u32>) -> pb::SegmentReady {
+    pb::SegmentReady {
         sequence: r.sequence,
         start_90k: r.start,
         duration_90k: r.duration,
@@ -197,7 +203,7 @@ pub fn segment_ready(r: &SegmentRecord, audio_rate: Option<u32>) -> pb::SliceRes
             .zip(audio_rate)
             .map(|(a, rate)| audio_span(a, rate, format!("audio-{}.m4s", r.sequence))),
         ..Default::default()
-    }))
+    }
 }
 
 pub fn part_ready(p: &PartRecord, audio_rate: Option<u32>) -> pb::SliceResponse {
@@ -295,11 +301,20 @@ pub fn ended(e: &SessionEnd) -> pb::SliceResponse {
     }))
 }
 
-pub fn publish_ack(id: &str, resumed: bool, segment_ms: u32, window: u32) -> pb::SliceResponse {
+/// `closed_segment`: the lost origin's open segment this origin closed
+/// (publisher failover, [`crate::session::replica::TakenOver`]).
+pub fn publish_ack(
+    id: &str,
+    resumed: bool,
+    segment_ms: u32,
+    window: u32,
+    closed_segment: Option<pb::SegmentReady>,
+) -> pb::SliceResponse {
     event(PbEvent::PublishAck(pb::PublishAck {
         session_id: id.to_string(),
         resumed,
         segment_target_ms: segment_ms,
         window_segments: window,
+        closed_segment,
     }))
 }

@@ -330,6 +330,14 @@ impl SliceServiceImpl {
             }
             _ => None,
         };
+        let (resume, closed_segment) = match resume {
+            Some(t) => (
+                Some(t.point),
+                t.closed_segment
+                    .map(|r| convert::segment_ready_event(&r, t.audio_rate)),
+            ),
+            None => (None, None),
+        };
         let grant = self
             .registry
             .publish_resumed(&id, options, resume)
@@ -349,6 +357,7 @@ impl SliceServiceImpl {
             grant.resumed,
             opts.pipeline.segment_target_ms,
             opts.pipeline.window as u32,
+            closed_segment.filter(|_| grant.took_over),
         );
         let _ = tx.try_send(Ok(ack));
         // The publisher hears the session's events (and frames if echoed)

@@ -150,6 +150,9 @@ pub struct PublishGrant {
     pub generation: u64,
     /// Continues a session whose publisher vanished within the grace period.
     pub resumed: bool,
+    /// The session was created here continuing another node's copy (the
+    /// `resume` given to [`Registry::publish_resumed`] was used).
+    pub took_over: bool,
 }
 
 pub struct Registry {
@@ -311,6 +314,7 @@ impl Registry {
                     session: existing.clone(),
                     generation,
                     resumed,
+                    took_over: false,
                 });
             }
         }
@@ -333,6 +337,7 @@ impl Registry {
             .filter(|(k, _)| crate::ids::session_of(k) == base)
             .find_map(|(_, s)| s.rendition_group().map(|(g, _)| g.clone()))
             .unwrap_or_else(|| super::renditions::RenditionGroup::new(base));
+        let took_over = resume.is_some();
         let session = Arc::new(Session::resumed(
             id.to_string(),
             options,
@@ -359,6 +364,7 @@ impl Registry {
             session,
             generation,
             resumed,
+            took_over,
         })
     }
 

@@ -212,7 +212,21 @@ pub trait Replicator: Send + Sync {
 
 /// What [`Replicator::takeover`] returns.
 pub type TakeoverFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Option<crate::engine::ResumePoint>> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<TakenOver>> + Send>>;
+
+/// A session of another node this one continues (publisher failover).
+#[derive(Clone, Debug)]
+pub struct TakenOver {
+    /// Where the new copy goes on.
+    pub point: crate::engine::ResumePoint,
+    /// The segment the old copy had open, closed here from the parts it
+    /// replicated (told to the publisher: its frames were accepted
+    /// there); `None` when none was open.
+    pub closed_segment: Option<SegmentRecord>,
+    /// The old copy's audio sampling rate (Hz), for the closed segment's
+    /// audio span.
+    pub audio_rate: Option<u32>,
+}
 
 /// Stands in for the engine in a session filled from a replica: turns the
 /// origin's items back into the engine's events and keeps the manifests

@@ -111,14 +111,27 @@ pub fn live_audio_stream() -> (Vec<LiveMessage>, u64) {
 /// Publishes `stream` in real time with capture times, looping, to the
 /// first of `servers` that takes it, and to the next one when its stream
 /// breaks (as `liveslice publish --server A,B` does), going on at the next
-/// video keyframe; until `stop`, then ends the stream. Returns the
-/// failovers made.
+/// video keyframe; until `stop`, then ends the stream. Returns what the
+/// failovers showed.
 pub fn publish_with_failover(
+    servers: Vec<std::net::SocketAddr>,
+    session: &'static str,
+    stream: (Vec<LiveMessage>, u64),
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Failovers> {
+    publish_with_failover_then(servers, session, stream, stop, true)
+}
+
+/// [`publish_with_failover`]; `audio_after_failover` false: the publisher
+/// comes back without its audio track (video only from the next origin
+/// on).
+pub fn publish_with_failover_then(
     servers: Vec<std::net::SocketAddr>,
     session: &'static str,
     (stream, lap): (Vec<LiveMessage>, u64),
     stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<u32> {
+    audio_after_failover: bool,
+) -> tokio::task::JoinHandle<Failovers> {
     tokio::spawn(async move {
         let connect = |addr: std::net::SocketAddr| async move {
             let mut c =
@@ -131,7 +144,7 @@ pub fn publish_with_failover(
         let mut p = connect(servers[server])
             .await
             .expect("the first origin takes the publisher");
-        let mut failovers = 0;
+        let mut failovers = Failovers::default();
         let start = std::time::Instant::now();
         let t0 = liveslice_server::session::now_unix_ns();
         let (mut i, mut need_keyframe) = (0usize, false);
@@ -143,6 +156,9 @@ pub fn publish_with_failover(
                 tokio::time::sleep(wait).await;
             }
             if need_keyframe && !keyframe {
+                continue;
+            }
+            if failovers.count > 0 && !audio_after_failover && *track == pb::Track::Audio {
                 continue;
             }
             need_keyframe = false;
@@ -160,7 +176,15 @@ pub fn publish_with_failover(
                 p = connect(servers[server])
                     .await
                     .expect("the next origin takes the publisher");
-                failovers += 1;
+                failovers.count += 1;
+                // The next origin's ack: the lost one's open segment, closed.
+                match p.responses.message().await {
+                    Ok(Some(pb::SliceResponse {
+                        event: Some(pb::slice_response::Event::PublishAck(a)),
+                        ..
+                    })) => failovers.closed_segments.extend(a.closed_segment),
+                    other => panic!("the next origin's first answer is its ack: {other:?}"),
+                }
                 need_keyframe = true;
             }
         }
@@ -168,4 +192,14 @@ pub fn publish_with_failover(
         tokio::time::sleep(Duration::from_millis(500)).await;
         failovers
     })
+}
+
+/// What [`publish_with_failover`] saw.
+#[derive(Debug, Default)]
+pub struct Failovers {
+    /// Times it moved to the next origin.
+    pub count: u32,
+    /// The segments the next origins' acks said they closed for the lost
+    /// ones (`PublishAck.closed_segment`).
+    pub closed_segments: Vec<pb::SegmentReady>,
 }
