@@ -280,6 +280,13 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
                     }
                 }
             }
+            Some(PbEvent::FrameDropped(d)) if d.count == 0 => {
+                status.message(&format!(
+                    "server note ({}): {}",
+                    drop_reason_name(d.reason),
+                    d.detail
+                ));
+            }
             Some(PbEvent::FrameDropped(d)) => {
                 status.dropped(d);
                 status.message(&format!(

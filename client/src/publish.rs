@@ -698,14 +698,24 @@ async fn read_responses(
                     // Accepted by the lost origin, closed and listed by
                     // this one: counted once, here.
                     closed_for_lost = (1, u64::from(r.frame_count));
-                    s.count_segment(r);
+                    let audio = s.count_segment(r);
                     if verbose {
                         println!(
-                            "segment {}: {} frames, {:.3} s, closed by {server} from what the lost \
-                             server had replicated ({} frames accepted so far)",
+                            "segment {}: {} frames{}, {:.3} s{}, closed by {server} from what the \
+                             lost server had replicated ({} frames accepted so far)",
                             r.sequence,
                             r.frame_count,
+                            if audio > 0 {
+                                format!(" + {audio} audio frames")
+                            } else {
+                                String::new()
+                            },
                             r.duration_90k as f64 / TIMESCALE as f64,
+                            if r.byte_size > 0 {
+                                format!(", {} bytes", r.byte_size)
+                            } else {
+                                String::new()
+                            },
                             accepted_before + s.frames_in_segments,
                         );
                     }
@@ -740,6 +750,11 @@ async fn read_responses(
                     );
                 }
             }
+            // A notice: nothing was dropped.
+            Some(PbEvent::FrameDropped(d)) if d.count == 0 && verbose => {
+                println!("note ({}): {}", drop_reason_name(d.reason), d.detail)
+            }
+            Some(PbEvent::FrameDropped(d)) if d.count == 0 => {}
             Some(PbEvent::FrameDropped(d)) => {
                 if verbose {
                     println!(

@@ -33,6 +33,70 @@ fn edge_config(nats: &Nats, node: &str) -> Config {
     c
 }
 
+/// Nodes that start together on a fresh NATS (a Compose or Kubernetes
+/// rollout) all join: origins, edges and workers make the session stream,
+/// the lease bucket and the job queue at once. (A new-user trial once saw
+/// an edge fail here with "subjects overlap with an existing stream"; the
+/// race is rare: the next test forces its outcome.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_all_join() {
+    let Some(nats) = Nats::start("cluster start") else {
+        return;
+    };
+    let starts: Vec<_> = (0..6)
+        .map(|i| {
+            let node = format!("together-{i}");
+            let mut c = if i % 2 == 0 {
+                origin_config(&nats, &node)
+            } else {
+                edge_config(&nats, &node)
+            };
+            c.jobs.worker = i < 2;
+            tokio::spawn(async move { liveslice_server::app::start(&c).await })
+        })
+        .collect();
+    let mut servers = Vec::new();
+    for (i, s) in starts.into_iter().enumerate() {
+        match s.await.expect("start task") {
+            Ok(server) => servers.push(server),
+            Err(e) => panic!("node {i} did not start: {e}"),
+        }
+    }
+    for server in servers {
+        server.shutdown().await;
+    }
+}
+
+/// A node that loses the race to make a stream (another node made it
+/// between its look and its creation, which NATS may answer with "stream
+/// name already in use" or "subjects overlap") finds it made and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_loses_the_race_to_make_a_stream_goes_on() {
+    use async_nats::jetstream::stream::Config as StreamConfig;
+    let Some(nats) = Nats::start("cluster start") else {
+        return;
+    };
+    let client = async_nats::connect(nats.url().trim_start_matches("nats://"))
+        .await
+        .expect("NATS");
+    let js = async_nats::jetstream::new(client);
+    let config = |max_age: u64| StreamConfig {
+        name: "RACED".into(),
+        subjects: vec!["raced.>".into()],
+        max_age: Duration::from_secs(max_age),
+        ..Default::default()
+    };
+    // The other node's stream, made first (with its own retention).
+    js.get_or_create_stream(config(60)).await.expect("made");
+    assert!(
+        js.create_stream(config(61)).await.is_err(),
+        "NATS refuses the second creation"
+    );
+    liveslice_server::cluster::create_stream(&js, config(61))
+        .await
+        .expect("the loser finds the stream made");
+}
+
 /// `publishTime` is the moment the MPD is rendered: the one attribute two
 /// nodes never share.
 fn without_publish_time(mpd: &str) -> String {
@@ -675,6 +739,31 @@ async fn failover(id: &'static str, kind: Kind) {
         cuts,
         vec![bh.media_sequence],
         "one discontinuity, where B starts:\n{e_final}"
+    );
+    // HLS and DASH keep the relation they had across the move: from A's
+    // last segment to B's first, the program date times and the DASH
+    // timeline advance alike (B keeps A's capture-clock mapping).
+    let (_, e_mpd) = text(&format!("{e}/{}", path("manifest.mpd"))).await;
+    let dash = common::history::dash_segment_starts_ms(&e_mpd);
+    let at = eh
+        .segments
+        .iter()
+        .position(|s| s.4)
+        .expect("B's first segment");
+    let pdt = |s: &(u64, String, String, String, bool)| {
+        common::history::unix_ms(&s.3).unwrap_or_else(|| panic!("a date: {s:?}"))
+    };
+    assert_eq!(eh.media_sequence, 0, "{e_final}");
+    assert_eq!(
+        dash.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![at, eh.segments.len() - at],
+        "{e_mpd}"
+    );
+    let hls_ms = pdt(&eh.segments[at]) - pdt(&eh.segments[at - 1]);
+    let dash_ms = dash[1][0] - dash[0][at - 1];
+    assert!(
+        (hls_ms - dash_ms).abs() <= 3,
+        "from A's last segment to B's first: HLS {hls_ms} ms, DASH {dash_ms} ms\n{e_final}\n{e_mpd}"
     );
     // A had parts of a segment listed when it died: B closed that segment
     // and told the publisher in its ack (sequence, length and frames as

@@ -496,7 +496,8 @@ impl SessionPipeline {
             .front()
             .map_or(0, |u| u.ingest_ns / 1_000_000);
         if let Some(r) = &self.resume {
-            let first = r.first_time(start_ms);
+            let capture = self.audio.untimed.front().and_then(|u| u.capture);
+            let first = r.first_time(start_ms, capture);
             start_ms = r.availability_start_ms;
             let rate = u128::from(self.audio.rate().max(1));
             // Up, to a whole sample: never before the old end.
@@ -677,7 +678,15 @@ impl SessionPipeline {
     /// there up to it, or there is none, or it is late past [`AUDIO_WAIT`]
     /// (then silence fills up to the cut). `flush`: the stream is ending.
     fn cut_ready(&mut self, at: u64, flush: bool) -> bool {
-        if flush || self.audio.config.is_none() {
+        if self.audio.config.is_none() {
+            return true;
+        }
+        if flush {
+            // The stream ends while silence stands in for the audio: the
+            // parts still held get their silence too.
+            if self.audio.stalled {
+                self.fill_to(at);
+            }
             return true;
         }
         let Some(frontier) = self.audio.frontier else {
@@ -694,12 +703,12 @@ impl SessionPipeline {
         }
         if !self.audio.stalled {
             self.audio.stalled = true;
-            self.note_drop(
+            self.note_notice(
                 DropReason::AudioTiming,
                 0,
                 format!(
-                    "the audio is more than {} ms behind the video: silence in its place until \
-                     it catches up",
+                    "no audio for the last {} ms of video (late or stopped): silence in its \
+                     place until audio comes again",
                     AUDIO_WAIT * 1000 / TIMESCALE
                 ),
             );
@@ -906,6 +915,11 @@ impl SessionPipeline {
         let Some((_, seg)) = self.audio.released else {
             return;
         };
+        if self.audio.stalled {
+            // The stream ends while silence stands in for the audio: the
+            // last part gets its silence too.
+            self.fill_to(end + self.audio.shift);
+        }
         let limit = end + self.audio.shift + END_TOLERANCE;
         self.assign_before(limit, seg, out);
         while let Some(f) = self.audio.pending.pop_front() {

@@ -745,6 +745,7 @@ fn resume_with_audio(aac: &str, audio_only: bool) -> super::super::ResumePoint {
         all_independent: true,
         audio: Some(Arc::new(crate::audio::config::from_adts(&header).unwrap())),
         audio_only,
+        capture_lag_ms: None,
     }
 }
 
@@ -782,13 +783,20 @@ fn a_resumed_session_keeps_its_audio_track_when_the_publisher_sends_none() {
     assert!(out.audio.iter().all(|f| f.filler), "silence only");
     assert_eq!(out.audio[0].index, 5000);
     assert!(out.audio.windows(2).all(|w| w[1].index == w[0].index + 1));
-    // Silence from the first video frame on, up to at most AUDIO_WAIT
-    // (1 s) before the video's end, as for audio that stalls: of the
-    // stream's 4 s at 48 kHz (188 AAC frames), 3 s at least.
+    // Silence from the first video frame to the video's end (the last
+    // segment's too): the stream's 4 s at 48 kHz, 188 AAC frames.
     let silence = out.audio.len();
     assert!(
-        (141..=190).contains(&silence),
+        (186..=190).contains(&silence),
         "{silence} frames of silence"
+    );
+    let last = out.segments.last().unwrap();
+    let audio = last.audio.as_ref().unwrap();
+    let video_s = last.duration as f64 / TIMESCALE as f64;
+    let audio_s = audio.duration as f64 / 48_000.0;
+    assert!(
+        (video_s - audio_s).abs() < 0.03,
+        "the last segment's silence: {audio_s} s of {video_s} s"
     );
     assert_eq!(p.audio_stats().filled, silence as u64);
     let first_video = out.frames[0].pts;
@@ -804,6 +812,19 @@ fn a_resumed_session_keeps_its_audio_track_when_the_publisher_sends_none() {
         "{:?}",
         out.drops
     );
+    // Told once, as a notice: no frame was dropped for it.
+    assert!(
+        out.drops
+            .iter()
+            .any(|(r, d)| *r == DropReason::AudioTiming && d.contains("silence in its place")),
+        "{:?}",
+        out.drops
+    );
+    let timing = DropReason::ALL
+        .iter()
+        .position(|r| *r == DropReason::AudioTiming)
+        .unwrap();
+    assert_eq!(p.stats().dropped[timing], 0);
     check_placement(&out, 48_000, silence);
 }
 

@@ -127,7 +127,9 @@ pub enum EngineError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DropReport {
     pub reason: DropReason,
-    /// Frames (for `NotH264`: runs of bytes) dropped in this report.
+    /// Frames (for `NotH264`: runs of bytes) dropped in this report; 0: a
+    /// notice that drops nothing (e.g. silence standing in for audio that
+    /// stopped).
     pub count: u32,
     /// Since the session started.
     pub total: u64,
@@ -288,16 +290,37 @@ pub struct ResumePoint {
     /// The old copy was audio-only: so is the new one (video is dropped
     /// with `NO_VIDEO_TRACK`), whatever the new publisher sends first.
     pub audio_only: bool,
+    /// How far the old copy's timeline ran after its publisher's capture
+    /// clock, ms: a segment's place on the wall clock (availability start
+    /// plus its start) less its program date time (0 when the old copy had
+    /// no capture times). A first frame with a capture time goes where
+    /// this mapping puts it, so `EXT-X-PROGRAM-DATE-TIME` and the DASH
+    /// timeline keep the relation they had before the move; `None`: by
+    /// the wall clock at its arrival.
+    pub capture_lag_ms: Option<i64>,
 }
+
+/// How far from its arrival a first frame's capture time (with the old
+/// copy's lag) may put it and still be followed, ms: further is a clock
+/// that is not the server's, and the arrival time is used.
+const CAPTURE_TRUST_MS: u64 = 60_000;
 
 impl ResumePoint {
     /// Where the first frame of the new copy goes (90 kHz, on the old
-    /// timeline) when it arrives at wall clock `now_ms` (Unix ms): the
-    /// wall clock's place, or the old end if that is later, but never more
-    /// than an hour past the wall clock (a skewed clock or a damaged record
-    /// is not followed further).
-    pub fn first_time(&self, now_ms: u64) -> u64 {
-        let elapsed = now_ms.saturating_sub(self.availability_start_ms);
+    /// timeline) when it arrives at wall clock `now_ms` (Unix ms) with
+    /// capture time `capture_ns` (Unix ns, if any): where the old copy's
+    /// capture-clock mapping puts it ([`capture_lag_ms`](Self::capture_lag_ms);
+    /// within a minute of its arrival), else the wall clock's place; or
+    /// the old end if that is later, but never more than an hour past the
+    /// wall clock (a skewed clock or a damaged record is not followed
+    /// further).
+    pub fn first_time(&self, now_ms: u64, capture_ns: Option<u64>) -> u64 {
+        let at_ms = capture_ns
+            .zip(self.capture_lag_ms)
+            .and_then(|(c, lag)| u64::try_from(i64::try_from(c / 1_000_000).ok()? + lag).ok())
+            .filter(|t| t.abs_diff(now_ms) <= CAPTURE_TRUST_MS)
+            .unwrap_or(now_ms);
+        let elapsed = at_ms.saturating_sub(self.availability_start_ms);
         let wall = elapsed.saturating_mul(TIMESCALE / 1000);
         let old_end = self.min_start.min(wall.saturating_add(3600 * TIMESCALE));
         wall.max(old_end)
@@ -1146,7 +1169,7 @@ impl SessionPipeline {
                 // stream's end).
                 let mut start_ms = now_ns / 1_000_000;
                 if let Some(r) = &self.resume {
-                    aligner.start_at(r.first_time(start_ms));
+                    aligner.start_at(r.first_time(start_ms, self.au_capture));
                     start_ms = r.availability_start_ms;
                 }
                 // A joining rendition: on the leading rendition's timeline.
@@ -1330,6 +1353,21 @@ impl SessionPipeline {
         }
     }
 
+    /// A notice under `reason` that drops nothing (a report with count 0,
+    /// not counted in the totals): something the publisher should know,
+    /// such as silence standing in for audio that stopped.
+    fn note_notice(&mut self, reason: DropReason, offset: u64, detail: String) {
+        if !self.pending_drops.iter().any(|d| d.reason == reason) {
+            self.pending_drops.push(DropReport {
+                reason,
+                count: 0,
+                total: 0,
+                detail,
+                offset,
+            });
+        }
+    }
+
     fn flush_drops(&mut self, out: &mut Vec<Event>) {
         for mut d in self.pending_drops.drain(..) {
             d.total = self.stats.dropped[reason_index(d.reason)];
@@ -1460,4 +1498,41 @@ pub fn frames_of(data: Bytes, opts: PipelineOptions) -> Vec<Arc<Frame>> {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::{ResumePoint, TIMESCALE};
+
+    /// Where a continued session's first frame goes: by its capture time
+    /// through the old copy's lag when it has one (within a minute of its
+    /// arrival), else by its arrival; never before the old end.
+    #[test]
+    fn the_first_frame_keeps_the_old_capture_clock_mapping() {
+        let start_ms = 1_790_000_000_000;
+        let point = ResumePoint {
+            availability_start_ms: start_ms,
+            min_start: 10 * TIMESCALE,
+            capture_lag_ms: Some(-10),
+            ..Default::default()
+        };
+        let ms = |s: u64| s * TIMESCALE / 1000;
+        let arrival = start_ms + 17_068;
+        let captured = Some((start_ms + 17_000) * 1_000_000);
+        // Captured at 17.000 s, the old copy 10 ms behind its capture clock.
+        assert_eq!(point.first_time(arrival, captured), ms(16_990));
+        // No capture time, or no mapping: where it arrived.
+        assert_eq!(point.first_time(arrival, None), ms(17_068));
+        let no_lag = ResumePoint {
+            capture_lag_ms: None,
+            ..point.clone()
+        };
+        assert_eq!(no_lag.first_time(arrival, captured), ms(17_068));
+        // A capture clock two minutes off is not followed.
+        let off = Some((start_ms + 137_000) * 1_000_000);
+        assert_eq!(point.first_time(arrival, off), ms(17_068));
+        // Before the old end: at the old end.
+        let early = Some((start_ms + 5_000) * 1_000_000);
+        assert_eq!(point.first_time(start_ms + 5_050, early), 10 * TIMESCALE);
+    }
 }

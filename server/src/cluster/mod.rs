@@ -150,8 +150,21 @@ impl ClusterConfig {
 pub enum ClusterError {
     #[error("cannot connect to NATS at {url} (--cluster): {detail}")]
     Connect { url: String, detail: String },
-    #[error("JetStream {what}: {detail} (is nats-server running with -js?)")]
+    #[error("JetStream {what}: {detail}{}", jetstream_hint(detail))]
     JetStream { what: &'static str, detail: String },
+}
+
+/// What to check for a JetStream error that says JetStream is not there.
+fn jetstream_hint(detail: &str) -> &'static str {
+    let d = detail.to_ascii_lowercase();
+    if ["not enabled", "no responders", "timed out", "timeout"]
+        .iter()
+        .any(|w| d.contains(w))
+    {
+        " (is nats-server running with -js?)"
+    } else {
+        ""
+    }
 }
 
 /// The subject token of a session id: its bytes in hex (ids may hold
@@ -236,18 +249,9 @@ pub async fn connect(
         ..Default::default()
     };
     let js_err = |what| move |e: String| ClusterError::JetStream { what, detail: e };
-    match js.get_stream(STREAM).await {
-        Ok(_) => {
-            js.update_stream(stream_config)
-                .await
-                .map_err(|e| js_err("stream update")(e.to_string()))?;
-        }
-        Err(_) => {
-            js.get_or_create_stream(stream_config)
-                .await
-                .map_err(|e| js_err("stream")(e.to_string()))?;
-        }
-    }
+    ensure_stream(&js, stream_config)
+        .await
+        .map_err(js_err("stream"))?;
     let kv = key_value_bucket(&js, BUCKET, "liveslice session leases", LEASE_TTL)
         .await
         .map_err(|e| js_err("key-value bucket")(e))?;
@@ -267,24 +271,66 @@ pub async fn key_value_bucket(
 ) -> Result<async_nats::jetstream::kv::Store, String> {
     use async_nats::jetstream;
     if js.get_stream(format!("KV_{bucket}")).await.is_err() {
-        js.get_or_create_stream(jetstream::stream::Config {
-            name: format!("KV_{bucket}"),
-            description: Some(description.into()),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            max_age,
-            storage: jetstream::stream::StorageType::File,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: jetstream::stream::DiscardPolicy::New,
-            num_replicas: 1,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        create_stream(
+            js,
+            jetstream::stream::Config {
+                name: format!("KV_{bucket}"),
+                description: Some(description.into()),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
+                max_age,
+                storage: jetstream::stream::StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: jetstream::stream::DiscardPolicy::New,
+                num_replicas: 1,
+                ..Default::default()
+            },
+        )
+        .await?;
     }
     js.get_key_value(bucket).await.map_err(|e| e.to_string())
+}
+
+/// Makes stream `config.name` as `config` says: updated if it exists, else
+/// created ([`create_stream`]).
+pub async fn ensure_stream(
+    js: &async_nats::jetstream::Context,
+    config: async_nats::jetstream::stream::Config,
+) -> Result<(), String> {
+    if js.get_stream(&config.name).await.is_ok() {
+        return js
+            .update_stream(config)
+            .await
+            .map(drop)
+            .map_err(|e| format!("cannot update the stream: {e}"));
+    }
+    create_stream(js, config).await
+}
+
+/// Creates a stream not found a moment ago. Nodes starting together race
+/// to create it: when the creation fails because another node has just
+/// made it (NATS then says its name is in use, or its subjects overlap),
+/// the stream is there, with that node's settings, and that is success.
+pub async fn create_stream(
+    js: &async_nats::jetstream::Context,
+    config: async_nats::jetstream::stream::Config,
+) -> Result<(), String> {
+    let name = config.name.clone();
+    match js.create_stream(config).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            for _ in 0..10 {
+                if js.get_stream(&name).await.is_ok() {
+                    tracing::debug!(stream = %name, "made by another node at the same time");
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e.to_string())
+        }
+    }
 }
 
 /// Reports the connection's state (log on change, the

@@ -235,6 +235,15 @@ impl Tail {
         let record = &last.record;
         let next_part = self.last_part?.saturating_add(1);
         let segment_end = record.start.saturating_add(record.duration);
+        // The old copy's capture-clock mapping: where its last segment sits
+        // on the wall clock, less its program date time.
+        let place_ms = start
+            .availability_start_ms
+            .saturating_add(record.start.saturating_mul(1000) / crate::engine::TIMESCALE);
+        let capture_lag_ms = i64::try_from(place_ms)
+            .ok()
+            .zip(i64::try_from(record.program_date_time_ms).ok())
+            .map(|(place, pdt)| place - pdt);
         let (frame_index, frame_end) = self.last_frame.unwrap_or((
             record
                 .first_frame_index
@@ -254,6 +263,7 @@ impl Tail {
                 all_independent: place.all_independent,
                 audio: self.audio.clone(),
                 audio_only: self.audio_only,
+                capture_lag_ms,
                 next_config_id: self
                     .configs
                     .keys()
@@ -492,8 +502,11 @@ mod tests {
                 next_config_id: 1,
                 audio: None,
                 audio_only: false,
+                capture_lag_ms: point.capture_lag_ms,
             }
         );
+        // The test stream's segments are dated by the timeline: no lag.
+        assert_eq!(point.capture_lag_ms, Some(0));
     }
 
     /// Died mid-segment: the segment closes at its last part (the frames

@@ -424,18 +424,9 @@ impl Jobs {
             description: Some("liveslice packaging jobs (job ids)".into()),
             ..Default::default()
         };
-        match js.get_stream(JOBS_STREAM).await {
-            Ok(_) => {
-                js.update_stream(queue)
-                    .await
-                    .map_err(|e| nats("job queue")(e.to_string()))?;
-            }
-            Err(_) => {
-                js.get_or_create_stream(queue)
-                    .await
-                    .map_err(|e| nats("job queue")(e.to_string()))?;
-            }
-        }
+        crate::cluster::ensure_stream(&js, queue)
+            .await
+            .map_err(nats("job queue"))?;
         let kv = crate::cluster::key_value_bucket(
             &js,
             JOBS_BUCKET,

@@ -587,3 +587,118 @@ impl History {
         }
     }
 }
+
+/// Unix ms of an `EXT-X-PROGRAM-DATE-TIME` / `xs:dateTime` in UTC
+/// (`2026-12-03T13:05:31.186Z`; `+00:00` also taken).
+pub fn unix_ms(date_time: &str) -> Option<i64> {
+    let (date, time) = date_time.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|v| v.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let time = time.trim_end_matches('Z').trim_end_matches("+00:00");
+    let mut t = time.splitn(3, ':');
+    let (hh, mm) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let secs: f64 = t.next()?.parse().ok()?;
+    // Days from 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+    // days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60) * 1000 + (secs * 1000.0).round() as i64)
+}
+
+/// Milliseconds of an `xs:duration` such as `PT17.068S` or `PT1M5S`.
+pub fn duration_ms(d: &str) -> Option<i64> {
+    let mut rest = d.strip_prefix("PT")?;
+    let mut ms = 0.0;
+    for (unit, scale) in [('H', 3_600_000.0), ('M', 60_000.0), ('S', 1000.0)] {
+        if let Some((v, r)) = rest.split_once(unit) {
+            ms += v.parse::<f64>().ok()? * scale;
+            rest = r;
+        }
+    }
+    rest.is_empty().then_some(ms.round() as i64)
+}
+
+/// `start` of each `<Period>` of an MPD, ms, in order.
+pub fn period_starts_ms(mpd: &str) -> Vec<i64> {
+    mpd.split("<Period")
+        .skip(1)
+        .filter_map(|p| {
+            let tag = &p[..p.find('>')?];
+            let v = tag.split("start=\"").nth(1)?.split('"').next()?;
+            duration_ms(v)
+        })
+        .collect()
+}
+
+/// Where each segment of the first AdaptationSet of each `<Period>` starts,
+/// ms after `availabilityStartTime` (period start plus `(t -
+/// presentationTimeOffset) / timescale`; `r` repeats expanded).
+pub fn dash_segment_starts_ms(mpd: &str) -> Vec<Vec<i64>> {
+    let attr = |tag: &str, name: &str| -> Option<i64> {
+        tag.split(&format!(" {name}=\""))
+            .nth(1)?
+            .split('"')
+            .next()?
+            .parse()
+            .ok()
+    };
+    mpd.split("<Period")
+        .skip(1)
+        .filter_map(|p| {
+            let start = duration_ms(p.split("start=\"").nth(1)?.split('"').next()?)?;
+            let set = p.split("</AdaptationSet>").next()?;
+            let template = set.split("<SegmentTemplate").nth(1)?;
+            let template = &template[..template.find('>')?];
+            let timescale = attr(template, "timescale")?.max(1);
+            let pto = attr(template, "presentationTimeOffset").unwrap_or(0);
+            let mut starts = Vec::new();
+            let mut t = 0;
+            for e in set.split("<S ").skip(1) {
+                let e = format!(" {}", &e[..e.find("/>")?]);
+                let e = e.as_str();
+                t = attr(e, "t").unwrap_or(t);
+                let d = attr(e, "d")?;
+                for _ in 0..=attr(e, "r").unwrap_or(0) {
+                    starts.push(start + (t - pto) * 1000 / timescale);
+                    t += d;
+                }
+            }
+            Some(starts)
+        })
+        .collect()
+}
+
+#[test]
+fn dates_and_durations() {
+    assert_eq!(unix_ms("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(unix_ms("2026-12-03T13:05:31.186Z"), Some(1_796_303_131_186));
+    assert_eq!(
+        unix_ms("2000-03-01T00:00:01.5+00:00"),
+        Some(951_868_801_500)
+    );
+    assert_eq!(duration_ms("PT17.068S"), Some(17_068));
+    assert_eq!(duration_ms("PT1M5S"), Some(65_000));
+    assert_eq!(
+        period_starts_ms(
+            "<MPD><Period id=\"0\" start=\"PT0S\"></Period><Period id=\"1\" start=\"PT1H0.5S\">"
+        ),
+        vec![0, 3_600_500]
+    );
+    let mpd = "<Period id=\"0\" start=\"PT0S\"><AdaptationSet><SegmentTemplate timescale=\"90000\" \
+               presentationTimeOffset=\"0\"><SegmentTimeline><S t=\"0\" d=\"180000\" r=\"1\"/>\
+               </SegmentTimeline></AdaptationSet><AdaptationSet><S t=\"9\" d=\"9\"/></AdaptationSet>\
+               </Period><Period id=\"1\" start=\"PT5.988S\"><AdaptationSet><SegmentTemplate \
+               timescale=\"90000\" presentationTimeOffset=\"538920\"><S t=\"538920\" d=\"90000\"/>\
+               <S d=\"90000\"/></AdaptationSet></Period>";
+    assert_eq!(
+        dash_segment_starts_ms(mpd),
+        vec![vec![0, 2000], vec![5988, 6988]]
+    );
+}
