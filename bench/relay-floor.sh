@@ -7,6 +7,7 @@
 #              to the subscriber's (one read, one write per frame);
 #   floor+hop  the same with one task hand-off (a bounded channel) between
 #              the read and the write;
+#   floor-1t   the first on one thread (tokio's current-thread runtime);
 #   liveslice  the release server under `liveslice-loadtest` (gRPC over
 #              HTTP/2, the engine, the session's media log).
 # Interleaved for ROUNDS rounds; prints each one's medians: relay/server CPU
@@ -60,6 +61,7 @@ for n in "${counts[@]}"; do
   for r in $(seq 1 "$rounds"); do
     floor floor "$n" "$r"
     floor floor-hop "$n" "$r" --hop
+    floor floor-1t "$n" "$r" --one-thread
     server_run "$n" "$r"
   done
 done
@@ -68,7 +70,7 @@ import json, statistics, sys, glob
 out, counts = sys.argv[1], sys.argv[2:]
 for n in counts:
     med = {}
-    for label in ("floor", "floor-hop", "liveslice"):
+    for label in ("floor", "floor-hop", "floor-1t", "liveslice"):
         runs = [json.load(open(f)) for f in sorted(glob.glob(f"{out}/{label}.{n}.*.json"))]
         if not runs:
             sys.exit(f"{label} at {n}: no report (see {out})")

@@ -3,7 +3,7 @@
 //! CPU per frame (BENCH.md, issue 14).
 //!
 //! ```text
-//! liveslice-relay-floor relay [--listen 127.0.0.1:50098] [--hop]
+//! liveslice-relay-floor relay [--listen 127.0.0.1:50098] [--hop] [--one-thread]
 //! liveslice-relay-floor load --relay 127.0.0.1:50098 --relay-pid PID \
 //!     [--sessions 100] [--duration 20s] [--fps 30] [--frame-bytes 1100]
 //! ```
@@ -15,7 +15,7 @@
 //! (nothing parsed, timed or encoded). `--hop` puts one task hand-off
 //! between them (the publisher's task reads, a bounded channel, the
 //! subscriber's task writes), as a server that does work between its input
-//! and its output has at least.
+//! and its output has at least; `--one-thread` runs it all on one thread.
 //!
 //! `load`: SESSIONS publisher connections sending FRAME_BYTES frames at FPS
 //! (starts spread over one frame period) and as many subscriber
@@ -59,6 +59,10 @@ enum Command {
         /// read and the subscriber's write.
         #[arg(long)]
         hop: bool,
+        /// One thread (tokio's current-thread runtime) instead of a
+        /// worker per core.
+        #[arg(long)]
+        one_thread: bool,
     },
     /// Publishes and receives through a relay; prints one JSON line.
     Load {
@@ -78,19 +82,36 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Relay { listen, hop } => relay(listen, hop).await,
-        Command::Load {
-            relay,
-            relay_pid,
-            sessions,
-            duration,
-            fps,
-            frame_bytes,
-        } => load(relay, relay_pid, sessions, duration, fps, frame_bytes).await,
-    }
+fn main() -> Result<()> {
+    let one_thread = matches!(
+        Cli::parse().command,
+        Command::Relay {
+            one_thread: true,
+            ..
+        }
+    );
+    let runtime = if one_thread {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async {
+        match Cli::parse().command {
+            Command::Relay { listen, hop, .. } => relay(listen, hop).await,
+            Command::Load {
+                relay,
+                relay_pid,
+                sessions,
+                duration,
+                fps,
+                frame_bytes,
+            } => load(relay, relay_pid, sessions, duration, fps, frame_bytes).await,
+        }
+    })
 }
 
 /// The open half of each session's pair, by session number.

@@ -731,3 +731,56 @@ async fn publishers_multiplexed_over_shared_connections_deliver_every_frame() {
     );
     s.shutdown().await;
 }
+
+/// `liveslice-relay-floor`: its relay pairs each session's publisher with
+/// its subscriber and copies every frame; its load side counts them all
+/// and reports the relay's CPU per frame and the latency (both ways: a
+/// worker per core, and one thread with a task hand-off).
+#[test]
+fn the_relay_floor_delivers_every_frame_and_reports_its_cost() {
+    let bin = env!("CARGO_BIN_EXE_liveslice-relay-floor");
+    for flags in [&[][..], &["--hop", "--one-thread"][..]] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let mut relay = std::process::Command::new(bin)
+            .args(["relay", "--listen", &addr])
+            .args(flags)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the relay starts");
+        std::thread::sleep(Duration::from_millis(300));
+        let out = std::process::Command::new(bin)
+            .args([
+                "load",
+                "--relay",
+                &addr,
+                "--sessions",
+                "5",
+                "--duration",
+                "2s",
+            ])
+            .arg("--relay-pid")
+            .arg(relay.id().to_string())
+            .output()
+            .expect("the load runs");
+        let _ = relay.kill();
+        let _ = relay.wait();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+        let (frames, expected) = (u(&v, "/frames"), f(&v, "/expected_frames"));
+        // 5 sessions × 30 fps × 2 s, give or take the frames in flight at
+        // the window's edges.
+        assert!(
+            (frames as f64 - expected).abs() <= 10.0 && frames > 250,
+            "{flags:?}: {v}"
+        );
+        // (CPU time is read in 10 ms ticks: a short run may show none.)
+        assert!(f(&v, "/relay_us_per_frame") >= 0.0, "{v}");
+        assert!(f(&v, "/p99_ms") > 0.0 && f(&v, "/p99_ms") < 1000.0, "{v}");
+    }
+}
