@@ -628,6 +628,23 @@ fn ended_early(plan: &Plan, s: &Summary) -> anyhow::Error {
     }
 }
 
+/// "segment N: F frames + A audio frames, D s, B bytes" (the parts that
+/// apply) of a segment the server reported with `audio` AAC frames.
+fn segment_text(r: &pb::SegmentReady, audio: u64) -> String {
+    let mut t = format!("segment {}: {} frames", r.sequence, r.frame_count);
+    if audio > 0 {
+        t.push_str(&format!(" + {audio} audio frames"));
+    }
+    t.push_str(&format!(
+        ", {:.3} s",
+        r.duration_90k as f64 / TIMESCALE as f64
+    ));
+    if r.byte_size > 0 {
+        t.push_str(&format!(", {} bytes", r.byte_size));
+    }
+    t
+}
+
 /// Reads the publisher's responses to their end, printing them if verbose.
 /// `accepted_before`: frames accepted by servers lost earlier (printed
 /// progress counts from there).
@@ -701,21 +718,9 @@ async fn read_responses(
                     let audio = s.count_segment(r);
                     if verbose {
                         println!(
-                            "segment {}: {} frames{}, {:.3} s{}, closed by {server} from what the \
-                             lost server had replicated ({} frames accepted so far)",
-                            r.sequence,
-                            r.frame_count,
-                            if audio > 0 {
-                                format!(" + {audio} audio frames")
-                            } else {
-                                String::new()
-                            },
-                            r.duration_90k as f64 / TIMESCALE as f64,
-                            if r.byte_size > 0 {
-                                format!(", {} bytes", r.byte_size)
-                            } else {
-                                String::new()
-                            },
+                            "{}, closed by {server} from what the lost server had replicated ({} \
+                             frames accepted so far)",
+                            segment_text(r, audio),
                             accepted_before + s.frames_in_segments,
                         );
                     }
@@ -726,16 +731,8 @@ async fn read_responses(
                 let audio = s.count_segment(&r);
                 if verbose {
                     println!(
-                        "segment {}: {} frames{}, {:.3} s, {} bytes{}{} ({} frames accepted so far)",
-                        r.sequence,
-                        r.frame_count,
-                        if audio > 0 {
-                            format!(" + {audio} audio frames")
-                        } else {
-                            String::new()
-                        },
-                        r.duration_90k as f64 / TIMESCALE as f64,
-                        r.byte_size,
+                        "{}{}{} ({} frames accepted so far)",
+                        segment_text(&r, audio),
                         if r.discontinuity {
                             ", discontinuity"
                         } else {

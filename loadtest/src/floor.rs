@@ -172,20 +172,27 @@ fn whole_frames(buf: &[u8]) -> usize {
     at
 }
 
+/// The whole frames read next (one read per readiness; `None` once the
+/// connection ends).
+async fn next_frames(from: &mut TcpStream, buf: &mut BytesMut) -> Option<BytesMut> {
+    loop {
+        match from.read_buf(buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        let n = whole_frames(buf);
+        if n > 0 {
+            return Some(buf.split_to(n));
+        }
+    }
+}
+
 /// One task: read what is there, write the whole frames in it.
 async fn copy_frames(mut from: TcpStream, mut to: TcpStream) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    loop {
-        match from.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let n = whole_frames(&buf);
-        if n > 0 {
-            let frames = buf.split_to(n);
-            if to.write_all(&frames).await.is_err() {
-                return;
-            }
+    while let Some(frames) = next_frames(&mut from, &mut buf).await {
+        if to.write_all(&frames).await.is_err() {
+            return;
         }
     }
 }
@@ -201,13 +208,8 @@ async fn copy_with_hop(mut from: TcpStream, mut to: TcpStream) {
         }
     });
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    loop {
-        match from.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let n = whole_frames(&buf);
-        if n > 0 && tx.send(buf.split_to(n).freeze()).await.is_err() {
+    while let Some(frames) = next_frames(&mut from, &mut buf).await {
+        if tx.send(frames.freeze()).await.is_err() {
             return;
         }
     }
