@@ -779,11 +779,20 @@ async fn read_responses(
                 if failover && e.reason == pb::session_ended::Reason::ServerShutdown as i32 {
                     s.lost = Some("the server shut down".into());
                 }
-                // The session's own count is of the frames this server
-                // accepted; the closed segment's were accepted before.
                 let mut e = e;
-                e.segments += closed_for_lost.0;
-                e.frames += closed_for_lost.1;
+                if s.ack.as_ref().is_some_and(|a| a.resumed) {
+                    // This stream continued a session other streams
+                    // published into on this server (a reconnect): the
+                    // session's count holds theirs too; ours is what it
+                    // reported to us.
+                    e.segments = s.segments;
+                    e.frames = s.frames_in_segments;
+                } else {
+                    // The session's own count is of the frames this server
+                    // accepted; the closed segment's were accepted before.
+                    e.segments += closed_for_lost.0;
+                    e.frames += closed_for_lost.1;
+                }
                 s.ended = Some(e);
             }
             _ => {}

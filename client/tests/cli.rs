@@ -939,3 +939,66 @@ async fn publish_continues_on_the_next_server_when_its_server_goes_away() {
     );
     b.shutdown().await;
 }
+
+/// A second publisher process that continues a session on the same server
+/// within its grace period (the first one was killed) reports what the
+/// server reported to it: its summary's frames and segments are those of
+/// its own segment lines, not the whole session's (which holds the first
+/// process's too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_resuming_a_session_counts_its_own_segments() {
+    let mut config = test_config();
+    config.session.publisher_grace = Duration::from_secs(20);
+    let server = liveslice_server::app::start(&config)
+        .await
+        .expect("server starts");
+    let url = grpc_url(&server);
+    let input = testdata_path("baseline_30.h264");
+    let args = [
+        "publish",
+        "--server",
+        &url,
+        "--session",
+        "again",
+        "--realtime",
+        input.to_str().unwrap(),
+    ];
+    let mut first = spawn(&args);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while server
+        .registry
+        .get("again")
+        .is_none_or(|s| s.segment_records().len() < 2)
+    {
+        assert!(std::time::Instant::now() < deadline, "no segments");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.child.kill().expect("SIGKILL");
+    let _ = first.child.wait();
+    let out = run(&args).await;
+    let stdout = ok(&out, "the second publisher");
+    assert!(stdout.contains("resuming after a reconnect"), "{stdout}");
+    let mine: Vec<u64> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("segment "))
+        .filter_map(|l| l.split(": ").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    let frames: u64 = mine.iter().sum();
+    assert!(
+        stdout.contains(&format!(
+            "the server accepted {frames} frames in {} segments",
+            mine.len()
+        )),
+        "{stdout}"
+    );
+    let session: u64 = server
+        .registry
+        .get("again")
+        .expect("the session")
+        .segment_records()
+        .iter()
+        .map(|r| u64::from(r.frame_count))
+        .sum();
+    assert!(session > frames, "the session {session}, ours {frames}");
+    server.shutdown().await;
+}
