@@ -143,9 +143,15 @@ pub struct PtsAligner {
     pending: BinaryHeap<Reverse<u64>>,
     last_dts: Option<u64>,
     /// Decode time of the first frame (0 unless [`PtsAligner::start_at`]
-    /// moved it), 90 kHz.
+    /// moved it; after a [`restart`](PtsAligner::restart), of the new
+    /// stream's first frame), 90 kHz.
     start_dts: u64,
     frames: u64,
+    /// Frames since `start_dts` (the first `reorder` of them decode on the
+    /// frame grid from it).
+    grid_frames: u64,
+    /// A new publisher's first frame sets `start_dts` afresh.
+    regrid: bool,
     repairs: TimingRepairs,
     /// The rate the stream declared (SPS VUI, or the configured fallback).
     declared: FrameRate,
@@ -239,6 +245,8 @@ impl PtsAligner {
             pending: BinaryHeap::with_capacity(reorder + 2),
             last_dts: None,
             start_dts: 0,
+            grid_frames: 0,
+            regrid: false,
             frames: 0,
             repairs: TimingRepairs::default(),
             declared: rate,
@@ -354,6 +362,13 @@ impl PtsAligner {
         self.capture_anchor = None;
         self.learning_rate = false;
         self.reset_drift();
+        // The old stream's pictures still waiting for their decode slot
+        // went with it: the new stream's first frames decode on the grid
+        // before its first picture, as at a stream start (decode times
+        // taken from the old stream's pictures made the new first frame a
+        // frame or more long).
+        self.pending.clear();
+        self.regrid = true;
     }
 
     fn reset_drift(&mut self) {
@@ -397,16 +412,25 @@ impl PtsAligner {
         self.max_slot = self.max_slot.max(slot);
 
         let mut pts = self.slot_time(slot).max(0) as u64;
+        if std::mem::take(&mut self.regrid) {
+            // A new publisher's first picture: its first frames decode on
+            // the grid ending `reorder` frames before it, after the old
+            // stream's last decode time.
+            let origin = pts.saturating_sub(self.span(self.reorder as i64).max(0) as u64);
+            self.start_dts = self.last_dts.map_or(origin, |l| origin.max(l + 1));
+            self.grid_frames = 0;
+        }
         // DTS: the smallest pending PTS once R frames are ahead.
         self.pending.push(Reverse(pts));
         let mut dts = if self.pending.len() > self.reorder {
             self.pending.pop().map_or(pts, |Reverse(v)| v)
         } else {
             // Stream start: decode on the grid from 0 (or where
-            // `start_at` put the timeline).
+            // `start_at` put the timeline, or a new publisher's start).
             self.start_dts
-                .saturating_add(self.span(self.frames as i64).max(0) as u64)
+                .saturating_add(self.span(self.grid_frames as i64).max(0) as u64)
         };
+        self.grid_frames += 1;
         if let Some(last) = self.last_dts {
             if dts <= last {
                 // Reordered deeper than declared: decode one frame later

@@ -892,3 +892,92 @@ async fn a_small_ring_never_lists_a_segment_whose_bytes_are_gone() {
     }
     server.shutdown().await;
 }
+
+/// A publisher that reconnects mid-GOP (B-frame streams: pictures of the
+/// old stream were still waiting for their decode slot) and resumes at
+/// its next keyframe: the new stream's frames decode on their own grid,
+/// right after the old stream's last picture is presented — its first
+/// segment lasts exactly its frames, its first picture is the composition
+/// shift after its decode time, decode times keep increasing, and the old
+/// stream's last segment ends where the new one starts. (The new stream's
+/// first decode time used to be taken from the old stream's pending
+/// pictures: its first frame, and segment, one frame long.)
+#[test]
+fn a_reconnect_mid_gop_starts_the_new_stream_on_its_own_decode_grid() {
+    use liveslice_server::engine::pipeline::frames_of;
+    use liveslice_server::engine::TIMESCALE;
+    for name in ["av_48k_stereo", "high_bframes_30"] {
+        let v = frames_of(
+            common::testdata(&format!("{name}.h264")).into(),
+            PipelineOptions::default(),
+        );
+        let mut p = SessionPipeline::new(opts());
+        let mut events = Vec::new();
+        let ns = |t: u64| t * 1_000_000_000 / TIMESCALE;
+        let cut = 75;
+        for f in &v[..cut] {
+            p.push(
+                f.data.clone(),
+                Some(NOW + ns(f.pts)),
+                NOW + ns(f.dts),
+                true,
+                &mut events,
+            );
+        }
+        let gap = 1_000_000_000;
+        p.reconnect(NOW + ns(v[cut].dts) + gap / 2, &mut events);
+        let k = cut
+            + v[cut..]
+                .iter()
+                .position(|f| f.is_keyframe)
+                .expect("a keyframe");
+        for f in &v[k..] {
+            let (c, at) = (NOW + ns(f.pts) + gap, NOW + ns(f.dts) + gap);
+            p.push(f.data.clone(), Some(c), at, true, &mut events);
+        }
+        p.finish(NOW + 60_000_000_000, &mut events);
+        let frames: Vec<Arc<Frame>> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Frame(f) => Some(f.clone()),
+                _ => None,
+            })
+            .collect();
+        let segments: Vec<SegmentRecord> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Segment(s) => Some(s.record.clone()),
+                _ => None,
+            })
+            .collect();
+        let shift = u64::from(segments[0].composition_shift);
+        let first_new = frames
+            .iter()
+            .position(|f| f.index as usize == cut)
+            .expect("the new stream's first frame");
+        let f = &frames[first_new];
+        assert!(f.is_keyframe, "{name}");
+        assert_eq!(f.pts - f.dts, shift, "{name}: pts {} dts {}", f.pts, f.dts);
+        assert!(
+            frames.windows(2).all(|w| w[1].dts > w[0].dts),
+            "{name}: decode times increase"
+        );
+        let at = segments
+            .iter()
+            .position(|s| s.discontinuity)
+            .expect("the new stream's segment");
+        let (old, new) = (&segments[at - 1], &segments[at]);
+        assert_eq!(new.start, f.dts, "{name}");
+        assert_eq!(
+            old.start + old.duration,
+            new.start,
+            "{name}: {old:?} {new:?}"
+        );
+        let period = TIMESCALE / 30;
+        assert_eq!(
+            new.duration,
+            u64::from(new.frame_count) * period,
+            "{name}: {new:?}"
+        );
+    }
+}
