@@ -936,20 +936,8 @@ fn a_reconnect_mid_gop_starts_the_new_stream_on_its_own_decode_grid() {
             p.push(f.data.clone(), Some(c), at, true, &mut events);
         }
         p.finish(NOW + 60_000_000_000, &mut events);
-        let frames: Vec<Arc<Frame>> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Frame(f) => Some(f.clone()),
-                _ => None,
-            })
-            .collect();
-        let segments: Vec<SegmentRecord> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Segment(s) => Some(s.record.clone()),
-                _ => None,
-            })
-            .collect();
+        let frames = common::frames_in(&events);
+        let segments = common::segments_in(&events);
         let shift = u64::from(segments[0].composition_shift);
         let first_new = frames
             .iter()

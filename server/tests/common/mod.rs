@@ -354,3 +354,29 @@ fn ffmpeg_framemd5(input: &str, output_args: &[&str]) -> (usize, String) {
         .count();
     (frames, String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// The frames among a pipeline's events, in order.
+pub fn frames_in(
+    events: &[liveslice_server::engine::Event],
+) -> Vec<std::sync::Arc<liveslice_server::engine::Frame>> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            liveslice_server::engine::Event::Frame(f) => Some(f.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The segment records among a pipeline's events, in order.
+pub fn segments_in(
+    events: &[liveslice_server::engine::Event],
+) -> Vec<liveslice_server::engine::SegmentRecord> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            liveslice_server::engine::Event::Segment(s) => Some(s.record.clone()),
+            _ => None,
+        })
+        .collect()
+}
