@@ -24,6 +24,13 @@ mkdir -p corpus/av_pipeline
 for n in av_48k_stereo av_44k_mono; do
   { printf '\x10\x00'; head -c 4000 "../../testdata/$n.h264"; printf '\x01'; head -c 2000 "../../testdata/$n.aac"; } > "corpus/av_pipeline/$n"
 done
+# Inputs a target once failed on (kept as regression tests beside the
+# code that fixed them) seed its corpus too.
+for d in ../../testdata/fuzz/*/; do
+  t=$(basename "$d")
+  mkdir -p "corpus/$t"
+  cp "$d"* "corpus/$t/"
+done
 mkdir -p corpus/pts_aligner corpus/slice_request
 printf '\x1e\x00\x02\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x00\x06\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00' > corpus/pts_aligner/ibbp
 # Regression: a first capture interval of centuries (was learned as a rate).

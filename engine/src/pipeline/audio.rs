@@ -184,6 +184,8 @@ pub(super) struct AudioSide {
     /// The audio fell behind by more than [`AUDIO_WAIT`]: cuts close with
     /// silence at once until a frame comes.
     stalled: bool,
+    /// The number the next audio frame sent out gets (numbered on across
+    /// publishers, from a resume point's).
     pub(super) next_index: u64,
     /// Where the audio assigned so far ends (samples, presentation).
     assigned_end: u64,
@@ -639,7 +641,9 @@ impl SessionPipeline {
             a.stats.frames += 1;
         }
         a.pending.push_back(AudioFrame {
-            index: a.next_index,
+            // Numbered when it goes out (`emit_audio`): a frame dropped
+            // while pending takes no number.
+            index: 0,
             data,
             time,
             pts,
@@ -650,7 +654,6 @@ impl SessionPipeline {
             capture_time_ns: capture,
             ingest_time_ns: ingest_ns,
         });
-        a.next_index = a.next_index.saturating_add(1);
     }
 
     /// Silence up to the cut at `at` (90 kHz, PTS scale): the audio fell
@@ -731,7 +734,11 @@ impl SessionPipeline {
         }
     }
 
-    fn emit_audio(&mut self, f: AudioFrame, out: &mut Vec<Event>) {
+    /// Sends a frame out with the session's next audio frame number, so
+    /// the numbers run on without a gap whatever was dropped before.
+    fn emit_audio(&mut self, mut f: AudioFrame, out: &mut Vec<Event>) {
+        f.index = self.audio.next_index;
+        self.audio.next_index = self.audio.next_index.saturating_add(1);
         self.audio.part.add(&f);
         self.audio.segment.add(&f);
         self.audio.assigned_end = f.time + u64::from(f.duration);
@@ -742,7 +749,7 @@ impl SessionPipeline {
     /// session has no audio (yet).
     pub(super) fn take_span(&mut self, segment: bool) -> Option<AudioSpan> {
         let cfg = self.audio.config.as_ref()?.id;
-        let (next, at) = (self.audio.next_index_assigned(), self.audio.assigned_end);
+        let (next, at) = (self.audio.next_index, self.audio.assigned_end);
         let b = if segment {
             &mut self.audio.segment
         } else {
@@ -849,17 +856,20 @@ impl SessionPipeline {
 
     /// Audio-only: the segmenter places each pending frame.
     fn place_audio_only(&mut self, now_ms: u64, out: &mut Vec<Event>) {
+        let Some(cfg) = self.audio.config.clone() else {
+            return;
+        };
         while let Some(mut f) = self.audio.pending.pop_front() {
-            let Some(cfg) = self.audio.config.clone() else {
-                return;
-            };
             let Some(segmenter) = self.segmenter.as_mut() else {
+                // Not reached: audio-only sessions have their segmenter
+                // before any frame is pending. Kept, not lost.
+                self.audio.pending.push_front(f);
                 return;
             };
             let pts = cfg.ticks(f.time);
             let end = cfg.ticks(f.time + u64::from(f.duration));
             let placed = segmenter.place(FramePlacement {
-                index: f.index,
+                index: self.audio.next_index,
                 pts,
                 dts: pts,
                 duration: u32::try_from(end - pts).unwrap_or(u32::MAX),
@@ -967,13 +977,6 @@ impl SessionPipeline {
     /// Which tracks the session has (decided by what arrives first).
     pub fn tracks(&self) -> Tracks {
         self.audio.tracks
-    }
-}
-
-impl AudioSide {
-    /// The index the next assigned frame gets (pending frames are in order).
-    fn next_index_assigned(&self) -> u64 {
-        self.pending.front().map_or(self.next_index, |f| f.index)
     }
 }
 

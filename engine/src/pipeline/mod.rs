@@ -12,10 +12,13 @@ use bytes::Bytes;
 use h264_reader::nal::sps::{PicOrderCntType, SeqParameterSet};
 
 mod audio;
+mod av_check;
 mod join;
 
 pub use audio::{AudioInput, AudioStats, Tracks, AUDIO_WAIT};
 use audio::{AudioSide, Queued};
+#[doc(hidden)]
+pub use av_check::check_av_input;
 pub use join::{JoinPoint, SegmentStart, ALIGN_TOLERANCE, MAX_SEGMENT_STARTS};
 
 use super::access_unit::{
