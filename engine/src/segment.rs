@@ -336,6 +336,12 @@ impl Segmenter {
             .map_or(self.next_sequence, |o| o.sequence)
     }
 
+    /// The open segment's start (90 kHz decode time) and its first
+    /// frame's capture time (Unix ns), if a segment is open.
+    pub fn open_capture(&self) -> Option<(u64, Option<u64>)> {
+        self.open.as_ref().map(|o| (o.start, o.first_capture_ns))
+    }
+
     /// The next segment starts a discontinuity (publisher reconnected).
     pub fn mark_discontinuity(&mut self) {
         self.discontinuity_pending = true;
@@ -369,8 +375,19 @@ impl Segmenter {
                     || open.bytes.saturating_add(f.bytes) > self.opts.max_bytes
             };
             if cut {
-                closed_part = self.parts.close(f.dts);
-                closed = self.close(f.dts);
+                // Across a discontinuity the new stream may start after a
+                // gap (the outage): the old segment ends with its last
+                // frame, not at the new first frame.
+                let end = if self.discontinuity_pending {
+                    f.dts.min(
+                        open.last_dts
+                            .saturating_add(u64::from(open.last_duration.max(1))),
+                    )
+                } else {
+                    f.dts
+                };
+                closed_part = self.parts.close(end);
+                closed = self.close(end);
             }
         }
         let open = match &mut self.open {

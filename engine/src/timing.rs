@@ -152,6 +152,9 @@ pub struct PtsAligner {
     grid_frames: u64,
     /// A new publisher's first frame sets `start_dts` afresh.
     regrid: bool,
+    /// After a restart: the new stream's first frame decodes no earlier
+    /// than this (90 kHz; see [`PtsAligner::restart_not_before`]).
+    restart_floor: Option<u64>,
     repairs: TimingRepairs,
     /// The rate the stream declared (SPS VUI, or the configured fallback).
     declared: FrameRate,
@@ -247,6 +250,7 @@ impl PtsAligner {
             start_dts: 0,
             grid_frames: 0,
             regrid: false,
+            restart_floor: None,
             frames: 0,
             repairs: TimingRepairs::default(),
             declared: rate,
@@ -356,8 +360,9 @@ impl PtsAligner {
     }
 
     /// Continues the timeline after a publisher reconnect: the next frame is
-    /// presented right after the last one, and the new publisher's capture
-    /// clock is learned afresh.
+    /// presented right after the last one (or later, see
+    /// [`restart_not_before`](Self::restart_not_before)), and the new
+    /// publisher's capture clock is learned afresh.
     pub fn restart(&mut self) {
         self.capture_anchor = None;
         self.learning_rate = false;
@@ -369,6 +374,20 @@ impl PtsAligner {
         // frame or more long).
         self.pending.clear();
         self.regrid = true;
+        self.restart_floor = None;
+    }
+
+    /// After [`restart`](Self::restart): the new stream's first frame
+    /// decodes no earlier than `dts` (90 kHz), where the wall clock or the
+    /// capture clock puts it after the outage; the timeline moves on by
+    /// the difference (a gap, as a session continued on another node has).
+    /// A `dts` at or before the old stream's end changes nothing: the new
+    /// stream follows right after the old one. Only before the new
+    /// stream's first frame.
+    pub fn restart_not_before(&mut self, dts: u64) {
+        if self.regrid {
+            self.restart_floor = Some(dts);
+        }
     }
 
     fn reset_drift(&mut self) {
@@ -399,6 +418,18 @@ impl PtsAligner {
     pub fn next(&mut self, input: TimingInput) -> FrameTimes {
         let first = self.frames == 0;
         let mut slot = self.assign_slot(&input, first);
+        if let Some(floor) = self.restart_floor.take().filter(|_| self.regrid) {
+            // The new stream's first frame would decode at `continued`:
+            // moved on to the floor, the timeline with it (before its
+            // capture time anchors the new capture clock).
+            let continued = self
+                .slot_time(slot)
+                .saturating_sub(self.span(self.reorder as i64).max(0));
+            let floor = i64::try_from(floor).unwrap_or(i64::MAX / 4);
+            if floor > continued {
+                self.anchor_time = self.anchor_time.saturating_add(floor - continued);
+            }
+        }
         let frontier = slot > self.max_slot;
         if let Some(c) = input.capture_ns {
             if frontier {

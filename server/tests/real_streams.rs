@@ -896,10 +896,10 @@ async fn a_small_ring_never_lists_a_segment_whose_bytes_are_gone() {
 /// A publisher that reconnects mid-GOP (B-frame streams: pictures of the
 /// old stream were still waiting for their decode slot) and resumes at
 /// its next keyframe: the new stream's frames decode on their own grid,
-/// right after the old stream's last picture is presented — its first
+/// after the old stream's last picture is presented (and the outage) — its first
 /// segment lasts exactly its frames, its first picture is the composition
 /// shift after its decode time, decode times keep increasing, and the old
-/// stream's last segment ends where the new one starts. (The new stream's
+/// stream's last segment ends with its last frame. (The new stream's
 /// first decode time used to be taken from the old stream's pending
 /// pictures: its first frame, and segment, one frame long.)
 #[test]
@@ -956,12 +956,23 @@ fn a_reconnect_mid_gop_starts_the_new_stream_on_its_own_decode_grid() {
             .expect("the new stream's segment");
         let (old, new) = (&segments[at - 1], &segments[at]);
         assert_eq!(new.start, f.dts, "{name}");
+        let period = TIMESCALE / 30;
+        // The old stream's last segment ends with its last frame; the new
+        // one starts after the outage, where its capture times put it: a
+        // segment's wall-clock place less its program date time is the
+        // same on both sides.
+        let last_old = &frames[first_new - 1];
         assert_eq!(
             old.start + old.duration,
-            new.start,
+            last_old.dts + period,
             "{name}: {old:?} {new:?}"
         );
-        let period = TIMESCALE / 30;
+        assert!(new.start > old.start + old.duration + period, "{name}");
+        let avail = p.availability_start_ms().expect("a timeline") as i64;
+        let lag = |s: &SegmentRecord| {
+            avail + (s.start * 1000 / TIMESCALE) as i64 - s.program_date_time_ms as i64
+        };
+        assert!((lag(old) - lag(new)).abs() <= 2, "{name}: {old:?} {new:?}");
         assert_eq!(
             new.duration,
             u64::from(new.frame_count) * period,

@@ -129,6 +129,14 @@ impl AudioClock {
         }
     }
 
+    /// The next frame starts no earlier than `sample` (a new publisher's
+    /// stream starts after a gap); no effect before the first frame.
+    pub fn not_before(&mut self, sample: i64) {
+        if let Some(n) = self.next.as_mut() {
+            *n = (*n).max(sample);
+        }
+    }
+
     pub fn repairs(&self) -> AudioRepairs {
         self.repairs
     }

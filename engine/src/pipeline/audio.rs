@@ -208,6 +208,10 @@ pub(super) struct AudioSide {
     kept: bool,
     /// The session continues an audio-only copy: it stays audio-only.
     pub(super) resumed_audio_only: bool,
+    /// After a reconnect: the new publisher's audio waits for its first
+    /// video frame, which may start after a gap (the outage), and goes no
+    /// earlier (at most the longest segment's worth waits).
+    await_video: bool,
 }
 
 impl AudioSide {
@@ -521,6 +525,16 @@ impl SessionPipeline {
         if self.audio.tracks == Tracks::Undecided {
             return;
         }
+        if self.audio.await_video {
+            let held = self.audio.untimed.len() as u64 * u64::from(AAC_FRAME_SAMPLES) * 1000
+                / u64::from(self.audio.rate());
+            if held < u64::from(self.opts.effective_max_segment_ms()) {
+                return;
+            }
+            // No video from the new publisher: the audio goes on where it
+            // was.
+            self.audio.await_video = false;
+        }
         while let Some(u) = self.audio.untimed.pop_front() {
             self.time_frame(u);
         }
@@ -555,6 +569,22 @@ impl SessionPipeline {
     }
 
     fn time_frame(&mut self, u: Untimed) {
+        if self.audio.tracks == Tracks::AudioOnly {
+            if let Some(lag) = self.restart_lag.take() {
+                // An audio-only session's new publisher after a reconnect:
+                // its first frame goes where the wall clock (or the old
+                // capture-clock mapping) puts it, as video does.
+                if let Some(avail) = self.availability_start_ms {
+                    let at = super::wall_place(avail, lag, u.ingest_ns / 1_000_000, u.capture);
+                    let at = self
+                        .audio
+                        .to_samples(i64::try_from(at).unwrap_or(i64::MAX / 4));
+                    if let Some(clock) = self.audio.clock.as_mut() {
+                        clock.not_before(at);
+                    }
+                }
+            }
+        }
         let target = u.capture.and_then(|c| self.capture_target(c));
         // A first frame without a capture time plays with the newest video
         // frame (the first one if it came first).
@@ -785,6 +815,14 @@ impl SessionPipeline {
                 self.audio.frontier = Some(start);
             }
         }
+        if std::mem::take(&mut self.audio.await_video) {
+            // The new publisher's first video frame: its audio starts no
+            // earlier (the outage is a gap in both tracks).
+            let at = self.audio.to_samples((dts + self.audio.shift) as i64);
+            if let Some(clock) = self.audio.clock.as_mut() {
+                clock.not_before(at);
+            }
+        }
         self.audio.newest_video_dts = Some(dts);
     }
 
@@ -962,6 +1000,7 @@ impl SessionPipeline {
         if let Some(c) = self.audio.clock.as_mut() {
             c.restart();
         }
+        self.audio.await_video = self.audio.tracks == Tracks::Video;
     }
 
     /// Audio counters so far.

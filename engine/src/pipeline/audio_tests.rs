@@ -869,3 +869,206 @@ fn a_resumed_audio_only_session_stays_audio_only() {
     assert_eq!(out.segments[0].sequence, 41);
     assert!(out.segments[0].discontinuity);
 }
+
+/// A publisher that vanishes and comes back 3 s later (same session, same
+/// node): the outage is a gap on the timeline in both tracks, as on the
+/// wall clock. The new stream's first frame goes where its capture time
+/// (with the old stream's capture-clock lag), or without capture times its
+/// arrival, puts it — so a segment's DASH time less its program date time
+/// stays what it was — and its audio starts with it, in step, not in the
+/// gap. (The timeline used to run on right after the old stream's last
+/// frame: after the reconnect DASH time was the outage earlier than the
+/// program date time, and the MPD announced segments before they existed.)
+#[test]
+fn a_reconnect_after_an_outage_leaves_the_gap_in_both_tracks() {
+    const OUTAGE: u64 = 3_000_000_000;
+    let (units, rate) = interleave("av_48k_stereo.h264", "av_48k_stereo.aac", 0);
+    let v = frames_of(testdata("av_48k_stereo.h264"), PipelineOptions::default());
+    let shift = v[0].pts - v[0].dts;
+    let to_ns = |ticks: u64| ticks * 1_000_000_000 / TIMESCALE;
+    // The new publisher starts at the first keyframe from 2 s on.
+    let k = v
+        .iter()
+        .position(|f| f.is_keyframe && f.dts >= 2 * TIMESCALE)
+        .expect("a keyframe after 2 s");
+    let tk = to_ns(v[k].pts - shift);
+    let kth_video = units
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| matches!(u, Unit::Video(..)))
+        .nth(k)
+        .map(|(i, _)| i)
+        .unwrap();
+    for capture in [true, false] {
+        let opts = PipelineOptions {
+            part_target_ms: 500,
+            ..Default::default()
+        };
+        let mut p = SessionPipeline::new(opts);
+        let mut out = Out::default();
+        let send = |p: &mut SessionPipeline, out: &mut Out, u: &Unit, later: u64| {
+            let mut events = Vec::new();
+            match u {
+                Unit::Video(d, t) => p.push(
+                    d.clone(),
+                    capture.then_some(BASE_NS + t + later),
+                    BASE_NS + t + later,
+                    true,
+                    &mut events,
+                ),
+                Unit::Audio(d, t) => p.push_audio(
+                    d.clone(),
+                    AudioInput::Adts,
+                    capture.then_some(BASE_NS + t + later),
+                    BASE_NS + t + later,
+                    &mut events,
+                ),
+            }
+            out.take(&mut events);
+        };
+        for u in &units[..kth_video] {
+            send(&mut p, &mut out, u, 0);
+        }
+        let mut events = Vec::new();
+        p.reconnect(BASE_NS + tk + OUTAGE / 2, &mut events);
+        out.take(&mut events);
+        for u in &units[kth_video..] {
+            if matches!(u, Unit::Audio(_, t) if *t < tk) {
+                continue; // the old publisher's lost tail
+            }
+            send(&mut p, &mut out, u, OUTAGE);
+        }
+        p.finish(BASE_NS + 20_000_000_000, &mut events);
+        out.take(&mut events);
+
+        let at = out
+            .segments
+            .iter()
+            .position(|s| s.discontinuity)
+            .expect("the new stream's segment");
+        let (old, new) = (&out.segments[at - 1], &out.segments[at]);
+        let gap = new.start - (old.start + old.duration);
+        let outage = OUTAGE * TIMESCALE / 1_000_000_000;
+        assert!(
+            gap.abs_diff(outage) <= TIMESCALE / 30,
+            "capture {capture}: a gap of {gap} ticks for an outage of {outage}"
+        );
+        // DASH time (availability start + segment start) less program date
+        // time: the same on both sides of the reconnect.
+        let avail = p.availability_start_ms().unwrap() as i64;
+        let lag = |s: &SegmentRecord| {
+            avail + (s.start * 1000 / TIMESCALE) as i64 - s.program_date_time_ms as i64
+        };
+        for s in &out.segments {
+            assert!(
+                (lag(s) - lag(&out.segments[0])).abs() <= 2,
+                "capture {capture}: segment {} lag {} ms, first {} ms",
+                s.sequence,
+                lag(s),
+                lag(&out.segments[0])
+            );
+        }
+        // Audio: numbered on, in order; none in the gap; the new stream's
+        // first audio frame is where the new video puts it (in step).
+        assert!(out.audio.windows(2).all(|w| w[1].index == w[0].index + 1));
+        assert!(out.audio.windows(2).all(|w| w[1].time > w[0].time));
+        let secs = |f: &AudioFrame| f.time as f64 / f64::from(rate);
+        let video_secs = |pts: u64| (pts - shift) as f64 / TIMESCALE as f64;
+        let old_end = video_secs(old.start + old.duration + shift);
+        let new_start = video_secs(new.start + shift);
+        let frame = 1024.0 / f64::from(rate);
+        assert!(
+            out.audio
+                .iter()
+                .all(|f| secs(f) < old_end + frame || secs(f) + frame > new_start),
+            "capture {capture}: audio in the gap {old_end}..{new_start}"
+        );
+        let first_new = out
+            .audio
+            .iter()
+            .find(|f| secs(f) + frame > new_start)
+            .expect("audio after the reconnect");
+        let first_video = out
+            .frames
+            .iter()
+            .find(|f| f.dts >= new.start)
+            .expect("video after the reconnect");
+        let first_audio_t = units
+            .iter()
+            .find_map(|u| match u {
+                Unit::Audio(_, t) if *t >= tk => Some(*t),
+                _ => None,
+            })
+            .unwrap();
+        let want = (first_audio_t as f64 - tk as f64) / 1e9;
+        let got = secs(first_new) - video_secs(first_video.pts);
+        assert!(
+            (got - want).abs() <= frame,
+            "capture {capture}: first new audio {got:.4} s after the first new video, \
+             sent {want:.4} s after"
+        );
+    }
+}
+
+/// An audio-only session whose publisher comes back 3 s later: its audio
+/// goes on after the gap, where its capture time (or arrival) puts it, so
+/// a segment's DASH time less its program date time stays what it was.
+#[test]
+fn an_audio_only_reconnect_after_an_outage_leaves_the_gap() {
+    const OUTAGE: u64 = 3_000_000_000;
+    let a = adts_frames(&testdata("av_44k_mono.aac"));
+    let half = a.len() / 2;
+    let at = |n: usize| n as u64 * 1024 * 1_000_000_000 / 44_100;
+    for capture in [true, false] {
+        // 1 s segments: the session is known to be audio-only (a
+        // segment's worth of audio and no video) before the outage.
+        let mut p = SessionPipeline::new(PipelineOptions {
+            part_target_ms: 500,
+            segment_target_ms: 1000,
+            ..Default::default()
+        });
+        let mut events = Vec::new();
+        let mut out = Out::default();
+        for (n, f) in a.iter().enumerate() {
+            let later = if n < half { 0 } else { OUTAGE };
+            if n == half {
+                p.reconnect(BASE_NS + at(n) + OUTAGE / 2, &mut events);
+            }
+            let t = BASE_NS + at(n) + later;
+            p.push_audio(
+                f.clone(),
+                AudioInput::Adts,
+                capture.then_some(t),
+                t,
+                &mut events,
+            );
+            out.take(&mut events);
+        }
+        p.finish(BASE_NS + 20_000_000_000, &mut events);
+        out.take(&mut events);
+        assert_eq!(p.tracks(), Tracks::AudioOnly);
+        assert_eq!(out.audio.len(), a.len(), "capture {capture}");
+        let (before, after) = (&out.audio[half - 1], &out.audio[half]);
+        let gap = after.time - (before.time + 1024);
+        let want = OUTAGE * 44_100 / 1_000_000_000;
+        assert!(
+            gap.abs_diff(want) <= 1024,
+            "capture {capture}: a gap of {gap} samples for an outage of {want}"
+        );
+        let d = out
+            .segments
+            .iter()
+            .position(|s| s.discontinuity)
+            .expect("the new stream's segment");
+        let (old, new) = (&out.segments[d - 1], &out.segments[d]);
+        assert!(new.start > old.start + old.duration, "capture {capture}");
+        let avail = p.availability_start_ms().unwrap() as i64;
+        let lag = |s: &SegmentRecord| {
+            avail + (s.start * 1000 / TIMESCALE) as i64 - s.program_date_time_ms as i64
+        };
+        assert!(
+            (lag(old) - lag(new)).abs() <= 2,
+            "capture {capture}: {old:?} {new:?}"
+        );
+    }
+}

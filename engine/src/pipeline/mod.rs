@@ -216,6 +216,11 @@ pub struct SessionPipeline {
     fatal: bool,
     ended: bool,
     availability_start_ms: Option<u64>,
+    /// After a reconnect, until the new stream's first frame is timed:
+    /// the old stream's capture-clock lag (ms; as
+    /// [`ResumePoint::capture_lag_ms`]), `None` inside when it had no
+    /// capture times.
+    restart_lag: Option<Option<i64>>,
     /// The session's codec, decided at the first parameter sets (H.264
     /// until then). A session is one codec.
     codec: Option<VideoCodec>,
@@ -318,16 +323,39 @@ impl ResumePoint {
     /// wall clock (a skewed clock or a damaged record is not followed
     /// further).
     pub fn first_time(&self, now_ms: u64, capture_ns: Option<u64>) -> u64 {
-        let at_ms = capture_ns
-            .zip(self.capture_lag_ms)
-            .and_then(|(c, lag)| u64::try_from(i64::try_from(c / 1_000_000).ok()? + lag).ok())
-            .filter(|t| t.abs_diff(now_ms) <= CAPTURE_TRUST_MS)
-            .unwrap_or(now_ms);
-        let elapsed = at_ms.saturating_sub(self.availability_start_ms);
-        let wall = elapsed.saturating_mul(TIMESCALE / 1000);
+        let wall = wall_place(
+            self.availability_start_ms,
+            self.capture_lag_ms,
+            now_ms,
+            capture_ns,
+        );
         let old_end = self.min_start.min(wall.saturating_add(3600 * TIMESCALE));
         wall.max(old_end)
     }
+}
+
+/// Where a new publisher's first frame goes on a timeline whose time 0 is
+/// wall clock `availability_start_ms` (Unix ms), 90 kHz: where its capture
+/// time `capture_ns` (Unix ns) puts it with the old stream's
+/// `capture_lag_ms` (within [`CAPTURE_TRUST_MS`] of its arrival), else
+/// where its arrival `now_ms` (Unix ms) is. Used after a move to another
+/// node ([`ResumePoint::first_time`]) and after a reconnect, so
+/// `EXT-X-PROGRAM-DATE-TIME` and the DASH timeline keep their relation
+/// across the outage.
+pub fn wall_place(
+    availability_start_ms: u64,
+    capture_lag_ms: Option<i64>,
+    now_ms: u64,
+    capture_ns: Option<u64>,
+) -> u64 {
+    let at_ms = capture_ns
+        .zip(capture_lag_ms)
+        .and_then(|(c, lag)| u64::try_from(i64::try_from(c / 1_000_000).ok()? + lag).ok())
+        .filter(|t| t.abs_diff(now_ms) <= CAPTURE_TRUST_MS)
+        .unwrap_or(now_ms);
+    at_ms
+        .saturating_sub(availability_start_ms)
+        .saturating_mul(TIMESCALE / 1000)
 }
 
 const MAX_CAPTURE_MARKS: usize = 4096;
@@ -354,6 +382,7 @@ impl SessionPipeline {
             fatal: false,
             ended: false,
             availability_start_ms: None,
+            restart_lag: None,
             codec: None,
             hevc: None,
             audio: AudioSide::default(),
@@ -637,6 +666,23 @@ impl SessionPipeline {
         if let Some(a) = self.aligner.as_mut() {
             a.restart();
         }
+        if self.aligner.is_some() || self.audio.tracks == Tracks::AudioOnly {
+            // The new stream's first frame goes where the wall clock (or
+            // the old capture-clock mapping) puts it after the outage, not
+            // right after the old stream's last frame: the DASH timeline
+            // keeps to the wall clock and to the program date times.
+            let avail = self.availability_start_ms.unwrap_or(0);
+            self.restart_lag = Some(
+                self.segmenter
+                    .as_ref()
+                    .and_then(Segmenter::open_capture)
+                    .and_then(|(start, capture)| {
+                        let place = avail.saturating_add(start.saturating_mul(1000) / TIMESCALE);
+                        let pdt = crate::segment::program_date_time_ms(avail, start, capture);
+                        Some(i64::try_from(place).ok()? - i64::try_from(pdt).ok()?)
+                    }),
+            );
+        }
         if let Some(s) = self.segmenter.as_mut() {
             s.mark_discontinuity();
         }
@@ -644,6 +690,19 @@ impl SessionPipeline {
             m.mark_discontinuity();
         }
         self.fatal = false;
+    }
+
+    /// The new stream's first frame after a reconnect is about to be timed
+    /// (captured at `capture`, Unix ns, arriving at `now_ns`): it goes no
+    /// earlier than [`wall_place`] puts it.
+    fn place_restart(&mut self, capture: Option<u64>, now_ns: u64) {
+        let Some(lag) = self.restart_lag.take() else {
+            return;
+        };
+        let (Some(avail), Some(a)) = (self.availability_start_ms, self.aligner.as_mut()) else {
+            return;
+        };
+        a.restart_not_before(wall_place(avail, lag, now_ns / 1_000_000, capture));
     }
 
     /// Emits what the stream left pending (its last NAL unit and access
@@ -916,6 +975,7 @@ impl SessionPipeline {
             self.open_gop_poc = open_gop.then_some(poc.value);
         }
         let is_leading = !random_access && self.open_gop_poc.is_some_and(|p| poc.value < p);
+        self.place_restart(capture, now_ns);
         let Some(aligner) = self.aligner.as_mut() else {
             return Err((
                 DropReason::UnknownParameterSet,
@@ -1035,6 +1095,7 @@ impl SessionPipeline {
             slice,
             accepted.no_rasl_output,
         );
+        self.place_restart(capture, now_ns);
         let Some(aligner) = self.aligner.as_mut() else {
             return Err((
                 DropReason::UnknownParameterSet,
