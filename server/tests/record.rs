@@ -662,3 +662,44 @@ async fn an_audio_only_session_is_recorded() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A bucket that does not exist: retrying cannot help, so the writes fail
+/// at once (no retries, no back-off), the losses are counted and the last
+/// error says what to fix; publishing is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_fails_at_once_and_says_what_to_fix() {
+    if !have_moto("recording to S3") {
+        return;
+    }
+    let moto = Moto::start();
+    let mut config = s3_config(&moto, "nobucket");
+    config.record.record = Some("s3://no-such-bucket/x".into());
+    config.record.record_retries = 5;
+    let server = start(config).await;
+    let data = testdata("baseline_30.h264");
+    let mut c = client(&server).await;
+    let mut p = publish(&mut c, "cam", Default::default()).await.unwrap();
+    p.send_chunked(&data, &[16 * 1024]).await;
+    p.end().await;
+    drop(p.tx);
+    let (responses, status) = collect(&mut p.responses, Duration::from_secs(30)).await;
+    assert!(status.is_none(), "{status:?}");
+    let frames: u32 = segments(&responses).iter().map(|s| s.frame_count).sum();
+    assert_eq!(frames, 180, "every frame published");
+    let recorder = server.registry.recorder().expect("recording is on");
+    // With 5 retries each write would take 0.2 + 0.4 + … + 3.2 s = 6.2 s.
+    let started = Instant::now();
+    assert!(recorder.flush(Duration::from_secs(30)).await);
+    let st = recorder.status();
+    assert!(st.failures > 0, "{st:?}");
+    assert_eq!(st.retries, 0, "{st:?}");
+    assert_eq!(st.writes, 0, "{st:?}");
+    assert!(st.segments_lost_write_failed > 0, "{st:?}");
+    let last = st.last_error.clone().unwrap_or_default();
+    assert!(
+        last.contains("not retried") && last.contains("create the bucket"),
+        "{last}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "{st:?}");
+    server.shutdown().await;
+}

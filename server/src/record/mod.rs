@@ -29,7 +29,8 @@
 //! server's one [`Recorder`] under a byte budget (`--record-queue-bytes`).
 //! A segment that does not fit is not recorded; a write that fails is
 //! retried with exponential back-off (`--record-retries`) and then given
-//! up. Either way it is counted (metrics, `/api/record`, the log) and the
+//! up (at once when retrying cannot help: a missing bucket, refused
+//! credentials). Either way it is counted (metrics, `/api/record`, the log) and the
 //! recorded playlists mark the gap with `EXT-X-DISCONTINUITY` (the DASH MPD
 //! starts a new period there). Writes run on tokio tasks, at most
 //! `--record-concurrency` at once; a session's playlist is written after

@@ -519,7 +519,34 @@ pub(crate) fn content_type(path: &Path) -> &'static str {
     }
 }
 
+/// `Some(what to do)` when a failed write cannot succeed by trying again:
+/// the bucket or path does not exist, the credentials are refused, the
+/// store does not take such a write. Those are not retried (each retry
+/// would hold a writer slot for seconds while the queue fills); a store
+/// that is unreachable, slow or failing (`Generic`: connection errors,
+/// 5xx after `object_store`'s own retries) may come back and is.
+fn permanent_error_hint(e: &object_store::Error) -> Option<&'static str> {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => {
+            Some("the bucket or path does not exist: create the bucket or fix --record")
+        }
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => Some(
+            "the store refused the credentials: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY \
+             (or the instance role) and the bucket's policy",
+        ),
+        E::InvalidPath { .. } => Some("the object path is invalid: fix the --record prefix"),
+        E::NotSupported { .. }
+        | E::NotImplemented { .. }
+        | E::UnknownConfigurationKey { .. }
+        | E::AlreadyExists { .. }
+        | E::Precondition { .. } => Some("the store does not take this write: check --record"),
+        _ => None,
+    }
+}
+
 /// Writes one object, retrying with exponential back-off; counts and logs.
+/// Errors retrying cannot mend ([`permanent_error_hint`]) fail at once.
 async fn put(
     store: &dyn ObjectStore,
     path: &Path,
@@ -546,12 +573,16 @@ async fn put(
                 return Ok(());
             }
             Err(e) => {
-                *shared.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(format!("{path}: {e}"));
-                if attempt >= retries {
+                let hint = permanent_error_hint(&e);
+                *shared.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(match hint {
+                    Some(h) => format!("{path}: {e} (not retried: {h})"),
+                    None => format!("{path}: {e}"),
+                });
+                if attempt >= retries || hint.is_some() {
                     shared.stats.failures.fetch_add(1, Ordering::Relaxed);
                     ::metrics::counter!(crate::metrics::RECORD_FAILURES).increment(1);
                     tracing::warn!(session_id, object = %path, attempts = attempt + 1, error = %e,
+                        hint = hint.unwrap_or("the store is unreachable or failing"),
                         "recording: write failed; giving up");
                     return Err(e);
                 }
