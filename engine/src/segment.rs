@@ -336,6 +336,14 @@ impl Segmenter {
             .map_or(self.next_sequence, |o| o.sequence)
     }
 
+    /// Where the open segment's last frame ends (90 kHz decode time), if a
+    /// segment is open.
+    pub fn open_end(&self) -> Option<u64> {
+        self.open
+            .as_ref()
+            .map(|o| o.last_dts.saturating_add(u64::from(o.last_duration.max(1))))
+    }
+
     /// The open segment's start (90 kHz decode time) and its first
     /// frame's capture time (Unix ns), if a segment is open.
     pub fn open_capture(&self) -> Option<(u64, Option<u64>)> {

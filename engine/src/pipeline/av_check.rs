@@ -6,8 +6,10 @@
 //! size (1 + 7·(k mod 61) bytes); each chunk is a tag byte then data. Tag
 //! bit 0 clear: video (Annex B), bit 2 its timestamp flag; set: audio, raw
 //! frames with a 2-byte AudioSpecificConfig in front when bit 3 is set,
-//! ADTS otherwise; bit 1: the chunk carries a capture time. Arrival times
-//! advance by about 1 ms a chunk.
+//! ADTS otherwise; bit 1: the chunk carries a capture time. A tag with its
+//! top four bits set is a publisher reconnect after an outage of (its low
+//! four bits) × 500 ms instead. Arrival times advance by about 1 ms a
+//! chunk.
 
 use bytes::Bytes;
 
@@ -17,7 +19,9 @@ use super::{AudioInput, Event, PipelineOptions, SessionPipeline};
 /// comes out: every audio frame received ends as a frame or a counted drop;
 /// audio frames are numbered on without a gap, come out once each and in
 /// order; their times increase; the audio spans of consecutive parts never
-/// overlap. `Err` names the first invariant broken.
+/// overlap; video decode times increase, no picture is presented before it
+/// is decoded, and segments never overlap (across reconnects too). `Err`
+/// names the first invariant broken.
 pub fn check_av_input(input: &[u8]) -> Result<(), String> {
     let Some((&k, rest)) = input.split_first() else {
         return Ok(());
@@ -35,6 +39,12 @@ pub fn check_av_input(input: &[u8]) -> Result<(), String> {
         let Some((&tag, data)) = chunk.split_first() else {
             continue;
         };
+        if tag & 0xF0 == 0xF0 {
+            let outage = u64::from(tag & 0x0F) * 500_000_000;
+            p.reconnect(now + outage / 2, &mut events);
+            now += outage;
+            continue;
+        }
         let capture = (tag & 2 == 2).then_some(now.wrapping_add(u64::from(tag) * 7_000_000));
         let data = Bytes::copy_from_slice(data);
         if tag & 1 == 0 {
@@ -58,8 +68,45 @@ pub fn check_av_input(input: &[u8]) -> Result<(), String> {
     let mut next_audio = None;
     let mut last_time = None;
     let mut span_end = None;
+    let mut last_dts = None;
+    let mut segment_end = None;
+    let mut rate = None;
     for e in &events {
         match e {
+            Event::AudioConfig(c) => rate = Some(u64::from(c.sample_rate.max(1))),
+            Event::Frame(f) => {
+                if f.pts < f.dts {
+                    return Err(format!("frame {} presented before it is decoded", f.index));
+                }
+                if let Some(l) = last_dts.filter(|l| f.dts <= *l) {
+                    return Err(format!("frame {} decodes at {} after {l}", f.index, f.dts));
+                }
+                last_dts = Some(f.dts);
+            }
+            Event::Segment(s) => {
+                let r = &s.record;
+                if let Some(end) = segment_end.filter(|end| r.start < *end) {
+                    return Err(format!(
+                        "segment {} starts at {} before the last one's end {end}",
+                        r.sequence, r.start
+                    ));
+                }
+                segment_end = Some(r.start + r.duration);
+                // A new publisher's first segment: its audio starts with
+                // its video (no audio of the old stream, none in a gap).
+                let audio = r.audio.as_ref().filter(|a| a.frame_count > 0);
+                if let (Some(a), Some(rate), true) = (audio, rate, r.discontinuity) {
+                    let video_start = u128::from(r.start) * u128::from(rate);
+                    let audio_start = u128::from(a.start + 1024) * 90_000;
+                    if audio_start < video_start {
+                        return Err(format!(
+                            "segment {} after a discontinuity: audio from sample {} before its \
+                             video at {} (90 kHz)",
+                            r.sequence, a.start, r.start
+                        ));
+                    }
+                }
+            }
             Event::AudioFrame(f) => {
                 if let Some(n) = next_audio.filter(|n| *n != f.index) {
                     return Err(format!("audio frame {} came where {n} was due", f.index));

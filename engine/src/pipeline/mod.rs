@@ -652,7 +652,14 @@ impl SessionPipeline {
     pub fn reconnect(&mut self, now_ns: u64, out: &mut Vec<Event>) {
         self.flush_pending(now_ns, out);
         self.reconnect_audio(out);
-        self.release(false, now_ns, out);
+        // The old publisher's audio ends with its stream: what it sent is
+        // placed now (no cut waits for more of it), and what is held goes
+        // to the old stream's last segment, as at the end of a stream —
+        // the new stream may start after a gap.
+        self.release(true, now_ns, out);
+        if let Some(end) = self.segmenter.as_ref().and_then(Segmenter::open_end) {
+            self.assign_tail(end, out);
+        }
         self.splitter = AnnexBSplitter::new(self.opts.max_nal_bytes);
         self.assembler = AccessUnitAssembler::new(assembler_limits(&self.opts));
         if self.hevc.is_some() {
