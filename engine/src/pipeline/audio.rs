@@ -212,6 +212,9 @@ pub(super) struct AudioSide {
     /// video frame, which may start after a gap (the outage), and goes no
     /// earlier (at most the longest segment's worth waits).
     await_video: bool,
+    /// Where the newest publisher's video starts (samples, PTS scale):
+    /// its audio goes no earlier, also when it is the session's first.
+    video_floor: i64,
 }
 
 impl AudioSide {
@@ -591,7 +594,8 @@ impl SessionPipeline {
         let first = match self.audio.tracks {
             Tracks::Video => self
                 .audio
-                .to_samples((self.audio.released.map_or(0, |r| r.0) + self.audio.shift) as i64),
+                .to_samples((self.audio.released.map_or(0, |r| r.0) + self.audio.shift) as i64)
+                .max(self.audio.video_floor),
             _ => 0,
         };
         let Some(clock) = self.audio.clock.as_mut() else {
@@ -819,6 +823,7 @@ impl SessionPipeline {
             // The new publisher's first video frame: its audio starts no
             // earlier (the outage is a gap in both tracks).
             let at = self.audio.to_samples((dts + self.audio.shift) as i64);
+            self.audio.video_floor = at;
             if let Some(clock) = self.audio.clock.as_mut() {
                 clock.not_before(at);
             }
@@ -939,6 +944,8 @@ impl SessionPipeline {
     /// The stream ends: the ADTS parser's last bytes, and the decision
     /// for a session that had audio and never a video frame (audio-only).
     pub(super) fn finish_audio_input(&mut self, out: &mut Vec<Event>) {
+        // No more video is coming: held audio is timed where it is.
+        self.audio.await_video = false;
         if let Some(p) = self.audio.parser.as_mut() {
             let mut items = Vec::new();
             p.finish(&mut items);
@@ -993,6 +1000,10 @@ impl SessionPipeline {
             p.finish(&mut items);
             self.adts_items(items, 0, out);
         }
+        // The old publisher's audio is all in: what still waited for its
+        // video (it reconnected too and sent none) is timed on its clock.
+        self.audio.await_video = false;
+        self.time_untimed(0);
         self.audio.parser = None;
         self.audio.marks.clear();
         self.audio.raw_offset = 0;
