@@ -215,6 +215,9 @@ pub(super) struct AudioSide {
     /// Where the newest publisher's video starts (samples, PTS scale):
     /// its audio goes no earlier, also when it is the session's first.
     video_floor: i64,
+    /// The same, 90 kHz PTS scale: audio still pending from before it has
+    /// no segment left to go to (its publisher's last one closed).
+    video_floor_ticks: u64,
 }
 
 impl AudioSide {
@@ -761,10 +764,31 @@ impl SessionPipeline {
             if !self.audio.frame_mid_before(f, at) {
                 break;
             }
-            if let Some(mut f) = self.audio.pending.pop_front() {
-                f.segment = segment;
-                self.emit_audio(f, out);
+            let Some(mut f) = self.audio.pending.pop_front() else {
+                break;
+            };
+            if self
+                .audio
+                .frame_mid_before(&f, self.audio.video_floor_ticks)
+            {
+                // Timed before a reconnect's new video and too late for
+                // the old publisher's last segment (it had none open).
+                if f.filler {
+                    self.audio.stats.filled -= 1;
+                } else {
+                    self.audio.stats.frames -= 1;
+                    self.audio_frame_drop(
+                        DropReason::AudioTiming,
+                        0,
+                        "audio of a publisher that reconnected, from before the new publisher's \
+                         first video frame"
+                            .into(),
+                    );
+                }
+                continue;
             }
+            f.segment = segment;
+            self.emit_audio(f, out);
         }
     }
 
@@ -824,6 +848,7 @@ impl SessionPipeline {
             // earlier (the outage is a gap in both tracks).
             let at = self.audio.to_samples((dts + self.audio.shift) as i64);
             self.audio.video_floor = at;
+            self.audio.video_floor_ticks = dts + self.audio.shift;
             if let Some(clock) = self.audio.clock.as_mut() {
                 clock.not_before(at);
             }
