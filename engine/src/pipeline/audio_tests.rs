@@ -968,6 +968,14 @@ fn a_reconnect_after_an_outage_leaves_the_gap_in_both_tracks() {
                 lag(&out.segments[0])
             );
         }
+        // Every audio frame either publisher sent is in a segment (the old
+        // one's held audio went to its last segment).
+        assert_eq!(
+            p.audio_stats().frames_dropped,
+            0,
+            "capture {capture}: {:?}",
+            out.drops
+        );
         // Audio: numbered on, in order; none in the gap; the new stream's
         // first audio frame is where the new video puts it (in step).
         assert!(out.audio.windows(2).all(|w| w[1].index == w[0].index + 1));

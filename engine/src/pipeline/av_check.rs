@@ -35,6 +35,8 @@ pub fn check_av_input(input: &[u8]) -> Result<(), String> {
     });
     let mut events = Vec::new();
     let mut now = 1_700_000_000_000_000_000u64;
+    // Where in `events` each reconnect happened.
+    let mut reconnects = Vec::new();
     for (i, chunk) in rest.chunks(1 + (k as usize % 61) * 7).enumerate() {
         let Some((&tag, data)) = chunk.split_first() else {
             continue;
@@ -42,6 +44,8 @@ pub fn check_av_input(input: &[u8]) -> Result<(), String> {
         if tag & 0xF0 == 0xF0 {
             let outage = u64::from(tag & 0x0F) * 500_000_000;
             p.reconnect(now + outage / 2, &mut events);
+            // Every frame of the old stream is out by now.
+            reconnects.push(events.len());
             now += outage;
             continue;
         }
@@ -71,7 +75,14 @@ pub fn check_av_input(input: &[u8]) -> Result<(), String> {
     let mut last_dts = None;
     let mut segment_end = None;
     let mut rate = None;
-    for e in &events {
+    // The first frame index of the newest publisher's stream, until its
+    // first segment is seen.
+    let mut new_stream_from = None;
+    let mut next_frame = 0;
+    for (i, e) in events.iter().enumerate() {
+        if reconnects.contains(&i) {
+            new_stream_from = Some(next_frame);
+        }
         match e {
             Event::AudioConfig(c) => rate = Some(u64::from(c.sample_rate.max(1))),
             Event::Frame(f) => {
@@ -82,6 +93,7 @@ pub fn check_av_input(input: &[u8]) -> Result<(), String> {
                     return Err(format!("frame {} decodes at {} after {l}", f.index, f.dts));
                 }
                 last_dts = Some(f.dts);
+                next_frame = f.index + 1;
             }
             Event::Segment(s) => {
                 let r = &s.record;
@@ -92,15 +104,21 @@ pub fn check_av_input(input: &[u8]) -> Result<(), String> {
                     ));
                 }
                 segment_end = Some(r.start + r.duration);
-                // A new publisher's first segment: its audio starts with
-                // its video (no audio of the old stream, none in a gap).
+                // A new publisher's first segment (after a reconnect): its
+                // audio starts with its video (no audio of the old stream,
+                // none in a gap).
+                let first_after_reconnect =
+                    r.discontinuity && new_stream_from.is_some_and(|n| r.first_frame_index >= n);
+                if first_after_reconnect {
+                    new_stream_from = None;
+                }
                 let audio = r.audio.as_ref().filter(|a| a.frame_count > 0);
-                if let (Some(a), Some(rate), true) = (audio, rate, r.discontinuity) {
+                if let (Some(a), Some(rate), true) = (audio, rate, first_after_reconnect) {
                     let video_start = u128::from(r.start) * u128::from(rate);
                     let audio_start = u128::from(a.start + 1024) * 90_000;
                     if audio_start < video_start {
                         return Err(format!(
-                            "segment {} after a discontinuity: audio from sample {} before its \
+                            "segment {} after a reconnect: audio from sample {} before its \
                              video at {} (90 kHz)",
                             r.sequence, a.start, r.start
                         ));
