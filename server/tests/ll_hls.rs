@@ -4,7 +4,8 @@
 //! reload held then satisfied, its `400` cases and `503` timeout, a
 //! preload-hint part request held until the part lands, delta updates,
 //! held requests bounded and released with the final playlist when the
-//! session ends, cache headers.
+//! session ends, cache headers; low-latency DASH, and what both say while
+//! a publisher is away and after it reconnects.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::history::{parse_hls, History};
-use common::live::publish_live;
+use common::live::{publish_file_live_to, publish_live};
 use common::{get, header, start, test_config};
 use liveslice_server::config::Config;
 
@@ -430,4 +431,112 @@ fn rss_kib() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// A publisher whose connection breaks mid-segment and that comes back
+/// 1.5 s later: while it is away the MPD predicts nothing (the segment in
+/// progress and the next would not be where it said), the LL-HLS playlist
+/// lists no discontinuity before the old publisher's segment in progress,
+/// and a request held for the predicted next segment is refused (`404`,
+/// saying why) when that segment turns out to open a new period. After
+/// the reconnect there is one discontinuity, and DASH and the program
+/// date times agree about the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_vanishes_stops_the_predictions() {
+    let mut config = ll_config();
+    config.session.publisher_grace = Duration::from_secs(30);
+    let server = start(config).await;
+    let base = format!("http://{}/live/gone", server.http_addr);
+    let proxy = common::CutProxy::start(server.grpc_addr).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let first = publish_file_live_to(proxy.addr, "gone", "baseline_30.h264", stop.clone(), false);
+    wait_segments(&format!("{base}/index.m3u8"), 2).await;
+    // An MPD that predicts the segment in progress and the next, early in
+    // the segment in progress (at most two of its five parts out).
+    let mut found = None;
+    for _ in 0..200 {
+        let (_, _, mpd) = playlist(&format!("{base}/manifest.mpd")).await;
+        let (_, _, m3u8) = playlist(&format!("{base}/index.m3u8")).await;
+        let h = parse_hls(&m3u8);
+        let open = h.open_segment();
+        let predicted: Vec<u64> = common::history::parse_mpd(&mpd)
+            .periods
+            .values()
+            .flat_map(|p| p.predicted.clone())
+            .collect();
+        if predicted == [open, open + 1] && h.parts.get(&open).map_or(0, Vec::len) <= 2 {
+            found = Some(open);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let open = found.expect("an MPD predicting the next segment");
+    let addr = server.http_addr;
+    let ahead = tokio::spawn(async move {
+        common::raw_get(addr, &format!("/live/gone/seg-{}.m4s", open + 1), &[]).await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    proxy.cut();
+    first.abort();
+    // Away: nothing predicted, and no discontinuity before the segment in
+    // progress (the old publisher's).
+    let mut away = false;
+    for _ in 0..100 {
+        let (_, _, mpd) = playlist(&format!("{base}/manifest.mpd")).await;
+        let m = common::history::parse_mpd(&mpd);
+        if m.periods.values().all(|p| p.predicted.is_empty()) {
+            away = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(away, "the MPD stops predicting while the publisher is away");
+    let (_, _, m3u8) = playlist(&format!("{base}/index.m3u8")).await;
+    assert!(!m3u8.contains("#EXT-X-DISCONTINUITY\n"), "{m3u8}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stop2 = Arc::new(AtomicBool::new(false));
+    let second = publish_file_live_to(
+        server.grpc_addr,
+        "gone",
+        "baseline_30.h264",
+        stop2.clone(),
+        true,
+    );
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(10), ahead)
+        .await
+        .expect("the held request is answered")
+        .unwrap();
+    let body = String::from_utf8_lossy(&body);
+    if status != 404 {
+        let (_, _, m3u8) = playlist(&format!("{base}/index.m3u8")).await;
+        panic!(
+            "status {status} for segment {} (open {open} when asked)
+{m3u8}",
+            open + 1
+        );
+    }
+    assert!(body.contains("opens a new period"), "{body}");
+    wait_segments(&format!("{base}/index.m3u8"), open as usize + 3).await;
+    stop2.store(true, Ordering::Relaxed);
+    second.await.unwrap();
+    let (_, _, m3u8) = playlist(&format!("{base}/index.m3u8")).await;
+    let h = parse_hls(&m3u8);
+    let at = h
+        .segments
+        .iter()
+        .position(|s| s.4)
+        .expect("the discontinuity");
+    assert_eq!(h.segments.iter().filter(|s| s.4).count(), 1, "{m3u8}");
+    assert_eq!(h.segments[at].0, open + 1, "{m3u8}");
+    let (_, _, mpd) = playlist(&format!("{base}/manifest.mpd")).await;
+    let dash = common::history::dash_segment_starts_ms(&mpd);
+    let date = |i: usize| common::history::unix_ms(&h.segments[i].3).expect("a date");
+    let hls_ms = date(at) - date(at - 1);
+    let dash_ms = dash[dash.len() - 1][0] - dash[dash.len() - 2].last().expect("a segment");
+    assert!(
+        (hls_ms - dash_ms).abs() <= 3,
+        "HLS {hls_ms} DASH {dash_ms}\n{m3u8}\n{mpd}"
+    );
+    assert!(hls_ms >= 1_500, "the outage is a gap: {hls_ms} ms\n{m3u8}");
+    server.shutdown().await;
 }

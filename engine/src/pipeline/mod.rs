@@ -712,6 +712,15 @@ impl SessionPipeline {
         a.restart_not_before(wall_place(avail, lag, now_ns / 1_000_000, capture));
     }
 
+    /// The publisher vanished (it may reconnect, after a gap): the
+    /// low-latency MPD stops predicting segments
+    /// ([`Manifests::publisher_away`]).
+    pub fn publisher_away(&mut self) {
+        if let Some(m) = self.manifests.as_mut() {
+            m.publisher_away();
+        }
+    }
+
     /// Emits what the stream left pending (its last NAL unit and access
     /// unit), judged as at the end of a stream.
     fn flush_pending(&mut self, now_ns: u64, out: &mut Vec<Event>) {

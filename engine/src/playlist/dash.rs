@@ -350,8 +350,9 @@ impl Manifests {
     ///   once a segment completes, its `S` states its real duration and the
     ///   one after it moves to where it really starts (the entries that may
     ///   change, see `server/tests/common/history.rs`). Not listed after a
-    ///   discontinuity, nor when the segment in progress starts a new
-    ///   period (a new config); a config change the origin cannot see yet
+    ///   discontinuity, nor while the publisher is away
+    ///   ([`Manifests::publisher_away`]), nor when the segment in progress
+    ///   starts a new period (a new config); a config change the origin cannot see yet
     ///   (between a segment's first frame and its first part) makes the
     ///   prediction wrong until the next MPD.
     pub fn dash_ll(&self, now_ms: u64) -> String {
@@ -390,7 +391,10 @@ impl Manifests {
             return text;
         };
         let first = self.parts.iter().find(|p| p.segment == pos.open_segment);
-        if self.open_discontinuity || first.is_some_and(|f| f.config_id != last.rec.config_id) {
+        if self.open_discontinuity
+            || self.away_from.is_some()
+            || first.is_some_and(|f| f.config_id != last.rec.config_id)
+        {
             return text;
         }
         // Before its first part is out, the segment in progress starts

@@ -139,6 +139,9 @@ impl Manifests {
         {
             return;
         }
+        if self.away_from.is_some_and(|s| part.segment > s) {
+            self.away_from = None;
+        }
         self.parts.push_back(part.clone());
         self.trim_parts();
     }
@@ -146,6 +149,15 @@ impl Manifests {
     /// The next segment follows a discontinuity (a publisher reconnect).
     pub fn mark_discontinuity(&mut self) {
         self.open_discontinuity = true;
+    }
+
+    /// The publisher vanished (it may reconnect within its grace period,
+    /// after a gap): the low-latency MPD stops listing the segment in
+    /// progress and the next one ahead (their predicted times would be
+    /// wrong) until a part of a later segment than the one in progress is
+    /// listed (the new publisher's: its start is known then).
+    pub fn publisher_away(&mut self) {
+        self.away_from = Some(self.ll_position().open_segment);
     }
 
     /// Drops the parts of segments older than the last [`PART_SEGMENTS`]
@@ -538,6 +550,37 @@ mod tests {
              #EXT-X-PART:DURATION=0.200000,URI=\"part-5.m4s\",INDEPENDENT=YES\n#EXTINF"
             ),
             "{text}"
+        );
+    }
+
+    /// A publisher vanishes mid-segment and comes back after a gap: from
+    /// its going until the new publisher's first part is listed, the MPD
+    /// predicts nothing (the old segment in progress ends short, at its
+    /// last frame, and the next starts after the gap); then it predicts
+    /// from the new segment's real start.
+    #[test]
+    fn nothing_is_predicted_while_the_publisher_is_away() {
+        let mut m = ll(6);
+        segment(&mut m, 0);
+        assert_eq!(m.dash_ll(0).matches("<S ").count(), 2, "predicted");
+        m.publisher_away();
+        assert_eq!(m.dash_ll(0).matches("<S ").count(), 1, "away: none");
+        // The old publisher's segment in progress gets its last part (it
+        // closes when the new publisher's first frame comes), then ends.
+        m.push_part(&part(1, 0));
+        assert_eq!(m.dash_ll(0).matches("<S ").count(), 1);
+        m.push(rec(1, 90_000, 18_000), &cfg(0), 0);
+        assert_eq!(m.dash_ll(0).matches("<S ").count(), 2, "complete ones only");
+        assert!(!m.dash_ll(0).contains(" r=\"1\""));
+        // The new publisher's first part, after a gap: predicted from it.
+        let mut p = part(2, 0);
+        p.start = 400_000;
+        m.push_part(&p);
+        assert!(
+            m.dash_ll(0)
+                .contains("<S t=\"400000\" d=\"18000\" r=\"1\"/>"),
+            "{}",
+            m.dash_ll(0)
         );
     }
 

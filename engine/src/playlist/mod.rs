@@ -219,6 +219,10 @@ pub struct Manifests {
     /// its parts are listed after `EXT-X-DISCONTINUITY`, as its entry will
     /// be once it is complete.
     open_discontinuity: bool,
+    /// The publisher is gone (it may come back, after a gap) since the
+    /// segment in progress was this one: nothing is predicted in the
+    /// low-latency MPD until a later segment has a part.
+    away_from: Option<u64>,
     /// The DASH period (id, start) the first segment pushed belongs to,
     /// when these manifests continue another copy's (see
     /// [`Manifests::continue_from`]).
@@ -260,6 +264,7 @@ impl Manifests {
             ended: false,
             parts: VecDeque::new(),
             open_discontinuity: false,
+            away_from: None,
             first_period: None,
         }
     }

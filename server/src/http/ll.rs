@@ -195,6 +195,7 @@ mod tests {
             part_target_ms: 234,
             target_duration_s: 3,
             ended: false,
+            publisher_generation: 1,
         }
     }
 

@@ -716,7 +716,8 @@ async fn dash(
 /// time (predicted, so a player never waits a whole MPD refresh for it):
 /// a request for it that comes before it starts is held until it starts
 /// (bounded like any held request), then served as the segment in
-/// progress.
+/// progress — unless it opened a new period (`404`: the publisher
+/// reconnected and its time is not the predicted one).
 async fn wait_predicted(
     s: &Session,
     id: &str,
@@ -733,6 +734,20 @@ async fn wait_predicted(
         return Err(held_busy());
     };
     s.wait_segment_opened(seq, ll::hold_limit(&st)).await;
+    // Predicted before a publisher reconnected, it opened a new period
+    // after a gap: not the segment the player asked for.
+    if s.ll_state()
+        .is_some_and(|now| now.publisher_generation != st.publisher_generation)
+    {
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!(
+                "segment {seq} was predicted in the MPD, but the publisher reconnected and it \
+                 opens a new period: reload the MPD"
+            ),
+        )
+            .into_response());
+    }
     Ok(())
 }
 

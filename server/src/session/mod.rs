@@ -883,6 +883,9 @@ impl Session {
         let mut st = self.lock();
         if st.ended.is_none() && st.publisher == Publisher::Active(generation) {
             st.publisher = Publisher::Gone(generation);
+            if let Source::Engine(p) = &mut st.pipeline {
+                p.publisher_away();
+            }
             true
         } else {
             false
@@ -1443,6 +1446,7 @@ impl Session {
             part_target_ms: m.part_target_ms(),
             target_duration_s: m.target_duration_secs(),
             ended: st.ended.is_some(),
+            publisher_generation: st.generation,
         })
     }
 
@@ -1701,6 +1705,8 @@ pub struct LlState {
     pub part_target_ms: u64,
     pub target_duration_s: u64,
     pub ended: bool,
+    /// Counts publishers attached so far (a reconnect adds one).
+    pub publisher_generation: u64,
 }
 
 /// A subscriber's cursor into the session's item log and its wake-up.

@@ -30,7 +30,18 @@ pub fn publish_file_live(
     stop: Arc<AtomicBool>,
     end: bool,
 ) -> tokio::task::JoinHandle<()> {
-    let grpc = server.grpc_addr;
+    publish_file_live_to(server.grpc_addr, session, file, stop, end)
+}
+
+/// [`publish_file_live`] to the gRPC server at `grpc` (a proxy, for one
+/// whose connection is then cut).
+pub fn publish_file_live_to(
+    grpc: std::net::SocketAddr,
+    session: &'static str,
+    file: &str,
+    stop: Arc<AtomicBool>,
+    end: bool,
+) -> tokio::task::JoinHandle<()> {
     let frames = frames_of(
         Bytes::from(super::testdata(file)),
         PipelineOptions::default(),
