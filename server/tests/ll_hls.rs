@@ -529,10 +529,7 @@ async fn a_publisher_that_vanishes_stops_the_predictions() {
     assert_eq!(h.segments.iter().filter(|s| s.4).count(), 1, "{m3u8}");
     assert_eq!(h.segments[at].0, open + 1, "{m3u8}");
     let (_, _, mpd) = playlist(&format!("{base}/manifest.mpd")).await;
-    let dash = common::history::dash_segment_starts_ms(&mpd);
-    let date = |i: usize| common::history::unix_ms(&h.segments[i].3).expect("a date");
-    let hls_ms = date(at) - date(at - 1);
-    let dash_ms = dash[dash.len() - 1][0] - dash[dash.len() - 2].last().expect("a segment");
+    let (hls_ms, dash_ms) = common::history::gap_across_discontinuity_ms(&m3u8, &mpd);
     assert!(
         (hls_ms - dash_ms).abs() <= 3,
         "HLS {hls_ms} DASH {dash_ms}\n{m3u8}\n{mpd}"

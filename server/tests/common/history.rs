@@ -625,6 +625,30 @@ pub fn duration_ms(d: &str) -> Option<i64> {
     rest.is_empty().then_some(ms.round() as i64)
 }
 
+/// Across a playlist's last `EXT-X-DISCONTINUITY` (a publisher that came
+/// back): how far the program date times advance from the last segment
+/// before it to the first after it, and how far the MPD's times advance
+/// from the last segment of its next-to-last period to the first of its
+/// last, ms: `(hls, dash)`. The two agree when HLS and DASH agree about
+/// the gap.
+pub fn gap_across_discontinuity_ms(m3u8: &str, mpd: &str) -> (i64, i64) {
+    let h = parse_hls(m3u8);
+    let at = h
+        .segments
+        .iter()
+        .rposition(|s| s.4)
+        .filter(|at| *at > 0)
+        .unwrap_or_else(|| panic!("a segment before and after a discontinuity:\n{m3u8}"));
+    let date = |i: usize| unix_ms(&h.segments[i].3).unwrap_or_else(|| panic!("a date: {m3u8}"));
+    let dash = dash_segment_starts_ms(mpd);
+    let (last, before) = match dash.as_slice() {
+        [.., before, last] => (last, before),
+        _ => panic!("two periods:\n{mpd}"),
+    };
+    let dash_ms = last.first().expect("a segment") - before.last().expect("a segment");
+    (date(at) - date(at - 1), dash_ms)
+}
+
 /// `start` of each `<Period>` of an MPD, ms, in order.
 pub fn period_starts_ms(mpd: &str) -> Vec<i64> {
     mpd.split("<Period")
