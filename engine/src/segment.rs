@@ -220,6 +220,8 @@ pub struct Placement {
     pub closed_part: Option<PartRecord>,
     /// The segment the frame closed, if any (its last part is `closed_part`).
     pub closed_segment: Option<SegmentRecord>,
+    /// The frame opened its segment (it is the segment's first).
+    pub opened: bool,
 }
 
 /// A segment's wall-clock time (Unix ms, `EXT-X-PROGRAM-DATE-TIME`): its
@@ -398,6 +400,7 @@ impl Segmenter {
                 closed = self.close(end);
             }
         }
+        let opened = self.open.is_none();
         let open = match &mut self.open {
             Some(o) => o,
             None => {
@@ -449,6 +452,7 @@ impl Segmenter {
             part,
             closed_part,
             closed_segment: closed,
+            opened,
         }
     }
 

@@ -258,7 +258,8 @@ impl TreeWriter {
             // The tree carries video only (yet): audio is served by the
             // server's origin.
             Event::AudioFrame(_) | Event::AudioConfig(_) => Ok(()),
-            Event::Dropped(_) | Event::Fatal(_) => Ok(()),
+            // The manifests passed to `write_manifests` mark it.
+            Event::Discontinuity | Event::Dropped(_) | Event::Fatal(_) => Ok(()),
         }
     }
 

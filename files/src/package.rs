@@ -309,7 +309,8 @@ impl Packager {
                 | Event::Frame(_)
                 | Event::Part(_)
                 | Event::AudioFrame(_)
-                | Event::AudioConfig(_) => {}
+                | Event::AudioConfig(_)
+                | Event::Discontinuity => {}
             }
         }
         self.events = events;

@@ -67,7 +67,10 @@ fn run_chunks(chunks: impl IntoIterator<Item = Bytes>, opts: PipelineOptions) ->
             Event::Dropped(d) => run.drops.push(d),
             Event::Ended(_) => run.ended = true,
             Event::Fatal(e) => run.fatal.push(e.to_string()),
-            Event::Config(_) | Event::AudioFrame(_) | Event::AudioConfig(_) => {}
+            Event::Config(_)
+            | Event::AudioFrame(_)
+            | Event::AudioConfig(_)
+            | Event::Discontinuity => {}
             Event::Part(p) => run.parts.push(p.as_ref().clone()),
         }
     }

@@ -106,8 +106,11 @@ fn run(name: &str, data: &[u8], chunk: usize) -> Outcome {
                 }
                 Event::Config(c) => out.codec_strings.push(c.codec_string()),
                 Event::Fatal(e) => panic!("{name}: fatal {e}"),
-                Event::Ended(_) | Event::Part(_) | Event::AudioFrame(_) | Event::AudioConfig(_) => {
-                }
+                Event::Ended(_)
+                | Event::Part(_)
+                | Event::AudioFrame(_)
+                | Event::AudioConfig(_)
+                | Event::Discontinuity => {}
             }
             if let Some(m) = p.manifests() {
                 out.history.record(

@@ -99,7 +99,7 @@ fn run(
                 Event::Dropped(_) => {}
                 Event::Ended(_) => record(p, out, now, name),
                 Event::Fatal(e) => panic!("{name}: fatal {e}"),
-                Event::Part(_) => record_ll(p, out, now, name),
+                Event::Part(_) | Event::Discontinuity => record_ll(p, out, now, name),
                 Event::Config(_) | Event::AudioFrame(_) | Event::AudioConfig(_) => {}
             }
         }

@@ -910,6 +910,11 @@ impl SessionPipeline {
                 }
                 Queued::Event(_) => {
                     if let Some(Queued::Event(e)) = self.audio.queue.pop_front() {
+                        if matches!(e, Event::Discontinuity) {
+                            if let Some(m) = self.manifests.as_mut() {
+                                m.mark_discontinuity();
+                            }
+                        }
                         out.push(e);
                     }
                 }
@@ -960,6 +965,12 @@ impl SessionPipeline {
                 rec.audio = self.take_span(true);
                 audio_only_record(&mut rec);
                 self.emit_segment_now(rec, None, now_ms, out);
+            }
+            if placed.opened && std::mem::take(&mut self.discontinuity_due) {
+                if let Some(m) = self.manifests.as_mut() {
+                    m.mark_discontinuity();
+                }
+                out.push(Event::Discontinuity);
             }
             f.segment = placed.segment;
             self.emit_audio(f, out);

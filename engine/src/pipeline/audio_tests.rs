@@ -40,7 +40,7 @@ struct Out {
     segments: Vec<SegmentRecord>,
     drops: Vec<(DropReason, String)>,
     /// Event kinds in order: 'F' frame, 'A' audio, 'P' part, 'S' segment,
-    /// 'C' audio config.
+    /// 'C' audio config, 'D' discontinuity.
     order: String,
 }
 
@@ -66,6 +66,7 @@ impl Out {
                 }
                 Event::Dropped(d) => self.drops.push((d.reason, d.detail)),
                 Event::AudioConfig(_) => self.order.push('C'),
+                Event::Discontinuity => self.order.push('D'),
                 _ => {}
             }
         }
@@ -932,6 +933,11 @@ fn a_reconnect_after_an_outage_leaves_the_gap_in_both_tracks() {
         let mut events = Vec::new();
         p.reconnect(BASE_NS + tk + OUTAGE / 2, &mut events);
         out.take(&mut events);
+        // The old publisher's segment in progress is listed as it will be
+        // once complete: no discontinuity before its parts.
+        let m = p.manifests().expect("manifests");
+        let text = m.hls_ll(crate::playlist::HlsFlavour::Cmaf, false);
+        assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
         for u in &units[kth_video..] {
             if matches!(u, Unit::Audio(_, t) if *t < tk) {
                 continue; // the old publisher's lost tail
@@ -947,6 +953,22 @@ fn a_reconnect_after_an_outage_leaves_the_gap_in_both_tracks() {
             .position(|s| s.discontinuity)
             .expect("the new stream's segment");
         let (old, new) = (&out.segments[at - 1], &out.segments[at]);
+        // Announced once, after the old publisher's last segment and
+        // before the new one's first frame.
+        assert_eq!(out.order.matches('D').count(), 1, "{}", out.order);
+        let d = out.order.find('D').unwrap();
+        let frames_before = out.order[..d].matches('F').count();
+        assert_eq!(
+            frames_before,
+            out.frames.iter().filter(|f| f.dts < new.start).count(),
+            "{}",
+            out.order
+        );
+        assert!(
+            out.order[..d].ends_with('S') || out.order[..d].ends_with('A'),
+            "{}",
+            out.order
+        );
         let gap = new.start - (old.start + old.duration);
         let outage = OUTAGE * TIMESCALE / 1_000_000_000;
         assert!(

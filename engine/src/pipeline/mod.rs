@@ -165,6 +165,13 @@ pub enum Event {
     /// A segment is complete (after its last part).
     Segment(Arc<SegmentEvent>),
     Dropped(DropReport),
+    /// A publisher reconnected: the segment that opens next is its first,
+    /// after a discontinuity (`EXT-X-DISCONTINUITY`, a new DASH period).
+    /// Emitted when that segment opens — after the old publisher's last
+    /// part and segment, before the new one's first frame — which is when
+    /// the manifests mark it; a replica marks its manifests at the same
+    /// point of the stream.
+    Discontinuity,
     /// The stream ended; the manifests are final.
     Ended(Arc<ManifestUpdate>),
     /// The stream cannot be processed; nothing more will be accepted.
@@ -221,6 +228,9 @@ pub struct SessionPipeline {
     /// [`ResumePoint::capture_lag_ms`]), `None` inside when it had no
     /// capture times.
     restart_lag: Option<Option<i64>>,
+    /// After a reconnect, until the new publisher's first segment opens:
+    /// it is announced then ([`Event::Discontinuity`]).
+    discontinuity_due: bool,
     /// The session's codec, decided at the first parameter sets (H.264
     /// until then). A session is one codec.
     codec: Option<VideoCodec>,
@@ -383,6 +393,7 @@ impl SessionPipeline {
             ended: false,
             availability_start_ms: None,
             restart_lag: None,
+            discontinuity_due: false,
             codec: None,
             hevc: None,
             audio: AudioSide::default(),
@@ -693,9 +704,10 @@ impl SessionPipeline {
         if let Some(s) = self.segmenter.as_mut() {
             s.mark_discontinuity();
         }
-        if let Some(m) = self.manifests.as_mut() {
-            m.mark_discontinuity();
-        }
+        // The manifests mark it when the new publisher's first segment
+        // opens (`Event::Discontinuity`): the old publisher's segment in
+        // progress is still to be listed without it.
+        self.discontinuity_due = true;
         self.fatal = false;
     }
 
@@ -1199,6 +1211,9 @@ impl SessionPipeline {
         }
         if let Some(rec) = placed.closed_segment {
             self.queue_segment(rec);
+        }
+        if placed.opened && std::mem::take(&mut self.discontinuity_due) {
+            self.queue(Queued::Event(Event::Discontinuity));
         }
         self.stats.frames += 1;
         self.queue(Queued::Frame(Arc::new(frame)));

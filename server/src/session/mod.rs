@@ -706,9 +706,6 @@ impl Session {
                     }
                 });
                 st = again;
-                if let Some(r) = &self.replica {
-                    r.send(ReplicaItem::Discontinuity);
-                }
                 true
             }
             Publisher::None => false,
@@ -1235,6 +1232,8 @@ impl Session {
                     fatal = Some(e);
                     continue;
                 }
+                // The manifests have marked it (replicated above).
+                Event::Discontinuity => continue,
             };
             if work.parts.is_empty() {
                 st.log.push(item);
@@ -1312,6 +1311,10 @@ impl Session {
             Event::Ended(_) => ReplicaItem::End,
             Event::AudioFrame(f) => ReplicaItem::AudioFrame(f.clone()),
             Event::AudioConfig(c) => ReplicaItem::AudioConfig(c.clone()),
+            // At the point of the stream where the origin's manifests
+            // mark it: after the old publisher's last segment, before the
+            // new one's first frame.
+            Event::Discontinuity => ReplicaItem::Discontinuity,
             Event::Dropped(_) | Event::Fatal(_) => return,
         };
         // An audio-only session's start: at its first audio item once its
