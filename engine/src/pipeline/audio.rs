@@ -212,11 +212,10 @@ pub(super) struct AudioSide {
     /// video frame, which may start after a gap (the outage), and goes no
     /// earlier (at most the longest segment's worth waits).
     await_video: bool,
-    /// Where the newest publisher's video starts (samples, PTS scale):
-    /// its audio goes no earlier, also when it is the session's first.
-    video_floor: i64,
-    /// The same, 90 kHz PTS scale: audio still pending from before it has
-    /// no segment left to go to (its publisher's last one closed).
+    /// Where the newest publisher's video starts after a reconnect (90 kHz,
+    /// PTS scale): its audio goes no earlier, also when it is the
+    /// session's first; audio still pending from before it has no segment
+    /// left to go to (its publisher's last one closed).
     video_floor_ticks: u64,
 }
 
@@ -595,10 +594,10 @@ impl SessionPipeline {
         // A first frame without a capture time plays with the newest video
         // frame (the first one if it came first).
         let first = match self.audio.tracks {
-            Tracks::Video => self
-                .audio
-                .to_samples((self.audio.released.map_or(0, |r| r.0) + self.audio.shift) as i64)
-                .max(self.audio.video_floor),
+            Tracks::Video => self.audio.to_samples(
+                (self.audio.released.map_or(0, |r| r.0) + self.audio.shift)
+                    .max(self.audio.video_floor_ticks) as i64,
+            ),
             _ => 0,
         };
         let Some(clock) = self.audio.clock.as_mut() else {
@@ -847,7 +846,6 @@ impl SessionPipeline {
             // The new publisher's first video frame: its audio starts no
             // earlier (the outage is a gap in both tracks).
             let at = self.audio.to_samples((dts + self.audio.shift) as i64);
-            self.audio.video_floor = at;
             self.audio.video_floor_ticks = dts + self.audio.shift;
             if let Some(clock) = self.audio.clock.as_mut() {
                 clock.not_before(at);
