@@ -537,3 +537,51 @@ async fn a_publisher_that_vanishes_stops_the_predictions() {
     assert!(hls_ms >= 1_500, "the outage is a gap: {hls_ms} ms\n{m3u8}");
     server.shutdown().await;
 }
+
+/// The DASH segment in progress whose publisher stops sending (its stream
+/// stays open): after three target durations without a part the chunked
+/// response is aborted — no last chunk — so no client takes the parts it
+/// got for the whole segment (it was ended cleanly, a short `200`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_in_progress_that_stops_growing_is_aborted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = ll_config();
+    config.session.publisher_grace = Duration::from_secs(30);
+    let server = start(config).await;
+    let base = format!("http://{}/live/stall", server.http_addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let _publisher = publish_live(&server, "stall", stop.clone(), false);
+    wait_segments(&format!("{base}/index.m3u8"), 2).await;
+    stop.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, _, m3u8) = playlist(&format!("{base}/index.m3u8")).await;
+    let open = parse_hls(&m3u8).open_segment();
+    let mut s = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .unwrap();
+    let req =
+        format!("GET /live/stall/seg-{open}.m4s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let asked = Instant::now();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    // Until the server closes (a reset counts as closed).
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let waited = asked.elapsed();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("transfer-encoding: chunked"), "{text}");
+    assert!(text.contains("styp"), "the parts it had were sent");
+    assert!(!raw.ends_with(b"0\r\n\r\n"), "aborted, not ended: {text}");
+    // Three target durations (3 s each) without a part.
+    assert!(
+        waited >= Duration::from_secs(8) && waited < Duration::from_secs(15),
+        "{waited:?}"
+    );
+    server.shutdown().await;
+}

@@ -754,8 +754,9 @@ async fn wait_predicted(
 /// The CMAF segment in progress (low-latency DASH), with chunked transfer
 /// encoding (HTTP/1.1; an HTTP/2 stream's DATA frames): `styp`, then each
 /// part's chunk as it is stored, until the segment is complete. Counted as
-/// a held request; ends (short) if the session ends or no part comes within
-/// three target durations.
+/// a held request; aborted (no last chunk, an HTTP/2 reset: the client sees
+/// an error, not a short segment) if no part comes within three target
+/// durations.
 fn segment_in_progress(
     s: Arc<Session>,
     id: &str,
@@ -769,7 +770,7 @@ fn segment_in_progress(
     let limit = s
         .ll_state()
         .map_or(std::time::Duration::from_secs(6), |st| ll::hold_limit(&st));
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
         let _guard = guard;
         let styp = if audio {
@@ -800,6 +801,15 @@ fn segment_in_progress(
             let before = std::time::Instant::now();
             s.wait_next_part(seen, limit).await;
             if before.elapsed() >= limit {
+                // Not complete: the response is aborted (no last chunk; an
+                // HTTP/2 reset), so no client takes what it got for the
+                // whole segment.
+                let _ = tx
+                    .send(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("segment {seq}: no part within {limit:?} (publisher away)"),
+                    )))
+                    .await;
                 return;
             }
         }
