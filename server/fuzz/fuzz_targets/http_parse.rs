@@ -144,7 +144,11 @@ fuzz_target!(|i: Input| {
                 auth.check(Some(&t), &id, other, i.now),
                 Err(AuthError::Forbidden)
             );
-            if parse_session_id(&i.other_session).is_ok_and(|o| o != id) {
+            // Another session (its renditions, `ID~NAME`, share its
+            // tokens) is refused.
+            let other_session = parse_session_id(&i.other_session)
+                .is_ok_and(|o| liveslice_server::ids::session_of(&o) != id);
+            if other_session {
                 assert_eq!(
                     auth.check(Some(&t), &i.other_session, access, i.now),
                     Err(AuthError::Forbidden)
