@@ -700,6 +700,10 @@ async fn a_missing_bucket_fails_at_once_and_says_what_to_fix() {
         last.contains("not retried") && last.contains("create the bucket"),
         "{last}"
     );
+    // And when: an old error is told from a current one.
+    let at = st.last_error_unix_ms.expect("the error's time");
+    let now_ms = liveslice_server::session::now_unix_ns() / 1_000_000;
+    assert!(at <= now_ms && now_ms - at < 60_000, "{at} {now_ms}");
     assert!(started.elapsed() < Duration::from_secs(5), "{st:?}");
     server.shutdown().await;
 }

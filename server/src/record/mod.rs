@@ -286,8 +286,9 @@ struct Shared {
     stats: Stats,
     /// `--record-queue-bytes`.
     limit: usize,
-    /// The last write error, for `/api/record`.
-    last_error: Mutex<Option<String>>,
+    /// The last write error and when it happened (Unix ms), for
+    /// `/api/record`.
+    last_error: Mutex<Option<(String, u64)>>,
     /// Segments not recorded, by session id, oldest loss first (the last
     /// [`LOST_SESSIONS_SHOWN`] sessions that lost any).
     lost: Mutex<VecDeque<(String, u64)>>,
@@ -434,6 +435,12 @@ impl Recorder {
     pub fn status(&self) -> RecordStatus {
         let s = &self.shared.stats;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let last_error = self
+            .shared
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         RecordStatus {
             writes: get(&s.writes),
             bytes: get(&s.bytes),
@@ -445,12 +452,8 @@ impl Recorder {
             queued_bytes: s.queued_bytes.load(Ordering::Relaxed),
             queue_limit_bytes: self.shared.limit,
             recordings_open: self.shared.open.load(Ordering::Relaxed),
-            last_error: self
-                .shared
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            last_error: last_error.as_ref().map(|(e, _)| e.clone()),
+            last_error_unix_ms: last_error.map(|(_, at)| at),
             lost_by_session: self
                 .shared
                 .lost
@@ -499,6 +502,9 @@ pub struct RecordStatus {
     pub queue_limit_bytes: usize,
     pub recordings_open: usize,
     pub last_error: Option<String>,
+    /// When the last error happened (Unix ms): an old one may be from
+    /// before the store was mended.
+    pub last_error_unix_ms: Option<u64>,
     /// Segments not recorded, by session id (the last 256 sessions that
     /// lost any).
     pub lost_by_session: BTreeMap<String, u64>,

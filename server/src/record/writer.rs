@@ -574,10 +574,12 @@ async fn put(
             }
             Err(e) => {
                 let hint = permanent_error_hint(&e);
-                *shared.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(match hint {
+                let text = match hint {
                     Some(h) => format!("{path}: {e} (not retried: {h})"),
                     None => format!("{path}: {e}"),
-                });
+                };
+                let at_ms = crate::session::now_unix_ns() / 1_000_000;
+                *shared.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((text, at_ms));
                 if attempt >= retries || hint.is_some() {
                     shared.stats.failures.fetch_add(1, Ordering::Relaxed);
                     ::metrics::counter!(crate::metrics::RECORD_FAILURES).increment(1);
