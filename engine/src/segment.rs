@@ -222,6 +222,8 @@ pub struct Placement {
     pub closed_segment: Option<SegmentRecord>,
     /// The frame opened its segment (it is the segment's first).
     pub opened: bool,
+    /// The segment the frame opened starts after a discontinuity.
+    pub opened_discontinuity: bool,
 }
 
 /// A segment's wall-clock time (Unix ms, `EXT-X-PROGRAM-DATE-TIME`): its
@@ -401,6 +403,7 @@ impl Segmenter {
             }
         }
         let opened = self.open.is_none();
+        let mut opened_discontinuity = false;
         let open = match &mut self.open {
             Some(o) => o,
             None => {
@@ -414,6 +417,7 @@ impl Segmenter {
                 if discontinuity {
                     self.discontinuity_sequence = self.discontinuity_sequence.saturating_add(1);
                 }
+                opened_discontinuity = discontinuity;
                 let seq = self.next_sequence;
                 self.next_sequence = self.next_sequence.saturating_add(1);
                 self.open.insert(OpenSegment {
@@ -453,6 +457,7 @@ impl Segmenter {
             closed_part,
             closed_segment: closed,
             opened,
+            opened_discontinuity,
         }
     }
 

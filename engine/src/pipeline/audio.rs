@@ -964,7 +964,10 @@ impl SessionPipeline {
                 audio_only_record(&mut rec);
                 self.emit_segment_now(rec, None, now_ms, out);
             }
-            if placed.opened && std::mem::take(&mut self.discontinuity_due) {
+            if placed.opened
+                && std::mem::take(&mut self.discontinuity_due)
+                && placed.opened_discontinuity
+            {
                 if let Some(m) = self.manifests.as_mut() {
                     m.mark_discontinuity();
                 }

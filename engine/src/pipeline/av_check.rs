@@ -35,8 +35,6 @@ pub fn check_av_input(input: &[u8]) -> Result<(), String> {
     });
     let mut events = Vec::new();
     let mut now = 1_700_000_000_000_000_000u64;
-    // Where in `events` each reconnect happened.
-    let mut reconnects = Vec::new();
     for (i, chunk) in rest.chunks(1 + (k as usize % 61) * 7).enumerate() {
         let Some((&tag, data)) = chunk.split_first() else {
             continue;
@@ -44,8 +42,6 @@ pub fn check_av_input(input: &[u8]) -> Result<(), String> {
         if tag & 0xF0 == 0xF0 {
             let outage = u64::from(tag & 0x0F) * 500_000_000;
             p.reconnect(now + outage / 2, &mut events);
-            // Every frame of the old stream is out by now.
-            reconnects.push(events.len());
             now += outage;
             continue;
         }
@@ -75,15 +71,12 @@ pub fn check_av_input(input: &[u8]) -> Result<(), String> {
     let mut last_dts = None;
     let mut segment_end = None;
     let mut rate = None;
-    // The first frame index of the newest publisher's stream, until its
-    // first segment is seen.
-    let mut new_stream_from = None;
-    let mut next_frame = 0;
-    for (i, e) in events.iter().enumerate() {
-        if reconnects.contains(&i) {
-            new_stream_from = Some(next_frame);
-        }
+    // A reconnect was announced, and the new publisher's first segment
+    // not seen yet.
+    let mut announced = false;
+    for e in &events {
         match e {
+            Event::Discontinuity => announced = true,
             Event::AudioConfig(c) => rate = Some(u64::from(c.sample_rate.max(1))),
             Event::Frame(f) => {
                 if f.pts < f.dts {
@@ -93,7 +86,6 @@ pub fn check_av_input(input: &[u8]) -> Result<(), String> {
                     return Err(format!("frame {} decodes at {} after {l}", f.index, f.dts));
                 }
                 last_dts = Some(f.dts);
-                next_frame = f.index + 1;
             }
             Event::Segment(s) => {
                 let r = &s.record;
@@ -107,10 +99,13 @@ pub fn check_av_input(input: &[u8]) -> Result<(), String> {
                 // A new publisher's first segment (after a reconnect): its
                 // audio starts with its video (no audio of the old stream,
                 // none in a gap).
-                let first_after_reconnect =
-                    r.discontinuity && new_stream_from.is_some_and(|n| r.first_frame_index >= n);
-                if first_after_reconnect {
-                    new_stream_from = None;
+                // (announced after the old publisher's last segment)
+                let first_after_reconnect = std::mem::take(&mut announced);
+                if first_after_reconnect && !r.discontinuity {
+                    return Err(format!(
+                        "segment {}: announced as a reconnect's, but not a discontinuity",
+                        r.sequence
+                    ));
                 }
                 let audio = r.audio.as_ref().filter(|a| a.frame_count > 0);
                 if let (Some(a), Some(rate), true) = (audio, rate, first_after_reconnect) {

@@ -1212,7 +1212,12 @@ impl SessionPipeline {
         if let Some(rec) = placed.closed_segment {
             self.queue_segment(rec);
         }
-        if placed.opened && std::mem::take(&mut self.discontinuity_due) {
+        // The new publisher's first segment (the session's very first
+        // one starts no discontinuity).
+        if placed.opened
+            && std::mem::take(&mut self.discontinuity_due)
+            && placed.opened_discontinuity
+        {
             self.queue(Queued::Event(Event::Discontinuity));
         }
         self.stats.frames += 1;
