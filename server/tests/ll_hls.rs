@@ -30,6 +30,15 @@ async fn playlist(url: &str) -> (u16, Vec<(String, String)>, String) {
     (status, h, String::from_utf8(body).expect("utf-8"))
 }
 
+/// The segments an MPD lists ahead (predicted), every period's.
+fn predicted(mpd: &str) -> Vec<u64> {
+    common::history::parse_mpd(mpd)
+        .periods
+        .values()
+        .flat_map(|p| p.predicted.clone())
+        .collect()
+}
+
 /// Waits until the session's playlist lists at least `n` segments.
 async fn wait_segments(url: &str, n: usize) -> String {
     for _ in 0..200 {
@@ -285,13 +294,7 @@ async fn low_latency_dash_serves_the_segment_in_progress_chunked() {
         let (_, _, mpd) = playlist(&format!("{base}/manifest.mpd")).await;
         let (_, _, m3u8) = playlist(&format!("{base}/index.m3u8")).await;
         let h = parse_hls(&m3u8);
-        let m = common::history::parse_mpd(&mpd);
-        let predicted: Vec<u64> = m
-            .periods
-            .values()
-            .flat_map(|p| p.predicted.clone())
-            .collect();
-        if predicted == [h.open_segment(), h.open_segment() + 1] {
+        if predicted(&mpd) == [h.open_segment(), h.open_segment() + 1] {
             found = Some((mpd, h.open_segment()));
             break;
         }
@@ -459,12 +462,7 @@ async fn a_publisher_that_vanishes_stops_the_predictions() {
         let (_, _, m3u8) = playlist(&format!("{base}/index.m3u8")).await;
         let h = parse_hls(&m3u8);
         let open = h.open_segment();
-        let predicted: Vec<u64> = common::history::parse_mpd(&mpd)
-            .periods
-            .values()
-            .flat_map(|p| p.predicted.clone())
-            .collect();
-        if predicted == [open, open + 1] && h.parts.get(&open).map_or(0, Vec::len) <= 2 {
+        if predicted(&mpd) == [open, open + 1] && h.parts.get(&open).map_or(0, Vec::len) <= 2 {
             found = Some(open);
             break;
         }
@@ -483,8 +481,7 @@ async fn a_publisher_that_vanishes_stops_the_predictions() {
     let mut away = false;
     for _ in 0..100 {
         let (_, _, mpd) = playlist(&format!("{base}/manifest.mpd")).await;
-        let m = common::history::parse_mpd(&mpd);
-        if m.periods.values().all(|p| p.predicted.is_empty()) {
+        if predicted(&mpd).is_empty() {
             away = true;
             break;
         }

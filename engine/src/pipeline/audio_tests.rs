@@ -871,6 +871,14 @@ fn a_resumed_audio_only_session_stays_audio_only() {
     assert!(out.segments[0].discontinuity);
 }
 
+/// A segment's place on the wall clock (availability start plus its
+/// start) less its program date time, ms: what HLS and DASH must keep
+/// across a reconnect.
+fn dash_less_pdt_ms(p: &SessionPipeline, s: &SegmentRecord) -> i64 {
+    let avail = p.availability_start_ms().expect("a timeline") as i64;
+    avail + (s.start * 1000 / TIMESCALE) as i64 - s.program_date_time_ms as i64
+}
+
 /// A publisher that vanishes and comes back 3 s later (same session, same
 /// node): the outage is a gap on the timeline in both tracks, as on the
 /// wall clock. The new stream's first frame goes where its capture time
@@ -977,10 +985,7 @@ fn a_reconnect_after_an_outage_leaves_the_gap_in_both_tracks() {
         );
         // DASH time (availability start + segment start) less program date
         // time: the same on both sides of the reconnect.
-        let avail = p.availability_start_ms().unwrap() as i64;
-        let lag = |s: &SegmentRecord| {
-            avail + (s.start * 1000 / TIMESCALE) as i64 - s.program_date_time_ms as i64
-        };
+        let lag = |s: &SegmentRecord| dash_less_pdt_ms(&p, s);
         for s in &out.segments {
             assert!(
                 (lag(s) - lag(&out.segments[0])).abs() <= 2,
@@ -1092,10 +1097,7 @@ fn an_audio_only_reconnect_after_an_outage_leaves_the_gap() {
             .expect("the new stream's segment");
         let (old, new) = (&out.segments[d - 1], &out.segments[d]);
         assert!(new.start > old.start + old.duration, "capture {capture}");
-        let avail = p.availability_start_ms().unwrap() as i64;
-        let lag = |s: &SegmentRecord| {
-            avail + (s.start * 1000 / TIMESCALE) as i64 - s.program_date_time_ms as i64
-        };
+        let lag = |s: &SegmentRecord| dash_less_pdt_ms(&p, s);
         assert!(
             (lag(old) - lag(new)).abs() <= 2,
             "capture {capture}: {old:?} {new:?}"
