@@ -203,6 +203,7 @@ pub fn json(plan: &Plan, o: &Outcome) -> Value {
             "rate": match plan.rate { Rate::Realtime => "realtime", Rate::Max => "max" },
             "idle": plan.idle,
             "duration_s": plan.duration.as_secs_f64(),
+            "warmup_s": plan.warmup.as_secs_f64(),
             "stream": o.stream_name,
             "stream_fps": o.stream_fps,
             "stream_frames": o.stream_frames,
@@ -560,9 +561,14 @@ pub fn text(plan: &Plan, o: &Outcome) -> String {
         "CPU over {:.1} s{}: load generator {}, server {}",
         cpu.seconds,
         if plan.ramp.is_some() {
-            ""
+            String::new()
+        } else if plan.warmup.is_zero() {
+            " of frames".to_string()
         } else {
-            " of frames"
+            format!(
+                " of frames after a {:.0} s warm-up (latency too)",
+                plan.warmup.as_secs_f64()
+            )
         },
         cpu_text(cpu.load_generator_s, cpu.seconds),
         cpu_text(cpu.server_s, cpu.seconds),

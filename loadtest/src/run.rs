@@ -63,6 +63,8 @@ pub struct Plan {
     pub rate: Rate,
     pub idle: bool,
     pub duration: Duration,
+    /// Published before the measured `duration` (not with a ramp).
+    pub warmup: Duration,
     pub ramp: Option<RampPlan>,
     pub prefix: String,
     pub server_pid: Option<u32>,
@@ -583,29 +585,41 @@ pub async fn run(plan: &Plan, stream: Arc<TestStream>) -> Outcome {
     let t0 = Instant::now();
     let cpu_t0 = CpuMark::now(plan.server_pid);
     let mut total_latency = new_histogram();
-    let (elapsed, ramp, cpu_from) = match &plan.ramp {
+    let (elapsed, ramp, cpu_from, frames_before) = match &plan.ramp {
         None => {
             fleet.grow(plan.sessions).await;
+            // Counts and rates cover the whole run, warm-up included.
             let started = Instant::now();
+            let opened = sh.c.sessions_opened.load(Relaxed) > 0;
+            if opened && !plan.warmup.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(plan.warmup) => {}
+                    _ = stopped(&mut stop) => {}
+                }
+                // The warm-up's latencies are not the figure.
+                drop(sh.lat.take());
+            }
+            let frames_before = sh.c.frames_received.load(Relaxed);
             let cpu_from = CpuMark::now(plan.server_pid);
-            if sh.c.sessions_opened.load(Relaxed) > 0 {
+            if opened {
                 tokio::select! {
                     _ = tokio::time::sleep(plan.duration) => {}
                     _ = stopped(&mut stop) => {}
                 }
             }
-            (started.elapsed(), None, cpu_from)
+            (started.elapsed(), None, cpu_from, frames_before)
         }
         Some(r) => {
             let (steps, best) = fleet.ramp(r, &mut total_latency).await;
-            (t0.elapsed(), Some((steps, best)), cpu_t0)
+            (t0.elapsed(), Some((steps, best)), cpu_t0, 0)
         }
     };
     let interrupted = is_stopped(&stop_rx);
     let loaded_kib = rss.as_ref().and_then(Rss::sample);
     let cpu = CpuMark::now(plan.server_pid).since(&cpu_from);
-    // No frame flows before `cpu_from`: these are the window's.
-    let cpu_frames = sh.c.frames_received.load(Relaxed);
+    // Frames received while `cpu` was measured (none flows before the
+    // fleet is up; with a warm-up, those before `cpu_from` are left out).
+    let cpu_frames = sh.c.frames_received.load(Relaxed) - frames_before;
     let media_loaded = match &plan.metrics {
         Some(m) => media(m.media_bytes().await),
         None => None,

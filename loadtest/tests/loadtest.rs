@@ -124,6 +124,52 @@ async fn sessions_and_subscribers_get_every_frame_in_real_time() {
     s.shutdown().await;
 }
 
+/// `--warmup`: sessions publish before the measurement; the latency and
+/// CPU per frame cover only the measured `--duration`, the counts the
+/// whole run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_up_is_left_out_of_the_latency_and_cpu_figures() {
+    let s = server().await;
+    let url = format!("http://{}", s.grpc_addr);
+    let pid = std::process::id().to_string();
+    let run = loadtest(
+        &[
+            "--server",
+            &url,
+            "--sessions",
+            "2",
+            "--warmup",
+            "3s",
+            "--duration",
+            "1s",
+            "--json",
+            "--server-pid",
+            &pid,
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    let v = json(&run);
+    assert_eq!(f(&v, "/config/warmup_s"), 3.0, "{v:#}");
+    let out = u(&v, "/out/frames");
+    // 2 sessions × 30 fps × 4 s in all, of which 1 s measured.
+    assert!((200..=270).contains(&out), "{out} frames out in all: {v:#}");
+    let measured = u(&v, "/cpu/frames_received");
+    assert!(
+        (40..=80).contains(&measured),
+        "{measured} frames measured of {out}: {v:#}"
+    );
+    // Latency samples: the measured second and the drain after it, none
+    // of the warm-up.
+    let samples = u(&v, "/latency/count");
+    assert!(
+        samples >= measured && samples < out / 2,
+        "{samples} latency samples, {measured} measured, {out} out: {v:#}"
+    );
+    assert_eq!(u(&v, "/errors"), 0, "{v:#}");
+    s.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ramp_steps_up_and_reports_the_largest_count_that_held() {
     let s = server().await;

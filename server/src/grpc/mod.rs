@@ -362,7 +362,7 @@ impl SliceServiceImpl {
         let _ = tx.try_send(Ok(ack));
         // The publisher hears the session's events (and frames if echoed)
         // from now on, without a replay of the window.
-        let (snapshot, sub, guard) = session.join(false);
+        let (snapshot, sub, guard) = session.join_live(opts.echo_frames);
         // The publisher's own event stream is not a viewer: it does not
         // count against --max-subscribers (nor in the subscribers gauge).
         drop(guard);

@@ -14,8 +14,12 @@ use super::SessionItem;
 
 /// Items kept at the end of the log whatever the ring holds, so events
 /// (drops before any frame, a session's end) reach subscribers that are
-/// only a little behind.
-const MIN_TAIL: usize = 1024;
+/// only a little behind. Small: frames in it that the ring let go of are
+/// memory no budget counts (`--memory-limit` counts the ring), and each
+/// pins the received gRPC buffer it is a slice of. (It was 1,024 items:
+/// about 33 s of a 30 fps stream held past the window, 14 % of the
+/// server's RSS at 100 sessions; BENCH.md, issue 14.)
+const MIN_TAIL: usize = 64;
 /// Hard bound on items held (events of a stream that never makes frames).
 const MAX_ITEMS: usize = 1 << 20;
 
@@ -24,6 +28,8 @@ pub struct ItemLog {
     items: VecDeque<SessionItem>,
     /// Position of `items[0]`.
     first: u64,
+    /// Position after the newest item that is not a frame (0: none yet).
+    events_end: u64,
 }
 
 /// What a cursor read.
@@ -42,6 +48,12 @@ impl ItemLog {
         self.first + self.items.len() as u64
     }
 
+    /// Position after the newest item that is not a video or audio frame
+    /// (an event): what wakes a subscriber that takes no frames.
+    pub fn events_end(&self) -> u64 {
+        self.events_end
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }
@@ -51,7 +63,11 @@ impl ItemLog {
     }
 
     pub fn push(&mut self, item: SessionItem) {
+        let event = !matches!(item, SessionItem::Frame(_) | SessionItem::AudioFrame(_));
         self.items.push_back(item);
+        if event {
+            self.events_end = self.end();
+        }
         if self.items.len() > MAX_ITEMS {
             self.items.pop_front();
             self.first += 1;
@@ -244,6 +260,43 @@ mod tests {
         );
         log.read(&mut c, &mut out, 1000, 0);
         assert_eq!(indices(&out)[0], 4900);
+    }
+
+    /// Eviction follows the ring: frames before its first frame go, past a
+    /// short tail, whatever the number of items the log held.
+    #[test]
+    fn eviction_keeps_no_more_than_a_short_tail_past_the_ring() {
+        let mut log = ItemLog::default();
+        for i in 0..900 {
+            log.push(frame(i, i % 60 == 0));
+        }
+        // The ring keeps the newest 120 frames.
+        log.evict_before_frame(780);
+        assert_eq!(log.first, 780);
+        assert_eq!(log.len(), 120);
+        // A log shorter than the tail keeps it all.
+        let mut log = ItemLog::default();
+        for i in 0..(MIN_TAIL as u64) {
+            log.push(frame(i, i == 0));
+        }
+        log.evict_before_frame(MIN_TAIL as u64);
+        assert_eq!(log.len(), MIN_TAIL);
+    }
+
+    #[test]
+    fn the_newest_event_is_where_event_readers_wake() {
+        let mut log = ItemLog::default();
+        log.push(frame(0, true));
+        assert_eq!(log.events_end(), 0);
+        log.push(SessionItem::Ended(Arc::new(super::super::SessionEnd {
+            reason: super::super::EndReason::EndOfStream,
+            frames: 0,
+            segments: 0,
+            detail: String::new(),
+            ended_at_ms: 0,
+        })));
+        log.push(frame(1, false));
+        assert_eq!((log.events_end(), log.end()), (2, 3));
     }
 
     #[test]

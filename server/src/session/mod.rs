@@ -370,8 +370,13 @@ pub struct Session {
     /// The next part whose bytes will be stored (for blocking playlist
     /// reloads and preload-hint requests that wait for a part).
     parts_stored: watch::Sender<u64>,
-    /// The item log's end position, for subscribers' wake-ups.
+    /// The item log's end position: wakes subscribers that take frames.
     log_end: watch::Sender<u64>,
+    /// Where the log's newest event ends: wakes subscribers that take no
+    /// frames (a publisher's own response stream, `no_frames` viewers), so
+    /// a frame costs them no wake-up (issue 14: a wake-up is a task poll
+    /// and, often, a thread unparked).
+    events_end: watch::Sender<u64>,
     /// Items a subscriber may fall behind the newest before it is moved on
     /// (0: as far as the log holds).
     max_lag_items: u64,
@@ -535,6 +540,7 @@ impl Session {
             id,
             options,
             log_end: watch::channel(0).0,
+            events_end: watch::channel(0).0,
             max_lag_items: max_lag_items as u64,
             subscribers: AtomicUsize::new(0),
             ended_tx: watch::channel(false).0,
@@ -865,7 +871,7 @@ impl Session {
             r.end();
         }
         st.log.push(SessionItem::Ended(end));
-        self.log_end.send_replace(st.log.end());
+        self.wake_subscribers(&st.log);
         self.ended_tx.send_replace(true);
         if let Some((g, name)) = &self.group {
             g.leave(name);
@@ -917,6 +923,22 @@ impl Session {
         with_frames: bool,
         oldest: bool,
     ) -> (Snapshot, Subscription, SubscriberGuard) {
+        self.join_inner(with_frames, oldest, with_frames)
+    }
+
+    /// Joins at the log's end (events from now on, no replay of the
+    /// window), as a publisher hears its own session: woken by frames only
+    /// when `frames` (it echoes them), otherwise by events alone.
+    pub fn join_live(self: &Arc<Self>, frames: bool) -> (Snapshot, Subscription, SubscriberGuard) {
+        self.join_inner(false, false, frames)
+    }
+
+    fn join_inner(
+        self: &Arc<Self>,
+        with_frames: bool,
+        oldest: bool,
+        wake_on_frames: bool,
+    ) -> (Snapshot, Subscription, SubscriberGuard) {
         // Not in the middle of a push: its manifests (in the snapshot) and
         // the log items it holds back until its parts are stored (after the
         // cursor) must not both show the same segment.
@@ -936,7 +958,11 @@ impl Session {
         snapshot.start_frame = with_frames
             .then(|| st.log.frame_index_at_or_after(start))
             .flatten();
-        let wake = self.log_end.subscribe();
+        let wake = if wake_on_frames {
+            self.log_end.subscribe()
+        } else {
+            self.events_end.subscribe()
+        };
         drop(st);
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         (
@@ -947,6 +973,7 @@ impl Session {
                     events_from: end,
                 },
                 wake,
+                frames: wake_on_frames,
             },
             SubscriberGuard {
                 session: self.clone(),
@@ -965,7 +992,25 @@ impl Session {
         // Seen before reading: an append after this read wakes the next wait.
         sub.wake.borrow_and_update();
         let st = self.lock();
-        st.log.read(&mut sub.cursor, out, max, self.max_lag_items)
+        // One that takes no frames reads in bursts, an event's worth of
+        // frames behind: only frames make a reader lag.
+        let max_behind = if sub.frames { self.max_lag_items } else { 0 };
+        st.log.read(&mut sub.cursor, out, max, max_behind)
+    }
+
+    /// Wakes the subscribers that have something new to read: those that
+    /// take frames when the log grew, the others when an event was
+    /// appended. Nobody is woken by a push that appended nothing.
+    fn wake_subscribers(&self, log: &log::ItemLog) {
+        let bump = |tx: &watch::Sender<u64>, to: u64| {
+            tx.send_if_modified(|v| {
+                let grew = *v != to;
+                *v = to;
+                grew
+            });
+        };
+        bump(&self.log_end, log.end());
+        bump(&self.events_end, log.events_end());
     }
 
     /// The session's current description and manifests (no frames).
@@ -1022,7 +1067,7 @@ impl Session {
         let fatal = self.distribute(&mut st, &mut events, &mut work);
         st.events = events;
         if work.is_empty() {
-            self.log_end.send_replace(st.log.end());
+            self.wake_subscribers(&st.log);
             return (st, fatal);
         }
         let mut muxer = st
@@ -1092,7 +1137,7 @@ impl Session {
         if let Some(n) = next_part {
             self.parts_stored.send_replace(n);
         }
-        self.log_end.send_replace(st.log.end());
+        self.wake_subscribers(&st.log);
         (st, fatal)
     }
 
@@ -1715,8 +1760,11 @@ pub struct LlState {
 /// A subscriber's cursor into the session's item log and its wake-up.
 pub struct Subscription {
     pub cursor: log::Cursor,
-    /// Changes whenever items are appended (the log's end position).
+    /// Changes when items this subscriber reads are appended: any item
+    /// (the log's end position) when it takes frames, otherwise events only.
     pub wake: watch::Receiver<u64>,
+    /// Whether it takes frames (and so is woken by them).
+    frames: bool,
 }
 
 /// Counts a subscriber for as long as it lives.
@@ -1812,6 +1860,68 @@ mod tests {
         let session = session(500);
         let _st = session.lock();
         let _ = mux_work("m", &mut PartMuxer::default(), &MuxWork::default());
+    }
+
+    /// A push wakes a subscriber only when it appended something that
+    /// subscriber reads: one that takes frames when the log grew (not on a
+    /// chunk that completed no access unit), one that takes none (a
+    /// publisher's own response stream) only when an event was appended,
+    /// not once per frame.
+    #[test]
+    fn a_push_wakes_only_the_subscribers_with_something_to_read() {
+        let data = testdata("high_bframes_30.h264");
+        assert!(!data.is_empty());
+        // Parts of 500 ms: an event (a part, a segment, …) every ~15 frames.
+        let session = session(500);
+        let (generation, _) = session.attach_publisher().expect("publisher");
+        let (_, mut frames, _g1) = session.join(true);
+        let (_, mut events, _g2) = session.join_live(false);
+        let read_all = |sub: &mut Subscription| {
+            let mut out = Vec::new();
+            loop {
+                let before = out.len();
+                session.read(sub, &mut out, 64);
+                if out.len() == before {
+                    return out;
+                }
+            }
+        };
+        let is_frame = |i: &SessionItem| matches!(i, SessionItem::Frame(_));
+        let (mut pushes, mut frame_wakes, mut event_wakes, mut frames_read) = (0, 0, 0, 0);
+        for chunk in data.chunks(701) {
+            session
+                .push(generation, Bytes::copy_from_slice(chunk), None, false)
+                .expect("push");
+            pushes += 1;
+            let woke = frames.wake.has_changed().expect("session");
+            let got = read_all(&mut frames);
+            assert_eq!(
+                woke,
+                !got.is_empty(),
+                "push {pushes}: frame reader woken {woke}, read {}",
+                got.len()
+            );
+            frame_wakes += usize::from(woke);
+            frames_read += got.iter().filter(|i| is_frame(i)).count();
+            let woke = events.wake.has_changed().expect("session");
+            let got = read_all(&mut events);
+            let has_event = got.iter().any(|i| !is_frame(i));
+            assert_eq!(
+                woke, has_event,
+                "push {pushes}: event reader woken {woke}, read {} items, an event among them: {has_event}",
+                got.len()
+            );
+            event_wakes += usize::from(woke);
+        }
+        assert!(frames_read > 100, "{frames_read} frames read");
+        assert!(
+            frame_wakes < pushes,
+            "{frame_wakes} wakes for {pushes} pushes"
+        );
+        assert!(
+            event_wakes * 5 < frames_read,
+            "{event_wakes} event wake-ups for {frames_read} frames"
+        );
     }
 
     /// A subscriber that joins while a push is muxing gets a snapshot and a
