@@ -529,6 +529,95 @@ async fn a_publisher_reconnect_is_the_same_discontinuity_on_the_edge() {
     origin.shutdown().await;
 }
 
+/// The origin's publisher vanishes mid-segment (its connection cut) and
+/// comes back 1.5 s later: the edge's low-latency MPD stops predicting
+/// while it is away, as the origin's does (the segment in progress and the
+/// next would not be where it said), and a request held on the edge for
+/// the predicted next segment is refused (`404`, saying why) when that
+/// segment opens a new period. The edge lists the one discontinuity where
+/// the origin does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_stops_predicting_while_the_publisher_is_away() {
+    use common::live::{publish_file_live_to, wait_predicting_early, wait_predicting_nothing};
+    let Some(nats) = Nats::start("cluster replication") else {
+        return;
+    };
+    let ll = |mut c: Config| {
+        c.engine.segment_duration = Duration::from_secs(1);
+        c.engine.part_duration = Duration::from_millis(200);
+        c.session.publisher_grace = Duration::from_secs(30);
+        c
+    };
+    let origin = start(ll(origin_config(&nats, "origin-1"))).await;
+    let edge = start(ll(edge_config(&nats, "edge-1"))).await;
+    let o = format!("http://{}/live/away", origin.http_addr);
+    let e = format!("http://{}/live/away", edge.http_addr);
+    let proxy = CutProxy::start(origin.grpc_addr).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let first = publish_file_live_to(proxy.addr, "away", "baseline_30.h264", stop, false);
+    wait_for_text(
+        &format!("{e}/index.m3u8"),
+        "#EXT-X-PART:",
+        Duration::from_secs(20),
+    )
+    .await;
+    let open = wait_predicting_early(&e).await;
+    let addr = edge.http_addr;
+    let ahead = tokio::spawn(async move {
+        raw_get(addr, &format!("/live/away/seg-{}.m4s", open + 1), &[]).await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    proxy.cut();
+    first.abort();
+    assert!(
+        wait_predicting_nothing(&o).await,
+        "the origin's MPD stops predicting"
+    );
+    assert!(
+        wait_predicting_nothing(&e).await,
+        "the edge's MPD stops predicting while the publisher is away"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stop2 = Arc::new(AtomicBool::new(false));
+    let second = publish_file_live_to(
+        origin.grpc_addr,
+        "away",
+        "baseline_30.h264",
+        stop2.clone(),
+        true,
+    );
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(15), ahead)
+        .await
+        .expect("the held request is answered")
+        .unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 404, "segment {} on the edge: {body}", open + 1);
+    assert!(body.contains("opens a new period"), "{body}");
+    // Both list the one discontinuity, at the new publisher's first segment.
+    let listed = format!("seg-{}.m4s", open + 3);
+    wait_for_text(&format!("{o}/index.m3u8"), &listed, Duration::from_secs(20)).await;
+    stop2.store(true, Ordering::Relaxed);
+    second.await.unwrap();
+    let origin_hls = wait_for_text(
+        &format!("{o}/index.m3u8"),
+        "#EXT-X-ENDLIST",
+        Duration::from_secs(10),
+    )
+    .await;
+    let edge_hls = wait_for_text(
+        &format!("{e}/index.m3u8"),
+        "#EXT-X-ENDLIST",
+        Duration::from_secs(20),
+    )
+    .await;
+    let h = common::history::parse_hls(&edge_hls);
+    let at: Vec<u64> = h.segments.iter().filter(|s| s.4).map(|s| s.0).collect();
+    assert_eq!(at, [open + 1], "{edge_hls}");
+    assert_eq!(edge_hls, origin_hls);
+    edge.shutdown().await;
+    origin.shutdown().await;
+}
+
 /// Publisher failover across origins: origin A (its own process) is killed
 /// with SIGKILL mid-stream; the publisher goes on to origin B, which takes
 /// the session over and continues its numbering after one discontinuity

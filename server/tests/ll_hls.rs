@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::history::{parse_hls, History};
-use common::live::{publish_file_live_to, publish_live};
+use common::live::{
+    predicted, publish_file_live_to, publish_live, wait_predicting_early, wait_predicting_nothing,
+};
 use common::{get, header, start, test_config};
 use liveslice_server::config::Config;
 
@@ -28,15 +30,6 @@ fn ll_config() -> Config {
 async fn playlist(url: &str) -> (u16, Vec<(String, String)>, String) {
     let (status, h, body) = get(url).await;
     (status, h, String::from_utf8(body).expect("utf-8"))
-}
-
-/// The segments an MPD lists ahead (predicted), every period's.
-fn predicted(mpd: &str) -> Vec<u64> {
-    common::history::parse_mpd(mpd)
-        .periods
-        .values()
-        .flat_map(|p| p.predicted.clone())
-        .collect()
 }
 
 /// Waits until the session's playlist lists at least `n` segments.
@@ -456,19 +449,7 @@ async fn a_publisher_that_vanishes_stops_the_predictions() {
     wait_segments(&format!("{base}/index.m3u8"), 2).await;
     // An MPD that predicts the segment in progress and the next, early in
     // the segment in progress (at most two of its five parts out).
-    let mut found = None;
-    for _ in 0..200 {
-        let (_, _, mpd) = playlist(&format!("{base}/manifest.mpd")).await;
-        let (_, _, m3u8) = playlist(&format!("{base}/index.m3u8")).await;
-        let h = parse_hls(&m3u8);
-        let open = h.open_segment();
-        if predicted(&mpd) == [open, open + 1] && h.parts.get(&open).map_or(0, Vec::len) <= 2 {
-            found = Some(open);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let open = found.expect("an MPD predicting the next segment");
+    let open = wait_predicting_early(&base).await;
     let addr = server.http_addr;
     let ahead = tokio::spawn(async move {
         common::raw_get(addr, &format!("/live/gone/seg-{}.m4s", open + 1), &[]).await
@@ -478,16 +459,10 @@ async fn a_publisher_that_vanishes_stops_the_predictions() {
     first.abort();
     // Away: nothing predicted, and no discontinuity before the segment in
     // progress (the old publisher's).
-    let mut away = false;
-    for _ in 0..100 {
-        let (_, _, mpd) = playlist(&format!("{base}/manifest.mpd")).await;
-        if predicted(&mpd).is_empty() {
-            away = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(away, "the MPD stops predicting while the publisher is away");
+    assert!(
+        wait_predicting_nothing(&base).await,
+        "the MPD stops predicting while the publisher is away"
+    );
     let (_, _, m3u8) = playlist(&format!("{base}/index.m3u8")).await;
     assert!(!m3u8.contains("#EXT-X-DISCONTINUITY\n"), "{m3u8}");
     tokio::time::sleep(Duration::from_millis(1500)).await;

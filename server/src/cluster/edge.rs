@@ -391,7 +391,7 @@ impl Reader<'_> {
         let joined_now = *joined;
         let body = match decoder.decode(payload, self.max_item_bytes) {
             Ok(Decoded::Body(b)) => b,
-            Ok(Decoded::Partial) => return Flow::Go,
+            Ok(Decoded::Partial) | Ok(Decoded::Unknown) => return Flow::Go,
             Ok(Decoded::Missing { expected, got }) if joined_now => {
                 return Flow::Broken(format!("item {expected} is missing (got {got})"));
             }

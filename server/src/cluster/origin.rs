@@ -200,7 +200,7 @@ async fn read_tail(
                     tail.receive(r);
                 }
             }
-            Ok(Decoded::Partial) => {}
+            Ok(Decoded::Partial) | Ok(Decoded::Unknown) => {}
             // The first messages held may be the end of a cut-off item;
             // a message lost later leaves numbers nobody can trust.
             Ok(Decoded::Missing { expected, got }) => {
@@ -449,6 +449,7 @@ impl Publisher {
             }
             ReplicaItem::AudioFrame(_)
             | ReplicaItem::Discontinuity
+            | ReplicaItem::PublisherAway
             | ReplicaItem::End
             | ReplicaItem::TsContinuity { .. } => {}
         }

@@ -119,7 +119,11 @@ impl Tail {
             }
             ReplicaItem::AudioConfig(c) => self.audio = Some(c),
             ReplicaItem::End => self.ended = true,
-            ReplicaItem::Start(_) | ReplicaItem::TsContinuity { .. } => {}
+            // The session continues here, after a discontinuity, whether
+            // or not the old copy's publisher was away before.
+            ReplicaItem::Start(_)
+            | ReplicaItem::TsContinuity { .. }
+            | ReplicaItem::PublisherAway => {}
         }
     }
 

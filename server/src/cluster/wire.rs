@@ -27,7 +27,10 @@ pub struct Envelope {
     /// Per-session message number, from 0, one more per message.
     #[prost(uint64, tag = "1")]
     pub seq: u64,
-    #[prost(oneof = "Body", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14")]
+    #[prost(
+        oneof = "Body",
+        tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15"
+    )]
     pub body: Option<Body>,
 }
 
@@ -66,6 +69,9 @@ pub enum Body {
     /// in this format (a reader that starts mid-stream joins there).
     #[prost(message, tag = "14")]
     AudioSync(WireAudioConfig),
+    /// The publisher vanished (it may come back): predictions stop.
+    #[prost(bool, tag = "15")]
+    PublisherAway(bool),
 }
 
 /// An [`AudioConfig`] (ISO/IEC 14496-3 AudioSpecificConfig and what the
@@ -628,6 +634,7 @@ pub fn body_of(item: &ReplicaItem) -> Option<Body> {
         ReplicaItem::AudioConfig(c) => Body::AudioConfig(c.as_ref().into()),
         ReplicaItem::AudioFrame(f) => Body::AudioFrame(f.as_ref().into()),
         ReplicaItem::Discontinuity => Body::Discontinuity(true),
+        ReplicaItem::PublisherAway => Body::PublisherAway(true),
         ReplicaItem::End => Body::End(true),
         ReplicaItem::TsContinuity {
             after_part,
@@ -697,6 +704,7 @@ pub fn received(body: Body) -> Result<Received, WireError> {
         Body::AudioConfig(c) => ReplicaItem::AudioConfig(Arc::new(c.into())),
         Body::AudioFrame(f) => ReplicaItem::AudioFrame(Arc::new(f.into())),
         Body::Discontinuity(_) => ReplicaItem::Discontinuity,
+        Body::PublisherAway(_) => ReplicaItem::PublisherAway,
         Body::End(_) => ReplicaItem::End,
         Body::TsContinuity(t) => ReplicaItem::TsContinuity {
             after_part: t.after_part,
@@ -776,6 +784,10 @@ pub enum Decoded {
     Partial,
     /// A message is missing before this one.
     Missing { expected: u64, got: u64 },
+    /// An item of a kind this version does not know (from a newer node of
+    /// the cluster, e.g. `PublisherAway` to an edge that predates it):
+    /// skipped, as protobuf skips an unknown field; the numbering goes on.
+    Unknown,
 }
 
 impl Decoder {
@@ -791,7 +803,11 @@ impl Decoder {
             }
         }
         self.expected = Some(env.seq.wrapping_add(1));
-        match env.body.ok_or(WireError::Empty)? {
+        let Some(body) = env.body else {
+            self.fragments.clear();
+            return Ok(Decoded::Unknown);
+        };
+        match body {
             Body::Fragment(f) => {
                 if self.fragments.len() + f.data.len() > max_bytes {
                     self.fragments.clear();
@@ -803,10 +819,9 @@ impl Decoder {
                 }
                 let whole = std::mem::take(&mut self.fragments);
                 let inner = Envelope::decode(whole.as_slice())?;
-                inner
+                Ok(inner
                     .body
-                    .map(|b| Decoded::Body(Box::new(b)))
-                    .ok_or(WireError::Empty)
+                    .map_or(Decoded::Unknown, |b| Decoded::Body(Box::new(b))))
             }
             body => {
                 self.fragments.clear();
@@ -860,7 +875,7 @@ mod tests {
             match dec.decode(m, 16 << 20).expect("decodes") {
                 Decoded::Body(b) => got = Some(b),
                 Decoded::Partial => {}
-                Decoded::Missing { .. } => panic!("nothing is missing"),
+                Decoded::Missing { .. } | Decoded::Unknown => panic!("nothing is missing"),
             }
         }
         let Some(Ok(Received::Item(ReplicaItem::Frame(f)))) = got.map(|b| received(*b)) else {
@@ -876,6 +891,26 @@ mod tests {
         assert!(matches!(
             dec.decode(&after[0].1, 1 << 20).expect("decodes"),
             Decoded::Body(_)
+        ));
+        // An item of a kind this version does not know (a newer node's: a
+        // oneof tag it has no field for) is skipped, the numbering kept.
+        let mut newer = Envelope {
+            seq: enc.next_seq(),
+            body: None,
+        }
+        .encode_to_vec();
+        newer.extend_from_slice(&[0xfa, 0x01, 0x00]); // field 31, empty bytes
+        assert!(matches!(
+            dec.decode(&newer, 1 << 20).expect("decodes"),
+            Decoded::Unknown
+        ));
+        let away = enc.encode(Body::PublisherAway(true), 1000);
+        let Decoded::Body(b) = dec.decode(&away[0].1, 1 << 20).expect("decodes") else {
+            panic!("numbering kept across the unknown item");
+        };
+        assert!(matches!(
+            received(*b),
+            Ok(Received::Item(ReplicaItem::PublisherAway))
         ));
         // A message skipped: the next one says so.
         let a = enc.encode(Body::End(true), 1000);

@@ -220,6 +220,9 @@ struct SessionState {
     ring: Ring,
     publisher: Publisher,
     generation: u64,
+    /// A mirror: the origin said its publisher is away, and no segment
+    /// has closed since.
+    replica_away: bool,
     ended: Option<Arc<SessionEnd>>,
     events: Vec<Event>,
     /// Parameter-set generations still referenced, by id (for muxing).
@@ -519,6 +522,7 @@ impl Session {
                 ring: Ring::new(),
                 publisher: Publisher::None,
                 generation: 0,
+                replica_away: false,
                 ended: None,
                 events: Vec::new(),
                 configs: Default::default(),
@@ -590,6 +594,27 @@ impl Session {
         st.ts_restart |= items
             .iter()
             .any(|item| matches!(item, ReplicaItem::Discontinuity));
+        // A new publisher (a reconnect or a takeover) makes a new
+        // generation, as on the origin (`LlState::publisher_generation`: a
+        // request held for a segment predicted before it is refused). A
+        // reconnect shows here as the segment in progress closing while the
+        // publisher is away: counted then, in the same apply, before a
+        // request waiting for that segment to close can look.
+        let mut new_publisher = false;
+        for item in &items {
+            match item {
+                ReplicaItem::PublisherAway => st.replica_away = true,
+                ReplicaItem::Segment(_) | ReplicaItem::Discontinuity if st.replica_away => {
+                    st.replica_away = false;
+                    new_publisher = true;
+                }
+                ReplicaItem::Discontinuity => new_publisher = true,
+                _ => {}
+            }
+        }
+        if new_publisher {
+            st.generation += 1;
+        }
         if (!st.muxed_any && st.ts_resume.is_none()) || st.ts_restart {
             let resume = items.iter().find_map(|item| match item {
                 ReplicaItem::TsContinuity {
@@ -888,6 +913,11 @@ impl Session {
             st.publisher = Publisher::Gone(generation);
             if let Source::Engine(p) = &mut st.pipeline {
                 p.publisher_away();
+            }
+            // Edges stop predicting too (and take the reconnect's
+            // discontinuity as a new publisher: see `apply_replica`).
+            if let (Some(r), true) = (&self.replica, st.replica_started) {
+                r.send(ReplicaItem::PublisherAway);
             }
             true
         } else {

@@ -43,6 +43,11 @@ pub enum ReplicaItem {
     Segment(Arc<ReplicaSegment>),
     /// A publisher took over: the next segment follows a discontinuity.
     Discontinuity,
+    /// The origin's publisher vanished (it may reconnect within its grace
+    /// period, after a gap): the low-latency MPD stops predicting segments
+    /// until the next publisher's first part is listed, as on the origin
+    /// ([`crate::engine::playlist::Manifests::publisher_away`]).
+    PublisherAway,
     /// The MPEG-TS continuity counters (PAT, PMT, video) after part
     /// `after_part`, the last of its segment, was muxed: a replica that
     /// starts muxing at the next segment continues them (and writes the
@@ -301,6 +306,7 @@ impl Mirror {
                 out.push(Event::Segment(Arc::new(SegmentEvent { record, manifest })));
             }
             ReplicaItem::Discontinuity => self.manifests.mark_discontinuity(),
+            ReplicaItem::PublisherAway => self.manifests.publisher_away(),
             // The session's muxer takes it (see `Session::apply_replica`).
             ReplicaItem::TsContinuity { .. } => {}
             ReplicaItem::End => self.finish(now_ms, out),

@@ -159,3 +159,44 @@ pub fn publish_renditions_live(
         drop(pubs);
     })
 }
+
+/// The segments an MPD lists ahead (predicted), every period's.
+pub fn predicted(mpd: &str) -> Vec<u64> {
+    super::history::parse_mpd(mpd)
+        .periods
+        .values()
+        .flat_map(|p| p.predicted.clone())
+        .collect()
+}
+
+async fn text(url: &str) -> String {
+    let (_, _, body) = super::get(url).await;
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// Waits until the low-latency MPD at `base` (`…/live/ID`) predicts the
+/// segment in progress and the next one early in the segment in progress
+/// (at most two of its parts listed); returns the segment in progress.
+pub async fn wait_predicting_early(base: &str) -> u64 {
+    for _ in 0..400 {
+        let mpd = text(&format!("{base}/manifest.mpd")).await;
+        let h = super::history::parse_hls(&text(&format!("{base}/index.m3u8")).await);
+        let open = h.open_segment();
+        if predicted(&mpd) == [open, open + 1] && h.parts.get(&open).map_or(0, Vec::len) <= 2 {
+            return open;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{base}: no MPD predicting the next segment early in the one in progress");
+}
+
+/// Waits (up to 2 s) until the MPD at `base` predicts nothing; whether it did.
+pub async fn wait_predicting_nothing(base: &str) -> bool {
+    for _ in 0..100 {
+        if predicted(&text(&format!("{base}/manifest.mpd")).await).is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
