@@ -22,6 +22,9 @@ use super::SessionItem;
 const MIN_TAIL: usize = 64;
 /// Hard bound on items held (events of a stream that never makes frames).
 const MAX_ITEMS: usize = 1 << 20;
+/// Events of evicted items kept for readers that take no frames (about
+/// 100 s of a stream's parts and segments).
+const MAX_PAST_EVENTS: usize = 256;
 
 #[derive(Default)]
 pub struct ItemLog {
@@ -30,6 +33,14 @@ pub struct ItemLog {
     first: u64,
     /// Position after the newest item that is not a frame (0: none yet).
     events_end: u64,
+    /// The events among evicted items, with their positions, oldest first
+    /// (at most [`MAX_PAST_EVENTS`]): eviction follows the ring's frames, and
+    /// a reader that takes no frames (a publisher's own response stream,
+    /// reading in bursts at each event) reads on here instead of being
+    /// passed and losing events.
+    past_events: VecDeque<(u64, SessionItem)>,
+    /// Every event at or after this position is in `past_events` or `items`.
+    past_events_from: u64,
 }
 
 /// What a cursor read.
@@ -69,8 +80,23 @@ impl ItemLog {
             self.events_end = self.end();
         }
         if self.items.len() > MAX_ITEMS {
-            self.items.pop_front();
+            self.pop_front(1);
+        }
+    }
+
+    /// Drops the `n` oldest items, keeping their events in `past_events`.
+    fn pop_front(&mut self, n: usize) {
+        for item in self.items.drain(..n.min(self.items.len())) {
+            let pos = self.first;
             self.first += 1;
+            if !matches!(item, SessionItem::Frame(_) | SessionItem::AudioFrame(_)) {
+                self.past_events.push_back((pos, item));
+            }
+        }
+        while self.past_events.len() > MAX_PAST_EVENTS {
+            if let Some((pos, _)) = self.past_events.pop_front() {
+                self.past_events_from = pos + 1;
+            }
         }
     }
 
@@ -82,19 +108,28 @@ impl ItemLog {
 
     /// Drops items before the first video frame the ring still holds
     /// (`video`) or, in a session without video, before its first audio
-    /// frame (`audio`), keeping at least `MIN_TAIL` items.
+    /// frame (`audio`), keeping at least `MIN_TAIL` items. The events just
+    /// before that frame stay (its parameter sets, the segment that closed
+    /// before it): a reader standing at them has missed no frame the ring
+    /// holds, and is not passed.
     pub fn evict_before(&mut self, video: Option<u64>, audio: Option<u64>) {
-        while self.items.len() > MIN_TAIL {
-            match (self.items.front(), video, audio) {
-                (Some(SessionItem::Frame(f)), Some(v), _) if f.index >= v => break,
-                (Some(SessionItem::AudioFrame(f)), None, Some(a)) if f.index >= a => break,
-                (Some(_), _, _) => {
-                    self.items.pop_front();
-                    self.first += 1;
-                }
-                (None, _, _) => break,
-            }
+        let first_kept = self
+            .items
+            .iter()
+            .position(|i| match (i, video, audio) {
+                (SessionItem::Frame(f), Some(v), _) => f.index >= v,
+                (SessionItem::AudioFrame(f), None, Some(a)) => f.index >= a,
+                _ => false,
+            })
+            .unwrap_or(self.items.len());
+        let is_frame =
+            |i: &SessionItem| matches!(i, SessionItem::Frame(_) | SessionItem::AudioFrame(_));
+        let mut keep_from = first_kept;
+        while keep_from > 0 && !is_frame(&self.items[keep_from - 1]) {
+            keep_from -= 1;
         }
+        let n = keep_from.min(self.items.len().saturating_sub(MIN_TAIL));
+        self.pop_front(n);
     }
 
     /// Position of the oldest random access frame the log holds, if any
@@ -145,33 +180,62 @@ impl ItemLog {
         })
     }
 
-    /// Reads up to `max` items from `cursor` on into `out`. Items before
-    /// `cursor.events_from` are skipped unless they are frames (a joiner's
-    /// snapshot already describes them). `max_behind` > 0 also counts a
-    /// cursor that far behind the end as passed.
+    /// Reads up to `max` items from `cursor` on into `out`; none only when
+    /// the cursor is at the end. Items before `cursor.events_from` are
+    /// skipped unless they are frames (a joiner's snapshot already
+    /// describes them). `max_behind` > 0 also counts a
+    /// cursor that far behind the end as passed. A reader that takes no
+    /// `frames` is not passed by eviction while the events it has yet to
+    /// read are kept (see `past_events`).
     pub fn read(
         &self,
         cursor: &mut Cursor,
         out: &mut Vec<SessionItem>,
         max: usize,
         max_behind: u64,
+        frames: bool,
     ) -> Read {
         let end = self.end();
         let too_far = max_behind > 0 && end.saturating_sub(cursor.pos) > max_behind;
+        if cursor.pos < self.first && !frames && cursor.pos >= self.past_events_from && !too_far {
+            let from = self.past_events.partition_point(|(p, _)| *p < cursor.pos);
+            let mut read = 0;
+            for (pos, item) in self.past_events.range(from..) {
+                if read == max {
+                    return Read::Items;
+                }
+                cursor.pos = pos + 1;
+                if *pos >= cursor.events_from {
+                    out.push(item.clone());
+                    read += 1;
+                }
+            }
+            // Caught up with the past: read on in the log (an empty read
+            // means caught up, and the reader waits).
+            cursor.pos = self.first;
+            return self.read(cursor, out, max - read, max_behind, frames);
+        }
         if cursor.pos < self.first || too_far {
             let resume = self.newest_random_access().unwrap_or(end).max(cursor.pos);
             let skipped = resume - cursor.pos;
             cursor.pos = resume;
             return Read::Lagged { skipped };
         }
+        // Up to `max` items out; the skipped ones do not count, so nothing
+        // read means caught up.
         let start = (cursor.pos - self.first) as usize;
-        for item in self.items.range(start..).take(max) {
+        let mut read = 0;
+        for item in self.items.range(start..) {
+            if read == max {
+                break;
+            }
             let pos = cursor.pos;
             cursor.pos += 1;
             if pos < cursor.events_from && !matches!(item, SessionItem::Frame(_)) {
                 continue;
             }
             out.push(item.clone());
+            read += 1;
         }
         Read::Items
     }
@@ -236,7 +300,7 @@ mod tests {
         }
         let mut out = Vec::new();
         while out.len() < 5000 {
-            assert_eq!(log.read(&mut c, &mut out, 64, 0), Read::Items);
+            assert_eq!(log.read(&mut c, &mut out, 64, 0, true), Read::Items);
         }
         assert_eq!(indices(&out), (0..5000).collect::<Vec<_>>());
     }
@@ -255,10 +319,10 @@ mod tests {
         assert_eq!(log.first, 3000);
         let mut out = Vec::new();
         assert_eq!(
-            log.read(&mut c, &mut out, 64, 0),
+            log.read(&mut c, &mut out, 64, 0, true),
             Read::Lagged { skipped: 4900 }
         );
-        log.read(&mut c, &mut out, 1000, 0);
+        log.read(&mut c, &mut out, 1000, 0, true);
         assert_eq!(indices(&out)[0], 4900);
     }
 
@@ -281,6 +345,109 @@ mod tests {
         }
         log.evict_before_frame(MIN_TAIL as u64);
         assert_eq!(log.len(), MIN_TAIL);
+    }
+
+    /// A reader standing at the events before the ring's first frame (a
+    /// subscriber that joined before the first parameter sets, then fell
+    /// behind) reads them and every frame: eviction keeps them.
+    #[test]
+    fn the_events_before_the_first_frame_held_stay() {
+        let ended = || {
+            SessionItem::Ended(Arc::new(super::super::SessionEnd {
+                reason: super::super::EndReason::EndOfStream,
+                frames: 0,
+                segments: 0,
+                detail: String::new(),
+                ended_at_ms: 0,
+            }))
+        };
+        let mut log = ItemLog::default();
+        let mut c = Cursor {
+            pos: 0,
+            events_from: 0,
+        };
+        log.push(ended()); // 0: an event before frame 0
+        for i in 0..200 {
+            log.push(frame(i, i % 100 == 0));
+        }
+        log.push(ended()); // 201: events before frame 200
+        log.push(ended());
+        for i in 200..400 {
+            log.push(frame(i, i % 100 == 0));
+        }
+        log.evict_before_frame(0);
+        assert_eq!(log.first, 0, "nothing before frame 0 but its event");
+        let mut out = Vec::new();
+        assert_eq!(log.read(&mut c, &mut out, 1, 0, true), Read::Items);
+        assert_eq!(out.len(), 1);
+        // The ring lets go of frames 0..200: the two events before frame
+        // 200 stay, with it.
+        log.evict_before_frame(200);
+        assert_eq!(log.first, 201);
+        let mut c = Cursor {
+            pos: 201,
+            events_from: 0,
+        };
+        let mut out = Vec::new();
+        while log.read(&mut c, &mut out, 64, 0, true) == Read::Items && c.pos < log.end() {}
+        assert_eq!(out.len(), 202);
+        assert_eq!(indices(&out), (200..400).collect::<Vec<_>>());
+    }
+
+    /// A reader that takes no frames and reads only at events (in bursts)
+    /// is not passed when the ring lets go of frames it has not got to:
+    /// it reads every event, in order, then goes on in the log; one whose
+    /// events are gone too is passed.
+    #[test]
+    fn eviction_does_not_pass_a_reader_of_events() {
+        let part = |n: u64| {
+            SessionItem::Dropped(Arc::new(crate::engine::pipeline::DropReport {
+                reason: crate::engine::DropReason::Truncated,
+                count: 1,
+                total: n,
+                detail: String::new(),
+                offset: 0,
+            }))
+        };
+        let mut log = ItemLog::default();
+        let mut events = Cursor {
+            pos: 0,
+            events_from: 0,
+        };
+        let mut frames = events;
+        for i in 0..1000u64 {
+            log.push(frame(i, i % 100 == 0));
+            if i % 10 == 9 {
+                log.push(part(i));
+            }
+        }
+        log.evict_before_frame(900);
+        let mut out = Vec::new();
+        while events.pos < log.end() {
+            assert_eq!(log.read(&mut events, &mut out, 7, 0, false), Read::Items);
+        }
+        let counts: Vec<u64> = out
+            .iter()
+            .filter_map(|i| match i {
+                SessionItem::Dropped(d) => Some(d.total),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(counts, (0..100).map(|k| k * 10 + 9).collect::<Vec<_>>());
+        assert!(matches!(
+            log.read(&mut frames, &mut Vec::new(), 64, 0, true),
+            Read::Lagged { .. }
+        ));
+        // More evicted than the events kept: passed.
+        for i in 1000..5000u64 {
+            log.push(frame(i, i % 100 == 0));
+            log.push(part(i));
+        }
+        log.evict_before_frame(4900);
+        assert!(matches!(
+            log.read(&mut events, &mut Vec::new(), 64, 0, false),
+            Read::Lagged { .. }
+        ));
     }
 
     #[test]
@@ -327,7 +494,7 @@ mod tests {
             events_from: 2,
         };
         let mut out = Vec::new();
-        log.read(&mut c, &mut out, 10, 0);
+        log.read(&mut c, &mut out, 10, 0, true);
         assert_eq!(out.len(), 2);
         assert_eq!(indices(&out), vec![0, 1]);
     }

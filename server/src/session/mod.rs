@@ -1025,7 +1025,8 @@ impl Session {
         // One that takes no frames reads in bursts, an event's worth of
         // frames behind: only frames make a reader lag.
         let max_behind = if sub.frames { self.max_lag_items } else { 0 };
-        st.log.read(&mut sub.cursor, out, max, max_behind)
+        st.log
+            .read(&mut sub.cursor, out, max, max_behind, sub.frames)
     }
 
     /// Wakes the subscribers that have something new to read: those that
