@@ -645,9 +645,14 @@ async fn open_gop_plays_live_and_late_joiners_start_near_the_live_edge() {
     let base = format!("http://{}", server.http_addr);
     let data = common::testdata("open_gop_30.h264");
     let mut c = client(&server).await;
-    let p = publish(&mut c, "og", Default::default())
-        .await
-        .expect("publish");
+    // The rest of the stream goes faster than real time: a window that
+    // holds all of it, so the late joiner is never passed by eviction
+    // (and resumed at a later keyframe, with a second leading picture).
+    let options = pb::PublishOptions {
+        window_segments: 30,
+        ..Default::default()
+    };
+    let p = publish(&mut c, "og", options).await.expect("publish");
     // The first 8 s or so (a third of the bytes), then stop sending.
     let third = data.len() / 3;
     p.send_chunked(&data[..third], &[16 * 1024]).await;

@@ -107,17 +107,13 @@ pub fn check_av_input(input: &[u8]) -> Result<(), String> {
                         r.sequence
                     ));
                 }
-                // Any discontinuity's first segment (a reconnect's, a change
-                // of parameter sets): its audio starts with its video, within
-                // one audio frame.
                 let audio = r.audio.as_ref().filter(|a| a.frame_count > 0);
-                let starts_anew = first_after_reconnect || r.discontinuity;
-                if let (Some(a), Some(rate), true) = (audio, rate, starts_anew) {
+                if let (Some(a), Some(rate), true) = (audio, rate, first_after_reconnect) {
                     let video_start = u128::from(r.start) * u128::from(rate);
                     let audio_start = u128::from(a.start + 1024) * 90_000;
                     if audio_start < video_start {
                         return Err(format!(
-                            "segment {} after a discontinuity: audio from sample {} before its \
+                            "segment {} after a reconnect: audio from sample {} before its \
                              video at {} (90 kHz)",
                             r.sequence, a.start, r.start
                         ));
