@@ -175,6 +175,8 @@ async fn a_session_recorded_in_s3_plays_as_vod_with_every_frame() {
     // Counted: nothing lost, objects and bytes written.
     let status = recorder.status();
     assert_eq!(status.failures, 0);
+    // The bucket was there at startup: the store check found no fault.
+    assert_eq!(status.last_error, None);
     assert_eq!(
         status.segments_lost_queue_full + status.segments_lost_write_failed,
         0
@@ -676,6 +678,22 @@ async fn a_missing_bucket_fails_at_once_and_says_what_to_fix() {
     config.record.record = Some("s3://no-such-bucket/x".into());
     config.record.record_retries = 5;
     let server = start(config).await;
+    // Told at startup, before any segment: the store check lists the
+    // prefix and finds no bucket.
+    let recorder = server.registry.recorder().expect("recording is on");
+    let mut told = None;
+    for _ in 0..100 {
+        if let Some(e) = recorder.status().last_error {
+            told = Some(e);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let told = told.expect("the startup check reports the missing bucket");
+    assert!(
+        told.starts_with("at startup") && told.contains("create the bucket"),
+        "{told}"
+    );
     let data = testdata("baseline_30.h264");
     let mut c = client(&server).await;
     let mut p = publish(&mut c, "cam", Default::default()).await.unwrap();
@@ -686,7 +704,6 @@ async fn a_missing_bucket_fails_at_once_and_says_what_to_fix() {
     assert!(status.is_none(), "{status:?}");
     let frames: u32 = segments(&responses).iter().map(|s| s.frame_count).sum();
     assert_eq!(frames, 180, "every frame published");
-    let recorder = server.registry.recorder().expect("recording is on");
     // With 5 retries each write would take 0.2 + 0.4 + … + 3.2 s = 6.2 s.
     let started = Instant::now();
     assert!(recorder.flush(Duration::from_secs(30)).await);

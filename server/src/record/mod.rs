@@ -350,6 +350,71 @@ pub struct Recorder {
     prefix: String,
 }
 
+/// At startup: lists the recording prefix once, so that a missing bucket,
+/// refused credentials or an unreachable store show before the first
+/// segment is written (the log, and `/api/record`'s `last_error`, say what
+/// to fix). The server starts either way: the store may be made ready
+/// while it runs, and each write is checked again.
+async fn check_store(store: Arc<dyn ObjectStore>, prefix: String, shared: Arc<Shared>) {
+    let at = (!prefix.is_empty()).then(|| object_store::path::Path::from(prefix.as_str()));
+    let error =
+        match tokio::time::timeout(STORE_CHECK_TIMEOUT, store.list_with_delimiter(at.as_ref()))
+            .await
+        {
+            Ok(Ok(_)) => {
+                tracing::info!(prefix = %prefix, "recording: the store answers");
+                return;
+            }
+            Ok(Err(e)) => {
+                // A listing's 404 or 403 comes as a generic error: the S3
+                // error code in its body names it.
+                let text = e.to_string().replace('\n', " ");
+                match writer::permanent_error_hint(&e).or_else(|| s3_code_hint(&text)) {
+                    Some(hint) => format!("{text} ({hint})"),
+                    None => format!(
+                        "{text} (the store is unreachable or failing; writes will be retried)"
+                    ),
+                }
+            }
+            Err(_) => format!(
+            "no answer within {STORE_CHECK_TIMEOUT:?} (the store is unreachable or slow; writes \
+             will be retried)"
+        ),
+        };
+    tracing::error!(prefix = %prefix, error = %error,
+        "recording: the store check at startup failed; segments will not be recorded until it is fixed");
+    let at_ms = crate::session::now_unix_ns() / 1_000_000;
+    let mut last = shared.last_error.lock().unwrap_or_else(|p| p.into_inner());
+    // A write's error, if one came first, is the newer news.
+    if last.is_none() {
+        *last = Some((format!("at startup: {error}"), at_ms));
+    }
+}
+
+/// What to fix for an S3 error code found in an error's text.
+fn s3_code_hint(text: &str) -> Option<&'static str> {
+    if text.contains("<Code>NoSuchBucket</Code>") {
+        Some("the bucket does not exist: create the bucket or fix --record")
+    } else if [
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+    ]
+    .iter()
+    .any(|c| text.contains(&format!("<Code>{c}</Code>")))
+    {
+        Some(
+            "the store refused the credentials: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY \
+             (or the instance role) and the bucket's policy",
+        )
+    } else {
+        None
+    }
+}
+
+/// How long the startup check of the recording store may take.
+const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The key of a session's recorded file `name` (`seg-3.m4s`, `ts/seg-3.ts`).
 fn key(prefix: &str, session_id: &str, name: &str) -> object_store::path::Path {
     if prefix.is_empty() {
@@ -383,6 +448,7 @@ impl Recorder {
             open: AtomicUsize::new(0),
         });
         crate::metrics::record_zeros();
+        tokio::spawn(check_store(store.clone(), prefix.clone(), shared.clone()));
         tokio::spawn(writer::run(writer::Writer::new(
             store.clone(),
             prefix.clone(),

@@ -525,7 +525,7 @@ pub(crate) fn content_type(path: &Path) -> &'static str {
 /// would hold a writer slot for seconds while the queue fills); a store
 /// that is unreachable, slow or failing (`Generic`: connection errors,
 /// 5xx after `object_store`'s own retries) may come back and is.
-fn permanent_error_hint(e: &object_store::Error) -> Option<&'static str> {
+pub(super) fn permanent_error_hint(e: &object_store::Error) -> Option<&'static str> {
     use object_store::Error as E;
     match e {
         E::NotFound { .. } => {
