@@ -9,6 +9,11 @@
 # e.g. publishers and subscribers multiplexed on 16 connections each:
 #   bench/profile-server.sh 600 20 --publisher-connections 16 --connections 16
 #
+# WARMUP=40 bench/profile-server.sh 100 20: the sessions publish 40 s first
+# and the profile, the CPU and the latency cover the steady state after it
+# (a session's window fills during its first ~35 s: figures taken then
+# include the allocator growing).
+#
 # Needs Debian's `linux-perf` and release builds
 # (`cargo build --release -p liveslice-server -p liveslice-loadtest`).
 # Writes target/profile/{perf.data,self.txt,children.txt,loadtest.txt}; with
@@ -28,10 +33,13 @@ start_server "$out/server.log" $grpc 127.0.0.1:8097
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 before=$(ticks $server)
+warmup=${WARMUP:-0}
 target/release/liveslice-loadtest --server "http://$grpc" --server-pid $server \
-  --sessions "$sessions" --subscribers 1 --duration "${secs}s" "$@" >"$out/loadtest.txt" 2>&1 &
+  --sessions "$sessions" --subscribers 1 --warmup "${warmup}s" --duration "${secs}s" "$@" \
+  >"$out/loadtest.txt" 2>&1 &
 load=$!
-sleep 2
+sleep $((warmup + 2))
+before=$(ticks $server)
 perf record -F 499 -g -p $server -o "$out/perf.data" -- sleep $((secs - 4)) 2>/dev/null
 wait $load
 after=$(ticks $server)
@@ -46,7 +54,10 @@ if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph 
 fi
 cpu_s=$(echo "scale=3; ($after - $before) / $hz" | bc)
 echo "server CPU: ${cpu_s} s over the ${secs} s run; $(grep -E '^ *(In|99 %)' "$out/loadtest.txt" | tr -s ' ' | tr '\n' ';')"
-if [ -n "$frames" ] && [ "$frames" -gt 0 ]; then
+if [ "$warmup" -gt 0 ]; then
+  # The load generator's figure covers the measured seconds only.
+  grep -E 'CPU per frame received' "$out/loadtest.txt" || true
+elif [ -n "$frames" ] && [ "$frames" -gt 0 ]; then
   echo "server CPU per frame (in + 1 subscriber out): $(echo "scale=2; $cpu_s * 1000000 / $frames" | bc) µs"
 fi
 echo "top self time:"; head -25 "$out/self.txt"

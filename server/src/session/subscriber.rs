@@ -108,6 +108,22 @@ impl SubscriberFilter {
     }
 
     fn on_frame(&mut self, f: Arc<Frame>, out: &mut Vec<Delivery>) {
+        if !self.opts.frames {
+            // It takes no frames (a publisher's own response stream, a
+            // `no_frames` viewer): no keyframe to wait for and no leading
+            // picture skipped for it. A lag is reported at once: the
+            // events among the items passed are gone (`skipped` counts
+            // log items then).
+            self.need_keyframe = false;
+            if std::mem::take(&mut self.lagging) && self.opts.events {
+                out.push(Delivery::Lagged {
+                    skipped: std::mem::take(&mut self.skipped),
+                    resume_index: f.index,
+                });
+            }
+            self.skipped = 0;
+            return;
+        }
         if self.lagging {
             // Frames between the last one offered and this one are gone.
             if let Some(last) = self.last_index {
@@ -155,9 +171,6 @@ impl SubscriberFilter {
                     offset: 0,
                 },
             ))));
-        }
-        if !self.opts.frames {
-            return;
         }
         if self.thinner.admit(&f) {
             out.push(Delivery::Frame(f));
@@ -345,6 +358,43 @@ mod tests {
         // At 10 fps a frame per GOP fits: all reference frames are kept.
         let mut f = SubscriberFilter::new(opts(Some(10)));
         assert_eq!(run(&mut f, frames()).len(), 600);
+    }
+
+    /// One that takes no frames (a publisher's own response stream) is
+    /// told of no leading picture (it was sent none) and of a lag at once.
+    #[test]
+    fn one_that_takes_no_frames_hears_of_no_leading_picture_and_of_a_lag_at_once() {
+        let mk = |i: u64, pts: u64, ra: bool, leading: bool| {
+            let mut f = (*frame(i, ra, true)).clone();
+            f.pts = pts;
+            f.is_leading = leading;
+            Arc::new(f)
+        };
+        let mut f = SubscriberFilter::new(SubscriberOptions {
+            frames: false,
+            ..opts(None)
+        });
+        let mut out = Vec::new();
+        for fr in [
+            mk(0, 4, true, false),
+            mk(1, 2, false, true),
+            mk(2, 7, false, false),
+        ] {
+            f.on_item(SessionItem::Frame(fr), &mut out);
+        }
+        assert!(out.is_empty(), "{out:?}");
+        f.lagged(40);
+        f.on_item(SessionItem::Frame(mk(43, 90, false, false)), &mut out);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [Delivery::Lagged {
+                    skipped: 40,
+                    resume_index: 43
+                }]
+            ),
+            "{out:?}"
+        );
     }
 
     #[test]
