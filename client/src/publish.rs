@@ -750,15 +750,13 @@ async fn read_responses(
             // This stream of events fell behind (it was read too slowly
             // while the publisher sent faster than real time): the
             // session lost nothing, this report lost lines.
-            Some(PbEvent::Lagged(l)) => {
-                if verbose {
-                    println!(
-                        "the server skipped {} of its items to this publisher's responses (they were \
-                         read too slowly): segment lines are missing from here; the session lost \
-                         nothing (its playlists list every segment)",
-                        l.skipped_frames
-                    );
-                }
+            Some(PbEvent::Lagged(l)) if verbose => {
+                println!(
+                    "the server skipped {} of its items to this publisher's responses (they were \
+                     read too slowly): segment lines are missing from here; the session lost \
+                     nothing (its playlists list every segment)",
+                    l.skipped_frames
+                );
             }
             // A notice: nothing was dropped.
             Some(PbEvent::FrameDropped(d)) if d.count == 0 && verbose => {
