@@ -278,6 +278,17 @@ mod tests {
         }))
     }
 
+    /// An event (the session's end).
+    fn ended() -> SessionItem {
+        SessionItem::Ended(Arc::new(super::super::SessionEnd {
+            reason: super::super::EndReason::EndOfStream,
+            frames: 0,
+            segments: 0,
+            detail: String::new(),
+            ended_at_ms: 0,
+        }))
+    }
+
     fn indices(items: &[SessionItem]) -> Vec<u64> {
         items
             .iter()
@@ -352,15 +363,6 @@ mod tests {
     /// behind) reads them and every frame: eviction keeps them.
     #[test]
     fn the_events_before_the_first_frame_held_stay() {
-        let ended = || {
-            SessionItem::Ended(Arc::new(super::super::SessionEnd {
-                reason: super::super::EndReason::EndOfStream,
-                frames: 0,
-                segments: 0,
-                detail: String::new(),
-                ended_at_ms: 0,
-            }))
-        };
         let mut log = ItemLog::default();
         let mut c = Cursor {
             pos: 0,
@@ -455,13 +457,7 @@ mod tests {
         let mut log = ItemLog::default();
         log.push(frame(0, true));
         assert_eq!(log.events_end(), 0);
-        log.push(SessionItem::Ended(Arc::new(super::super::SessionEnd {
-            reason: super::super::EndReason::EndOfStream,
-            frames: 0,
-            segments: 0,
-            detail: String::new(),
-            ended_at_ms: 0,
-        })));
+        log.push(ended());
         log.push(frame(1, false));
         assert_eq!((log.events_end(), log.end()), (2, 3));
     }
@@ -481,13 +477,7 @@ mod tests {
     fn events_before_a_joiner_are_skipped_frames_are_not() {
         let mut log = ItemLog::default();
         log.push(frame(0, true));
-        log.push(SessionItem::Ended(Arc::new(super::super::SessionEnd {
-            reason: super::super::EndReason::EndOfStream,
-            frames: 0,
-            segments: 0,
-            detail: String::new(),
-            ended_at_ms: 0,
-        })));
+        log.push(ended());
         log.push(frame(1, false));
         let mut c = Cursor {
             pos: 0,

@@ -273,6 +273,15 @@ mod tests {
         })
     }
 
+    /// Frame `i` presented at `pts`, a random access point or not, a
+    /// leading picture or not.
+    fn picture(i: u64, pts: u64, ra: bool, leading: bool) -> Arc<Frame> {
+        let mut f = (*frame(i, ra, true)).clone();
+        f.pts = pts;
+        f.is_leading = leading;
+        Arc::new(f)
+    }
+
     fn run(filter: &mut SubscriberFilter, frames: impl Iterator<Item = Arc<Frame>>) -> Vec<u64> {
         let mut out = Vec::new();
         for f in frames {
@@ -364,27 +373,21 @@ mod tests {
     /// told of no leading picture (it was sent none) and of a lag at once.
     #[test]
     fn one_that_takes_no_frames_hears_of_no_leading_picture_and_of_a_lag_at_once() {
-        let mk = |i: u64, pts: u64, ra: bool, leading: bool| {
-            let mut f = (*frame(i, ra, true)).clone();
-            f.pts = pts;
-            f.is_leading = leading;
-            Arc::new(f)
-        };
         let mut f = SubscriberFilter::new(SubscriberOptions {
             frames: false,
             ..opts(None)
         });
         let mut out = Vec::new();
         for fr in [
-            mk(0, 4, true, false),
-            mk(1, 2, false, true),
-            mk(2, 7, false, false),
+            picture(0, 4, true, false),
+            picture(1, 2, false, true),
+            picture(2, 7, false, false),
         ] {
             f.on_item(SessionItem::Frame(fr), &mut out);
         }
         assert!(out.is_empty(), "{out:?}");
         f.lagged(40);
-        f.on_item(SessionItem::Frame(mk(43, 90, false, false)), &mut out);
+        f.on_item(SessionItem::Frame(picture(43, 90, false, false)), &mut out);
         assert!(
             matches!(
                 out.as_slice(),
@@ -402,19 +405,13 @@ mod tests {
         // Open GOP in decode order: I (pts 4), B (pts 2, leading), B (pts 3,
         // leading), P (pts 7); then the next I (pts 10) whose leading B's a
         // continuous viewer keeps.
-        let mk = |i: u64, pts: u64, ra: bool, leading: bool| {
-            let mut f = (*frame(i, ra, true)).clone();
-            f.pts = pts;
-            f.is_leading = leading;
-            Arc::new(f)
-        };
         let frames = [
-            mk(0, 4, true, false),
-            mk(1, 2, false, true),
-            mk(2, 3, false, true),
-            mk(3, 7, false, false),
-            mk(4, 10, true, false),
-            mk(5, 8, false, true),
+            picture(0, 4, true, false),
+            picture(1, 2, false, true),
+            picture(2, 3, false, true),
+            picture(3, 7, false, false),
+            picture(4, 10, true, false),
+            picture(5, 8, false, true),
         ];
         let mut f = SubscriberFilter::new(opts(None));
         let mut out = Vec::new();
