@@ -167,6 +167,19 @@ async fn a_warm_up_is_left_out_of_the_latency_and_cpu_figures() {
         "{samples} latency samples, {measured} measured, {out} out: {v:#}"
     );
     assert_eq!(u(&v, "/errors"), 0, "{v:#}");
+    // A run is bounded, warm-up included: refused before anything starts.
+    let run = loadtest(
+        &["--server", &url, "--warmup", "9m", "--duration", "2m"],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_ne!(run.code, Some(0), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("--warmup and --duration together must be at most 10m"),
+        "{}",
+        run.stderr
+    );
     s.shutdown().await;
 }
 

@@ -538,7 +538,10 @@ async fn a_publisher_reconnect_is_the_same_discontinuity_on_the_edge() {
 /// the origin does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_stops_predicting_while_the_publisher_is_away() {
-    use common::live::{publish_file_live_to, wait_predicting_early, wait_predicting_nothing};
+    use common::live::{
+        publish_file_live_to, reconnect_and_expect_new_period, wait_predicting_early,
+        wait_predicting_nothing,
+    };
     let Some(nats) = Nats::start("cluster replication") else {
         return;
     };
@@ -577,22 +580,8 @@ async fn an_edge_stops_predicting_while_the_publisher_is_away() {
         wait_predicting_nothing(&e).await,
         "the edge's MPD stops predicting while the publisher is away"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let stop2 = Arc::new(AtomicBool::new(false));
-    let second = publish_file_live_to(
-        origin.grpc_addr,
-        "away",
-        "baseline_30.h264",
-        stop2.clone(),
-        true,
-    );
-    let (status, _, body) = tokio::time::timeout(Duration::from_secs(15), ahead)
-        .await
-        .expect("the held request is answered")
-        .unwrap();
-    let body = String::from_utf8_lossy(&body);
-    assert_eq!(status, 404, "segment {} on the edge: {body}", open + 1);
-    assert!(body.contains("opens a new period"), "{body}");
+    let (stop2, second) =
+        reconnect_and_expect_new_period(origin.grpc_addr, "away", &e, open + 1, ahead).await;
     // Both list the one discontinuity, at the new publisher's first segment.
     let listed = format!("seg-{}.m4s", open + 3);
     wait_for_text(&format!("{o}/index.m3u8"), &listed, Duration::from_secs(20)).await;

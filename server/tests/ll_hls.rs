@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::history::{parse_hls, History};
 use common::live::{
-    predicted, publish_file_live_to, publish_live, wait_predicting_early, wait_predicting_nothing,
+    predicted, publish_file_live_to, publish_live, reconnect_and_expect_new_period,
+    wait_predicting_early, wait_predicting_nothing,
 };
 use common::{get, header, start, test_config};
 use liveslice_server::config::Config;
@@ -465,29 +466,8 @@ async fn a_publisher_that_vanishes_stops_the_predictions() {
     );
     let (_, _, m3u8) = playlist(&format!("{base}/index.m3u8")).await;
     assert!(!m3u8.contains("#EXT-X-DISCONTINUITY\n"), "{m3u8}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let stop2 = Arc::new(AtomicBool::new(false));
-    let second = publish_file_live_to(
-        server.grpc_addr,
-        "gone",
-        "baseline_30.h264",
-        stop2.clone(),
-        true,
-    );
-    let (status, _, body) = tokio::time::timeout(Duration::from_secs(10), ahead)
-        .await
-        .expect("the held request is answered")
-        .unwrap();
-    let body = String::from_utf8_lossy(&body);
-    if status != 404 {
-        let (_, _, m3u8) = playlist(&format!("{base}/index.m3u8")).await;
-        panic!(
-            "status {status} for segment {} (open {open} when asked)
-{m3u8}",
-            open + 1
-        );
-    }
-    assert!(body.contains("opens a new period"), "{body}");
+    let (stop2, second) =
+        reconnect_and_expect_new_period(server.grpc_addr, "gone", &base, open + 1, ahead).await;
     wait_segments(&format!("{base}/index.m3u8"), open as usize + 3).await;
     stop2.store(true, Ordering::Relaxed);
     second.await.unwrap();

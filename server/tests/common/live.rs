@@ -200,3 +200,31 @@ pub async fn wait_predicting_nothing(base: &str) -> bool {
     }
     false
 }
+
+/// After an outage of 1.5 s, publishes `session` again to `grpc` (ending
+/// the stream when its returned flag is set) and checks that `ahead`, a
+/// request held at `base` (`…/live/ID`) for the predicted segment `seq`,
+/// is refused with `404` because that segment opens the new publisher's
+/// period. Returns the new publisher's stop flag and task.
+pub async fn reconnect_and_expect_new_period(
+    grpc: std::net::SocketAddr,
+    session: &'static str,
+    base: &str,
+    seq: u64,
+    ahead: tokio::task::JoinHandle<super::Answer>,
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let second = publish_file_live_to(grpc, session, "baseline_30.h264", stop.clone(), true);
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(15), ahead)
+        .await
+        .expect("the held request is answered")
+        .expect("the held request's task");
+    let body = String::from_utf8_lossy(&body);
+    if status != 404 {
+        let m3u8 = text(&format!("{base}/index.m3u8")).await;
+        panic!("status {status} for predicted segment {seq}: {body:.200}\n{m3u8}");
+    }
+    assert!(body.contains("opens a new period"), "{body}");
+    (stop, second)
+}

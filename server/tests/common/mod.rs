@@ -290,13 +290,12 @@ impl Drop for CutProxy {
     }
 }
 
+/// An HTTP answer: status, headers with lower-case names, body.
+pub type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// A raw HTTP/1.1 GET over loopback (`Connection: close`), with extra
-/// request headers: (status, headers with lower-case names, body).
-pub async fn raw_get(
-    addr: std::net::SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
+/// request headers.
+pub async fn raw_get(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
