@@ -724,3 +724,49 @@ async fn a_missing_bucket_fails_at_once_and_says_what_to_fix() {
     assert!(started.elapsed() < Duration::from_secs(5), "{st:?}");
     server.shutdown().await;
 }
+
+/// The store's endpoint from `AWS_ENDPOINT_URL` (no `--record-endpoint`),
+/// over plain HTTP as a local S3 API server speaks it: allowed, so the
+/// startup check lists the bucket (it failed with an opaque "builder
+/// error" that no retry mends). The server runs as its own process: the
+/// variable is process-wide.
+#[test]
+fn an_http_endpoint_from_aws_endpoint_url_is_used() {
+    use std::io::BufRead;
+    if !have_moto("recording to S3") {
+        return;
+    }
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_liveslice-server"))
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--record", &format!("s3://{BUCKET}/env")])
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start liveslice-server");
+    // The log goes to standard output.
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("recording: the store") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let verdict = rx.recv_timeout(Duration::from_secs(20));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = verdict.expect("the startup check of the store is logged");
+    assert!(line.contains("the store answers"), "{line}");
+}

@@ -237,10 +237,14 @@ pub fn s3_store(
         .with_retry(retry);
     if let Some(endpoint) = endpoint {
         b = b.with_endpoint(endpoint);
-        if endpoint.starts_with("http://") {
-            b = b.with_allow_http(true);
-            client = client.with_allow_http(true);
-        }
+    }
+    // A plain-HTTP endpoint (a local MinIO or moto), from the flag or from
+    // AWS_ENDPOINT_URL: allowed, or every request fails with an opaque
+    // "builder error" that no retry mends.
+    let effective = b.get_config_value(&object_store::aws::AmazonS3ConfigKey::Endpoint);
+    if effective.is_some_and(|e| e.starts_with("http://")) {
+        b = b.with_allow_http(true);
+        client = client.with_allow_http(true);
     }
     if let Some(region) = region {
         b = b.with_region(region);

@@ -574,16 +574,18 @@ async fn put(
             }
             Err(e) => {
                 let hint = permanent_error_hint(&e);
+                // One line: an S3 error's XML body may carry newlines.
+                let error = e.to_string().replace('\n', " ");
                 let text = match hint {
-                    Some(h) => format!("{path}: {e} (not retried: {h})"),
-                    None => format!("{path}: {e}"),
+                    Some(h) => format!("{path}: {error} (not retried: {h})"),
+                    None => format!("{path}: {error}"),
                 };
                 let at_ms = crate::session::now_unix_ns() / 1_000_000;
                 *shared.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((text, at_ms));
                 if attempt >= retries || hint.is_some() {
                     shared.stats.failures.fetch_add(1, Ordering::Relaxed);
                     ::metrics::counter!(crate::metrics::RECORD_FAILURES).increment(1);
-                    tracing::warn!(session_id, object = %path, attempts = attempt + 1, error = %e,
+                    tracing::warn!(session_id, object = %path, attempts = attempt + 1, error = %error,
                         hint = hint.unwrap_or("the store is unreachable or failing"),
                         "recording: write failed; giving up");
                     return Err(e);
@@ -591,7 +593,7 @@ async fn put(
                 attempt += 1;
                 shared.stats.retries.fetch_add(1, Ordering::Relaxed);
                 ::metrics::counter!(crate::metrics::RECORD_RETRIES).increment(1);
-                tracing::debug!(session_id, object = %path, attempt, error = %e,
+                tracing::debug!(session_id, object = %path, attempt, error = %error,
                     "recording: write failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
