@@ -8,6 +8,7 @@
 #   SERVER_BIN=/tmp/old-server bench/rss-fill.sh   # another build
 #
 # Needs release builds (`cargo build --release -p liveslice-server -p liveslice-loadtest`).
+# It uses ports 50095/8095 and target/rss-fill/: one run at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -15,7 +16,8 @@ sessions=${1:-100}
 secs=${2:-50}
 out=target/rss-fill
 mkdir -p "$out"
-trap stop_server EXIT
+load=
+trap 'kill $load 2>/dev/null || true; stop_server' EXIT
 start_server "$out/server.log" 127.0.0.1:50095 127.0.0.1:8095 --max-sessions 10000
 target/release/liveslice-loadtest --server http://127.0.0.1:50095 --server-pid "$server" \
   --sessions "$sessions" --subscribers 1 --duration "${secs}s" --json >"$out/loadtest.json" 2>/dev/null &

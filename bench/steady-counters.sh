@@ -3,7 +3,7 @@
 # release server for MEASURE seconds, starting after WARMUP seconds of
 # SESSIONS real-time sessions × 1 subscriber (the window full, so the
 # allocator no longer grows): task clock, context switches, page faults
-# and system calls, each divided by the frames published meanwhile
+# (and migrations) and system calls, each divided by the frames published meanwhile
 # (SESSIONS × 30 fps × MEASURE).
 #
 #   bench/steady-counters.sh [SESSIONS=100] [WARMUP=45] [MEASURE=10]
@@ -12,7 +12,8 @@
 # With WARMUP=2 it shows the warm-up instead (mprotect and page faults
 # per frame while the window fills). Needs Debian's `linux-perf`, perf
 # events readable (perf_event_paranoid ≤ 1, or root) and release builds
-# (`cargo build --release -p liveslice-server -p liveslice-loadtest`).
+# (`cargo build --release -p liveslice-server -p liveslice-loadtest`). It uses
+# ports 50093/8093 and target/steady/: one run at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -22,7 +23,8 @@ measure=${3:-10}
 command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf" >&2; exit 1; }
 out=target/steady
 mkdir -p "$out"
-trap stop_server EXIT
+load=
+trap 'kill $load 2>/dev/null || true; stop_server' EXIT
 start_server "$out/server.log" 127.0.0.1:50093 127.0.0.1:8093 --max-sessions 10000
 target/release/liveslice-loadtest --server http://127.0.0.1:50093 --server-pid "$server" \
   --sessions "$sessions" --subscribers 1 --duration "$((warmup + measure + 5))s" --json \
@@ -31,7 +33,8 @@ load=$!
 sleep "$warmup"
 events=task-clock,context-switches,cpu-migrations,page-faults
 for s in futex epoll_wait mprotect writev recvfrom; do events+=",syscalls:sys_enter_$s"; done
-perf stat -e "$events" -p "$server" -x, -o "$out/perf.csv" -- sleep "$measure" 2>/dev/null
+# perf's own complaints (events not permitted, …) go to the terminal.
+perf stat -e "$events" -p "$server" -x, -o "$out/perf.csv" -- sleep "$measure"
 wait "$load" || true
 python3 - "$out/perf.csv" "$((sessions * 30 * measure))" <<'PY'
 import sys
