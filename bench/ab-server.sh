@@ -2,7 +2,8 @@
 # Two server builds side by side under the same load, interleaved round by
 # round so that machine noise falls on both: server CPU per frame, the load
 # generator's CPU per frame and p50/p99 publish→receive latency, medians over
-# ROUNDS rounds.
+# ROUNDS rounds, then each round's figures (with p99.9 and the server's RSS
+# under load). Add `-- --warmup 45s` for steady-state figures.
 #
 #   bench/ab-server.sh OLD_BINARY NEW_BINARY [ROUNDS=5] [SESSIONS=100] [SECS=15] [-- LOADTEST FLAGS…]
 #
@@ -65,11 +66,22 @@ for label in ("old", "new"):
         "drops": sum(1 for v in runs if v["drops"]["any"]),
         "errors": sum(v["errors"] for v in runs),
         "all": [round(v["cpu"]["server_us_per_frame"], 1) for v in runs],
+        "runs": [
+            f'{v["cpu"]["server_us_per_frame"]:.1f} µs/frame, load generator '
+            f'{v["cpu"]["load_generator_us_per_frame"]:.1f}, p50 '
+            f'{v["latency"]["percentiles_ms"]["p50"]:.2f} ms, p99 '
+            f'{v["latency"]["percentiles_ms"]["p99"]:.2f} ms, p99.9 '
+            f'{v["latency"]["percentiles_ms"]["p99.9"]:.2f} ms, RSS '
+            f'{(v["server_rss_kib"] or 0) / 1024:.0f} MiB'
+            for v in runs
+        ],
     }
 for label, v in med.items():
     print(f'{label}: server {v["server"]:.1f} µs/frame (runs {v["all"]}), load generator '
           f'{v["loadgen"]:.1f} µs/frame, p50 {v["p50"]:.2f} ms, p99 {v["p99"]:.2f} ms, '
           f'{v["frames"]:.0f} frames; runs with drops {v["drops"]}, errors {v["errors"]}')
+    for i, r in enumerate(v["runs"], 1):
+        print(f'  round {i}: {r}')
 o, n = med["old"], med["new"]
 print(f'new/old: server CPU per frame {n["server"] / o["server"]:.2f}, p99 {n["p99"] / o["p99"]:.2f}')
 PY

@@ -6,6 +6,10 @@
 #
 #   bench/vs-nginx-rtmp.sh [SESSIONS=20] [SECS=20]
 #
+# WARMUP=40 bench/vs-nginx-rtmp.sh …: both servers carry the load 40 s
+# before their SECS are measured (liveslice's window fills during a
+# session's first ~35 s: `liveslice-loadtest --warmup`).
+#
 # nginx-rtmp (Debian's `nginx-light` + `libnginx-mod-rtmp`, `live on`, one
 # worker process as its docs advise: a live stream lives in the worker its
 # publisher reached, and a player on another worker does not find it): SESSIONS `ffmpeg -re -stream_loop -1 … -c copy -f
@@ -25,6 +29,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 sessions=${1:-20}
 secs=${2:-20}
+warmup=${WARMUP:-0}
 out=$PWD/target/vs-nginx-rtmp
 rm -rf "$out"
 mkdir -p "$out/nginx/logs" "$out/progress"
@@ -86,7 +91,7 @@ for i in $(seq 1 "$sessions"); do
     -f null - -progress "$out/progress/s$i.txt" &
   children+=($!)
 done
-sleep 4
+sleep $((4 + warmup))
 workers=$(pgrep -P "$nginx_pid" | tr '\n' ' ')
 # shellcheck disable=SC2086
 t0=$(ticks $nginx_pid $workers)
@@ -108,7 +113,8 @@ echo "nginx-rtmp: $sessions sessions × 1 subscriber, $nginx_frames frames out i
 grpc=127.0.0.1:50086
 start_server "$out/liveslice-server.log" $grpc 127.0.0.1:8096
 target/release/liveslice-loadtest --server "http://$grpc" --server-pid $server \
-  --sessions "$sessions" --subscribers 1 --duration "${secs}s" --json >"$out/liveslice.json" || true
+  --sessions "$sessions" --subscribers 1 --warmup "${warmup}s" --duration "${secs}s" --json \
+  >"$out/liveslice.json" || true
 stop_server
 python3 - "$out/liveslice.json" "$sessions" "$nginx_us" <<'PY'
 import json, sys

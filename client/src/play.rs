@@ -164,6 +164,10 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
     .await
     .context("internal: request stream closed")?;
     let mut status = StatusLine::new(&plan.label);
+    // The last session line printed: the server repeats a session's info
+    // (e.g. on joining and again when its publisher connects), and a line
+    // that says nothing new is not printed again.
+    let mut last_info = String::new();
     status.message(&format!(
         "subscribing to session {} at {} (waiting for it if it has not started)",
         if plan.rendition.is_empty() {
@@ -261,7 +265,11 @@ pub async fn play(plan: &Plan, mut stop: watch::Receiver<bool>) -> Result<Played
                 } else {
                     "playing "
                 };
-                status.message(&format!("{doing}session {}: {what}", i.session_id));
+                let line = format!("{doing}session {}: {what}", i.session_id);
+                if line != last_info {
+                    status.message(&line);
+                    last_info = line;
+                }
                 if let Some(t) = tree.as_mut() {
                     t.session_info(i);
                 }

@@ -211,6 +211,15 @@ async fn publish_then_play_round_trips_frames_and_builds_the_servers_tree() {
     );
     assert!(stderr.contains("session ended (end of stream"), "{stderr}");
     assert!(stderr.contains(&format!("{frames} frames")), "{stderr}");
+    // Each session line once, however often the server repeats its info.
+    assert!(
+        stderr
+            .matches("session rt: waiting for its first keyframe")
+            .count()
+            <= 1,
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("playing session rt").count(), 1, "{stderr}");
 
     let (status, _, stderr) = to_file.wait(Duration::from_secs(20)).await;
     assert!(status.success(), "{stderr}");
@@ -455,6 +464,12 @@ async fn demo_publishes_into_a_running_server_until_interrupted() {
     assert!(stdout.contains(&format!("{http}/player/tour")), "{stdout}");
     assert!(stdout.contains(&format!("ffplay {http}/live/tour/master.m3u8")));
     assert!(stderr.contains("published "), "{stderr}");
+    // The demo's viewer says each session line once (the server sends the
+    // session's info again when the audio track is known).
+    assert!(
+        stderr.matches("waiting for its first keyframe").count() <= 1,
+        "{stderr}"
+    );
     let mut ended = None;
     while let Ok(Ok(Some(msg))) =
         tokio::time::timeout(Duration::from_secs(5), stream.message()).await

@@ -73,8 +73,9 @@ struct Args {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// Publish this long before measuring (with --duration at most 10m;
-    /// ignored with --ramp): latency and CPU per frame then cover only the
-    /// --duration after it. A session's window fills during its first
+    /// with --ramp, before each step's --step-duration): latency and CPU
+    /// per frame then cover only the --duration after it (a ramp step's
+    /// latency only its --step-duration; its drops the whole step). A session's window fills during its first
     /// ~35 s, and figures taken then include the server's allocator growing.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     warmup: Duration,
@@ -206,10 +207,10 @@ async fn plan(a: &Args) -> Result<Plan> {
             bail!("--step-duration must be at least 500ms");
         }
         let steps = (a.max_sessions - a.sessions).div_ceil(a.step) + 1;
-        if a.step_duration * steps > MAX_RUN {
+        if (a.warmup + a.step_duration) * steps > MAX_RUN {
             bail!(
                 "the ramp could take {steps} steps x {:?} > 10 minutes; raise --step or lower --max-sessions",
-                a.step_duration
+                a.warmup + a.step_duration
             );
         }
         Some(RampPlan {

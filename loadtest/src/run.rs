@@ -63,7 +63,8 @@ pub struct Plan {
     pub rate: Rate,
     pub idle: bool,
     pub duration: Duration,
-    /// Published before the measured `duration` (not with a ramp).
+    /// Published before the measured `duration` (with a ramp: before each
+    /// step's measured `step_duration`, after its new sessions started).
     pub warmup: Duration,
     pub ramp: Option<RampPlan>,
     pub prefix: String,
@@ -800,7 +801,16 @@ impl Fleet<'_> {
             if is_stopped(&stop) {
                 break;
             }
-            // The step's window starts once its sessions are all running.
+            // The step's window starts once its sessions are all running
+            // (and, with a warm-up, have published that long: its
+            // latencies are not the step's figure, its drops are).
+            if !self.plan.warmup.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.plan.warmup) => {}
+                    _ = stopped(&mut stop) => {}
+                }
+                drop(self.sh.lat.take());
+            }
             let _ = total.add(self.sh.lat.take());
             let before = self.sh.c.snapshot();
             let (statuses_before, _) = self.sh.statuses.snapshot();
@@ -813,11 +823,17 @@ impl Fleet<'_> {
             let _ = total.add(&latency);
             let now = self.sh.c.snapshot();
             let mut counts = now.since(&before);
-            // Setting up this step's sessions counts against it.
+            // Setting up this step's sessions, and any loss during its
+            // warm-up, count against it.
             let setup = now.since(&before_grow);
             counts.sessions_opened = setup.sessions_opened;
             counts.sessions_failed = setup.sessions_failed;
             counts.connect_failures = setup.connect_failures;
+            counts.frames_dropped = setup.frames_dropped;
+            counts.subscriber_drop_reports = setup.subscriber_drop_reports;
+            counts.lagged_events = setup.lagged_events;
+            counts.lagged_skipped = setup.lagged_skipped;
+            counts.index_gaps = setup.index_gaps;
             let (statuses_now, _) = self.sh.statuses.snapshot();
             let statuses = status_delta(&statuses_now, &statuses_before);
             let rss_kib = self.plan.server_pid.and_then(crate::stats::read_rss_kib);

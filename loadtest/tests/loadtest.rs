@@ -180,6 +180,70 @@ async fn a_warm_up_is_left_out_of_the_latency_and_cpu_figures() {
         "{}",
         run.stderr
     );
+
+    // A ramp warms each step up before measuring it: a step's frames are
+    // its measured second's, the run takes every step's warm-up too.
+    let run = loadtest(
+        &[
+            "--server",
+            &url,
+            "--ramp",
+            "--sessions",
+            "2",
+            "--step",
+            "2",
+            "--max-sessions",
+            "4",
+            "--warmup",
+            "2s",
+            "--step-duration",
+            "1s",
+            "--max-p99",
+            "20s",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    let v = json(&run);
+    let steps = v["ramp"]["steps"].as_array().expect("ramp steps");
+    assert_eq!(steps.len(), 2, "{v:#}");
+    for step in steps {
+        let n = u(step, "/sessions");
+        let frames = u(step, "/out/frames");
+        // n sessions × 30 fps × the measured 1 s, not the 3 s published.
+        assert!(
+            (n * 20..=n * 45).contains(&frames),
+            "{frames} frames in a step of {n} sessions: {step:#}"
+        );
+    }
+    assert!(run.took >= Duration::from_secs(6), "took {:?}", run.took);
+    // The ramp's bound counts the warm-ups.
+    let run = loadtest(
+        &[
+            "--server",
+            &url,
+            "--ramp",
+            "--sessions",
+            "1",
+            "--step",
+            "1",
+            "--max-sessions",
+            "20",
+            "--warmup",
+            "40s",
+            "--step-duration",
+            "5s",
+        ],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_ne!(run.code, Some(0), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("the ramp could take 20 steps x 45s"),
+        "{}",
+        run.stderr
+    );
     s.shutdown().await;
 }
 

@@ -287,3 +287,19 @@ fn a_port_in_use_is_one_line_naming_the_flag() {
     );
     assert_eq!(line.matches("in use").count(), 1, "said once: {line}");
 }
+
+/// The server binary runs on mimalloc (the default `mimalloc` feature,
+/// BENCH.md "The steady state and the allocator"): mimalloc says so when
+/// asked (`MIMALLOC_VERBOSE=1`), glibc's malloc says nothing.
+#[cfg(feature = "mimalloc")]
+#[test]
+fn the_server_binary_runs_on_mimalloc() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_liveslice-server"))
+        .arg("--version")
+        .env("MIMALLOC_VERBOSE", "1")
+        .output()
+        .expect("run the server");
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mimalloc: process init"), "{err}");
+}

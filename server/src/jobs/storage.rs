@@ -21,32 +21,39 @@ pub enum Location {
 impl Location {
     /// `s3://BUCKET[/KEY]` or `file:///PATH`; names what is wrong.
     pub fn parse(url: &str) -> Result<Location, String> {
+        Location::parse_named(url, "KEY", "PATH", "a job URL")
+    }
+
+    /// As [`Location::parse`], its errors naming the key `key` (e.g.
+    /// `PREFIX`), the path `path` (e.g. `DIR`) and the URL `what`.
+    pub fn parse_named(url: &str, key: &str, path: &str, what: &str) -> Result<Location, String> {
+        let forms = format!("s3://BUCKET/{key} or file:///{path}");
         if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+            let (bucket, object) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(format!("{url:?} names no bucket (s3://BUCKET/KEY)"));
+                return Err(format!("{url:?} names no bucket (s3://BUCKET/{key})"));
             }
             return Ok(Location::S3 {
                 bucket: bucket.to_string(),
-                key: key.trim_matches('/').to_string(),
+                key: object.trim_matches('/').to_string(),
             });
         }
-        if let Some(path) = url.strip_prefix("file://") {
-            let path = Path::new(path);
-            if !path.is_absolute() {
+        if let Some(p) = url.strip_prefix("file://") {
+            let p = Path::new(p);
+            if !p.is_absolute() {
                 return Err(format!(
-                    "{url:?} is not an absolute file URL (file:///PATH)"
+                    "{url:?} is not an absolute file URL (file:///{path})"
                 ));
             }
-            if path.components().any(|c| matches!(c, Component::ParentDir)) {
-                return Err(format!("{url:?}: `..` is not allowed in a job URL"));
+            if p.components().any(|c| matches!(c, Component::ParentDir)) {
+                return Err(format!("{url:?}: `..` is not allowed in {what}"));
             }
-            return Ok(Location::File(path.to_path_buf()));
+            return Ok(Location::File(p.to_path_buf()));
         }
         if url.is_empty() {
-            return Err("missing (s3://BUCKET/KEY or file:///PATH)".into());
+            return Err(format!("missing ({forms})"));
         }
-        Err(format!("{url:?}: use s3://BUCKET/KEY or file:///PATH"))
+        Err(format!("{url:?}: use {forms}"))
     }
 }
 

@@ -119,13 +119,15 @@ impl Target {
     /// [`crate::jobs::storage::Location`]).
     pub fn parse(url: &str) -> Result<Target, String> {
         use crate::jobs::storage::Location;
-        Ok(match Location::parse(url)? {
-            Location::S3 { bucket, key } => Target::S3 {
-                bucket,
-                prefix: key,
+        Ok(
+            match Location::parse_named(url, "PREFIX", "DIR", "--record")? {
+                Location::S3 { bucket, key } => Target::S3 {
+                    bucket,
+                    prefix: key,
+                },
+                Location::File(dir) => Target::File { dir },
             },
-            Location::File(dir) => Target::File { dir },
-        })
+        )
     }
 }
 
@@ -835,5 +837,14 @@ mod tests {
         for bad in ["s3://", "s3:///p", "file://rel", "http://x", "/tmp/r"] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
+        // The errors name --record's forms, not a job URL's.
+        assert_eq!(
+            Target::parse("/tmp/r"),
+            Err("\"/tmp/r\": use s3://BUCKET/PREFIX or file:///DIR".to_string())
+        );
+        assert_eq!(
+            Target::parse("file://tmp/r"),
+            Err("\"file://tmp/r\" is not an absolute file URL (file:///DIR)".to_string())
+        );
     }
 }

@@ -399,6 +399,11 @@ pub struct Session {
     group: Option<(Arc<renditions::RenditionGroup>, String)>,
     /// A transcode ladder runs for the session (`--ladder`).
     ladder: AtomicBool,
+    /// `liveslice_bytes_in_total` and `liveslice_frames_in_total`, looked up
+    /// once: `counter!` hashes its key into the registry on every call, and
+    /// these count every push (issue 14).
+    bytes_in: ::metrics::Counter,
+    frames_in: ::metrics::Counter,
 }
 
 /// A rendered HLS playlist and what it was rendered from.
@@ -553,6 +558,8 @@ impl Session {
             unreadable: AtomicBool::new(false),
             group: None,
             ladder: AtomicBool::new(false),
+            bytes_in: ::metrics::counter!(crate::metrics::BYTES_IN),
+            frames_in: ::metrics::counter!(crate::metrics::FRAMES_IN),
         }
     }
 
@@ -779,7 +786,7 @@ impl Session {
         if st.publisher != Publisher::Active(generation) {
             return Err(PushError::NotPublisher);
         }
-        ::metrics::counter!(crate::metrics::BYTES_IN).increment(data.len() as u64);
+        self.bytes_in.increment(data.len() as u64);
         let group = self.group.as_ref();
         let (mut st, fatal) = self.run_engine(st, |s, out| {
             if let Source::Engine(p) = s {
@@ -860,7 +867,7 @@ impl Session {
         if st.publisher != Publisher::Active(generation) {
             return Err(PushError::NotPublisher);
         }
-        ::metrics::counter!(crate::metrics::BYTES_IN).increment(data.len() as u64);
+        self.bytes_in.increment(data.len() as u64);
         let (_, fatal) = self.run_engine(st, |s, out| {
             if let Source::Engine(p) = s {
                 p.push_audio(data, input, capture_ns, now_unix_ns(), out);
@@ -1325,7 +1332,7 @@ impl Session {
             }
         }
         if frames > 0 {
-            ::metrics::counter!(crate::metrics::FRAMES_IN).increment(frames);
+            self.frames_in.increment(frames);
         }
         fatal
     }
